@@ -1,0 +1,39 @@
+# `make dev` runs the relay locally on Azurite; `make test` runs every test. Both set up first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: setup dev test bench connector clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed
+
+local.settings.json:
+	cp local.settings.sample.json local.settings.json
+
+dev: setup local.settings.json
+	@mkdir -p .azurite
+	@bash -c 'node_modules/.bin/azurite --silent --skipApiVersionCheck --location .azurite \
+	  --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 & az=$$!; \
+	  trap "kill $$az 2>/dev/null" EXIT; $(PY) -m relay dev $(ARGS)'
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+bench: setup
+	$(PY) -m relay.bench $(ARGS)
+
+connector: setup
+	$(PY) -m relay connector --host $(HOST) --out connector
+
+clean:
+	rm -rf $(VENV) node_modules .azurite .pytest_cache

@@ -1,0 +1,155 @@
+// Event relay on Azure Functions Flex Consumption (Python 3.11, Linux).
+// Deploy into an existing resource group:
+//   az deployment group create -g <rg> -n relay -f infra/main.bicep \
+//     -p infra/main.parameters.json -p environmentName=<name>
+// or run `azd up` (azure.yaml). One module per concern under ./modules.
+
+targetScope = 'resourceGroup'
+
+@minLength(1)
+@maxLength(32)
+@description('Environment name (azd) or short prefix: lowercase letters, digits and hyphens. It names every resource and, with the subscription, resource group and location, seeds their unique suffix.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region for every resource; it must offer Flex Consumption (az functionapp list-flexconsumption-locations -o table).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string = resourceGroup().location
+
+@description('Memory of each Flex Consumption instance, in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Most instances the app scales out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+// The relay's settings (relay/settings.py SETTINGS), as strings exactly as the app reads them.
+// Defaults are the contract defaults.
+
+@description('RELAY_RETRY_SCHEDULE: delays between delivery attempts (units ms, s, m, h).')
+param relayRetrySchedule string = '5s,5m,30m,2h,5h,10h,10h'
+
+@description('RELAY_DELIVERY_TIMEOUT: seconds one delivery attempt may take.')
+param relayDeliveryTimeout string = '30'
+
+@description('RELAY_ALLOW_PRIVATE_TARGETS: true allows plain http and non-public notification addresses (local work only; keep false in Azure).')
+@allowed([
+  'false'
+  'true'
+])
+param relayAllowPrivateTargets string = 'false'
+
+@description('RELAY_MAX_EVENT_BYTES: largest event accepted, in bytes of its JSON.')
+param relayMaxEventBytes string = '1048576'
+
+@description('RELAY_EVENT_RETENTION_DAYS: days published events stay readable for polling, replay and de-duplication.')
+param relayEventRetentionDays string = '7'
+
+@description('Days after which claim-check payload blobs (relay-payloads) are deleted by the lifecycle rule; keep it at RELAY_EVENT_RETENTION_DAYS + 1.')
+@minValue(1)
+param payloadRetentionDays int = 8
+
+var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName, location))
+var prefix = toLower(environmentName)
+var tags = {
+  'azd-env-name': environmentName
+}
+
+var functionAppName = 'func-${prefix}-${resourceToken}'
+var planName = 'plan-${prefix}-${resourceToken}'
+var identityName = 'id-${prefix}-${resourceToken}'
+var logAnalyticsName = 'log-${prefix}-${resourceToken}'
+var appInsightsName = 'appi-${prefix}-${resourceToken}'
+var storageAccountName = 'strelay${resourceToken}'
+var deploymentContainerName = 'app-package'
+
+// Every RELAY_* app setting the template sets; RELAY_FUNCTION_KEY is local-dev only and never set.
+var relayAppSettings = {
+  RELAY_RETRY_SCHEDULE: relayRetrySchedule
+  RELAY_DELIVERY_TIMEOUT: relayDeliveryTimeout
+  RELAY_ALLOW_PRIVATE_TARGETS: relayAllowPrivateTargets
+  RELAY_MAX_EVENT_BYTES: relayMaxEventBytes
+  RELAY_EVENT_RETENTION_DAYS: relayEventRetentionDays
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  params: {
+    name: identityName
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    logAnalyticsName: logAnalyticsName
+    appInsightsName: appInsightsName
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: storageAccountName
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    payloadRetentionDays: payloadRetentionDays
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'rbac'
+  params: {
+    storageAccountName: storage.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+    principalId: identity.outputs.principalId
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  params: {
+    name: functionAppName
+    planName: planName
+    location: location
+    tags: tags
+    appTags: union(tags, {
+      'azd-service-name': 'relay'
+    })
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    appInsightsName: monitoring.outputs.appInsightsName
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    appSettings: relayAppSettings
+  }
+  // The host starts as soon as the app exists: let it find its storage roles in place.
+  dependsOn: [
+    rbac
+  ]
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = resourceGroup().name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_URL string = functionApp.outputs.url
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_IDENTITY_CLIENT_ID string = identity.outputs.clientId

@@ -1,0 +1,156 @@
+// The one storage account: Functions host state (AzureWebJobsStorage), the relay's tables,
+// queues and claim-check payload blobs, and the Flex Consumption deployment container.
+// Shared-key access is off; everything reaches it with Entra ID (the app's managed identity).
+// Child resources are declared at top level with `parent:` (never nested).
+
+@description('Name of the storage account (3-24 lowercase letters and digits, globally unique).')
+@minLength(3)
+@maxLength(24)
+param name string
+
+@description('Azure region of the storage account.')
+param location string
+
+@description('Tags applied to the storage account.')
+param tags object = {}
+
+@description('Blob container that holds the Flex Consumption deployment package.')
+param deploymentContainerName string
+
+@description('Days after their last modification at which claim-check payload blobs are deleted; keep it above RELAY_EVENT_RETENTION_DAYS.')
+@minValue(1)
+param payloadRetentionDays int
+
+// Names the relay uses (relay/storage.py).
+var tableNames = [
+  'relaysubscriptions'
+  'relayevents'
+  'relaydeliveries'
+  'relayeventtypes'
+  'relayoperations'
+]
+
+// Work queues and their poison queues (`<queue>-poison`, where the host moves messages that
+// failed maxDequeueCount times).
+var queueNames = [
+  'relay-fanout'
+  'relay-deliveries'
+  'relay-replays'
+  'relay-fanout-poison'
+  'relay-deliveries-poison'
+  'relay-replays-poison'
+]
+
+var payloadContainerName = 'relay-payloads'
+
+resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
+    allowCrossTenantReplication: false
+    defaultToOAuthAuthentication: true
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storageAccount
+  name: 'default'
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource payloadContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: payloadContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storageAccount
+  name: 'default'
+}
+
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for tableName in tableNames: {
+  parent: tableService
+  name: tableName
+}]
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storageAccount
+  name: 'default'
+}
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queueName in queueNames: {
+  parent: queueService
+  name: queueName
+}]
+
+// Claim-check bodies of large events outlive their event by at most a day: delete them once
+// they are older than the retention.
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: storageAccount
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'delete-expired-relay-payloads'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                '${payloadContainerName}/'
+              ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: payloadRetentionDays
+                }
+              }
+            }
+          }
+        }
+      ]
+    }
+  }
+  dependsOn: [
+    payloadContainer
+  ]
+}
+
+@description('Name of the storage account.')
+output name string = storageAccount.name
+
+@description('Resource id of the storage account.')
+output id string = storageAccount.id
+
+@description('URL of the deployment container (functionAppConfig.deployment.storage.value).')
+output deploymentContainerUrl string = '${storageAccount.properties.primaryEndpoints.blob}${deploymentContainer.name}'

@@ -1,0 +1,38 @@
+"""Command line: `python -m relay dev` runs the app locally; `python -m relay connector` writes
+the custom connector files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m relay")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser("dev", help="run the function app locally (HTTP and queue triggers)")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=7071)
+    dev.add_argument("--function-key", default=None,
+                     help="require this key on function-level routes (or set RELAY_FUNCTION_KEY)")
+
+    conn = commands.add_parser("connector", help="write the Power Platform custom connector files")
+    conn.add_argument("--host", required=True, help="the relay's host name, e.g. myrelay.azurewebsites.net")
+    conn.add_argument("--out", default="connector", type=Path)
+
+    args = parser.parse_args(argv)
+    if args.command == "dev":
+        from .devhost import run
+        return run(APP_DIR, args.host, args.port, args.function_key)
+    from .connector import write_files
+    for path in write_files(args.host, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,396 @@
+"""The HTTP API: request parsing, the route handlers, and the one place errors become answers.
+
+Each HTTP function in `function_app.py` takes every method and hands the request to a route
+here, so an unknown method is a 405 problem rather than the host's bare 404.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+from urllib.parse import urlencode, urlsplit
+
+import azure.functions as func
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from pydantic import BaseModel, ValidationError
+
+from . import clock
+from . import events as events_mod
+from .errors import (
+    BadRequest, FieldError, MethodNotAllowed, NotFound, PayloadTooLarge, Problem, ServiceUnavailable,
+    TargetRefused, UnsupportedMediaType, invalid,
+)
+from .deliverylog import STATUSES, DeliveryLog
+from .models import EventIn, SubscriptionRequest, UnsubscribeRequest
+from .outbound import check_target
+from .settings import Settings, get_settings
+from .storage import FANOUT_QUEUE, Storage, get_storage
+from .subscriptions import ID_RE, SubscriptionStore, public_view
+
+log = logging.getLogger("relay.api")
+
+SMALL_BODY = 64 * 1024
+MAX_BATCH = 100
+RETRY_AFTER_SECONDS = 10
+
+
+@dataclass
+class Request:
+    method: str
+    url: str
+    base: str  # scheme://host of the request, for absolute Location URLs
+    params: Mapping[str, str]
+    route: Mapping[str, str]
+    headers: Mapping[str, str]
+    body: bytes
+
+    @classmethod
+    def from_func(cls, req: func.HttpRequest) -> "Request":
+        parts = urlsplit(req.url)
+        return cls(method=req.method.upper(), url=req.url, base=f"{parts.scheme}://{parts.netloc}",
+                   params=dict(req.params), route=dict(req.route_params), headers=req.headers,
+                   body=req.get_body() or b"")
+
+    def link(self, path: str, query: Mapping[str, str] | None = None) -> str:
+        url = f"{self.base}/api/{path}"
+        return f"{url}?{urlencode(query)}" if query else url
+
+    def json(self, limit: int = SMALL_BODY) -> Any:
+        if len(self.body) > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+        ctype = (self.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+            raise UnsupportedMediaType(f"send application/json, not {ctype[:100]}")
+        if not self.body.strip():
+            raise BadRequest("the body is empty: send a JSON document",
+                             [FieldError("body", "is required")])
+        try:
+            return json.loads(self.body)
+        except UnicodeDecodeError:
+            raise BadRequest("the body is not UTF-8", [FieldError("body", "is not UTF-8")]) from None
+        except ValueError as exc:
+            raise BadRequest(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                             [FieldError("body", "is not valid JSON")]) from None
+
+    def model(self, model: type[BaseModel], raw: Any = None, prefix: str = "") -> Any:
+        raw = self.json() if raw is None else raw
+        if not isinstance(raw, dict):
+            raise invalid(prefix.rstrip(".") or "body", "must be a JSON object")
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            raise validation_problem(exc, prefix) from None
+
+    def int_param(self, name: str, default: int, low: int, high: int) -> int:
+        text = self.params.get(name)
+        if text is None or text == "":
+            return default
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise invalid(name, f"must be a whole number from {low} to {high}")
+        return int(text)
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def validation_problem(exc: ValidationError, prefix: str = "") -> BadRequest:
+    errors = []
+    for err in exc.errors():
+        loc = prefix + ".".join(str(p) for p in err["loc"]) if err["loc"] else prefix.rstrip(".") or "body"
+        message = err["msg"].removeprefix("Value error, ")
+        errors.append(FieldError(loc, message))
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
+    return BadRequest(detail, errors)
+
+
+def _json_response(status: int, body: Any, headers: Mapping[str, str], media: str) -> func.HttpResponse:
+    payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+    return func.HttpResponse(payload, status_code=status, headers=dict(headers), mimetype=media,
+                             charset="utf-8")
+
+
+def problem_response(problem: Problem) -> func.HttpResponse:
+    return _json_response(problem.status, problem.body(), problem.headers, "application/problem+json")
+
+
+def _storage_down(exc: Exception) -> bool:
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        return True
+    return isinstance(exc, HttpResponseError) and (exc.status_code or 0) >= 500
+
+
+Handler = Callable[[Request], Reply]
+
+
+def route(handlers: Mapping[str, Handler]) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    """One route: method dispatch and the mapping of every error to an answer."""
+    allowed = ", ".join(sorted(handlers))
+
+    def serve(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            request = Request.from_func(req)
+            handler = handlers.get(request.method)
+            if handler is None:
+                raise MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}",
+                                       headers={"Allow": allowed})
+            reply = handler(request)
+            return _json_response(reply.status, reply.body, reply.headers, "application/json")
+        except Problem as problem:
+            return problem_response(problem)
+        except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are answered
+            if _storage_down(exc):
+                log.warning("storage unavailable: %s", type(exc).__name__)
+                return problem_response(ServiceUnavailable(
+                    "storage is unavailable; try again shortly", retry_after=RETRY_AFTER_SECONDS))
+            log.exception("unhandled error in %s", req.url.split("?")[0])
+            return _internal_error()
+    return serve
+
+
+def _internal_error() -> func.HttpResponse:
+    problem = Problem("an unexpected error occurred; it has been logged")
+    problem.status, problem.title, problem.slug = 500, "Internal error", "internal-error"
+    return problem_response(problem)
+
+
+# ---- context -----------------------------------------------------------------------------------
+
+def _storage() -> Storage:
+    return get_storage("fast")
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def _sub_id(request: Request) -> str:
+    return request.route.get("id", "")
+
+
+# ---- subscriptions -----------------------------------------------------------------------------
+
+def create_subscription(request: Request) -> Reply:
+    raw = request.json()
+    if isinstance(raw, dict) and "eventType" in raw and "eventTypes" in raw:
+        raise invalid("eventType", "send eventTypes or eventType, not both")
+    body: SubscriptionRequest = request.model(SubscriptionRequest, raw)
+    settings = _settings()
+    try:
+        check_target(body.notificationUrl, allow_private=settings.allow_private_targets)
+    except TargetRefused as exc:
+        raise invalid("notificationUrl", exc.reason) from None
+    entity, _ = SubscriptionStore(_storage()).subscribe(body)
+    location = request.link(f"subscriptions/{entity['id']}")
+    return Reply(201, public_view(entity, with_secret=True), {"Location": location})
+
+
+def get_subscription(request: Request) -> Reply:
+    entity = SubscriptionStore(_storage()).get(_sub_id(request))
+    if entity is None:
+        raise NotFound("no subscription has this id")
+    return Reply(200, public_view(entity))
+
+
+def list_subscriptions(request: Request) -> Reply:
+    limit = request.int_param("limit", 100, 1, 1000)
+    event_type = request.params.get("eventType") or None
+    token = request.params.get("continuationToken") or None
+    items, next_token = SubscriptionStore(_storage()).list(limit=limit, token=token, event_type=event_type)
+    body: dict[str, Any] = {"value": [public_view(e) for e in items]}
+    if next_token:
+        query = {k: v for k, v in (("eventType", event_type), ("limit", str(limit))) if v}
+        body["nextLink"] = request.link("subscriptions", {**query, "continuationToken": next_token})
+    return Reply(200, body)
+
+
+def delete_subscription(request: Request) -> Reply:
+    SubscriptionStore(_storage()).delete(_sub_id(request))
+    return Reply(200, {})
+
+
+def unsubscribe(request: Request) -> Reply:
+    body: UnsubscribeRequest = request.model(UnsubscribeRequest)
+    SubscriptionStore(_storage()).unsubscribe(body.notificationUrl)
+    return Reply(200, {})
+
+
+def list_deliveries(request: Request) -> Reply:
+    sub_id = _sub_id(request)
+    status = request.params.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise invalid("status", "must be pending, succeeded or failed")
+    limit = request.int_param("limit", 100, 1, 1000)
+    if not ID_RE.match(sub_id) or SubscriptionStore(_storage()).get(sub_id) is None:
+        raise NotFound("no subscription has this id")
+    rows, next_token = DeliveryLog(_storage()).list(sub_id, status=status, limit=limit,
+                                                    token=request.params.get("continuationToken") or None)
+    body: dict[str, Any] = {"value": rows}
+    if next_token:
+        query = {k: v for k, v in (("status", status), ("limit", str(limit))) if v}
+        body["nextLink"] = request.link(f"subscriptions/{sub_id}/deliveries",
+                                        {**query, "continuationToken": next_token})
+    return Reply(200, body)
+
+
+# ---- events ------------------------------------------------------------------------------------
+
+def publish_events(request: Request) -> Reply:
+    settings = _settings()
+    # A batch may hold up to a hundred events of the largest size; the per-event limit is below.
+    raw = request.json(limit=MAX_BATCH * settings.max_event_bytes + 1024)
+    batch = isinstance(raw, list)
+    items = raw if batch else [raw]
+    if batch and not 1 <= len(items) <= MAX_BATCH:
+        raise invalid("body", f"an array must hold 1 to {MAX_BATCH} events")
+    accepted: list[EventIn] = []
+    errors: list[FieldError] = []
+    for index, item in enumerate(items):
+        prefix = f"[{index}]." if batch else ""
+        if not isinstance(item, dict):
+            errors.append(FieldError(prefix.rstrip(".") or "body", "must be a JSON object"))
+            continue
+        size = events_mod.event_size(item)
+        if size > settings.max_event_bytes:
+            raise PayloadTooLarge(f"{prefix.rstrip('.') or 'the event'} is {size} bytes of JSON; "
+                                  f"the limit is {settings.max_event_bytes}")
+        if "data" not in item:
+            errors.append(FieldError(prefix + "data", "is required"))
+            continue
+        try:
+            accepted.append(request.model(EventIn, item, prefix))
+        except BadRequest as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors[:5]), errors)
+    storage = _storage()
+    from .eventtypes import validate_data
+    validate_data(storage, accepted, batch)
+    records = [events_mod.accept(e, source=request.link("events")) for e in accepted]
+    events_mod.publish(storage, records)
+    if batch:
+        return Reply(202, {"value": [{"id": r.id} for r in records]})
+    return Reply(202, {"id": records[0].id})
+
+
+# ---- polling trigger ---------------------------------------------------------------------------
+
+def poll_events(request: Request) -> Reply:
+    from . import polling
+
+    pattern = polling.check_pattern(request.params.get("eventType") or "*")
+    text = request.params.get("triggerState")
+    if not text:
+        state = polling.PollState.starting(clock.utcnow())
+        location = request.link("events/poll", {"eventType": pattern, "triggerState": state.encode()})
+        return Reply(202, None, {"Location": location, "Retry-After": str(polling.IDLE_RETRY_AFTER)})
+    result = polling.poll(_storage(), pattern, polling.PollState.decode(text))
+    location = request.link("events/poll", {"eventType": pattern, "triggerState": result.state.encode()})
+    if not result.events:
+        return Reply(202, None, {"Location": location, "Retry-After": str(polling.IDLE_RETRY_AFTER)})
+    headers = {"Location": location}
+    if result.more:
+        headers["Retry-After"] = "0"
+    return Reply(200, {"value": result.events}, headers)
+
+
+# ---- replay ------------------------------------------------------------------------------------
+
+def start_replay(request: Request) -> Reply:
+    from .models import ReplayRequest
+    from .replay import RETRY_AFTER, Operations
+
+    body: ReplayRequest = request.model(ReplayRequest)
+    sub_id = _sub_id(request)
+    storage = _storage()
+    if SubscriptionStore(storage).get(sub_id) is None:
+        raise NotFound("no subscription has this id")
+    op_id = Operations(storage).start(sub_id, body)
+    return Reply(202, {"id": op_id, "status": "running"},
+                 {"Location": request.link(f"operations/{op_id}"), "Retry-After": str(RETRY_AFTER)})
+
+
+def get_operation(request: Request) -> Reply:
+    from .replay import RETRY_AFTER, Operations, view
+
+    op_id = request.route.get("operationId", "")
+    op = Operations(_storage()).get(op_id) if ID_RE.match(op_id) else None
+    if op is None:
+        raise NotFound("no operation has this id")
+    if op["status"] == "running":
+        return Reply(202, view(op), {"Location": request.link(f"operations/{op_id}"),
+                                     "Retry-After": str(RETRY_AFTER)})
+    return Reply(200, view(op))
+
+
+# ---- event types -------------------------------------------------------------------------------
+
+def list_event_types(request: Request) -> Reply:
+    from .eventtypes import EventTypes
+
+    return Reply(200, {"value": sorted(EventTypes(_storage()).all().values(), key=lambda t: t["name"])})
+
+
+def put_event_type(request: Request) -> Reply:
+    from .eventtypes import EventTypes
+    from .models import EventTypeRequest
+
+    raw = request.json(limit=256 * 1024)
+    body: EventTypeRequest = request.model(EventTypeRequest, raw)
+    view, created = EventTypes(_storage()).put(request.route.get("name", ""), body)
+    return Reply(201 if created else 200, view)
+
+
+def get_event_type(request: Request) -> Reply:
+    from .eventtypes import EventTypes
+
+    found = EventTypes(_storage()).get(request.route.get("name", ""))
+    if found is None:
+        raise NotFound("no event type has this name")
+    return Reply(200, found)
+
+
+def delete_event_type(request: Request) -> Reply:
+    from .eventtypes import EventTypes
+
+    EventTypes(_storage()).delete(request.route.get("name", ""))
+    return Reply(200, {})
+
+
+# ---- definition --------------------------------------------------------------------------------
+
+def openapi(request: Request) -> Reply:
+    from .connector import definition
+
+    return Reply(200, definition(urlsplit(request.url).netloc))
+
+
+# ---- health ------------------------------------------------------------------------------------
+
+def health(request: Request) -> Reply:
+    try:
+        _storage().queue(FANOUT_QUEUE).get_queue_properties()
+    except Exception as exc:  # noqa: BLE001 - any failure to reach storage means unhealthy
+        log.warning("health: storage unavailable: %s", type(exc).__name__)
+        return Reply(503, {"status": "unavailable", "detail": "storage does not answer"},
+                     {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    return Reply(200, {"status": "ok"})
+
+
+subscriptions = route({"POST": create_subscription, "GET": list_subscriptions})
+subscription = route({"GET": get_subscription, "DELETE": delete_subscription})
+unsubscribe_route = route({"POST": unsubscribe})
+deliveries = route({"GET": list_deliveries})
+events = route({"POST": publish_events})
+health_route = route({"GET": health})
+poll_route = route({"GET": poll_events})
+replay_route = route({"POST": start_replay})
+operation_route = route({"GET": get_operation})
+event_types = route({"GET": list_event_types})
+event_type = route({"GET": get_event_type, "PUT": put_event_type, "DELETE": delete_event_type})
+openapi_route = route({"GET": openapi})

@@ -1,0 +1,159 @@
+"""Delivering one event to its subscribers, and deciding what happens after each attempt.
+
+Attempts for all targets of a work item run concurrently on one pooled HTTP client. After an
+attempt: a success or a final failure is written to the delivery log; a failure worth retrying
+becomes its own queue message, invisible until the backoff delay has passed (the host's own
+retry is a fixed delay, so it is kept for crashes); a receiver that says its flow is gone
+disables the subscription.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable
+
+from . import clock, signing
+from .backoff import parse_retry_after, retry_delay
+from .deliverylog import Attempt, DeliveryLog
+from .errors import TargetRefused
+from .events import NEVER_EXPIRE
+from .models import DeliveryMessage, EventRecord, Target
+from .outbound import DeliveryError, Sender, redact_url
+from .outcomes import Outcome, Verdict, classify
+from .settings import Settings
+from .storage import DELIVERY_QUEUE, Storage
+from .subscriptions import SubscriptionStore
+from . import telemetry
+
+log = logging.getLogger("relay.delivery")
+
+# Threads for concurrent attempts in this process; attempts mostly wait on the network.
+CONCURRENCY = 64
+_pool = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="deliver")
+_sender_lock = threading.Lock()
+_sender: Sender | None = None
+
+
+def get_sender(settings: Settings) -> Sender:
+    """The process's one pooled sender."""
+    global _sender
+    with _sender_lock:
+        if _sender is None:
+            _sender = Sender(allow_private=settings.allow_private_targets, timeout=settings.delivery_timeout,
+                             user_agent=signing.USER_AGENT, pool_size=CONCURRENCY)
+        return _sender
+
+
+def reset_sender() -> None:
+    global _sender
+    with _sender_lock:
+        if _sender is not None:
+            _sender.close()
+        _sender = None
+
+
+@dataclass
+class Result:
+    """What one attempt came to."""
+    verdict: Verdict
+    status_code: int | None = None
+    retry_after: float | None = None
+
+
+def attempt(sender: Sender, target: Target, event_id: str, body: bytes) -> Result:
+    headers = signing.headers(secret=target.secret, event_id=event_id, body=body, now=clock.utcnow())
+    try:
+        reply = sender.post(target.url, body, headers)
+    except TargetRefused as exc:
+        return Result(Verdict(Outcome.FAILED, f"refused by the outbound guard: {exc.reason}"))
+    except DeliveryError as exc:
+        return Result(Verdict(Outcome.RETRY, f"{exc.kind}: {exc.message}"))
+    return Result(classify(reply.status, reply.body), reply.status,
+                  parse_retry_after(reply.headers.get("retry-after")))
+
+
+class Deliverer:
+    def __init__(self, storage: Storage, settings: Settings, sender: Sender | None = None,
+                 rand: Callable[[], float] | None = None) -> None:
+        self._storage = storage
+        self._settings = settings
+        self._sender = sender or get_sender(settings)
+        self._subs = SubscriptionStore(storage)
+        self._log = DeliveryLog(storage)
+        self._rand = rand
+
+    def deliver(self, event: EventRecord, data: Any, log_key: tuple[str, str], since: str,
+                targets: list[Target]) -> None:
+        """Make one attempt per target and record what follows; raises only if recording fails."""
+        body = signing.cloudevent(event_id=event.id, event_type=event.type, source=event.source,
+                                  time=event.time, subject=event.subject, data=data)
+        futures = [_pool.submit(self._one, event, body, log_key, since, t) for t in targets]
+        errors = [f.exception() for f in futures]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+
+    def _one(self, event: EventRecord, body: bytes, log_key: tuple[str, str], since: str, target: Target) -> None:
+        started = clock.utcnow()
+        result = attempt(self._sender, target, event.id, body)
+        elapsed = (clock.utcnow() - started).total_seconds()
+        outcome = result.verdict.outcome
+        telemetry.record_attempt(outcome.value, elapsed)
+        fields = {"eventId": event.id, "subscriptionId": target.sub, "attempt": target.attempt,
+                  "url": redact_url(target.url), "outcome": outcome.value, "statusCode": result.status_code}
+        log.info("delivery attempt %s", outcome.value, extra={"relay": fields})
+        done = Attempt(status="succeeded", attempts=target.attempt, attempted_at=started,
+                       status_code=result.status_code, error=result.verdict.reason)
+        if outcome is Outcome.DELIVERED:
+            self._log.write(target.sub, event.id, event.type, log_key, done)
+            if target.once:
+                self._subs.delete(target.sub)
+            return
+        if outcome is Outcome.GONE:
+            self._subs.disable(target.sub, result.verdict.reason or "receiver is gone")
+            done.status = "failed"
+            self._log.write(target.sub, event.id, event.type, log_key, done)
+            return
+        delay = None
+        if outcome is Outcome.RETRY:
+            delay = retry_delay(self._settings.retry_schedule, target.attempt, retry_after=result.retry_after,
+                                **({"rand": self._rand} if self._rand else {}))
+        if delay is None:
+            done.status = "failed"
+            self._log.write(target.sub, event.id, event.type, log_key, done)
+            return
+        # The pending row first: if enqueueing the retry fails, the whole message is retried and
+        # this attempt made again, which is at-least-once; the other order could show "failed".
+        done.status = "pending"
+        done.next_attempt_at = started + timedelta(seconds=elapsed + delay)
+        self._log.write(target.sub, event.id, event.type, log_key, done)
+        retry = DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since,
+                                targets=[target.model_copy(update={"attempt": target.attempt + 1})])
+        self._storage.queue(DELIVERY_QUEUE).send_message(
+            retry.model_dump_json(), visibility_timeout=math.ceil(delay), time_to_live=NEVER_EXPIRE)
+
+    def skip_removed(self, message: DeliveryMessage) -> list[Target]:
+        """Targets whose subscription was not deleted or disabled after the work was planned."""
+        removed = self._subs.removed_since(message.since)
+        live = []
+        for target in message.targets:
+            if removed.get(target.sub, -1) >= target.gen:
+                if target.attempt > 1:  # it has a pending row to close
+                    self._give_up(message, target, "subscription was deleted or disabled")
+                continue
+            live.append(target)
+        return live
+
+    def expired(self, message: DeliveryMessage, targets: list[Target]) -> None:
+        for target in targets:
+            self._give_up(message, target, "event is no longer retained")
+
+    def _give_up(self, message: DeliveryMessage, target: Target, reason: str) -> None:
+        self._log.write(target.sub, message.eventId, message.eventType, message.log,
+                        Attempt(status="failed", attempts=target.attempt - 1,
+                                attempted_at=clock.utcnow(), error=reason))

@@ -1,0 +1,476 @@
+"""`python -m relay dev`: the function app run locally the way the Functions host runs it.
+
+It imports `function_app`, calls `app.get_functions()` once and routes by each function's own
+trigger: HTTP triggers by route template and methods under the `host.json` route prefix, queue
+triggers by queue name with the `host.json` queue settings, timer triggers by schedule. It is
+the stand-in for `func start` where Core Tools cannot be installed; both serve the same app.
+
+One deliberate difference: a message is held invisible for at most 30 s at a time (renewed
+while the function runs) instead of the host's ten minutes, so the work of a killed process is
+picked up again within a minute of a restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import importlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import azure.functions as func
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+from azure.core.exceptions import ResourceExistsError
+
+log = logging.getLogger("relay.devhost")
+
+LEASE_SECONDS = 30
+RENEW_EVERY = 10.0
+MIN_POLL = 0.1
+MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the Functions front end's own limit
+
+
+# ---- settings and host.json ---------------------------------------------------------------------
+
+def load_local_settings(app_dir: Path, environ: dict[str, str] | os._Environ = os.environ) -> None:
+    """Copy `local.settings.json` Values into the environment, never over what is already set."""
+    path = app_dir / "local.settings.json"
+    if not path.exists():
+        return
+    values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
+    for key, value in values.items():
+        environ.setdefault(key, str(value))
+
+
+def parse_timespan(text: str) -> float:
+    """host.json `hh:mm:ss[.fff]` (or `d.hh:mm:ss`) in seconds."""
+    days = 0
+    if text.count(":") == 2 and "." in text.split(":")[0]:
+        d, text = text.split(".", 1)
+        days = int(d)
+    h, m, s = text.split(":")
+    return days * 86400 + int(h) * 3600 + int(m) * 60 + float(s)
+
+
+@dataclass(frozen=True)
+class QueueOptions:
+    batch_size: int = 16
+    new_batch_threshold: int = 8
+    max_dequeue_count: int = 5
+    visibility_timeout: float = 0.0
+    max_polling_interval: float = 60.0
+
+    @classmethod
+    def from_host_json(cls, host: dict[str, Any]) -> "QueueOptions":
+        q = host.get("extensions", {}).get("queues", {})
+        batch = int(q.get("batchSize", 16))
+        return cls(
+            batch_size=batch,
+            new_batch_threshold=int(q.get("newBatchThreshold", batch // 2)),
+            max_dequeue_count=int(q.get("maxDequeueCount", 5)),
+            visibility_timeout=parse_timespan(q.get("visibilityTimeout", "00:00:00")),
+            max_polling_interval=max(MIN_POLL, parse_timespan(q.get("maxPollingInterval", "00:01:00"))),
+        )
+
+
+# ---- HTTP routing -------------------------------------------------------------------------------
+
+@dataclass
+class HttpRoute:
+    name: str
+    template: str
+    pattern: re.Pattern[str]
+    methods: set[str] | None
+    needs_key: bool
+    call: Callable[[func.HttpRequest], func.HttpResponse]
+
+    @property
+    def precedence(self) -> tuple[int, ...]:
+        # ASP.NET-style: literal segments win over parameters, parameters over catch-alls.
+        return tuple(2 if s.startswith("{*") else 1 if s.startswith("{") else 0
+                     for s in self.template.split("/"))
+
+
+def compile_template(template: str) -> re.Pattern[str]:
+    """`subscriptions/{id}` -> a regex with named groups; `{name:constraint}` and `{*rest}` too."""
+    parts = []
+    for segment in template.strip("/").split("/"):
+        m = re.fullmatch(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::[^}?]*)?(\??)\}", segment)
+        if not m:
+            parts.append(re.escape(segment))
+        elif m.group(1):
+            parts.append(f"(?P<{m.group(2)}>.*)")
+        else:
+            parts.append(f"(?P<{m.group(2)}>[^/]+)" + ("?" if m.group(3) else ""))
+    return re.compile("^" + "/".join(parts) + "$", re.IGNORECASE)
+
+
+def _problem(status: int, title: str, detail: str) -> tuple[int, dict[str, str], bytes]:
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
+    return status, {"Content-Type": "application/problem+json; charset=utf-8"}, body
+
+
+class HttpDispatcher:
+    def __init__(self, routes: list[HttpRoute], prefix: str, function_key: str | None) -> None:
+        self.routes = sorted(routes, key=lambda r: r.precedence)
+        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        self.function_key = function_key
+
+    def dispatch(self, method: str, raw_path: str, host: str, headers: dict[str, str],
+                 body: bytes) -> tuple[int, dict[str, str], bytes]:
+        split = urlsplit(raw_path)
+        path = split.path
+        if not path.lower().startswith(self.prefix.lower() + "/"):
+            return _problem(404, "Not found", "no function answers this path")
+        rel = path[len(self.prefix) + 1:].strip("/")
+        for route in self.routes:
+            match = route.pattern.match(rel)
+            if not match or (route.methods is not None and method not in route.methods):
+                continue
+            params = dict(parse_qsl(split.query, keep_blank_values=True))
+            if route.needs_key and self.function_key and not self._key_ok(headers, params):
+                return _problem(401, "Unauthorized",
+                                "send the function key in x-functions-key or ?code=")
+            request = func.HttpRequest(
+                method=method, url=f"http://{host}{raw_path}", headers=headers, params=params,
+                route_params={k: unquote(v) for k, v in match.groupdict().items() if v is not None},
+                body=body)
+            response = route.call(request)
+            out_headers = {k: v for k, v in response.headers.items()}
+            if response.mimetype and "content-type" not in {k.lower() for k in out_headers}:
+                charset = f"; charset={response.charset}" if response.charset else ""
+                out_headers["Content-Type"] = response.mimetype + charset
+            return response.status_code, out_headers, response.get_body() or b""
+        return _problem(404, "Not found", "no function answers this path")
+
+    def _key_ok(self, headers: dict[str, str], params: dict[str, str]) -> bool:
+        given = headers.get("x-functions-key") or params.get("code") or ""
+        return hmac.compare_digest(given.encode(), (self.function_key or "").encode())
+
+
+def make_handler(dispatcher: HttpDispatcher) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "relay-devhost"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_REQUEST_BYTES:
+                status, headers, body = _problem(413, "Payload too large", "the request body is too large")
+                self.close_connection = True
+            else:
+                data = self.rfile.read(length) if length else b""
+                headers_in = {k.lower(): v for k, v in self.headers.items()}
+                try:
+                    status, headers, body = dispatcher.dispatch(
+                        self.command, self.path, self.headers.get("Host") or "localhost", headers_in, data)
+                except Exception:  # noqa: BLE001 - the host answers 500 for a function that throws
+                    log.exception("function failed")
+                    status, headers, body = _problem(500, "Internal error", "the function failed")
+            self.send_response(status)
+            for key, value in headers.items():
+                if key.lower() not in ("content-length", "connection"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+
+        def log_message(self, fmt: str, *args: Any) -> None:
+            # The query may hold a function key or a callback signature: log the path only.
+            log.debug("%s %s -> %s", self.command, self.path.split("?")[0], args[1] if len(args) > 1 else "")
+
+    return Handler
+
+
+# ---- queue triggers -----------------------------------------------------------------------------
+
+class Lease:
+    """A received message and its current pop receipt, renewed while the function runs."""
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+        self.pop_receipt = message.pop_receipt
+        self.renew_at = time.monotonic() + RENEW_EVERY
+        self.lock = threading.Lock()
+
+
+class QueueWorker:
+    def __init__(self, name: str, queue_client: Any, poison_client: Any,
+                 call: Callable[[func.QueueMessage], Any], options: QueueOptions, stop: threading.Event) -> None:
+        self.name = name
+        self.queue = queue_client
+        self.poison = poison_client
+        self.call = call
+        self.options = options
+        self.stop = stop
+        self.pool = ThreadPoolExecutor(max_workers=options.batch_size + options.new_batch_threshold,
+                                       thread_name_prefix=f"q-{name}")
+        self.leases: dict[str, Lease] = {}
+        self.leases_lock = threading.Lock()
+        self.room = threading.Condition(self.leases_lock)
+        self.threads = [threading.Thread(target=self._poll, name=f"poll-{name}", daemon=True),
+                        threading.Thread(target=self._renew, name=f"renew-{name}", daemon=True)]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def _poll(self) -> None:
+        interval = MIN_POLL
+        while not self.stop.is_set():
+            with self.room:
+                # Like the host: fetch a new batch only when in-flight work falls to the threshold.
+                while len(self.leases) > self.options.new_batch_threshold and not self.stop.is_set():
+                    self.room.wait(0.5)
+            if self.stop.is_set():
+                return
+            try:
+                messages = list(self.queue.receive_messages(
+                    max_messages=self.options.batch_size, visibility_timeout=LEASE_SECONDS))
+            except Exception as exc:  # noqa: BLE001 - storage down: wait and poll again
+                log.warning("queue %s: receive failed (%s); retrying", self.name, type(exc).__name__)
+                self.stop.wait(min(self.options.max_polling_interval, 2.0))
+                continue
+            if not messages:
+                self.stop.wait(interval)
+                interval = min(interval * 2, self.options.max_polling_interval)
+                continue
+            interval = MIN_POLL
+            for message in messages:
+                lease = Lease(message)
+                with self.leases_lock:
+                    self.leases[message.id] = lease
+                self.pool.submit(self._process, lease)
+
+    def _renew(self) -> None:
+        while not self.stop.wait(1.0):
+            with self.leases_lock:
+                due = [l for l in self.leases.values() if l.renew_at <= time.monotonic()]
+            for lease in due:
+                with lease.lock:
+                    try:
+                        receipt = self.queue.update_message(lease.message.id, lease.pop_receipt,
+                                                            visibility_timeout=LEASE_SECONDS)
+                        lease.pop_receipt = receipt.pop_receipt
+                    except Exception as exc:  # noqa: BLE001 - the message will simply reappear
+                        log.warning("queue %s: lease renewal failed (%s)", self.name, type(exc).__name__)
+                    lease.renew_at = time.monotonic() + RENEW_EVERY
+
+    def _process(self, lease: Lease) -> None:
+        message = lease.message
+        try:
+            try:
+                body = base64.b64decode(message.content, validate=True)
+            except (binascii.Error, ValueError, TypeError):
+                log.error("queue %s: message %s is not base64; moved to poison", self.name, message.id)
+                self._to_poison(lease)
+                return
+            if message.dequeue_count > self.options.max_dequeue_count:
+                self._to_poison(lease)
+                return
+            qm = QueueMessage(id=message.id, body=body, dequeue_count=message.dequeue_count,
+                                   insertion_time=message.inserted_on, expiration_time=message.expires_on,
+                                   pop_receipt=lease.pop_receipt)
+            try:
+                self.call(qm)
+            except Exception:  # noqa: BLE001 - the host logs, then lets the message come back
+                log.exception("queue %s: function failed on message %s (dequeue %s)",
+                              self.name, message.id, message.dequeue_count)
+                if message.dequeue_count >= self.options.max_dequeue_count:
+                    self._to_poison(lease)
+                else:
+                    with lease.lock:
+                        self.queue.update_message(message.id, lease.pop_receipt,
+                                                  visibility_timeout=int(self.options.visibility_timeout))
+                return
+            with lease.lock:
+                self.queue.delete_message(message.id, lease.pop_receipt)
+        except Exception as exc:  # noqa: BLE001 - storage trouble while settling: it reappears
+            log.warning("queue %s: could not settle message %s (%s: %s)", self.name, message.id,
+                        type(exc).__name__, exc)
+        finally:
+            with self.room:
+                self.leases.pop(message.id, None)
+                self.room.notify_all()
+
+    def _to_poison(self, lease: Lease) -> None:
+        self.poison.send_message(lease.message.content)
+        with lease.lock:
+            self.queue.delete_message(lease.message.id, lease.pop_receipt)
+        log.error("queue %s: message %s moved to %s-poison", self.name, lease.message.id, self.name)
+
+    def drain(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self.room:
+            while self.leases and time.monotonic() < deadline:
+                self.room.wait(0.2)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ---- timer triggers -----------------------------------------------------------------------------
+
+def _cron_field(spec: str, value: int, low: int) -> bool:
+    for part in spec.split(","):
+        step = 1
+        if "/" in part:
+            part, step_text = part.split("/", 1)
+            step = int(step_text)
+        if part == "*":
+            start, end = low, 10**6
+        elif "-" in part:
+            start, end = (int(x) for x in part.split("-", 1))
+        else:
+            start = end = int(part)
+            if step > 1:
+                end = 10**6
+        if start <= value <= end and (value - start) % step == 0:
+            return True
+    return False
+
+
+def cron_matches(schedule: str, moment: datetime) -> bool:
+    """NCRONTAB with six fields (second minute hour day month day-of-week)."""
+    fields = schedule.split()
+    if len(fields) != 6:
+        raise ValueError(f"not a six-field NCRONTAB schedule: {schedule!r}")
+    values = [(moment.second, 0), (moment.minute, 0), (moment.hour, 0), (moment.day, 1),
+              (moment.month, 1), ((moment.weekday() + 1) % 7, 0)]
+    return all(_cron_field(f, v, low) for f, (v, low) in zip(fields, values))
+
+
+class TimerWorker:
+    def __init__(self, name: str, schedule: str, call: Callable[[Any], Any], stop: threading.Event) -> None:
+        self.name, self.schedule, self.call, self.stop = name, schedule, call, stop
+        cron_matches(schedule, datetime.now(timezone.utc))  # refuse a bad schedule at start-up
+        self.thread = threading.Thread(target=self._run, name=f"timer-{name}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        last = datetime.now(timezone.utc).replace(microsecond=0)
+        while not self.stop.wait(0.5):
+            now = datetime.now(timezone.utc).replace(microsecond=0)
+            while last < now and not self.stop.is_set():
+                last += timedelta(seconds=1)
+                if cron_matches(self.schedule, last):
+                    try:
+                        self.call(TimerRequest(past_due=False))
+                    except Exception:  # noqa: BLE001
+                        log.exception("timer %s failed", self.name)
+
+
+# ---- the host -----------------------------------------------------------------------------------
+
+class DevHost:
+    def __init__(self, app_dir: Path, host: str = "127.0.0.1", port: int = 7071,
+                 function_key: str | None = None) -> None:
+        self.app_dir = app_dir.resolve()
+        self.host, self.port = host, port
+        self.function_key = function_key
+        self.stop_event = threading.Event()
+        self.server: ThreadingHTTPServer | None = None
+        self.workers: list[QueueWorker] = []
+        self.timers: list[TimerWorker] = []
+
+    def start(self) -> None:
+        load_local_settings(self.app_dir)
+        if self.function_key is None:
+            self.function_key = os.environ.get("RELAY_FUNCTION_KEY") or None
+        host_json = json.loads((self.app_dir / "host.json").read_text(encoding="utf-8"))
+        prefix = host_json.get("extensions", {}).get("http", {}).get("routePrefix", "api")
+        options = QueueOptions.from_host_json(host_json)
+        if str(self.app_dir) not in sys.path:
+            sys.path.insert(0, str(self.app_dir))
+        module = importlib.import_module("function_app")
+        routes: list[HttpRoute] = []
+        for fn in module.app.get_functions():  # once per app object, as the worker does
+            trigger = fn.get_trigger()
+            kind = trigger.get_binding_name()
+            call = fn.get_user_function()
+            if kind == "httpTrigger":
+                methods = {str(getattr(m, "value", m)).upper() for m in trigger.methods} if trigger.methods else None
+                auth = str(getattr(trigger.auth_level, "value", trigger.auth_level) or "function").lower()
+                template = trigger.route or fn.get_function_name()
+                routes.append(HttpRoute(fn.get_function_name(), template, compile_template(template), methods,
+                                        auth != "anonymous", call))
+            elif kind == "queueTrigger":
+                self.workers.append(self._queue_worker(fn.get_function_name(), trigger, call, options))
+            elif kind == "timerTrigger":
+                self.timers.append(TimerWorker(fn.get_function_name(), trigger.schedule, call, self.stop_event))
+            else:
+                raise RuntimeError(f"{fn.get_function_name()}: {kind} triggers are not supported by the dev host")
+        dispatcher = HttpDispatcher(routes, prefix, self.function_key)
+        self.server = ThreadingHTTPServer((self.host, self.port), make_handler(dispatcher))
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
+        for worker in self.workers:
+            worker.start()
+        for timer in self.timers:
+            timer.start()
+        log.info("listening on http://%s:%s/%s (%d HTTP routes, %d queue triggers, %d timers)",
+                 self.host, self.port, prefix, len(routes), len(self.workers), len(self.timers))
+
+    def _queue_worker(self, name: str, trigger: Any, call: Callable[..., Any], options: QueueOptions) -> QueueWorker:
+        from relay.storage import Storage, endpoints_from_settings
+
+        connection = trigger.connection or "AzureWebJobsStorage"
+        settings = {("AzureWebJobsStorage" + k[len(connection):]): v for k, v in os.environ.items()
+                    if k == connection or k.startswith(connection + "__")}
+        storage = Storage(endpoints_from_settings(settings))
+        # Raw clients: the host decodes base64 itself, so a bad message poisons only itself.
+        queue = storage.queues.get_queue_client(trigger.queue_name)
+        poison = storage.queues.get_queue_client(trigger.queue_name + "-poison")
+        for client in (queue, poison):
+            try:
+                client.create_queue()
+            except ResourceExistsError:
+                pass
+        return QueueWorker(trigger.queue_name, queue, poison, call, options, self.stop_event)
+
+    def shutdown(self, drain_seconds: float = 10.0) -> None:
+        self.stop_event.set()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        for worker in self.workers:
+            worker.drain(drain_seconds)
+
+
+def run(app_dir: Path, host: str, port: int, function_key: str | None) -> int:
+    logging.basicConfig(level=os.environ.get("RELAY_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    dev = DevHost(app_dir, host, port, function_key)
+    dev.start()
+    print(f"relay dev host: http://{dev.host}:{dev.port}/api (Ctrl+C to stop)", flush=True)
+    stopped = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stopped.wait(0.5):
+        pass
+    log.info("stopping")
+    dev.shutdown()
+    return 0

@@ -1,0 +1,153 @@
+"""Accepting events, and the durable event log behind polling, replay and de-duplication.
+
+Publishing only enqueues: the queue message is the durable record behind the 202. Fan-out is
+the idempotent step. It inserts a de-duplication row carrying the queue message's id: the same
+message coming back after a crash finds its own id and carries on, while a second publish of the
+same event id finds another message's id and is dropped. A publish that died before its message
+was enqueued was never acknowledged, so nothing is swallowed.
+
+Event log rows (`e:{day}` / `{time}_{id}`) are written at fan-out time, in time order, so the
+polling trigger can read forward from a key.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+
+from . import clock
+from .models import EventIn, EventRecord, FanoutMessage
+from .storage import EVENTS_TABLE, FANOUT_QUEUE, Storage
+
+# Data up to this many bytes of JSON travels inline in queue messages (48 KiB of data after
+# base64) and in table rows (64 KiB per string property); larger data goes to a blob.
+INLINE_DATA_BYTES = 30_000
+# Queue messages that nobody processes must not silently expire.
+NEVER_EXPIRE = -1
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_size(raw: Any) -> int:
+    """The size the contract's RELAY_MAX_EVENT_BYTES limits: the event's JSON, compact, in UTF-8."""
+    return len(compact(raw).encode("utf-8"))
+
+
+def accept(event: EventIn, source: str) -> EventRecord:
+    now = clock.utcnow()
+    return EventRecord(
+        id=event.id or uuid.uuid4().hex,
+        type=event.type,
+        source=source,
+        time=event.time or clock.rfc3339(now),
+        subject=event.subject,
+        data=event.data,
+        acceptedAt=clock.rfc3339(now),
+    )
+
+
+def claim_check(storage: Storage, record: EventRecord) -> EventRecord:
+    """Move large data to a blob and carry its name instead."""
+    if record.blob is not None:
+        return record
+    data = compact(record.data).encode("utf-8")
+    if len(data) <= INLINE_DATA_BYTES:
+        return record
+    name = f"{record.id}/{uuid.uuid4().hex}.json"
+    storage.container().upload_blob(name, data, overwrite=True)
+    return record.model_copy(update={"data": None, "blob": name})
+
+
+def load_data(storage: Storage, record: EventRecord) -> Any:
+    if record.blob is None:
+        return record.data
+    return json.loads(storage.container().download_blob(record.blob).readall())
+
+
+_publish_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="publish")
+
+
+def publish(storage: Storage, records: list[EventRecord]) -> None:
+    """Make accepted events durable: after this returns, each will be fanned out."""
+    def one(record: EventRecord) -> None:
+        message = FanoutMessage(event=claim_check(storage, record))
+        storage.queue(FANOUT_QUEUE).send_message(message.model_dump_json(exclude_none=True),
+                                                 time_to_live=NEVER_EXPIRE)
+
+    if len(records) == 1:
+        one(records[0])
+        return
+    for future in [_publish_pool.submit(one, r) for r in records]:
+        future.result()
+
+
+class EventLog:
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._table = storage.table(EVENTS_TABLE)
+
+    def record(self, record: EventRecord, message_id: str) -> tuple[str, str] | None:
+        """Log a fanned-out event once; returns its log row, or None for a duplicate publish."""
+        dedupe_key = f"d:{record.id}"
+        log = self._new_log_key(record)
+        try:
+            self._table.create_entity({"PartitionKey": dedupe_key, "RowKey": "", "messageId": message_id,
+                                       "logPk": log[0], "logRk": log[1], "acceptedAt": record.acceptedAt})
+        except ResourceExistsError:
+            seen = self._table.get_entity(dedupe_key, "")
+            if seen.get("messageId") != message_id:
+                return None
+            # Our own message again, after a crash: make sure its log row exists. A row written
+            # now gets a fresh key, or pollers that already read past the old one would miss it.
+            if self._exists(seen["logPk"], seen["logRk"]):
+                return seen["logPk"], seen["logRk"]
+            self._table.update_entity({"PartitionKey": dedupe_key, "RowKey": "",
+                                       "logPk": log[0], "logRk": log[1]}, mode=UpdateMode.MERGE)
+        self._write(log, record)
+        return log
+
+    @staticmethod
+    def _new_log_key(record: EventRecord) -> tuple[str, str]:
+        now = clock.utcnow()
+        return f"e:{clock.day_bucket(now)}", f"{clock.time_key(now)}_{record.id}"
+
+    def _exists(self, pk: str, rk: str) -> bool:
+        try:
+            self._table.get_entity(pk, rk, select=["PartitionKey"])
+            return True
+        except ResourceNotFoundError:
+            return False
+
+    def _write(self, log: tuple[str, str], record: EventRecord) -> None:
+        record = claim_check(self._storage, record)
+        entity = {"PartitionKey": log[0], "RowKey": log[1], "id": record.id, "type": record.type,
+                  "source": record.source, "time": record.time, "acceptedAt": record.acceptedAt}
+        if record.subject is not None:
+            entity["subject"] = record.subject
+        if record.blob is not None:
+            entity["blob"] = record.blob
+        else:
+            entity["data"] = compact(record.data)
+        self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def get(self, log: tuple[str, str]) -> EventRecord | None:
+        try:
+            row = self._table.get_entity(log[0], log[1])
+        except ResourceNotFoundError:
+            return None
+        return row_to_record(row)
+
+
+def row_to_record(row: dict[str, Any]) -> EventRecord:
+    return EventRecord(
+        id=row["id"], type=row["type"], source=row["source"], time=row["time"],
+        subject=row.get("subject"), acceptedAt=row["acceptedAt"], blob=row.get("blob"),
+        data=json.loads(row["data"]) if "data" in row and row.get("blob") is None else None,
+    )

@@ -1,0 +1,123 @@
+"""The event-type catalogue: names, descriptions and optional JSON Schemas for `data`.
+
+Publishing does not need a registered type; when a type has a schema, `data` must match it.
+The catalogue is read whole and kept for a few seconds per process, so validation costs no
+storage transaction per publish; a change made elsewhere applies within that time.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import UpdateMode
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import SchemaError
+
+from .errors import BadRequest, FieldError, invalid
+from .matching import NAME_RULE, is_name
+from .models import EventIn, EventTypeRequest
+from .storage import EVENT_TYPES_TABLE, Storage
+
+PARTITION = "type"
+CACHE_SECONDS = 5.0
+
+_lock = threading.Lock()
+_cache: tuple[float, dict[str, dict[str, Any]]] | None = None
+
+
+def check_name(name: str) -> str:
+    if not is_name(name):
+        raise invalid("name", f"must be {NAME_RULE}")
+    return name
+
+
+def _validator_for(schema: dict[str, Any]):
+    cls = validators.validator_for(schema, default=Draft202012Validator)
+    return cls(schema)
+
+
+def view(row: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": row["RowKey"]}
+    if row.get("description"):
+        out["description"] = row["description"]
+    if row.get("schema"):
+        out["schema"] = json.loads(row["schema"])
+    return out
+
+
+class EventTypes:
+    def __init__(self, storage: Storage) -> None:
+        self._table = storage.table(EVENT_TYPES_TABLE)
+
+    def put(self, name: str, body: EventTypeRequest) -> tuple[dict[str, Any], bool]:
+        check_name(name)
+        if body.schema_ is not None:
+            try:
+                validators.validator_for(body.schema_, default=Draft202012Validator).check_schema(body.schema_)
+            except SchemaError as exc:
+                raise invalid("schema", f"is not a valid JSON Schema: {exc.message[:300]}") from None
+        created = self.get(name) is None
+        row: dict[str, Any] = {"PartitionKey": PARTITION, "RowKey": name}
+        if body.description is not None:
+            row["description"] = body.description
+        if body.schema_ is not None:
+            row["schema"] = json.dumps(body.schema_, separators=(",", ":"))
+            if len(row["schema"]) > 30_000:
+                raise invalid("schema", "is larger than 30,000 characters of JSON")
+        self._table.upsert_entity(row, mode=UpdateMode.REPLACE)
+        forget()
+        return view(row), created
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        check_name(name)
+        try:
+            return view(self._table.get_entity(PARTITION, name))
+        except ResourceNotFoundError:
+            return None
+
+    def delete(self, name: str) -> None:
+        check_name(name)
+        self._table.delete_entity(PARTITION, name)
+        forget()
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        rows = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION},
+                                          results_per_page=1000)
+        return {r["RowKey"]: view(r) for r in rows}
+
+
+def forget() -> None:
+    global _cache
+    with _lock:
+        _cache = None
+
+
+def catalogue(storage: Storage) -> dict[str, dict[str, Any]]:
+    global _cache
+    with _lock:
+        if _cache is not None and time.monotonic() - _cache[0] < CACHE_SECONDS:
+            return _cache[1]
+    types = EventTypes(storage).all()
+    with _lock:
+        _cache = (time.monotonic(), types)
+    return types
+
+
+def validate_data(storage: Storage, events: list[EventIn], batch: bool) -> None:
+    """400 naming the failing path when an event's data does not match its type's schema."""
+    types = catalogue(storage)
+    errors: list[FieldError] = []
+    for index, event in enumerate(events):
+        schema = types.get(event.type, {}).get("schema")
+        if schema is None:
+            continue
+        prefix = f"[{index}]." if batch else ""
+        for err in sorted(_validator_for(schema).iter_errors(event.data), key=lambda e: list(e.path))[:10]:
+            path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.path)
+            errors.append(FieldError(f"{prefix}data{path}", err.message[:300]))
+    if errors:
+        raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors[:5]), errors)

@@ -1,0 +1,166 @@
+"""Pydantic models at the edges: HTTP request bodies and queue messages.
+
+Validation errors become problem+json naming each field (`relay.api.validation_problem`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator, model_validator
+
+from .clock import parse_rfc3339
+from .matching import NAME_RULE, is_name, is_pattern
+
+MAX_URL = 16_384
+
+
+class _Edge(BaseModel):
+    # Unknown fields are ignored, not refused: Power Automate and newer clients may send more.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class SubscriptionRequest(_Edge):
+    notificationUrl: StrictStr = Field(min_length=1, max_length=MAX_URL,
+                                       description="Callback URL that receives each matching event.")
+    eventTypes: Optional[list[StrictStr]] = Field(
+        default=None, min_length=1, max_length=100,
+        description="Event types to receive: names, `*` for all, or prefixes such as `order.*`.")
+    eventType: Optional[StrictStr] = Field(default=None, description="One event type or pattern.")
+    subjectBeginsWith: Optional[StrictStr] = Field(default=None, max_length=1024,
+                                                   description="Deliver only events whose subject begins with this.")
+    subjectEndsWith: Optional[StrictStr] = Field(default=None, max_length=1024,
+                                                 description="Deliver only events whose subject ends with this.")
+    description: Optional[StrictStr] = Field(default=None, max_length=1024,
+                                             description="What this subscription is for.")
+    once: StrictBool = Field(default=False,
+                             description="Remove the subscription after its first successful delivery.")
+
+    @field_validator("eventTypes")
+    @classmethod
+    def _patterns(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is not None:
+            for item in value:
+                if not is_pattern(item):
+                    raise ValueError(f"{item[:140]!r} is not '*', a type name ({NAME_RULE}) or a prefix ending in '.*'")
+        return value
+
+    @field_validator("eventType")
+    @classmethod
+    def _pattern(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not is_pattern(value):
+            raise ValueError(f"not '*', a type name ({NAME_RULE}) or a prefix ending in '.*'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "SubscriptionRequest":
+        if self.eventType is not None and self.eventTypes is not None:
+            raise ValueError("send eventTypes or eventType, not both")
+        return self
+
+    def patterns(self) -> list[str]:
+        if self.eventType is not None:
+            return [self.eventType]
+        # Order kept, repeats dropped: the index gets one row per distinct pattern.
+        return list(dict.fromkeys(self.eventTypes or ["*"]))
+
+
+class UnsubscribeRequest(_Edge):
+    notificationUrl: StrictStr = Field(min_length=1, max_length=MAX_URL)
+
+
+class EventIn(_Edge):
+    type: StrictStr = Field(description="The event type.")
+    data: Any = Field(description="The event's payload, any JSON.")
+    id: Optional[StrictStr] = Field(default=None, description="Unique id; generated when absent.")
+    subject: Optional[StrictStr] = Field(default=None, max_length=1024, description="What the event is about.")
+    time: Optional[StrictStr] = Field(default=None, description="When it happened (RFC 3339).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_present(cls, raw: Any) -> Any:
+        # `data: null` is valid JSON data; only a missing member is an error.
+        if isinstance(raw, dict) and "data" not in raw:
+            raise ValueError("data is required")
+        return raw
+
+    @field_validator("type", "id")
+    @classmethod
+    def _name(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not is_name(value):
+            raise ValueError(f"must be {NAME_RULE}")
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            parse_rfc3339(value)
+        return value
+
+
+class ReplayRequest(_Edge):
+    since: StrictStr
+    until: Optional[StrictStr] = None
+    status: Literal["failed", "all"] = "failed"
+
+    @field_validator("since", "until")
+    @classmethod
+    def _time(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            parse_rfc3339(value)
+        return value
+
+
+class EventTypeRequest(_Edge):
+    description: Optional[StrictStr] = Field(default=None, max_length=1024)
+    schema_: Optional[dict[str, Any]] = Field(default=None, alias="schema")
+
+
+# ---- queue messages -------------------------------------------------------------------------
+
+class EventRecord(BaseModel):
+    """An accepted event as it travels: the data inline, or a blob name when it is large."""
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    type: str
+    source: str
+    time: str
+    subject: Optional[str] = None
+    data: Any = None
+    blob: Optional[str] = None
+    acceptedAt: str
+
+
+class FanoutMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    v: Literal[1] = 1
+    event: EventRecord
+
+
+class Target(BaseModel):
+    """One subscriber of one delivery work item, with what is needed to sign and send."""
+    model_config = ConfigDict(extra="ignore")
+    sub: str
+    url: str
+    secret: str
+    once: bool = False
+    gen: int = 0
+    attempt: int = 1  # the attempt this message will make
+
+
+class DeliveryMessage(BaseModel):
+    """Deliveries of one event to up to a hundred subscribers, or a retry for one."""
+    model_config = ConfigDict(extra="ignore")
+    v: Literal[1] = 1
+    eventId: str
+    eventType: str
+    log: tuple[str, str]  # the event log row holding the event
+    since: str  # time key before the subscriptions were read: deletions after it are honoured
+    targets: list[Target] = Field(min_length=1)
+
+
+class ReplayMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    v: Literal[1] = 1
+    operationId: str

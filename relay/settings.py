@@ -1,0 +1,134 @@
+"""Every setting the relay reads, read here and nowhere else.
+
+App settings arrive as environment variables in Azure; locally the dev host copies
+`local.settings.json` `Values` into the environment before anything reads them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    meaning: str
+
+
+# One list, so the README, the Bicep template and the code can be compared against it.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("AzureWebJobsStorage", None,
+            "storage connection string, or the identity-based AzureWebJobsStorage__* forms"),
+    Setting("RELAY_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h",
+            "delays between delivery attempts (units ms, s, m, h)"),
+    Setting("RELAY_DELIVERY_TIMEOUT", "30", "seconds one delivery attempt may take"),
+    Setting("RELAY_ALLOW_PRIVATE_TARGETS", "false",
+            "true allows plain http and non-public notification addresses (local work only)"),
+    Setting("RELAY_MAX_EVENT_BYTES", "1048576", "largest event accepted, in bytes of its JSON"),
+    Setting("RELAY_EVENT_RETENTION_DAYS", "7",
+            "days published events stay readable for polling, replay and de-duplication"),
+)
+
+# Identity-based storage: the suffixes the Functions host itself understands.
+STORAGE_IDENTITY_SUFFIXES = (
+    "accountName", "queueServiceUri", "tableServiceUri", "blobServiceUri", "credential", "clientId",
+)
+
+# Optional settings: read when present, never required.
+OPTIONAL_SETTINGS = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "RELAY_FUNCTION_KEY")
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DELAY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+
+
+def parse_schedule(text: str) -> tuple[float, ...]:
+    """`5s,5m,2h` -> (5.0, 300.0, 7200.0); an empty text means a single attempt."""
+    if not text.strip():
+        return ()
+    delays = []
+    for part in text.split(","):
+        match = _DELAY.match(part)
+        if not match:
+            raise ConfigurationError(
+                f"RELAY_RETRY_SCHEDULE: {part.strip()!r} is not a delay such as 500ms, 5s, 5m or 2h")
+        delays.append(float(match.group(1)) * _UNITS[match.group(2)])
+    return tuple(delays)
+
+
+def _bool(name: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no", ""):
+        return False
+    raise ConfigurationError(f"{name}: {text!r} is not true or false")
+
+
+def _positive(name: str, text: str, kind: type = float) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigurationError(f"{name}: {text!r} is not a number") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name}: must be greater than zero")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: Mapping[str, str] = field(repr=False)
+    retry_schedule: tuple[float, ...]
+    delivery_timeout: float
+    allow_private_targets: bool
+    max_event_bytes: int
+    event_retention_days: float
+    appinsights_connection_string: str | None = field(default=None, repr=False)
+
+    @property
+    def max_attempts(self) -> int:
+        return 1 + len(self.retry_schedule)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str:
+            default = next(s.default for s in SETTINGS if s.name == name)
+            value = env.get(name)
+            return default if value is None or value == "" else value  # type: ignore[return-value]
+
+        storage = {
+            key: value for key, value in env.items()
+            if key == "AzureWebJobsStorage" or key.startswith("AzureWebJobsStorage__")
+        }
+        return cls(
+            storage=storage,
+            retry_schedule=parse_schedule(get("RELAY_RETRY_SCHEDULE")),
+            delivery_timeout=_positive("RELAY_DELIVERY_TIMEOUT", get("RELAY_DELIVERY_TIMEOUT")),
+            allow_private_targets=_bool("RELAY_ALLOW_PRIVATE_TARGETS", get("RELAY_ALLOW_PRIVATE_TARGETS")),
+            max_event_bytes=int(_positive("RELAY_MAX_EVENT_BYTES", get("RELAY_MAX_EVENT_BYTES"), int)),
+            event_retention_days=_positive("RELAY_EVENT_RETENTION_DAYS", get("RELAY_EVENT_RETENTION_DAYS")),
+            appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
+        )
+
+
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process's settings, read once; `reset_settings` exists for tests and the dev host."""
+    global _current
+    if _current is None:
+        _current = Settings.from_environ()
+    return _current
+
+
+def reset_settings() -> None:
+    global _current
+    _current = None

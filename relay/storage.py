@@ -1,0 +1,184 @@
+"""The one place that builds Azure Storage clients, and the names of what the relay stores.
+
+The rule is the Functions host's own: a connection string when `AzureWebJobsStorage` holds one,
+otherwise account URLs reached with a managed identity (`__credential=managedidentity`, with
+`__clientId` for a user-assigned one) or, for a developer signed in with `az login`,
+`DefaultAzureCredential`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableClient, TableServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.queue import (
+    QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy,
+)
+
+from .errors import ConfigurationError
+
+SUBSCRIPTIONS_TABLE = "relaysubscriptions"
+EVENTS_TABLE = "relayevents"
+DELIVERIES_TABLE = "relaydeliveries"
+EVENT_TYPES_TABLE = "relayeventtypes"
+OPERATIONS_TABLE = "relayoperations"
+TABLES = (SUBSCRIPTIONS_TABLE, EVENTS_TABLE, DELIVERIES_TABLE, EVENT_TYPES_TABLE, OPERATIONS_TABLE)
+
+FANOUT_QUEUE = "relay-fanout"
+DELIVERY_QUEUE = "relay-deliveries"
+REPLAY_QUEUE = "relay-replays"
+QUEUES = (FANOUT_QUEUE, DELIVERY_QUEUE, REPLAY_QUEUE)
+POISON_SUFFIX = "-poison"
+
+PAYLOAD_CONTAINER = "relay-payloads"
+
+# The HTTP routes must answer 503 quickly when storage is down, so their clients give up fast;
+# the queue functions can afford to wait out a short outage instead of failing the message.
+FAST = {"retry_total": 1, "retry_backoff_factor": 0.2, "retry_backoff_max": 1,
+        "connection_timeout": 3, "read_timeout": 10}
+PATIENT = {"retry_total": 4, "retry_backoff_factor": 0.5, "retry_backoff_max": 8,
+           "connection_timeout": 5, "read_timeout": 30}
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the three services are and how to authenticate to them."""
+    connection_string: str | None
+    table_url: str | None = None
+    queue_url: str | None = None
+    blob_url: str | None = None
+    credential_kind: str | None = None  # "managedidentity" or None (DefaultAzureCredential)
+    client_id: str | None = None
+
+
+def endpoints_from_settings(storage: Mapping[str, str]) -> Endpoints:
+    """Apply the host's rule to the `AzureWebJobsStorage*` settings."""
+    conn = storage.get("AzureWebJobsStorage", "").strip()
+    if conn:
+        return Endpoints(connection_string=conn)
+    prefix = "AzureWebJobsStorage__"
+    get = lambda key: (storage.get(prefix + key) or "").strip() or None  # noqa: E731
+    account = get("accountName")
+    urls = {svc: get(f"{svc}ServiceUri") for svc in ("table", "queue", "blob")}
+    for svc, url in urls.items():
+        if url is None and account:
+            urls[svc] = f"https://{account}.{svc}.core.windows.net"
+    missing = [svc for svc, url in urls.items() if url is None]
+    if missing:
+        raise ConfigurationError(
+            "AzureWebJobsStorage is not set: give a connection string, or "
+            "AzureWebJobsStorage__accountName, or the service URIs "
+            + ", ".join(f"AzureWebJobsStorage__{svc}ServiceUri" for svc in missing))
+    return Endpoints(connection_string=None, table_url=urls["table"], queue_url=urls["queue"],
+                     blob_url=urls["blob"], credential_kind=(get("credential") or "").lower() or None,
+                     client_id=get("clientId"))
+
+
+def make_credential(endpoints: Endpoints) -> TokenCredential:
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if endpoints.credential_kind == "managedidentity":
+        if endpoints.client_id:
+            return ManagedIdentityCredential(client_id=endpoints.client_id)
+        return ManagedIdentityCredential()
+    if endpoints.client_id:
+        return DefaultAzureCredential(managed_identity_client_id=endpoints.client_id)
+    return DefaultAzureCredential()
+
+
+class Storage:
+    """Clients for one storage account, built once and shared by every thread of a process."""
+
+    def __init__(self, endpoints: Endpoints, *, profile: Mapping[str, Any] = PATIENT,
+                 credential_factory: Callable[[Endpoints], TokenCredential] = make_credential) -> None:
+        self.endpoints = endpoints
+        self._profile = dict(profile)
+        if endpoints.connection_string:
+            cs = endpoints.connection_string
+            self.tables = TableServiceClient.from_connection_string(cs, **self._profile)
+            self.queues = QueueServiceClient.from_connection_string(cs, **self._profile)
+            self.blobs = BlobServiceClient.from_connection_string(cs, **self._profile)
+        else:
+            credential = credential_factory(endpoints)
+            self.tables = TableServiceClient(endpoints.table_url, credential=credential, **self._profile)
+            self.queues = QueueServiceClient(endpoints.queue_url, credential=credential, **self._profile)
+            self.blobs = BlobServiceClient(endpoints.blob_url, credential=credential, **self._profile)
+        self._lock = threading.Lock()
+        self._table_clients: dict[str, TableClient] = {}
+        self._queue_clients: dict[str, QueueClient] = {}
+
+    def table(self, name: str) -> TableClient:
+        with self._lock:
+            client = self._table_clients.get(name)
+            if client is None:
+                client = self._table_clients[name] = self.tables.get_table_client(name)
+            return client
+
+    def queue(self, name: str) -> QueueClient:
+        # The encode policy must be set per queue client: a service client's is not passed on,
+        # and the Functions host expects base64 text.
+        with self._lock:
+            client = self._queue_clients.get(name)
+            if client is None:
+                client = self._queue_clients[name] = self.queues.get_queue_client(
+                    name, message_encode_policy=TextBase64EncodePolicy(),
+                    message_decode_policy=TextBase64DecodePolicy())
+            return client
+
+    def container(self, name: str = PAYLOAD_CONTAINER) -> ContainerClient:
+        return self.blobs.get_container_client(name)
+
+    def ensure(self) -> None:
+        """Create the tables, queues and container if missing (the Bicep template also does)."""
+        for name in TABLES:
+            try:
+                self.tables.create_table(name)
+            except ResourceExistsError:
+                pass
+        for name in QUEUES:
+            for qname in (name, name + POISON_SUFFIX):
+                try:
+                    self.queues.create_queue(qname)
+                except ResourceExistsError:
+                    pass
+        try:
+            self.blobs.create_container(PAYLOAD_CONTAINER)
+        except ResourceExistsError:
+            pass
+
+
+_lock = threading.Lock()
+_instances: dict[str, Storage] = {}
+_ensured = False
+
+
+def get_storage(kind: str = "patient") -> Storage:
+    """The process's shared clients: `fast` for HTTP routes, `patient` for queue work."""
+    global _ensured
+    from .settings import get_settings
+
+    with _lock:
+        storage = _instances.get(kind)
+        if storage is None:
+            endpoints = endpoints_from_settings(get_settings().storage)
+            storage = Storage(endpoints, profile=FAST if kind == "fast" else PATIENT)
+            _instances[kind] = storage
+        if not _ensured:
+            # Once per process: on Azure the template has made everything and these are no-ops;
+            # on Azurite under `func start` nothing else would create them.
+            storage.ensure()
+            _ensured = True
+        return storage
+
+
+def reset_storage() -> None:
+    """Forget cached clients (tests and the dev host call this after changing settings)."""
+    global _ensured
+    with _lock:
+        _instances.clear()
+        _ensured = False

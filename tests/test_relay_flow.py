@@ -1,0 +1,223 @@
+"""The relay end to end: the dev host on a real Azurite, delivering to real loopback receivers."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from standardwebhooks.webhooks import Webhook
+
+from conftest import Received, wait_until
+
+
+def test_subscribe_publish_delivers_a_signed_cloudevent(relay, receiver_factory, unique_type) -> None:
+    """A subscriber gets the event as a CloudEvent whose Standard Webhooks signature verifies."""
+    receiver = receiver_factory()
+    sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
+    assert sub["secret"].startswith("whsec_")
+    assert sub["location"] == f"{relay.base}/subscriptions/{sub['id']}"
+    published = relay.publish({"type": unique_type, "subject": "orders/1", "data": {"n": 1, "s": "é"}})
+
+    got = receiver.wait_for(1)[0]
+    body = Webhook(sub["secret"]).verify(got.body, got.headers)
+    assert body["specversion"] == "1.0"
+    assert body["id"] == published.json()["id"] == got.headers["webhook-id"]
+    assert body["type"] == unique_type and body["subject"] == "orders/1"
+    assert body["data"] == {"n": 1, "s": "é"} and body["datacontenttype"] == "application/json"
+    assert got.headers["content-type"] == "application/json; charset=utf-8"
+    assert got.headers["user-agent"].startswith("event-relay/")
+    assert got.path == "/hook"
+
+
+def test_delete_stops_deliveries_and_is_idempotent(relay, receiver_factory, unique_type) -> None:
+    """After DELETE answers, nothing more reaches that URL; a second DELETE is also 200."""
+    gone, control = receiver_factory(), receiver_factory()
+    sub = relay.subscribe(gone.url, eventTypes=[unique_type])
+    relay.subscribe(control.url, eventTypes=[unique_type])
+    relay.publish({"type": unique_type, "data": 1})
+    gone.wait_for(1)
+    control.wait_for(1)
+
+    assert relay.delete(f"subscriptions/{sub['id']}").status_code == 200
+    assert relay.get(f"subscriptions/{sub['id']}").status_code == 404
+    relay.publish({"type": unique_type, "data": 2})
+    control.wait_for(2)  # fan-out reaches every subscriber in one pass: by now `gone` would have it
+    wait_until(relay.queue_idle, 30, "work queues to drain")
+    assert len(gone.requests) == 1
+    assert relay.delete(f"subscriptions/{sub['id']}").status_code == 200
+    assert relay.delete(f"subscriptions/{uuid.uuid4().hex}").status_code == 200
+
+
+def test_repeated_subscribe_returns_the_same_subscription_and_delivers_once(relay, receiver_factory,
+                                                                           unique_type) -> None:
+    """Subscribing a URL twice gives the same id, Location and secret, the new filters, one delivery."""
+    receiver = receiver_factory()
+    first = relay.subscribe(receiver.url, eventTypes=["other.type"])
+    second = relay.subscribe(receiver.url, eventTypes=[unique_type])
+    assert (second["id"], second["location"], second["secret"]) == (first["id"], first["location"], first["secret"])
+    assert relay.get(f"subscriptions/{first['id']}").json()["eventTypes"] == [unique_type]
+
+    relay.publish({"type": unique_type, "data": {}})
+    receiver.wait_for(1)
+    wait_until(relay.queue_idle, 30, "work queues to drain")
+    assert len(receiver.requests) == 1
+
+
+def test_patterns_and_subject_filters_select_events(relay, receiver_factory, unique_type) -> None:
+    """Exact types, prefix patterns, `*` and subject filters each receive just their events."""
+    prefix = unique_type.rsplit(".", 1)[0]
+    exact, pattern, subject = receiver_factory(), receiver_factory(), receiver_factory()
+    relay.subscribe(exact.url, eventType=unique_type)
+    relay.subscribe(pattern.url, eventTypes=[f"{prefix}.*"])
+    relay.subscribe(subject.url, eventTypes=[f"{prefix}.*"], subjectBeginsWith="orders/", subjectEndsWith=".json")
+    relay.publish([{"type": unique_type, "subject": "orders/1.json", "data": 1},
+                   {"type": f"{prefix}.other", "subject": "orders/2.xml", "data": 2}])
+    pattern.wait_for(2)
+    exact.wait_for(1)
+    subject.wait_for(1)
+    wait_until(relay.queue_idle, 30, "work queues to drain")
+    assert [r.json()["data"] for r in exact.requests] == [1]
+    assert sorted(r.json()["data"] for r in pattern.requests) == [1, 2]
+    assert [r.json()["data"] for r in subject.requests] == [1]
+
+
+def test_list_subscriptions_pages_with_next_links(relay, receiver_factory, unique_type) -> None:
+    """Listing pages through every subscription by following nextLink."""
+    receivers = [receiver_factory() for _ in range(3)]
+    ids = {relay.subscribe(r.url, eventTypes=[unique_type])["id"] for r in receivers}
+    seen, url = [], f"{relay.base}/subscriptions?limit=2&eventType={unique_type}"
+    while url:
+        page = relay.session.get(url, timeout=10).json()
+        assert len(page["value"]) <= 2
+        seen += [s["id"] for s in page["value"]]
+        assert all("secret" not in s for s in page["value"])
+        url = page.get("nextLink")
+    assert ids <= set(seen)
+
+
+def test_retries_until_delivered_and_logs_attempts(relay, receiver_factory, unique_type) -> None:
+    """A receiver failing twice with 500 gets the event on the third attempt, logged as 3 attempts."""
+    receiver = receiver_factory(lambda req, i: (500, {}, b"") if i < 2 else (200, {}, b""))
+    sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
+    event_id = relay.publish({"type": unique_type, "data": "x"}).json()["id"]
+    got = receiver.wait_for(3)
+    assert {r.headers["webhook-id"] for r in got} == {event_id}
+
+    def logged():
+        rows = relay.get(f"subscriptions/{sub['id']}/deliveries").json()["value"]
+        return rows if rows and rows[0]["status"] == "succeeded" else None
+    row = wait_until(logged, 30, "the delivery log to show success")[0]
+    assert row["eventId"] == event_id and row["attempts"] == 3 and row["lastStatusCode"] == 200
+    assert relay.get(f"subscriptions/{sub['id']}/deliveries?status=failed").json()["value"] == []
+
+
+def test_retry_after_delays_the_next_attempt(relay, receiver_factory, unique_type) -> None:
+    """A 429 with Retry-After: 2 is retried no sooner than two seconds later."""
+    receiver = receiver_factory(lambda req, i: (429, {"Retry-After": "2"}, b"") if i == 0 else (200, {}, b""))
+    relay.subscribe(receiver.url, eventTypes=[unique_type])
+    relay.publish({"type": unique_type, "data": None})
+    first, second = receiver.wait_for(2, timeout=30)[:2]
+    assert second.at - first.at >= 2.0
+
+
+def test_workflow_not_found_disables_the_subscription(relay, receiver_factory, unique_type) -> None:
+    """A 404 WorkflowNotFound disables the subscription, with the reason, and stops deliveries."""
+    body = json.dumps({"error": {"code": "WorkflowNotFound", "message": "gone"}}).encode()
+    receiver = receiver_factory(lambda req, i: (404, {"Content-Type": "application/json"}, body))
+    sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
+    relay.publish({"type": unique_type, "data": 1})
+    receiver.wait_for(1)
+    view = wait_until(lambda: (v := relay.get(f"subscriptions/{sub['id']}").json())["status"] == "disabled" and v,
+                      30, "the subscription to be disabled")
+    assert "WorkflowNotFound" in view["disabledReason"]
+    relay.publish({"type": unique_type, "data": 2})
+    wait_until(relay.queue_idle, 30, "work queues to drain")
+    assert len(receiver.requests) == 1
+    # Subscribing again (a flow turned back on) re-activates it.
+    again = relay.subscribe(receiver.url, eventTypes=[unique_type])
+    assert again["id"] == sub["id"] and again["status"] == "active"
+
+
+def test_exhausted_schedule_leaves_a_failed_delivery(relay_factory, receiver_factory, unique_type) -> None:
+    """When every scheduled attempt fails, the delivery is listed as failed with its attempts."""
+    relay = relay_factory({"RELAY_RETRY_SCHEDULE": "100ms,100ms"})
+    receiver = receiver_factory(lambda req, i: (503, {}, b"busy"))
+    sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
+    event_id = relay.publish({"type": unique_type, "data": 1}).json()["id"]
+    receiver.wait_for(3)
+
+    def failed():
+        return relay.get(f"subscriptions/{sub['id']}/deliveries?status=failed").json()["value"]
+    row = wait_until(failed, 30, "a failed delivery")[0]
+    assert row["eventId"] == event_id and row["attempts"] == 3 and row["lastStatusCode"] == 503
+    wait_until(relay.queue_idle, 30, "work queues to drain")
+    assert len(receiver.requests) == 3
+
+
+def test_repeated_event_id_is_delivered_once(relay, receiver_factory, unique_type) -> None:
+    """Publishing the same event id twice delivers it once; both publishes answer 202 with that id."""
+    receiver = receiver_factory()
+    relay.subscribe(receiver.url, eventTypes=[unique_type])
+    event = {"type": unique_type, "id": f"evt-{uuid.uuid4().hex}", "data": 1}
+    assert relay.publish(event).json() == {"id": event["id"]}
+    assert relay.publish(event).json() == {"id": event["id"]}
+    receiver.wait_for(1)
+    wait_until(relay.queue_idle, 30, "work queues to drain")
+    assert receiver.ids() == [event["id"]]
+
+
+def test_large_event_arrives_intact_and_oversized_is_413(relay, receiver_factory, unique_type) -> None:
+    """A 300 KB event (beyond a queue message) arrives byte-identical; a 2 MB one is refused 413."""
+    receiver = receiver_factory()
+    sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
+    data = {"blob": "x" * 300_000, "nested": [{"i": i} for i in range(100)]}
+    relay.publish({"type": unique_type, "data": data})
+    got = receiver.wait_for(1)[0]
+    assert Webhook(sub["secret"]).verify(got.body, got.headers)["data"] == data
+
+    too_big = relay.post("events", {"type": unique_type, "data": "y" * 2_000_000})
+    assert too_big.status_code == 413
+    assert too_big.headers["content-type"].startswith("application/problem+json")
+
+
+def test_batch_publish_answers_each_id(relay, receiver_factory, unique_type) -> None:
+    """An array of events is accepted whole and each event gets its id."""
+    receiver = receiver_factory()
+    relay.subscribe(receiver.url, eventTypes=[unique_type])
+    response = relay.publish([{"type": unique_type, "data": i} for i in range(5)])
+    ids = [v["id"] for v in response.json()["value"]]
+    assert len(set(ids)) == 5
+    receiver.wait_for(5)
+    assert sorted(receiver.ids()) == sorted(ids)
+
+
+def _problem(response, status: int, field: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    doc = response.json()
+    assert doc["status"] == status and doc["title"] and doc["detail"]
+    assert field in [e["field"] for e in doc["errors"]], doc
+
+
+def test_bad_input_is_a_400_naming_the_field(relay) -> None:
+    """Bad bodies, URLs and event types answer 400 problem+json naming the field."""
+    _problem(relay.post("subscriptions", {}), 400, "notificationUrl")
+    _problem(relay.post("subscriptions", {"notificationUrl": "ftp://x.example/"}), 400, "notificationUrl")
+    _problem(relay.post("subscriptions", {"notificationUrl": "not a url"}), 400, "notificationUrl")
+    _problem(relay.post("subscriptions", {"notificationUrl": "https://x.example/" + "a" * 16_400}), 400,
+             "notificationUrl")
+    _problem(relay.post("subscriptions", {"notificationUrl": "https://x.example/", "eventTypes": ["bad type"]}),
+             400, "eventTypes")
+    _problem(relay.post("subscriptions", {"notificationUrl": "https://x.example/", "eventType": "a",
+                                          "eventTypes": ["b"]}), 400, "eventType")
+    _problem(relay.post("subscriptions", {"notificationUrl": "https://x.example/", "once": "yes"}), 400, "once")
+    _problem(relay.post("events", {"data": 1}), 400, "type")
+    _problem(relay.post("events", {"type": "ok"}), 400, "data")
+    _problem(relay.post("events", {"type": "no spaces", "data": 1}), 400, "type")
+    _problem(relay.post("events", {"type": "ok", "data": 1, "time": "yesterday"}), 400, "time")
+    _problem(relay.post("events", [{"type": "ok", "data": 1}, {"type": "", "data": 1}]), 400, "[1].type")
+    _problem(relay.post("events", []), 400, "body")
+    bad_json = relay.session.post(f"{relay.base}/events", data=b"{nope", timeout=10,
+                                  headers={"Content-Type": "application/json"})
+    _problem(bad_json, 400, "body")
