@@ -86,3 +86,8 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 @app.queue_trigger(arg_name="msg", queue_name="relay-replays", connection=STORAGE)
 def replayer(msg: func.QueueMessage) -> None:
     worker.on_replay(msg)
+
+
+@app.timer_trigger(arg_name="timer", schedule="0 5 * * * *", run_on_startup=False)
+def retention(timer: func.TimerRequest) -> None:
+    worker.on_sweep(timer)

@@ -104,9 +104,12 @@ class Deliverer:
         elapsed = (clock.utcnow() - started).total_seconds()
         outcome = result.verdict.outcome
         telemetry.record_attempt(outcome.value, elapsed)
-        fields = {"eventId": event.id, "subscriptionId": target.sub, "attempt": target.attempt,
-                  "url": redact_url(target.url), "outcome": outcome.value, "statusCode": result.status_code}
-        log.info("delivery attempt %s", outcome.value, extra={"relay": fields})
+        url = redact_url(target.url)
+        log.info("delivery %s event=%s subscription=%s attempt=%d status=%s url=%s reason=%s",
+                 outcome.value, event.id, target.sub, target.attempt, result.status_code, url,
+                 result.verdict.reason or "-",
+                 extra={"eventId": event.id, "subscriptionId": target.sub, "attempt": target.attempt,
+                        "outcome": outcome.value, "notificationUrl": url})
         done = Attempt(status="succeeded", attempts=target.attempt, attempted_at=started,
                        status_code=result.status_code, error=result.verdict.reason)
         if outcome is Outcome.DELIVERED:

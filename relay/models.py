@@ -26,7 +26,8 @@ class SubscriptionRequest(_Edge):
     eventTypes: Optional[list[StrictStr]] = Field(
         default=None, min_length=1, max_length=100,
         description="Event types to receive: names, `*` for all, or prefixes such as `order.*`.")
-    eventType: Optional[StrictStr] = Field(default=None, description="One event type or pattern.")
+    eventType: Optional[StrictStr] = Field(
+        default=None, description="One event type name, a prefix pattern such as `order.*`, or `*` for all.")
     subjectBeginsWith: Optional[StrictStr] = Field(default=None, max_length=1024,
                                                    description="Deliver only events whose subject begins with this.")
     subjectEndsWith: Optional[StrictStr] = Field(default=None, max_length=1024,
@@ -100,9 +101,10 @@ class EventIn(_Edge):
 
 
 class ReplayRequest(_Edge):
-    since: StrictStr
-    until: Optional[StrictStr] = None
-    status: Literal["failed", "all"] = "failed"
+    since: StrictStr = Field(description="Replay events from this time on (RFC 3339).")
+    until: Optional[StrictStr] = Field(default=None, description="Replay events up to this time (RFC 3339); now when absent.")
+    status: Literal["failed", "all"] = Field(
+        default="failed", description="Which deliveries to replay: `failed` ones only, or `all` matching events.")
 
     @field_validator("since", "until")
     @classmethod
@@ -113,8 +115,10 @@ class ReplayRequest(_Edge):
 
 
 class EventTypeRequest(_Edge):
-    description: Optional[StrictStr] = Field(default=None, max_length=1024)
-    schema_: Optional[dict[str, Any]] = Field(default=None, alias="schema")
+    description: Optional[StrictStr] = Field(default=None, max_length=1024,
+                                             description="What events of this type mean.")
+    schema_: Optional[dict[str, Any]] = Field(default=None, alias="schema",
+                                              description="JSON Schema that the `data` of events of this type must match.")
 
 
 # ---- queue messages -------------------------------------------------------------------------

@@ -1,31 +1,79 @@
-"""Logs and metrics: structured log lines locally, Application Insights when configured."""
+"""Logs and metrics.
+
+Locally: log lines that carry the event id, subscription id and attempt. In Azure, with
+`APPLICATIONINSIGHTS_CONNECTION_STRING` set: the same logs as traces, plus metrics (deliveries
+by outcome, attempt latency), exported to Application Insights with Entra ID authentication
+(the app's managed identity; Application Insights has local auth disabled). Callback URLs are
+only ever logged through `outbound.redact_url`: a Power Automate callback's `sig` is a credential.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import Counter
+from typing import Any
 
 log = logging.getLogger("relay")
 
 _lock = threading.Lock()
 _attempts: Counter[str] = Counter()
+_instruments: dict[str, Any] = {}
+_configured = False
+
+
+def _client_id() -> str | None:
+    """The identity to authenticate with: from APPLICATIONINSIGHTS_AUTHENTICATION_STRING
+    (`ClientId=...;Authorization=AAD`, the form the platform itself reads), else the storage one."""
+    auth = os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "")
+    for part in auth.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "clientid" and value.strip():
+            return value.strip()
+    return os.environ.get("AzureWebJobsStorage__clientId") or None
+
+
+def configure() -> bool:
+    """Set up export once per process; returns whether Application Insights is in use."""
+    global _configured
+    with _lock:
+        if _configured:
+            return bool(_instruments)
+        _configured = True
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    from .settings import get_settings
+
+    connection_string = get_settings().appinsights_connection_string
+    if not connection_string:
+        return False
+    from azure.identity import ManagedIdentityCredential
+    from azure.monitor.opentelemetry import configure_azure_monitor
+    from opentelemetry import metrics
+
+    client_id = _client_id()
+    credential = ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+    configure_azure_monitor(connection_string=connection_string, credential=credential,
+                            logger_name="relay")
+    meter = metrics.get_meter("relay")
+    with _lock:
+        _instruments["deliveries"] = meter.create_counter(
+            "relay.deliveries", unit="{attempt}", description="Delivery attempts by outcome.")
+        _instruments["latency"] = meter.create_histogram(
+            "relay.delivery.duration", unit="s", description="Time one delivery attempt took.")
+    return True
 
 
 def record_attempt(outcome: str, seconds: float) -> None:
-    """Count one delivery attempt by outcome (and its latency, once metrics are exported)."""
+    """Count one delivery attempt by outcome, and its latency."""
     with _lock:
         _attempts[outcome] += 1
+        counter, histogram = _instruments.get("deliveries"), _instruments.get("latency")
+    if counter is not None:
+        counter.add(1, {"outcome": outcome})
+        histogram.record(seconds, {"outcome": outcome})
 
 
 def attempt_counts() -> dict[str, int]:
     with _lock:
         return dict(_attempts)
-
-
-def configure() -> None:
-    """Set up logging once per process; Application Insights export is added when configured."""
-    if getattr(configure, "_done", False):
-        return
-    configure._done = True  # type: ignore[attr-defined]
-    logging.getLogger("azure").setLevel(logging.WARNING)

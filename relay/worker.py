@@ -32,3 +32,9 @@ def on_replay(msg: func.QueueMessage) -> None:
     message = parse_or_poison(storage, REPLAY_QUEUE, ReplayMessage, msg.get_body())
     if message is not None:
         run_replay(storage, message)
+
+
+def on_sweep(timer: func.TimerRequest) -> None:
+    from .retention import sweep
+
+    sweep(get_storage(), get_settings().event_retention_days)

@@ -1,0 +1,64 @@
+"""Forgetting on time: events, de-duplication rows, delivery log rows, tombstones, finished
+operations and claim-check blobs older than RELAY_EVENT_RETENTION_DAYS are deleted hourly.
+
+Azure Tables has no time-to-live, so a timer does it. (In Azure the storage account's
+lifecycle rule also deletes old blobs; this sweep covers Azurite and any account without one.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime
+from typing import Any, Iterable
+
+from . import clock
+from .storage import DELIVERIES_TABLE, EVENTS_TABLE, OPERATIONS_TABLE, SUBSCRIPTIONS_TABLE, Storage
+
+log = logging.getLogger("relay.retention")
+
+BATCH = 100  # a table transaction holds at most 100 operations, all in one partition
+
+
+def _delete_rows(table: Any, rows: Iterable[dict[str, Any]]) -> int:
+    by_partition: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        by_partition[row["PartitionKey"]].append(row["RowKey"])
+    count = 0
+    for pk, keys in by_partition.items():
+        for start in range(0, len(keys), BATCH):
+            chunk = keys[start:start + BATCH]
+            table.submit_transaction([("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in chunk])
+            count += len(chunk)
+    return count
+
+
+def sweep(storage: Storage, retention_days: float, now: datetime | None = None) -> dict[str, int]:
+    """Delete everything past retention; returns counts by kind."""
+    now = now or clock.utcnow()
+    cutoff = now - clock.days(retention_days)
+    cut_text, cut_key = clock.rfc3339(cutoff), clock.time_key(cutoff)
+    events = storage.table(EVENTS_TABLE)
+    select = ["PartitionKey", "RowKey"]
+    counts = {
+        "events": _delete_rows(events, events.query_entities(
+            "PartitionKey ge 'e:' and PartitionKey lt @day", parameters={"day": f"e:{clock.day_bucket(cutoff)}"},
+            select=select)),
+        "dedupe": _delete_rows(events, events.query_entities(
+            "PartitionKey ge 'd:' and PartitionKey lt 'd;' and acceptedAt lt @cut", parameters={"cut": cut_text},
+            select=select)),
+        "deliveries": _delete_rows(storage.table(DELIVERIES_TABLE), storage.table(DELIVERIES_TABLE).query_entities(
+            "lastAttemptAt lt @cut and status ne 'pending'", parameters={"cut": cut_text}, select=select)),
+        "tombstones": _delete_rows(storage.table(SUBSCRIPTIONS_TABLE), storage.table(SUBSCRIPTIONS_TABLE)
+                                   .query_entities("PartitionKey eq 't' and RowKey lt @key",
+                                                   parameters={"key": cut_key}, select=select)),
+        "operations": _delete_rows(storage.table(OPERATIONS_TABLE), storage.table(OPERATIONS_TABLE).query_entities(
+            "createdAt lt @cut and status ne 'running'", parameters={"cut": cut_text}, select=select)),
+    }
+    container = storage.container()
+    old_blobs = [b.name for b in container.list_blobs() if b.last_modified and b.last_modified < cutoff]
+    for name in old_blobs:
+        container.delete_blob(name, delete_snapshots="include")
+    counts["blobs"] = len(old_blobs)
+    log.info("retention sweep: %s", ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return counts

@@ -1,0 +1,30 @@
+"""Retention: what is older than RELAY_EVENT_RETENTION_DAYS is forgotten, the rest is kept."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from relay import clock
+from relay.retention import sweep
+from relay.storage import DELIVERIES_TABLE, EVENTS_TABLE, Endpoints, Storage
+
+
+def test_sweep_forgets_only_what_is_past_retention(relay, receiver_factory, unique_type, azurite) -> None:
+    """Events, dedupe rows and delivery rows survive a sweep within retention and go after it."""
+    receiver = receiver_factory()
+    sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
+    relay.publish({"type": unique_type, "id": f"keep-{unique_type}", "data": {"big": "z" * 40_000}})
+    receiver.wait_for(1)
+    storage = Storage(Endpoints(connection_string=azurite.connection_string))
+    deliveries = lambda: list(storage.table(DELIVERIES_TABLE).query_entities(  # noqa: E731
+        "PartitionKey eq @pk", parameters={"pk": sub["id"]}))
+    logged = lambda: [e for e in storage.table(EVENTS_TABLE).list_entities()  # noqa: E731
+                      if e.get("id") == f"keep-{unique_type}"]
+    assert deliveries() and len(logged()) == 1
+
+    assert sweep(storage, 7)["events"] == 0
+    assert deliveries() and logged()
+
+    counts = sweep(storage, 7, now=clock.utcnow() + timedelta(days=8))
+    assert counts["events"] >= 1 and counts["dedupe"] >= 1 and counts["deliveries"] >= 1 and counts["blobs"] >= 1
+    assert deliveries() == [] and logged() == []
