@@ -23,6 +23,7 @@ from .errors import (
     TargetRefused, UnsupportedMediaType, invalid,
 )
 from .deliverylog import STATUSES, DeliveryLog
+from .matching import NAME_RULE, is_name
 from .models import EventIn, SubscriptionRequest, UnsubscribeRequest
 from .outbound import check_target
 from .settings import Settings, get_settings
@@ -200,6 +201,8 @@ def get_subscription(request: Request) -> Reply:
 def list_subscriptions(request: Request) -> Reply:
     limit = request.int_param("limit", 100, 1, 1000)
     event_type = request.params.get("eventType") or None
+    if event_type is not None and not is_name(event_type):
+        raise invalid("eventType", f"must be {NAME_RULE}")
     token = request.params.get("continuationToken") or None
     items, next_token = SubscriptionStore(_storage()).list(limit=limit, token=token, event_type=event_type)
     body: dict[str, Any] = {"value": [public_view(e) for e in items]}

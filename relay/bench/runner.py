@@ -1,0 +1,826 @@
+"""The benchmark's scenarios, its table and its JSON (`python -m relay.bench --help`).
+
+Processes: Azurite (in memory, free ports); the counting proxy (`relay.bench.proxy`) in front of
+it; the relay (`python -m relay dev`, `AzureWebJobsStorage` pointing at the proxy); and, in this
+process, the asyncio receiver. The raw sender (`relay.bench.rawsend`) runs as its own process,
+like the relay, so neither shares an interpreter lock with the receiver. Each scenario uses a
+fresh event type and creates its subscriptions through the API before its clock starts.
+Every wait below is for a condition (deliveries counted, queues drained), never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .receiver import Receiver
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCOUNT = "devstoreaccount1"
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+WORK_QUEUES = ("relay-fanout", "relay-deliveries")
+ALL_SCENARIOS = ("throughput", "latency", "cost", "scale")
+LATENCY_RATE = 50.0
+
+# An ordinary small event payload (about 250 bytes of JSON).
+SAMPLE_DATA = {"orderId": 0, "customer": {"id": "C-1042", "name": "Contoso Ltd", "tier": "gold"},
+               "lines": [{"sku": "SKU-1", "qty": 2, "price": 19.5}, {"sku": "SKU-7", "qty": 1, "price": 120.0}],
+               "currency": "EUR", "status": "created", "channel": "web"}
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# ---- small helpers ------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll a condition that has no event to block on (a process starting, a queue draining)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.1)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of one process (this one when pid is None), from /proc."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def pooled_session(size: int = 32, key: str | None = None) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=size)
+    session.mount("http://", adapter)
+    if key:
+        session.headers["x-functions-key"] = key
+    return session
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    azurite = ""
+    try:
+        azurite = json.loads((ROOT / "node_modules" / "azurite" / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        nproc = len(os.sched_getaffinity(0))
+    except AttributeError:
+        nproc = os.cpu_count() or 0
+    return {"nproc": nproc, "cpu_model": model, "memory_gb": mem_gb,
+            "python": platform.python_version(), "platform": platform.platform(), "azurite": azurite}
+
+
+# ---- the processes ------------------------------------------------------------------------------
+
+class Azurite:
+    def __init__(self) -> None:
+        self.ports = {"blob": free_port(), "queue": free_port(), "table": free_port()}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def connection_string(self, ports: dict[str, int] | None = None) -> str:
+        p = ports or self.ports
+        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+                f"BlobEndpoint=http://127.0.0.1:{p['blob']}/{ACCOUNT};"
+                f"QueueEndpoint=http://127.0.0.1:{p['queue']}/{ACCOUNT};"
+                f"TableEndpoint=http://127.0.0.1:{p['table']}/{ACCOUNT};")
+
+    def start(self) -> None:
+        exe = ROOT / "node_modules" / ".bin" / "azurite"
+        if not exe.exists():
+            raise BenchError("Azurite is not installed: run `npm ci` in the repository root")
+        self.proc = subprocess.Popen(
+            [str(exe), "--silent", "--skipApiVersionCheck", "--loose", "--inMemoryPersistence",
+             "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
+             "--blobPort", str(self.ports["blob"]), "--queuePort", str(self.ports["queue"]),
+             "--tablePort", str(self.ports["table"])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_until(lambda: all(_port_open(p) for p in self.ports.values()), 30, "Azurite to listen")
+
+    def stop(self) -> None:
+        _stop_group(self.proc, 10)
+        self.proc = None
+
+
+def _stop_group(proc: subprocess.Popen[Any] | None, grace: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+class Proxy:
+    def __init__(self, azurite: Azurite) -> None:
+        self.azurite = azurite
+        self.proc: subprocess.Popen[str] | None = None
+        self.ports: dict[str, int] = {}
+        self.session = pooled_session(4)
+
+    def start(self) -> None:
+        up = self.azurite.ports
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "relay.bench.proxy", "--blob", f"127.0.0.1:{up['blob']}",
+             "--queue", f"127.0.0.1:{up['queue']}", "--table", f"127.0.0.1:{up['table']}"],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise BenchError("the counting proxy did not start")
+        self.ports = json.loads(line)
+
+    @property
+    def connection_string(self) -> str:
+        return self.azurite.connection_string(self.ports)
+
+    def counts(self) -> dict[str, Any]:
+        return self.session.get(f"http://127.0.0.1:{self.ports['control']}/counts", timeout=10).json()
+
+    def stop(self) -> None:
+        _stop_group(self.proc, 5)
+        self.proc = None
+
+
+class Relay:
+    def __init__(self, proxy: Proxy, log_level: str | None) -> None:
+        self.port = free_port()
+        self.key = uuid.uuid4().hex
+        self.proxy = proxy
+        self.log_level = log_level
+        self.log_path = Path(tempfile.gettempdir()) / f"relay-bench-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+        self._local = threading.local()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = pooled_session(4, self.key)
+        return s
+
+    def start(self) -> None:
+        env = {**os.environ, "AzureWebJobsStorage": self.proxy.connection_string,
+               "RELAY_ALLOW_PRIVATE_TARGETS": "true", "PYTHONUNBUFFERED": "1"}
+        for name in list(env):
+            if name.startswith("AzureWebJobsStorage__"):
+                del env[name]
+        if self.log_level:
+            env["RELAY_LOG_LEVEL"] = self.log_level
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "relay", "dev", "--port", str(self.port), "--function-key", self.key],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(self._healthy, 60, "the dev host to answer")
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BenchError(f"the dev host exited: {self.log_path.read_text(errors='replace')[-3000:]}")
+        try:
+            return requests.get(f"{self.base}/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def status(self) -> dict[str, int]:
+        """VmRSS, VmHWM and the like from /proc/<pid>/status, in kB."""
+        values = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("Vm"):
+                name, _, rest = line.partition(":")
+                values[name] = int(rest.split()[0])
+        return values
+
+    def reset_peak_rss(self) -> bool:
+        """Linux resets VmHWM to the current RSS when 5 is written to clear_refs."""
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+            return True
+        except OSError:
+            return False
+
+    def subscribe(self, url: str, event_type: str) -> str:
+        r = self.session().post(f"{self.base}/subscriptions", json={"notificationUrl": url, "eventType": event_type},
+                                timeout=60)
+        if r.status_code != 201:
+            raise BenchError(f"subscribe answered {r.status_code}: {r.text[:300]}")
+        return r.json()["id"]
+
+    def publish(self, event: dict[str, Any]) -> None:
+        r = self.session().post(f"{self.base}/events", json=event, timeout=60)
+        if r.status_code != 202:
+            raise BenchError(f"publish answered {r.status_code}: {r.text[:300]}")
+
+    def stop(self) -> None:
+        _stop_group(self.proc, 20)
+        self.proc = None
+        if self._log is not None:
+            self._log.close()
+
+
+# ---- the bench ----------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    figure: str
+    value: float
+    unit: str
+    target: str = ""
+    met: bool | None = None
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    azurite: Azurite = field(default_factory=Azurite)
+    proxy: Proxy | None = None
+    relay: Relay | None = None
+    receiver: Receiver | None = None
+    figures: dict[str, float] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    # ---- set-up ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        say("starting Azurite, the counting proxy, the receiver and the relay ...")
+        self.azurite.start()
+        self.proxy = Proxy(self.azurite)
+        self.proxy.start()
+        self.receiver = Receiver()
+        self.relay = Relay(self.proxy, self.args.relay_log_level)
+        self.relay.start()
+        from azure.storage.queue import QueueServiceClient
+        # Checks go to Azurite directly, past the proxy, so they are never counted.
+        self._queues = QueueServiceClient.from_connection_string(self.azurite.connection_string())
+        say(f"relay dev host pid {self.relay.pid}, log {self.relay.log_path}")
+        self._warm_up()
+
+    def stop(self) -> None:
+        for part in (self.relay, self.proxy):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception as exc:  # noqa: BLE001
+                    say(f"stopping {type(part).__name__}: {exc}")
+        if self.receiver is not None:
+            self.receiver.close()
+        self.azurite.stop()
+
+    def _warm_up(self) -> None:
+        """One delivery end to end: tables and queues exist, connections and imports are warm."""
+        tag = self._tag("warm")
+        etype = self._type("warm")
+        assert self.relay and self.receiver
+        self.relay.subscribe(self.receiver.url(tag, 0), etype)
+        done = self.receiver.expect(tag, 1)
+        self.relay.publish({"type": etype, "data": SAMPLE_DATA})
+        if not done.wait(60):
+            raise BenchError(f"warm-up delivery did not arrive; see {self.relay.log_path}")
+        self._wait_idle()
+
+    def _tag(self, name: str) -> str:
+        return f"{name}-{self.run_id}"
+
+    def _type(self, name: str) -> str:
+        return f"bench.{name}.{uuid.uuid4().hex[:10]}"
+
+    def _queues_empty(self) -> bool:
+        return all(self._queues.get_queue_client(q).get_queue_properties().approximate_message_count == 0
+                   for q in WORK_QUEUES)
+
+    def _wait_idle(self, timeout: float = 120) -> None:
+        wait_until(self._queues_empty, timeout, "the relay's queues to drain")
+
+    def _subscribe_many(self, tag: str, count: int, etype: str) -> float:
+        """Subscriptions `/{tag}/s/{n}` through the API, concurrently; returns the seconds it took."""
+        assert self.relay and self.receiver
+        relay, receiver = self.relay, self.receiver
+        started = time.monotonic()
+        done = 0
+        lock = threading.Lock()
+
+        def one(n: int) -> None:
+            nonlocal done
+            relay.subscribe(receiver.url(tag, n), etype)
+            with lock:
+                done += 1
+                if count >= 2000 and done % 2000 == 0:
+                    say(f"  {done}/{count} subscriptions ({time.monotonic() - started:.0f}s)")
+
+        with ThreadPoolExecutor(max_workers=self.args.setup_threads) as pool:
+            for f in [pool.submit(one, n) for n in range(count)]:
+                f.result()
+        return time.monotonic() - started
+
+    def _events(self, tag: str, etype: str, count: int) -> list[dict[str, Any]]:
+        return [{"id": f"{tag}-{i:06d}", "type": etype, "subject": f"orders/{i}",
+                 "data": {**SAMPLE_DATA, "orderId": i}} for i in range(count)]
+
+    def _publish_all(self, events: list[dict[str, Any]], threads: int = 4) -> float:
+        """Publish as fast as the API takes them; returns time.monotonic() just before the first."""
+        assert self.relay
+        relay = self.relay
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=min(threads, len(events))) as pool:
+            for f in [pool.submit(relay.publish, e) for e in events]:
+                f.result()
+        return started
+
+    def _await(self, tag: str, count: int, what: str) -> None:
+        assert self.receiver and self.relay
+        event = self.receiver.expect(tag, count)
+        timeout = 120 + count / 20
+        if not event.wait(timeout):
+            raise BenchError(f"{what}: {self.receiver.count(tag)} of {count} deliveries arrived in {timeout:.0f}s; "
+                             f"see {self.relay.log_path}")
+
+    # ---- measuring storage ------------------------------------------------------------------------
+
+    def _measure(self, tag: str, count: int, run: Callable[[], float], profile: str) -> dict[str, Any]:
+        """Run a publish, wait for `count` deliveries and for the queues to drain; counts and times."""
+        assert self.proxy and self.receiver and self.relay
+        self._wait_idle()
+        spy = self._py_spy_start(profile)
+        cpu_before = self._cpu()
+        before = self.proxy.counts()
+        first = run()
+        self._await(tag, count, profile)
+        at_last = self.proxy.counts()
+        cpu_at_last = self._cpu()
+        self._wait_idle()
+        settled = self.proxy.counts()
+        self._py_spy_stop(spy)
+        stats = self.receiver.stats(tag)
+        seconds = stats.last_at - first
+        cpu = {k: round(cpu_at_last[k] - cpu_before[k], 3) for k in cpu_before}
+        self.details.setdefault("cpu_seconds", {})[profile] = {
+            **cpu, "wall": round(seconds, 3),
+            "note": "CPU seconds of each process from just before the first publish to the last receipt"}
+        return {"first": first, "last": stats.last_at, "seconds": seconds, "cpu": cpu,
+                "repeats": stats.repeats, "before": before, "at_last": at_last, "settled": settled}
+
+    def _cpu(self) -> dict[str, float]:
+        assert self.relay and self.proxy
+        return {"relay": cpu_seconds(self.relay.pid),
+                "proxy": cpu_seconds(self.proxy.proc.pid if self.proxy.proc else None),
+                "azurite": cpu_seconds(self.azurite.proc.pid if self.azurite.proc else None),
+                "bench_and_receiver": cpu_seconds()}
+
+    def _py_spy_start(self, name: str) -> subprocess.Popen[bytes] | None:
+        if not self.args.py_spy:
+            return None
+        assert self.relay
+        out = Path(self.args.py_spy)
+        out.mkdir(parents=True, exist_ok=True)
+        exe = Path(sys.executable).parent / "py-spy"
+        proc = subprocess.Popen([str(exe if exe.exists() else "py-spy"), "record", "--pid", str(self.relay.pid),
+                                 "--rate", "250", "--format", "raw", "--nonblocking",
+                                 "--output", str(out / f"{name}.txt")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return proc
+
+    @staticmethod
+    def _py_spy_stop(proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is not None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    @staticmethod
+    def _cost(before: dict[str, Any], after: dict[str, Any], deliveries: int) -> dict[str, Any]:
+        tx = {k: v - before["transactions"].get(k, 0) for k, v in after["transactions"].items()}
+        tx = {k: v for k, v in tx.items() if v}
+        info = {k: v - before["info"].get(k, 0) for k, v in after["info"].items()}
+        failures = {k: v - before["failures"].get(k, 0) for k, v in after["failures"].items()}
+        total = sum(tx.values())
+        empty = sum(v for k, v in tx.items() if k.split(" ")[1] == "receive-empty")
+        executions = sum(v for k, v in tx.items() if k.startswith("queue delete "))
+        per = max(deliveries, 1)
+        return {
+            "transactions": total, "empty_receives": empty, "executions": executions,
+            "transactions_per_delivery": total / per,
+            "transactions_per_delivery_excl_empty_receives": (total - empty) / per,
+            "executions_per_delivery": executions / per,
+            "by_kind": dict(sorted(tx.items(), key=lambda kv: -kv[1])),
+            "by_kind_per_delivery": {k: round(v / per, 4) for k, v in sorted(tx.items(), key=lambda kv: -kv[1])},
+            "failures": {k: v for k, v in failures.items() if v},
+            "info": {k: v for k, v in info.items() if v},
+        }
+
+    # ---- the raw ceiling ----------------------------------------------------------------------------
+
+    def _raw(self, source_tag: str, tag: str, subscribers: int, event_ids: list[str]) -> dict[str, Any]:
+        """The same bodies (as the receiver got them from the relay) posted by a plain sender."""
+        from relay.delivery import CONCURRENCY
+
+        assert self.receiver
+        stats = self.receiver.stats(source_tag)
+        job = {"concurrency": CONCURRENCY,
+               "urls": [self.receiver.url(tag, n) for n in range(subscribers)],
+               "bodies": [{"body": stats.bodies[i].decode("utf-8"), "headers": stats.headers[i]} for i in event_ids]}
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as f:
+            json.dump(job, f)
+            job_path = f.name
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "relay.bench.rawsend", job_path], cwd=ROOT,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert proc.stdin and proc.stdout
+            if proc.stdout.readline().strip() != "ready":
+                raise BenchError("the raw sender did not start")
+            count = subscribers * len(event_ids)
+            done = self.receiver.expect(tag, count)
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            result = json.loads(proc.stdout.readline())
+            proc.wait(30)
+            if not done.wait(30):
+                raise BenchError(f"raw sender: {self.receiver.count(tag)} of {count} posts arrived")
+        finally:
+            os.unlink(job_path)
+        last = self.receiver.stats(tag).last_at
+        return {"posts": count, "concurrency": CONCURRENCY, "seconds": last - result["t0"],
+                "sender_seconds": result["t1"] - result["t0"], "failed": result["failed"],
+                "sender_cpu_seconds": result["cpu_seconds"]}
+
+    # ---- scenarios ----------------------------------------------------------------------------------
+
+    def throughput(self) -> None:
+        s, e = self.args.subscribers, self.args.events
+        say(f"throughput: {s} subscribers x {e} events ...")
+        tag, etype = self._tag("tp"), self._type("tp")
+        setup = self._subscribe_many(tag, s, etype)
+        events = self._events(tag, etype, e)
+        m = self._measure(tag, s * e, lambda: self._publish_all(events), "throughput")
+        raw = self._raw(tag, self._tag("tpraw"), s, [ev["id"] for ev in events])
+        deliveries = s * e
+        relay_rate = deliveries / m["seconds"]
+        raw_rate = raw["posts"] / raw["seconds"]
+        ratio = relay_rate / raw_rate
+        cost = self._cost(m["before"], m["settled"], deliveries)
+        f = self.figures
+        f["throughput.subscribers"] = s
+        f["throughput.events"] = e
+        f["throughput.deliveries"] = deliveries
+        f["throughput.relay_seconds"] = m["seconds"]
+        f["throughput.relay_deliveries_per_second"] = relay_rate
+        f["throughput.raw_seconds"] = raw["seconds"]
+        f["throughput.raw_posts_per_second"] = raw_rate
+        f["throughput.ratio"] = ratio
+        f["throughput.duplicates"] = m["repeats"]
+        f["throughput.transactions_per_delivery"] = cost["transactions_per_delivery"]
+        f["throughput.relay_cpu_ms_per_delivery"] = m["cpu"]["relay"] * 1000 / deliveries
+        f["throughput.raw_cpu_ms_per_post"] = raw["sender_cpu_seconds"] * 1000 / raw["posts"]
+        self.details["throughput"] = {"setup_seconds": setup, "raw": raw, "cost": cost}
+        self.rows += [
+            Row(f"throughput, relay ({s} subs x {e} events)", relay_rate, "deliveries/s"),
+            Row(f"throughput, raw requests.Session x{raw['concurrency']}", raw_rate, "posts/s"),
+            Row(f"throughput ratio relay/raw (fan-out {s})", ratio, "x", ">= 0.6" + ("" if s == 100 else " (at 100)"),
+                ratio >= 0.6),
+        ]
+
+    def latency(self) -> None:
+        seconds = self.args.latency_seconds
+        n = max(1, int(round(seconds * LATENCY_RATE)))
+        say(f"latency: {LATENCY_RATE:.0f} events/s for {seconds:g}s to 1 subscriber ...")
+        tag, etype = self._tag("lat"), self._type("lat")
+        self._subscribe_many(tag, 1, etype)
+        events = self._events(tag, etype, n)
+        scheduled: dict[str, float] = {}
+        sent: dict[str, float] = {}
+        answered: dict[str, float] = {}
+        assert self.relay and self.receiver
+        relay = self.relay
+
+        def one(event: dict[str, Any]) -> None:
+            sent[event["id"]] = time.monotonic()
+            relay.publish(event)
+            answered[event["id"]] = time.monotonic()
+
+        def run() -> float:
+            start = time.monotonic() + 0.02
+            futures = []
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                for i, event in enumerate(events):
+                    due = start + i / LATENCY_RATE
+                    pause = due - time.monotonic()
+                    if pause > 0:
+                        time.sleep(pause)  # pacing the open-loop publisher, not waiting for a result
+                    scheduled[event["id"]] = due
+                    futures.append(pool.submit(one, event))
+                for fut in futures:
+                    fut.result()
+            return start
+
+        m = self._measure(tag, n, run, "latency")
+        arrivals = {wid: at for (wid, _path), at in self.receiver.arrivals(tag).items()}
+        lat = [(arrivals[i] - scheduled[i]) * 1000 for i in scheduled]
+        publish_ms = [(answered[i] - sent[i]) * 1000 for i in sent]
+        lag_ms = [(sent[i] - scheduled[i]) * 1000 for i in sent]
+        span = max(scheduled.values()) - min(scheduled.values())
+        cost = self._cost(m["before"], m["settled"], n)
+        f = self.figures
+        f["latency.events"] = n
+        f["latency.rate_per_second"] = (n - 1) / span if span > 0 else float(n)
+        f["latency.p50_ms"] = percentile(lat, 50)
+        f["latency.p95_ms"] = percentile(lat, 95)
+        f["latency.p99_ms"] = percentile(lat, 99)
+        f["latency.max_ms"] = max(lat)
+        f["latency.publish_p50_ms"] = percentile(publish_ms, 50)
+        f["latency.publish_p99_ms"] = percentile(publish_ms, 99)
+        f["latency.publisher_lag_p99_ms"] = percentile(lag_ms, 99)
+        f["latency.transactions_per_delivery"] = cost["transactions_per_delivery"]
+        self.details["latency"] = {"cost": cost, "mean_ms": statistics.fmean(lat)}
+        self.rows += [
+            Row("latency p50, publish to receipt", f["latency.p50_ms"], "ms"),
+            Row("latency p95", f["latency.p95_ms"], "ms"),
+            Row(f"latency p99 ({LATENCY_RATE:.0f} events/s, {seconds:g}s)", f["latency.p99_ms"], "ms", "< 1000",
+                f["latency.p99_ms"] < 1000),
+        ]
+
+    def cost(self) -> None:
+        e = self.args.cost_events
+        for fanout in self.args.fanouts:
+            say(f"cost: fan-out {fanout} x {e} events ...")
+            tag, etype = self._tag(f"c{fanout}"), self._type(f"c{fanout}")
+            self._subscribe_many(tag, fanout, etype)
+            events = self._events(tag, etype, e)
+            deliveries = fanout * e
+            m = self._measure(tag, deliveries, lambda: self._publish_all(events), f"cost-f{fanout}")
+            cost = self._cost(m["before"], m["settled"], deliveries)
+            at_last = self._cost(m["before"], m["at_last"], deliveries)
+            key = f"cost.f{fanout}"
+            f = self.figures
+            f[f"{key}.deliveries"] = deliveries
+            f[f"{key}.transactions_per_delivery"] = cost["transactions_per_delivery"]
+            f[f"{key}.transactions_per_delivery_excl_empty_receives"] = \
+                cost["transactions_per_delivery_excl_empty_receives"]
+            f[f"{key}.transactions_per_delivery_at_last_receipt"] = at_last["transactions_per_delivery"]
+            f[f"{key}.executions_per_delivery"] = cost["executions_per_delivery"]
+            f[f"{key}.empty_receives"] = cost["empty_receives"]
+            f[f"{key}.window_seconds"] = m["settled"]["at"] - m["before"]["at"]
+            f[f"{key}.deliveries_per_second"] = deliveries / m["seconds"]
+            self.details[key] = cost
+            tx_target = {1: 6.0, 100: 1.5}.get(fanout)
+            ex_target = 0.05 if fanout == 100 else None
+            tx = cost["transactions_per_delivery"]
+            tx_ex = cost["transactions_per_delivery_excl_empty_receives"]
+            ex = cost["executions_per_delivery"]
+            self.rows += [
+                Row(f"storage tx/delivery, fan-out {fanout} (incl. idle polls)", tx, "tx",
+                    f"<= {tx_target:g}" if tx_target else "", tx <= tx_target if tx_target else None),
+                Row(f"storage tx/delivery, fan-out {fanout} (excl. empty receives)", tx_ex, "tx",
+                    f"<= {tx_target:g}" if tx_target else "", tx_ex <= tx_target if tx_target else None),
+                Row(f"function executions/delivery, fan-out {fanout}", ex, "exec",
+                    f"<= {ex_target:g}" if ex_target else "", ex <= ex_target if ex_target else None),
+            ]
+
+    def scale(self) -> None:
+        n = self.args.scale_subscribers
+        say(f"scale: one event to {n} subscribers (creating them first) ...")
+        tag, etype = self._tag("scale"), self._type("scale")
+        setup = self._subscribe_many(tag, n, etype)
+        say(f"  {n} subscriptions in {setup:.1f}s")
+        assert self.relay
+        relay = self.relay
+        self._wait_idle()
+        rss_before = relay.status().get("VmRSS", 0)
+        reset = relay.reset_peak_rss()
+        samples: list[int] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.02):
+                try:
+                    samples.append(relay.status().get("VmRSS", 0))
+                except OSError:
+                    return
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        events = self._events(tag, etype, 1)
+        try:
+            m = self._measure(tag, n, lambda: self._publish_all(events), "scale")
+        finally:
+            stop.set()
+            sampler.join()
+        status = relay.status()
+        raw = self._raw(tag, self._tag("scaleraw"), n, [events[0]["id"]])
+        cost = self._cost(m["before"], m["settled"], n)
+        ratio = m["seconds"] / raw["seconds"]
+        peak_mb = status.get("VmHWM", 0) / 1024
+        f = self.figures
+        f["scale.subscribers"] = n
+        f["scale.setup_seconds"] = setup
+        f["scale.relay_seconds"] = m["seconds"]
+        f["scale.raw_seconds"] = raw["seconds"]
+        f["scale.ratio"] = ratio
+        f["scale.peak_rss_mb"] = peak_mb
+        f["scale.sampled_max_rss_mb"] = max(samples or [0]) / 1024
+        f["scale.rss_before_mb"] = rss_before / 1024
+        f["scale.transactions_per_delivery"] = cost["transactions_per_delivery"]
+        f["scale.executions_per_delivery"] = cost["executions_per_delivery"]
+        f["scale.relay_cpu_ms_per_delivery"] = m["cpu"]["relay"] * 1000 / n
+        self.details["scale"] = {"raw": raw, "cost": cost, "peak_reset_before_run": reset,
+                                 "rss_samples": len(samples)}
+        self.rows += [
+            Row(f"fan-out to {n}: relay time to last delivery", m["seconds"], "s"),
+            Row(f"fan-out to {n}: raw sender time", raw["seconds"], "s"),
+            Row(f"fan-out to {n}: relay/raw time", ratio, "x", "<= 2", ratio <= 2),
+            Row(f"fan-out to {n}: dev host peak RSS (VmHWM{'' if reset else ', lifetime'})", peak_mb, "MB",
+                "< 300", peak_mb < 300),
+        ]
+
+    # ---- output -------------------------------------------------------------------------------------
+
+    def table(self) -> str:
+        head = ("figure", "value", "target", "met?")
+        body = []
+        for r in self.rows:
+            value = f"{r.value:,.3f}" if abs(r.value) < 10 else f"{r.value:,.1f}"
+            met = "" if r.met is None else ("yes" if r.met else "NO")
+            body.append((r.figure, f"{value} {r.unit}", r.target, met))
+        widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(4)]
+        line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+        return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+
+    def results(self, info: dict[str, Any], error: str | None) -> dict[str, Any]:
+        return {
+            "machine": info,
+            "config": {k: v for k, v in vars(self.args).items() if k != "out"},
+            "figures": self.figures,
+            "table": [vars(r) for r in self.rows],
+            "details": self.details,
+            "notes": NOTES,
+            "error": error,
+        }
+
+
+NOTES = {
+    "throughput": "deliveries per second from just before the first publish until the last delivery arrives; "
+                  "raw = the same bodies and headers posted to the same receiver by a plain requests.Session "
+                  "with relay.delivery.CONCURRENCY threads, in its own process, timed from its start to the "
+                  "last arrival.",
+    "latency": "open-loop publisher at 50 events/s; latency from each event's scheduled publish time to its "
+               "arrival at the receiver.",
+    "cost": "storage requests counted at the proxy from just before the first publish until the relay's work "
+            "queues are empty again (the last delivery's log row and the queue message DELETE come after the "
+            "receipt); idle polling by the dev host (empty queue receives) is included in the first figure and "
+            "excluded in the second. Function executions are counted as queue message DELETEs: the dev host "
+            "deletes one message per successful function execution.",
+    "scale": "one event to N subscribers; subscription setup excluded; peak RSS is the dev host's VmHWM "
+             "(reset just before the publish) with VmRSS sampled every 20 ms.",
+}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m relay.bench",
+                                description="Benchmark the relay against Azurite through a counting proxy.")
+    p.add_argument("--quick", action="store_true", help="small sizes: the whole run takes under two minutes")
+    p.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
+                   help="comma-separated subset of throughput,latency,cost,scale")
+    p.add_argument("--subscribers", type=int, help="throughput: subscribers (default 100)")
+    p.add_argument("--events", type=int, help="throughput: events (default 50; quick 10)")
+    p.add_argument("--cost-events", type=int, help="cost: events per fan-out (default 20; quick 3)")
+    p.add_argument("--fanouts", type=_ints, help="cost: fan-outs (default 1,10,100,1000)")
+    p.add_argument("--scale-subscribers", type=int, help="scale: subscribers (default 10000; quick 1000)")
+    p.add_argument("--latency-seconds", type=float, help="latency: seconds at 50 events/s (default 20; quick 4)")
+    p.add_argument("--setup-threads", type=int, default=16, help="threads creating subscriptions")
+    p.add_argument("--relay-log-level", default=None, help="RELAY_LOG_LEVEL for the dev host (its default: INFO)")
+    p.add_argument("--py-spy", metavar="DIR", help="record each scenario of the dev host with py-spy into DIR")
+    p.add_argument("--out", default="bench-results.json", help="where to write the JSON")
+    args = p.parse_args(argv)
+    quick = args.quick
+    defaults = {"subscribers": 100, "events": 10 if quick else 50, "cost_events": 3 if quick else 20,
+                "fanouts": [1, 10, 100, 1000], "scale_subscribers": 1000 if quick else 10000,
+                "latency_seconds": 4.0 if quick else 20.0}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = set(args.scenarios) - set(ALL_SCENARIOS)
+    if unknown:
+        p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    info = machine()
+    say(f"machine: {info['nproc']} CPUs ({info['cpu_model']}), {info['memory_gb']} GB, "
+        f"Python {info['python']}, Azurite {info['azurite']}")
+    bench = Bench(args)
+    error = None
+    started = time.monotonic()
+    try:
+        bench.start()
+        for name in args.scenarios:
+            getattr(bench, name)()
+    except (BenchError, requests.RequestException, OSError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        say(f"bench failed: {error}")
+    finally:
+        bench.stop()
+    info["bench_seconds"] = round(time.monotonic() - started, 1)
+    say("")
+    say(bench.table())
+    say("")
+    say(f"(whole run {info['bench_seconds']}s; idle polling included where stated; see --out for details)")
+    Path(args.out).write_text(json.dumps(bench.results(info, error), indent=2, default=str), encoding="utf-8")
+    say(f"wrote {args.out}")
+    return 1 if error else 0

@@ -1,0 +1,514 @@
+"""The Power Platform custom connector: `apiDefinition.swagger.json` and `apiProperties.json`.
+
+Generated, never hand-edited, so it cannot drift from the API: request bodies come from the
+pydantic models the routes validate with (`relay.models`), their descriptions included, and the
+committed files under `connector/` are checked against this module by the tests.
+`python -m relay connector --host HOST --out connector/` writes them; `GET /api/openapi.json`
+serves the same definition with `host` set to the host the request came to.
+
+Power Platform specifics (see `connector/README-connector.md` for sources):
+
+- webhook trigger: `x-ms-trigger: single` on `POST /subscriptions`, the notification body on the
+  path item as `x-ms-notification-content`, the callback URL as a required, internal body property
+  with `x-ms-notification-url`; Power Automate removes the subscription by sending `DELETE` to the
+  `Location` of the 201, so `DELETE /subscriptions/{id}` is defined (internal);
+- `data` of the notification is typed from the chosen event type's registered schema with
+  `x-ms-dynamic-schema` (plus `x-ms-dynamic-properties`, which references a property inside the body
+  parameter unambiguously);
+- polling trigger: `x-ms-trigger: batch` on `GET /events/poll`; the state travels in `Location`;
+- replay is asynchronous by the platform's polling action pattern (202 + `Location` +
+  `Retry-After`), which needs no extension: `x-ms-long-running-operation` is an AutoRest extension
+  that the Power Platform connector schema does not allow on an operation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from . import __version__
+from .models import EventIn, EventTypeRequest, ReplayRequest, SubscriptionRequest
+
+TITLE = "Event Relay"
+DESCRIPTION = ("Publish events and run flows when they happen: a serverless webhook relay that delivers "
+               "CloudEvents to Power Automate and Logic Apps.")
+SECURITY_NAME = "api_key"
+KEY_HEADER = "x-functions-key"
+BRAND_COLOR = "#3a5f8f"
+PUBLISHER = "Event Relay"
+# The host of the committed files under connector/ (a placeholder: regenerate with yours).
+EXAMPLE_HOST = "your-relay.azurewebsites.net"
+DEFINITION_FILE = "apiDefinition.swagger.json"
+PROPERTIES_FILE = "apiProperties.json"
+
+# operationIds other parts of the definition refer to
+LIST_EVENT_TYPES = "ListEventTypes"
+GET_EVENT_TYPE = "GetEventType"
+LIST_SUBSCRIPTIONS = "ListSubscriptions"
+
+# Display names (`x-ms-summary`, title case) for property and parameter names.
+SUMMARIES = {
+    "id": "ID", "eventId": "Event ID", "notificationUrl": "Notification URL", "eventType": "Event Type",
+    "eventTypes": "Event Types", "specversion": "Spec Version", "datacontenttype": "Data Content Type",
+    "createdAt": "Created At", "lastStatusCode": "Last Status Code", "lastError": "Last Error",
+    "lastAttemptAt": "Last Attempt At", "nextAttemptAt": "Next Attempt At", "nextLink": "Next Link",
+    "continuationToken": "Continuation Token", "triggerState": "Trigger State", "schema": "Schema",
+    "disabledReason": "Disabled Reason", "subjectBeginsWith": "Subject Begins With",
+    "subjectEndsWith": "Subject Ends With", "once": "Once", "value": "Value",
+}
+
+
+def summary_for(name: str) -> str:
+    if name in SUMMARIES:
+        return SUMMARIES[name]
+    return " ".join(w.capitalize() for w in re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).split())
+
+
+# ---- schemas ------------------------------------------------------------------------------------
+
+def prop(type_: str | None, description: str, name: str, summary: str | None = None,
+         **more: Any) -> dict[str, Any]:
+    """One schema property with the description and display name Power Platform asks for."""
+    schema: dict[str, Any] = {} if type_ is None else {"type": type_}
+    schema.update(more)
+    schema["description"] = description
+    schema["x-ms-summary"] = summary or summary_for(name)
+    return schema
+
+
+def obj(properties: dict[str, dict[str, Any]], description: str, required: list[str] | None = None,
+        **more: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "description": description}
+    if required:
+        schema["required"] = required
+    schema["properties"] = properties
+    schema.update(more)
+    return schema
+
+
+def _swagger_property(raw: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic (JSON Schema 2020-12) property as Swagger 2.0: optional unions collapse to their
+    one non-null type (absence, not null, is how Swagger says optional); titles go."""
+    schema = dict(raw)
+    if "anyOf" in schema:
+        options = [o for o in schema.pop("anyOf") if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"cannot express {raw!r} in Swagger 2.0")
+        schema = {**options[0], **schema}
+    schema.pop("title", None)
+    if "default" in schema and schema["default"] is None:
+        del schema["default"]
+    if schema.get("additionalProperties") is True:
+        del schema["additionalProperties"]
+    return schema
+
+
+def model_fields(model: type[BaseModel]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The model's properties (by alias) as Swagger schemas, and its required names."""
+    raw = model.model_json_schema(by_alias=True)
+    return {name: _swagger_property(p) for name, p in raw["properties"].items()}, list(raw.get("required", []))
+
+
+def described(model: type[BaseModel], name: str) -> str:
+    """The description the model gives a field: the one source of these texts."""
+    props, _ = model_fields(model)
+    text = props[name].get("description")
+    if not text:
+        raise ValueError(f"{model.__name__}.{name} has no description")
+    return text
+
+
+def model_schema(model: type[BaseModel], description: str, *, only: list[str] | None = None,
+                 required: list[str] | None = None,
+                 extra: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A body schema from a request model: its fields (or `only` these, in this order), their
+    rules and descriptions, plus connector-only keys (`extra`: formats, dropdowns, visibility)."""
+    props, model_required = model_fields(model)
+    names = only or list(props)
+    properties: dict[str, dict[str, Any]] = {}
+    for name in names:
+        schema = dict(props[name])
+        if "description" not in schema:
+            raise ValueError(f"{model.__name__}.{name} has no description")
+        schema.update((extra or {}).get(name, {}))
+        schema.setdefault("x-ms-summary", summary_for(name))
+        # description last but one, display name last: the order a reader scans the file in
+        schema["description"] = schema.pop("description")
+        schema["x-ms-summary"] = schema.pop("x-ms-summary")
+        properties[name] = schema
+    needed = [n for n in (required if required is not None else model_required) if n in properties]
+    return obj(properties, description, needed)
+
+
+def event_type_dropdown() -> dict[str, Any]:
+    """The event type picked from the registered types (a custom value, such as a pattern, too)."""
+    return {
+        "x-ms-dynamic-values": {"operationId": LIST_EVENT_TYPES, "value-collection": "value",
+                                "value-path": "name", "value-title": "name"},
+        "x-ms-dynamic-list": {"operationId": LIST_EVENT_TYPES, "itemsPath": "value",
+                              "itemValuePath": "name", "itemTitlePath": "name"},
+    }
+
+
+def data_typed_by(parameter: str, reference: str) -> dict[str, Any]:
+    """`data` typed from the registered schema of the event type chosen in `parameter`.
+
+    `x-ms-dynamic-schema` names the caller's parameter; `x-ms-dynamic-properties` says the same
+    with a full path (`body/eventType`), the only unambiguous way to point into a body parameter.
+    """
+    return {
+        "x-ms-dynamic-schema": {"operationId": GET_EVENT_TYPE, "parameters": {"name": {"parameter": parameter}},
+                                "value-path": "schema"},
+        "x-ms-dynamic-properties": {"operationId": GET_EVENT_TYPE,
+                                    "parameters": {"name": {"parameterReference": reference}},
+                                    "itemValuePath": "schema"},
+    }
+
+
+def cloudevent_schema(data_extensions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The notification body, CloudEvents 1.0 JSON, as `relay.signing.cloudevent` builds it."""
+    return obj({
+        "specversion": prop("string", "The CloudEvents specification version, always 1.0.", "specversion"),
+        "id": prop("string", "The event's id: the same on every delivery and retry, and sent as the "
+                   "webhook-id header, so a flow can ignore repeats.", "id", "Event ID"),
+        "source": prop("string", "Where the event was published: the relay's events URL.", "source",
+                       format="uri"),
+        "type": prop("string", described(EventIn, "type"), "type", "Event Type"),
+        "subject": prop("string", described(EventIn, "subject"), "subject"),
+        "time": prop("string", described(EventIn, "time"), "time", "Event Time", format="date-time"),
+        "datacontenttype": prop("string", "The media type of data, always application/json.", "datacontenttype"),
+        "data": prop("object", described(EventIn, "data") + " Typed from the event type's registered schema.",
+                     "data", **(data_extensions or {})),
+    }, "An event as a CloudEvent (CloudEvents 1.0 JSON).",
+        ["specversion", "id", "source", "type", "time", "datacontenttype", "data"])
+
+
+def subscription_schema() -> dict[str, Any]:
+    props, _ = model_fields(SubscriptionRequest)
+
+    def from_model(name: str) -> dict[str, Any]:
+        return prop(None, props[name]["description"], name,
+                    **{k: v for k, v in props[name].items() if k in ("type", "items")})
+
+    return obj({
+        "id": prop("string", "The subscription's id.", "id", "Subscription ID"),
+        "notificationUrl": from_model("notificationUrl"),
+        "eventTypes": prop("array", described(SubscriptionRequest, "eventTypes"), "eventTypes",
+                           items={"type": "string"}),
+        "subjectBeginsWith": from_model("subjectBeginsWith"),
+        "subjectEndsWith": from_model("subjectEndsWith"),
+        "description": from_model("description"),
+        "once": from_model("once"),
+        "status": prop("string", "Whether it receives events: active, or disabled after its receiver "
+                       "said it is gone.", "status", enum=["active", "disabled"]),
+        "disabledReason": prop("string", "Why it was disabled.", "disabledReason"),
+        "createdAt": prop("string", "When it was created.", "createdAt", format="date-time"),
+        "secret": prop("string", "The key that signs its deliveries (webhook-signature); only in the "
+                       "answer to the subscribe call.", "secret"),
+    }, "A subscription: where matching events are delivered.",
+        ["id", "notificationUrl", "eventTypes", "once", "status", "createdAt"])
+
+
+def event_type_schema() -> dict[str, Any]:
+    return obj({
+        "name": prop("string", "The event type's name.", "name"),
+        "description": prop("string", described(EventTypeRequest, "description"), "description"),
+        "schema": prop("object", described(EventTypeRequest, "schema"), "schema"),
+    }, "A registered event type.", ["name"])
+
+
+def delivery_schema() -> dict[str, Any]:
+    return obj({
+        "eventId": prop("string", "The event's id.", "eventId"),
+        "eventType": prop("string", "The event's type.", "eventType"),
+        "status": prop("string", "Where the delivery stands.", "status",
+                       enum=["pending", "succeeded", "failed"]),
+        "attempts": prop("integer", "How many attempts were made.", "attempts", format="int32"),
+        "lastStatusCode": prop("integer", "The HTTP status of the last attempt.", "lastStatusCode", format="int32"),
+        "lastError": prop("string", "Why the last attempt did not succeed.", "lastError"),
+        "lastAttemptAt": prop("string", "When the last attempt was made.", "lastAttemptAt", format="date-time"),
+        "nextAttemptAt": prop("string", "When the next attempt is due.", "nextAttemptAt", format="date-time"),
+    }, "The delivery of one event to one subscription.", ["eventId", "eventType", "status", "attempts"])
+
+
+def operation_schema() -> dict[str, Any]:
+    return obj({
+        "id": prop("string", "The replay operation's id.", "id"),
+        "status": prop("string", "Where the replay stands.", "status", enum=["running", "succeeded", "failed"]),
+        "replayed": prop("integer", "How many events were sent again.", "replayed", format="int32"),
+        "error": prop("string", "Why the replay could not finish.", "error"),
+    }, "A replay operation.", ["id", "status"])
+
+
+def page_of(item: dict[str, Any], what: str) -> dict[str, Any]:
+    return obj({
+        "value": prop("array", f"The {what}.", "value", items=item),
+        "nextLink": prop("string", "The URL of the next page; absent on the last page.", "nextLink", format="uri"),
+    }, f"A page of {what}.", ["value"])
+
+
+PROBLEM = obj({
+    "type": prop("string", "A URI naming the kind of problem.", "type"),
+    "title": prop("string", "A short summary of the kind of problem.", "title"),
+    "status": prop("integer", "The HTTP status code.", "status", format="int32"),
+    "detail": prop("string", "What went wrong with this request.", "detail"),
+    "errors": prop("array", "Each field that is wrong.", "errors", items=obj({
+        "field": prop("string", "The field's name or path.", "field"),
+        "message": prop("string", "What is wrong with it.", "message"),
+    }, "One wrong field.")),
+}, "An RFC 9457 problem.")
+
+
+# ---- parameters and responses -------------------------------------------------------------------
+
+def path_param(name: str, description: str, summary: str | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "type": "string", "x-ms-url-encoding": "single",
+            "description": description, "x-ms-summary": summary or summary_for(name)}
+
+
+def query_param(name: str, type_: str, description: str, **more: Any) -> dict[str, Any]:
+    param: dict[str, Any] = {"name": name, "in": "query", "required": False, "type": type_}
+    param.update(more)
+    param["description"] = description
+    param["x-ms-summary"] = summary_for(name)
+    return param
+
+
+def body_param(schema: dict[str, Any], description: str, summary: str) -> dict[str, Any]:
+    return {"name": "body", "in": "body", "required": True, "schema": schema,
+            "description": description, "x-ms-summary": summary}
+
+
+SUBSCRIPTION_ID = path_param("id", "The subscription's id.", "Subscription ID")
+LIMIT = query_param("limit", "integer", "How many items one page holds, 1 to 1000.", format="int32",
+                    minimum=1, maximum=1000, default=100, **{"x-ms-visibility": "advanced"})
+CONTINUATION = query_param("continuationToken", "string", "Where the previous page ended, from its nextLink.",
+                           **{"x-ms-visibility": "advanced"})
+
+LOCATION = {"type": "string", "description": "The URL to ask next.", "x-ms-summary": "Location"}
+RETRY_AFTER = {"type": "integer", "description": "Seconds to wait before asking again.",
+               "x-ms-summary": "Retry After"}
+
+
+def response(description: str, schema: dict[str, Any] | None = None,
+             headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description}
+    if schema is not None:
+        out["schema"] = schema
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def failures() -> dict[str, Any]:
+    return {"default": response("The request failed; the body says why.", PROBLEM)}
+
+
+def operation(operation_id: str, summary: str, description: str, parameters: list[dict[str, Any]],
+              responses: dict[str, Any], **extensions: Any) -> dict[str, Any]:
+    op: dict[str, Any] = {"operationId": operation_id, "summary": summary, "description": description}
+    op.update(extensions)
+    op["parameters"] = parameters
+    op["responses"] = {**responses, **failures()}
+    return op
+
+
+# ---- the definition -----------------------------------------------------------------------------
+
+def _subscribe_trigger() -> dict[str, Any]:
+    body = model_schema(
+        SubscriptionRequest, "What to subscribe: the flow's callback URL and which events start it.",
+        only=["notificationUrl", "eventType", "subjectBeginsWith", "subjectEndsWith", "description"],
+        required=["notificationUrl", "eventType"],
+        extra={
+            "notificationUrl": {"x-ms-notification-url": True, "x-ms-visibility": "internal"},
+            "eventType": {**event_type_dropdown(), "x-ms-visibility": "important"},
+            "subjectBeginsWith": {"x-ms-visibility": "advanced"},
+            "subjectEndsWith": {"x-ms-visibility": "advanced"},
+            "description": {"x-ms-visibility": "advanced"},
+        })
+    return operation(
+        "OnEventPublished", "When an event is published",
+        "Starts the flow for each published event of the chosen type, delivered as a CloudEvent.",
+        [body_param(body, "The subscription to register for this flow.", "Subscription")],
+        {"201": response("The subscription; its Location is what removes it.", subscription_schema(),
+                         {"Location": {"type": "string", "description": "The subscription's URL.",
+                                       "x-ms-summary": "Location"}})},
+        **{"x-ms-trigger": "single", "x-ms-trigger-hint": "To see it work now, publish an event of the chosen type.",
+           "x-ms-visibility": "important"})
+
+
+def _poll_trigger() -> dict[str, Any]:
+    events = obj({"value": prop("array", "The new events, oldest first, at most 100.", "value",
+                                items=cloudevent_schema(data_typed_by("eventType", "eventType")))},
+                 "Events published since the last poll.", ["value"])
+    return operation(
+        "OnEventsPolled", "When an event is published (polling)",
+        "Checks for new events of the chosen type on the flow's schedule, for when a webhook cannot reach the flow.",
+        [query_param("eventType", "string", described(SubscriptionRequest, "eventType"), default="*",
+                     **event_type_dropdown(), **{"x-ms-visibility": "important"}),
+         query_param("triggerState", "string", "Where the previous poll ended; the relay sends it in the Location "
+                     "header and the platform sends it back.", **{"x-ms-visibility": "internal"})],
+        {"200": response("New events.", events, {"Location": LOCATION, "Retry-After": RETRY_AFTER}),
+         "202": response("Nothing new yet.", None, {"Location": LOCATION, "Retry-After": RETRY_AFTER})},
+        **{"x-ms-trigger": "batch", "x-ms-trigger-metadata": {"kind": "query", "mode": "polling"},
+           "x-ms-trigger-hint": "To see it work now, publish an event of the chosen type.",
+           "x-ms-visibility": "advanced"})
+
+
+def definition(host: str) -> dict[str, Any]:
+    """The Swagger 2.0 connector definition for a relay reached at `host` (`name[:port]`)."""
+    id_path = "/subscriptions/{id}"
+    return {
+        "swagger": "2.0",
+        "info": {"title": TITLE, "description": DESCRIPTION, "version": __version__},
+        "host": host,
+        "basePath": "/api",
+        "schemes": ["https"],
+        "consumes": ["application/json"],
+        "produces": ["application/json"],
+        "paths": {
+            "/subscriptions": {
+                "x-ms-notification-content": {
+                    "description": "The published event, as a CloudEvent.",
+                    "schema": cloudevent_schema(data_typed_by("eventType", "body/eventType")),
+                },
+                "post": _subscribe_trigger(),
+                "get": operation(
+                    LIST_SUBSCRIPTIONS, "List subscriptions",
+                    "Lists the subscriptions, optionally only those for one event type.",
+                    [query_param("eventType", "string", "Only subscriptions that receive this event type."),
+                     LIMIT, CONTINUATION],
+                    {"200": response("A page of subscriptions.", page_of(subscription_schema(), "subscriptions"))}),
+            },
+            id_path: {
+                "get": operation(
+                    "GetSubscription", "Get a subscription",
+                    "Gets a subscription: its filters and whether it is active.",
+                    [SUBSCRIPTION_ID], {"200": response("The subscription.", subscription_schema())}),
+                "delete": operation(
+                    "DeleteSubscription", "Delete a subscription",
+                    "Removes a subscription; nothing more is delivered to it.",
+                    [SUBSCRIPTION_ID], {"200": response("Removed, or there was none.")},
+                    **{"x-ms-visibility": "internal"}),
+            },
+            id_path + "/deliveries": {
+                "get": operation(
+                    "ListDeliveries", "List deliveries of a subscription",
+                    "Lists what was delivered to a subscription, newest first, with each attempt's outcome.",
+                    [SUBSCRIPTION_ID,
+                     query_param("status", "string", "Only deliveries in this state.",
+                                 enum=["pending", "succeeded", "failed"]),
+                     LIMIT, CONTINUATION],
+                    {"200": response("A page of deliveries.", page_of(delivery_schema(), "deliveries"))}),
+            },
+            id_path + "/replay": {
+                "post": operation(
+                    "ReplayDeliveries", "Replay deliveries of a subscription",
+                    "Delivers events again, with their original ids, and waits until all are sent.",
+                    [SUBSCRIPTION_ID, body_param(
+                        model_schema(ReplayRequest, "Which events to deliver again.",
+                                     extra={"since": {"format": "date-time"}, "until": {"format": "date-time"}}),
+                        "Which events to deliver again.", "Replay")],
+                    {"200": response("The replay finished.", operation_schema()),
+                     "202": response("The replay is running; the platform polls Location until it ends.",
+                                     operation_schema(), {"Location": LOCATION, "Retry-After": RETRY_AFTER})}),
+            },
+            "/operations/{operationId}": {
+                "get": operation(
+                    "GetReplayOperation", "Get a replay operation",
+                    "Gets the state of a replay; the platform polls it after a replay is accepted.",
+                    [path_param("operationId", "The replay operation's id.", "Operation ID")],
+                    {"200": response("The replay finished.", operation_schema()),
+                     "202": response("The replay is still running.", operation_schema(),
+                                     {"Location": LOCATION, "Retry-After": RETRY_AFTER})},
+                    **{"x-ms-visibility": "internal"}),
+            },
+            "/events": {
+                "post": operation(
+                    "PublishEvent", "Publish an event",
+                    "Publishes an event to every subscription that matches its type and subject.",
+                    [body_param(model_schema(EventIn, "The event to publish.", extra={
+                        "type": {**event_type_dropdown(), "x-ms-visibility": "important",
+                                 "x-ms-summary": "Event Type"},
+                        "data": {"type": "object", "x-ms-visibility": "important"},
+                        "id": {"x-ms-visibility": "advanced"},
+                        "time": {"format": "date-time", "x-ms-visibility": "advanced"},
+                    }), "The event to publish.", "Event")],
+                    {"202": response("Accepted: the event will be delivered.", obj(
+                        {"id": prop("string", "The event's id.", "id")}, "The accepted event.", ["id"]))},
+                    **{"x-ms-visibility": "important"}),
+            },
+            "/events/poll": {"get": _poll_trigger()},
+            "/event-types": {
+                "get": operation(
+                    LIST_EVENT_TYPES, "List event types",
+                    "Lists the registered event types, for choosing one from a list.",
+                    [], {"200": response("The event types.", obj(
+                        {"value": prop("array", "The event types.", "value", items=event_type_schema())},
+                        "The registered event types.", ["value"]))},
+                    **{"x-ms-visibility": "internal"}),
+            },
+            "/event-types/{name}": {
+                "get": operation(
+                    GET_EVENT_TYPE, "Get an event type",
+                    "Gets an event type and the schema of its data.",
+                    [path_param("name", "The event type's name.", "Event Type")],
+                    {"200": response("The event type.", event_type_schema())},
+                    **{"x-ms-visibility": "internal"}),
+            },
+        },
+        "securityDefinitions": {
+            SECURITY_NAME: {"type": "apiKey", "in": "header", "name": KEY_HEADER,
+                            "description": "A function key of the relay's function app."},
+        },
+        "security": [{SECURITY_NAME: []}],
+        "x-ms-connector-metadata": [
+            {"propertyName": "Categories", "propertyValue": "IT Operations;Productivity"},
+        ],
+    }
+
+
+def properties() -> dict[str, Any]:
+    """`apiProperties.json`: the connection asks for a function key, sent as `x-functions-key`."""
+    return {
+        "properties": {
+            "connectionParameters": {
+                SECURITY_NAME: {
+                    "type": "securestring",
+                    "uiDefinition": {
+                        "displayName": "Function key",
+                        "description": "A function key of the relay's function app.",
+                        "tooltip": "In the Azure portal: the function app, App keys, then a host key such as "
+                                   "default (or: az functionapp keys list).",
+                        "constraints": {"tabIndex": 2, "clearText": False, "required": "true"},
+                    },
+                },
+            },
+            "iconBrandColor": BRAND_COLOR,
+            "capabilities": [],
+            "publisher": PUBLISHER,
+            "stackOwner": PUBLISHER,
+        },
+    }
+
+
+def render(document: dict[str, Any]) -> str:
+    """The committed form: 2-space indent, keys in generation order, UTF-8, a final newline."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_files(host: str, out: Path) -> list[Path]:
+    """Write `apiDefinition.swagger.json` and `apiProperties.json` into `out`; returns their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, document in ((DEFINITION_FILE, definition(host)), (PROPERTIES_FILE, properties())):
+        path = out / name
+        path.write_text(render(document), encoding="utf-8")
+        written.append(path)
+    return written

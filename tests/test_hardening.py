@@ -1,0 +1,322 @@
+"""Hardening, end to end: hostile URLs, receiver faults, bad input, missing keys, storage
+outages and a process killed three times, each ending as the contract says."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import struct
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from azure.storage.queue import QueueServiceClient
+
+from conftest import FUNCTION_KEY, Azurite, RelayProcess, free_port, wait_until
+
+HOSTILE_URLS = [
+    "http://example.com/hook",                 # plain http
+    "https://127.0.0.1/hook",
+    "https://localhost/hook",
+    "https://sub.localhost/hook",
+    "https://[::1]/hook",
+    "https://0.0.0.0/hook",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://168.63.129.16/machine",
+    "https://10.0.0.1/hook",
+    "https://172.16.5.4/hook",
+    "https://192.168.1.1/hook",
+    "https://100.64.0.1/hook",
+    "https://[fc00::1]/hook",
+    "https://[fe80::1]/hook",
+    "https://[::ffff:127.0.0.1]/hook",
+    "https://[::ffff:a9fe:a9fe]/hook",
+    "https://2130706433/hook",                 # 127.0.0.1 as one decimal number
+    "https://0177.0.0.1/hook",                 # octal
+    "https://0x7f.0.0.1/hook",                 # hex
+    "https://0x7f000001/hook",
+    "https://127.1/hook",                      # short form
+    "https://0xa9.0xfe.0xa9.0xfe/hook",        # metadata address in hex
+    "https://224.0.0.1/hook",                  # multicast
+    "https://255.255.255.255/hook",
+    "https://[64:ff9b::a9fe:a9fe]/hook",       # NAT64 of the metadata address
+    "https://user:pass@example.com/hook",
+    "ftp://example.com/hook",
+    "file:///etc/passwd",
+    "gopher://127.0.0.1:6379/_INFO",
+    "javascript:alert(1)",
+]
+
+
+@pytest.fixture(scope="module")
+def guarded(azurite):
+    """A relay as deployed: private targets refused (one for the whole table of URLs)."""
+    relay = RelayProcess(azurite, {"RELAY_ALLOW_PRIVATE_TARGETS": "false"}).start()
+    yield relay
+    relay.stop()
+
+
+@pytest.mark.parametrize("url", HOSTILE_URLS)
+def test_hostile_notification_urls_are_refused_at_subscribe(guarded, url) -> None:
+    """Each hostile URL is a 400 naming notificationUrl, and nothing is stored."""
+    response = guarded.post("subscriptions", {"notificationUrl": url})
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert [e["field"] for e in response.json()["errors"]] == ["notificationUrl"]
+
+
+def test_rebinding_name_is_refused_at_delivery(azurite, receiver_factory) -> None:
+    """A name public at subscribe and 127.0.0.1 at delivery is refused at delivery, nothing is sent.
+
+    The resolver is injected (the relay's own seam for this) because no public DNS is reachable here.
+    """
+    from relay.delivery import Deliverer
+    from relay.models import EventRecord, Target
+    from relay.outbound import Sender, check_target
+    from relay.settings import Settings
+    from relay.storage import Endpoints, Storage
+
+    receiver = receiver_factory()
+    port = receiver.server.server_address[1]
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])
+    resolver = lambda host, p: next(answers)  # noqa: E731
+    url = f"https://rebind.example.test:{port}/hook"
+    check_target(url, allow_private=False, resolver=resolver)  # what subscribe does: public, accepted
+    settings = Settings.from_environ({"RELAY_RETRY_SCHEDULE": ""})
+    storage = Storage(Endpoints(connection_string=azurite.connection_string))
+    storage.ensure()
+    sender = Sender(allow_private=False, timeout=2, user_agent="t", resolver=resolver)
+    deliverer = Deliverer(storage, settings, sender=sender)
+    event = EventRecord(id="e1", type="t.x", source="s", time="2026-01-01T00:00:00Z", data=1,
+                        acceptedAt="2026-01-01T00:00:00Z")
+    sub_id = uuid.uuid4().hex
+    log = ("e:20260101", "20260101T000000.000000Z_e1")
+    deliverer.deliver(event, 1, log, log[1][:23], [Target(sub=sub_id, url=url, secret="whsec_" + "A" * 32)])
+    rows = list(storage.table("relaydeliveries").query_entities("PartitionKey eq @p", parameters={"p": sub_id}))
+    assert rows[0]["status"] == "failed" and "outbound guard" in rows[0]["lastError"]
+    assert receiver.requests == []
+
+
+def _last_delivery(relay, sub_id: str, status: str) -> dict:
+    return wait_until(lambda: next(iter(relay.get(f"subscriptions/{sub_id}/deliveries?status={status}")
+                                        .json()["value"]), None), 60, f"a {status} delivery")
+
+
+def _silent_server() -> tuple[int, socket.socket]:
+    """Accepts connections and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: [held.append(sock.accept()[0]) for _ in range(16)], daemon=True).start()
+    return sock.getsockname()[1], sock
+
+
+def _resetting_server() -> tuple[int, socket.socket]:
+    """Accepts, reads the request, and resets the connection."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    return sock.getsockname()[1], sock
+
+
+def test_receiver_faults_end_as_the_contract_says(relay_factory, receiver_factory, unique_type) -> None:
+    """500, 503+Retry-After, 429, silence, a refused port, a reset and a 10 MB body each end as
+    specified, while the relay keeps answering."""
+    relay = relay_factory({"RELAY_RETRY_SCHEDULE": "100ms", "RELAY_DELIVERY_TIMEOUT": "1"})
+    big = b"x" * (10 * 1024 * 1024)
+    r500 = receiver_factory(lambda req, i: (500, {}, b"oops"))
+    r503 = receiver_factory(lambda req, i: (503, {"Retry-After": "1"}, b"") if i == 0 else (200, {}, b""))
+    r429 = receiver_factory(lambda req, i: (429, {}, b"") if i == 0 else (200, {}, b""))
+    rbig = receiver_factory(lambda req, i: (200, {"Content-Type": "text/plain"}, big))
+    silent_port, silent = _silent_server()
+    reset_port, resetting = _resetting_server()
+    refused_port = free_port()
+    subs = {name: relay.subscribe(url, eventTypes=[unique_type])["id"] for name, url in {
+        "500": r500.url, "503": r503.url, "429": r429.url, "big": rbig.url,
+        "silent": f"http://127.0.0.1:{silent_port}/hook", "reset": f"http://127.0.0.1:{reset_port}/hook",
+        "refused": f"http://127.0.0.1:{refused_port}/hook"}.items()}
+    relay.publish({"type": unique_type, "data": "fault"})
+
+    assert relay.get("health").status_code == 200  # responsive while attempts are under way
+    failed = {name: _last_delivery(relay, subs[name], "failed") for name in ("500", "silent", "reset", "refused")}
+    assert failed["500"]["attempts"] == 2 and failed["500"]["lastStatusCode"] == 500
+    assert failed["silent"]["attempts"] == 2 and "timeout" in failed["silent"]["lastError"]
+    assert failed["reset"]["attempts"] == 2
+    assert failed["refused"]["attempts"] == 2 and "connect" in failed["refused"]["lastError"]
+    for name in ("503", "429", "big"):
+        assert _last_delivery(relay, subs[name], "succeeded")["attempts"] == (1 if name == "big" else 2)
+    first, second = r503.wait_for(2)[:2]
+    assert second.at - first.at >= 1.0
+    silent.close()
+    resetting.close()
+
+
+def test_redirects_are_not_followed(relay, receiver_factory, unique_type) -> None:
+    """A receiver redirecting to a loopback address is not followed: the delivery fails, no retry."""
+    target = receiver_factory()
+    redirector = receiver_factory(lambda req, i: (302, {"Location": target.url}, b""))
+    sub = relay.subscribe(redirector.url, eventTypes=[unique_type])
+    relay.publish({"type": unique_type, "data": 1})
+    row = _last_delivery(relay, sub["id"], "failed")
+    assert row["attempts"] == 1 and row["lastStatusCode"] == 302
+    assert target.requests == []
+
+
+# ---- input ------------------------------------------------------------------------------------
+
+FUNCTION_ROUTES = [
+    ("POST", "subscriptions"), ("GET", "subscriptions"), ("GET", f"subscriptions/{'a' * 32}"),
+    ("DELETE", f"subscriptions/{'a' * 32}"), ("POST", "unsubscribe"), ("POST", "events"),
+    ("GET", f"subscriptions/{'a' * 32}/deliveries"), ("POST", f"subscriptions/{'a' * 32}/replay"),
+    ("GET", f"operations/{'a' * 32}"), ("GET", "events/poll"), ("GET", "event-types"),
+    ("PUT", "event-types/x"), ("GET", "event-types/x"), ("DELETE", "event-types/x"),
+]
+
+
+def test_function_routes_need_the_key(relay) -> None:
+    """Without the function key every function-level route is 401; health and openapi stay open."""
+    for method, path in FUNCTION_ROUTES:
+        bare = requests.request(method, f"{relay.base}/{path}", json={}, timeout=10)
+        assert bare.status_code == 401, (method, path)
+        wrong = requests.request(method, f"{relay.base}/{path}", json={}, timeout=10,
+                                 headers={"x-functions-key": "wrong"})
+        assert wrong.status_code == 401, (method, path)
+    assert requests.get(f"{relay.base}/health", timeout=10).status_code == 200
+    assert requests.get(f"{relay.base}/subscriptions?code={FUNCTION_KEY}", timeout=10).status_code == 200
+
+
+def _is_problem(response: requests.Response, status: int) -> dict:
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/problem+json")
+    doc = response.json()
+    assert doc["status"] == status
+    assert FUNCTION_KEY not in response.text and "Traceback" not in response.text
+    return doc
+
+
+def test_bad_requests_get_the_right_status(relay) -> None:
+    """Oversized, wrongly typed, malformed, wrong-method and ill-formed requests each get their status."""
+    s = relay.session
+    _is_problem(s.post(f"{relay.base}/subscriptions", data=b"x" * 70_000, timeout=10,
+                       headers={"Content-Type": "application/json"}), 413)
+    _is_problem(s.post(f"{relay.base}/subscriptions", data=b"notificationUrl=x", timeout=10,
+                       headers={"Content-Type": "application/x-www-form-urlencoded"}), 415)
+    _is_problem(s.post(f"{relay.base}/events", data=b'{"type": "a", "data": ', timeout=10,
+                       headers={"Content-Type": "application/json"}), 400)
+    _is_problem(s.post(f"{relay.base}/events", data=b'\xff\xfe', timeout=10,
+                       headers={"Content-Type": "application/json"}), 400)
+    doc = _is_problem(s.patch(f"{relay.base}/subscriptions", json={}, timeout=10), 405)
+    assert "POST" in doc["detail"]
+    _is_problem(s.put(f"{relay.base}/events", json={}, timeout=10), 405)
+    _is_problem(s.get(f"{relay.base}/subscriptions/not-an-id", timeout=10), 404)
+    _is_problem(s.get(f"{relay.base}/subscriptions/{'f' * 500}", timeout=10), 404)
+    _is_problem(s.get(f"{relay.base}/subscriptions/{'a' * 32}/deliveries", timeout=10), 404)
+    _is_problem(s.get(f"{relay.base}/operations/..%2f..%2fx", timeout=10), 404)
+    _is_problem(s.get(f"{relay.base}/event-types/{'n' * 200}", timeout=10), 400)
+    _is_problem(s.put(f"{relay.base}/event-types/bad%20name", json={}, timeout=10), 400)
+    _is_problem(s.get(f"{relay.base}/subscriptions?limit=0", timeout=10), 400)
+    _is_problem(s.get(f"{relay.base}/subscriptions?limit=abc", timeout=10), 400)
+    _is_problem(s.get(f"{relay.base}/subscriptions?continuationToken=garbage!!", timeout=10), 400)
+    _is_problem(s.get(f"{relay.base}/subscriptions?eventType=bad%20type", timeout=10), 400)
+    _is_problem(s.get(f"{relay.base}/events/poll?triggerState=nonsense", timeout=10), 400)
+    _is_problem(s.get(f"{relay.base}/events/poll?eventType=a*", timeout=10), 400)
+
+
+def test_secrets_are_shown_once_and_never_logged(relay, receiver_factory, unique_type) -> None:
+    """The secret is in the 201 only: not in GET, list, a repeated subscribe's log, or the host's logs."""
+    receiver = receiver_factory()
+    sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
+    assert "secret" not in relay.get(f"subscriptions/{sub['id']}").json()
+    assert all("secret" not in s for s in relay.get("subscriptions").json()["value"])
+    relay.publish({"type": unique_type, "data": 1})
+    receiver.wait_for(1)
+    assert sub["secret"] not in relay.logs() and sub["secret"].split("_", 1)[1] not in relay.logs()
+
+
+def test_unreadable_queue_message_goes_to_poison_once(relay, azurite) -> None:
+    """A fan-out message that cannot be parsed is moved to the poison queue with its reason logged."""
+    service = QueueServiceClient.from_connection_string(azurite.connection_string)
+    marker = f"garbage-{uuid.uuid4().hex}"
+    service.get_queue_client("relay-fanout").send_message(base64.b64encode(marker.encode()).decode())
+    poison = service.get_queue_client("relay-fanout-poison")
+    found = wait_until(lambda: [m for m in poison.peek_messages(max_messages=32)
+                                if marker in base64.b64decode(m.content).decode(errors="replace")], 30,
+                       "the message in the poison queue")
+    assert len(found) == 1
+    assert "moved to relay-fanout-poison" in relay.logs()
+
+
+# ---- storage outages and kills ------------------------------------------------------------------
+
+def test_storage_down_during_publish_is_503_never_202(relay_factory, tmp_path: Path) -> None:
+    """With storage unreachable, publish answers 503 with a short Retry-After, and health is 503."""
+    own = Azurite(location=tmp_path)
+    own.start()
+    relay = RelayProcess(own, {}).start()
+    try:
+        own.stop()
+        response = relay.post("events", {"type": "a.b", "data": 1})
+        doc = _is_problem(response, 503)
+        assert 0 < int(response.headers["Retry-After"]) <= 30 and doc["detail"]
+        assert requests.get(f"{relay.base}/health", timeout=30).status_code == 503
+    finally:
+        relay.stop()
+        own.stop()
+
+
+def test_storage_restart_during_delivery_loses_nothing(receiver_factory, tmp_path: Path, unique_type) -> None:
+    """Azurite stopped mid-delivery and restarted with its data: every accepted event arrives."""
+    own = Azurite(location=tmp_path)
+    own.start()
+    relay = RelayProcess(own, {}).start()
+    receiver = receiver_factory()
+    try:
+        for n in range(5):
+            relay.subscribe(f"{receiver.url}/{n}", eventTypes=[unique_type])
+        ids = [v["id"] for v in relay.publish([{"type": unique_type, "data": i} for i in range(40)]).json()["value"]]
+        receiver.wait_for(10)
+        own.stop()
+        own.start()
+        expected = {(f"/hook/{n}", i) for n in range(5) for i in ids}
+        wait_until(lambda: {(r.path, r.headers["webhook-id"]) for r in receiver.requests} >= expected, 180,
+                   "every delivery after storage came back")
+    finally:
+        relay.stop()
+        own.stop()
+
+
+def test_three_sigkills_during_two_thousand_deliveries(relay_factory, receiver_factory, unique_type) -> None:
+    """The dev host SIGKILLed three times during 2,000 deliveries: every delivery arrives."""
+    receiver = receiver_factory()
+    relay = relay_factory()
+    for n in range(20):
+        relay.subscribe(f"{receiver.url}/{n}", eventTypes=[unique_type])
+    ids = []
+    for chunk in range(2):
+        ids += [v["id"] for v in relay.publish([{"type": unique_type, "data": {"i": i}}
+                                                for i in range(50)]).json()["value"]]
+    expected = {(f"/hook/{n}", i) for n in range(20) for i in ids}
+    delivered = lambda: {(r.path, r.headers["webhook-id"]) for r in list(receiver.requests)}  # noqa: E731
+    for kill in range(3):
+        receiver.wait_for(len(receiver.requests) + 150, timeout=120)
+        relay.kill()
+        relay.start()
+    wait_until(lambda: delivered() >= expected, 240, "all 2,000 deliveries")
+    duplicates = len(receiver.requests) - len(expected)
+    print(f"\n2,000 deliveries, 3 SIGKILLs: {duplicates} duplicates (at least once)")
+    assert delivered() == expected

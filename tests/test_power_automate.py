@@ -1,0 +1,254 @@
+"""Power Automate and Logic Apps as the relay meets them.
+
+The Power Automate tests know nothing of the relay's routes: like the platform, they read the
+connector definition the relay serves (`GET /api/openapi.json`) and act on what it says (which
+operation is the webhook trigger, which body property carries the callback URL, which header
+carries the key, how to poll). The Logic Apps tests send what the HTTP Webhook trigger and action
+send. The dev host speaks plain http, so the definition's `https` scheme is swapped for it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from jsonschema import Draft4Validator
+
+from conftest import FUNCTION_KEY, Received, Receiver, wait_until
+
+METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def accept_as_a_flow(_: Received, __: int) -> tuple[int, dict[str, str], bytes]:
+    """A flow's callback URL answers 202 Accepted."""
+    return 202, {}, b""
+
+
+class Connector:
+    """What Power Automate knows of the relay: the connector definition and a connection's key."""
+
+    def __init__(self, relay: Any) -> None:
+        answer = requests.get(f"{relay.base}/openapi.json", timeout=30)  # anonymous, as the import is
+        assert answer.status_code == 200, answer.text
+        self.doc = answer.json()
+        assert self.doc["host"] == urlsplit(relay.base).netloc
+        self.base = f"http://{self.doc['host']}{self.doc['basePath']}"
+        (scheme,) = self.doc["security"][0]
+        security = self.doc["securityDefinitions"][scheme]
+        assert security["type"] == "apiKey" and security["in"] == "header"
+        self.headers = {security["name"]: FUNCTION_KEY}
+
+    def operations(self) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+        return [(path, method, op, item) for path, item in self.doc["paths"].items()
+                for method, op in item.items() if method in METHODS]
+
+    def operation(self, predicate: Callable[[str, str, dict[str, Any]], bool]) -> tuple[str, str, dict, dict]:
+        (found,) = [o for o in self.operations() if predicate(o[0], o[1], o[2])]
+        return found
+
+    def call(self, method: str, path: str, **kw: Any) -> requests.Response:
+        return requests.request(method.upper(), self.base + path, headers=self.headers, timeout=30, **kw)
+
+
+class Flow:
+    """A flow whose trigger is the connector's webhook trigger, saved and re-saved as the maker edits it."""
+
+    def __init__(self, connector: Connector, event_type: str) -> None:
+        self.connector = connector
+        self.path, self.method, self.op, item = connector.operation(lambda p, m, o: o.get("x-ms-trigger") == "single")
+        (body,) = [p for p in self.op["parameters"] if p["in"] == "body"]
+        props = body["schema"]["properties"]
+        (self.url_property,) = [n for n, s in props.items() if s.get("x-ms-notification-url")]
+        (self.type_property,) = [n for n, s in props.items() if "x-ms-dynamic-values" in s]
+        self.event_type = event_type
+        self.content = Draft4Validator(item["x-ms-notification-content"]["schema"],
+                                       format_checker=Draft4Validator.FORMAT_CHECKER)
+        delete = connector.operation(lambda p, m, o: m == "delete" and o.get("x-ms-visibility") == "internal")
+        template = connector.doc["basePath"] + delete[0]
+        self.delete_path = re.compile(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)))
+
+    def save(self, callback: str) -> str:
+        """The platform registers the trigger's callback URL; the 201's Location is how it unsubscribes."""
+        answer = self.connector.call(self.method, self.path,
+                                     json={self.url_property: callback, self.type_property: self.event_type})
+        assert answer.status_code == 201 and "201" in self.op["responses"], answer.text
+        location = answer.headers["Location"]
+        assert self.delete_path.fullmatch(urlsplit(location).path), location
+        return location
+
+    def remove(self, location: str) -> None:
+        """The platform sends DELETE to the Location it was given when the trigger goes away."""
+        answer = requests.delete(location, headers=self.connector.headers, timeout=30)
+        assert answer.status_code == 200, answer.text
+
+    def check(self, receiver: Receiver) -> list[str]:
+        """Every notification matches the definition's notification content; returns the webhook-ids."""
+        ids = []
+        for got in receiver.requests:
+            body = got.json()
+            errors = [e.message for e in self.content.iter_errors(body)]
+            assert not errors, errors
+            assert body["type"] == self.event_type and body["id"] == got.headers["webhook-id"]
+            ids.append(got.headers["webhook-id"])
+        return ids
+
+
+@pytest.fixture
+def connector(relay: Any) -> Connector:
+    return Connector(relay)
+
+
+def publish(relay: Any, event_type: str, n: int) -> str:
+    return relay.publish({"type": event_type, "subject": f"orders/{n}", "data": {"n": n}}).json()["id"]
+
+
+def settle(relay: Any, sentinel: Receiver, ids: list[str]) -> None:
+    """Wait until these events are fanned out and every delivery is done.
+
+    Fan-out reaches every subscriber of an event in one pass, so once the sentinel, subscribed
+    throughout, has an event, every other subscriber's delivery of it is planned; then the work
+    queues drain.
+    """
+    wait_until(lambda: set(ids) <= set(sentinel.ids()), 60, "the sentinel to receive every event")
+    wait_until(relay.queue_idle, 60, "the work queues to drain")
+
+
+def test_a_flow_is_subscribed_resaved_and_removed_through_the_definition(
+        relay, connector, receiver_factory, unique_type) -> None:
+    """Driven only by the definition: saving, re-saving (both orders) and deleting a flow loses and doubles nothing."""
+    sentinel = receiver_factory()
+    relay.subscribe(sentinel.url, eventTypes=[unique_type])
+    flow = Flow(connector, unique_type)
+    first, second, third = (receiver_factory(accept_as_a_flow) for _ in range(3))
+
+    # The flow is saved: its trigger subscribes.
+    loc1 = flow.save(first.url)
+    before = [publish(relay, unique_type, n) for n in (1, 2)]
+    settle(relay, sentinel, before)
+
+    # Re-saved with a new callback URL: the new subscription first, then the old one removed.
+    loc2 = flow.save(second.url)
+    between = [publish(relay, unique_type, 3)]
+    flow.remove(loc1)
+    after_first = [publish(relay, unique_type, n) for n in (4, 5)]
+    settle(relay, sentinel, before + between + after_first)
+
+    # Re-saved again, the other way round: the old one removed, then the new one subscribed.
+    flow.remove(loc2)
+    gap = [publish(relay, unique_type, 6)]
+    loc3 = flow.save(third.url)
+    after_second = [publish(relay, unique_type, n) for n in (7, 8)]
+    settle(relay, sentinel, before + between + after_first + gap + after_second)
+
+    got1, got2, got3 = flow.check(first), flow.check(second), flow.check(third)
+    for got in (got1, got2, got3):
+        assert not [i for i, c in Counter(got).items() if c > 1], "an event was delivered twice to one URL"
+    # Each event reached the URL that was live when it was published, exactly once ...
+    assert set(before) <= set(got1) and set(between + after_first) <= set(got2) and set(after_second) <= set(got3)
+    # ... and nothing reached a URL after its subscription was removed, or before it existed.
+    assert set(got1) <= set(before + between)
+    assert set(got2) <= set(between + after_first)
+    assert set(got3) <= set(gap + after_second)
+
+    # The flow is deleted: nothing more arrives.
+    flow.remove(loc3)
+    assert connector.call("get", urlsplit(loc3).path.removeprefix(connector.doc["basePath"])).status_code == 404
+    last = [publish(relay, unique_type, 9)]
+    settle(relay, sentinel, last)
+    assert flow.check(third) == got3
+
+
+def test_the_polling_trigger_follows_location_and_sees_each_event_once(relay, connector, unique_type) -> None:
+    """Driven by the definition, the polling trigger starts at now, then gets each later event in exactly one 200."""
+    path, method, op, _ = connector.operation(lambda p, m, o: o.get("x-ms-trigger") == "batch")
+    names = {p["name"]: p for p in op["parameters"]}
+    assert names["triggerState"]["x-ms-visibility"] == "internal"
+    items = Draft4Validator(op["responses"]["200"]["schema"]["properties"]["value"]["items"],
+                            format_checker=Draft4Validator.FORMAT_CHECKER)
+
+    first = connector.call(method, path, params={"eventType": unique_type})
+    assert first.status_code == 202 and first.headers["Retry-After"]
+    location = first.headers["Location"]
+    published = [publish(relay, unique_type, n) for n in (1, 2, 3)]
+
+    seen: list[str] = []
+
+    def poll() -> bool:
+        nonlocal location
+        answer = requests.get(location, headers=connector.headers, timeout=30)
+        assert answer.status_code in (200, 202), answer.text
+        location = answer.headers["Location"]
+        if answer.status_code == 200:
+            for event in answer.json()["value"]:
+                assert not list(items.iter_errors(event))
+                seen.append(event["id"])
+        return len(seen) >= len(published)
+
+    wait_until(poll, 60, "the polling trigger to see the events")
+    assert seen == published
+    again = requests.get(location, headers=connector.headers, timeout=30)
+    assert again.status_code == 202
+
+
+def test_replay_is_an_async_action_the_platform_polls(relay, connector, receiver_factory, unique_type) -> None:
+    """The replay action answers 202 with Location; following it ends in 200, and the failed event is sent again."""
+    refuse_first = receiver_factory(lambda got, i: (400, {}, b"") if i == 0 else (202, {}, b""))
+    sub = relay.subscribe(refuse_first.url, eventTypes=[unique_type])
+    event_id = publish(relay, unique_type, 1)
+    refuse_first.wait_for(1)
+    wait_until(lambda: relay.get(f"subscriptions/{sub['id']}/deliveries", params={"status": "failed"}).json()["value"],
+               30, "the delivery to be logged as failed")
+
+    path, method, op, _ = connector.operation(lambda p, m, o: o["operationId"] == "ReplayDeliveries")
+    started = connector.call(method, path.replace("{id}", sub["id"]), json={"since": "2000-01-01T00:00:00Z"})
+    assert started.status_code == 202 and "202" in op["responses"], started.text
+    location = started.headers["Location"]
+    assert int(started.headers["Retry-After"]) >= 0
+
+    def finished() -> requests.Response | None:
+        answer = requests.get(location, headers=connector.headers, timeout=30)
+        assert answer.status_code in (200, 202), answer.text
+        return answer if answer.status_code == 200 else None
+
+    done = wait_until(finished, 60, "the replay to finish")
+    assert done.json()["status"] == "succeeded" and done.json()["replayed"] == 1
+    again = refuse_first.wait_for(2)[1]
+    assert again.headers["webhook-id"] == event_id
+
+
+def test_logic_apps_http_webhook_trigger_subscribes_and_unsubscribes_by_url(
+        relay, receiver_factory, unique_type) -> None:
+    """The HTTP Webhook trigger subscribes with its callback URL and unsubscribes by POSTing the same URL."""
+    sentinel, callback = receiver_factory(), receiver_factory(accept_as_a_flow)
+    relay.subscribe(sentinel.url, eventTypes=[unique_type])
+    subscribe = relay.post("subscriptions", {"notificationUrl": callback.url, "eventTypes": [unique_type]})
+    assert subscribe.status_code == 201, subscribe.text
+    first = publish(relay, unique_type, 1)
+    assert callback.wait_for(1)[0].headers["webhook-id"] == first
+
+    assert relay.post("unsubscribe", {"notificationUrl": callback.url}).status_code == 200
+    assert relay.get(f"subscriptions/{subscribe.json()['id']}").status_code == 404
+    settle(relay, sentinel, [first, publish(relay, unique_type, 2)])
+    assert callback.ids() == [first]
+    assert relay.post("unsubscribe", {"notificationUrl": callback.url}).status_code == 200
+
+
+def test_logic_apps_http_webhook_action_is_called_back_once(relay, receiver_factory, unique_type) -> None:
+    """The HTTP Webhook action subscribes with once: true; the first delivery removes it and a second event is not sent."""
+    sentinel, callback = receiver_factory(), receiver_factory(accept_as_a_flow)
+    relay.subscribe(sentinel.url, eventTypes=[unique_type])
+    sub = relay.subscribe(callback.url, eventTypes=[unique_type], once=True)
+    assert sub["once"] is True
+    first = publish(relay, unique_type, 1)
+    assert callback.wait_for(1)[0].headers["webhook-id"] == first
+    wait_until(lambda: relay.get(f"subscriptions/{sub['id']}").status_code == 404, 30,
+               "the once subscription to be removed after its delivery")
+
+    settle(relay, sentinel, [first, publish(relay, unique_type, 2)])
+    assert callback.ids() == [first]
+    # The action's unsubscribe call, made when the run moves on, finds nothing and is still 200.
+    assert relay.post("unsubscribe", {"notificationUrl": callback.url}).status_code == 200
