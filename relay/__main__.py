@@ -1,5 +1,5 @@
-"""Command line: `python -m relay dev` runs the app locally; `python -m relay connector` writes
-the custom connector files."""
+"""Command line: `python -m relay dev` runs the app locally, `python -m relay connector` writes
+the custom connector files, `python -m relay receive` prints the webhooks it is sent."""
 
 from __future__ import annotations
 
@@ -24,10 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     conn.add_argument("--host", required=True, help="the relay's host name, e.g. myrelay.azurewebsites.net")
     conn.add_argument("--out", default="connector", type=Path)
 
+    recv = commands.add_parser("receive", help="print webhooks that arrive, verifying their signature")
+    recv.add_argument("--host", default="127.0.0.1")
+    recv.add_argument("--port", type=int, default=9000)
+    recv.add_argument("--secret", default=None, help="the subscription's whsec_ secret")
+
     args = parser.parse_args(argv)
     if args.command == "dev":
         from .devhost import run
         return run(APP_DIR, args.host, args.port, args.function_key)
+    if args.command == "receive":
+        from .receiver import serve
+        serve(args.host, args.port, args.secret)
+        return 0
     from .connector import write_files
     for path in write_files(args.host, args.out):
         print(f"wrote {path}")
