@@ -136,7 +136,7 @@ def model_schema(model: type[BaseModel], description: str, *, only: list[str] | 
             raise ValueError(f"{model.__name__}.{name} has no description")
         schema.update((extra or {}).get(name, {}))
         schema.setdefault("x-ms-summary", summary_for(name))
-        # description last but one, display name last: the order a reader scans the file in
+        # description and display name last, as in the schemas built by hand below
         schema["description"] = schema.pop("description")
         schema["x-ms-summary"] = schema.pop("x-ms-summary")
         properties[name] = schema

@@ -102,7 +102,8 @@ class EventIn(_Edge):
 
 class ReplayRequest(_Edge):
     since: StrictStr = Field(description="Replay events from this time on (RFC 3339).")
-    until: Optional[StrictStr] = Field(default=None, description="Replay events up to this time (RFC 3339); now when absent.")
+    until: Optional[StrictStr] = Field(default=None,
+                                       description="Replay events up to this time (RFC 3339); now when absent.")
     status: Literal["failed", "all"] = Field(
         default="failed", description="Which deliveries to replay: `failed` ones only, or `all` matching events.")
 
@@ -117,8 +118,8 @@ class ReplayRequest(_Edge):
 class EventTypeRequest(_Edge):
     description: Optional[StrictStr] = Field(default=None, max_length=1024,
                                              description="What events of this type mean.")
-    schema_: Optional[dict[str, Any]] = Field(default=None, alias="schema",
-                                              description="JSON Schema that the `data` of events of this type must match.")
+    schema_: Optional[dict[str, Any]] = Field(
+        default=None, alias="schema", description="JSON Schema that the `data` of events of this type must match.")
 
 
 # ---- queue messages -------------------------------------------------------------------------

@@ -238,7 +238,7 @@ def test_logic_apps_http_webhook_trigger_subscribes_and_unsubscribes_by_url(
 
 
 def test_logic_apps_http_webhook_action_is_called_back_once(relay, receiver_factory, unique_type) -> None:
-    """The HTTP Webhook action subscribes with once: true; the first delivery removes it and a second event is not sent."""
+    """The HTTP Webhook action subscribes with once: true; its first delivery removes it, so a second is not sent."""
     sentinel, callback = receiver_factory(), receiver_factory(accept_as_a_flow)
     relay.subscribe(sentinel.url, eventTypes=[unique_type])
     sub = relay.subscribe(callback.url, eventTypes=[unique_type], once=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from conftest import wait_until
 from relay import clock
 from relay.retention import sweep
 from relay.storage import DELIVERIES_TABLE, EVENTS_TABLE, Endpoints, Storage
@@ -20,7 +21,8 @@ def test_sweep_forgets_only_what_is_past_retention(relay, receiver_factory, uniq
         "PartitionKey eq @pk", parameters={"pk": sub["id"]}))
     logged = lambda: [e for e in storage.table(EVENTS_TABLE).list_entities()  # noqa: E731
                       if e.get("id") == f"keep-{unique_type}"]
-    assert deliveries() and len(logged()) == 1
+    wait_until(deliveries, 10, "the delivery log row")
+    assert len(logged()) == 1
 
     assert sweep(storage, 7)["events"] == 0
     assert deliveries() and logged()

@@ -460,7 +460,7 @@ class Bench:
         out.mkdir(parents=True, exist_ok=True)
         exe = Path(sys.executable).parent / "py-spy"
         proc = subprocess.Popen([str(exe if exe.exists() else "py-spy"), "record", "--pid", str(self.relay.pid),
-                                 "--rate", "250", "--format", "raw", "--nonblocking",
+                                 "--rate", "250", "--format", "raw", "--nonblocking", "--gil",
                                  "--output", str(out / f"{name}.txt")],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return proc
@@ -601,7 +601,8 @@ class Bench:
 
         m = self._measure(tag, n, run, "latency")
         arrivals = {wid: at for (wid, _path), at in self.receiver.arrivals(tag).items()}
-        lat = [(arrivals[i] - scheduled[i]) * 1000 for i in scheduled]
+        order = sorted(scheduled, key=scheduled.get)
+        lat = [(arrivals[i] - scheduled[i]) * 1000 for i in order]
         publish_ms = [(answered[i] - sent[i]) * 1000 for i in sent]
         lag_ms = [(sent[i] - scheduled[i]) * 1000 for i in sent]
         span = max(scheduled.values()) - min(scheduled.values())
@@ -617,7 +618,8 @@ class Bench:
         f["latency.publish_p99_ms"] = percentile(publish_ms, 99)
         f["latency.publisher_lag_p99_ms"] = percentile(lag_ms, 99)
         f["latency.transactions_per_delivery"] = cost["transactions_per_delivery"]
-        self.details["latency"] = {"cost": cost, "mean_ms": statistics.fmean(lat)}
+        self.details["latency"] = {"cost": cost, "mean_ms": statistics.fmean(lat),
+                                   "series_ms": [round(x, 1) for x in lat]}
         self.rows += [
             Row("latency p50, publish to receipt", f["latency.p50_ms"], "ms"),
             Row("latency p95", f["latency.p95_ms"], "ms"),

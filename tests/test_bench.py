@@ -1,0 +1,69 @@
+"""The benchmark runs end to end at a tiny size, prints its table and writes every figure.
+
+Only completion and shape are checked: no time, rate or threshold is asserted, since those
+depend on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = ["--quick", "--subscribers", "2", "--events", "3", "--cost-events", "2", "--fanouts", "1,3",
+        "--scale-subscribers", "20", "--latency-seconds", "1"]
+
+EXPECTED = [
+    "throughput.deliveries", "throughput.relay_seconds", "throughput.relay_deliveries_per_second",
+    "throughput.raw_seconds", "throughput.raw_posts_per_second", "throughput.ratio",
+    "throughput.transactions_per_delivery", "throughput.relay_cpu_ms_per_delivery",
+    "latency.events", "latency.p50_ms", "latency.p95_ms", "latency.p99_ms", "latency.max_ms",
+    "latency.publish_p50_ms", "latency.publish_p99_ms",
+    "scale.subscribers", "scale.relay_seconds", "scale.raw_seconds", "scale.ratio",
+    "scale.peak_rss_mb", "scale.sampled_max_rss_mb", "scale.transactions_per_delivery",
+] + [f"cost.f{f}.{name}" for f in (1, 3) for name in (
+    "deliveries", "transactions_per_delivery", "transactions_per_delivery_excl_empty_receives",
+    "executions_per_delivery", "empty_receives", "window_seconds")]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    if not (ROOT / "node_modules" / ".bin" / "azurite").exists():
+        pytest.skip("Azurite is not installed: run `npm ci`")
+    out = tmp_path_factory.mktemp("bench") / "bench-results.json"
+    proc = subprocess.run([sys.executable, "-m", "relay.bench", *TINY, "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=240)
+    return proc, out
+
+
+def test_bench_completes_and_prints_the_table(tiny_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    proc, _ = tiny_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "machine:" in proc.stdout
+    header = next((line for line in proc.stdout.splitlines() if line.startswith("figure")), None)
+    assert header is not None and "value" in header and "target" in header and "met?" in header
+    for label in ("throughput ratio", "latency p99", "storage tx/delivery, fan-out 1 ",
+                  "function executions/delivery, fan-out 3", "peak RSS"):
+        assert label in proc.stdout, label
+
+
+def test_bench_writes_every_figure_as_a_number(tiny_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    proc, out = tiny_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text(encoding="utf-8"))
+    assert results["error"] is None
+    for key in ("nproc", "cpu_model", "python"):
+        assert key in results["machine"]
+    figures = results["figures"]
+    missing = [k for k in EXPECTED if k not in figures]
+    assert not missing, missing
+    for key, value in figures.items():
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), key
+        assert math.isfinite(value), key
+    assert all({"figure", "value", "target", "met"} <= set(row) for row in results["table"])
