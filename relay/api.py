@@ -16,16 +16,20 @@ import azure.functions as func
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from pydantic import BaseModel, ValidationError
 
-from . import clock
+from . import clock, polling
 from . import events as events_mod
+from .connector import definition
 from .errors import (
     BadRequest, FieldError, MethodNotAllowed, NotFound, PayloadTooLarge, Problem, ServiceUnavailable,
     TargetRefused, UnsupportedMediaType, invalid,
 )
 from .deliverylog import STATUSES, DeliveryLog
+from .eventtypes import EventTypes, validate_data
 from .matching import NAME_RULE, is_name
-from .models import EventIn, SubscriptionRequest, UnsubscribeRequest
+from .models import EventIn, EventTypeRequest, ReplayRequest, SubscriptionRequest, UnsubscribeRequest
 from .outbound import check_target
+from .replay import RETRY_AFTER, Operations
+from .replay import view as operation_view
 from .settings import Settings, get_settings
 from .storage import FANOUT_QUEUE, Storage, get_storage
 from .subscriptions import ID_RE, SubscriptionStore, public_view
@@ -272,7 +276,6 @@ def publish_events(request: Request) -> Reply:
     if errors:
         raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors[:5]), errors)
     storage = _storage()
-    from .eventtypes import validate_data
     validate_data(storage, accepted, batch)
     records = [events_mod.accept(e, source=request.link("events")) for e in accepted]
     events_mod.publish(storage, records)
@@ -284,8 +287,6 @@ def publish_events(request: Request) -> Reply:
 # ---- polling trigger ---------------------------------------------------------------------------
 
 def poll_events(request: Request) -> Reply:
-    from . import polling
-
     pattern = polling.check_pattern(request.params.get("eventType") or "*")
     text = request.params.get("triggerState")
     if not text:
@@ -305,9 +306,6 @@ def poll_events(request: Request) -> Reply:
 # ---- replay ------------------------------------------------------------------------------------
 
 def start_replay(request: Request) -> Reply:
-    from .models import ReplayRequest
-    from .replay import RETRY_AFTER, Operations
-
     body: ReplayRequest = request.model(ReplayRequest)
     sub_id = _sub_id(request)
     storage = _storage()
@@ -319,30 +317,23 @@ def start_replay(request: Request) -> Reply:
 
 
 def get_operation(request: Request) -> Reply:
-    from .replay import RETRY_AFTER, Operations, view
-
     op_id = request.route.get("operationId", "")
     op = Operations(_storage()).get(op_id) if ID_RE.match(op_id) else None
     if op is None:
         raise NotFound("no operation has this id")
     if op["status"] == "running":
-        return Reply(202, view(op), {"Location": request.link(f"operations/{op_id}"),
+        return Reply(202, operation_view(op), {"Location": request.link(f"operations/{op_id}"),
                                      "Retry-After": str(RETRY_AFTER)})
-    return Reply(200, view(op))
+    return Reply(200, operation_view(op))
 
 
 # ---- event types -------------------------------------------------------------------------------
 
 def list_event_types(request: Request) -> Reply:
-    from .eventtypes import EventTypes
-
     return Reply(200, {"value": sorted(EventTypes(_storage()).all().values(), key=lambda t: t["name"])})
 
 
 def put_event_type(request: Request) -> Reply:
-    from .eventtypes import EventTypes
-    from .models import EventTypeRequest
-
     raw = request.json(limit=256 * 1024)
     body: EventTypeRequest = request.model(EventTypeRequest, raw)
     view, created = EventTypes(_storage()).put(request.route.get("name", ""), body)
@@ -350,8 +341,6 @@ def put_event_type(request: Request) -> Reply:
 
 
 def get_event_type(request: Request) -> Reply:
-    from .eventtypes import EventTypes
-
     found = EventTypes(_storage()).get(request.route.get("name", ""))
     if found is None:
         raise NotFound("no event type has this name")
@@ -359,8 +348,6 @@ def get_event_type(request: Request) -> Reply:
 
 
 def delete_event_type(request: Request) -> Reply:
-    from .eventtypes import EventTypes
-
     EventTypes(_storage()).delete(request.route.get("name", ""))
     return Reply(200, {})
 
@@ -368,8 +355,6 @@ def delete_event_type(request: Request) -> Reply:
 # ---- definition --------------------------------------------------------------------------------
 
 def openapi(request: Request) -> Reply:
-    from .connector import definition
-
     return Reply(200, definition(urlsplit(request.url).netloc))
 
 

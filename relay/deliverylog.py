@@ -14,7 +14,7 @@ from azure.data.tables import UpdateMode
 
 from . import clock
 from .storage import DELIVERIES_TABLE, Storage
-from .subscriptions import decode_token, encode_token
+from .paging import decode_token, encode_token
 
 STATUSES = ("pending", "succeeded", "failed")
 

@@ -19,7 +19,6 @@ was answered.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import re
@@ -32,7 +31,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from . import clock
-from .errors import invalid
+from .paging import decode_token, encode_token
 from .matching import patterns_for_type, subject_matches, type_matches
 from .models import SubscriptionRequest, Target
 from .storage import SUBSCRIPTIONS_TABLE, Storage
@@ -53,25 +52,6 @@ def new_secret() -> str:
 
 def url_key(url: str) -> str:
     return "u:" + hashlib.sha256(url.encode("utf-8")).hexdigest()
-
-
-def encode_token(token: Any) -> str | None:
-    if not token:
-        return None
-    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode().rstrip("=")
-
-
-def decode_token(text: str | None, field: str = "continuationToken") -> Any:
-    if not text:
-        return None
-    try:
-        token = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except (ValueError, binascii.Error):
-        raise invalid(field, "is not a token this API issued") from None
-    if not (isinstance(token, dict) and all(isinstance(v, str) for v in token.values())
-            and set(token) <= {"PartitionKey", "RowKey"}):
-        raise invalid(field, "is not a token this API issued")
-    return token
 
 
 def public_view(entity: dict[str, Any], *, with_secret: bool = False) -> dict[str, Any]:
