@@ -13,7 +13,6 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from pydantic import BaseModel, ValidationError
 
 from . import clock, polling
@@ -31,7 +30,7 @@ from .outbound import check_target
 from .replay import RETRY_AFTER, Operations
 from .replay import view as operation_view
 from .settings import Settings, get_settings
-from .storage import FANOUT_QUEUE, Storage, get_storage
+from .storage import FANOUT_QUEUE, Storage, get_storage, is_outage
 from .subscriptions import ID_RE, SubscriptionStore, public_view
 
 log = logging.getLogger("relay.api")
@@ -124,12 +123,6 @@ def problem_response(problem: Problem) -> func.HttpResponse:
     return _json_response(problem.status, problem.body(), problem.headers, "application/problem+json")
 
 
-def _storage_down(exc: Exception) -> bool:
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
-        return True
-    return isinstance(exc, HttpResponseError) and (exc.status_code or 0) >= 500
-
-
 Handler = Callable[[Request], Reply]
 
 
@@ -149,7 +142,7 @@ def route(handlers: Mapping[str, Handler]) -> Callable[[func.HttpRequest], func.
         except Problem as problem:
             return problem_response(problem)
         except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are answered
-            if _storage_down(exc):
+            if is_outage(exc):
                 log.warning("storage unavailable: %s", type(exc).__name__)
                 return problem_response(ServiceUnavailable(
                     "storage is unavailable; try again shortly", retry_after=RETRY_AFTER_SECONDS))

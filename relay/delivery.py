@@ -21,12 +21,11 @@ from . import clock, signing
 from .backoff import parse_retry_after, retry_delay
 from .deliverylog import Attempt, DeliveryLog
 from .errors import TargetRefused
-from .events import NEVER_EXPIRE
 from .models import DeliveryMessage, EventRecord, Target
 from .outbound import DeliveryError, Sender, redact_url
 from .outcomes import Outcome, Verdict, classify
 from .settings import Settings
-from .storage import DELIVERY_QUEUE, Storage
+from .storage import DELIVERY_QUEUE, NEVER_EXPIRE, Storage
 from .subscriptions import SubscriptionStore
 from . import telemetry
 

@@ -22,13 +22,11 @@ from azure.data.tables import UpdateMode
 
 from . import clock
 from .models import EventIn, EventRecord, FanoutMessage
-from .storage import EVENTS_TABLE, FANOUT_QUEUE, Storage
+from .storage import EVENTS_TABLE, FANOUT_QUEUE, NEVER_EXPIRE, Storage
 
 # Data up to this many bytes of JSON travels inline in queue messages (48 KiB of data after
 # base64) and in table rows (64 KiB per string property); larger data goes to a blob.
 INLINE_DATA_BYTES = 30_000
-# Queue messages that nobody processes must not silently expire.
-NEVER_EXPIRE = -1
 
 
 def compact(value: Any) -> str:

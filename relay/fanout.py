@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import clock
 from .delivery import Deliverer
-from .events import NEVER_EXPIRE, EventLog, load_data
+from .events import EventLog, load_data
 from .models import DeliveryMessage, FanoutMessage, Target
 from .settings import Settings
-from .storage import DELIVERY_QUEUE, Storage
+from .storage import DELIVERY_QUEUE, NEVER_EXPIRE, Storage
 from .subscriptions import SubscriptionStore
 
 DIRECT_LIMIT = 100
@@ -44,7 +44,7 @@ def pack(targets: list[Target]) -> list[list[Target]]:
 
 def fan_out(storage: Storage, settings: Settings, message: FanoutMessage, message_id: str) -> None:
     event = message.event
-    log_key = EventLog(storage).record(event, message_id)
+    log_key = EventLog(storage).record(event, message.origin or message_id)
     if log_key is None:
         return  # the same event id was published before: delivered once, not again
     since = clock.time_key(clock.utcnow())

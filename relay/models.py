@@ -141,6 +141,9 @@ class FanoutMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     v: Literal[1] = 1
     event: EventRecord
+    # The id of the first queue message of this publish, kept when an outage re-enqueues it, so
+    # fan-out still recognises its own event rather than taking it for a duplicate publish.
+    origin: Optional[str] = None
 
 
 class Target(BaseModel):

@@ -14,10 +14,9 @@ from azure.data.tables import UpdateMode
 
 from . import clock
 from .deliverylog import DeliveryLog
-from .events import NEVER_EXPIRE
 from .matching import subject_matches, type_matches
 from .models import DeliveryMessage, ReplayMessage, ReplayRequest, Target
-from .storage import DELIVERY_QUEUE, EVENTS_TABLE, OPERATIONS_TABLE, REPLAY_QUEUE, Storage
+from .storage import DELIVERY_QUEUE, EVENTS_TABLE, NEVER_EXPIRE, OPERATIONS_TABLE, REPLAY_QUEUE, Storage
 from .subscriptions import SubscriptionStore
 
 PARTITION = "op"

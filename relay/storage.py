@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import (
+    HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError,
+)
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import (
@@ -36,6 +38,8 @@ QUEUES = (FANOUT_QUEUE, DELIVERY_QUEUE, REPLAY_QUEUE)
 POISON_SUFFIX = "-poison"
 
 PAYLOAD_CONTAINER = "relay-payloads"
+# Queue messages the relay sends must not silently expire (the default is seven days).
+NEVER_EXPIRE = -1
 
 # The HTTP routes must answer 503 quickly when storage is down, so their clients give up fast;
 # the queue functions can afford to wait out a short outage instead of failing the message.
@@ -43,6 +47,13 @@ FAST = {"retry_total": 1, "retry_backoff_factor": 0.2, "retry_backoff_max": 1,
         "connection_timeout": 3, "read_timeout": 10}
 PATIENT = {"retry_total": 4, "retry_backoff_factor": 0.5, "retry_backoff_max": 8,
            "connection_timeout": 5, "read_timeout": 30}
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Storage could not be reached or failed on its side (as opposed to refusing a request)."""
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        return True
+    return isinstance(exc, HttpResponseError) and (exc.status_code or 0) >= 500
 
 
 @dataclass(frozen=True)

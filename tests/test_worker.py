@@ -1,0 +1,66 @@
+"""Queue work outlasts storage outages without losing its identity or filling the poison queue."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from azure.core.exceptions import ServiceRequestError
+from azure.functions.queue import QueueMessage
+
+from relay import fanout, settings, storage, worker
+from relay.events import accept
+from relay.models import EventIn, FanoutMessage
+from relay.storage import FANOUT_QUEUE, Endpoints, Storage
+
+
+@pytest.fixture
+def app_storage(azurite, monkeypatch) -> Storage:
+    """The app's own clients, pointed at this module's Azurite."""
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    settings.reset_settings()
+    storage.reset_storage()
+    yield storage.get_storage()
+    settings.reset_settings()
+    storage.reset_storage()
+
+
+def _message(dequeue_count: int) -> QueueMessage:
+    body = FanoutMessage(event=accept(EventIn(type="t.outage", data=1), "urn:test")).model_dump_json()
+    return QueueMessage(id="first-message-id", body=body.encode(), dequeue_count=dequeue_count)
+
+
+def _down(_storage: Storage) -> None:
+    raise ServiceRequestError("storage is unreachable")
+
+
+def test_outage_puts_the_message_back_keeping_its_origin(app_storage, monkeypatch) -> None:
+    """After a few failed tries during an outage, the message is re-enqueued with its origin, not poisoned."""
+    monkeypatch.setattr(worker, "REQUEUE_DELAY", 0)
+    queue = app_storage.queue(FANOUT_QUEUE)
+    queue.clear_messages()
+    worker._patiently(FANOUT_QUEUE, _message(dequeue_count=3), _down)
+    again = [json.loads(m.content) for m in queue.peek_messages(max_messages=32)]
+    assert [m["origin"] for m in again] == ["first-message-id"]
+
+
+def test_early_outage_and_bugs_are_left_to_the_host(app_storage) -> None:
+    """An outage on the first tries, and any other error, fail the execution so the host retries."""
+    with pytest.raises(ServiceRequestError):
+        worker._patiently(FANOUT_QUEUE, _message(dequeue_count=1), _down)
+    with pytest.raises(ZeroDivisionError):
+        worker._patiently(FANOUT_QUEUE, _message(dequeue_count=5), lambda s: 1 / 0)
+
+
+def test_requeued_event_is_fanned_out_not_taken_for_a_duplicate(app_storage) -> None:
+    """A re-enqueued fan-out message (new id, same origin) still logs its event; another publish does not."""
+    from relay.events import EventLog
+
+    record = accept(EventIn(type="t.origin", id="evt-origin", data=1), "urn:test")
+    log = EventLog(app_storage)
+    first = log.record(record, "first-message-id")
+    assert first is not None
+    requeued = FanoutMessage(event=record, origin="first-message-id")
+    assert log.record(requeued.event, requeued.origin) == first
+    assert log.record(record, "another-publish") is None
+    fanout.fan_out(app_storage, settings.get_settings(), requeued, "second-message-id")  # no error, no drop
