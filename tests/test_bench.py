@@ -24,7 +24,7 @@ EXPECTED = [
     "throughput.raw_seconds", "throughput.raw_posts_per_second", "throughput.ratio",
     "throughput.transactions_per_delivery", "throughput.relay_cpu_ms_per_delivery",
     "latency.events", "latency.p50_ms", "latency.p95_ms", "latency.p99_ms", "latency.max_ms",
-    "latency.publish_p50_ms", "latency.publish_p99_ms",
+    "latency.publish_p50_ms", "latency.publish_p99_ms", "latency.p99_after_warmup_ms",
     "scale.subscribers", "scale.relay_seconds", "scale.raw_seconds", "scale.ratio",
     "scale.peak_rss_mb", "scale.sampled_max_rss_mb", "scale.transactions_per_delivery",
 ] + [f"cost.f{f}.{name}" for f in (1, 3) for name in (
@@ -67,3 +67,31 @@ def test_bench_writes_every_figure_as_a_number(tiny_run: tuple[subprocess.Comple
         assert isinstance(value, (int, float)) and not isinstance(value, bool), key
         assert math.isfinite(value), key
     assert all({"figure", "value", "target", "met"} <= set(row) for row in results["table"])
+
+
+def test_proxy_classifies_storage_requests() -> None:
+    from relay.bench.proxy import classify
+
+    acct = "/devstoreaccount1"
+    cases = {
+        ("queue", "GET", f"{acct}/relay-fanout/messages?numofmessages=16&visibilitytimeout=30"): ("receive", "relay-fanout"),
+        ("queue", "GET", f"{acct}/relay-fanout/messages?numofmessages=1&peekonly=true"): ("peek", "relay-fanout"),
+        ("queue", "POST", f"{acct}/relay-deliveries/messages?messagettl=-1"): ("send", "relay-deliveries"),
+        ("queue", "DELETE", f"{acct}/relay-fanout/messages/abc?popreceipt=x"): ("delete", "relay-fanout"),
+        ("queue", "PUT", f"{acct}/relay-fanout/messages/abc?popreceipt=x&visibilitytimeout=30"): ("update", "relay-fanout"),
+        ("queue", "PUT", f"{acct}/relay-fanout"): ("create-queue", "relay-fanout"),
+        ("queue", "GET", f"{acct}/relay-fanout?comp=metadata"): ("properties", "relay-fanout"),
+        ("table", "POST", f"{acct}/relayevents"): ("insert", "relayevents"),
+        ("table", "PUT", f"{acct}/relaydeliveries(PartitionKey='a',RowKey='b')"): ("upsert-replace", "relaydeliveries"),
+        ("table", "MERGE", f"{acct}/relaysubscriptions(PartitionKey='s',RowKey='i%3Ax')"): ("merge", "relaysubscriptions"),
+        ("table", "GET", f"{acct}/relayevents(PartitionKey='e%3A1',RowKey='k')"): ("get", "relayevents"),
+        ("table", "GET", f"{acct}/relaysubscriptions()?$filter=PartitionKey%20eq%20'x'"): ("query", "relaysubscriptions"),
+        ("table", "DELETE", f"{acct}/relaysubscriptions(PartitionKey='x',RowKey='y')"): ("delete", "relaysubscriptions"),
+        ("table", "POST", f"{acct}/$batch"): ("batch", ""),
+        ("table", "POST", f"{acct}/Tables"): ("create-table", ""),
+        ("blob", "PUT", f"{acct}/relay-payloads?restype=container"): ("create-container", "relay-payloads"),
+        ("blob", "PUT", f"{acct}/relay-payloads/id/x.json"): ("put-blob", "relay-payloads"),
+        ("blob", "GET", f"{acct}/relay-payloads/id/x.json"): ("get-blob", "relay-payloads"),
+    }
+    for (service, method, target), expected in cases.items():
+        assert classify(service, method, target) == expected, (service, method, target)

@@ -40,6 +40,7 @@ ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1
 WORK_QUEUES = ("relay-fanout", "relay-deliveries")
 ALL_SCENARIOS = ("throughput", "latency", "cost", "scale")
 LATENCY_RATE = 50.0
+WARMUP_SECONDS = 2.0
 
 # An ordinary small event payload (about 250 bytes of JSON).
 SAMPLE_DATA = {"orderId": 0, "customer": {"id": "C-1042", "name": "Contoso Ltd", "tier": "gold"},
@@ -92,6 +93,16 @@ def cpu_seconds(pid: int | None = None) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _histogram(times: list[float], start: float, step: float) -> list[int]:
+    """How many of `times` fall in each `step`-second slot after `start`."""
+    if not times:
+        return []
+    counts = [0] * (int((times[-1] - start) / step) + 1)
+    for t in times:
+        counts[max(0, int((t - start) / step))] += 1
+    return counts
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -438,11 +449,15 @@ class Bench:
         self._py_spy_stop(spy)
         stats = self.receiver.stats(tag)
         seconds = stats.last_at - first
+        arrivals = sorted(self.receiver.arrivals(tag).values())
+        first_seconds = arrivals[0] - first if arrivals else float("nan")
         cpu = {k: round(cpu_at_last[k] - cpu_before[k], 3) for k in cpu_before}
         self.details.setdefault("cpu_seconds", {})[profile] = {
             **cpu, "wall": round(seconds, 3),
             "note": "CPU seconds of each process from just before the first publish to the last receipt"}
         return {"first": first, "last": stats.last_at, "seconds": seconds, "cpu": cpu,
+                "first_delivery_seconds": first_seconds,
+                "arrivals_per_tenth": _histogram(arrivals, first, 0.1),
                 "repeats": stats.repeats, "before": before, "at_last": at_last, "settled": settled}
 
     def _cpu(self) -> dict[str, float]:
@@ -558,7 +573,8 @@ class Bench:
         f["throughput.transactions_per_delivery"] = cost["transactions_per_delivery"]
         f["throughput.relay_cpu_ms_per_delivery"] = m["cpu"]["relay"] * 1000 / deliveries
         f["throughput.raw_cpu_ms_per_post"] = raw["sender_cpu_seconds"] * 1000 / raw["posts"]
-        self.details["throughput"] = {"setup_seconds": setup, "raw": raw, "cost": cost}
+        self.details["throughput"] = {"setup_seconds": setup, "raw": raw, "cost": cost,
+                                      "first_delivery_seconds": m["first_delivery_seconds"]}
         self.rows += [
             Row(f"throughput, relay ({s} subs x {e} events)", relay_rate, "deliveries/s"),
             Row(f"throughput, raw requests.Session x{raw['concurrency']}", raw_rate, "posts/s"),
@@ -584,8 +600,10 @@ class Bench:
             relay.publish(event)
             answered[event["id"]] = time.monotonic()
 
+        run_start = [0.0]
+
         def run() -> float:
-            start = time.monotonic() + 0.02
+            start = run_start[0] = time.monotonic() + 0.02
             futures = []
             with ThreadPoolExecutor(max_workers=16) as pool:
                 for i, event in enumerate(events):
@@ -614,6 +632,12 @@ class Bench:
         f["latency.p95_ms"] = percentile(lat, 95)
         f["latency.p99_ms"] = percentile(lat, 99)
         f["latency.max_ms"] = max(lat)
+        # The first seconds carry the dev host's idle poll backoff (up to host.json maxPollingInterval)
+        # and the backlog it builds; shown apart, never used for the target.
+        warm = [x for i, x in zip(order, lat) if scheduled[i] - run_start[0] >= WARMUP_SECONDS] or lat
+        f["latency.p99_after_warmup_ms"] = percentile(warm, 99)
+        f["latency.first_second_mean_ms"] = statistics.fmean(
+            [x for i, x in zip(order, lat) if scheduled[i] - run_start[0] < 1.0] or lat)
         f["latency.publish_p50_ms"] = percentile(publish_ms, 50)
         f["latency.publish_p99_ms"] = percentile(publish_ms, 99)
         f["latency.publisher_lag_p99_ms"] = percentile(lag_ms, 99)
@@ -623,8 +647,9 @@ class Bench:
         self.rows += [
             Row("latency p50, publish to receipt", f["latency.p50_ms"], "ms"),
             Row("latency p95", f["latency.p95_ms"], "ms"),
-            Row(f"latency p99 ({LATENCY_RATE:.0f} events/s, {seconds:g}s)", f["latency.p99_ms"], "ms", "< 1000",
-                f["latency.p99_ms"] < 1000),
+            Row(f"latency p99 ({LATENCY_RATE:.0f} events/s, {seconds:g}s, all events)", f["latency.p99_ms"], "ms",
+                "< 1000", f["latency.p99_ms"] < 1000),
+            Row(f"latency p99 after the first {WARMUP_SECONDS:g}s (info)", f["latency.p99_after_warmup_ms"], "ms"),
         ]
 
     def cost(self) -> None:
@@ -702,6 +727,7 @@ class Bench:
         f["scale.subscribers"] = n
         f["scale.setup_seconds"] = setup
         f["scale.relay_seconds"] = m["seconds"]
+        f["scale.first_delivery_seconds"] = m["first_delivery_seconds"]
         f["scale.raw_seconds"] = raw["seconds"]
         f["scale.ratio"] = ratio
         f["scale.peak_rss_mb"] = peak_mb
@@ -711,6 +737,7 @@ class Bench:
         f["scale.executions_per_delivery"] = cost["executions_per_delivery"]
         f["scale.relay_cpu_ms_per_delivery"] = m["cpu"]["relay"] * 1000 / n
         self.details["scale"] = {"raw": raw, "cost": cost, "peak_reset_before_run": reset,
+                                 "arrivals_per_tenth_second": m["arrivals_per_tenth"],
                                  "rss_samples": len(samples)}
         self.rows += [
             Row(f"fan-out to {n}: relay time to last delivery", m["seconds"], "s"),
@@ -751,7 +778,8 @@ NOTES = {
                   "with relay.delivery.CONCURRENCY threads, in its own process, timed from its start to the "
                   "last arrival.",
     "latency": "open-loop publisher at 50 events/s; latency from each event's scheduled publish time to its "
-               "arrival at the receiver.",
+               "arrival at the receiver. The target is judged on all events; p99_after_warmup_ms leaves out "
+               "the first 2 s, where the dev host's idle queue-poll backoff (up to maxPollingInterval) shows.",
     "cost": "storage requests counted at the proxy from just before the first publish until the relay's work "
             "queues are empty again (the last delivery's log row and the queue message DELETE come after the "
             "receipt); idle polling by the dev host (empty queue receives) is included in the first figure and "
