@@ -228,7 +228,7 @@ def list_deliveries(request: Request) -> Reply:
     limit = request.int_param("limit", 100, 1, 1000)
     if not ID_RE.match(sub_id) or SubscriptionStore(_storage()).get(sub_id) is None:
         raise NotFound("no subscription has this id")
-    rows, next_token = DeliveryLog(_storage()).list(sub_id, status=status, limit=limit,
+    rows, next_token = DeliveryLog(_storage(), _settings().event_retention_days).list(sub_id, status=status, limit=limit,
                                                     token=request.params.get("continuationToken") or None)
     body: dict[str, Any] = {"value": rows}
     if next_token:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from . import clock, signing
 from .backoff import parse_retry_after, retry_delay
-from .deliverylog import Attempt, DeliveryLog
+from .deliverylog import Attempt, DeliveryLog, FirstTry
 from .errors import TargetRefused
 from .models import DeliveryMessage, EventRecord, Target
 from .outbound import DeliveryError, Sender, redact_url
@@ -83,7 +83,7 @@ class Deliverer:
         self._settings = settings
         self._sender = sender or get_sender(settings)
         self._subs = SubscriptionStore(storage)
-        self._log = DeliveryLog(storage)
+        self._log = DeliveryLog(storage, settings.event_retention_days)
         self._rand = rand
 
     def deliver(self, event: EventRecord, data: Any, log_key: tuple[str, str], since: str,
@@ -92,12 +92,15 @@ class Deliverer:
         body = signing.cloudevent(event_id=event.id, event_type=event.type, source=event.source,
                                   time=event.time, subject=event.subject, data=data)
         futures = [_pool.submit(self._one, event, body, log_key, since, t) for t in targets]
-        errors = [f.exception() for f in futures]
-        first = next((e for e in errors if e is not None), None)
+        first_tries = [f.result() for f in futures if f.exception() is None and f.result() is not None]
+        # Receipt before raising: the successes are real even if another target's recording failed.
+        self._log.receipt(event.id, event.type, log_key, clock.utcnow(), first_tries)
+        first = next((f.exception() for f in futures if f.exception() is not None), None)
         if first is not None:
             raise first
 
-    def _one(self, event: EventRecord, body: bytes, log_key: tuple[str, str], since: str, target: Target) -> None:
+    def _one(self, event: EventRecord, body: bytes, log_key: tuple[str, str], since: str,
+             target: Target) -> FirstTry | None:
         started = clock.utcnow()
         result = attempt(self._sender, target, event.id, body)
         elapsed = (clock.utcnow() - started).total_seconds()
@@ -112,15 +115,17 @@ class Deliverer:
         done = Attempt(status="succeeded", attempts=target.attempt, attempted_at=started,
                        status_code=result.status_code, error=result.verdict.reason)
         if outcome is Outcome.DELIVERED:
-            self._log.write(target.sub, event.id, event.type, log_key, done)
             if target.once:
                 self._subs.delete(target.sub)
-            return
+            if target.logged:
+                self._log.write(target.sub, event.id, event.type, log_key, done)
+                return None
+            return FirstTry(target.sub, result.status_code or 200)
         if outcome is Outcome.GONE:
             self._subs.disable(target.sub, result.verdict.reason or "receiver is gone")
             done.status = "failed"
             self._log.write(target.sub, event.id, event.type, log_key, done)
-            return
+            return None
         delay = None
         if outcome is Outcome.RETRY:
             delay = retry_delay(self._settings.retry_schedule, target.attempt, retry_after=result.retry_after,
@@ -128,16 +133,17 @@ class Deliverer:
         if delay is None:
             done.status = "failed"
             self._log.write(target.sub, event.id, event.type, log_key, done)
-            return
+            return None
         # The pending row first: if enqueueing the retry fails, the whole message is retried and
         # this attempt made again, which is at-least-once; the other order could show "failed".
         done.status = "pending"
         done.next_attempt_at = started + timedelta(seconds=elapsed + delay)
         self._log.write(target.sub, event.id, event.type, log_key, done)
         retry = DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since,
-                                targets=[target.model_copy(update={"attempt": target.attempt + 1})])
+                                targets=[target.model_copy(update={"attempt": target.attempt + 1, "logged": True})])
         self._storage.queue(DELIVERY_QUEUE).send_message(
             retry.model_dump_json(), visibility_timeout=math.ceil(delay), time_to_live=NEVER_EXPIRE)
+        return None
 
     def skip_removed(self, message: DeliveryMessage) -> list[Target]:
         """Targets whose subscription was not deleted or disabled after the work was planned."""
@@ -145,7 +151,7 @@ class Deliverer:
         live = []
         for target in message.targets:
             if removed.get(target.sub, -1) >= target.gen:
-                if target.attempt > 1:  # it has a pending row to close
+                if target.logged:  # it has a row to close
                     self._give_up(message, target, "subscription was deleted or disabled")
                 continue
             live.append(target)

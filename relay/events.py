@@ -42,6 +42,7 @@ def accept(event: EventIn, source: str) -> EventRecord:
     now = clock.utcnow()
     return EventRecord(
         id=event.id or uuid.uuid4().hex,
+        generated=event.id is None,
         type=event.type,
         source=source,
         time=event.time or clock.rfc3339(now),
@@ -91,8 +92,20 @@ class EventLog:
         self._storage = storage
         self._table = storage.table(EVENTS_TABLE)
 
-    def record(self, record: EventRecord, message_id: str) -> tuple[str, str] | None:
-        """Log a fanned-out event once; returns its log row, or None for a duplicate publish."""
+    def record(self, record: EventRecord, message_id: str, seen_before: bool = True) -> tuple[str, str] | None:
+        """Log a fanned-out event once; returns its log row, or None for a duplicate publish.
+
+        `seen_before` is false when this message is certainly on its first try (the first
+        dequeue of a message that was never put back), which spares generated ids any lookup.
+        """
+        if record.generated:
+            # Only a crash can bring such an event back, and only then is its log row looked for.
+            found = self._find(record) if seen_before else None
+            if found is not None:
+                return found
+            log = self._new_log_key(record)
+            self._write(log, record)
+            return log
         dedupe_key = f"d:{record.id}"
         log = self._new_log_key(record)
         try:
@@ -110,6 +123,17 @@ class EventLog:
                                        "logPk": log[0], "logRk": log[1]}, mode=UpdateMode.MERGE)
         self._write(log, record)
         return log
+
+    def _find(self, record: EventRecord) -> tuple[str, str] | None:
+        """The log row of an event, searched from the day it was accepted (a rare, bounded scan)."""
+        since = clock.parse_rfc3339(record.acceptedAt)
+        rows = self._table.query_entities(
+            "PartitionKey ge @lo and PartitionKey le @hi and id eq @id",
+            parameters={"lo": f"e:{clock.day_bucket(since)}", "hi": f"e:{clock.day_bucket(clock.utcnow())}",
+                        "id": record.id}, select=["PartitionKey", "RowKey"])
+        for row in rows:
+            return row["PartitionKey"], row["RowKey"]
+        return None
 
     @staticmethod
     def _new_log_key(record: EventRecord) -> tuple[str, str]:

@@ -23,7 +23,7 @@ from .models import EventIn, EventTypeRequest
 from .storage import EVENT_TYPES_TABLE, Storage
 
 PARTITION = "type"
-CACHE_SECONDS = 5.0
+CACHE_SECONDS = 30.0
 
 _lock = threading.Lock()
 _cache: tuple[float, dict[str, dict[str, Any]]] | None = None

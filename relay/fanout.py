@@ -1,13 +1,14 @@
 """Fan-out: from one accepted event to the deliveries it needs.
 
-Up to a hundred matching subscribers are delivered right here, in the same execution that read
-the index (one function execution and no extra message for the common case); more are packed
-into delivery work items of up to a hundred targets each.
+The first hundred matching subscribers are delivered right here, in the same execution that
+read the index (one function execution and no extra message for the common case); the others
+are packed into delivery work items of up to a hundred targets each.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from . import clock
 from .delivery import Deliverer
@@ -23,6 +24,7 @@ ITEM_TARGETS = 100
 ITEM_BYTES = 40_000
 
 _enqueue_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fanout")
+_inline_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="inline")
 
 
 def pack(targets: list[Target]) -> list[list[Target]]:
@@ -42,24 +44,47 @@ def pack(targets: list[Target]) -> list[list[Target]]:
     return items
 
 
-def fan_out(storage: Storage, settings: Settings, message: FanoutMessage, message_id: str) -> None:
+def fan_out(storage: Storage, settings: Settings, message: FanoutMessage, message_id: str,
+            dequeue_count: int = 1) -> None:
     event = message.event
-    log_key = EventLog(storage).record(event, message.origin or message_id)
+    seen_before = dequeue_count > 1 or message.origin is not None
+    log_key = EventLog(storage).record(event, message.origin or message_id, seen_before)
     if log_key is None:
         return  # the same event id was published before: delivered once, not again
     since = clock.time_key(clock.utcnow())
-    targets = SubscriptionStore(storage).matching(event.type, event.subject)
-    if not targets:
-        return
-    if len(targets) <= DIRECT_LIMIT:
-        Deliverer(storage, settings).deliver(event, load_data(storage, event), log_key, since, targets)
-        return
     queue = storage.queue(DELIVERY_QUEUE)
-    items = [DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since, targets=chunk)
-             for chunk in pack(targets)]
-    for future in [_enqueue_pool.submit(queue.send_message, item.model_dump_json(), time_to_live=NEVER_EXPIRE)
-                   for item in items]:
+    direct: list[Target] = []
+    rest: list[Target] = []
+    inline: Future[None] | None = None
+    sends: list[Future[Any]] = []
+
+    def start_inline() -> Future[None]:
+        data = load_data(storage, event)
+        return _inline_pool.submit(Deliverer(storage, settings).deliver, event, data, log_key, since, direct)
+
+    def send(chunks: list[list[Target]]) -> None:
+        for chunk in chunks:
+            item = DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since, targets=chunk)
+            sends.append(_enqueue_pool.submit(queue.send_message, item.model_dump_json(), time_to_live=NEVER_EXPIRE))
+
+    # The first hundred are delivered here while the index is still being read; the others go
+    # out as work items page by page, so deliveries start before a large index is read whole.
+    for page in SubscriptionStore(storage).matching(event.type, event.subject):
+        for target in page:
+            (direct if len(direct) < DIRECT_LIMIT else rest).append(target)
+        if inline is None and len(direct) == DIRECT_LIMIT and rest:
+            inline = start_inline()
+        if len(rest) >= ITEM_TARGETS:
+            chunks = pack(rest)
+            send(chunks[:-1])
+            rest = chunks[-1]
+    send(pack(rest) if rest else [])
+    if inline is None and direct:
+        inline = start_inline()
+    for future in sends:
         future.result()
+    if inline is not None:
+        inline.result()
 
 
 def deliver_item(storage: Storage, settings: Settings, message: DeliveryMessage) -> None:

@@ -135,6 +135,8 @@ class EventRecord(BaseModel):
     data: Any = None
     blob: Optional[str] = None
     acceptedAt: str
+    # The relay made the id up: no other publish can carry it, so there is nothing to de-duplicate.
+    generated: bool = False
 
 
 class FanoutMessage(BaseModel):
@@ -155,6 +157,9 @@ class Target(BaseModel):
     once: bool = False
     gen: int = 0
     attempt: int = 1  # the attempt this message will make
+    # A per-subscription log row exists (retries, replays): success updates it rather than
+    # going into the batch's receipt.
+    logged: bool = False
 
 
 class DeliveryMessage(BaseModel):

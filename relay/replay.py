@@ -100,7 +100,7 @@ def run_replay(storage: Storage, message: ReplayMessage) -> None:
     until = clock.parse_rfc3339(op["until"]) if op.get("until") else clock.utcnow()
     found = _failed(storage, sub["id"], since, until) if op["filter"] == "failed" else _all(storage, sub, since, until)
     target = Target(sub=sub["id"], url=sub["notificationUrl"], secret=sub["secret"], once=bool(sub.get("once")),
-                    gen=int(sub.get("gen") or 0), attempt=1)
+                    gen=int(sub.get("gen") or 0), attempt=1, logged=True)
     planned = clock.time_key(clock.utcnow())
     queue = storage.queue(DELIVERY_QUEUE)
     messages = [DeliveryMessage(eventId=eid, eventType=etype, log=(pk, rk), since=planned, targets=[target])

@@ -12,15 +12,20 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
     HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError,
 )
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import (
     QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy,
 )
+
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from .errors import ConfigurationError
 
@@ -102,13 +107,31 @@ def make_credential(endpoints: Endpoints) -> TokenCredential:
     return DefaultAzureCredential()
 
 
+def _transport(profile: Mapping[str, Any]) -> RequestsTransport:
+    """One pooled HTTP session for a profile's clients.
+
+    The SDK's default keeps ten connections per host and re-reads proxy settings from the
+    environment on every call; with sixty-four delivery threads writing the log, the benchmark
+    saw hundreds of connections opened per run (each a TLS handshake in Azure) and 7 % of the
+    CPU spent on proxy lookups.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=128,
+                          max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return RequestsTransport(session=session, session_owner=False, use_env_settings=False,
+                             connection_timeout=profile["connection_timeout"], read_timeout=profile["read_timeout"])
+
+
 class Storage:
     """Clients for one storage account, built once and shared by every thread of a process."""
 
     def __init__(self, endpoints: Endpoints, *, profile: Mapping[str, Any] = PATIENT,
                  credential_factory: Callable[[Endpoints], TokenCredential] = make_credential) -> None:
         self.endpoints = endpoints
-        self._profile = dict(profile)
+        self._profile = {**profile, "transport": _transport(profile)}
         if endpoints.connection_string:
             cs = endpoints.connection_string
             self.tables = TableServiceClient.from_connection_string(cs, **self._profile)

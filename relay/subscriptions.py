@@ -25,7 +25,7 @@ import re
 import secrets
 import uuid
 from datetime import timedelta
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
@@ -44,6 +44,8 @@ TOMB_PARTITION = "t"
 CLOCK_SKEW = timedelta(minutes=5)
 # Azure Tables allows at most 15 comparisons in one filter.
 _MAX_OR = 15
+# Reading only these spares parsing the rest (Timestamp, etag) of every index row.
+_INDEX_FIELDS = ("RowKey", "url", "secret", "once", "gen", "subjectBeginsWith", "subjectEndsWith")
 
 
 def new_secret() -> str:
@@ -186,20 +188,26 @@ class SubscriptionStore:
             page = [e for e in page if type_matches(json.loads(e["eventTypes"]), event_type)]
         return page, encode_token(pages.continuation_token)
 
-    def matching(self, event_type: str, subject: str | None) -> list[Target]:
-        """The active subscriptions an event goes to, read from the index partitions it matches."""
-        found: dict[str, Target] = {}
+    def matching(self, event_type: str, subject: str | None) -> Iterator[list[Target]]:
+        """The active subscriptions an event goes to, a page at a time, read from the index
+        partitions its type matches; a subscription matching several patterns comes once."""
+        seen: set[str] = set()
         patterns = patterns_for_type(event_type)
         for start in range(0, len(patterns), _MAX_OR):
             flt, params = _or_filter("PartitionKey", [f"x:{p}" for p in patterns[start:start + _MAX_OR]])
-            for row in self._table.query_entities(flt, parameters=params, results_per_page=1000):
-                if row.get("RowKey") in found:
-                    continue  # subscribed to both `a.*` and `a.b`: one delivery
-                if not subject_matches(subject, row.get("subjectBeginsWith"), row.get("subjectEndsWith")):
-                    continue
-                found[row["RowKey"]] = Target(sub=row["RowKey"], url=row["url"], secret=row["secret"],
-                                              once=bool(row.get("once")), gen=int(row.get("gen") or 0))
-        return list(found.values())
+            pages = self._table.query_entities(flt, parameters=params, results_per_page=1000,
+                                               select=list(_INDEX_FIELDS)).by_page()
+            for page in pages:
+                found = []
+                for row in page:
+                    if row["RowKey"] in seen or not subject_matches(
+                            subject, row.get("subjectBeginsWith"), row.get("subjectEndsWith")):
+                        continue
+                    seen.add(row["RowKey"])
+                    found.append(Target(sub=row["RowKey"], url=row["url"], secret=row["secret"],
+                                        once=bool(row.get("once")), gen=int(row.get("gen") or 0)))
+                if found:
+                    yield found
 
     def removed_since(self, since_key: str) -> dict[str, int]:
         """Subscription id -> newest removed generation, for removals at or after `since_key`."""

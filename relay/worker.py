@@ -52,7 +52,7 @@ def on_fanout(msg: func.QueueMessage) -> None:
     def work(storage: Storage) -> None:
         message = parse_or_poison(storage, FANOUT_QUEUE, FanoutMessage, msg.get_body())
         if message is not None:
-            fan_out(storage, get_settings(), message, msg.id)
+            fan_out(storage, get_settings(), message, msg.id, msg.dequeue_count or 1)
     _patiently(FANOUT_QUEUE, msg, work)
 
 

@@ -221,3 +221,49 @@ def test_bad_input_is_a_400_naming_the_field(relay) -> None:
     bad_json = relay.session.post(f"{relay.base}/events", data=b"{nope", timeout=10,
                                   headers={"Content-Type": "application/json"})
     _problem(bad_json, 400, "body")
+
+
+def test_delivery_log_lists_first_try_and_retried_successes_across_pages(relay, receiver_factory,
+                                                                         unique_type) -> None:
+    """First-attempt successes (batch receipts) and a retried one (its own row) are each listed once."""
+    flaky_event = f"evt-{uuid.uuid4().hex}"
+    seen_flaky: list[int] = []
+
+    def script(req: Received, i: int):
+        if req.headers["webhook-id"] == flaky_event and not seen_flaky:
+            seen_flaky.append(i)
+            return 503, {}, b""
+        return 200, {}, b""
+    receiver = receiver_factory(script)
+    sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
+    ids = [v["id"] for v in relay.publish([{"type": unique_type, "data": i} for i in range(5)]).json()["value"]]
+    relay.publish({"type": unique_type, "id": flaky_event, "data": "flaky"})
+    receiver.wait_for(7)
+    wait_until(relay.queue_idle, 30, "work queues to drain")
+
+    listed, url = [], f"{relay.base}/subscriptions/{sub['id']}/deliveries?limit=2"
+    while url:
+        page = relay.session.get(url, timeout=10).json()
+        assert len(page["value"]) <= 2
+        listed += page["value"]
+        url = page.get("nextLink")
+    assert sorted(d["eventId"] for d in listed) == sorted(ids + [flaky_event])
+    by_id = {d["eventId"]: d for d in listed}
+    assert by_id[flaky_event]["attempts"] == 2 and all(by_id[i]["attempts"] == 1 for i in ids)
+    assert all(d["status"] == "succeeded" and d["lastStatusCode"] == 200 for d in listed)
+    succeeded = relay.get(f"subscriptions/{sub['id']}/deliveries?status=succeeded&limit=100").json()["value"]
+    assert len(succeeded) == 6
+    assert relay.get(f"subscriptions/{sub['id']}/deliveries?status=failed").json()["value"] == []
+    assert relay.get(f"subscriptions/{sub['id']}/deliveries?continuationToken=bogus").status_code == 400
+
+
+def test_fan_out_beyond_one_hundred_uses_work_items(relay, receiver_factory, unique_type) -> None:
+    """An event for 250 subscribers reaches each once: 100 delivered by fan-out, the rest as work items."""
+    receiver = receiver_factory()
+    for n in range(250):
+        relay.subscribe(f"{receiver.url}/{n}", eventTypes=[unique_type])
+    event_id = relay.publish({"type": unique_type, "data": "wide"}).json()["id"]
+    receiver.wait_for(250, timeout=60)
+    wait_until(relay.queue_idle, 30, "work queues to drain")
+    assert sorted(r.path for r in receiver.requests) == sorted(f"/hook/{n}" for n in range(250))
+    assert {r.headers["webhook-id"] for r in receiver.requests} == {event_id}

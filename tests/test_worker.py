@@ -64,3 +64,18 @@ def test_requeued_event_is_fanned_out_not_taken_for_a_duplicate(app_storage) -> 
     assert log.record(requeued.event, requeued.origin) == first
     assert log.record(record, "another-publish") is None
     fanout.fan_out(app_storage, settings.get_settings(), requeued, "second-message-id")  # no error, no drop
+
+
+def test_generated_ids_skip_dedupe_but_a_crash_retry_finds_its_log_row(app_storage) -> None:
+    """An event whose id the relay made up is logged once, even when its message comes back after a crash."""
+    from relay.events import EventLog
+    from relay.storage import EVENTS_TABLE
+
+    record = accept(EventIn(type="t.generated", data=1), "urn:test")
+    assert record.generated
+    log = EventLog(app_storage)
+    first = log.record(record, "m1", seen_before=False)
+    assert log.record(record, "m1", seen_before=True) == first
+    rows = [e for e in app_storage.table(EVENTS_TABLE).list_entities() if e.get("id") == record.id]
+    assert len(rows) == 1
+    assert not [e for e in app_storage.table(EVENTS_TABLE).list_entities() if e["PartitionKey"] == f"d:{record.id}"]
