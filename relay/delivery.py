@@ -106,12 +106,15 @@ class Deliverer:
         elapsed = (clock.utcnow() - started).total_seconds()
         outcome = result.verdict.outcome
         telemetry.record_attempt(outcome.value, elapsed)
+        # Successes are counted by the metrics and logged at DEBUG: a line per delivery was 8 % of
+        # the CPU in the benchmark, and each is an ingested record in Application Insights.
         url = redact_url(target.url)
-        log.info("delivery %s event=%s subscription=%s attempt=%d status=%s url=%s reason=%s",
-                 outcome.value, event.id, target.sub, target.attempt, result.status_code, url,
-                 result.verdict.reason or "-",
-                 extra={"eventId": event.id, "subscriptionId": target.sub, "attempt": target.attempt,
-                        "outcome": outcome.value, "notificationUrl": url})
+        log.log(logging.DEBUG if outcome is Outcome.DELIVERED else logging.INFO,
+                "delivery %s event=%s subscription=%s attempt=%d status=%s url=%s reason=%s",
+                outcome.value, event.id, target.sub, target.attempt, result.status_code, url,
+                result.verdict.reason or "-",
+                extra={"eventId": event.id, "subscriptionId": target.sub, "attempt": target.attempt,
+                       "outcome": outcome.value, "notificationUrl": url})
         done = Attempt(status="succeeded", attempts=target.attempt, attempted_at=started,
                        status_code=result.status_code, error=result.verdict.reason)
         if outcome is Outcome.DELIVERED:
