@@ -26,6 +26,7 @@ PARTITION = "type"
 CACHE_SECONDS = 30.0
 
 _lock = threading.Lock()
+_refresh = threading.Lock()
 _cache: tuple[float, dict[str, dict[str, Any]]] | None = None
 
 
@@ -101,10 +102,15 @@ def catalogue(storage: Storage) -> dict[str, dict[str, Any]]:
     with _lock:
         if _cache is not None and time.monotonic() - _cache[0] < CACHE_SECONDS:
             return _cache[1]
-    types = EventTypes(storage).all()
-    with _lock:
-        _cache = (time.monotonic(), types)
-    return types
+    with _refresh:
+        # One reader refreshes while concurrent publishes wait for its answer, not a query each.
+        with _lock:
+            if _cache is not None and time.monotonic() - _cache[0] < CACHE_SECONDS:
+                return _cache[1]
+        types = EventTypes(storage).all()
+        with _lock:
+            _cache = (time.monotonic(), types)
+        return types
 
 
 def validate_data(storage: Storage, events: list[EventIn], batch: bool) -> None:
