@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
+from azure.core.exceptions import HttpResponseError
 from pydantic import BaseModel, ValidationError
 
 from . import clock, polling
@@ -36,6 +37,9 @@ from .subscriptions import ID_RE, SubscriptionStore, public_view
 log = logging.getLogger("relay.api")
 
 SMALL_BODY = 64 * 1024
+# Deeper JSON is refused at the door: every later reader (pydantic stops at 200, the recursive
+# encoders sooner) must be able to read back whatever was accepted.
+MAX_DEPTH = 64
 MAX_BATCH = 100
 RETRY_AFTER_SECONDS = 10
 
@@ -58,6 +62,11 @@ class Request:
                    body=req.get_body() or b"")
 
     def link(self, path: str, query: Mapping[str, str] | None = None) -> str:
+        """An absolute URL on the host the request came to; a `?code=` key it carried comes along,
+        so a client that authenticates that way can follow the Location or nextLink it is given."""
+        query = dict(query or {})
+        if self.params.get("code"):
+            query["code"] = self.params["code"]
         url = f"{self.base}/api/{path}"
         return f"{url}?{urlencode(query)}" if query else url
 
@@ -71,12 +80,23 @@ class Request:
             raise BadRequest("the body is empty: send a JSON document",
                              [FieldError("body", "is required")])
         try:
-            return json.loads(self.body)
-        except UnicodeDecodeError:
-            raise BadRequest("the body is not UTF-8", [FieldError("body", "is not UTF-8")]) from None
+            text = self.body.decode("utf-8")
+            doc = json.loads(text, parse_constant=_no_constants)
+            # Lone surrogates (\ud800) parse but can never be stored or sent: refuse them here.
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        except UnicodeError:
+            raise BadRequest("the body is not UTF-8 text", [FieldError("body", "is not UTF-8 text")]) from None
+        except RecursionError:
+            raise BadRequest(f"the body nests deeper than {MAX_DEPTH} levels",
+                             [FieldError("body", f"nests deeper than {MAX_DEPTH} levels")]) from None
         except ValueError as exc:
-            raise BadRequest(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                             [FieldError("body", "is not valid JSON")]) from None
+            detail = f": {exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) \
+                else f": {exc}"
+            raise BadRequest(f"the body is not valid JSON{detail}", [FieldError("body", "is not valid JSON")]) from None
+        if _depth(doc) > MAX_DEPTH:
+            raise BadRequest(f"the body nests deeper than {MAX_DEPTH} levels",
+                             [FieldError("body", f"nests deeper than {MAX_DEPTH} levels")])
+        return doc
 
     def model(self, model: type[BaseModel], raw: Any = None, prefix: str = "") -> Any:
         raw = self.json() if raw is None else raw
@@ -91,9 +111,25 @@ class Request:
         text = self.params.get(name)
         if text is None or text == "":
             return default
-        if not text.isdigit() or not low <= int(text) <= high:
+        if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
             raise invalid(name, f"must be a whole number from {low} to {high}")
         return int(text)
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth(value: Any, limit: int = MAX_DEPTH + 1) -> int:
+    """How deeply a parsed document nests, counted no further than `limit`."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level < limit:
+                stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 @dataclass
@@ -137,7 +173,13 @@ def route(handlers: Mapping[str, Handler]) -> Callable[[func.HttpRequest], func.
             if handler is None:
                 raise MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}",
                                        headers={"Allow": allowed})
-            reply = handler(request)
+            try:
+                reply = handler(request)
+            except HttpResponseError as exc:
+                if exc.status_code == 400 and request.params.get("continuationToken"):
+                    # The only client text that reaches a query unparsed is a continuation token.
+                    raise invalid("continuationToken", "is not a token this API issued") from None
+                raise
             return _json_response(reply.status, reply.body, reply.headers, "application/json")
         except Problem as problem:
             return problem_response(problem)
@@ -228,8 +270,8 @@ def list_deliveries(request: Request) -> Reply:
     limit = request.int_param("limit", 100, 1, 1000)
     if not ID_RE.match(sub_id) or SubscriptionStore(_storage()).get(sub_id) is None:
         raise NotFound("no subscription has this id")
-    rows, next_token = DeliveryLog(_storage(), _settings().event_retention_days).list(sub_id, status=status, limit=limit,
-                                                    token=request.params.get("continuationToken") or None)
+    rows, next_token = DeliveryLog(_storage(), _settings().event_retention_days).list(
+        sub_id, status=status, limit=limit, token=request.params.get("continuationToken") or None)
     body: dict[str, Any] = {"value": rows}
     if next_token:
         query = {k: v for k, v in (("status", status), ("limit", str(limit))) if v}
@@ -259,7 +301,7 @@ def publish_events(request: Request) -> Reply:
         if size > settings.max_event_bytes:
             raise PayloadTooLarge(f"{prefix.rstrip('.') or 'the event'} is {size} bytes of JSON; "
                                   f"the limit is {settings.max_event_bytes}")
-        if "data" not in item:
+        if "data" not in item:  # `data: null` is valid data; only a missing member is an error
             errors.append(FieldError(prefix + "data", "is required"))
             continue
         try:
@@ -286,7 +328,7 @@ def poll_events(request: Request) -> Reply:
         state = polling.PollState.starting(clock.utcnow())
         location = request.link("events/poll", {"eventType": pattern, "triggerState": state.encode()})
         return Reply(202, None, {"Location": location, "Retry-After": str(polling.IDLE_RETRY_AFTER)})
-    result = polling.poll(_storage(), pattern, polling.PollState.decode(text))
+    result = polling.poll(_storage(), pattern, polling.PollState.decode(text), _settings().event_retention_days)
     location = request.link("events/poll", {"eventType": pattern, "triggerState": result.state.encode()})
     if not result.events:
         return Reply(202, None, {"Location": location, "Retry-After": str(polling.IDLE_RETRY_AFTER)})
@@ -300,6 +342,8 @@ def poll_events(request: Request) -> Reply:
 
 def start_replay(request: Request) -> Reply:
     body: ReplayRequest = request.model(ReplayRequest)
+    if body.until is not None and clock.parse_rfc3339(body.until) < clock.parse_rfc3339(body.since):
+        raise invalid("until", "is before since")
     sub_id = _sub_id(request)
     storage = _storage()
     if SubscriptionStore(storage).get(sub_id) is None:
@@ -314,10 +358,11 @@ def get_operation(request: Request) -> Reply:
     op = Operations(_storage()).get(op_id) if ID_RE.match(op_id) else None
     if op is None:
         raise NotFound("no operation has this id")
-    if op["status"] == "running":
-        return Reply(202, operation_view(op), {"Location": request.link(f"operations/{op_id}"),
+    shown = operation_view(op)
+    if shown["status"] == "running":
+        return Reply(202, shown, {"Location": request.link(f"operations/{op_id}"),
                                      "Retry-After": str(RETRY_AFTER)})
-    return Reply(200, operation_view(op))
+    return Reply(200, shown)
 
 
 # ---- event types -------------------------------------------------------------------------------
@@ -358,8 +403,7 @@ def health(request: Request) -> Reply:
         _storage().queue(FANOUT_QUEUE).get_queue_properties()
     except Exception as exc:  # noqa: BLE001 - any failure to reach storage means unhealthy
         log.warning("health: storage unavailable: %s", type(exc).__name__)
-        return Reply(503, {"status": "unavailable", "detail": "storage does not answer"},
-                     {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        raise ServiceUnavailable("storage does not answer", retry_after=RETRY_AFTER_SECONDS) from None
     return Reply(200, {"status": "ok"})
 
 

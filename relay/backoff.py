@@ -25,8 +25,9 @@ def retry_delay(schedule: Sequence[float], attempts_made: int, *, retry_after: f
     if attempts_made < 1 or attempts_made > len(schedule):
         return None
     delay = schedule[attempts_made - 1] * (1 - JITTER + 2 * JITTER * rand())
-    if retry_after is not None and retry_after > delay:
-        delay = min(retry_after, RETRY_AFTER_CAP)
+    if retry_after is not None:
+        # Never sooner than scheduled: a Retry-After only ever lengthens the wait, to an hour at most.
+        delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
     return min(delay, MAX_VISIBILITY)
 
 
@@ -35,7 +36,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)

@@ -21,7 +21,10 @@ def parse_rfc3339(text: str) -> datetime:
     if len(text) < 20 or text[10] not in "Tt" or not (text[-1] in "Zz" or text[-6] in "+-"):
         raise ValueError("not an RFC 3339 date-time such as 2026-01-31T12:00:00Z")
     moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1] in "Zz" else text)
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("is outside the range of dates") from None
 
 
 def time_key(moment: datetime) -> str:

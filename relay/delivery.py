@@ -48,14 +48,6 @@ def get_sender(settings: Settings) -> Sender:
         return _sender
 
 
-def reset_sender() -> None:
-    global _sender
-    with _sender_lock:
-        if _sender is not None:
-            _sender.close()
-        _sender = None
-
-
 @dataclass
 class Result:
     """What one attempt came to."""
@@ -71,7 +63,10 @@ def attempt(sender: Sender, target: Target, event_id: str, body: bytes) -> Resul
     except TargetRefused as exc:
         return Result(Verdict(Outcome.FAILED, f"refused by the outbound guard: {exc.reason}"))
     except DeliveryError as exc:
-        return Result(Verdict(Outcome.RETRY, f"{exc.kind}: {exc.message}"))
+        # The contract retries timeouts and refused or reset connections; a certificate that
+        # does not verify will not get better by trying again.
+        outcome = Outcome.FAILED if exc.kind == "tls" else Outcome.RETRY
+        return Result(Verdict(outcome, f"{exc.kind}: {exc.message}"))
     return Result(classify(reply.status, reply.body), reply.status,
                   parse_retry_after(reply.headers.get("retry-after")))
 
@@ -102,7 +97,11 @@ class Deliverer:
     def _one(self, event: EventRecord, body: bytes, log_key: tuple[str, str], since: str,
              target: Target) -> FirstTry | None:
         started = clock.utcnow()
-        result = attempt(self._sender, target, event.id, body)
+        try:
+            result = attempt(self._sender, target, event.id, body)
+        except Exception as exc:  # noqa: BLE001 - one target's surprise must not fail its batch
+            log.exception("delivery attempt failed unexpectedly event=%s subscription=%s", event.id, target.sub)
+            result = Result(Verdict(Outcome.RETRY, f"unexpected error: {type(exc).__name__}"))
         elapsed = (clock.utcnow() - started).total_seconds()
         outcome = result.verdict.outcome
         telemetry.record_attempt(outcome.value, elapsed)
@@ -163,6 +162,13 @@ class Deliverer:
     def expired(self, message: DeliveryMessage, targets: list[Target]) -> None:
         for target in targets:
             self._give_up(message, target, "event is no longer retained")
+
+    def abandon(self, message: DeliveryMessage, reason: str) -> None:
+        """Record every target of a work item that cannot be processed as failed."""
+        for target in message.targets:
+            self._log.write(target.sub, message.eventId, message.eventType, message.log,
+                            Attempt(status="failed", attempts=max(target.attempt - 1, 0),
+                                    attempted_at=clock.utcnow(), error=reason))
 
     def _give_up(self, message: DeliveryMessage, target: Target, reason: str) -> None:
         self._log.write(target.sub, message.eventId, message.eventType, message.log,

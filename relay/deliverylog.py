@@ -33,6 +33,7 @@ STATUSES = ("pending", "succeeded", "failed")
 RECEIPT_PREFIX = "r:"
 # Receipt rows read at most per listing request, so a page costs a bounded amount of work.
 SCAN_BUDGET = 5000
+QUERY_BUDGET = 20
 
 
 def row_key(log: tuple[str, str], event_id: str) -> str:
@@ -86,7 +87,7 @@ def _table_token(token: Any) -> bool:
 
 
 class DeliveryLog:
-    def __init__(self, storage: Storage, retention_days: float = 7) -> None:
+    def __init__(self, storage: Storage, retention_days: float) -> None:
         self._table = storage.table(DELIVERIES_TABLE)
         self._retention = retention_days
 
@@ -147,10 +148,13 @@ class DeliveryLog:
                   wanted: int) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """Receipts naming the subscription, newest day first, resuming where `state` says."""
         oldest = clock.day_bucket(clock.utcnow() - timedelta(days=self._retention + 1))
-        day, token, skip = state["day"], state.get("token"), int(state.get("skip") or 0)
+        day, token, skip = min(state["day"], clock.day_bucket(clock.utcnow())), state.get("token"), \
+            max(int(state.get("skip") or 0), 0)
         found: list[dict[str, Any]] = []
         scanned = 0
+        queries = 0
         while day >= oldest:
+            queries += 1
             pages = self._table.query_entities(
                 "PartitionKey eq @pk", parameters={"pk": RECEIPT_PREFIX + day}, results_per_page=1000,
                 select=["eventId", "eventType", "subs", "codes", "lastAttemptAt"]).by_page(continuation_token=token)
@@ -170,7 +174,7 @@ class DeliveryLog:
             else:
                 token = None
                 day = clock.day_bucket(clock.from_time_key(day + "T000000.000000Z") - timedelta(days=1))
-            if scanned >= SCAN_BUDGET:
+            if scanned >= SCAN_BUDGET or queries >= QUERY_BUDGET:
                 return found, ({"phase": "receipts", "day": day, "token": token, "skip": 0} if day >= oldest else None)
         return found, None
 

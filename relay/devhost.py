@@ -121,7 +121,8 @@ def compile_template(template: str) -> re.Pattern[str]:
 
 
 def _problem(status: int, title: str, detail: str) -> tuple[int, dict[str, str], bytes]:
-    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
+    body = json.dumps({"type": f"urn:event-relay:problem:{title.lower().replace(' ', '-')}", "title": title,
+                       "status": status, "detail": detail}).encode()
     return status, {"Content-Type": "application/problem+json; charset=utf-8"}, body
 
 
@@ -169,8 +170,13 @@ def make_handler(dispatcher: HttpDispatcher) -> type[BaseHTTPRequestHandler]:
         server_version = "relay-devhost"
 
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_REQUEST_BYTES:
+            text = self.headers.get("Content-Length") or "0"
+            length = int(text) if text.isascii() and text.isdigit() else -1
+            if self.headers.get("Transfer-Encoding") or length < 0:
+                # The Functions front end takes chunked bodies; this stand-in asks for a length.
+                status, headers, body = _problem(411, "Length required", "send a valid Content-Length")
+                self.close_connection = True
+            elif length > MAX_REQUEST_BYTES:
                 status, headers, body = _problem(413, "Payload too large", "the request body is too large")
                 self.close_connection = True
             else:

@@ -61,10 +61,6 @@ def invalid(field: str, message: str) -> BadRequest:
     return BadRequest(f"{field}: {message}", [FieldError(field, message)])
 
 
-class Unauthorized(Problem):
-    status, title, slug = 401, "Unauthorized", "unauthorized"
-
-
 class NotFound(Problem):
     status, title, slug = 404, "Not found", "not-found"
 
@@ -94,7 +90,3 @@ class TargetRefused(RelayError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class StorageUnavailable(RelayError):
-    """Azure Storage did not answer in time; publishing answers 503, delivery waits."""

@@ -13,6 +13,7 @@ polling trigger can read forward from a key.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,10 +28,13 @@ from .storage import EVENTS_TABLE, FANOUT_QUEUE, NEVER_EXPIRE, Storage
 # Data up to this many bytes of JSON travels inline in queue messages (48 KiB of data after
 # base64) and in table rows (64 KiB per string property); larger data goes to a blob.
 INLINE_DATA_BYTES = 30_000
+# Pollers read up to five seconds before now (polling.MARGIN); a log key older than this when its
+# row is about to be written is taken again.
+REKEY_AFTER = 1.0
 
 
 def compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def event_size(raw: Any) -> int:
@@ -108,6 +112,7 @@ class EventLog:
             return log
         dedupe_key = f"d:{record.id}"
         log = self._new_log_key(record)
+        keyed_at = time.monotonic()
         try:
             self._table.create_entity({"PartitionKey": dedupe_key, "RowKey": "", "messageId": message_id,
                                        "logPk": log[0], "logRk": log[1], "acceptedAt": record.acceptedAt})
@@ -121,6 +126,12 @@ class EventLog:
                 return seen["logPk"], seen["logRk"]
             self._table.update_entity({"PartitionKey": dedupe_key, "RowKey": "",
                                        "logPk": log[0], "logRk": log[1]}, mode=UpdateMode.MERGE)
+        else:
+            if time.monotonic() - keyed_at > REKEY_AFTER:
+                # A slow insert (storage retrying): a key this old could already be behind pollers.
+                log = self._new_log_key(record)
+                self._table.update_entity({"PartitionKey": dedupe_key, "RowKey": "",
+                                           "logPk": log[0], "logRk": log[1]}, mode=UpdateMode.MERGE)
         self._write(log, record)
         return log
 

@@ -16,6 +16,8 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from .errors import BadRequest, FieldError, invalid
 from .matching import NAME_RULE, is_name
@@ -36,9 +38,46 @@ def check_name(name: str) -> str:
     return name
 
 
-def _validator_for(schema: dict[str, Any]):
+# An empty registry: a schema's `$ref`s resolve inside the schema or not at all. The default
+# would fetch remote references, letting anyone who can register a type make the relay call
+# any URL (internal ones included) on every publish.
+_NO_REMOTE = Registry()
+
+
+def _validator_for(schema: dict[str, Any]) -> Any:
     cls = validators.validator_for(schema, default=Draft202012Validator)
-    return cls(schema)
+    return cls(schema, registry=_NO_REMOTE)
+
+
+def _local_refs(node: Any, path: str = "schema") -> list[str]:
+    refs: list[str] = []
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if ref is not None:
+            if not (isinstance(ref, str) and ref.startswith("#")):
+                raise invalid(path, "may only use $ref within the schema itself (#/...)")
+            refs.append(ref)
+        for key, child in node.items():
+            refs += _local_refs(child, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            refs += _local_refs(child, f"{path}[{index}]")
+    return refs
+
+
+def check_schema(schema: dict[str, Any]) -> None:
+    """400 naming `schema` unless it is a valid JSON Schema that needs nothing from outside."""
+    refs = _local_refs(schema)
+    try:
+        _validator_for(schema).check_schema(schema)
+        # Every $ref resolved now, so a dangling one is refused here rather than at publish.
+        resolver = _NO_REMOTE.with_resource("", Resource.from_contents(schema, DRAFT202012)).resolver()
+        for ref in refs:
+            resolver.lookup(ref)
+    except SchemaError as exc:
+        raise invalid("schema", f"is not a valid JSON Schema: {exc.message[:300]}") from None
+    except Exception as exc:  # noqa: BLE001 - any other failure means the schema cannot be used
+        raise invalid("schema", f"cannot be used: {type(exc).__name__}") from None
 
 
 def view(row: dict[str, Any]) -> dict[str, Any]:
@@ -57,10 +96,7 @@ class EventTypes:
     def put(self, name: str, body: EventTypeRequest) -> tuple[dict[str, Any], bool]:
         check_name(name)
         if body.schema_ is not None:
-            try:
-                validators.validator_for(body.schema_, default=Draft202012Validator).check_schema(body.schema_)
-            except SchemaError as exc:
-                raise invalid("schema", f"is not a valid JSON Schema: {exc.message[:300]}") from None
+            check_schema(body.schema_)
         created = self.get(name) is None
         row: dict[str, Any] = {"PartitionKey": PARTITION, "RowKey": name}
         if body.description is not None:
@@ -122,7 +158,12 @@ def validate_data(storage: Storage, events: list[EventIn], batch: bool) -> None:
         if schema is None:
             continue
         prefix = f"[{index}]." if batch else ""
-        for err in sorted(_validator_for(schema).iter_errors(event.data), key=lambda e: list(e.path))[:10]:
+        try:
+            found = sorted(_validator_for(schema).iter_errors(event.data), key=lambda e: list(e.path))[:10]
+        except Exception:  # noqa: BLE001 - a schema registered before the checks above were added
+            errors.append(FieldError(f"{prefix}type", "its registered schema cannot be applied; register it again"))
+            continue
+        for err in found:
             path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.path)
             errors.append(FieldError(f"{prefix}data{path}", err.message[:300]))
     if errors:

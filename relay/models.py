@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from .clock import parse_rfc3339
 from .matching import NAME_RULE, is_name, is_pattern
+from .outbound import MAX_URL_LENGTH
 
-MAX_URL = 16_384
 
 
 class _Edge(BaseModel):
@@ -21,7 +21,7 @@ class _Edge(BaseModel):
 
 
 class SubscriptionRequest(_Edge):
-    notificationUrl: StrictStr = Field(min_length=1, max_length=MAX_URL,
+    notificationUrl: StrictStr = Field(min_length=1, max_length=MAX_URL_LENGTH,
                                        description="Callback URL that receives each matching event.")
     eventTypes: Optional[list[StrictStr]] = Field(
         default=None, min_length=1, max_length=100,
@@ -53,12 +53,6 @@ class SubscriptionRequest(_Edge):
             raise ValueError(f"not '*', a type name ({NAME_RULE}) or a prefix ending in '.*'")
         return value
 
-    @model_validator(mode="after")
-    def _one_of(self) -> "SubscriptionRequest":
-        if self.eventType is not None and self.eventTypes is not None:
-            raise ValueError("send eventTypes or eventType, not both")
-        return self
-
     def patterns(self) -> list[str]:
         if self.eventType is not None:
             return [self.eventType]
@@ -67,7 +61,7 @@ class SubscriptionRequest(_Edge):
 
 
 class UnsubscribeRequest(_Edge):
-    notificationUrl: StrictStr = Field(min_length=1, max_length=MAX_URL)
+    notificationUrl: StrictStr = Field(min_length=1, max_length=MAX_URL_LENGTH)
 
 
 class EventIn(_Edge):
@@ -76,14 +70,6 @@ class EventIn(_Edge):
     id: Optional[StrictStr] = Field(default=None, description="Unique id; generated when absent.")
     subject: Optional[StrictStr] = Field(default=None, max_length=1024, description="What the event is about.")
     time: Optional[StrictStr] = Field(default=None, description="When it happened (RFC 3339).")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _data_present(cls, raw: Any) -> Any:
-        # `data: null` is valid JSON data; only a missing member is an error.
-        if isinstance(raw, dict) and "data" not in raw:
-            raise ValueError("data is required")
-        return raw
 
     @field_validator("type", "id")
     @classmethod

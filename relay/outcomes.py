@@ -31,8 +31,8 @@ def error_code(body: bytes) -> str | None:
     """The `error.code` (or top-level `code`) of a JSON error body, if there is one."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None  # whatever a receiver sends, it is only ever "no code"
     if isinstance(doc, dict):
         err = doc.get("error")
         if isinstance(err, dict) and isinstance(err.get("code"), str):

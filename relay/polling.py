@@ -22,7 +22,7 @@ from .matching import NAME_RULE, is_pattern, type_matches
 from .signing import cloudevent
 from .storage import EVENTS_TABLE, Storage
 
-MARGIN = timedelta(seconds=2)
+MARGIN = timedelta(seconds=5)
 PAGE = 100
 IDLE_RETRY_AFTER = 15
 
@@ -62,11 +62,13 @@ class PollResult:
     more: bool
 
 
-def poll(storage: Storage, pattern: str, state: PollState, now: datetime | None = None) -> PollResult:
+def poll(storage: Storage, pattern: str, state: PollState, retention_days: float,
+         now: datetime | None = None) -> PollResult:
     now = now or clock.utcnow()
     upper = clock.time_key(now - MARGIN)
     table = storage.table(EVENTS_TABLE)
-    start_day = clock.from_time_key(state.key.split("_", 1)[0])
+    # A state older than retention (or forged) starts at the oldest day still kept, not year 1.
+    start_day = max(clock.from_time_key(state.key.split("_", 1)[0]), now - timedelta(days=retention_days + 1))
     found: list[tuple[str, dict[str, Any]]] = []
     day = start_day.replace(hour=0, minute=0, second=0, microsecond=0)
     while day <= now and len(found) <= PAGE:

@@ -51,7 +51,14 @@ class Operations:
         self._table.update_entity({"PartitionKey": PARTITION, "RowKey": op_id, **fields}, mode=UpdateMode.MERGE)
 
 
-def view(op: dict[str, Any]) -> dict[str, Any]:
+# Longer than the function timeout (30 min): a replay still "running" after this was lost (its
+# message poisoned, or its process gone before it was queued) and is reported as failed.
+ABANDONED_AFTER = timedelta(minutes=45)
+
+
+def view(op: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    if op["status"] == "running" and (now or clock.utcnow()) - clock.parse_rfc3339(op["createdAt"]) > ABANDONED_AFTER:
+        op = {**op, "status": "failed", "error": "the replay did not finish; start it again"}
     out: dict[str, Any] = {"id": op["RowKey"], "status": op["status"]}
     if op["status"] == "succeeded":
         out["replayed"] = int(op.get("replayed") or 0)
@@ -64,8 +71,8 @@ def _log_time(log_rk: str) -> datetime:
     return clock.from_time_key(log_rk.split("_", 1)[0])
 
 
-def _failed(storage: Storage, sub_id: str, since: datetime, until: datetime) -> Iterator[tuple[str, str, str, str]]:
-    for row in DeliveryLog(storage).rows(sub_id, "failed"):
+def _failed(log: DeliveryLog, sub_id: str, since: datetime, until: datetime) -> Iterator[tuple[str, str, str, str]]:
+    for row in log.rows(sub_id, "failed"):
         if since <= _log_time(row["logRk"]) <= until:
             yield row["eventId"], row["eventType"], row["logPk"], row["logRk"]
 
@@ -87,7 +94,7 @@ def _all(storage: Storage, sub: dict[str, Any], since: datetime,
         day += timedelta(days=1)
 
 
-def run_replay(storage: Storage, message: ReplayMessage) -> None:
+def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) -> None:
     ops = Operations(storage)
     op = ops.get(message.operationId)
     if op is None or op["status"] != "running":
@@ -96,9 +103,12 @@ def run_replay(storage: Storage, message: ReplayMessage) -> None:
     if sub is None or sub.get("status") != "active":
         ops.finish(message.operationId, status="failed", error="the subscription was deleted or disabled")
         return
-    since = clock.parse_rfc3339(op["since"])
-    until = clock.parse_rfc3339(op["until"]) if op.get("until") else clock.utcnow()
-    found = _failed(storage, sub["id"], since, until) if op["filter"] == "failed" else _all(storage, sub, since, until)
+    now = clock.utcnow()
+    # Nothing older than retention or newer than now exists: the scan never goes beyond them.
+    since = max(clock.parse_rfc3339(op["since"]), now - timedelta(days=retention_days + 1))
+    until = min(clock.parse_rfc3339(op["until"]), now) if op.get("until") else now
+    found = _failed(DeliveryLog(storage, retention_days), sub["id"], since, until) if op["filter"] == "failed" \
+        else _all(storage, sub, since, until)
     target = Target(sub=sub["id"], url=sub["notificationUrl"], secret=sub["secret"], once=bool(sub.get("once")),
                     gen=int(sub.get("gen") or 0), attempt=1, logged=True)
     planned = clock.time_key(clock.utcnow())

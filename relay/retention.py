@@ -1,5 +1,6 @@
 """Forgetting on time: events, de-duplication rows, delivery log rows, tombstones, finished
-operations and claim-check blobs older than RELAY_EVENT_RETENTION_DAYS are deleted hourly.
+operations and claim-check blobs older than RELAY_EVENT_RETENTION_DAYS are deleted hourly
+(event rows by whole days, and blobs a day later than the rows that point to them).
 
 Azure Tables has no time-to-live, so a timer does it. (In Azure the storage account's
 lifecycle rule also deletes old blobs; this sweep covers Azurite and any account without one.)
@@ -55,8 +56,10 @@ def sweep(storage: Storage, retention_days: float, now: datetime | None = None) 
         "operations": _delete_rows(storage.table(OPERATIONS_TABLE), storage.table(OPERATIONS_TABLE).query_entities(
             "createdAt lt @cut and status ne 'running'", parameters={"cut": cut_text}, select=select)),
     }
+    # Event rows go by whole days, so a row can outlive the cutoff by up to a day; its blob must too.
+    blob_cutoff = cutoff - clock.days(1)
     container = storage.container()
-    old_blobs = [b.name for b in container.list_blobs() if b.last_modified and b.last_modified < cutoff]
+    old_blobs = [b.name for b in container.list_blobs() if b.last_modified and b.last_modified < blob_cutoff]
     for name in old_blobs:
         container.delete_blob(name, delete_snapshots="include")
     counts["blobs"] = len(old_blobs)

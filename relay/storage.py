@@ -21,7 +21,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import (
-    QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy,
+    ExponentialRetry, QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy,
 )
 
 from requests.adapters import HTTPAdapter
@@ -131,17 +131,22 @@ class Storage:
     def __init__(self, endpoints: Endpoints, *, profile: Mapping[str, Any] = PATIENT,
                  credential_factory: Callable[[Endpoints], TokenCredential] = make_credential) -> None:
         self.endpoints = endpoints
-        self._profile = {**profile, "transport": _transport(profile)}
+        common = {**profile, "transport": _transport(profile)}
+        # The queue and blob SDKs have their own retry policy (15 s first back-off by default)
+        # and ignore the azure-core back-off settings that the tables client honours.
+        storage_retry = {"retry_policy": ExponentialRetry(initial_backoff=0.5, increment_base=2,
+                                                          retry_total=profile["retry_total"])} \
+            if profile is FAST else {}
         if endpoints.connection_string:
             cs = endpoints.connection_string
-            self.tables = TableServiceClient.from_connection_string(cs, **self._profile)
-            self.queues = QueueServiceClient.from_connection_string(cs, **self._profile)
-            self.blobs = BlobServiceClient.from_connection_string(cs, **self._profile)
+            self.tables = TableServiceClient.from_connection_string(cs, **common)
+            self.queues = QueueServiceClient.from_connection_string(cs, **common, **storage_retry)
+            self.blobs = BlobServiceClient.from_connection_string(cs, **common, **storage_retry)
         else:
             credential = credential_factory(endpoints)
-            self.tables = TableServiceClient(endpoints.table_url, credential=credential, **self._profile)
-            self.queues = QueueServiceClient(endpoints.queue_url, credential=credential, **self._profile)
-            self.blobs = BlobServiceClient(endpoints.blob_url, credential=credential, **self._profile)
+            self.tables = TableServiceClient(endpoints.table_url, credential=credential, **common)
+            self.queues = QueueServiceClient(endpoints.queue_url, credential=credential, **common, **storage_retry)
+            self.blobs = BlobServiceClient(endpoints.blob_url, credential=credential, **common, **storage_retry)
         self._lock = threading.Lock()
         self._table_clients: dict[str, TableClient] = {}
         self._queue_clients: dict[str, QueueClient] = {}
@@ -200,14 +205,15 @@ def get_storage(kind: str = "patient") -> Storage:
         storage = _instances.get(kind)
         if storage is None:
             endpoints = endpoints_from_settings(get_settings().storage)
-            storage = Storage(endpoints, profile=FAST if kind == "fast" else PATIENT)
-            _instances[kind] = storage
-        if not _ensured:
-            # Once per process: on Azure the template has made everything and these are no-ops;
-            # on Azurite under `func start` nothing else would create them.
-            storage.ensure()
-            _ensured = True
-        return storage
+            storage = _instances[kind] = Storage(endpoints, profile=FAST if kind == "fast" else PATIENT)
+        ensured = _ensured
+    if not ensured:
+        # Once per process, outside the lock so an outage does not queue every request behind
+        # it: on Azure the template has made everything and these are no-ops; on Azurite under
+        # `func start` nothing else would create them.
+        storage.ensure()
+        _ensured = True
+    return storage
 
 
 def reset_storage() -> None:

@@ -53,8 +53,11 @@ def configure() -> bool:
 
     client_id = _client_id()
     credential = ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
-    configure_azure_monitor(connection_string=connection_string, credential=credential,
-                            logger_name="relay")
+    # No automatic HTTP instrumentation: it would record every delivery's full callback URL
+    # (its query can be a credential); deliveries are logged here with the query redacted.
+    configure_azure_monitor(connection_string=connection_string, credential=credential, logger_name="relay",
+                            instrumentation_options={name: {"enabled": False}
+                                                     for name in ("requests", "urllib", "urllib3")})
     meter = metrics.get_meter("relay")
     with _lock:
         _instruments["deliveries"] = meter.create_counter(

@@ -19,7 +19,8 @@ import azure.functions as func
 from .fanout import deliver_item, fan_out
 from .models import DeliveryMessage, FanoutMessage, ReplayMessage
 from .queues import parse_or_poison
-from .replay import run_replay
+from .delivery import Deliverer
+from .replay import Operations, run_replay
 from .retention import sweep
 from .settings import get_settings
 from .storage import (
@@ -29,15 +30,28 @@ from .storage import (
 log = logging.getLogger("relay.worker")
 
 REQUEUE_AFTER_DEQUEUES = 3
+# host.json's queues.maxDequeueCount (a test keeps the two equal): the host's last try.
+MAX_DEQUEUE_COUNT = 5
 REQUEUE_DELAY = 30
 
 
-def _patiently(queue: str, msg: func.QueueMessage, work: Callable[[Storage], None]) -> None:
+def _patiently(queue: str, msg: func.QueueMessage, work: Callable[[Storage], None],
+               give_up: Callable[[Storage, Exception], None] | None = None) -> None:
     storage = get_storage()
     try:
         work(storage)
     except Exception as exc:
-        if not is_outage(exc) or (msg.dequeue_count or 0) < REQUEUE_AFTER_DEQUEUES:
+        dequeues = msg.dequeue_count or 0
+        if not is_outage(exc):
+            if give_up is not None and dequeues >= MAX_DEQUEUE_COUNT:
+                # The host's last try: record the failure where people look for it (the delivery
+                # log, the operation) rather than leave the work to a poison queue nobody reads.
+                log.error("queue %s: message %s failed %d times (%s); recorded as failed",
+                          queue, msg.id, dequeues, type(exc).__name__)
+                give_up(storage, exc)
+                return
+            raise
+        if dequeues < REQUEUE_AFTER_DEQUEUES:
             raise
         body = json.loads(msg.get_body())
         if queue == FANOUT_QUEUE and not body.get("origin"):
@@ -61,15 +75,24 @@ def on_delivery(msg: func.QueueMessage) -> None:
         message = parse_or_poison(storage, DELIVERY_QUEUE, DeliveryMessage, msg.get_body())
         if message is not None:
             deliver_item(storage, get_settings(), message)
-    _patiently(DELIVERY_QUEUE, msg, work)
+
+    def give_up(storage: Storage, exc: Exception) -> None:
+        message = DeliveryMessage.model_validate_json(msg.get_body())
+        Deliverer(storage, get_settings()).abandon(message, f"delivery failed repeatedly: {type(exc).__name__}")
+    _patiently(DELIVERY_QUEUE, msg, work, give_up)
 
 
 def on_replay(msg: func.QueueMessage) -> None:
     def work(storage: Storage) -> None:
         message = parse_or_poison(storage, REPLAY_QUEUE, ReplayMessage, msg.get_body())
         if message is not None:
-            run_replay(storage, message)
-    _patiently(REPLAY_QUEUE, msg, work)
+            run_replay(storage, message, get_settings().event_retention_days)
+
+    def give_up(storage: Storage, exc: Exception) -> None:
+        message = ReplayMessage.model_validate_json(msg.get_body())
+        Operations(storage).finish(message.operationId, status="failed",
+                                   error=f"the replay failed repeatedly: {type(exc).__name__}")
+    _patiently(REPLAY_QUEUE, msg, work, give_up)
 
 
 def on_sweep(timer: func.TimerRequest) -> None:

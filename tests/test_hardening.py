@@ -184,6 +184,17 @@ def test_bad_requests_get_the_right_status(relay) -> None:
     _is_problem(s.get(f"{relay.base}/subscriptions?eventType=bad%20type", timeout=10), 400)
     _is_problem(s.get(f"{relay.base}/events/poll?triggerState=nonsense", timeout=10), 400)
     _is_problem(s.get(f"{relay.base}/events/poll?eventType=a*", timeout=10), 400)
+    _is_problem(s.get(f"{relay.base}/subscriptions?limit=%C2%B2", timeout=10), 400)
+    for body in (b'{"type": "a", "data": ' + b"[" * 300 + b"]" * 300 + b"}",
+                 b'{"type": "a", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                 b'{"type": "a", "data": NaN}', b'{"type": "a", "data": Infinity}',
+                 b'{"type": "a", "data": "\\ud800"}',
+                 b'{"type": "a", "data": 1, "time": "0001-01-01T00:00:00+01:00"}'):
+        _is_problem(s.post(f"{relay.base}/events", data=body, timeout=30,
+                           headers={"Content-Type": "application/json"}), 400)
+    sub = relay.subscribe("http://127.0.0.1:9/unused")["id"]
+    _is_problem(relay.post(f"subscriptions/{sub}/replay", {"since": "2026-01-02T00:00:00Z",
+                                                           "until": "2026-01-01T00:00:00Z"}), 400)
 
 
 def test_secrets_are_shown_once_and_never_logged(relay, receiver_factory, unique_type) -> None:

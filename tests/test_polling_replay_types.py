@@ -114,8 +114,15 @@ def test_event_types_validate_published_data(relay, unique_type) -> None:
     assert relay.post("events", {"type": unique_type, "data": {"total": 10}}).status_code == 202
     assert relay.post("events", {"type": "unregistered." + unique_type, "data": "anything"}).status_code == 202
 
-    broken = relay.session.put(f"{relay.base}/event-types/{unique_type}", json={"schema": {"type": 5}}, timeout=10)
-    assert broken.status_code == 400 and broken.json()["errors"][0]["field"] == "schema"
+    for broken in ({"type": 5}, {"$schema": 5}, {"$schema": {}}, {"$ref": "#/$defs/missing"},
+                   {"$ref": "http://127.0.0.1:9/internal.json"}, {"properties": {"a": {"$ref": "file:///etc/passwd"}}}):
+        answer = relay.session.put(f"{relay.base}/event-types/{unique_type}", json={"schema": broken}, timeout=10)
+        assert answer.status_code == 400, (broken, answer.text)
+        assert answer.json()["errors"][0]["field"].startswith("schema")
+    local = {"$defs": {"money": {"type": "number"}}, "properties": {"total": {"$ref": "#/$defs/money"}}}
+    assert relay.session.put(f"{relay.base}/event-types/{unique_type}", json={"schema": local},
+                             timeout=10).status_code == 200
+    assert relay.post("events", {"type": unique_type, "data": {"total": "x"}}).status_code == 400
     assert relay.delete(f"event-types/{unique_type}").status_code == 200
     assert relay.get(f"event-types/{unique_type}").status_code == 404
     assert relay.post("events", {"type": unique_type, "data": {"total": "ten"}}).status_code == 202

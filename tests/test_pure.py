@@ -51,6 +51,14 @@ def test_retry_after_wins_when_longer_up_to_an_hour() -> None:
     assert retry_delay((1.0,), 1, retry_after=2.0, rand=lambda: 0.5) == 2.0
     assert retry_delay((10.0,), 1, retry_after=2.0, rand=lambda: 0.5) == 10.0
     assert retry_delay((1.0,), 1, retry_after=99999.0, rand=lambda: 0.5) == 3600.0
+    # A scheduled delay beyond the cap is never shortened by a Retry-After.
+    assert retry_delay((7200.0,), 1, retry_after=10800.0, rand=lambda: 0.5) == 7200.0
+
+
+def test_odd_receiver_answers_do_not_raise() -> None:
+    """Non-ASCII digits in Retry-After and absurdly nested error bodies are just ignored."""
+    assert parse_retry_after("\u00b2") is None
+    assert classify(404, b"[" * 70_000).outcome is Outcome.FAILED
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:

@@ -88,6 +88,8 @@ def test_app_insights_export_uses_the_managed_identity(monkeypatch) -> None:
         settings_mod.reset_settings()
     assert seen["connection_string"].startswith("InstrumentationKey=")
     assert type(seen["credential"]).__name__ == "ManagedIdentityCredential"
+    # HTTP auto-instrumentation would record full callback URLs: it stays off.
+    assert seen["instrumentation_options"]["requests"] == {"enabled": False}
     telemetry.record_attempt("delivered", 0.01)
     assert telemetry.attempt_counts()["delivered"] >= 1
 

@@ -9,6 +9,8 @@ from azure.core.exceptions import ServiceRequestError
 from azure.functions.queue import QueueMessage
 
 from relay import fanout, settings, storage, worker
+from relay.delivery import Deliverer
+from relay.delivery import Deliverer
 from relay.events import accept
 from relay.models import EventIn, FanoutMessage
 from relay.storage import FANOUT_QUEUE, Endpoints, Storage
@@ -79,3 +81,24 @@ def test_generated_ids_skip_dedupe_but_a_crash_retry_finds_its_log_row(app_stora
     rows = [e for e in app_storage.table(EVENTS_TABLE).list_entities() if e.get("id") == record.id]
     assert len(rows) == 1
     assert not [e for e in app_storage.table(EVENTS_TABLE).list_entities() if e["PartitionKey"] == f"d:{record.id}"]
+
+
+def test_last_try_of_a_failing_delivery_is_recorded_as_failed(app_storage) -> None:
+    """A work item that fails on the host's last try is written to the delivery log as failed."""
+    import uuid
+    from pathlib import Path
+
+    from relay.deliverylog import DeliveryLog
+    from relay.models import DeliveryMessage, Target
+
+    host = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())
+    assert worker.MAX_DEQUEUE_COUNT == host["extensions"]["queues"]["maxDequeueCount"]
+    sub = uuid.uuid4().hex
+    item = DeliveryMessage(eventId="e-last", eventType="t.x", log=("e:20260101", "20260101T000000.000000Z_e-last"),
+                           since="20260101T000000.000000Z", targets=[Target(sub=sub, url="https://x.example/",
+                                                                             secret="whsec_" + "A" * 43)])
+    msg = QueueMessage(id="m-last", body=item.model_dump_json().encode(), dequeue_count=worker.MAX_DEQUEUE_COUNT)
+    worker._patiently("relay-deliveries", msg, lambda s: 1 / 0,
+                      lambda s, exc: Deliverer(s, settings.get_settings()).abandon(item, f"failed: {type(exc).__name__}"))
+    rows, _ = DeliveryLog(app_storage, 7).list(sub, status="failed", limit=10, token=None)
+    assert rows and rows[0]["eventId"] == "e-last" and "ZeroDivisionError" in rows[0]["lastError"]
