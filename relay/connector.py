@@ -6,7 +6,7 @@ committed files under `connector/` are checked against this module by the tests.
 `python -m relay connector --host HOST --out connector/` writes them; `GET /api/openapi.json`
 serves the same definition with `host` set to the host the request came to.
 
-Power Platform specifics (see `connector/README-connector.md` for sources):
+Power Platform specifics (see the README, "Findings: typed `data` and asynchronous actions", for sources):
 
 - webhook trigger: `x-ms-trigger: single` on `POST /subscriptions`, the notification body on the
   path item as `x-ms-notification-content`, the callback URL as a required, internal body property

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,75 +23,15 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-ACCOUNT = "devstoreaccount1"
-ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+from relay.azurite import Azurite, free_port  # noqa: E402
+from relay.azurite import wait_until as _wait_until  # noqa: E402
+
 FUNCTION_KEY = "test-function-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     """Await a condition that has no event to block on (a queue draining, a process starting)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-class Azurite:
-    """One Azurite process on three free ports; `stop()`/`start()` keep data when `location` is set."""
-
-    def __init__(self, location: Path | None = None) -> None:
-        self.location = location
-        self.ports = (free_port(), free_port(), free_port())
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def connection_string(self) -> str:
-        blob, queue, table = self.ports
-        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-                f"BlobEndpoint=http://127.0.0.1:{blob}/{ACCOUNT};"
-                f"QueueEndpoint=http://127.0.0.1:{queue}/{ACCOUNT};"
-                f"TableEndpoint=http://127.0.0.1:{table}/{ACCOUNT};")
-
-    def start(self) -> None:
-        exe = ROOT / "node_modules" / ".bin" / "azurite"
-        if not exe.exists():
-            raise RuntimeError("Azurite is not installed: run `npm ci` in the repository root")
-        blob, queue, table = self.ports
-        storage = ["--location", str(self.location)] if self.location else ["--inMemoryPersistence"]
-        self.proc = subprocess.Popen(
-            [str(exe), "--silent", "--skipApiVersionCheck", "--loose", "--blobHost", "127.0.0.1",
-             "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1", "--blobPort", str(blob),
-             "--queuePort", str(queue), "--tablePort", str(table), *storage],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_until(lambda: all(_port_open(p) for p in self.ports), 30, "Azurite to listen")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            self.proc = None
+    return _wait_until(predicate, timeout, what, error=AssertionError)
 
 
 @pytest.fixture(scope="module")

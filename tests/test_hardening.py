@@ -4,14 +4,12 @@ outages and a process killed three times, each ending as the contract says."""
 from __future__ import annotations
 
 import base64
-import json
 import socket
 import struct
 import threading
 import uuid
 from pathlib import Path
 
-import pytest
 import requests
 from azure.storage.queue import QueueServiceClient
 

@@ -10,10 +10,9 @@ from azure.functions.queue import QueueMessage
 
 from relay import fanout, settings, storage, worker
 from relay.delivery import Deliverer
-from relay.delivery import Deliverer
 from relay.events import accept
 from relay.models import EventIn, FanoutMessage
-from relay.storage import FANOUT_QUEUE, Endpoints, Storage
+from relay.storage import FANOUT_QUEUE, Storage
 
 
 @pytest.fixture

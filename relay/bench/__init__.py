@@ -1,4 +1,4 @@
-"""The relay's benchmark: `python -m relay.bench` (see `README-bench.md`).
+"""The relay's benchmark: `python -m relay.bench` (see the README, "Benchmark").
 
 It runs its own Azurite, a counting reverse proxy in front of Azurite's three services, the relay
 (`python -m relay dev`, pointed at the proxy) and a loopback webhook receiver, then measures

@@ -16,7 +16,6 @@ import math
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,16 +26,16 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import requests
 from requests.adapters import HTTPAdapter
 
+from ..azurite import Azurite, connection_string, free_port, stop_group
+from ..azurite import wait_until as _wait_until
 from .receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
-ACCOUNT = "devstoreaccount1"
-ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 WORK_QUEUES = ("relay-fanout", "relay-deliveries")
 ALL_SCENARIOS = ("throughput", "latency", "cost", "scale")
 LATENCY_RATE = 50.0
@@ -52,33 +51,11 @@ class BenchError(RuntimeError):
     pass
 
 
-# ---- small helpers ------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll a condition that has no event to block on (a process starting, a queue draining)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.1)
+    return _wait_until(predicate, timeout, what, error=BenchError)
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
+# ---- small helpers ------------------------------------------------------------------------------
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -155,49 +132,6 @@ def machine() -> dict[str, Any]:
 
 # ---- the processes ------------------------------------------------------------------------------
 
-class Azurite:
-    def __init__(self) -> None:
-        self.ports = {"blob": free_port(), "queue": free_port(), "table": free_port()}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def connection_string(self, ports: dict[str, int] | None = None) -> str:
-        p = ports or self.ports
-        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-                f"BlobEndpoint=http://127.0.0.1:{p['blob']}/{ACCOUNT};"
-                f"QueueEndpoint=http://127.0.0.1:{p['queue']}/{ACCOUNT};"
-                f"TableEndpoint=http://127.0.0.1:{p['table']}/{ACCOUNT};")
-
-    def start(self) -> None:
-        exe = ROOT / "node_modules" / ".bin" / "azurite"
-        if not exe.exists():
-            raise BenchError("Azurite is not installed: run `npm ci` in the repository root")
-        self.proc = subprocess.Popen(
-            [str(exe), "--silent", "--skipApiVersionCheck", "--loose", "--inMemoryPersistence",
-             "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
-             "--blobPort", str(self.ports["blob"]), "--queuePort", str(self.ports["queue"]),
-             "--tablePort", str(self.ports["table"])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_until(lambda: all(_port_open(p) for p in self.ports.values()), 30, "Azurite to listen")
-
-    def stop(self) -> None:
-        _stop_group(self.proc, 10)
-        self.proc = None
-
-
-def _stop_group(proc: subprocess.Popen[Any] | None, grace: float) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 class Proxy:
     def __init__(self, azurite: Azurite) -> None:
         self.azurite = azurite
@@ -219,13 +153,13 @@ class Proxy:
 
     @property
     def connection_string(self) -> str:
-        return self.azurite.connection_string(self.ports)
+        return connection_string(self.ports)
 
     def counts(self) -> dict[str, Any]:
         return self.session.get(f"http://127.0.0.1:{self.ports['control']}/counts", timeout=10).json()
 
     def stop(self) -> None:
-        _stop_group(self.proc, 5)
+        stop_group(self.proc, 5)
         self.proc = None
 
 
@@ -307,7 +241,7 @@ class Relay:
             raise BenchError(f"publish answered {r.status_code}: {r.text[:300]}")
 
     def stop(self) -> None:
-        _stop_group(self.proc, 20)
+        stop_group(self.proc, 20)
         self.proc = None
         if self._log is not None:
             self._log.close()
@@ -348,7 +282,7 @@ class Bench:
         self.relay.start()
         from azure.storage.queue import QueueServiceClient
         # Checks go to Azurite directly, past the proxy, so they are never counted.
-        self._queues = QueueServiceClient.from_connection_string(self.azurite.connection_string())
+        self._queues = QueueServiceClient.from_connection_string(self.azurite.connection_string)
         say(f"relay dev host pid {self.relay.pid}, log {self.relay.log_path}")
         self._warm_up()
 

@@ -1,0 +1,92 @@
+"""A private Azurite for the tests and the benchmark: free ports on loopback, in memory or in a
+folder (so a stop and start keeps its data), never colliding with one a person is running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "devstoreaccount1"
+# Azurite's well-known development key (public, the same for every installation).
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+SERVICES = ("blob", "queue", "table")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
+               error: type[Exception] = TimeoutError) -> Any:
+    """Await a condition that has no event to block on (a process starting, a queue draining)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise error(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+def connection_string(ports: dict[str, int]) -> str:
+    return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+            + "".join(f"{svc.capitalize()}Endpoint=http://127.0.0.1:{ports[svc]}/{ACCOUNT};" for svc in SERVICES))
+
+
+def stop_group(proc: subprocess.Popen[Any] | None, grace: float) -> None:
+    """SIGTERM a process group, then SIGKILL it if it is still there after `grace` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+class Azurite:
+    def __init__(self, location: Path | None = None) -> None:
+        self.location = location
+        self.ports = {svc: free_port() for svc in SERVICES}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return connection_string(self.ports)
+
+    def start(self) -> None:
+        exe = ROOT / "node_modules" / ".bin" / "azurite"
+        if not exe.exists():
+            raise RuntimeError("Azurite is not installed: run `npm ci` in the repository root")
+        storage = ["--location", str(self.location)] if self.location else ["--inMemoryPersistence"]
+        hosts_and_ports = [arg for svc in SERVICES
+                           for arg in (f"--{svc}Host", "127.0.0.1", f"--{svc}Port", str(self.ports[svc]))]
+        self.proc = subprocess.Popen(
+            [str(exe), "--silent", "--skipApiVersionCheck", "--loose", *hosts_and_ports, *storage],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_until(lambda: all(port_open(p) for p in self.ports.values()), 30, "Azurite to listen")
+
+    def stop(self) -> None:
+        stop_group(self.proc, 10)
+        self.proc = None
