@@ -27,6 +27,7 @@ import uuid
 from datetime import timedelta
 from typing import Any, Iterable, Iterator
 
+from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
@@ -102,6 +103,15 @@ class SubscriptionStore:
             "disabledReason": None,
             "updatedAt": now,
         }
+        for _ in range(5):
+            found = self._create_or_update(url, fields, patterns, now)
+            if found is not None:
+                return found
+        raise RuntimeError("the subscription kept changing under this subscribe; try again")
+
+    def _create_or_update(self, url: str, fields: dict[str, Any], patterns: list[str],
+                          now: str) -> tuple[dict[str, Any], bool] | None:
+        """One try; None when a concurrent change (a DELETE of the same URL) got in between."""
         existing_id = self._id_for_url(url)
         if existing_id is None:
             sub_id = uuid.uuid4().hex
@@ -114,28 +124,40 @@ class SubscriptionStore:
             except TableTransactionError as exc:
                 if exc.error_code != "EntityAlreadyExists":
                     raise
-                # Someone subscribed the same URL a moment ago: theirs is the one.
-                existing_id = self._id_for_url(url)
-                if existing_id is None:
-                    raise
-            else:
-                self._write_index(entity, patterns)
-                return entity, True
-        return self._update(existing_id, url, fields, patterns), False
+                return None  # someone subscribed the same URL a moment ago: theirs is the one
+            self._write_index(entity, patterns)
+            return entity, True
+        updated = self._update(existing_id, url, fields, patterns)
+        return (updated, False) if updated is not None else None
 
-    def _update(self, sub_id: str, url: str, fields: dict[str, Any], patterns: list[str]) -> dict[str, Any]:
-        current = self._get_entity(sub_id)
-        if current is None:
+    def _update(self, sub_id: str, url: str, fields: dict[str, Any], patterns: list[str]) -> dict[str, Any] | None:
+        """Take the new filters; None if the subscription or its URL row changed meanwhile."""
+        try:
+            raw = self._table.get_entity(SUB_PARTITION, f"i:{sub_id}")
+            current: dict[str, Any] = dict(raw)
+            write: tuple[Any, ...] = ("update", None, {"mode": UpdateMode.REPLACE, "etag": raw.metadata["etag"],
+                                                       "match_condition": MatchConditions.IfNotModified})
+        except ResourceNotFoundError:
             # The URL row outlived its subscription (a crash between writes): make it whole.
             current = {"PartitionKey": SUB_PARTITION, "RowKey": f"i:{sub_id}", "id": sub_id,
                        "notificationUrl": url, "secret": new_secret(), "createdAt": fields["updatedAt"],
                        "gen": 0, "eventTypes": "[]"}
+            write = ("upsert", None, {"mode": UpdateMode.REPLACE})
         old_patterns = json.loads(current.get("eventTypes") or "[]") if current.get("status") != "disabled" else []
         entity = {**current, **fields}
         if current.get("status") == "disabled":
             # A new generation, so tombstones of the disabled one no longer stop its deliveries.
             entity["gen"] = int(current.get("gen") or 0) + 1
-        self._table.upsert_entity(_clean(entity), mode=UpdateMode.REPLACE)
+        # One transaction with a check that the URL row still points here: a DELETE that got in
+        # between fails it, rather than this bringing back a subscription its URL no longer finds.
+        link = {"PartitionKey": SUB_PARTITION, "RowKey": url_key(url), "id": sub_id}
+        try:
+            self._table.submit_transaction([(write[0], _clean(entity), write[2]),
+                                            ("update", link, {"mode": UpdateMode.MERGE})])
+        except TableTransactionError as exc:
+            if exc.error_code in ("ResourceNotFound", "UpdateConditionNotSatisfied", "EntityAlreadyExists"):
+                return None
+            raise
         self._write_index(entity, patterns)
         stale = [p for p in old_patterns if p not in patterns]
         if stale:
