@@ -1,7 +1,8 @@
 """Delivering one event to its subscribers, and deciding what happens after each attempt.
 
-Attempts for all targets of a work item run concurrently on one pooled HTTP client. After an
-attempt: a success or a final failure is written to the delivery log; a failure worth retrying
+Attempts for all targets of a work item run concurrently on one pooled HTTP client. After the
+attempts: first-attempt successes go into one receipt for the batch; a success after a retry,
+a final failure and a replay are written to the subscription's own log row; a failure worth retrying
 becomes its own queue message, invisible until the backoff delay has passed (the host's own
 retry is a fixed delay, so it is kept for crashes); a receiver that says its flow is gone
 disables the subscription.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -73,7 +75,7 @@ def attempt(sender: Sender, target: Target, event_id: str, body: bytes) -> Resul
 
 class Deliverer:
     def __init__(self, storage: Storage, settings: Settings, sender: Sender | None = None,
-                 rand: Callable[[], float] | None = None) -> None:
+                 rand: Callable[[], float] = random.random) -> None:
         self._storage = storage
         self._settings = settings
         self._sender = sender or get_sender(settings)
@@ -86,13 +88,18 @@ class Deliverer:
         """Make one attempt per target and record what follows; raises only if recording fails."""
         body = signing.cloudevent(event_id=event.id, event_type=event.type, source=event.source,
                                   time=event.time, subject=event.subject, data=data)
-        futures = [_pool.submit(self._one, event, body, log_key, since, t) for t in targets]
-        first_tries = [f.result() for f in futures if f.exception() is None and f.result() is not None]
+        first_tries: list[FirstTry] = []
+        failure: BaseException | None = None
+        for future in [_pool.submit(self._one, event, body, log_key, since, t) for t in targets]:
+            error = future.exception()
+            if error is not None:
+                failure = failure or error
+            elif (done := future.result()) is not None:
+                first_tries.append(done)
         # Receipt before raising: the successes are real even if another target's recording failed.
         self._log.receipt(event.id, event.type, log_key, clock.utcnow(), first_tries)
-        first = next((f.exception() for f in futures if f.exception() is not None), None)
-        if first is not None:
-            raise first
+        if failure is not None:
+            raise failure
 
     def _one(self, event: EventRecord, body: bytes, log_key: tuple[str, str], since: str,
              target: Target) -> FirstTry | None:
@@ -107,13 +114,14 @@ class Deliverer:
         telemetry.record_attempt(outcome.value, elapsed)
         # Successes are counted by the metrics and logged at DEBUG: a line per delivery was 8 % of
         # the CPU in the benchmark, and each is an ingested record in Application Insights.
-        url = redact_url(target.url)
-        log.log(logging.DEBUG if outcome is Outcome.DELIVERED else logging.INFO,
-                "delivery %s event=%s subscription=%s attempt=%d status=%s url=%s reason=%s",
-                outcome.value, event.id, target.sub, target.attempt, result.status_code, url,
-                result.verdict.reason or "-",
-                extra={"eventId": event.id, "subscriptionId": target.sub, "attempt": target.attempt,
-                       "outcome": outcome.value, "notificationUrl": url})
+        level = logging.DEBUG if outcome is Outcome.DELIVERED else logging.INFO
+        if log.isEnabledFor(level):
+            url = redact_url(target.url)
+            log.log(level, "delivery %s event=%s subscription=%s attempt=%d status=%s url=%s reason=%s",
+                    outcome.value, event.id, target.sub, target.attempt, result.status_code, url,
+                    result.verdict.reason or "-",
+                    extra={"eventId": event.id, "subscriptionId": target.sub, "attempt": target.attempt,
+                           "outcome": outcome.value, "notificationUrl": url})
         done = Attempt(status="succeeded", attempts=target.attempt, attempted_at=started,
                        status_code=result.status_code, error=result.verdict.reason)
         if outcome is Outcome.DELIVERED:
@@ -131,7 +139,7 @@ class Deliverer:
         delay = None
         if outcome is Outcome.RETRY:
             delay = retry_delay(self._settings.retry_schedule, target.attempt, retry_after=result.retry_after,
-                                **({"rand": self._rand} if self._rand else {}))
+                                rand=self._rand)
         if delay is None:
             done.status = "failed"
             self._log.write(target.sub, event.id, event.type, log_key, done)

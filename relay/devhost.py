@@ -396,6 +396,7 @@ class DevHost:
         self.server: ThreadingHTTPServer | None = None
         self.workers: list[QueueWorker] = []
         self.timers: list[TimerWorker] = []
+        self._connections: dict[str, Any] = {}  # one set of storage clients per connection setting
 
     def start(self) -> None:
         load_local_settings(self.app_dir)
@@ -419,7 +420,7 @@ class DevHost:
                 routes.append(HttpRoute(fn.get_function_name(), template, compile_template(template), methods,
                                         auth != "anonymous", call))
             elif kind == "queueTrigger":
-                self.workers.append(self._queue_worker(fn.get_function_name(), trigger, call, options))
+                self.workers.append(self._queue_worker(trigger, call, options))
             elif kind == "timerTrigger":
                 self.timers.append(TimerWorker(fn.get_function_name(), trigger.schedule, call, self.stop_event))
             else:
@@ -436,13 +437,15 @@ class DevHost:
         log.info("listening on http://%s:%s/%s (%d HTTP routes, %d queue triggers, %d timers)",
                  self.host, self.port, prefix, len(routes), len(self.workers), len(self.timers))
 
-    def _queue_worker(self, name: str, trigger: Any, call: Callable[..., Any], options: QueueOptions) -> QueueWorker:
+    def _queue_worker(self, trigger: Any, call: Callable[..., Any], options: QueueOptions) -> QueueWorker:
         from relay.storage import Storage, endpoints_from_settings
 
         connection = trigger.connection or "AzureWebJobsStorage"
-        settings = {("AzureWebJobsStorage" + k[len(connection):]): v for k, v in os.environ.items()
-                    if k == connection or k.startswith(connection + "__")}
-        storage = Storage(endpoints_from_settings(settings))
+        storage = self._connections.get(connection)
+        if storage is None:
+            settings = {("AzureWebJobsStorage" + k[len(connection):]): v for k, v in os.environ.items()
+                        if k == connection or k.startswith(connection + "__")}
+            storage = self._connections[connection] = Storage(endpoints_from_settings(settings))
         # Raw clients: the host decodes base64 itself, so a bad message poisons only itself.
         queue = storage.queues.get_queue_client(trigger.queue_name)
         poison = storage.queues.get_queue_client(trigger.queue_name + "-poison")

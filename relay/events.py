@@ -1,10 +1,12 @@
 """Accepting events, and the durable event log behind polling, replay and de-duplication.
 
 Publishing only enqueues: the queue message is the durable record behind the 202. Fan-out is
-the idempotent step. It inserts a de-duplication row carrying the queue message's id: the same
-message coming back after a crash finds its own id and carries on, while a second publish of the
-same event id finds another message's id and is dropped. A publish that died before its message
-was enqueued was never acknowledged, so nothing is swallowed.
+the idempotent step. For an id the publisher supplied it inserts a de-duplication row carrying
+the queue message's id: the same message coming back after a crash finds its own id and carries
+on, while a second publish of the same event id finds another message's id and is dropped. A
+publish that died before its message was enqueued was never acknowledged, so nothing is
+swallowed. An id the relay generated cannot come from another publish: such events skip that
+row, and only a message that comes back looks for the log row it may already have written.
 
 Event log rows (`e:{day}` / `{time}_{id}`) are written at fan-out time, in time order, so the
 polling trigger can read forward from a key.
@@ -124,16 +126,17 @@ class EventLog:
             # now gets a fresh key, or pollers that already read past the old one would miss it.
             if self._exists(seen["logPk"], seen["logRk"]):
                 return seen["logPk"], seen["logRk"]
-            self._table.update_entity({"PartitionKey": dedupe_key, "RowKey": "",
-                                       "logPk": log[0], "logRk": log[1]}, mode=UpdateMode.MERGE)
-        else:
-            if time.monotonic() - keyed_at > REKEY_AFTER:
-                # A slow insert (storage retrying): a key this old could already be behind pollers.
-                log = self._new_log_key(record)
-                self._table.update_entity({"PartitionKey": dedupe_key, "RowKey": "",
-                                           "logPk": log[0], "logRk": log[1]}, mode=UpdateMode.MERGE)
+            self._repoint(dedupe_key, log)
+        if time.monotonic() - keyed_at > REKEY_AFTER:
+            # Storage was slow (retrying): a key this old could already be behind pollers.
+            log = self._new_log_key(record)
+            self._repoint(dedupe_key, log)
         self._write(log, record)
         return log
+
+    def _repoint(self, dedupe_key: str, log: tuple[str, str]) -> None:
+        self._table.update_entity({"PartitionKey": dedupe_key, "RowKey": "", "logPk": log[0], "logRk": log[1]},
+                                  mode=UpdateMode.MERGE)
 
     def _find(self, record: EventRecord) -> tuple[str, str] | None:
         """The log row of an event, searched from the day it was accepted (a rare, bounded scan)."""

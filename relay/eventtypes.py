@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from functools import lru_cache
 import time
 from typing import Any
 
@@ -47,6 +48,12 @@ _NO_REMOTE = Registry()
 def _validator_for(schema: dict[str, Any]) -> Any:
     cls = validators.validator_for(schema, default=Draft202012Validator)
     return cls(schema, registry=_NO_REMOTE)
+
+
+@lru_cache(maxsize=256)
+def _compiled(schema_text: str) -> Any:
+    """One validator per distinct schema, not one per published event."""
+    return _validator_for(json.loads(schema_text))
 
 
 def _local_refs(node: Any, path: str = "schema") -> list[str]:
@@ -159,7 +166,8 @@ def validate_data(storage: Storage, events: list[EventIn], batch: bool) -> None:
             continue
         prefix = f"[{index}]." if batch else ""
         try:
-            found = sorted(_validator_for(schema).iter_errors(event.data), key=lambda e: list(e.path))[:10]
+            validator = _compiled(json.dumps(schema, sort_keys=True))
+            found = sorted(validator.iter_errors(event.data), key=lambda e: list(e.path))[:10]
         except Exception:  # noqa: BLE001 - a schema registered before the checks above were added
             errors.append(FieldError(f"{prefix}type", "its registered schema cannot be applied; register it again"))
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook
@@ -23,12 +24,18 @@ def cloudevent(*, event_id: str, event_type: str, source: str, time: str,
     return compact(doc).encode("utf-8")
 
 
+@lru_cache(maxsize=4096)
+def _signer(secret: str) -> Webhook:
+    # Decoding a secret per attempt showed up in profiles: keep one signer per subscription secret.
+    return Webhook(secret)
+
+
 def headers(*, secret: str, event_id: str, body: bytes, now: datetime) -> dict[str, str]:
-    """Standard Webhooks headers for one attempt; the timestamp is the attempt's, the id the event's."""
+    """Standard Webhooks headers for one attempt; the timestamp is the attempt's, the id the event's.
+    (The User-Agent is the sender's own.)"""
     return {
         "Content-Type": "application/json; charset=utf-8",
-        "User-Agent": USER_AGENT,
         "webhook-id": event_id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(secret).sign(event_id, now, body.decode("utf-8")),
+        "webhook-signature": _signer(secret).sign(event_id, now, body.decode("utf-8")),
     }

@@ -28,6 +28,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .errors import ConfigurationError
+from .settings import get_settings
 
 SUBSCRIPTIONS_TABLE = "relaysubscriptions"
 EVENTS_TABLE = "relayevents"
@@ -199,8 +200,6 @@ _ensured = False
 def get_storage(kind: str = "patient") -> Storage:
     """The process's shared clients: `fast` for HTTP routes, `patient` for queue work."""
     global _ensured
-    from .settings import get_settings
-
     with _lock:
         storage = _instances.get(kind)
         if storage is None:

@@ -23,7 +23,10 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from relay.azurite import Azurite, free_port  # noqa: E402
+from azure.storage.queue import QueueServiceClient  # noqa: E402
+
+from relay.azurite import Azurite, free_port, stop_group  # noqa: E402
+from relay.storage import DELIVERY_QUEUE, FANOUT_QUEUE  # noqa: E402
 from relay.azurite import wait_until as _wait_until  # noqa: E402
 
 FUNCTION_KEY = "test-function-key"
@@ -53,6 +56,7 @@ class RelayProcess:
                     "RELAY_ALLOW_PRIVATE_TARGETS": "true", "RELAY_RETRY_SCHEDULE": "100ms,100ms,100ms",
                     "RELAY_DELIVERY_TIMEOUT": "5", "PYTHONUNBUFFERED": "1", **env}
         self.proc: subprocess.Popen[bytes] | None = None
+        self._queues: list[Any] | None = None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"relay-dev-{self.port}-{uuid.uuid4().hex[:6]}.log"
         self.session = requests.Session()
         if function_key:
@@ -88,13 +92,8 @@ class RelayProcess:
             self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            self.proc = None
+        stop_group(self.proc, 20)
+        self.proc = None
         self._log.close()
 
     def logs(self) -> str:
@@ -123,10 +122,10 @@ class RelayProcess:
 
     def queue_idle(self) -> bool:
         """No fan-out or delivery work waiting or in flight (retries scheduled later count too)."""
-        from azure.storage.queue import QueueServiceClient
-        service = QueueServiceClient.from_connection_string(self.azurite.connection_string)
-        return all(service.get_queue_client(q).get_queue_properties().approximate_message_count == 0
-                   for q in ("relay-fanout", "relay-deliveries"))
+        if self._queues is None:
+            service = QueueServiceClient.from_connection_string(self.azurite.connection_string)
+            self._queues = [service.get_queue_client(q) for q in (FANOUT_QUEUE, DELIVERY_QUEUE)]
+        return all(q.get_queue_properties().approximate_message_count == 0 for q in self._queues)
 
 
 @pytest.fixture
