@@ -27,6 +27,7 @@ EXPECTED = [
     "latency.publish_p50_ms", "latency.publish_p99_ms", "latency.p99_after_warmup_ms",
     "scale.subscribers", "scale.relay_seconds", "scale.raw_seconds", "scale.ratio",
     "scale.peak_rss_mb", "scale.sampled_max_rss_mb", "scale.transactions_per_delivery",
+    "queries.total", "queries.spanning_partitions",
 ] + [f"cost.f{f}.{name}" for f in (1, 3) for name in (
     "deliveries", "transactions_per_delivery", "transactions_per_delivery_excl_empty_receives",
     "executions_per_delivery", "empty_receives", "window_seconds")]
@@ -67,6 +68,33 @@ def test_bench_writes_every_figure_as_a_number(tiny_run: tuple[subprocess.Comple
         assert isinstance(value, (int, float)) and not isinstance(value, bool), key
         assert math.isfinite(value), key
     assert all({"figure", "value", "target", "met"} <= set(row) for row in results["table"])
+
+
+def test_no_table_query_of_the_run_spans_partitions(tiny_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    """Azure Tables serves an `or` across PartitionKeys (or no PartitionKey at all) as a scan: the
+    relay's hot path (publish, fan-out, delivery, polling) must read one partition per query."""
+    proc, out = tiny_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text(encoding="utf-8"))
+    queries = results["details"]["table_queries"]
+    assert results["figures"]["queries.total"] > 0 and queries["by_shape"]
+    assert queries["spanning_partitions"] == {}, queries["spanning_partitions"]
+
+
+@pytest.mark.parametrize(("flt", "within"), [
+    ("PartitionKey eq 'x:a'", True),
+    ("PartitionKey eq 'e:20261126' and RowKey gt 'k' and RowKey lt 'l'", True),
+    ("(PartitionKey eq 'a or b') and (status eq 'failed')", True),
+    ("PartitionKey eq 'x:a' or PartitionKey eq 'x:*'", False),
+    ("PartitionKey ge 'e:' and PartitionKey lt 'e:2026'", False),
+    ("lastAttemptAt lt '2026-01-01'", False),
+    ("not (PartitionKey eq 'x')", False),
+    (None, False),
+])
+def test_proxy_tells_single_partition_queries_from_scans(flt: str | None, within: bool) -> None:
+    from relay.bench.proxy import within_one_partition
+
+    assert within_one_partition(flt) is within
 
 
 def test_proxy_classifies_storage_requests() -> None:

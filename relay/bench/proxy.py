@@ -92,6 +92,36 @@ def classify(service: str, method: str, target: str) -> tuple[str, str]:
             "DELETE": "delete-blob"}.get(method, method.lower()), container
 
 
+# ---- table query filters ------------------------------------------------------------------------
+
+_LITERAL = re.compile(r"'(?:[^']|'')*'")
+
+
+def query_filter(target: str) -> str | None:
+    """The OData `$filter` of a table query's request target, decoded; None when it has none."""
+    from urllib.parse import parse_qs, urlsplit
+
+    values = parse_qs(urlsplit(target).query).get("$filter")
+    return values[0] if values else None
+
+
+def filter_shape(flt: str) -> str:
+    """The filter with its literals folded (`PartitionKey eq '…'`): how it reads, not what for."""
+    return _LITERAL.sub("'…'", flt)
+
+
+def within_one_partition(flt: str | None) -> bool:
+    """True when the filter pins exactly one partition (`PartitionKey eq '…'`, anded with anything
+    but another PartitionKey term). Azure Tables serves anything else, an `or` of partitions
+    included, as a range scan across partitions: the cost this check exists to catch."""
+    if not flt:
+        return False
+    shape = " ".join(filter_shape(flt).replace("(", " ").replace(")", " ").split())
+    if re.search(r"\bor\b", shape, re.IGNORECASE) or re.search(r"\bnot\b", shape, re.IGNORECASE):
+        return False
+    return shape.count("PartitionKey") == 1 and "PartitionKey eq '…'" in shape
+
+
 # ---- counters -----------------------------------------------------------------------------------
 
 class Counts:
@@ -102,6 +132,7 @@ class Counts:
         self.transactions: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()   # answered >= 400, by key and status
         self.info: Counter[str] = Counter()       # connections, messages received, batch operations
+        self.queries: Counter[str] = Counter()    # table queries by `table filter-shape`
 
     def request(self, key: str, status: int) -> None:
         with self.lock:
@@ -113,10 +144,14 @@ class Counts:
         with self.lock:
             self.info[key] += n
 
+    def query(self, table: str, flt: str | None) -> None:
+        with self.lock:
+            self.queries[f"{table} {filter_shape(flt) if flt else '(no filter)'}"] += 1
+
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {"at": time.monotonic(), "transactions": dict(self.transactions),
-                    "failures": dict(self.failures), "info": dict(self.info)}
+                    "failures": dict(self.failures), "info": dict(self.info), "queries": dict(self.queries)}
 
 
 # ---- forwarding ---------------------------------------------------------------------------------
@@ -307,6 +342,8 @@ class CountingProxy:
             if ops:
                 resource = ops[0][1].decode("latin-1")
             self.counts.note(f"table batch-operations {resource}", len(ops))
+        elif kind == "query":
+            self.counts.query(resource, query_filter(target))
         self.counts.request(f"{service} {kind} {resource}".rstrip(), status)
 
     def close(self) -> None:

@@ -683,6 +683,19 @@ class Bench:
                 "< 300", peak_mb < 300),
         ]
 
+    def queries(self) -> None:
+        """Every table query the relay made during the run, by filter shape; none may span partitions."""
+        from .proxy import within_one_partition
+
+        assert self.proxy
+        shapes = self.proxy.counts().get("queries", {})
+        spanning = {shape: n for shape, n in shapes.items() if not within_one_partition(shape.partition(" ")[2])}
+        self.details["table_queries"] = {"by_shape": shapes, "spanning_partitions": spanning}
+        self.figures["queries.total"] = sum(shapes.values())
+        self.figures["queries.spanning_partitions"] = sum(spanning.values())
+        self.rows.append(Row("table queries spanning partitions", self.figures["queries.spanning_partitions"],
+                             "queries", "0", not spanning))
+
     # ---- output -------------------------------------------------------------------------------------
 
     def table(self) -> str:
@@ -777,6 +790,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.start()
         for name in args.scenarios:
             getattr(bench, name)()
+        bench.queries()
     except (BenchError, requests.RequestException, OSError) as exc:
         error = f"{type(exc).__name__}: {exc}"
         say(f"bench failed: {error}")
