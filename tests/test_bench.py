@@ -30,7 +30,8 @@ EXPECTED = [
     "queries.total", "queries.spanning_partitions",
 ] + [f"cost.f{f}.{name}" for f in (1, 3) for name in (
     "deliveries", "transactions_per_delivery", "transactions_per_delivery_excl_empty_receives",
-    "executions_per_delivery", "empty_receives", "window_seconds")]
+    "executions_per_delivery", "empty_receives", "window_seconds", "usd_per_million_deliveries",
+    "eventgrid_usd_per_million_deliveries")]
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,27 @@ def test_proxy_tells_single_partition_queries_from_scans(flt: str | None, within
     from relay.bench.proxy import within_one_partition
 
     assert within_one_partition(flt) is within
+
+
+def test_cost_model_prices_each_billed_unit() -> None:
+    """One delivery at fan-out 1 priced by hand from the dated table, class by class."""
+    from relay.bench.costmodel import event_grid_cost, load_prices, relay_cost
+
+    prices = load_prices()
+    assert prices["recorded"] and prices["source"] and prices["currency"] == "USD"
+    per_delivery = {"queue send relay-fanout": 1, "queue receive relay-fanout": 1, "queue delete relay-fanout": 1,
+                    "table batch relayevents": 1, "table query relaysubscriptions": 3, "blob get-blob relay-payloads": 1}
+    got = relay_cost(per_delivery, executions_per_delivery=1.0, busy_seconds_per_delivery=0.01, prices=prices)
+    q, t, b, fx = prices["queue"], prices["table"], prices["blob"], prices["functions_flex"]
+    assert got.queue == pytest.approx((2 * q["class1_per_10k"] + q["class2_per_10k"]) * 100)
+    assert got.table == pytest.approx(4 * t["per_10k_transactions"] * 100)
+    assert got.blob == pytest.approx(b["read_per_10k"] * 100)
+    assert got.executions == pytest.approx(fx["per_million_executions"])
+    assert got.compute == pytest.approx(0.01 * fx["instance_memory_gb"] * fx["on_demand_gb_second"] * 1e6)
+    assert got.total == pytest.approx(got.queue + got.table + got.blob + got.executions + got.compute)
+    # Event Grid bills the publish and each delivery: 2 operations per delivery at fan-out 1.
+    assert event_grid_cost(1, prices) == pytest.approx(2 * prices["event_grid"]["per_million_operations"])
+    assert event_grid_cost(100, prices) == pytest.approx(1.01 * prices["event_grid"]["per_million_operations"])
 
 
 def test_proxy_classifies_storage_requests() -> None:

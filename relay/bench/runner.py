@@ -34,6 +34,7 @@ from requests.adapters import HTTPAdapter
 from ..azurite import Azurite, connection_string, free_port, stop_group
 from ..azurite import wait_until as _wait_until
 from .receiver import Receiver
+from .costmodel import event_grid_cost, load_prices, relay_cost
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK_QUEUES = ("relay-fanout", "relay-deliveries")
@@ -269,6 +270,7 @@ class Bench:
     rows: list[Row] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    prices: dict[str, Any] = field(default_factory=load_prices)
 
     # ---- set-up ---------------------------------------------------------------------------------
 
@@ -611,6 +613,13 @@ class Bench:
             f[f"{key}.window_seconds"] = m["settled"]["at"] - m["before"]["at"]
             f[f"{key}.deliveries_per_second"] = deliveries / m["seconds"]
             self.details[key] = cost
+            dollars = relay_cost(cost["by_kind_per_delivery"], cost["executions_per_delivery"],
+                                 m["seconds"] / deliveries, self.prices)
+            grid = event_grid_cost(fanout, self.prices)
+            f[f"{key}.usd_per_million_deliveries"] = dollars.total
+            f[f"{key}.eventgrid_usd_per_million_deliveries"] = grid
+            self.details[f"{key}.usd_per_million"] = {**vars(dollars), "total": dollars.total, "event_grid": grid,
+                                                      "prices_recorded": self.prices["recorded"]}
             tx_target = {1: 6.0, 100: 1.5}.get(fanout)
             ex_target = 0.05 if fanout == 100 else None
             tx = cost["transactions_per_delivery"]
@@ -623,6 +632,7 @@ class Bench:
                     f"<= {tx_target:g}" if tx_target else "", tx_ex <= tx_target if tx_target else None),
                 Row(f"function executions/delivery, fan-out {fanout}", ex, "exec",
                     f"<= {ex_target:g}" if ex_target else "", ex <= ex_target if ex_target else None),
+                Row(f"$ per million deliveries, fan-out {fanout} (Event Grid: ${grid:.2f})", dollars.total, "USD"),
             ]
 
     def scale(self) -> None:
@@ -711,6 +721,7 @@ class Bench:
 
     def results(self, info: dict[str, Any], error: str | None) -> dict[str, Any]:
         return {
+            "prices": {k: self.prices[k] for k in ("recorded", "currency", "region", "source")},
             "machine": info,
             "config": {k: v for k, v in vars(self.args).items() if k != "out"},
             "figures": self.figures,
@@ -801,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     say(bench.table())
     say("")
     say(f"(whole run {info['bench_seconds']}s; idle polling included where stated; see --out for details)")
+    say(f"(prices: {bench.prices['region']}, recorded {bench.prices['recorded']}; relay/bench/prices.json)")
     Path(args.out).write_text(json.dumps(bench.results(info, error), indent=2, default=str), encoding="utf-8")
     say(f"wrote {args.out}")
     return 1 if error else 0
