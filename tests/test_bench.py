@@ -28,6 +28,8 @@ EXPECTED = [
     "scale.subscribers", "scale.relay_seconds", "scale.raw_seconds", "scale.ratio",
     "scale.peak_rss_mb", "scale.sampled_max_rss_mb", "scale.transactions_per_delivery",
     "queries.total", "queries.spanning_partitions",
+    "scaleout.two_process_deliveries_per_second", "scaleout.one_process_deliveries_per_second",
+    "scaleout.duplicates",
 ] + [f"cost.f{f}.{name}" for f in (1, 3) for name in (
     "deliveries", "transactions_per_delivery", "transactions_per_delivery_excl_empty_receives",
     "executions_per_delivery", "empty_receives", "window_seconds", "usd_per_million_deliveries",

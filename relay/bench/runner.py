@@ -38,7 +38,7 @@ from .costmodel import event_grid_cost, load_prices, relay_cost
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK_QUEUES = ("relay-fanout", "relay-deliveries")
-ALL_SCENARIOS = ("throughput", "latency", "cost", "scale")
+ALL_SCENARIOS = ("throughput", "scaleout", "latency", "cost", "scale")
 LATENCY_RATE = 50.0
 WARMUP_SECONDS = 2.0
 
@@ -514,9 +514,32 @@ class Bench:
         self.rows += [
             Row(f"throughput, relay ({s} subs x {e} events)", relay_rate, "deliveries/s"),
             Row(f"throughput, raw requests.Session x{raw['concurrency']}", raw_rate, "posts/s"),
-            Row(f"throughput ratio relay/raw (fan-out {s})", ratio, "x", ">= 0.6" + ("" if s == 100 else " (at 100)"),
-                ratio >= 0.6),
+            Row(f"throughput ratio relay/raw (fan-out {s})", ratio, "x", ">= 0.8" + ("" if s == 100 else " (at 100)"),
+                ratio >= 0.8),
         ]
+
+    def scaleout(self) -> None:
+        """The throughput workload again with a second dev host on the same storage: Azure scales
+        out by adding instances, and they share the queues."""
+        assert self.proxy
+        s, e = self.args.subscribers, self.args.events
+        say(f"scale-out: {s} subscribers x {e} events with two relay processes ...")
+        second = Relay(self.proxy, self.args.relay_log_level)
+        second.start()
+        try:
+            tag, etype = self._tag("so"), self._type("so")
+            self._subscribe_many(tag, s, etype)
+            events = self._events(tag, etype, e)
+            m = self._measure(tag, s * e, lambda: self._publish_all(events), "scaleout")
+        finally:
+            second.stop()
+        rate = s * e / m["seconds"]
+        one = self.figures.get("throughput.relay_deliveries_per_second")
+        self.figures["scaleout.two_process_deliveries_per_second"] = rate
+        self.figures["scaleout.one_process_deliveries_per_second"] = one if one else float("nan")
+        self.figures["scaleout.duplicates"] = m["repeats"]
+        self.rows += [Row(f"throughput with two relay processes ({s} subs x {e} events)", rate, "deliveries/s",
+                          f"one process: {one:,.0f}" if one else "")]
 
     def latency(self) -> None:
         seconds = self.args.latency_seconds
@@ -584,7 +607,7 @@ class Bench:
             Row("latency p50, publish to receipt", f["latency.p50_ms"], "ms"),
             Row("latency p95", f["latency.p95_ms"], "ms"),
             Row(f"latency p99 ({LATENCY_RATE:.0f} events/s, {seconds:g}s, all events)", f["latency.p99_ms"], "ms",
-                "< 1000", f["latency.p99_ms"] < 1000),
+                "< 300", f["latency.p99_ms"] < 300),
             Row(f"latency p99 after the first {WARMUP_SECONDS:g}s (info)", f["latency.p99_after_warmup_ms"], "ms"),
         ]
 
@@ -688,7 +711,7 @@ class Bench:
         self.rows += [
             Row(f"fan-out to {n}: relay time to last delivery", m["seconds"], "s"),
             Row(f"fan-out to {n}: raw sender time", raw["seconds"], "s"),
-            Row(f"fan-out to {n}: relay/raw time", ratio, "x", "<= 2", ratio <= 2),
+            Row(f"fan-out to {n}: relay/raw time", ratio, "x", "<= 1.5", ratio <= 1.5),
             Row(f"fan-out to {n}: dev host peak RSS (VmHWM{'' if reset else ', lifetime'})", peak_mb, "MB",
                 "< 300", peak_mb < 300),
         ]
