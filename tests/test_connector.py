@@ -15,6 +15,8 @@ import requests
 from jsonschema import Draft4Validator, Draft7Validator
 from openapi_spec_validator import OpenAPIV2SpecValidator, validate
 
+from conftest import nullable_as_draft4
+
 from relay.connector import (
     DEFINITION_FILE, EXAMPLE_HOST, ICON_FILE, PROPERTIES_FILE, definition, properties, write_files,
 )
@@ -516,24 +518,6 @@ def test_the_publish_action_types_data_from_the_chosen_type(doc: dict[str, Any])
 
 
 # ---- the dynamic-schema source (item 1) -------------------------------------------------------------
-
-def nullable_as_draft4(schema: Any) -> Any:
-    """Swagger's `x-nullable: true` read as the designer reads it: this type, or null."""
-    if isinstance(schema, list):
-        return [nullable_as_draft4(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: nullable_as_draft4(v) if k in ("properties", "items", "additionalProperties", "allOf") else v
-           for k, v in schema.items()}
-    if isinstance(out.get("properties"), dict):
-        out["properties"] = {k: nullable_as_draft4(v) for k, v in schema["properties"].items()}
-    if out.pop("x-nullable", False):
-        if "type" in out:
-            out["type"] = [out["type"], "null"]
-        if "enum" in out:
-            out["enum"] = out["enum"] + [None]
-    return out
-
 
 REGISTERED = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

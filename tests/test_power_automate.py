@@ -24,7 +24,7 @@ import pytest
 import requests
 from jsonschema import Draft4Validator
 
-from conftest import FUNCTION_KEY, Received, Receiver, wait_until
+from conftest import FUNCTION_KEY, Received, Receiver, nullable_as_draft4, wait_until
 
 METHODS = ("get", "put", "post", "delete", "patch")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -129,21 +129,6 @@ class Flow:
             assert body["type"] == self.event_type and body["id"] == got.headers["webhook-id"]
             ids.append(got.headers["webhook-id"])
         return ids
-
-
-def nullable_as_draft4(schema: Any) -> Any:
-    """Swagger's `x-nullable: true` as draft-4 says it: the type, or null."""
-    if isinstance(schema, list):
-        return [nullable_as_draft4(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: (nullable_as_draft4(v) if isinstance(v, (dict, list)) and k != "enum" else v)
-           for k, v in schema.items()}
-    if isinstance(schema.get("properties"), dict):
-        out["properties"] = {k: nullable_as_draft4(v) for k, v in schema["properties"].items()}
-    if out.pop("x-nullable", False) and "type" in out:
-        out["type"] = [out["type"], "null"]
-    return out
 
 
 @pytest.fixture(params=["current", *RELEASED])
@@ -421,3 +406,49 @@ def test_logic_apps_webhook_action_runs_are_told_apart_by_tracking_id(relay, rec
     # Only the tracking id (no workflow headers): found by it.
     assert relay.post("unsubscribe", {}, headers={"x-ms-client-tracking-id": "run-b"}).status_code == 200
     assert relay.get(f"subscriptions/{runs['run-b']}").status_code == 404
+
+
+def readme_webhooks() -> dict[str, dict[str, Any]]:
+    """The HTTP Webhook trigger and action as the README gives them, by name."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Logic Apps without the connector"):]
+    found: dict[str, dict[str, Any]] = {}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                if isinstance(value, dict) and value.get("type") == "HttpWebhook":
+                    found[name] = value
+                visit(value)
+
+    for block in re.findall(r"```json\n(.*?)```", section, re.DOTALL):
+        text = block.strip()
+        visit(json.loads(text if text.startswith("{") else "{" + text + "}"))
+    return found
+
+
+def test_the_readme_webhook_snippets_subscribe_and_unsubscribe(relay, receiver_factory, unique_type) -> None:
+    """The README's trigger and action, sent as Logic Apps sends them (its headers, the key from the secure
+    parameter), subscribe; their unsubscribe, without listCallbackUrl(), removes the subscription."""
+    webhooks = readme_webhooks()
+    assert set(webhooks) == {"When_an_order_is_created", "Wait_for_the_order_to_ship"}
+    for name, webhook in webhooks.items():
+        assert webhook["runtimeConfiguration"]["secureData"]["properties"] == ["inputs"]
+        subscribe, unsubscribe = webhook["inputs"]["subscribe"], webhook["inputs"]["unsubscribe"]
+        assert "listCallbackUrl" not in json.dumps(unsubscribe)
+        assert subscribe["headers"] == unsubscribe["headers"] == {"x-functions-key": "@parameters('relayKey')"}
+
+        callback = receiver_factory(accept_as_a_flow)
+        body = json.loads(json.dumps(subscribe["body"]).replace("@{listCallbackUrl()}", callback.url)
+                          .replace("@{triggerBody()?['data']?['orderId']}", "1042"))
+        body["eventTypes"] = [unique_type]
+        headers = {"x-functions-key": FUNCTION_KEY, **logic_apps_headers(f"/workflows/{unique_type}", name, "r-1")}
+        path = urlsplit(subscribe["uri"]).path
+        made = requests.post(relay.base.removesuffix("/api") + path, json=body, headers=headers, timeout=30)
+        assert made.status_code == 201, made.text
+        headers["x-ms-client-tracking-id"] = "r-2"
+        path = urlsplit(unsubscribe["uri"]).path
+        gone = requests.post(relay.base.removesuffix("/api") + path, json=unsubscribe["body"], headers=headers,
+                             timeout=30)
+        assert gone.status_code == 200, gone.text
+        assert relay.get(f"subscriptions/{made.json()['id']}").status_code == 404, name
