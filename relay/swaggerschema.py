@@ -36,7 +36,11 @@ def to_swagger(schema: Any) -> dict[str, Any] | None:
     """The Swagger 2.0 form of `schema`; None when nothing of it can be said (no schema at all)."""
     if schema is None:
         return None
-    out = _convert(schema, schema, 0, _Budget(MAX_NODES))
+    try:
+        out = _convert(schema, schema, 0, _Budget(MAX_NODES))
+    except RecursionError:
+        # Deeper than Python goes (a deep schema, its refs inlined): "any" is the loose answer.
+        return {}
     return out if out is not None else {}
 
 
