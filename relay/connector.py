@@ -2,9 +2,11 @@
 
 Generated, never hand-edited, so it cannot drift from the API: request bodies come from the
 pydantic models the routes validate with (`relay.models`), their descriptions included, and the
-committed files under `connector/` are checked against this module by the tests.
-`python -m relay connector --host HOST --out connector/` writes them; `GET /api/openapi.json`
-serves the same definition with `host` set to the host the request came to.
+committed files under `connector/` (the definition, `apiProperties.json` and `icon.png`) are
+checked against this module by the tests. `python -m relay connector --host HOST --out connector/`
+writes them (options: `--website`, `--privacy-policy`, `--contact-*`, `--certification`,
+`--host-parameter`); `GET /api/openapi.json` serves the same definition with `host` and scheme
+set to those the request came with.
 
 Power Platform specifics (see the README, "Findings: typed `data` and asynchronous actions", for sources):
 

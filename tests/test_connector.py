@@ -614,3 +614,14 @@ def test_the_dynamic_schema_source_answers_200_for_every_designer_value(relay) -
     converted = ask(typed)
     assert converted["type"] == "object" and "$defs" not in json.dumps(converted)
     assert converted["properties"]["note"] == {"type": "string", "x-nullable": True}
+
+
+def test_an_error_is_the_problem_the_code_describes(relay, doc: dict[str, Any]) -> None:
+    """A real error answer has a media type `produces` names and the shape of relay.connector.PROBLEM."""
+    from relay.connector import PROBLEM
+
+    answer = relay.post("events", {"type": "bad type", "data": 1})
+    assert answer.status_code == 400
+    assert answer.headers["content-type"].split(";")[0] in doc["produces"]
+    assert not list(Draft4Validator(PROBLEM).iter_errors(answer.json()))
+    assert {e["field"] for e in answer.json()["errors"]} == {"type"}
