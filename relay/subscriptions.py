@@ -31,7 +31,7 @@ import re
 import secrets
 import uuid
 from datetime import timedelta
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
@@ -207,7 +207,7 @@ class SubscriptionStore:
         for partition in self._caller_partitions(entity):
             self._table.upsert_entity({"PartitionKey": partition, "RowKey": entity["id"]}, mode=UpdateMode.REPLACE)
 
-    def _by_caller(self, partition: str, matches: Any) -> list[dict[str, Any]]:
+    def _by_caller(self, partition: str, matches: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         """The subscriptions a caller partition names that still record this caller; stale rows go."""
         found = []
         for row in list(self._table.query_entities("PartitionKey eq @pk", parameters={"pk": partition},
