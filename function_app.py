@@ -78,6 +78,16 @@ def event_type(req: func.HttpRequest) -> func.HttpResponse:
     return api.event_type(req)
 
 
+@app.route(route="event-types/{name}/schema", methods=ALL)
+def event_data_schema(req: func.HttpRequest) -> func.HttpResponse:
+    return api.event_data_schema_route(req)
+
+
+@app.route(route="events/batch", methods=ALL)
+def events_batch(req: func.HttpRequest) -> func.HttpResponse:
+    return api.events_batch(req)
+
+
 @app.route(route="openapi.json", methods=ALL, auth_level=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
     return api.openapi_route(req)

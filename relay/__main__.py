@@ -23,6 +23,18 @@ def main(argv: list[str] | None = None) -> int:
     conn = commands.add_parser("connector", help="write the Power Platform custom connector files")
     conn.add_argument("--host", required=True, help="the relay's host name, e.g. myrelay.azurewebsites.net")
     conn.add_argument("--out", default="connector", type=Path)
+    conn.add_argument("--website", default=None,
+                      help="the publisher's website (x-ms-connector-metadata, info.contact); default: the relay's console")
+    conn.add_argument("--privacy-policy", default=None, help="the privacy policy's URL; default: the website")
+    conn.add_argument("--contact-name", default=None, help="info.contact name")
+    conn.add_argument("--contact-email", default=None, help="info.contact email")
+    conn.add_argument("--certification", action="store_true",
+                      help="add publisher and stackOwner to apiProperties.json, as a certification submission "
+                           "needs (paconn update refuses files that carry stackOwner)")
+    conn.add_argument("--publisher", default=None, help="publisher and stackOwner with --certification")
+    conn.add_argument("--host-parameter", action="store_true",
+                      help="ask for the relay's host in the connection (dynamichosturl), so one connector "
+                           "serves many relays")
 
     recv = commands.add_parser("receive", help="print webhooks that arrive, verifying their signature")
     recv.add_argument("--host", default="127.0.0.1")
@@ -37,8 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         from .receiver import serve
         serve(args.host, args.port, args.secret)
         return 0
-    from .connector import write_files
-    for path in write_files(args.host, args.out):
+    from .connector import PUBLISHER, About, write_files
+    if args.publisher and not args.certification:
+        parser.error("--publisher goes with --certification")
+    about = About(website=args.website, privacy_policy=args.privacy_policy,
+                  contact_name=args.contact_name or About.contact_name, contact_email=args.contact_email)
+    for path in write_files(args.host, args.out, about=about, certification=args.certification,
+                            publisher=args.publisher or PUBLISHER, host_parameter=args.host_parameter):
         print(f"wrote {path}")
     return 0
 

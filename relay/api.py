@@ -25,6 +25,7 @@ from .errors import (
 )
 from .deliverylog import STATUSES, DeliveryLog
 from .eventtypes import EventTypes, validate_data
+from .swaggerschema import to_swagger
 from .matching import NAME_RULE, is_name
 from .models import EventIn, EventTypeRequest, ReplayRequest, SubscriptionRequest, UnsubscribeRequest
 from .outbound import check_target
@@ -32,7 +33,7 @@ from .replay import RETRY_AFTER, Operations
 from .replay import view as operation_view
 from .settings import Settings, get_settings
 from .storage import FANOUT_QUEUE, Storage, get_storage, is_outage
-from .subscriptions import ID_RE, SubscriptionStore, public_view
+from .subscriptions import CALLER_HEADERS, ID_RE, SubscriptionStore, public_view
 
 log = logging.getLogger("relay.api")
 
@@ -225,7 +226,7 @@ def create_subscription(request: Request) -> Reply:
         check_target(body.notificationUrl, allow_private=settings.allow_private_targets)
     except TargetRefused as exc:
         raise invalid("notificationUrl", exc.reason) from None
-    entity, _ = SubscriptionStore(_storage()).subscribe(body)
+    entity, _ = SubscriptionStore(_storage()).subscribe(body, _caller(request))
     location = request.link(f"subscriptions/{entity['id']}")
     return Reply(201, public_view(entity, with_secret=True), {"Location": location})
 
@@ -256,9 +257,34 @@ def delete_subscription(request: Request) -> Reply:
     return Reply(200, {})
 
 
+MAX_CALLER_HEADER = 512
+
+
+def _caller(request: Request) -> dict[str, str]:
+    """The Logic Apps headers that identify who subscribes (workflow, operation, tracking id).
+    Values that are empty, too long or hold control characters are not an identity: ignored."""
+    found = {}
+    for header, name in CALLER_HEADERS.items():
+        value = (request.headers.get(header) or "").strip()
+        if value and len(value) <= MAX_CALLER_HEADER and value.isprintable():
+            found[name] = value
+    return found
+
+
 def unsubscribe(request: Request) -> Reply:
-    body: UnsubscribeRequest = request.model(UnsubscribeRequest)
-    SubscriptionStore(_storage()).unsubscribe(body.notificationUrl)
+    # The HTTP Webhook's unsubscribe may carry no body at all; it is found by its headers then.
+    raw = request.json() if request.body.strip() else {}
+    body: UnsubscribeRequest = request.model(UnsubscribeRequest, raw)
+    store = SubscriptionStore(_storage())
+    if body.notificationUrl is not None:
+        store.unsubscribe(body.notificationUrl)
+        return Reply(200, {})
+    caller = _caller(request)
+    if not (("workflowId" in caller and "workflowOperationName" in caller) or "clientTrackingId" in caller):
+        raise invalid("notificationUrl", "is required unless the call carries x-ms-workflow-id and "
+                      "x-ms-workflow-operation-name, or x-ms-client-tracking-id")
+    store.unsubscribe_caller(caller.get("workflowId"), caller.get("workflowOperationName"),
+                             caller.get("clientTrackingId"))
     return Reply(200, {})
 
 
@@ -317,6 +343,14 @@ def publish_events(request: Request) -> Reply:
     if batch:
         return Reply(202, {"value": [{"id": r.id} for r in records]})
     return Reply(202, {"id": records[0].id})
+
+
+def publish_batch(request: Request) -> Reply:
+    """`POST /api/events/batch`: the array form of `POST /api/events` only, so the connector can
+    describe it as an operation of its own (Swagger 2.0 has no "object or array")."""
+    if not request.body.lstrip()[:1] == b"[":
+        raise invalid("body", f"must be a JSON array of 1 to {MAX_BATCH} events")
+    return publish_events(request)
 
 
 # ---- polling trigger ---------------------------------------------------------------------------
@@ -385,6 +419,19 @@ def get_event_type(request: Request) -> Reply:
     return Reply(200, found)
 
 
+def event_data_schema(request: Request) -> Reply:
+    """The dynamic-schema source: 200 for whatever the designer passes (`*`, `order.*`, a type
+    nobody registered, one without a schema), with `schema: null` where there is none, and a
+    registered schema in the Swagger 2.0 form the designer reads. A 4xx here can stop a flow
+    from saving."""
+    name = request.route.get("name", "")
+    schema = None
+    if is_name(name):
+        found = EventTypes(_storage()).get(name)
+        schema = to_swagger(found.get("schema")) if found else None
+    return Reply(200, {"name": name, "schema": schema})
+
+
 def delete_event_type(request: Request) -> Reply:
     EventTypes(_storage()).delete(request.route.get("name", ""))
     return Reply(200, {})
@@ -393,7 +440,10 @@ def delete_event_type(request: Request) -> Reply:
 # ---- definition --------------------------------------------------------------------------------
 
 def openapi(request: Request) -> Reply:
-    return Reply(200, definition(urlsplit(request.url).netloc))
+    # The scheme the request used: https in Azure, http on the dev host, where a generated
+    # client told https would fail (the committed file says https).
+    parts = urlsplit(request.url)
+    return Reply(200, definition(parts.netloc, parts.scheme or "https"))
 
 
 # ---- health ------------------------------------------------------------------------------------
@@ -418,4 +468,6 @@ replay_route = route({"POST": start_replay})
 operation_route = route({"GET": get_operation})
 event_types = route({"GET": list_event_types})
 event_type = route({"GET": get_event_type, "PUT": put_event_type, "DELETE": delete_event_type})
+event_data_schema_route = route({"GET": event_data_schema})
+events_batch = route({"POST": publish_batch})
 openapi_route = route({"GET": openapi})

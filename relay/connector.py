@@ -2,9 +2,11 @@
 
 Generated, never hand-edited, so it cannot drift from the API: request bodies come from the
 pydantic models the routes validate with (`relay.models`), their descriptions included, and the
-committed files under `connector/` are checked against this module by the tests.
-`python -m relay connector --host HOST --out connector/` writes them; `GET /api/openapi.json`
-serves the same definition with `host` set to the host the request came to.
+committed files under `connector/` (the definition, `apiProperties.json` and `icon.png`) are
+checked against this module by the tests. `python -m relay connector --host HOST --out connector/`
+writes them (options: `--website`, `--privacy-policy`, `--contact-*`, `--certification`,
+`--host-parameter`); `GET /api/openapi.json` serves the same definition with `host` and scheme
+set to those the request came with.
 
 Power Platform specifics (see the README, "Findings: typed `data` and asynchronous actions", for sources):
 
@@ -25,6 +27,9 @@ from __future__ import annotations
 
 import json
 import re
+import struct
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +39,9 @@ from . import __version__
 from .models import EventIn, EventTypeRequest, ReplayRequest, SubscriptionRequest
 
 TITLE = "Event Relay"
+# Certification: the description names no product of the platform (the store says where it runs).
 DESCRIPTION = ("Publish events and run flows when they happen: a serverless webhook relay that delivers "
-               "CloudEvents to Power Automate and Logic Apps.")
+               "each event as a CloudEvent to every subscribed flow, signed, retried and replayable.")
 SECURITY_NAME = "api_key"
 KEY_HEADER = "x-functions-key"
 BRAND_COLOR = "#3a5f8f"
@@ -44,11 +50,45 @@ PUBLISHER = "Event Relay"
 EXAMPLE_HOST = "your-relay.azurewebsites.net"
 DEFINITION_FILE = "apiDefinition.swagger.json"
 PROPERTIES_FILE = "apiProperties.json"
+ICON_FILE = "icon.png"
+ICON_SIZE = 230  # the largest the certification guide takes; square
+# The connection parameter that holds the relay's host with --host-parameter.
+HOST_PARAMETER = "hostName"
+# `type` and `id` of an event, event type names (relay.matching.NAME_RE, as ECMAScript).
+NAME_PATTERN = "^[A-Za-z0-9._:\\-]{1,128}$"
+NAME_MAX = 128
+# A name, a prefix pattern (`order.*`) or `*`, as subscriptions and polls take them.
+PATTERN_PATTERN = "^(\\*|[A-Za-z0-9._:\\-]{1,128}(\\.\\*)?)$"
+PATTERN_MAX = 130
+SUBSCRIPTION_ID_PATTERN = "^[0-9a-f]{32}$"
+MAX_BATCH = 100
 
 # operationIds other parts of the definition refer to
 LIST_EVENT_TYPES = "ListEventTypes"
 GET_EVENT_TYPE = "GetEventType"
+# The dynamic-schema source: 200 for any value the designer passes (0.1.0 named GetEventType,
+# which answers 404 for `*`, patterns and unregistered types).
+GET_DATA_SCHEMA = "GetEventDataSchema"
 LIST_SUBSCRIPTIONS = "ListSubscriptions"
+
+
+@dataclass(frozen=True)
+class About:
+    """Who publishes the connector: certification asks for a website, a privacy policy and a contact.
+
+    Unset, they point at the relay itself (its console), which is right for a connector used
+    inside one organisation; a connector submitted for certification names the publisher's pages.
+    """
+    website: str | None = None
+    privacy_policy: str | None = None
+    contact_name: str = TITLE
+    contact_email: str | None = None
+
+    def site(self, host: str) -> str:
+        return self.website or f"https://{host}/api/console"
+
+    def privacy(self, host: str) -> str:
+        return self.privacy_policy or self.site(host)
 
 # Display names (`x-ms-summary`, title case) for property and parameter names.
 SUMMARIES = {
@@ -161,9 +201,9 @@ def data_typed_by(parameter: str, reference: str) -> dict[str, Any]:
     with a full path (`body/eventType`), the only unambiguous way to point into a body parameter.
     """
     return {
-        "x-ms-dynamic-schema": {"operationId": GET_EVENT_TYPE, "parameters": {"name": {"parameter": parameter}},
+        "x-ms-dynamic-schema": {"operationId": GET_DATA_SCHEMA, "parameters": {"name": {"parameter": parameter}},
                                 "value-path": "schema"},
-        "x-ms-dynamic-properties": {"operationId": GET_EVENT_TYPE,
+        "x-ms-dynamic-properties": {"operationId": GET_DATA_SCHEMA,
                                     "parameters": {"name": {"parameterReference": reference}},
                                     "itemValuePath": "schema"},
     }
@@ -181,7 +221,8 @@ def cloudevent_schema(data_extensions: dict[str, Any] | None = None) -> dict[str
         "subject": prop("string", described(EventIn, "subject"), "subject"),
         "time": prop("string", described(EventIn, "time"), "time", "Event Time", format="date-time"),
         "datacontenttype": prop("string", "The media type of data, always application/json.", "datacontenttype"),
-        "data": prop("object", described(EventIn, "data") + " Typed from the event type's registered schema.",
+        # No `type`: data is any JSON (object, array, string, number, boolean or null).
+        "data": prop(None, described(EventIn, "data") + " Typed from the event type's registered schema.",
                      "data", **(data_extensions or {})),
     }, "An event as a CloudEvent (CloudEvents 1.0 JSON).",
         ["specversion", "id", "source", "type", "time", "datacontenttype", "data"])
@@ -208,7 +249,7 @@ def subscription_schema() -> dict[str, Any]:
         "disabledReason": prop("string", "Why it was disabled.", "disabledReason"),
         "createdAt": prop("string", "When it was created.", "createdAt", format="date-time"),
         "secret": prop("string", "The key that signs its deliveries (webhook-signature); only in the "
-                       "answer to the subscribe call.", "secret"),
+                       "answer that created the subscription.", "secret"),
     }, "A subscription: where matching events are delivered.",
         ["id", "notificationUrl", "eventTypes", "once", "status", "createdAt"])
 
@@ -283,7 +324,10 @@ def body_param(schema: dict[str, Any], description: str, summary: str) -> dict[s
             "description": description, "x-ms-summary": summary}
 
 
-SUBSCRIPTION_ID = path_param("id", "The subscription's id.", "Subscription ID")
+SUBSCRIPTION_ID = {**path_param("id", "The subscription's id.", "Subscription ID"),
+                   "pattern": SUBSCRIPTION_ID_PATTERN}
+EVENT_TYPE_NAME = {**path_param("name", "The event type's name.", "Event Type"),
+                   "pattern": NAME_PATTERN, "maxLength": NAME_MAX}
 LIMIT = query_param("limit", "integer", "How many items one page holds, 1 to 1000.", format="int32",
                     minimum=1, maximum=1000, default=100, **{"x-ms-visibility": "advanced"})
 CONTINUATION = query_param("continuationToken", "string", "Where the previous page ended, from its nextLink.",
@@ -305,13 +349,18 @@ def response(description: str, schema: dict[str, Any] | None = None,
 
 
 def failures() -> dict[str, Any]:
-    return {"default": response("The request failed; the body says why.", PROBLEM)}
+    # Certification: a `default` response carries no schema (the problem's shape is PROBLEM,
+    # kept in code for the tests; `produces` names its media type).
+    return {"default": response("The request failed: an RFC 9457 problem (application/problem+json) "
+                                "whose errors name each wrong field.")}
 
 
 def operation(operation_id: str, summary: str, description: str, parameters: list[dict[str, Any]],
-              responses: dict[str, Any], **extensions: Any) -> dict[str, Any]:
+              responses: dict[str, Any], *, visibility: str = "advanced", **extensions: Any) -> dict[str, Any]:
+    """An operation; every one says how visible it is (certification), `advanced` unless told."""
     op: dict[str, Any] = {"operationId": operation_id, "summary": summary, "description": description}
     op.update(extensions)
+    op["x-ms-visibility"] = visibility
     op["parameters"] = parameters
     op["responses"] = {**responses, **failures()}
     return op
@@ -326,7 +375,8 @@ def _subscribe_trigger() -> dict[str, Any]:
         required=["notificationUrl", "eventType"],
         extra={
             "notificationUrl": {"x-ms-notification-url": True, "x-ms-visibility": "internal"},
-            "eventType": {**event_type_dropdown(), "x-ms-visibility": "important"},
+            "eventType": {**event_type_dropdown(), "pattern": PATTERN_PATTERN, "maxLength": PATTERN_MAX,
+                          "x-ms-visibility": "important"},
             "subjectBeginsWith": {"x-ms-visibility": "advanced"},
             "subjectEndsWith": {"x-ms-visibility": "advanced"},
             "description": {"x-ms-visibility": "advanced"},
@@ -338,8 +388,8 @@ def _subscribe_trigger() -> dict[str, Any]:
         {"201": response("The subscription; its Location is what removes it.", subscription_schema(),
                          {"Location": {"type": "string", "description": "The subscription's URL.",
                                        "x-ms-summary": "Location"}})},
-        **{"x-ms-trigger": "single", "x-ms-trigger-hint": "To see it work now, publish an event of the chosen type.",
-           "x-ms-visibility": "important"})
+        visibility="important",
+        **{"x-ms-trigger": "single", "x-ms-trigger-hint": "To see it work now, publish an event of the chosen type."})
 
 
 def _poll_trigger() -> dict[str, Any]:
@@ -350,27 +400,85 @@ def _poll_trigger() -> dict[str, Any]:
         "OnEventsPolled", "When an event is published (polling)",
         "Checks for new events of the chosen type on the flow's schedule, for when a webhook cannot reach the flow.",
         [query_param("eventType", "string", described(SubscriptionRequest, "eventType"), default="*",
+                     pattern=PATTERN_PATTERN, maxLength=PATTERN_MAX,
                      **event_type_dropdown(), **{"x-ms-visibility": "important"}),
          query_param("triggerState", "string", "Where the previous poll ended; the relay sends it in the Location "
                      "header and the platform sends it back.", **{"x-ms-visibility": "internal"})],
         {"200": response("New events.", events, {"Location": LOCATION, "Retry-After": RETRY_AFTER}),
          "202": response("Nothing new yet.", None, {"Location": LOCATION, "Retry-After": RETRY_AFTER})},
         **{"x-ms-trigger": "batch", "x-ms-trigger-metadata": {"kind": "query", "mode": "polling"},
-           "x-ms-trigger-hint": "To see it work now, publish an event of the chosen type.",
-           "x-ms-visibility": "advanced"})
+           "x-ms-trigger-hint": "To see it work now, publish an event of the chosen type."})
 
 
-def definition(host: str) -> dict[str, Any]:
-    """The Swagger 2.0 connector definition for a relay reached at `host` (`name[:port]`)."""
+def event_in_schema(description: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An event to publish; `data` is any JSON, typed from the chosen type's schema where given."""
+    name_rule = {"pattern": NAME_PATTERN, "minLength": 1, "maxLength": NAME_MAX}
+    return model_schema(EventIn, description, extra={
+        "type": {**event_type_dropdown(), **name_rule, "x-ms-visibility": "important", "x-ms-summary": "Event Type"},
+        "data": {**(data or {}), "x-ms-visibility": "important"},
+        "id": {**name_rule, "x-ms-visibility": "advanced"},
+        "time": {"format": "date-time", "x-ms-visibility": "advanced"},
+    })
+
+
+def _publish() -> dict[str, Any]:
+    return operation(
+        "PublishEvent", "Publish an event",
+        "Publishes an event to every subscription that matches its type and subject.",
+        [body_param(event_in_schema("The event to publish.", data_typed_by("type", "body/type")),
+                    "The event to publish.", "Event")],
+        {"202": response("Accepted: the event will be delivered.", obj(
+            {"id": prop("string", "The event's id.", "id")}, "The accepted event.", ["id"]))},
+        visibility="important")
+
+
+def _publish_batch() -> dict[str, Any]:
+    # Swagger 2.0 has no oneOf, so the array form of POST /events is its own operation on a path
+    # that takes only arrays (the relay serves both).
+    batch = {"type": "array", "minItems": 1, "maxItems": MAX_BATCH,
+             "items": event_in_schema("One event of the batch."),
+             "description": f"The events to publish, 1 to {MAX_BATCH}.", "x-ms-summary": "Events"}
+    accepted = obj({"value": prop("array", "The accepted events' ids, in the order sent.", "value", items=obj(
+        {"id": prop("string", "The event's id.", "id")}, "One accepted event.", ["id"]))},
+        "The accepted events.", ["value"])
+    return operation(
+        "PublishEvents", "Publish several events",
+        f"Publishes up to {MAX_BATCH} events in one call: all are accepted, or none.",
+        [{"name": "body", "in": "body", "required": True, "schema": batch,
+          "description": "The events to publish.", "x-ms-summary": "Events"}],
+        {"202": response("Accepted: the events will be delivered.", accepted)})
+
+
+def _data_schema() -> dict[str, Any]:
+    answer = obj({
+        "name": prop("string", "The event type or pattern asked about.", "name"),
+        "schema": prop("object", "The Swagger 2.0 form of the registered schema of data; null when the "
+                       "type has none, is not registered, or is a pattern.", "schema", **{"x-nullable": True}),
+    }, "The schema of the data of an event type.", ["name", "schema"])
+    name = {**path_param("name", "An event type name, a prefix pattern such as order.*, or *.", "Event Type"),
+            "maxLength": 1024}
+    return operation(
+        GET_DATA_SCHEMA, "Get the data schema of an event type",
+        "Gets the schema of data for the chosen event type, for typing it in the designer; answers for "
+        "any value, with a null schema where there is none.",
+        [name], {"200": response("The schema, or null.", answer)}, visibility="internal")
+
+
+def definition(host: str, scheme: str = "https", about: About | None = None) -> dict[str, Any]:
+    """The Swagger 2.0 connector definition for a relay reached at `scheme://host` (`name[:port]`)."""
+    about = about or About()
     id_path = "/subscriptions/{id}"
+    contact = {"name": about.contact_name, "url": about.site(host)}
+    if about.contact_email:
+        contact["email"] = about.contact_email
     return {
         "swagger": "2.0",
-        "info": {"title": TITLE, "description": DESCRIPTION, "version": __version__},
+        "info": {"title": TITLE, "description": DESCRIPTION, "version": __version__, "contact": contact},
         "host": host,
         "basePath": "/api",
-        "schemes": ["https"],
+        "schemes": [scheme],
         "consumes": ["application/json"],
-        "produces": ["application/json"],
+        "produces": ["application/json", "application/problem+json"],
         "paths": {
             "/subscriptions": {
                 "x-ms-notification-content": {
@@ -381,7 +489,8 @@ def definition(host: str) -> dict[str, Any]:
                 "get": operation(
                     LIST_SUBSCRIPTIONS, "List subscriptions",
                     "Lists the subscriptions, optionally only those for one event type.",
-                    [query_param("eventType", "string", "Only subscriptions that receive this event type."),
+                    [query_param("eventType", "string", "Only subscriptions that receive this event type.",
+                                 pattern=NAME_PATTERN, maxLength=NAME_MAX),
                      LIMIT, CONTINUATION],
                     {"200": response("A page of subscriptions.", page_of(subscription_schema(), "subscriptions"))}),
             },
@@ -394,7 +503,15 @@ def definition(host: str) -> dict[str, Any]:
                     "DeleteSubscription", "Delete a subscription",
                     "Removes a subscription; nothing more is delivered to it.",
                     [SUBSCRIPTION_ID], {"200": response("Removed, or there was none.")},
-                    **{"x-ms-visibility": "internal"}),
+                    visibility="internal"),
+            },
+            id_path + "/secret": {
+                "post": operation(
+                    "RotateSubscriptionSecret", "Rotate the secret of a subscription",
+                    "Replaces the key that signs a subscription's deliveries and returns the new one, once.",
+                    [SUBSCRIPTION_ID], {"200": response("The new secret.", obj(
+                        {"secret": prop("string", "The new key that signs its deliveries (webhook-signature).",
+                                        "secret")}, "The subscription's new secret.", ["secret"]))}),
             },
             id_path + "/deliveries": {
                 "get": operation(
@@ -426,23 +543,10 @@ def definition(host: str) -> dict[str, Any]:
                     {"200": response("The replay finished.", operation_schema()),
                      "202": response("The replay is still running.", operation_schema(),
                                      {"Location": LOCATION, "Retry-After": RETRY_AFTER})},
-                    **{"x-ms-visibility": "internal"}),
+                    visibility="internal"),
             },
-            "/events": {
-                "post": operation(
-                    "PublishEvent", "Publish an event",
-                    "Publishes an event to every subscription that matches its type and subject.",
-                    [body_param(model_schema(EventIn, "The event to publish.", extra={
-                        "type": {**event_type_dropdown(), "x-ms-visibility": "important",
-                                 "x-ms-summary": "Event Type"},
-                        "data": {"type": "object", "x-ms-visibility": "important"},
-                        "id": {"x-ms-visibility": "advanced"},
-                        "time": {"format": "date-time", "x-ms-visibility": "advanced"},
-                    }), "The event to publish.", "Event")],
-                    {"202": response("Accepted: the event will be delivered.", obj(
-                        {"id": prop("string", "The event's id.", "id")}, "The accepted event.", ["id"]))},
-                    **{"x-ms-visibility": "important"}),
-            },
+            "/events": {"post": _publish()},
+            "/events/batch": {"post": _publish_batch()},
             "/events/poll": {"get": _poll_trigger()},
             "/event-types": {
                 "get": operation(
@@ -451,16 +555,16 @@ def definition(host: str) -> dict[str, Any]:
                     [], {"200": response("The event types.", obj(
                         {"value": prop("array", "The event types.", "value", items=event_type_schema())},
                         "The registered event types.", ["value"]))},
-                    **{"x-ms-visibility": "internal"}),
+                    visibility="internal"),
             },
             "/event-types/{name}": {
                 "get": operation(
                     GET_EVENT_TYPE, "Get an event type",
                     "Gets an event type and the schema of its data.",
-                    [path_param("name", "The event type's name.", "Event Type")],
-                    {"200": response("The event type.", event_type_schema())},
-                    **{"x-ms-visibility": "internal"}),
+                    [EVENT_TYPE_NAME], {"200": response("The event type.", event_type_schema())},
+                    visibility="internal"),
             },
+            "/event-types/{name}/schema": {"get": _data_schema()},
         },
         "securityDefinitions": {
             SECURITY_NAME: {"type": "apiKey", "in": "header", "name": KEY_HEADER,
@@ -468,33 +572,83 @@ def definition(host: str) -> dict[str, Any]:
         },
         "security": [{SECURITY_NAME: []}],
         "x-ms-connector-metadata": [
+            {"propertyName": "Website", "propertyValue": about.site(host)},
+            {"propertyName": "Privacy policy", "propertyValue": about.privacy(host)},
             {"propertyName": "Categories", "propertyValue": "IT Operations;Productivity"},
         ],
     }
 
 
-def properties() -> dict[str, Any]:
-    """`apiProperties.json`: the connection asks for a function key, sent as `x-functions-key`."""
-    return {
-        "properties": {
-            "connectionParameters": {
-                SECURITY_NAME: {
-                    "type": "securestring",
-                    "uiDefinition": {
-                        "displayName": "Function key",
-                        "description": "A function key of the relay's function app.",
-                        "tooltip": "In the Azure portal: the function app, App keys, then a host key such as "
-                                   "default (or: az functionapp keys list).",
-                        "constraints": {"tabIndex": 2, "clearText": False, "required": "true"},
-                    },
-                },
+def properties(*, certification: bool = False, publisher: str = PUBLISHER,
+               host_parameter: bool = False) -> dict[str, Any]:
+    """`apiProperties.json`: the connection asks for a function key, sent as `x-functions-key`.
+
+    `publisher`/`stackOwner` only for a certification submission: `paconn update` refuses a file
+    that carries `stackOwner`. With `host_parameter`, the connection also asks for the relay's
+    host and the `dynamichosturl` policy sends every call there, so one connector serves many relays.
+    """
+    parameters: dict[str, Any] = {}
+    if host_parameter:
+        parameters[HOST_PARAMETER] = {
+            "type": "string",
+            "uiDefinition": {
+                "displayName": "Relay host",
+                "description": "The host name of the relay's function app, such as myrelay.azurewebsites.net.",
+                "tooltip": "The function app's default domain, or the custom domain in front of it.",
+                "constraints": {"tabIndex": 1, "clearText": True, "required": "true"},
             },
-            "iconBrandColor": BRAND_COLOR,
-            "capabilities": [],
-            "publisher": PUBLISHER,
-            "stackOwner": PUBLISHER,
+        }
+    parameters[SECURITY_NAME] = {
+        "type": "securestring",
+        "uiDefinition": {
+            "displayName": "Function key",
+            "description": "A function key of the relay's function app.",
+            "tooltip": "In the Azure portal: the function app, App keys, then a host key such as "
+                       "default (or: az functionapp keys list).",
+            "constraints": {"tabIndex": 2, "clearText": False, "required": "true"},
         },
     }
+    props: dict[str, Any] = {"connectionParameters": parameters, "iconBrandColor": BRAND_COLOR, "capabilities": []}
+    if host_parameter:
+        # The template replaces the whole backend URL, host and basePath.
+        props["policyTemplateInstances"] = [{
+            "templateId": "dynamichosturl", "title": "Route to the connection's relay",
+            "parameters": {"x-ms-apimTemplateParameter.urlTemplate": f"https://@connectionParameters('{HOST_PARAMETER}')/api"},
+        }]
+    if certification:
+        props["publisher"] = publisher
+        props["stackOwner"] = publisher
+    return {"properties": props}
+
+
+# ---- the icon -----------------------------------------------------------------------------------
+
+def _png(width: int, height: int, rows: list[bytes]) -> bytes:
+    """An 8-bit RGB PNG, written by hand so the bytes depend on nothing but this code and zlib."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    raw = b"".join(b"\x00" + row for row in rows)  # filter 0 on every row
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def icon() -> bytes:
+    """`icon.png`: square, the brand colour edge to edge, a white mark: a source dot sending an
+    arrow to a ring (an event relayed to a subscriber)."""
+    size = ICON_SIZE
+    background = bytes.fromhex(BRAND_COLOR[1:])
+    white = b"\xff\xff\xff"
+    mid = size / 2
+
+    def mark(x: float, y: float) -> bool:
+        dot = (x - 62) ** 2 + (y - mid) ** 2 <= 22 ** 2
+        ring = 26 ** 2 <= (x - 168) ** 2 + (y - mid) ** 2 <= 38 ** 2
+        shaft = 84 <= x <= 112 and abs(y - mid) <= 7
+        head = 110 <= x <= 130 and abs(y - mid) <= (130 - x) * 1.1
+        return dot or ring or shaft or head
+
+    rows = [b"".join(white if mark(x + 0.5, y + 0.5) else background for x in range(size)) for y in range(size)]
+    return _png(size, size, rows)
 
 
 def render(document: dict[str, Any]) -> str:
@@ -502,13 +656,20 @@ def render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_files(host: str, out: Path) -> list[Path]:
-    """Write `apiDefinition.swagger.json` and `apiProperties.json` into `out`; returns their paths."""
+def write_files(host: str, out: Path, *, about: About | None = None, certification: bool = False,
+                publisher: str = PUBLISHER, host_parameter: bool = False) -> list[Path]:
+    """Write `apiDefinition.swagger.json`, `apiProperties.json` and `icon.png` into `out`; returns their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, document in ((DEFINITION_FILE, definition(host)), (PROPERTIES_FILE, properties())):
+    documents = ((DEFINITION_FILE, definition(host, about=about)),
+                 (PROPERTIES_FILE, properties(certification=certification, publisher=publisher,
+                                              host_parameter=host_parameter)))
+    for name, document in documents:
         path = out / name
         path.write_text(render(document), encoding="utf-8")
         written.append(path)
+    path = out / ICON_FILE
+    path.write_bytes(icon())
+    written.append(path)
     return written

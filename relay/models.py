@@ -61,7 +61,9 @@ class SubscriptionRequest(_Edge):
 
 
 class UnsubscribeRequest(_Edge):
-    notificationUrl: StrictStr = Field(min_length=1, max_length=MAX_URL_LENGTH)
+    # Optional: a Logic Apps HTTP Webhook cannot send its callback URL when it unsubscribes, and is
+    # found by its x-ms-workflow-* headers instead.
+    notificationUrl: Optional[StrictStr] = Field(default=None, min_length=1, max_length=MAX_URL_LENGTH)
 
 
 class EventIn(_Edge):

@@ -10,6 +10,12 @@ One table, four kinds of row, keyed for the access patterns:
 |                 |                | delivery needs, so fan-out reads only matching rows      |
 | `t`             | `{time}_{id}`  | tombstone: queued work skips subscriptions removed after |
 |                 |                | it read the index                                        |
+| `w:{sha256}`    | `{id}`         | Logic Apps caller (workflow id + operation name) -> id   |
+| `k:{sha256}`    | `{id}`         | Logic Apps client tracking id -> id                      |
+
+The caller rows let an HTTP Webhook unsubscribe, which cannot send its callback URL, find its
+subscription by the `x-ms-workflow-*` headers recorded at subscribe. They are hints: a reader
+checks the subscription still records those values, and drops rows that outlived it.
 
 Index rows are written after the subscription on create and removed before it on delete, and a
 tombstone is written before either, so a reader never delivers to a subscription whose DELETE
@@ -25,7 +31,7 @@ import re
 import secrets
 import uuid
 from datetime import timedelta
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
@@ -75,14 +81,27 @@ def public_view(entity: dict[str, Any], *, with_secret: bool = False) -> dict[st
     return view
 
 
+# The Logic Apps headers that identify a subscriber (not secrets: ids and names), and the
+# subscription fields they are stored in.
+CALLER_HEADERS = {"x-ms-workflow-id": "workflowId", "x-ms-workflow-operation-name": "workflowOperationName",
+                  "x-ms-client-tracking-id": "clientTrackingId"}
+
+
+def _caller_key(*values: str) -> str:
+    return hashlib.sha256("\n".join(values).encode("utf-8")).hexdigest()
+
+
 class SubscriptionStore:
     def __init__(self, storage: Storage) -> None:
         self._table: TableClient = storage.table(SUBSCRIPTIONS_TABLE)
 
     # ---- create / update ----------------------------------------------------------------
 
-    def subscribe(self, request: SubscriptionRequest) -> tuple[dict[str, Any], bool]:
-        """Create, or update the existing subscription of this URL; returns (entity, created)."""
+    def subscribe(self, request: SubscriptionRequest,
+                  caller: dict[str, str] | None = None) -> tuple[dict[str, Any], bool]:
+        """Create, or update the existing subscription of this URL; returns (entity, created).
+
+        `caller`: the Logic Apps identification (`CALLER_HEADERS` fields) the subscribe came with."""
         url = request.notificationUrl
         patterns = request.patterns()
         now = clock.rfc3339(clock.utcnow())
@@ -95,10 +114,12 @@ class SubscriptionStore:
             "status": "active",
             "disabledReason": None,
             "updatedAt": now,
+            **(caller or {}),
         }
         for _ in range(5):
             found = self._create_or_update(url, fields, patterns, now)
             if found is not None:
+                self._write_caller(found[0])
                 return found
         raise RuntimeError("the subscription kept changing under this subscribe; try again")
 
@@ -166,6 +187,50 @@ class SubscriptionStore:
                 "subjectBeginsWith": entity.get("subjectBeginsWith"),
                 "subjectEndsWith": entity.get("subjectEndsWith"),
             }), mode=UpdateMode.REPLACE)
+
+    def _caller_partitions(self, entity: dict[str, Any]) -> list[str]:
+        found = []
+        if entity.get("workflowId") and entity.get("workflowOperationName"):
+            found.append("w:" + _caller_key(entity["workflowId"], entity["workflowOperationName"]))
+        if entity.get("clientTrackingId"):
+            found.append("k:" + _caller_key(entity["clientTrackingId"]))
+        return found
+
+    def _write_caller(self, entity: dict[str, Any]) -> None:
+        for partition in self._caller_partitions(entity):
+            self._table.upsert_entity({"PartitionKey": partition, "RowKey": entity["id"]}, mode=UpdateMode.REPLACE)
+
+    def _by_caller(self, partition: str, matches: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """The subscriptions a caller partition names that still record this caller; stale rows go."""
+        found = []
+        for row in list(self._table.query_entities("PartitionKey eq @pk", parameters={"pk": partition},
+                                                   results_per_page=1000, select=["RowKey"])):
+            entity = self._get_entity(row["RowKey"])
+            if entity is not None and matches(entity):
+                found.append(entity)
+            else:
+                self._table.delete_entity(partition, row["RowKey"])
+        return found
+
+    def unsubscribe_caller(self, workflow_id: str | None, operation: str | None,
+                           tracking_id: str | None) -> list[str]:
+        """Remove what a Logic Apps HTTP Webhook subscribed, found by the headers of its
+        unsubscribe call: workflow id + operation name, else the client tracking id. Runs of one
+        workflow's action share the first two, so where several match, the tracking id (one per
+        run) narrows them when it can. Returns the ids removed."""
+        found: list[dict[str, Any]] = []
+        if workflow_id and operation:
+            found = self._by_caller("w:" + _caller_key(workflow_id, operation), lambda e: (
+                e.get("workflowId") == workflow_id and e.get("workflowOperationName") == operation))
+            same_run = [e for e in found if tracking_id and e.get("clientTrackingId") == tracking_id]
+            if len(found) > 1 and same_run:
+                found = same_run
+        if not found and tracking_id:
+            found = self._by_caller("k:" + _caller_key(tracking_id),
+                                    lambda e: e.get("clientTrackingId") == tracking_id)
+        for entity in found:
+            self.delete(entity["id"])
+        return [e["id"] for e in found]
 
     def _delete_index(self, sub_id: str, patterns: Iterable[str]) -> None:
         for pattern in patterns:
@@ -251,6 +316,8 @@ class SubscriptionStore:
             return
         self._tombstone(entity)
         self._delete_index(sub_id, json.loads(entity.get("eventTypes") or "[]"))
+        for partition in self._caller_partitions(entity):
+            self._table.delete_entity(partition, sub_id)
         ops = [("delete", {"PartitionKey": SUB_PARTITION, "RowKey": f"i:{sub_id}"})]
         # Only drop the URL row if it still points here (a later subscribe may have replaced it).
         if self._id_for_url(entity["notificationUrl"]) == sub_id:

@@ -243,3 +243,20 @@ def receiver_factory() -> Iterator[Callable[..., Receiver]]:
 def unique_type() -> str:
     """An event type no other test uses, so tests sharing one Azurite do not see each other's events."""
     return f"test.{uuid.uuid4().hex[:10]}.happened"
+
+
+def nullable_as_draft4(schema: Any) -> Any:
+    """A Swagger 2.0 schema as draft-4 says it, reading `x-nullable: true` as the designer does:
+    this type (or one of these values), or null."""
+    if isinstance(schema, list):
+        return [nullable_as_draft4(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (nullable_as_draft4(v) if isinstance(v, (dict, list)) and k not in ("enum", "required") else v)
+           for k, v in schema.items()}
+    if out.pop("x-nullable", False):
+        if "type" in out:
+            out["type"] = [out["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    return out

@@ -15,7 +15,11 @@ import requests
 from jsonschema import Draft4Validator, Draft7Validator
 from openapi_spec_validator import OpenAPIV2SpecValidator, validate
 
-from relay.connector import DEFINITION_FILE, EXAMPLE_HOST, PROPERTIES_FILE, definition, properties, write_files
+from conftest import nullable_as_draft4
+
+from relay.connector import (
+    DEFINITION_FILE, EXAMPLE_HOST, ICON_FILE, PROPERTIES_FILE, definition, properties, write_files,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "connector"
@@ -93,14 +97,15 @@ def shared() -> Path:
 def test_committed_files_are_what_the_code_generates(tmp_path: Path) -> None:
     """connector/*.json equal, byte for byte, what `python -m relay connector` writes for the same host."""
     written = write_files(EXAMPLE_HOST, tmp_path)
-    assert [p.name for p in written] == [DEFINITION_FILE, PROPERTIES_FILE]
+    assert [p.name for p in written] == [DEFINITION_FILE, PROPERTIES_FILE, ICON_FILE]
     for path in written:
         committed = COMMITTED / path.name
         assert committed.exists(), f"{committed} is missing: run python -m relay connector --host {EXAMPLE_HOST}"
-        assert committed.read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), (
+        assert committed.read_bytes() == path.read_bytes(), (
             f"{committed} differs from the code: run python -m relay connector --host {EXAMPLE_HOST} --out connector/")
-        text = path.read_text(encoding="utf-8")
-        assert text.endswith("}\n") and "\n  \"" in text
+        if path.suffix == ".json":
+            text = path.read_text(encoding="utf-8")
+            assert text.endswith("}\n") and "\n  \"" in text
 
 
 def test_the_command_line_writes_the_files(tmp_path: Path) -> None:
@@ -231,7 +236,7 @@ def test_the_event_type_is_a_dropdown_and_types_the_data(doc: dict[str, Any]) ->
     data = doc["paths"]["/subscriptions"]["x-ms-notification-content"]["schema"]["properties"]["data"]
     dynamic = data["x-ms-dynamic-schema"]
     path, method, getter = ops[dynamic["operationId"]]
-    assert (path, method) == ("/event-types/{name}", "get")
+    assert (path, method) == ("/event-types/{name}/schema", "get") and getter["x-ms-visibility"] == "internal"
     assert set(dynamic["parameters"]) == {p["name"] for p in getter["parameters"]}
     assert dynamic["parameters"]["name"] == {"parameter": "eventType"}
     assert dynamic["value-path"] in getter["responses"]["200"]["schema"]["properties"]
@@ -313,6 +318,310 @@ def test_openapi_json_is_served_anonymously_with_the_request_host(relay) -> None
     assert requests.get(f"{relay.base}/subscriptions", timeout=30).status_code == 401
     answer = requests.get(f"{relay.base}/openapi.json", timeout=30)
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/json")
-    assert answer.json() == definition(f"127.0.0.1:{relay.port}")
-    other = requests.get(f"{relay.base}/openapi.json", headers={"Host": "relay.example.net"}, timeout=30)
-    assert other.json() == definition("relay.example.net")
+    # Served over http by the dev host: the definition says http, so generated clients call what answers.
+    assert answer.json() == definition(f"127.0.0.1:{relay.port}", "http")
+    assert answer.json()["schemes"] == ["http"]
+
+
+# ---- certification hygiene (issue 10 item 5) ------------------------------------------------------
+
+PRODUCT_NAMES = re.compile(r"power\s*automate|logic\s*apps?|power\s*apps|power\s*platform|microsoft\s*flow|"
+                           r"copilot|power\s*virtual\s*agents|dynamics\s*365", re.IGNORECASE)
+
+
+def test_no_default_response_carries_a_schema(doc: dict[str, Any]) -> None:
+    """Certification: a `default` response has a description and no schema."""
+    for path, method, op in operations(doc):
+        default = op["responses"].get("default")
+        assert default is not None and default["description"] and "schema" not in default, f"{method} {path}"
+
+
+def test_every_operation_says_its_visibility(doc: dict[str, Any]) -> None:
+    """Certification: x-ms-visibility on every operation, one of the values the platform knows."""
+    for path, method, op in operations(doc):
+        assert op.get("x-ms-visibility") in ("important", "advanced", "internal"), f"{method} {path}"
+
+
+def test_contact_website_and_privacy_policy(doc: dict[str, Any]) -> None:
+    """Certification: info.contact, and x-ms-connector-metadata with a Website and a Privacy policy."""
+    contact = doc["info"]["contact"]
+    assert contact["name"] and contact["url"].startswith("https://")
+    meta = {m["propertyName"]: m["propertyValue"] for m in doc["x-ms-connector-metadata"]}
+    assert meta["Website"].startswith("https://") and meta["Privacy policy"].startswith("https://")
+    assert meta["Categories"]
+
+
+def test_the_website_and_contact_are_settable_from_the_command_line(tmp_path: Path) -> None:
+    """--website, --privacy-policy, --contact-name and --contact-email land in the definition."""
+    from relay.__main__ import main
+
+    assert main(["connector", "--host", "relay.example.net", "--out", str(tmp_path),
+                 "--website", "https://contoso.example/relay", "--privacy-policy", "https://contoso.example/privacy",
+                 "--contact-name", "Contoso", "--contact-email", "relay@contoso.example"]) == 0
+    doc = json.loads((tmp_path / DEFINITION_FILE).read_text())
+    meta = {m["propertyName"]: m["propertyValue"] for m in doc["x-ms-connector-metadata"]}
+    assert meta["Website"] == "https://contoso.example/relay"
+    assert meta["Privacy policy"] == "https://contoso.example/privacy"
+    assert doc["info"]["contact"] == {"name": "Contoso", "url": "https://contoso.example/relay",
+                                      "email": "relay@contoso.example"}
+
+
+def test_the_description_names_no_product(doc: dict[str, Any]) -> None:
+    """Certification: the connector's title and description name no product of the platform."""
+    for text in (doc["info"]["title"], doc["info"]["description"]):
+        assert not PRODUCT_NAMES.search(text), text
+    assert 30 <= len(doc["info"]["description"]) <= 500
+    assert PRODUCT_NAMES.search("Run flows in Power Automate and Logic Apps")  # the check bites
+
+
+def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
+    """Width, height and RGB rows of an 8-bit RGB PNG (filter 0 rows, as the generator writes)."""
+    import struct
+    import zlib
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(kind + body)
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    width, height, depth, colour = struct.unpack(">IIBB", header[:10])
+    assert (depth, colour) == (8, 2)
+    raw = zlib.decompress(idat)
+    stride = 1 + 3 * width
+    rows = [raw[i * stride:(i + 1) * stride] for i in range(height)]
+    assert all(r[0] == 0 for r in rows)
+    return width, height, [r[1:] for r in rows]
+
+
+def test_the_icon_is_square_on_the_brand_colour() -> None:
+    """connector/icon.png: PNG, 1:1, 100 to 230 px, under 1 MB, its edge the apiProperties brand colour, a mark on it."""
+    data = (COMMITTED / ICON_FILE).read_bytes()
+    assert len(data) < 1024 * 1024
+    width, height, rows = png_pixels(data)
+    assert width == height and 100 <= width <= 230
+    brand = bytes.fromhex(properties()["properties"]["iconBrandColor"].lstrip("#"))
+    edge = [rows[0], rows[-1]] + [r[:3] for r in rows] + [r[-3:] for r in rows]
+    assert all(row == brand * (len(row) // 3) for row in edge)
+    colours = {row[i:i + 3] for row in rows for i in range(0, len(row), 3)}
+    assert colours == {brand, b"\xff\xff\xff"}
+
+
+# ---- apiProperties: stackOwner, --host-parameter (items 6 and 7) ------------------------------------
+
+def test_no_stack_owner_unless_certification_asks(tmp_path: Path) -> None:
+    """apiProperties.json carries no publisher/stackOwner (paconn update refuses stackOwner), except with --certification."""
+    from relay.__main__ import main
+
+    committed = json.loads((COMMITTED / PROPERTIES_FILE).read_text())["properties"]
+    assert "stackOwner" not in committed and "publisher" not in committed
+    assert main(["connector", "--host", "h.example.net", "--out", str(tmp_path), "--certification",
+                 "--publisher", "Contoso"]) == 0
+    certified = json.loads((tmp_path / PROPERTIES_FILE).read_text())["properties"]
+    assert certified["stackOwner"] == certified["publisher"] == "Contoso"
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"host_parameter": True}, {"certification": True},
+                                    {"host_parameter": True, "certification": True}])
+def test_every_properties_variant_is_valid(kwargs: dict[str, bool], shared: Path) -> None:
+    """Every apiProperties variant the command writes is valid against the Power Platform schema."""
+    schema = json.loads((shared / "apiProperties.schema.json").read_text(encoding="utf-8"))
+    errors = list(Draft7Validator(schema).iter_errors(properties(**kwargs)))
+    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message[:300]}" for e in errors[:10])
+
+
+def test_host_parameter_routes_calls_to_the_connection_host(tmp_path: Path) -> None:
+    """--host-parameter: a required string connection parameter and a dynamichosturl policy that uses it."""
+    from relay.__main__ import main
+
+    assert main(["connector", "--host", "placeholder.example.net", "--out", str(tmp_path), "--host-parameter"]) == 0
+    props = json.loads((tmp_path / PROPERTIES_FILE).read_text())["properties"]
+    doc = json.loads((tmp_path / DEFINITION_FILE).read_text())
+    (policy,) = props["policyTemplateInstances"]
+    assert policy["templateId"] == "dynamichosturl"
+    template = policy["parameters"]["x-ms-apimTemplateParameter.urlTemplate"]
+    (name,) = re.findall(r"@connectionParameters\('([^']+)'\)", template)
+    param = props["connectionParameters"][name]
+    assert param["type"] == "string" and param["uiDefinition"]["constraints"]["required"] == "true"
+    assert template == f"https://@connectionParameters('{name}'){doc['basePath']}"
+    assert "api_key" in props["connectionParameters"]
+    assert "policyTemplateInstances" not in properties()["properties"]
+
+
+# ---- definition details (item 20) ------------------------------------------------------------------
+
+def test_errors_are_declared_as_problem_json(doc: dict[str, Any]) -> None:
+    """`produces` names application/problem+json, the media type of every error."""
+    assert doc["produces"] == ["application/json", "application/problem+json"]
+
+
+def test_name_rules_are_declared_and_agree_with_the_relay(doc: dict[str, Any]) -> None:
+    """Event type and id rules are pattern/maxLength in the definition, and the pattern decides as the relay does."""
+    from relay.matching import is_name, is_pattern
+
+    ops = {op["operationId"]: op for _, _, op in operations(doc)}
+    body = next(p for p in ops["PublishEvent"]["parameters"] if p["in"] == "body")["schema"]["properties"]
+    for name in ("type", "id"):
+        assert body[name]["maxLength"] == 128 and body[name]["pattern"]
+    sub = next(p for p in ops["OnEventPublished"]["parameters"] if p["in"] == "body")["schema"]["properties"]
+    samples = ["order.created", "a", "x" * 128, "x" * 129, "a b", "ä", "*", "order.*", "order.*.*", "", "a:b-c_d"]
+    for sample in samples:
+        assert bool(re.search(body["type"]["pattern"], sample)) == is_name(sample), sample
+        assert bool(re.search(sub["eventType"]["pattern"], sample)) == is_pattern(sample), sample
+    getter = ops["GetEventType"]["parameters"][0]
+    assert getter["pattern"] == body["type"]["pattern"] and getter["maxLength"] == 128
+
+
+def test_batch_publish_is_its_own_operation(doc: dict[str, Any]) -> None:
+    """The array form of publishing is described by PublishEvents: an array of 1 to 100 events."""
+    ops = {op["operationId"]: (path, method, op) for path, method, op in operations(doc)}
+    path, method, op = ops["PublishEvents"]
+    (body,) = op["parameters"]
+    assert body["in"] == "body" and body["schema"]["type"] == "array"
+    assert (body["schema"]["minItems"], body["schema"]["maxItems"]) == (1, 100)
+    assert set(body["schema"]["items"]["required"]) == {"type", "data"}
+    assert "value" in op["responses"]["202"]["schema"]["properties"]
+
+
+def test_rotate_secret_is_an_advanced_action(doc: dict[str, Any]) -> None:
+    """POST /subscriptions/{id}/secret is the RotateSubscriptionSecret action, answering 200 {secret}."""
+    op = doc["paths"]["/subscriptions/{id}/secret"]["post"]
+    assert op["operationId"] == "RotateSubscriptionSecret" and op["x-ms-visibility"] == "advanced"
+    assert op["responses"]["200"]["schema"]["required"] == ["secret"]
+
+
+# ---- data is any JSON (item 2) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("data", [{"n": 1}, [1, 2], "text", 42, 1.5, True, None, {}])
+def test_the_notification_content_accepts_any_data(doc: dict[str, Any], data: Any) -> None:
+    """x-ms-notification-content accepts a CloudEvent whose data is any JSON value."""
+    content = doc["paths"]["/subscriptions"]["x-ms-notification-content"]["schema"]
+    event = {"specversion": "1.0", "id": "e1", "source": "https://relay.example.net/api/events",
+             "type": "order.created", "time": "2026-01-31T12:00:00Z", "datacontenttype": "application/json",
+             "data": data}
+    assert not list(Draft4Validator(content, format_checker=Draft4Validator.FORMAT_CHECKER).iter_errors(event))
+    publish = next(p for p in doc["paths"]["/events"]["post"]["parameters"] if p["in"] == "body")["schema"]
+    assert not list(Draft4Validator(publish).iter_errors({"type": "order.created", "data": data}))
+
+
+def test_the_publish_action_types_data_from_the_chosen_type(doc: dict[str, Any]) -> None:
+    """The publish action's data input takes its schema from the type chosen in body/type."""
+    data = next(p for p in doc["paths"]["/events"]["post"]["parameters"] if p["in"] == "body")["schema"]["properties"]["data"]
+    assert "type" not in data
+    assert data["x-ms-dynamic-schema"]["parameters"] == {"name": {"parameter": "type"}}
+    assert data["x-ms-dynamic-properties"]["parameters"] == {"name": {"parameterReference": "body/type"}}
+
+
+# ---- the dynamic-schema source (item 1) -------------------------------------------------------------
+
+REGISTERED = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$defs": {"money": {"type": "object", "properties": {"amount": {"type": "number", "exclusiveMinimum": 0},
+                                                          "currency": {"const": "EUR"}},
+                        "required": ["amount"]}},
+    "type": "object",
+    "properties": {
+        "orderId": {"type": "string", "maxLength": 20, "title": "Order"},
+        "total": {"$ref": "#/$defs/money"},
+        "note": {"type": ["string", "null"]},
+        "pair": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "integer"}]},
+        "kind": {"anyOf": [{"type": "string", "enum": ["a", "b"]}, {"type": "null"}]},
+        "either": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+        "never": False,
+        "tree": {"$ref": "#"},
+    },
+    "required": ["orderId", "total"],
+}
+VALID = [
+    {"orderId": "o1", "total": {"amount": 5, "currency": "EUR"}},
+    {"orderId": "o2", "total": {"amount": 0.5}, "note": None, "pair": ["x", 1], "kind": None, "either": 3,
+     "tree": {"orderId": "o3", "total": {"amount": 1}, "tree": {"orderId": "o4", "total": {"amount": 2}}}},
+    {"orderId": "o5", "total": {"amount": 1}, "note": "n", "kind": "a", "either": "s"},
+]
+
+
+def test_the_conversion_says_only_what_swagger_2_knows_and_accepts_all_valid_data(shared: Path) -> None:
+    """A 2020-12 schema comes out as the Swagger 2.0 subset (valid against the Power Platform schema object,
+    no $defs/const/prefixItems/type arrays), and every document the original accepts matches the result."""
+    from jsonschema import Draft202012Validator
+
+    from relay.swaggerschema import to_swagger
+
+    converted = to_swagger(REGISTERED)
+    text = json.dumps(converted)
+    for keyword in ("$defs", "$ref", "const", "prefixItems", "anyOf", "oneOf", "$schema", '"null"'):
+        assert keyword not in text, keyword
+    assert converted["properties"]["note"] == {"type": "string", "x-nullable": True}
+    assert converted["properties"]["total"]["properties"]["currency"] == {"enum": ["EUR"]}
+    assert converted["properties"]["total"]["properties"]["amount"]["exclusiveMinimum"] is True
+    assert converted["properties"]["pair"] == {"type": "array", "items": {}}
+    assert converted["properties"]["orderId"]["x-ms-summary"] == "Order"
+    assert "never" not in converted["properties"]
+    pp = json.loads((shared / "apiDefinition.swagger.schema.json").read_text(encoding="utf-8"))
+    errors = list(Draft4Validator({**pp, "$ref": "#/definitions/schema"}).iter_errors(converted))
+    assert not errors, [e.message[:200] for e in errors[:5]]
+    original, loose = Draft202012Validator(REGISTERED), Draft4Validator(nullable_as_draft4(converted))
+    for instance in VALID:
+        assert not list(original.iter_errors(instance))
+        assert not list(loose.iter_errors(instance)), [e.message for e in loose.iter_errors(instance)]
+
+
+def test_the_conversion_is_bounded() -> None:
+    """A schema whose references fan out converts to a bounded result, quickly."""
+    import time
+
+    from relay.swaggerschema import MAX_NODES, to_swagger
+
+    bomb: dict[str, Any] = {"$defs": {"d0": {"type": "string"}}}
+    for i in range(1, 30):
+        bomb["$defs"][f"d{i}"] = {"type": "object", "properties": {
+            k: {"$ref": f"#/$defs/d{i - 1}"} for k in "abcdefgh"}}
+    bomb["$ref"] = "#/$defs/d29"
+    started = time.monotonic()
+    converted = to_swagger(bomb)
+    assert time.monotonic() - started < 2
+    assert json.dumps(converted).count("properties") <= MAX_NODES
+
+
+def test_the_dynamic_schema_source_answers_200_for_every_designer_value(relay) -> None:
+    """`*`, a prefix pattern, an unregistered type, a schema-less type (null schema) and a registered one (converted)."""
+    doc = requests.get(f"{relay.base}/openapi.json", timeout=30).json()
+    dynamic = doc["paths"]["/subscriptions"]["x-ms-notification-content"]["schema"]["properties"]["data"][
+        "x-ms-dynamic-schema"]
+    path, method = next((p, m) for p, m, op in operations(doc) if op["operationId"] == dynamic["operationId"])
+    assert method == "get"
+    suffix = re.sub(r"[^a-z0-9]", "", relay.base)[-12:]
+    bare, typed = f"bare.{suffix}", f"typed.{suffix}"
+    assert relay.session.put(f"{relay.base}/event-types/{bare}", json={"description": "no schema"},
+                             timeout=30).status_code in (200, 201)
+    assert relay.session.put(f"{relay.base}/event-types/{typed}", json={"schema": REGISTERED},
+                             timeout=30).status_code in (200, 201)
+
+    def ask(value: str) -> Any:
+        answer = relay.get(path.lstrip("/").replace("{name}", requests.utils.quote(value, safe="")))
+        assert answer.status_code == 200, (value, answer.status_code, answer.text)
+        body = answer.json()
+        assert dynamic["value-path"] in body, body  # present, null or not
+        return body[dynamic["value-path"]]
+
+    for value in ("*", "order.*", f"nobody.registered.{suffix}", bare, "not a name", "%2A"):
+        assert ask(value) is None, value
+    converted = ask(typed)
+    assert converted["type"] == "object" and "$defs" not in json.dumps(converted)
+    assert converted["properties"]["note"] == {"type": "string", "x-nullable": True}
+
+
+def test_an_error_is_the_problem_the_code_describes(relay, doc: dict[str, Any]) -> None:
+    """A real error answer has a media type `produces` names and the shape of relay.connector.PROBLEM."""
+    from relay.connector import PROBLEM
+
+    answer = relay.post("events", {"type": "bad type", "data": 1})
+    assert answer.status_code == 400
+    assert answer.headers["content-type"].split(";")[0] in doc["produces"]
+    assert not list(Draft4Validator(PROBLEM).iter_errors(answer.json()))
+    assert {e["field"] for e in answer.json()["errors"]} == {"type"}

@@ -20,6 +20,7 @@ ROUTES = [
     ("GET", "operations/{id}"), ("GET", "events/poll"), ("GET", "event-types"),
     ("PUT", "event-types/{id}"), ("GET", "event-types/{id}"), ("DELETE", "event-types/{id}"),
     ("PATCH", "subscriptions"), ("GET", "health"), ("GET", "openapi.json"),
+    ("GET", "event-types/{id}/schema"), ("POST", "events/batch"),
 ]
 FIELDS = ["notificationUrl", "eventTypes", "eventType", "subjectBeginsWith", "once", "description", "type",
           "data", "id", "subject", "time", "since", "until", "status", "schema"]

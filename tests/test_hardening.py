@@ -132,6 +132,7 @@ FUNCTION_ROUTES = [
     ("GET", f"subscriptions/{'a' * 32}/deliveries"), ("POST", f"subscriptions/{'a' * 32}/replay"),
     ("GET", f"operations/{'a' * 32}"), ("GET", "events/poll"), ("GET", "event-types"),
     ("PUT", "event-types/x"), ("GET", "event-types/x"), ("DELETE", "event-types/x"),
+    ("GET", "event-types/x/schema"), ("POST", "events/batch"),
 ]
 
 

@@ -5,22 +5,31 @@ connector definition the relay serves (`GET /api/openapi.json`) and act on what 
 operation is the webhook trigger, which body property carries the callback URL, which header
 carries the key, how to poll). The Logic Apps tests send what the HTTP Webhook trigger and action
 send. The dev host speaks plain http, so the definition's `https` scheme is swapped for it.
+
+Flows built on an older connector must keep working after every upgrade, so the flow
+impersonation runs twice: from the definition the relay serves now, and from the first released
+definition, frozen in `tests/fixtures/connector-v0.1.0/`, against the current relay.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
 from jsonschema import Draft4Validator
 
-from conftest import FUNCTION_KEY, Received, Receiver, wait_until
+from conftest import FUNCTION_KEY, Received, Receiver, nullable_as_draft4, wait_until
 
 METHODS = ("get", "put", "post", "delete", "patch")
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# Every released definition a flow may still be built on; "current" is what the relay serves.
+RELEASED = ["0.1.0"]
 
 
 def accept_as_a_flow(_: Received, __: int) -> tuple[int, dict[str, str], bytes]:
@@ -31,11 +40,17 @@ def accept_as_a_flow(_: Received, __: int) -> tuple[int, dict[str, str], bytes]:
 class Connector:
     """What Power Automate knows of the relay: the connector definition and a connection's key."""
 
-    def __init__(self, relay: Any) -> None:
+    def __init__(self, relay: Any, version: str = "current") -> None:
         answer = requests.get(f"{relay.base}/openapi.json", timeout=30)  # anonymous, as the import is
         assert answer.status_code == 200, answer.text
         self.doc = answer.json()
         assert self.doc["host"] == urlsplit(relay.base).netloc
+        self.version = version
+        if version != "current":
+            # An older connector, updated in no way, pointed at this relay.
+            frozen = json.loads((FIXTURES / f"connector-v{version}" / "apiDefinition.swagger.json").read_text())
+            assert frozen["info"]["version"] == version
+            self.doc = {**frozen, "host": self.doc["host"]}
         self.base = f"http://{self.doc['host']}{self.doc['basePath']}"
         (scheme,) = self.doc["security"][0]
         security = self.doc["securityDefinitions"][scheme]
@@ -53,6 +68,19 @@ class Connector:
     def call(self, method: str, path: str, **kw: Any) -> requests.Response:
         return requests.request(method.upper(), self.base + path, headers=self.headers, timeout=30, **kw)
 
+    def by_id(self, operation_id: str) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+        return self.operation(lambda p, m, o: o["operationId"] == operation_id)
+
+    def dynamic_schema(self, extension: dict[str, Any], values: dict[str, str]) -> Any:
+        """What the designer does with x-ms-dynamic-schema: call the operation it names with the
+        chosen values and take the schema at value-path (a failure here stops a flow from saving)."""
+        path, method, _, _ = self.by_id(extension["operationId"])
+        for name, source in extension["parameters"].items():
+            path = path.replace("{" + name + "}", quote(values[source["parameter"]], safe=""))
+        answer = self.call(method, path)
+        assert answer.status_code == 200, (self.version, answer.status_code, answer.text)
+        return answer.json().get(extension["value-path"])
+
 
 class Flow:
     """A flow whose trigger is the connector's webhook trigger, saved and re-saved as the maker edits it."""
@@ -65,8 +93,14 @@ class Flow:
         (self.url_property,) = [n for n, s in props.items() if s.get("x-ms-notification-url")]
         (self.type_property,) = [n for n, s in props.items() if "x-ms-dynamic-values" in s]
         self.event_type = event_type
-        self.content = Draft4Validator(item["x-ms-notification-content"]["schema"],
-                                       format_checker=Draft4Validator.FORMAT_CHECKER)
+        # The designer types `data` from the chosen event type's schema: the notification must
+        # match the content schema with that in place.
+        content = json.loads(json.dumps(item["x-ms-notification-content"]["schema"]))
+        data = content["properties"]["data"]
+        typed = connector.dynamic_schema(data["x-ms-dynamic-schema"], {self.type_property: event_type})
+        if typed is not None:
+            content["properties"]["data"] = nullable_as_draft4(typed)
+        self.content = Draft4Validator(content, format_checker=Draft4Validator.FORMAT_CHECKER)
         delete = connector.operation(lambda p, m, o: m == "delete" and o.get("x-ms-visibility") == "internal")
         template = connector.doc["basePath"] + delete[0]
         self.delete_path = re.compile(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)))
@@ -97,9 +131,19 @@ class Flow:
         return ids
 
 
-@pytest.fixture
-def connector(relay: Any) -> Connector:
-    return Connector(relay)
+@pytest.fixture(params=["current", *RELEASED])
+def connector(relay: Any, request: pytest.FixtureRequest) -> Connector:
+    return Connector(relay, request.param)
+
+
+ORDER_SCHEMA = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+                "properties": {"n": {"type": "integer"}, "note": {"type": ["string", "null"]}}, "required": ["n"]}
+
+
+def register(relay: Any, event_type: str, schema: dict[str, Any] | None = ORDER_SCHEMA) -> None:
+    body = {"description": "orders"} if schema is None else {"schema": schema}
+    answer = relay.session.put(f"{relay.base}/event-types/{event_type}", json=body, timeout=30)
+    assert answer.status_code in (200, 201), answer.text
 
 
 def publish(relay: Any, event_type: str, n: int) -> str:
@@ -122,6 +166,7 @@ def test_a_flow_is_subscribed_resaved_and_removed_through_the_definition(
     """Driven only by the definition: saving, re-saving (both orders) and deleting a flow loses and doubles nothing."""
     sentinel = receiver_factory()
     relay.subscribe(sentinel.url, eventTypes=[unique_type])
+    register(relay, unique_type)
     flow = Flow(connector, unique_type)
     first, second, third = (receiver_factory(accept_as_a_flow) for _ in range(3))
 
@@ -252,3 +297,158 @@ def test_logic_apps_http_webhook_action_is_called_back_once(relay, receiver_fact
     assert callback.ids() == [first]
     # The action's unsubscribe call, made when the run moves on, finds nothing and is still 200.
     assert relay.post("unsubscribe", {"notificationUrl": callback.url}).status_code == 200
+
+
+def test_a_flow_on_an_unregistered_type_receives_any_json_data(relay, receiver_factory, unique_type) -> None:
+    """The designer's schema call answers for an unregistered type; events published through the
+    connector's actions (one and batch) with object, array, string, number, boolean and null data
+    all match the notification content."""
+    connector = Connector(relay)
+    sentinel = receiver_factory()
+    relay.subscribe(sentinel.url, eventTypes=[unique_type])
+    flow = Flow(connector, unique_type)
+    callback = receiver_factory(accept_as_a_flow)
+    location = flow.save(callback.url)
+
+    values = [{"n": 1}, [1, "two"], "three", 4, 5.5, True, None]
+    path, method, _, _ = connector.by_id("PublishEvent")
+    ids = []
+    for value in values[:4]:
+        answer = connector.call(method, path, json={"type": unique_type, "data": value})
+        assert answer.status_code == 202, answer.text
+        ids.append(answer.json()["id"])
+    path, method, _, _ = connector.by_id("PublishEvents")
+    answer = connector.call(method, path, json=[{"type": unique_type, "data": v} for v in values[4:]])
+    assert answer.status_code == 202, answer.text
+    ids += [item["id"] for item in answer.json()["value"]]
+    assert connector.call(method, path, json={"type": unique_type, "data": 1}).status_code == 400
+
+    settle(relay, sentinel, ids)
+    assert sorted(flow.check(callback)) == sorted(ids)
+    assert sorted((r.json()["data"] for r in callback.requests), key=json.dumps) == sorted(values, key=json.dumps)
+    flow.remove(location)
+
+
+def test_every_released_operation_is_still_there() -> None:
+    """Versioning: each operation of a released definition still exists with its path and method; an
+    operation that changed shape kept its old id, deprecated and internal; info.version is the package's."""
+    from relay import __version__
+    from relay.connector import EXAMPLE_HOST, definition
+
+    current = definition(EXAMPLE_HOST)
+    assert current["info"]["version"] == __version__
+    changelog = (Path(__file__).resolve().parent.parent / "CHANGELOG.md").read_text(encoding="utf-8")
+    now = {op["operationId"]: (path, method, op) for path, item in current["paths"].items()
+           for method, op in item.items() if method in METHODS}
+    for version in RELEASED:
+        assert f"## {version}" in changelog and f"## {__version__}" in changelog
+        frozen = json.loads((FIXTURES / f"connector-v{version}" / "apiDefinition.swagger.json").read_text())
+        for path, item in frozen["paths"].items():
+            for method, op in item.items():
+                if method not in METHODS:
+                    continue
+                assert op["operationId"] in now, f"{op['operationId']} of {version} is gone"
+                assert now[op["operationId"]][:2] == (path, method), op["operationId"]
+                old = {p["name"] for p in op["parameters"]}
+                required_now = {p["name"] for p in now[op["operationId"]][2]["parameters"] if p.get("required")}
+                assert required_now <= old, f"{op['operationId']} requires a new input"
+    for _, _, op in now.values():
+        if op.get("deprecated"):
+            assert op["x-ms-visibility"] == "internal", op["operationId"]
+
+
+# ---- Logic Apps HTTP Webhook: unsubscribe by the workflow headers ---------------------------------
+
+def logic_apps_headers(workflow: str, operation: str, tracking: str) -> dict[str, str]:
+    """What Logic Apps sends with the HTTP Webhook's subscribe and unsubscribe calls."""
+    return {"x-ms-workflow-id": workflow, "x-ms-workflow-operation-name": operation,
+            "x-ms-client-tracking-id": tracking}
+
+
+def test_logic_apps_webhook_unsubscribes_by_workflow_headers_without_a_url(relay, receiver_factory,
+                                                                            unique_type) -> None:
+    """The trigger subscribes with its headers; its unsubscribe (no listCallbackUrl(), another tracking id)
+    removes that subscription and no other workflow's; a second one is still 200."""
+    mine, other = receiver_factory(accept_as_a_flow), receiver_factory(accept_as_a_flow)
+    workflow = f"/workflows/{unique_type}"
+    sub = relay.post("subscriptions", {"notificationUrl": mine.url, "eventType": unique_type},
+                     headers=logic_apps_headers(workflow, "When_an_event_arrives", "t-1"))
+    assert sub.status_code == 201, sub.text
+    kept = relay.post("subscriptions", {"notificationUrl": other.url, "eventType": unique_type},
+                      headers=logic_apps_headers(workflow + "-other", "When_an_event_arrives", "t-2"))
+    assert kept.status_code == 201
+
+    # The unsubscribe body the README shows: no callback URL.
+    gone = relay.post("unsubscribe", {}, headers=logic_apps_headers(workflow, "When_an_event_arrives", "t-9"))
+    assert gone.status_code == 200, gone.text
+    assert relay.get(f"subscriptions/{sub.json()['id']}").status_code == 404
+    assert relay.get(f"subscriptions/{kept.json()['id']}").status_code == 200
+    again = relay.session.post(f"{relay.base}/unsubscribe", timeout=30,
+                               headers=logic_apps_headers(workflow, "When_an_event_arrives", "t-9"))
+    assert again.status_code == 200  # no body at all, nothing left: still 200
+    assert relay.post("unsubscribe", {}).status_code == 400  # neither a URL nor headers
+
+
+def test_logic_apps_webhook_action_runs_are_told_apart_by_tracking_id(relay, receiver_factory, unique_type) -> None:
+    """Two runs of one action share workflow id and operation name: each run's unsubscribe removes its own."""
+    workflow = f"/workflows/{unique_type}"
+    runs = {}
+    for run in ("run-a", "run-b"):
+        answer = relay.post("subscriptions", {"notificationUrl": receiver_factory().url, "eventType": unique_type,
+                                              "once": True},
+                            headers=logic_apps_headers(workflow, "Wait_for_the_event", run))
+        assert answer.status_code == 201
+        runs[run] = answer.json()["id"]
+    assert relay.post("unsubscribe", {}, headers=logic_apps_headers(workflow, "Wait_for_the_event",
+                                                                     "run-a")).status_code == 200
+    assert relay.get(f"subscriptions/{runs['run-a']}").status_code == 404
+    assert relay.get(f"subscriptions/{runs['run-b']}").status_code == 200
+    # Only the tracking id (no workflow headers): found by it.
+    assert relay.post("unsubscribe", {}, headers={"x-ms-client-tracking-id": "run-b"}).status_code == 200
+    assert relay.get(f"subscriptions/{runs['run-b']}").status_code == 404
+
+
+def readme_webhooks() -> dict[str, dict[str, Any]]:
+    """The HTTP Webhook trigger and action as the README gives them, by name."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Logic Apps without the connector"):]
+    found: dict[str, dict[str, Any]] = {}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                if isinstance(value, dict) and value.get("type") == "HttpWebhook":
+                    found[name] = value
+                visit(value)
+
+    for block in re.findall(r"```json\n(.*?)```", section, re.DOTALL):
+        text = block.strip()
+        visit(json.loads(text if text.startswith("{") else "{" + text + "}"))
+    return found
+
+
+def test_the_readme_webhook_snippets_subscribe_and_unsubscribe(relay, receiver_factory, unique_type) -> None:
+    """The README's trigger and action, sent as Logic Apps sends them (its headers, the key from the secure
+    parameter), subscribe; their unsubscribe, without listCallbackUrl(), removes the subscription."""
+    webhooks = readme_webhooks()
+    assert set(webhooks) == {"When_an_order_is_created", "Wait_for_the_order_to_ship"}
+    for name, webhook in webhooks.items():
+        assert webhook["runtimeConfiguration"]["secureData"]["properties"] == ["inputs"]
+        subscribe, unsubscribe = webhook["inputs"]["subscribe"], webhook["inputs"]["unsubscribe"]
+        assert "listCallbackUrl" not in json.dumps(unsubscribe)
+        assert subscribe["headers"] == unsubscribe["headers"] == {"x-functions-key": "@parameters('relayKey')"}
+
+        callback = receiver_factory(accept_as_a_flow)
+        body = json.loads(json.dumps(subscribe["body"]).replace("@{listCallbackUrl()}", callback.url)
+                          .replace("@{triggerBody()?['data']?['orderId']}", "1042"))
+        body["eventTypes"] = [unique_type]
+        headers = {"x-functions-key": FUNCTION_KEY, **logic_apps_headers(f"/workflows/{unique_type}", name, "r-1")}
+        path = urlsplit(subscribe["uri"]).path
+        made = requests.post(relay.base.removesuffix("/api") + path, json=body, headers=headers, timeout=30)
+        assert made.status_code == 201, made.text
+        headers["x-ms-client-tracking-id"] = "r-2"
+        path = urlsplit(unsubscribe["uri"]).path
+        gone = requests.post(relay.base.removesuffix("/api") + path, json=unsubscribe["body"], headers=headers,
+                             timeout=30)
+        assert gone.status_code == 200, gone.text
+        assert relay.get(f"subscriptions/{made.json()['id']}").status_code == 404, name
