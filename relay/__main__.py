@@ -23,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     conn = commands.add_parser("connector", help="write the Power Platform custom connector files")
     conn.add_argument("--host", required=True, help="the relay's host name, e.g. myrelay.azurewebsites.net")
     conn.add_argument("--out", default="connector", type=Path)
+    conn.add_argument("--auth", choices=("keys", "entra"), default="keys",
+                      help="keys: the connection holds a function key; entra: it signs in with Microsoft Entra ID")
+    conn.add_argument("--client-id", default=None, help="--auth entra: the connector's app registration (client) id")
+    conn.add_argument("--resource", default=None, help="--auth entra: the relay's Application ID URI")
+    conn.add_argument("--tenant", default="common", help="--auth entra: tenant id of the sign-in (default common)")
 
     recv = commands.add_parser("receive", help="print webhooks that arrive, verifying their signature")
     recv.add_argument("--host", default="127.0.0.1")
@@ -37,8 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         from .receiver import serve
         serve(args.host, args.port, args.secret)
         return 0
-    from .connector import write_files
-    for path in write_files(args.host, args.out):
+    from .connector import write_entra_files, write_files
+    if args.auth == "entra":
+        if not args.client_id or not args.resource:
+            parser.error("--auth entra needs --client-id and --resource")
+        written = write_entra_files(args.host, args.out, args.client_id, args.resource, args.tenant)
+    else:
+        written = write_files(args.host, args.out)
+    for path in written:
         print(f"wrote {path}")
     return 0
 
