@@ -416,6 +416,10 @@ class DevHost:
         if easy_auth is not None:
             # This host now is the platform's authentication: tell the app, as App Service does.
             os.environ["WEBSITE_AUTH_ENABLED"] = "True"
+        elif (os.environ.get("RELAY_AUTH") or "").strip().lower() == "entra" and \
+                (os.environ.get("WEBSITE_AUTH_ENABLED") or "").lower() != "true":
+            log.warning("RELAY_AUTH=entra without RELAY_ENTRA_JWKS: no caller can be admitted, "
+                        "every route but the anonymous ones answers 401")
         host_json = json.loads((self.app_dir / "host.json").read_text(encoding="utf-8"))
         prefix = host_json.get("extensions", {}).get("http", {}).get("routePrefix", "api")
         options = QueueOptions.from_host_json(host_json)

@@ -92,6 +92,9 @@ class EasyAuth:
         if self._client is not None:
             try:
                 return self._client.get_signing_key(kid).key
+            except jwt.PyJWKClientConnectionError:
+                log.warning("easy auth: the signing keys could not be fetched from RELAY_ENTRA_JWKS")
+                raise TokenRefused("the issuer's signing keys could not be fetched; try again") from None
             except jwt.PyJWKClientError:
                 raise TokenRefused("the token's kid names no signing key of the issuer") from None
         found = self._keys.get(kid)

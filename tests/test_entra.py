@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 import requests
+import trustme
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import Receiver, RelayProcess, wait_until
@@ -290,6 +294,48 @@ def test_the_dev_host_replaces_a_forged_principal_with_the_tokens(caller: Callab
     _problem(response, 403)
 
 
+def test_signing_keys_come_from_an_https_jwks_url(azurite: Any, tmp_path: Path) -> None:
+    """RELAY_ENTRA_JWKS as an https URL, as Entra publishes its keys (here a loopback TLS server
+    with a test CA standing in for login.microsoftonline.com)."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    keys = _jwks_file(tmp_path).read_bytes()
+    fetched: list[str] = []
+
+    class Keys(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            fetched.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(keys)))
+            self.end_headers()
+            self.wfile.write(keys)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Keys)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/discovery/v2.0/keys"
+    relay = RelayProcess(azurite, {**ENTRA_ENV, "RELAY_ENTRA_JWKS": url, "SSL_CERT_FILE": str(ca_file)},
+                         function_key=None).start()
+    try:
+        good = {"Authorization": "Bearer " + Tokens().mint([SUBSCRIBER])}
+        assert requests.get(f"{relay.base}/subscriptions", headers=good, timeout=30).status_code == 200
+        forged = {"Authorization": "Bearer " + Tokens(OTHER_KEY).mint([SUBSCRIBER])}
+        _problem(requests.get(f"{relay.base}/subscriptions", headers=forged, timeout=30), 401)
+        assert requests.get(f"{relay.base}/subscriptions", headers=good, timeout=30).status_code == 200
+        assert fetched and set(fetched) == {"/discovery/v2.0/keys"}
+    finally:
+        relay.stop()
+        server.shutdown()
+        server.server_close()
+
+
 # ---- the Azure path: the platform header, trusted only with the platform flag ------------------
 
 @pytest.mark.parametrize("flag", ["True", "true"])
@@ -363,3 +409,21 @@ def test_keys_mode_ignores_the_easy_auth_header(monkeypatch: pytest.MonkeyPatch)
         assert admit(request, list_subscriptions) is None
     finally:
         settings.reset_settings()
+
+
+def test_the_dev_host_refuses_an_incomplete_or_plain_http_configuration(tmp_path: Path) -> None:
+    from relay.easyauth import EasyAuth
+    from relay.errors import ConfigurationError
+
+    jwks = str(_jwks_file(tmp_path))
+    assert EasyAuth.from_environ({"RELAY_ENTRA_JWKS": jwks}) is None  # keys mode: no Easy Auth
+    assert EasyAuth.from_environ({"RELAY_AUTH": "entra"}) is None  # Azure: the platform plays it
+    with pytest.raises(ConfigurationError, match="RELAY_ENTRA_ISSUER"):
+        EasyAuth.from_environ({"RELAY_AUTH": "entra", "RELAY_ENTRA_JWKS": jwks, "RELAY_ENTRA_AUDIENCE": AUDIENCE})
+    with pytest.raises(ConfigurationError, match="https"):
+        EasyAuth.from_environ({**ENTRA_ENV, "RELAY_ENTRA_JWKS": "http://keys.example/jwks"})
+    with pytest.raises(ConfigurationError, match="JWKS file"):
+        EasyAuth.from_environ({**ENTRA_ENV, "RELAY_ENTRA_JWKS": str(tmp_path / "missing.json")})
+    with pytest.raises(ConfigurationError, match="RELAY_AUTH"):
+        from relay.settings import auth_mode
+        auth_mode({"RELAY_AUTH": "aad"})
