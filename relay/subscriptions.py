@@ -54,9 +54,9 @@ TOMB_PARTITION = "t"
 CLOCK_SKEW = timedelta(minutes=5)
 # Azure Tables allows at most 15 comparisons in one filter.
 _MAX_OR = 15
-# Reading only these spares parsing the rest (Timestamp, etag) of every index row.
 # Point reads of one owner's page of subscriptions run side by side.
 _owned_reads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="owned-read")
+# Reading only these spares parsing the rest (Timestamp, etag) of every index row.
 _INDEX_FIELDS = ("RowKey", "url", "secret", "once", "gen", "subjectBeginsWith", "subjectEndsWith")
 
 

@@ -427,3 +427,33 @@ def test_the_dev_host_refuses_an_incomplete_or_plain_http_configuration(tmp_path
     with pytest.raises(ConfigurationError, match="RELAY_AUTH"):
         from relay.settings import auth_mode
         auth_mode({"RELAY_AUTH": "aad"})
+
+
+def test_the_owner_index_survives_a_crash_between_writes_and_keeps_fan_out_owner_free(azurite: Any) -> None:
+    """Store level: an owner row whose subscription never got written (a crash after the index
+    write) is skipped, a subscription is listed for its owner only, and fan-out finds it whoever
+    owns it (the fan-out index carries no owner)."""
+    from relay.models import SubscriptionRequest
+    from relay.storage import SUBSCRIPTIONS_TABLE, Endpoints, Storage
+    from relay.subscriptions import SubscriptionStore, owner_partition
+
+    storage = Storage(Endpoints(connection_string=azurite.connection_string))
+    storage.ensure()
+    store = SubscriptionStore(storage)
+    owner, other = f"oid-{uuid.uuid4()}", f"oid-{uuid.uuid4()}"
+    kind = f"owned.{uuid.uuid4().hex[:8]}"
+    table = storage.table(SUBSCRIPTIONS_TABLE)
+    table.upsert_entity({"PartitionKey": owner_partition(owner), "RowKey": uuid.uuid4().hex, "owner": owner})
+    mine, _ = store.subscribe(SubscriptionRequest(notificationUrl=f"https://a.example/{kind}", eventTypes=[kind]),
+                              owner=owner, scope=owner)
+    theirs, _ = store.subscribe(SubscriptionRequest(notificationUrl=f"https://b.example/{kind}", eventTypes=[kind]),
+                                owner=other, scope=other)
+    assert [e["id"] for e in store.list(limit=10, token=None, owner=owner)[0]] == [mine["id"]]
+    assert [e["id"] for e in store.list(limit=10, token=None, owner=other)[0]] == [theirs["id"]]
+    assert {mine["id"], theirs["id"]} <= {t.sub for page in store.matching(kind, None) for t in page}
+    index_rows = list(table.query_entities("PartitionKey eq @pk", parameters={"pk": f"x:{kind}"}))
+    assert index_rows and all("owner" not in row for row in index_rows)
+    store.delete(mine["id"])
+    assert store.list(limit=10, token=None, owner=owner)[0] == []
+    left = [r["RowKey"] for r in table.query_entities("PartitionKey eq @pk", parameters={"pk": owner_partition(owner)})]
+    assert mine["id"] not in left  # removed with the subscription
