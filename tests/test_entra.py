@@ -79,9 +79,12 @@ ENTRA_ENV = {"RELAY_AUTH": "entra", "RELAY_ENTRA_ISSUER": ISSUER, "RELAY_ENTRA_A
 
 @pytest.fixture(scope="module")
 def entra(azurite: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
-    """The relay in entra mode on the dev host, which plays Easy Auth with the test JWKS."""
+    """The relay in entra mode on the dev host, which plays Easy Auth with the test JWKS. The host
+    is given a function key too, which no caller below sends: in entra mode the HTTP functions
+    are anonymous to the host (function_app.py's auth level follows RELAY_AUTH)."""
     jwks = _jwks_file(tmp_path_factory.mktemp("entra"))
-    relay = RelayProcess(azurite, {**ENTRA_ENV, "RELAY_ENTRA_JWKS": str(jwks)}, function_key=None).start()
+    relay = RelayProcess(azurite, {**ENTRA_ENV, "RELAY_ENTRA_JWKS": str(jwks)},
+                         function_key="a-key-nobody-sends").start()
     yield relay
     relay.stop()
 
