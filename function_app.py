@@ -3,10 +3,14 @@
 import azure.functions as func
 
 from relay import api, telemetry, worker
+from relay.settings import auth_mode
 
 telemetry.configure()
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+# RELAY_AUTH=entra: callers are Entra ID principals (App Service Authentication in front, the
+# relay checks their roles), so the host asks for no function key; keys mode keeps the key.
+AUTH_LEVEL = func.AuthLevel.ANONYMOUS if auth_mode() == "entra" else func.AuthLevel.FUNCTION
+app = func.FunctionApp(http_auth_level=AUTH_LEVEL)
 
 # Every method reaches each route, so a wrong one is answered 405 by the relay, not 404 by the host.
 ALL = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]

@@ -55,6 +55,22 @@ param relayMaxEventBytes string = '1048576'
 @description('RELAY_EVENT_RETENTION_DAYS: days published events stay readable for polling, replay and de-duplication.')
 param relayEventRetentionDays string = '7'
 
+@description('RELAY_AUTH: keys (function keys, any key may do everything) or entra (Microsoft Entra ID principals with app roles, behind App Service Authentication; needs entraClientId and entraAudience).')
+@allowed([
+  'keys'
+  'entra'
+])
+param authMode string = 'keys'
+
+@description('authMode entra: application (client) id of the relay\'s app registration (README, "Microsoft Entra ID access").')
+param entraClientId string = ''
+
+@description('authMode entra: its Application ID URI, e.g. api://<client id>.')
+param entraAudience string = ''
+
+@description('authMode entra: the directory (tenant) that issues the tokens.')
+param entraTenantId string = tenant().tenantId
+
 @description('Days after which claim-check payload blobs (relay-payloads) are deleted by the lifecycle rule; keep it at RELAY_EVENT_RETENTION_DAYS + 1.')
 @minValue(1)
 param payloadRetentionDays int = 8
@@ -80,6 +96,7 @@ var relayAppSettings = {
   RELAY_ALLOW_PRIVATE_TARGETS: relayAllowPrivateTargets
   RELAY_MAX_EVENT_BYTES: relayMaxEventBytes
   RELAY_EVENT_RETENTION_DAYS: relayEventRetentionDays
+  RELAY_AUTH: authMode
 }
 
 module identity 'modules/identity.bicep' = {
@@ -144,6 +161,17 @@ module functionApp 'modules/functionapp.bicep' = {
   dependsOn: [
     rbac
   ]
+}
+
+// Easy Auth in front of the app only in entra mode (modules/easyauth.bicep).
+module easyAuth 'modules/easyauth.bicep' = if (authMode == 'entra') {
+  name: 'easyauth'
+  params: {
+    functionAppName: functionApp.outputs.name
+    clientId: entraClientId
+    audience: entraAudience
+    tenantId: entraTenantId
+  }
 }
 
 output AZURE_LOCATION string = location

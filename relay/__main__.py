@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     conn.add_argument("--host-parameter", action="store_true",
                       help="ask for the relay's host in the connection (dynamichosturl), so one connector "
                            "serves many relays")
+    conn.add_argument("--auth", choices=("keys", "entra"), default="keys",
+                      help="keys: the connection holds a function key; entra: it signs in with Microsoft Entra ID")
+    conn.add_argument("--client-id", default=None, help="--auth entra: the connector's app registration (client) id")
+    conn.add_argument("--resource", default=None, help="--auth entra: the relay's Application ID URI")
+    conn.add_argument("--tenant", default="common", help="--auth entra: tenant id of the sign-in (default common)")
 
     recv = commands.add_parser("receive", help="print webhooks that arrive, verifying their signature")
     recv.add_argument("--host", default="127.0.0.1")
@@ -49,13 +54,19 @@ def main(argv: list[str] | None = None) -> int:
         from .receiver import serve
         serve(args.host, args.port, args.secret)
         return 0
-    from .connector import PUBLISHER, About, write_files
+    from .connector import PUBLISHER, About, write_entra_files, write_files
     if args.publisher and not args.certification:
         parser.error("--publisher goes with --certification")
     about = About(website=args.website, privacy_policy=args.privacy_policy,
                   contact_name=args.contact_name or About.contact_name, contact_email=args.contact_email)
-    for path in write_files(args.host, args.out, about=about, certification=args.certification,
-                            publisher=args.publisher or PUBLISHER, host_parameter=args.host_parameter):
+    if args.auth == "entra":
+        if not args.client_id or not args.resource:
+            parser.error("--auth entra needs --client-id and --resource")
+        written = write_entra_files(args.host, args.out, args.client_id, args.resource, args.tenant)
+    else:
+        written = write_files(args.host, args.out, about=about, certification=args.certification,
+                              publisher=args.publisher or PUBLISHER, host_parameter=args.host_parameter)
+    for path in written:
         print(f"wrote {path}")
     return 0
 

@@ -16,7 +16,7 @@ import azure.functions as func
 from azure.core.exceptions import HttpResponseError
 from pydantic import BaseModel, ValidationError
 
-from . import clock, polling
+from . import access, clock, polling
 from . import events as events_mod
 from .connector import definition
 from .errors import (
@@ -54,6 +54,7 @@ class Request:
     route: Mapping[str, str]
     headers: Mapping[str, str]
     body: bytes
+    principal: access.Principal | None = None  # entra mode: the caller Easy Auth vouched for
 
     @classmethod
     def from_func(cls, req: func.HttpRequest) -> "Request":
@@ -174,6 +175,7 @@ def route(handlers: Mapping[str, Handler]) -> Callable[[func.HttpRequest], func.
             if handler is None:
                 raise MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}",
                                        headers={"Allow": allowed})
+            request.principal = access.admit(request, handler)
             try:
                 reply = handler(request)
             except HttpResponseError as exc:
@@ -226,7 +228,9 @@ def create_subscription(request: Request) -> Reply:
         check_target(body.notificationUrl, allow_private=settings.allow_private_targets)
     except TargetRefused as exc:
         raise invalid("notificationUrl", exc.reason) from None
-    entity, _ = SubscriptionStore(_storage()).subscribe(body, _caller(request))
+    owner = request.principal.id if request.principal else None
+    entity, _ = SubscriptionStore(_storage()).subscribe(body, _caller(request), owner=owner,
+                                                        scope=access.owner_scope(request))
     location = request.link(f"subscriptions/{entity['id']}")
     return Reply(201, public_view(entity, with_secret=True), {"Location": location})
 
@@ -244,7 +248,8 @@ def list_subscriptions(request: Request) -> Reply:
     if event_type is not None and not is_name(event_type):
         raise invalid("eventType", f"must be {NAME_RULE}")
     token = request.params.get("continuationToken") or None
-    items, next_token = SubscriptionStore(_storage()).list(limit=limit, token=token, event_type=event_type)
+    items, next_token = SubscriptionStore(_storage()).list(limit=limit, token=token, event_type=event_type,
+                                                           owner=access.owner_scope(request))
     body: dict[str, Any] = {"value": [public_view(e) for e in items]}
     if next_token:
         query = {k: v for k, v in (("eventType", event_type), ("limit", str(limit))) if v}
@@ -277,14 +282,14 @@ def unsubscribe(request: Request) -> Reply:
     body: UnsubscribeRequest = request.model(UnsubscribeRequest, raw)
     store = SubscriptionStore(_storage())
     if body.notificationUrl is not None:
-        store.unsubscribe(body.notificationUrl)
+        store.unsubscribe(body.notificationUrl, scope=access.owner_scope(request))
         return Reply(200, {})
     caller = _caller(request)
     if not (("workflowId" in caller and "workflowOperationName" in caller) or "clientTrackingId" in caller):
         raise invalid("notificationUrl", "is required unless the call carries x-ms-workflow-id and "
                       "x-ms-workflow-operation-name, or x-ms-client-tracking-id")
     store.unsubscribe_caller(caller.get("workflowId"), caller.get("workflowOperationName"),
-                             caller.get("clientTrackingId"))
+                             caller.get("clientTrackingId"), scope=access.owner_scope(request))
     return Reply(200, {})
 
 

@@ -673,3 +673,84 @@ def write_files(host: str, out: Path, *, about: About | None = None, certificati
     path.write_bytes(icon())
     written.append(path)
     return written
+
+
+# ---- Microsoft Entra ID sign-in (RELAY_AUTH=entra) ------------------------------------------------
+#
+# `python -m relay connector --auth entra --client-id <id> --resource <application ID URI>`: the
+# same operations, but the connection signs the maker in with Microsoft Entra ID (OAuth 2.0,
+# identity provider `aad`), as certified connectors in front of App Service APIs do, so every
+# operation (the webhook subscribe and its DELETE included) runs as the maker, with the maker's
+# app roles. Kept apart from the key-based definition above: the committed files stay keys mode.
+
+ENTRA_SECURITY_NAME = "oauth2-auth"
+ENTRA_LOGIN = "https://login.microsoftonline.com"
+ENTRA_SCOPE = "user_impersonation"  # the delegated scope infra/entra/api.json exposes
+# Per-connector redirect URIs (https://global.consent.azure-apim.net/redirect/<connector>) are the
+# platform's rule for new OAuth connectors; the exact URL is known once the connector exists.
+ENTRA_REDIRECT_MODE = "GlobalPerConnector"
+
+
+def entra_scope(resource: str) -> str:
+    return f"{resource.rstrip('/')}/{ENTRA_SCOPE}"
+
+
+def entra_definition(host: str, resource: str) -> dict[str, Any]:
+    """The definition with OAuth 2.0 (Microsoft Entra ID) instead of the function key."""
+    document = definition(host)
+    document["securityDefinitions"] = {
+        ENTRA_SECURITY_NAME: {
+            "type": "oauth2",
+            "flow": "accessCode",
+            # The platform signs in through the `aad` provider of apiProperties; these name the
+            # same endpoints for tools that read only the Swagger.
+            "authorizationUrl": f"{ENTRA_LOGIN}/common/oauth2/authorize",
+            "tokenUrl": f"{ENTRA_LOGIN}/common/oauth2/token",
+            "scopes": {entra_scope(resource): "Call the relay as the signed-in user, with that user's relay roles."},
+            "description": "Sign in with Microsoft Entra ID; the relay checks the user's app roles.",
+        },
+    }
+    document["security"] = [{ENTRA_SECURITY_NAME: []}]
+    return document
+
+
+def entra_properties(client_id: str, resource: str, tenant: str = "common") -> dict[str, Any]:
+    """`apiProperties.json` whose connection signs in with Microsoft Entra ID (`aad`)."""
+    document = properties()
+    document["properties"]["connectionParameters"] = {
+        "token": {
+            "type": "oauthSetting",
+            "oAuthSettings": {
+                "identityProvider": "aad",
+                "clientId": client_id,
+                "scopes": [entra_scope(resource)],
+                "redirectMode": ENTRA_REDIRECT_MODE,
+                "properties": {"IsFirstParty": "False"},
+                "customParameters": {
+                    "resourceUri": {"value": resource},
+                    "loginUri": {"value": ENTRA_LOGIN},
+                    "tenantId": {"value": tenant},
+                },
+            },
+            "uiDefinition": {
+                "displayName": "Sign in with Microsoft Entra ID",
+                "description": "The account the connection acts as; its relay app roles decide what it may do.",
+                "tooltip": "Sign in with your work account.",
+                "constraints": {"required": "true"},
+            },
+        },
+    }
+    return document
+
+
+def write_entra_files(host: str, out: Path, client_id: str, resource: str, tenant: str = "common") -> list[Path]:
+    """Write the Entra ID sign-in variant of the two files into `out`; returns their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, document in ((DEFINITION_FILE, entra_definition(host, resource)),
+                           (PROPERTIES_FILE, entra_properties(client_id, resource, tenant))):
+        path = out / name
+        path.write_text(render(document), encoding="utf-8")
+        written.append(path)
+    return written

@@ -127,10 +127,12 @@ def _problem(status: int, title: str, detail: str) -> tuple[int, dict[str, str],
 
 
 class HttpDispatcher:
-    def __init__(self, routes: list[HttpRoute], prefix: str, function_key: str | None) -> None:
+    def __init__(self, routes: list[HttpRoute], prefix: str, function_key: str | None,
+                 easy_auth: Any = None) -> None:
         self.routes = sorted(routes, key=lambda r: r.precedence)
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.function_key = function_key
+        self.easy_auth = easy_auth  # relay.easyauth.EasyAuth when playing App Service Authentication
 
     def dispatch(self, method: str, raw_path: str, host: str, headers: dict[str, str],
                  body: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -138,6 +140,12 @@ class HttpDispatcher:
         path = split.path
         if not path.lower().startswith(self.prefix.lower() + "/"):
             return _problem(404, "Not found", "no function answers this path")
+        if self.easy_auth is not None:
+            # Like the platform, before any function runs: a 401 here never reaches the app.
+            refused = self.easy_auth.admit(path, headers)
+            if refused is not None:
+                status, out, text = _problem(401, "Unauthorized", refused)
+                return status, {**out, "WWW-Authenticate": 'Bearer realm="relay"'}, text
         rel = path[len(self.prefix) + 1:].strip("/")
         for route in self.routes:
             match = route.pattern.match(rel)
@@ -402,6 +410,16 @@ class DevHost:
         load_local_settings(self.app_dir)
         if self.function_key is None:
             self.function_key = os.environ.get("RELAY_FUNCTION_KEY") or None
+        from relay.easyauth import EasyAuth
+
+        easy_auth = EasyAuth.from_environ(os.environ)
+        if easy_auth is not None:
+            # This host now is the platform's authentication: tell the app, as App Service does.
+            os.environ["WEBSITE_AUTH_ENABLED"] = "True"
+        elif (os.environ.get("RELAY_AUTH") or "").strip().lower() == "entra" and \
+                (os.environ.get("WEBSITE_AUTH_ENABLED") or "").lower() != "true":
+            log.warning("RELAY_AUTH=entra without RELAY_ENTRA_JWKS: no caller can be admitted, "
+                        "every route but the anonymous ones answers 401")
         host_json = json.loads((self.app_dir / "host.json").read_text(encoding="utf-8"))
         prefix = host_json.get("extensions", {}).get("http", {}).get("routePrefix", "api")
         options = QueueOptions.from_host_json(host_json)
@@ -425,7 +443,7 @@ class DevHost:
                 self.timers.append(TimerWorker(fn.get_function_name(), trigger.schedule, call, self.stop_event))
             else:
                 raise RuntimeError(f"{fn.get_function_name()}: {kind} triggers are not supported by the dev host")
-        dispatcher = HttpDispatcher(routes, prefix, self.function_key)
+        dispatcher = HttpDispatcher(routes, prefix, self.function_key, easy_auth)
         self.server = ThreadingHTTPServer((self.host, self.port), make_handler(dispatcher))
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]

@@ -61,12 +61,28 @@ def invalid(field: str, message: str) -> BadRequest:
     return BadRequest(f"{field}: {message}", [FieldError(field, message)])
 
 
+class Unauthorized(Problem):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        # RFC 6750: a bearer-protected resource names its scheme in the challenge.
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="relay"'})
+
+
+class Forbidden(Problem):
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
 class NotFound(Problem):
     status, title, slug = 404, "Not found", "not-found"
 
 
 class MethodNotAllowed(Problem):
     status, title, slug = 405, "Method not allowed", "method-not-allowed"
+
+
+class Conflict(Problem):
+    status, title, slug = 409, "Conflict", "conflict"
 
 
 class PayloadTooLarge(Problem):

@@ -33,7 +33,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RELAY_MAX_EVENT_BYTES", "1048576", "largest event accepted, in bytes of its JSON"),
     Setting("RELAY_EVENT_RETENTION_DAYS", "7",
             "days published events stay readable for polling, replay and de-duplication"),
+    Setting("RELAY_AUTH", "keys",
+            "keys: function keys, any key may do everything; entra: Microsoft Entra ID principals with app roles"),
 )
+
+AUTH_MODES = ("keys", "entra")
 
 # Identity-based storage: the suffixes the Functions host itself understands.
 STORAGE_IDENTITY_SUFFIXES = (
@@ -41,7 +45,9 @@ STORAGE_IDENTITY_SUFFIXES = (
 )
 
 # Optional settings: read when present, never required.
-OPTIONAL_SETTINGS = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "RELAY_FUNCTION_KEY")
+OPTIONAL_SETTINGS = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "RELAY_FUNCTION_KEY",
+                     # The dev host's stand-in for Easy Auth (RELAY_AUTH=entra, local work only).
+                     "RELAY_ENTRA_ISSUER", "RELAY_ENTRA_AUDIENCE", "RELAY_ENTRA_JWKS")
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DELAY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
@@ -70,6 +76,16 @@ def _bool(name: str, text: str) -> bool:
     raise ConfigurationError(f"{name}: {text!r} is not true or false")
 
 
+def auth_mode(environ: Mapping[str, str] | None = None) -> str:
+    """RELAY_AUTH, checked; read on its own because function_app.py needs it before any request
+    (the HTTP functions' auth level follows it)."""
+    env = os.environ if environ is None else environ
+    mode = (env.get("RELAY_AUTH") or "keys").strip().lower()
+    if mode not in AUTH_MODES:
+        raise ConfigurationError(f"RELAY_AUTH: {env.get('RELAY_AUTH')!r} is not keys or entra")
+    return mode
+
+
 def _positive(name: str, text: str, kind: type = float) -> float:
     try:
         value = kind(text)
@@ -88,6 +104,7 @@ class Settings:
     allow_private_targets: bool
     max_event_bytes: int
     event_retention_days: float
+    auth_mode: str = "keys"
     appinsights_connection_string: str | None = field(default=None, repr=False)
 
     @property
@@ -114,6 +131,7 @@ class Settings:
             allow_private_targets=_bool("RELAY_ALLOW_PRIVATE_TARGETS", get("RELAY_ALLOW_PRIVATE_TARGETS")),
             max_event_bytes=int(_positive("RELAY_MAX_EVENT_BYTES", get("RELAY_MAX_EVENT_BYTES"), int)),
             event_retention_days=_positive("RELAY_EVENT_RETENTION_DAYS", get("RELAY_EVENT_RETENTION_DAYS")),
+            auth_mode=auth_mode(env),
             appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
         )
 

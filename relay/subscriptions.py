@@ -1,6 +1,6 @@
 """Subscriptions in Azure Table Storage.
 
-One table, four kinds of row, keyed for the access patterns:
+One table, several kinds of row, keyed for the access patterns:
 
 | partition       | row key        | what                                                     |
 |-----------------|----------------|----------------------------------------------------------|
@@ -12,6 +12,8 @@ One table, four kinds of row, keyed for the access patterns:
 |                 |                | it read the index                                        |
 | `w:{sha256}`    | `{id}`         | Logic Apps caller (workflow id + operation name) -> id   |
 | `k:{sha256}`    | `{id}`         | Logic Apps client tracking id -> id                      |
+| `o:{hash}`      | `{id}`         | owner index (entra mode): one partition per owner, so    |
+|                 |                | listing one's own costs O(own), not a scan of everyone's |
 
 The caller rows let an HTTP Webhook unsubscribe, which cannot send its callback URL, find its
 subscription by the `x-ms-workflow-*` headers recorded at subscribe. They are hints: a reader
@@ -20,6 +22,11 @@ checks the subscription still records those values, and drops rows that outlived
 Index rows are written after the subscription on create and removed before it on delete, and a
 tombstone is written before either, so a reader never delivers to a subscription whose DELETE
 was answered.
+
+The owner index is written before the subscription on create and removed after it on delete:
+a row whose subscription is gone (or now someone else's) is skipped by a reader, while a
+subscription is never missing from its owner's list. The fan-out index knows nothing of owners:
+ownership decides who may manage a subscription, not which events it receives.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import json
 import re
 import secrets
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator
 
@@ -38,6 +46,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from . import clock
+from .errors import Conflict, NotFound
 from .paging import decode_token, encode_token
 from .matching import patterns_for_type, subject_matches, type_matches
 from .models import SubscriptionRequest, Target
@@ -49,6 +58,8 @@ TOMB_PARTITION = "t"
 # Clocks of different instances disagree a little; tombstones this much older than a reader's
 # index read still count, at the price of reading a few more rows.
 CLOCK_SKEW = timedelta(minutes=5)
+# Point reads of one owner's page of subscriptions run side by side.
+_owned_reads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="owned-read")
 # Reading only these spares parsing the rest (Timestamp, etag) of every index row.
 _INDEX_FIELDS = ("RowKey", "url", "secret", "once", "gen", "subjectBeginsWith", "subjectEndsWith")
 
@@ -59,6 +70,11 @@ def new_secret() -> str:
 
 def url_key(url: str) -> str:
     return "u:" + hashlib.sha256(url.encode("utf-8")).hexdigest()
+
+
+def owner_partition(owner: str) -> str:
+    # Owner ids are Entra object ids, or `sub` values that may hold characters a key cannot.
+    return "o:" + hashlib.sha256(owner.encode("utf-8")).hexdigest()[:40]
 
 
 def public_view(entity: dict[str, Any], *, with_secret: bool = False) -> dict[str, Any]:
@@ -97,11 +113,13 @@ class SubscriptionStore:
 
     # ---- create / update ----------------------------------------------------------------
 
-    def subscribe(self, request: SubscriptionRequest,
-                  caller: dict[str, str] | None = None) -> tuple[dict[str, Any], bool]:
+    def subscribe(self, request: SubscriptionRequest, caller: dict[str, str] | None = None,
+                  owner: str | None = None, scope: str | None = None) -> tuple[dict[str, Any], bool]:
         """Create, or update the existing subscription of this URL; returns (entity, created).
 
-        `caller`: the Logic Apps identification (`CALLER_HEADERS` fields) the subscribe came with."""
+        `caller`: the Logic Apps identification (`CALLER_HEADERS` fields) the subscribe came with.
+        `owner` owns a subscription this creates (entra mode); with `scope`, the URL must not be
+        held by another owner (a 409), as an admin (no scope) may update anyone's."""
         url = request.notificationUrl
         patterns = request.patterns()
         now = clock.rfc3339(clock.utcnow())
@@ -117,45 +135,51 @@ class SubscriptionStore:
             **(caller or {}),
         }
         for _ in range(5):
-            found = self._create_or_update(url, fields, patterns, now)
+            found = self._create_or_update(url, fields, patterns, now, owner, scope)
             if found is not None:
                 self._write_caller(found[0])
                 return found
         raise RuntimeError("the subscription kept changing under this subscribe; try again")
 
-    def _create_or_update(self, url: str, fields: dict[str, Any], patterns: list[str],
-                          now: str) -> tuple[dict[str, Any], bool] | None:
+    def _create_or_update(self, url: str, fields: dict[str, Any], patterns: list[str], now: str,
+                          owner: str | None, scope: str | None) -> tuple[dict[str, Any], bool] | None:
         """One try; None when a concurrent change (a DELETE of the same URL) got in between."""
         existing_id = self._id_for_url(url)
         if existing_id is None:
             sub_id = uuid.uuid4().hex
             entity = {"PartitionKey": SUB_PARTITION, "RowKey": f"i:{sub_id}", "id": sub_id,
                       "notificationUrl": url, "secret": new_secret(), "createdAt": now, "gen": 0,
-                      **fields}
+                      "owner": owner, **fields}
             link = {"PartitionKey": SUB_PARTITION, "RowKey": url_key(url), "id": sub_id}
+            self._write_owner(sub_id, owner)
             try:
                 self._table.submit_transaction([("create", _clean(entity)), ("create", link)])
             except TableTransactionError as exc:
                 if exc.error_code != "EntityAlreadyExists":
                     raise
+                self._delete_owner(sub_id, owner)
                 return None  # someone subscribed the same URL a moment ago: theirs is the one
             self._write_index(entity, patterns)
             return entity, True
-        updated = self._update(existing_id, url, fields, patterns)
+        updated = self._update(existing_id, url, fields, patterns, owner, scope)
         return (updated, False) if updated is not None else None
 
-    def _update(self, sub_id: str, url: str, fields: dict[str, Any], patterns: list[str]) -> dict[str, Any] | None:
+    def _update(self, sub_id: str, url: str, fields: dict[str, Any], patterns: list[str],
+                owner: str | None = None, scope: str | None = None) -> dict[str, Any] | None:
         """Take the new filters; None if the subscription or its URL row changed meanwhile."""
         try:
             raw = self._table.get_entity(SUB_PARTITION, f"i:{sub_id}")
             current: dict[str, Any] = dict(raw)
+            if scope is not None and current.get("owner") != scope:
+                raise Conflict("another owner has subscribed this notificationUrl")
             write: tuple[Any, ...] = ("update", None, {"mode": UpdateMode.REPLACE, "etag": raw.metadata["etag"],
                                                        "match_condition": MatchConditions.IfNotModified})
         except ResourceNotFoundError:
             # The URL row outlived its subscription (a crash between writes): make it whole.
             current = {"PartitionKey": SUB_PARTITION, "RowKey": f"i:{sub_id}", "id": sub_id,
                        "notificationUrl": url, "secret": new_secret(), "createdAt": fields["updatedAt"],
-                       "gen": 0, "eventTypes": "[]"}
+                       "gen": 0, "eventTypes": "[]", "owner": owner}
+            self._write_owner(sub_id, owner)
             write = ("upsert", None, {"mode": UpdateMode.REPLACE})
         old_patterns = json.loads(current.get("eventTypes") or "[]") if current.get("status") != "disabled" else []
         entity = {**current, **fields}
@@ -213,11 +237,12 @@ class SubscriptionStore:
         return found
 
     def unsubscribe_caller(self, workflow_id: str | None, operation: str | None,
-                           tracking_id: str | None) -> list[str]:
+                           tracking_id: str | None, scope: str | None = None) -> list[str]:
         """Remove what a Logic Apps HTTP Webhook subscribed, found by the headers of its
         unsubscribe call: workflow id + operation name, else the client tracking id. Runs of one
         workflow's action share the first two, so where several match, the tracking id (one per
-        run) narrows them when it can. Returns the ids removed."""
+        run) narrows them when it can. With `scope`, only that owner's subscriptions are
+        candidates. Returns the ids removed."""
         found: list[dict[str, Any]] = []
         if workflow_id and operation:
             found = self._by_caller("w:" + _caller_key(workflow_id, operation), lambda e: (
@@ -228,6 +253,8 @@ class SubscriptionStore:
         if not found and tracking_id:
             found = self._by_caller("k:" + _caller_key(tracking_id),
                                     lambda e: e.get("clientTrackingId") == tracking_id)
+        if scope is not None:
+            found = [e for e in found if e.get("owner") == scope]
         for entity in found:
             self.delete(entity["id"])
         return [e["id"] for e in found]
@@ -235,6 +262,14 @@ class SubscriptionStore:
     def _delete_index(self, sub_id: str, patterns: Iterable[str]) -> None:
         for pattern in patterns:
             self._table.delete_entity(f"x:{pattern}", sub_id)
+
+    def _write_owner(self, sub_id: str, owner: str | None) -> None:
+        if owner is not None:
+            self._table.upsert_entity({"PartitionKey": owner_partition(owner), "RowKey": sub_id, "owner": owner})
+
+    def _delete_owner(self, sub_id: str, owner: str | None) -> None:
+        if owner is not None:
+            self._table.delete_entity(owner_partition(owner), sub_id)
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -255,15 +290,31 @@ class SubscriptionStore:
     def get(self, sub_id: str) -> dict[str, Any] | None:
         return self._get_entity(sub_id)
 
-    def list(self, *, limit: int, token: str | None,
-             event_type: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of subscriptions; with `event_type`, those that would receive such an event."""
+    def list(self, *, limit: int, token: str | None, event_type: str | None = None,
+             owner: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of subscriptions; with `event_type`, those that would receive such an event;
+        with `owner`, only that owner's, read through the owner index."""
+        if owner is not None:
+            return self._list_owned(owner, limit=limit, token=token, event_type=event_type)
         pages = self._table.query_entities(
             "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
             parameters={"pk": SUB_PARTITION, "lo": "i:", "hi": "i;"},
             results_per_page=limit,
         ).by_page(continuation_token=decode_token(token))
         page = [dict(e) for e in next(pages, [])]
+        if event_type is not None:
+            page = [e for e in page if type_matches(json.loads(e["eventTypes"]), event_type)]
+        return page, encode_token(pages.continuation_token)
+
+    def _list_owned(self, owner: str, *, limit: int, token: str | None,
+                    event_type: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        pages = self._table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": owner_partition(owner)}, results_per_page=limit,
+            select=["RowKey"]).by_page(continuation_token=decode_token(token))
+        ids = [row["RowKey"] for row in next(pages, [])]
+        found = list(_owned_reads.map(self._get_entity, ids)) if ids else []
+        # An index row outlives a subscription deleted meanwhile; the owner check guards hash reuse.
+        page = [e for e in found if e is not None and e.get("owner") == owner]
         if event_type is not None:
             page = [e for e in page if type_matches(json.loads(e["eventTypes"]), event_type)]
         return page, encode_token(pages.continuation_token)
@@ -327,11 +378,18 @@ class SubscriptionStore:
         except TableTransactionError as exc:
             if exc.error_code != "ResourceNotFound":
                 raise
+        self._delete_owner(sub_id, entity.get("owner"))
 
-    def unsubscribe(self, url: str) -> None:
+    def unsubscribe(self, url: str, scope: str | None = None) -> None:
+        """Remove the subscription of this URL; with `scope`, only if that owner holds it."""
         sub_id = self._id_for_url(url)
-        if sub_id is not None:
-            self.delete(sub_id)
+        if sub_id is None:
+            return
+        if scope is not None:
+            entity = self._get_entity(sub_id)
+            if entity is not None and entity.get("owner") != scope:
+                raise NotFound("no subscription of yours has this notificationUrl")
+        self.delete(sub_id)
 
     def disable(self, sub_id: str, reason: str) -> None:
         """Stop deliveries to a subscription whose receiver said it is gone; keep it visible."""

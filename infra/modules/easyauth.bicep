@@ -1,0 +1,78 @@
+// App Service Authentication (Easy Auth) with Microsoft Entra ID in front of the function app,
+// for RELAY_AUTH=entra (CONTRACT section 4). The platform validates each caller's access token
+// (issuer, signature, lifetime, audience), answers 401 itself to a call without a valid one, and
+// hands the app the principal in X-MS-CLIENT-PRINCIPAL; the relay then checks the app roles.
+// The health probe and the connector definition stay anonymous (excludedPaths, the same list as
+// relay/access.py ANONYMOUS_PATHS). The app registration itself is made beforehand: see
+// infra/entra/ and the README, "Microsoft Entra ID access".
+
+@description('Name of the function app to put Easy Auth in front of.')
+param functionAppName string
+
+@description('Application (client) id of the relay\'s app registration.')
+@minLength(36)
+param clientId string
+
+@description('Application ID URI of the relay\'s app registration (e.g. api://<client id>), an audience its tokens carry.')
+@minLength(1)
+param audience string
+
+@description('Directory (tenant) id that issues the tokens.')
+param tenantId string = tenant().tenantId
+
+@description('Paths answered without a token: the health probe and the connector definition.')
+param excludedPaths array = [
+  '/api/health'
+  '/api/openapi.json'
+  '/api/console'
+]
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
+  name: functionAppName
+}
+
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+      runtimeVersion: '~1'
+    }
+    globalValidation: {
+      requireAuthentication: true
+      // An API, not a web site: no redirect to a sign-in page, a 401 the connector understands.
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: excludedPaths
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          // v2 issuer: the app registration asks for v2 access tokens (infra/entra/api.json).
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenantId}/v2.0'
+          clientId: clientId
+        }
+        validation: {
+          // v2 access tokens carry the client id as `aud`; v1 ones (a connector asking for the
+          // resource) the Application ID URI. Both are this app.
+          allowedAudiences: union([
+            audience
+          ], [
+            clientId
+          ])
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+  }
+}
+
+output enabled bool = authSettings.properties.platform.enabled

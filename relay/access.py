@@ -1,0 +1,195 @@
+"""Who may do what: the Microsoft Entra ID mode of CONTRACT section 4 (`RELAY_AUTH=entra`).
+
+In keys mode the Functions host checks the function key and every caller may do everything;
+nothing here runs. In entra mode the HTTP functions are anonymous to the host and this module,
+called from the one dispatch point (`relay.api.route`), requires a principal:
+
+- The principal is App Service Authentication's (Easy Auth) `X-MS-CLIENT-PRINCIPAL` header,
+  base64 JSON `{auth_typ, name_typ, role_typ, claims: [{typ, val}]}`. It is trusted only when
+  the platform's authentication is on (`WEBSITE_AUTH_ENABLED=True`): then the platform has
+  validated the token and replaced whatever header the caller sent. Without the flag anyone can
+  send the header, so it is ignored and the call is a 401. The local dev host plays Easy Auth
+  (`relay.easyauth`) and hands over the principal the same way, so this is the one code path.
+- App roles (the token's `roles` claim) decide which operations a caller may use (`RULES`,
+  keyed by the route handler's name); a call the roles do not allow is a 403.
+- Subscriptions are owned by the principal that created them (`oid`, else `sub`). A subscriber
+  reaches only its own; another owner's is a 404, so its existence is not revealed. An admin
+  reaches all. The check for routes with a subscription id is made here, before the handler;
+  lists and subscribe take the caller's scope (`owner_scope`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from .errors import Forbidden, NotFound, Unauthorized
+from .settings import get_settings
+
+if TYPE_CHECKING:
+    from .api import Request
+
+PUBLISHER = "Relay.Publisher"
+SUBSCRIBER = "Relay.Subscriber"
+ADMIN = "Relay.Admin"
+ROLES = (PUBLISHER, SUBSCRIBER, ADMIN)
+
+PRINCIPAL_HEADER = "x-ms-client-principal"
+# The headers Easy Auth sets for the application; a caller's own copies never count.
+EASY_AUTH_HEADERS = (PRINCIPAL_HEADER, "x-ms-client-principal-id", "x-ms-client-principal-name",
+                     "x-ms-client-principal-idp", "x-ms-token-aad-access-token", "x-ms-token-aad-id-token")
+PLATFORM_FLAG = "WEBSITE_AUTH_ENABLED"
+
+# Paths anyone may call in entra mode: the same list is Easy Auth's `excludedPaths` in
+# infra/modules/easyauth.bicep (a test compares them). A path and everything below it.
+ANONYMOUS_PATHS = ("/api/health", "/api/openapi.json", "/api/console")
+
+OBJECT_ID_CLAIMS = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
+SUBJECT_CLAIMS = ("sub", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier")
+NAME_CLAIMS = ("name", "preferred_username", "appid", "azp")
+DEFAULT_ROLE_TYPE = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A caller Easy Auth vouched for: its owner id (`oid`, else `sub`) and its app roles."""
+    id: str
+    roles: frozenset[str]
+    name: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN in self.roles
+
+
+@dataclass(frozen=True)
+class Rule:
+    roles: frozenset[str]
+    owned: str | None = None  # the route parameter naming what must be the caller's: "id" or "operationId"
+
+
+def _rule(*roles: str, owned: str | None = None) -> Rule:
+    return Rule(frozenset(roles) | {ADMIN}, owned)
+
+
+# The contract's table, by route handler (relay.api). A handler not named here is admin-only,
+# so a route added later is closed until someone decides who may use it.
+RULES: dict[str, Rule] = {
+    "create_subscription": _rule(SUBSCRIBER),
+    "list_subscriptions": _rule(SUBSCRIBER),  # scoped to the caller's own in the store
+    "unsubscribe": _rule(SUBSCRIBER),  # scoped to the caller's own in the store
+    "get_subscription": _rule(SUBSCRIBER, owned="id"),
+    "delete_subscription": _rule(SUBSCRIBER, owned="id"),
+    "list_deliveries": _rule(SUBSCRIBER, owned="id"),
+    "start_replay": _rule(SUBSCRIBER, owned="id"),
+    "get_operation": _rule(SUBSCRIBER, owned="operationId"),
+    "rotate_secret": _rule(SUBSCRIBER, owned="id"),
+    "poll_events": _rule(SUBSCRIBER),
+    "publish_events": _rule(PUBLISHER),
+    "list_event_types": _rule(PUBLISHER, SUBSCRIBER),
+    "get_event_type": _rule(PUBLISHER, SUBSCRIBER),
+    "put_event_type": _rule(),
+    "delete_event_type": _rule(),
+}
+ADMIN_ONLY = _rule()
+
+
+def entra_mode() -> bool:
+    return get_settings().auth_mode == "entra"
+
+
+def platform_auth_on(environ: Mapping[str, str] | None = None) -> bool:
+    """App Service sets WEBSITE_AUTH_ENABLED=True when its authentication is on (any case)."""
+    env = os.environ if environ is None else environ
+    return (env.get(PLATFORM_FLAG) or "").strip().lower() == "true"
+
+
+def is_anonymous_path(path: str) -> bool:
+    lowered = path.rstrip("/").lower()
+    return any(lowered == p or lowered.startswith(p + "/") for p in ANONYMOUS_PATHS)
+
+
+def parse_principal(header: str) -> Principal | None:
+    """Easy Auth's `X-MS-CLIENT-PRINCIPAL`; None when it is not one or names nobody."""
+    try:
+        doc = json.loads(base64.b64decode(header.strip() + "=" * (-len(header.strip()) % 4), validate=True))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("claims"), list):
+        return None
+    claims: dict[str, list[str]] = {}
+    for claim in doc["claims"]:
+        if isinstance(claim, dict) and isinstance(claim.get("typ"), str) and isinstance(claim.get("val"), str):
+            claims.setdefault(claim["typ"], []).append(claim["val"])
+
+    def first(names: tuple[str, ...]) -> str:
+        return next((claims[n][0] for n in names if claims.get(n) and claims[n][0]), "")
+
+    owner = first(OBJECT_ID_CLAIMS) or first(SUBJECT_CLAIMS)
+    if not owner:
+        return None
+    role_typ = doc.get("role_typ") if isinstance(doc.get("role_typ"), str) else DEFAULT_ROLE_TYPE
+    roles = frozenset(claims.get("roles", []) + claims.get(role_typ, []))
+    name_typ = doc.get("name_typ") if isinstance(doc.get("name_typ"), str) else ""
+    return Principal(owner, roles, first((name_typ, *NAME_CLAIMS) if name_typ else NAME_CLAIMS))
+
+
+def principal_of(headers: Mapping[str, str]) -> Principal | None:
+    """The caller Easy Auth vouched for, or None; the header counts only with the platform flag on."""
+    if not platform_auth_on():
+        return None
+    header = next((v for k, v in headers.items() if k.lower() == PRINCIPAL_HEADER), None)
+    return parse_principal(header) if header else None
+
+
+def admit(request: "Request", handler: Callable[..., Any]) -> Principal | None:
+    """The dispatch-time check of every call: 401 without a principal, 403 when its roles do not
+    allow the operation, 404 for another owner's subscription. None in keys mode and on the
+    anonymous paths."""
+    if not entra_mode() or is_anonymous_path(urlsplit(request.url).path):
+        return None
+    principal = principal_of(request.headers)
+    if principal is None:
+        raise Unauthorized("sign in: send a Microsoft Entra ID access token for the relay "
+                           "(Authorization: Bearer)")
+    rule = RULES.get(getattr(handler, "__name__", ""), ADMIN_ONLY)
+    if not principal.roles & rule.roles:
+        needed = " or ".join(sorted(rule.roles))
+        raise Forbidden(f"this operation needs the app role {needed}")
+    if rule.owned and not principal.is_admin:
+        _check_owner(rule.owned, request.route.get(rule.owned, ""), principal)
+    return principal
+
+
+def owner_scope(request: "Request") -> str | None:
+    """Whose subscriptions a call may reach: the caller's own id, or None for all (keys mode, admin)."""
+    principal = request.principal
+    return None if principal is None or principal.is_admin else principal.id
+
+
+def _check_owner(param: str, value: str, principal: Principal) -> None:
+    """404 when the subscription (or the replay operation's subscription) is someone else's;
+    an id that names nothing is left to the handler, which answers as it always does."""
+    from .replay import Operations
+    from .storage import get_storage
+    from .subscriptions import ID_RE, SubscriptionStore
+
+    if not ID_RE.match(value):
+        return
+    storage = get_storage("fast")
+    sub_id = value
+    if param == "operationId":
+        op = Operations(storage).get(value)
+        if op is None:
+            return
+        sub_id = op.get("subscriptionId", "")
+    entity = SubscriptionStore(storage).get(sub_id)
+    if entity is None and param == "id":
+        return
+    if entity is None or entity.get("owner") != principal.id:
+        raise NotFound("no subscription has this id" if param == "id" else "no operation has this id")
