@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from conftest import wait_until
 from relay import clock, polling, replay
-from relay.events import EventLog
-from relay.models import EventRecord, ReplayRequest
+from relay.bench.pollcost import CountingStorage, log_events
+from relay.models import ReplayRequest
 from relay.storage import Endpoints, Storage
 
 
@@ -140,53 +139,9 @@ def test_event_types_validate_published_data(relay, unique_type) -> None:
 
 # ---- what a poll or a replay reads, and where a chain starts ---------------------------------------
 
-class _CountingTable:
-    """A table client that counts the rows its queries return (the counting hook of the tests
-    below): the cost of a poll or replay is the rows it makes storage send."""
-
-    def __init__(self, inner: Any, counter: dict[str, int]) -> None:
-        self._inner, self._counter = inner, counter
-
-    def query_entities(self, *args: Any, **kw: Any) -> Iterator[Any]:
-        for row in self._inner.query_entities(*args, **kw):
-            self._counter["rows"] += 1
-            yield row
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class _CountingStorage(Storage):
-    def __init__(self, connection_string: str) -> None:
-        super().__init__(Endpoints(connection_string=connection_string))
-        self.counter = {"rows": 0}
-
-    def table(self, name: str) -> Any:
-        return _CountingTable(super().table(name), self.counter)
-
-    def reads(self, work: Callable[[], Any]) -> tuple[Any, int]:
-        before = self.counter["rows"]
-        result = work()
-        return result, self.counter["rows"] - before
-
-
-def _log_events(storage: Storage, types: list[str]) -> list[str]:
-    """Write events to the log the way fan-out does; returns their ids."""
-    log = EventLog(storage)
-
-    def one(event_type: str) -> str:
-        now = clock.utcnow()
-        record = EventRecord(id=uuid.uuid4().hex, generated=True, type=event_type, source="urn:test",
-                             time=clock.rfc3339(now), data={"t": event_type}, acceptedAt=clock.rfc3339_precise(now))
-        log.record(record, uuid.uuid4().hex, seen_before=False)
-        return record.id
-    with ThreadPoolExecutor(8) as pool:
-        return list(pool.map(one, types))
-
-
 def test_poll_and_replay_read_only_matching_events(azurite) -> None:
     """A rare type among many others: a poll and a replay read its rows only, not the log window."""
-    storage = _CountingStorage(azurite.connection_string)
+    storage = CountingStorage(azurite.connection_string)
     storage.ensure()
     tag = uuid.uuid4().hex[:8]
     rare, noise = f"rare.{tag}.thing", f"noise.{tag}.x"
@@ -194,7 +149,7 @@ def test_poll_and_replay_read_only_matching_events(azurite) -> None:
     types = [noise] * 300
     for at in (10, 150, 290):
         types[at] = rare
-    ids = _log_events(storage, types)
+    ids = log_events(storage, types)
     rare_ids = [ids[10], ids[150], ids[290]]
     later = clock.utcnow() + polling.MARGIN + timedelta(seconds=1)
     state = polling.PollState(clock.time_key(started))
@@ -219,11 +174,11 @@ def test_poll_and_replay_read_only_matching_events(azurite) -> None:
 def test_a_poll_reads_a_bounded_slice(azurite, monkeypatch) -> None:
     """A forged old state with a type nothing matches: each poll reads a few day partitions and
     answers nothing new with the state advanced past them, until it reaches now."""
-    storage = _CountingStorage(azurite.connection_string)
+    storage = CountingStorage(azurite.connection_string)
     storage.ensure()
     tag = uuid.uuid4().hex[:8]
     started = clock.utcnow() - timedelta(seconds=1)
-    _log_events(storage, [f"noise.{tag}.x"] * 60)
+    log_events(storage, [f"noise.{tag}.x"] * 60)
     now = clock.utcnow() + polling.MARGIN + timedelta(seconds=1)
     state = polling.PollState(clock.time_key(now - timedelta(days=300)))
     polls = 0
