@@ -40,6 +40,8 @@ from .storage import EVENTS_TABLE, FANOUT_QUEUE, NEVER_EXPIRE, Storage
 # Data up to this many bytes of JSON travels inline in queue messages (48 KiB of data after
 # base64) and in table rows (64 KiB per string property); larger data goes to a blob.
 INLINE_DATA_BYTES = 30_000
+# Inline data (UTF-8 bytes) of all the rows of one event-log transaction together.
+TRANSACTION_DATA_BYTES = 1_000_000
 # Pollers read up to five seconds before now (polling.MARGIN); a log key older than this when its
 # row is about to be written is taken again.
 REKEY_AFTER = 1.0
@@ -73,12 +75,12 @@ def accept(event: EventIn, source: str) -> EventRecord:
     )
 
 
-def claim_check(storage: Storage, record: EventRecord) -> EventRecord:
+def claim_check(storage: Storage, record: EventRecord, limit: int = INLINE_DATA_BYTES) -> EventRecord:
     """Move large data to a blob and carry its name instead."""
     if record.blob is not None:
         return record
     data = compact(record.data).encode("utf-8")
-    if len(data) <= INLINE_DATA_BYTES:
+    if len(data) <= limit:
         return record
     name = f"{record.id}/{uuid.uuid4().hex}.json"
     storage.container().upload_blob(name, data, overwrite=True)
@@ -177,7 +179,11 @@ class EventLog:
             return False
 
     def _write(self, log: tuple[str, str], record: EventRecord) -> None:
-        record = claim_check(self._storage, record)
+        patterns = indexed_patterns(record.type)
+        # A transaction carries at most 4 MiB, and the SDK escapes non-ASCII text (up to three
+        # times its UTF-8 size): a type with many patterns keeps less data inline per row.
+        record = claim_check(self._storage, record,
+                             min(INLINE_DATA_BYTES, TRANSACTION_DATA_BYTES // (1 + len(patterns))))
         entity = {"PartitionKey": log[0], "RowKey": log[1], "id": record.id, "type": record.type,
                   "source": record.source, "time": record.time, "acceptedAt": record.acceptedAt}
         if record.subject is not None:
@@ -188,7 +194,7 @@ class EventLog:
             entity["data"] = compact(record.data)
         # The row and its index rows in one transaction (one partition, at most 65 rows: a
         # 128-character type has at most 64 patterns besides `*`).
-        rows = [entity] + [{**entity, "RowKey": index_key(p, log[1])} for p in indexed_patterns(record.type)]
+        rows = [entity] + [{**entity, "RowKey": index_key(p, log[1])} for p in patterns]
         self._table.submit_transaction([("upsert", row, {"mode": UpdateMode.REPLACE}) for row in rows])
 
     def get(self, log: tuple[str, str]) -> EventRecord | None:

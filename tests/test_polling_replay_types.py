@@ -13,7 +13,8 @@ import pytest
 from conftest import wait_until
 from relay import clock, polling, replay
 from relay.bench.pollcost import CountingStorage, log_events
-from relay.models import ReplayRequest
+from relay.events import EventLog, indexed_patterns
+from relay.models import EventRecord, ReplayRequest
 from relay.storage import Endpoints, Storage
 
 
@@ -169,6 +170,24 @@ def test_poll_and_replay_read_only_matching_events(azurite) -> None:
     sub = {"id": "x", "eventTypes": json.dumps([rare, f"rare.{tag}.*"])}
     found, read = storage.reads(lambda: list(replay._all(storage, sub, started, later)))
     assert sorted(f[0] for f in found) == sorted(rare_ids) and read == 6
+
+
+def test_the_deepest_type_with_large_data_is_logged_and_polled(azurite) -> None:
+    """A 61-segment type has 61 index rows: its event (28 KB of 4-byte characters, which the SDK
+    escapes to 84 KB a row) still fits one transaction, and polls read it back whole."""
+    storage = Storage(Endpoints(connection_string=azurite.connection_string))
+    storage.ensure()
+    deep = f"d{uuid.uuid4().hex[:6]}" + ".y" * 60
+    assert len(deep) <= 128 and len(indexed_patterns(deep)) == 61
+    started = clock.utcnow() - timedelta(seconds=1)
+    now = clock.utcnow()
+    record = EventRecord(id=uuid.uuid4().hex, generated=True, type=deep, source="urn:test", time=clock.rfc3339(now),
+                         data="\U0001F600" * 7000, acceptedAt=clock.rfc3339_precise(now))
+    EventLog(storage).record(record, uuid.uuid4().hex, seen_before=False)
+    later = clock.utcnow() + polling.MARGIN + timedelta(seconds=1)
+    for pattern in (deep, deep.split(".")[0] + ".*"):
+        result = polling.poll(storage, pattern, polling.PollState(clock.time_key(started)), 7, now=later)
+        assert [e["data"] for e in result.events] == [record.data]
 
 
 def test_a_poll_reads_a_bounded_slice(azurite, monkeypatch) -> None:
