@@ -20,7 +20,7 @@ from . import access, clock, polling
 from . import events as events_mod
 from .connector import definition
 from .errors import (
-    BadRequest, FieldError, MethodNotAllowed, NotFound, PayloadTooLarge, Problem, ServiceUnavailable,
+    BadRequest, Conflict, FieldError, MethodNotAllowed, OperationFailed, NotFound, PayloadTooLarge, Problem, ServiceUnavailable,
     TargetRefused, UnsupportedMediaType, invalid,
 )
 from .deliverylog import STATUSES, DeliveryLog
@@ -29,7 +29,7 @@ from .swaggerschema import to_swagger
 from .matching import NAME_RULE, is_name
 from .models import EventIn, EventTypeRequest, ReplayRequest, SubscriptionRequest, UnsubscribeRequest
 from .outbound import check_target
-from .replay import RETRY_AFTER, Operations
+from .replay import CRASHED, RETRY_AFTER, Operations, ReplayRunning
 from .replay import view as operation_view
 from .settings import Settings, get_settings
 from .storage import FANOUT_QUEUE, Storage, get_storage, is_outage
@@ -370,7 +370,9 @@ def poll_events(request: Request) -> Reply:
     result = polling.poll(_storage(), pattern, polling.PollState.decode(text), _settings().event_retention_days)
     location = request.link("events/poll", {"eventType": pattern, "triggerState": result.state.encode()})
     if not result.events:
-        return Reply(202, None, {"Location": location, "Retry-After": str(polling.IDLE_RETRY_AFTER)})
+        # Nothing matched in this slice; when the slice ended before now, the rest is read at once.
+        return Reply(202, None, {"Location": location,
+                                 "Retry-After": "0" if result.more else str(polling.IDLE_RETRY_AFTER)})
     headers = {"Location": location}
     if result.more:
         headers["Retry-After"] = "0"
@@ -387,7 +389,12 @@ def start_replay(request: Request) -> Reply:
     storage = _storage()
     if SubscriptionStore(storage).get(sub_id) is None:
         raise NotFound("no subscription has this id")
-    op_id = Operations(storage).start(sub_id, body)
+    try:
+        op_id = Operations(storage).start(sub_id, body)
+    except ReplayRunning as running:
+        raise Conflict("a replay of this subscription is already running; its status is at Location",
+                       headers={"Location": request.link(f"operations/{running.operation_id}"),
+                                "Retry-After": str(RETRY_AFTER)}) from None
     return Reply(202, {"id": op_id, "status": "running"},
                  {"Location": request.link(f"operations/{op_id}"), "Retry-After": str(RETRY_AFTER)})
 
@@ -401,6 +408,9 @@ def get_operation(request: Request) -> Reply:
     if shown["status"] == "running":
         return Reply(202, shown, {"Location": request.link(f"operations/{op_id}"),
                                      "Retry-After": str(RETRY_AFTER)})
+    if shown["status"] == "failed":
+        raise OperationFailed(f"the replay could not finish: {shown['error']}", op_id,
+                              500 if shown["code"] == CRASHED else 409)
     return Reply(200, shown)
 
 

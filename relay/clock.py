@@ -16,6 +16,12 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def rfc3339_precise(moment: datetime) -> str:
+    """RFC 3339 to the microsecond, for instants that are compared with others (a poll chain's
+    start against an event's acceptance), where milliseconds would leave ties."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def parse_rfc3339(text: str) -> datetime:
     """Strict enough for RFC 3339 (a date, `T`, a time, and an offset or `Z`); raises ValueError."""
     if len(text) < 20 or text[10] not in "Tt" or not (text[-1] in "Zz" or text[-6] in "+-"):

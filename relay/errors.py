@@ -85,6 +85,21 @@ class Conflict(Problem):
     status, title, slug = 409, "Conflict", "conflict"
 
 
+class OperationFailed(Problem):
+    """An asynchronous operation that could not finish: its status URL answers this, so a flow's
+    action fails rather than succeeds. `status` is 409 when the state of things stopped it (its
+    subscription went away, another replay took over), 500 when it broke."""
+    title, slug = "Operation failed", "operation-failed"
+
+    def __init__(self, detail: str, operation_id: str, status: int = 500) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.operation_id = operation_id
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "id": self.operation_id, "operationStatus": "failed"}
+
+
 class PayloadTooLarge(Problem):
     status, title, slug = 413, "Payload too large", "payload-too-large"
 

@@ -10,6 +10,14 @@ row, and only a message that comes back looks for the log row it may already hav
 
 Event log rows (`e:{day}` / `{time}_{id}`) are written at fan-out time, in time order, so the
 polling trigger can read forward from a key.
+
+The log is indexed by type: next to each event row, in the same day partition and the same
+table transaction, sits a copy under `t:{pattern}|{time}_{id}` for every pattern the event's
+type matches except `*` (`order.created` -> `order.created` and `order.*`). A poll or replay of
+a pattern then reads one key range of that pattern's rows, so its cost follows the matching
+events rather than the whole log; `*` reads the event rows themselves. One transaction per
+publish keeps the index exactly as durable as the row (never one without the other), and
+retention, which drops whole day partitions, forgets both together.
 """
 
 from __future__ import annotations
@@ -18,21 +26,29 @@ import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from datetime import datetime
+from typing import Any, Iterator
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
 from . import clock
+from .matching import patterns_for_type
 from .models import EventIn, EventRecord, FanoutMessage
 from .storage import EVENTS_TABLE, FANOUT_QUEUE, NEVER_EXPIRE, Storage
 
 # Data up to this many bytes of JSON travels inline in queue messages (48 KiB of data after
 # base64) and in table rows (64 KiB per string property); larger data goes to a blob.
 INLINE_DATA_BYTES = 30_000
+# Inline data (UTF-8 bytes) of all the rows of one event-log transaction together.
+TRANSACTION_DATA_BYTES = 1_000_000
 # Pollers read up to five seconds before now (polling.MARGIN); a log key older than this when its
 # row is about to be written is taken again.
 REKEY_AFTER = 1.0
+# Index rows sort after event rows (whose keys start with a digit), so range reads of one never
+# meet the other.
+INDEX_PREFIX = "t:"
+EVENT_ROWS_BELOW = ":"  # every event row key is less than this, every index row key is not
 
 
 def compact(value: Any) -> str:
@@ -54,16 +70,17 @@ def accept(event: EventIn, source: str) -> EventRecord:
         time=event.time or clock.rfc3339(now),
         subject=event.subject,
         data=event.data,
-        acceptedAt=clock.rfc3339(now),
+        # To the microsecond: a polling chain holds exactly the events accepted after its start.
+        acceptedAt=clock.rfc3339_precise(now),
     )
 
 
-def claim_check(storage: Storage, record: EventRecord) -> EventRecord:
+def claim_check(storage: Storage, record: EventRecord, limit: int = INLINE_DATA_BYTES) -> EventRecord:
     """Move large data to a blob and carry its name instead."""
     if record.blob is not None:
         return record
     data = compact(record.data).encode("utf-8")
-    if len(data) <= INLINE_DATA_BYTES:
+    if len(data) <= limit:
         return record
     name = f"{record.id}/{uuid.uuid4().hex}.json"
     storage.container().upload_blob(name, data, overwrite=True)
@@ -142,9 +159,9 @@ class EventLog:
         """The log row of an event, searched from the day it was accepted (a rare, bounded scan)."""
         since = clock.parse_rfc3339(record.acceptedAt)
         rows = self._table.query_entities(
-            "PartitionKey ge @lo and PartitionKey le @hi and id eq @id",
+            "PartitionKey ge @lo and PartitionKey le @hi and RowKey lt @rows and id eq @id",
             parameters={"lo": f"e:{clock.day_bucket(since)}", "hi": f"e:{clock.day_bucket(clock.utcnow())}",
-                        "id": record.id}, select=["PartitionKey", "RowKey"])
+                        "rows": EVENT_ROWS_BELOW, "id": record.id}, select=["PartitionKey", "RowKey"])
         for row in rows:
             return row["PartitionKey"], row["RowKey"]
         return None
@@ -162,7 +179,11 @@ class EventLog:
             return False
 
     def _write(self, log: tuple[str, str], record: EventRecord) -> None:
-        record = claim_check(self._storage, record)
+        patterns = indexed_patterns(record.type)
+        # A transaction carries at most 4 MiB, and the SDK escapes non-ASCII text (up to three
+        # times its UTF-8 size): a type with many patterns keeps less data inline per row.
+        record = claim_check(self._storage, record,
+                             min(INLINE_DATA_BYTES, TRANSACTION_DATA_BYTES // (1 + len(patterns))))
         entity = {"PartitionKey": log[0], "RowKey": log[1], "id": record.id, "type": record.type,
                   "source": record.source, "time": record.time, "acceptedAt": record.acceptedAt}
         if record.subject is not None:
@@ -171,7 +192,10 @@ class EventLog:
             entity["blob"] = record.blob
         else:
             entity["data"] = compact(record.data)
-        self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        # The row and its index rows in one transaction (one partition, at most 65 rows: a
+        # 128-character type has at most 64 patterns besides `*`).
+        rows = [entity] + [{**entity, "RowKey": index_key(p, log[1])} for p in patterns]
+        self._table.submit_transaction([("upsert", row, {"mode": UpdateMode.REPLACE}) for row in rows])
 
     def get(self, log: tuple[str, str]) -> EventRecord | None:
         try:
@@ -179,6 +203,30 @@ class EventLog:
         except ResourceNotFoundError:
             return None
         return row_to_record(row)
+
+
+def indexed_patterns(event_type: str) -> list[str]:
+    """The patterns an event type gets index rows under: all it matches except `*`."""
+    return [p for p in patterns_for_type(event_type) if p != "*"]
+
+
+def index_key(pattern: str, log_key: str) -> str:
+    return f"{INDEX_PREFIX}{pattern}|{log_key}"
+
+
+def read_log(storage: Storage, pattern: str, day: datetime, after: str, before: str,
+             page: int = 1000) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Events of one day whose type matches `pattern`, with log keys strictly between `after`
+    and `before`, oldest first, as (log key, row). Reads only matching rows: `*` the event
+    rows, any other pattern its own index rows (the row's `RowKey` is the index key)."""
+    prefix = "" if pattern == "*" else index_key(pattern, "")
+    rows = storage.table(EVENTS_TABLE).query_entities(
+        "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi",
+        parameters={"pk": f"e:{clock.day_bucket(day)}", "lo": prefix + after,
+                    "hi": prefix + (before if pattern != "*" else min(before, EVENT_ROWS_BELOW))},
+        results_per_page=page)
+    for row in rows:
+        yield row["RowKey"][len(prefix):], row
 
 
 def row_to_record(row: dict[str, Any]) -> EventRecord:

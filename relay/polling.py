@@ -4,6 +4,12 @@ Event log keys are taken just before their row is written, so a row can become v
 moment after a later key. Reading only up to `MARGIN` before now, and never moving the state
 past that, keeps such a row from being skipped: every event appears in exactly one 200 of a
 chain of states.
+
+A chain starts exactly at its first call: the state carries that instant, and an event accepted
+before it is never part of the chain, even when it reaches the log (fan-out is asynchronous)
+after the call. Each poll reads a bounded slice: the pattern's own index rows (so only matching
+events), at most `PAGE + 1` of them, from at most `SLICE_DAYS` day partitions. A slice that
+ends before now leaves the state at its end and asks to be called again at once.
 """
 
 from __future__ import annotations
@@ -17,36 +23,56 @@ from typing import Any
 
 from . import clock
 from .errors import invalid
-from .events import load_data, row_to_record
-from .matching import NAME_RULE, is_pattern, type_matches
+from .events import load_data, read_log, row_to_record
+from .matching import NAME_RULE, is_pattern
 from .signing import cloudevent
-from .storage import EVENTS_TABLE, Storage
+from .storage import Storage
 
 MARGIN = timedelta(seconds=5)
 PAGE = 100
 IDLE_RETRY_AFTER = 15
+# Day partitions one poll may read. A live chain reads one (two across midnight); a chain left
+# idle for days, or a forged old state, catches up a few days per call instead of in one call.
+SLICE_DAYS = 3
+# Rows one poll may read (every row read matches the pattern; some may predate the chain).
+READ_BUDGET = 4 * PAGE
 
 
 @dataclass(frozen=True)
 class PollState:
     key: str  # everything at or below this log key has been returned
+    start: str | None = None  # the chain's first call (time key): events accepted before it are not in it
 
     def encode(self) -> str:
-        return base64.urlsafe_b64encode(json.dumps({"k": self.key}).encode()).decode().rstrip("=")
+        doc = {"k": self.key, **({"s": self.start} if self.start else {})}
+        return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode().rstrip("=")
 
     @classmethod
     def decode(cls, text: str) -> "PollState":
         try:
             doc = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-            key = doc["k"]
+            key, start = doc["k"], doc.get("s")
             clock.from_time_key(key.split("_", 1)[0])
+            if start is not None:
+                clock.from_time_key(start)
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
             raise invalid("triggerState", "is not a state this API issued") from None
-        return cls(key)
+        return cls(key, start)
 
     @classmethod
     def starting(cls, now: datetime) -> "PollState":
-        return cls(clock.time_key(now - MARGIN))
+        # The key starts MARGIN early (an event accepted after `now` on an instance whose clock
+        # is a little behind still has a key after it); `start` decides what belongs to the chain.
+        return cls(clock.time_key(now - MARGIN), clock.time_key(now))
+
+    def admits(self, row: dict[str, Any]) -> bool:
+        """Whether an event was accepted after this chain started (old states admit everything)."""
+        if self.start is None:
+            return True
+        try:
+            return clock.time_key(clock.parse_rfc3339(row["acceptedAt"])) > self.start
+        except (KeyError, ValueError):
+            return True
 
 
 def check_pattern(pattern: str) -> str:
@@ -66,30 +92,40 @@ def poll(storage: Storage, pattern: str, state: PollState, retention_days: float
          now: datetime | None = None) -> PollResult:
     now = now or clock.utcnow()
     upper = clock.time_key(now - MARGIN)
-    table = storage.table(EVENTS_TABLE)
+    if upper <= state.key:
+        return PollResult([], state, False)
     # A state older than retention (or forged) starts at the oldest day still kept, not year 1.
-    start_day = max(clock.from_time_key(state.key.split("_", 1)[0]), now - timedelta(days=retention_days + 1))
+    start = max(clock.from_time_key(state.key.split("_", 1)[0]), now - timedelta(days=retention_days + 1))
+    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
     found: list[tuple[str, dict[str, Any]]] = []
-    day = start_day.replace(hour=0, minute=0, second=0, microsecond=0)
-    while day <= now and len(found) <= PAGE:
-        rows = table.query_entities(
-            "PartitionKey eq @pk and RowKey gt @after and RowKey lt @upper",
-            parameters={"pk": f"e:{clock.day_bucket(day)}", "after": state.key, "upper": upper},
-            results_per_page=1000)
-        for row in rows:
-            if type_matches([pattern], row["type"]):
-                found.append((row["RowKey"], row))
-                if len(found) > PAGE:
-                    break
-        day += timedelta(days=1)
-    more = len(found) > PAGE
-    found = found[:PAGE]
-    if more:
-        next_state = PollState(found[-1][0])
-    elif upper > state.key:
-        next_state = PollState(upper)
+    read = 0
+    last = read_to = state.key  # the last key read; the end of the slice read so far
+    full = False
+    for _ in range(SLICE_DAYS):
+        next_day = day + timedelta(days=1)
+        before = min(upper, clock.time_key(next_day))
+        for key, row in read_log(storage, pattern, day, state.key, before, page=PAGE + 1):
+            read, last = read + 1, key
+            if state.admits(row):
+                found.append((key, row))
+            # Rows the chain does not admit (accepted before its start) count against the
+            # slice too, so a backlog of them is read a bounded part at a time.
+            if len(found) > PAGE or read >= READ_BUDGET:
+                full = True
+                break
+        if full:
+            break
+        read_to = before
+        if before == upper:
+            break
+        day = next_day
+    if len(found) > PAGE:
+        found = found[:PAGE]
+        next_state, more = PollState(found[-1][0], state.start), True
+    elif full:
+        next_state, more = PollState(last, state.start), True
     else:
-        next_state = state
+        next_state, more = PollState(max(read_to, state.key), state.start), read_to < upper
     return PollResult([as_cloudevent(storage, row) for _, row in found], next_state, more)
 
 

@@ -1,28 +1,55 @@
 """Replay as an asynchronous operation: accepted with 202 and a Location to poll, run by a queue
-function, and delivered again with each event's original id (so receivers can dedupe)."""
+function, and delivered again with each event's original id (so receivers can dedupe).
+
+A replay never reaches back before its subscription was created, and one runs per subscription
+at a time: a lock row per subscription (partition `lock`) names the running operation and a
+lease. The runner renews the lease as it goes; finishing or failing deletes the row; a replay
+whose process died stops holding it when the lease runs out, and the next replay takes over
+(the lost one, should it come back, finds the lock gone and stops).
+"""
 
 from __future__ import annotations
 
+import heapq
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
 from . import clock
 from .deliverylog import DeliveryLog
-from .matching import subject_matches, type_matches
+from .errors import RelayError
+from .events import read_log
+from .matching import subject_matches
 from .models import DeliveryMessage, ReplayMessage, ReplayRequest, Target
-from .storage import DELIVERY_QUEUE, EVENTS_TABLE, NEVER_EXPIRE, OPERATIONS_TABLE, REPLAY_QUEUE, Storage
+from .storage import DELIVERY_QUEUE, NEVER_EXPIRE, OPERATIONS_TABLE, REPLAY_QUEUE, Storage
 from .subscriptions import SubscriptionStore
 
 PARTITION = "op"
+LOCK_PARTITION = "lock"
 RETRY_AFTER = 1
+# How long a replay holds its subscription's lock without renewing it. It renews between
+# batches of sends, so only a replay whose process is gone (or whose message waits this long
+# to be picked up) loses it.
+LEASE = timedelta(minutes=5)
+RENEW_EVERY = 200  # messages sent between lease renewals
+# Why a replay failed, and so how GET /api/operations/{id} answers it (see relay.api).
+GONE, SUPERSEDED, CRASHED = "subscription-gone", "superseded", "crashed"
 
 _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="replay")
+
+
+class ReplayRunning(RelayError):
+    """Another replay of the subscription is running: the caller answers 409 naming it."""
+
+    def __init__(self, operation_id: str) -> None:
+        super().__init__(operation_id)
+        self.operation_id = operation_id
 
 
 class Operations:
@@ -30,12 +57,17 @@ class Operations:
         self._storage = storage
         self._table = storage.table(OPERATIONS_TABLE)
 
-    def start(self, sub_id: str, request: ReplayRequest) -> str:
+    def start(self, sub_id: str, request: ReplayRequest, now: datetime | None = None) -> str:
+        """Record and queue a replay; raises ReplayRunning while another holds the subscription."""
+        now = now or clock.utcnow()
         op_id = uuid.uuid4().hex
+        # The lock first: a replay that cannot get it leaves nothing behind. Until the operation
+        # row exists, the lock (within its lease) counts as held, so a racing start waits its turn.
+        self._acquire(sub_id, op_id, now)
         self._table.create_entity({
             "PartitionKey": PARTITION, "RowKey": op_id, "subscriptionId": sub_id, "status": "running",
             "since": request.since, "until": request.until or "", "filter": request.status,
-            "createdAt": clock.rfc3339(clock.utcnow()),
+            "createdAt": clock.rfc3339(now),
         })
         self._storage.queue(REPLAY_QUEUE).send_message(ReplayMessage(operationId=op_id).model_dump_json(),
                                                        time_to_live=NEVER_EXPIRE)
@@ -49,6 +81,83 @@ class Operations:
 
     def finish(self, op_id: str, **fields: Any) -> None:
         self._table.update_entity({"PartitionKey": PARTITION, "RowKey": op_id, **fields}, mode=UpdateMode.MERGE)
+        if fields.get("status", "running") != "running":
+            op = self.get(op_id)
+            if op is not None:
+                self.release(op["subscriptionId"], op_id)
+
+    # ---- the per-subscription lock ------------------------------------------------------------
+
+    def _lock_row(self, sub_id: str, op_id: str, now: datetime) -> dict[str, Any]:
+        # createdAt and a status other than `running` let the retention sweep forget a lock
+        # row a crashed replay left behind, as it does finished operations.
+        return {"PartitionKey": LOCK_PARTITION, "RowKey": sub_id, "operationId": op_id,
+                "expiresAt": clock.rfc3339(now + LEASE), "createdAt": clock.rfc3339(now), "status": "lock"}
+
+    def _acquire(self, sub_id: str, op_id: str, now: datetime) -> None:
+        row = self._lock_row(sub_id, op_id, now)
+        for _ in range(5):
+            try:
+                self._table.create_entity(row)
+                return
+            except ResourceExistsError:
+                pass
+            try:
+                held = self._table.get_entity(LOCK_PARTITION, sub_id)
+            except ResourceNotFoundError:
+                continue  # released meanwhile: try to create it again
+            holder = held["operationId"]
+            if self._held(held, now):
+                raise ReplayRunning(holder)
+            try:
+                self._table.update_entity(row, mode=UpdateMode.REPLACE, etag=held.metadata["etag"],
+                                          match_condition=MatchConditions.IfNotModified)
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue  # another start got there first: look again
+            old = self.get(holder)
+            if old is not None and old["status"] == "running":
+                self._table.update_entity({"PartitionKey": PARTITION, "RowKey": holder, "status": "failed",
+                                           "code": SUPERSEDED, "error": "the replay stopped without finishing "
+                                           "(its lease ran out) and a newer replay took over"},
+                                          mode=UpdateMode.MERGE)
+            return
+        raise ReplayRunning(self._table.get_entity(LOCK_PARTITION, sub_id)["operationId"])
+
+    def _held(self, lock: dict[str, Any], now: datetime) -> bool:
+        if now >= clock.parse_rfc3339(lock["expiresAt"]):
+            return False
+        op = self.get(lock["operationId"])
+        return op is None or op["status"] == "running"  # None: its start is still under way
+
+    def renew(self, sub_id: str, op_id: str, now: datetime | None = None) -> bool:
+        """Extend this replay's lease; False when it no longer holds the lock (it must stop)."""
+        now = now or clock.utcnow()
+        try:
+            held = self._table.get_entity(LOCK_PARTITION, sub_id)
+        except ResourceNotFoundError:
+            try:  # a replay started before locks existed, or whose row was swept: take it
+                self._table.create_entity(self._lock_row(sub_id, op_id, now))
+                return True
+            except ResourceExistsError:
+                return False
+        if held["operationId"] != op_id:
+            return False
+        try:
+            self._table.update_entity({"PartitionKey": LOCK_PARTITION, "RowKey": sub_id,
+                                       "expiresAt": clock.rfc3339(now + LEASE)}, mode=UpdateMode.MERGE,
+                                      etag=held.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
+
+    def release(self, sub_id: str, op_id: str) -> None:
+        try:
+            held = self._table.get_entity(LOCK_PARTITION, sub_id)
+            if held["operationId"] == op_id:
+                self._table.delete_entity(LOCK_PARTITION, sub_id, etag=held.metadata["etag"],
+                                          match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            pass  # gone already, or taken over: either way no longer ours
 
 
 # Longer than the function timeout (30 min): a replay still "running" after this was lost (its
@@ -58,12 +167,13 @@ ABANDONED_AFTER = timedelta(minutes=45)
 
 def view(op: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
     if op["status"] == "running" and (now or clock.utcnow()) - clock.parse_rfc3339(op["createdAt"]) > ABANDONED_AFTER:
-        op = {**op, "status": "failed", "error": "the replay did not finish; start it again"}
+        op = {**op, "status": "failed", "code": CRASHED, "error": "the replay did not finish; start it again"}
     out: dict[str, Any] = {"id": op["RowKey"], "status": op["status"]}
     if op["status"] == "succeeded":
         out["replayed"] = int(op.get("replayed") or 0)
     if op["status"] == "failed":
         out["error"] = op.get("error") or "the replay could not finish"
+        out["code"] = op.get("code") or CRASHED
     return out
 
 
@@ -79,33 +189,42 @@ def _failed(log: DeliveryLog, sub_id: str, since: datetime, until: datetime) -> 
 
 def _all(storage: Storage, sub: dict[str, Any], since: datetime,
          until: datetime) -> Iterator[tuple[str, str, str, str]]:
-    patterns = json.loads(sub["eventTypes"])
-    table = storage.table(EVENTS_TABLE)
+    patterns = sorted(set(json.loads(sub["eventTypes"])))
+    if "*" in patterns:
+        patterns = ["*"]
+    lo, hi = clock.time_key(since), clock.time_key(until) + "~"
     day = since.replace(hour=0, minute=0, second=0, microsecond=0)
     while day <= until:
-        rows = table.query_entities(
-            "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi",
-            parameters={"pk": f"e:{clock.day_bucket(day)}", "lo": clock.time_key(since),
-                        "hi": clock.time_key(until) + "~"}, results_per_page=1000)
-        for row in rows:
-            if type_matches(patterns, row["type"]) and subject_matches(
-                    row.get("subject"), sub.get("subjectBeginsWith"), sub.get("subjectEndsWith")):
-                yield row["id"], row["type"], row["PartitionKey"], row["RowKey"]
+        # Each pattern's index rows (only matching events), merged in log order; an event that
+        # two patterns match (`order.*` and `order.created`) comes once.
+        previous = None
+        for key, row in heapq.merge(*(read_log(storage, p, day, lo, hi) for p in patterns), key=lambda kr: kr[0]):
+            if key == previous:
+                continue
+            previous = key
+            if subject_matches(row.get("subject"), sub.get("subjectBeginsWith"), sub.get("subjectEndsWith")):
+                yield row["id"], row["type"], row["PartitionKey"], key
         day += timedelta(days=1)
 
 
 def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) -> None:
     ops = Operations(storage)
-    op = ops.get(message.operationId)
+    op_id = message.operationId
+    op = ops.get(op_id)
     if op is None or op["status"] != "running":
         return
     sub = SubscriptionStore(storage).get(op["subscriptionId"])
     if sub is None or sub.get("status") != "active":
-        ops.finish(message.operationId, status="failed", error="the subscription was deleted or disabled")
+        ops.finish(op_id, status="failed", code=GONE, error="the subscription was deleted or disabled")
+        return
+    if not ops.renew(sub["id"], op_id):
+        ops.finish(op_id, status="failed", code=SUPERSEDED,
+                   error="another replay of this subscription took over before this one could run")
         return
     now = clock.utcnow()
-    # Nothing older than retention or newer than now exists: the scan never goes beyond them.
-    since = max(clock.parse_rfc3339(op["since"]), now - timedelta(days=retention_days + 1))
+    # Nothing older than retention, newer than now, or from before the subscription existed.
+    since = max(clock.parse_rfc3339(op["since"]), now - timedelta(days=retention_days + 1),
+                clock.parse_rfc3339(sub["createdAt"]))
     until = min(clock.parse_rfc3339(op["until"]), now) if op.get("until") else now
     found = _failed(DeliveryLog(storage, retention_days), sub["id"], since, until) if op["filter"] == "failed" \
         else _all(storage, sub, since, until)
@@ -113,10 +232,22 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
                     gen=int(sub.get("gen") or 0), attempt=1, logged=True)
     planned = clock.time_key(clock.utcnow())
     queue = storage.queue(DELIVERY_QUEUE)
-    messages = [DeliveryMessage(eventId=eid, eventType=etype, log=(pk, rk), since=planned, targets=[target])
-                for eid, etype, pk, rk in found]
-    for future in [_pool.submit(queue.send_message, m.model_dump_json(), time_to_live=NEVER_EXPIRE)
-                   for m in messages]:
-        future.result()
-    ops.finish(message.operationId, status="succeeded", replayed=len(messages),
-               finishedAt=clock.rfc3339(clock.utcnow()))
+    sent = 0
+    batch: list[DeliveryMessage] = []
+
+    def flush() -> bool:
+        nonlocal sent, batch
+        for future in [_pool.submit(queue.send_message, m.model_dump_json(), time_to_live=NEVER_EXPIRE)
+                       for m in batch]:
+            future.result()
+        sent, batch = sent + len(batch), []
+        return ops.renew(sub["id"], op_id)
+
+    for eid, etype, pk, rk in found:
+        batch.append(DeliveryMessage(eventId=eid, eventType=etype, log=(pk, rk), since=planned, targets=[target]))
+        if len(batch) >= RENEW_EVERY and not flush():
+            ops.finish(op_id, status="failed", code=SUPERSEDED, replayed=sent,
+                       error="the replay lost its lease and a newer replay took over")
+            return
+    flush()
+    ops.finish(op_id, status="succeeded", replayed=sent, finishedAt=clock.rfc3339(clock.utcnow()))

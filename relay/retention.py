@@ -1,6 +1,7 @@
-"""Forgetting on time: events, de-duplication rows, delivery log rows, tombstones, finished
-operations and claim-check blobs older than RELAY_EVENT_RETENTION_DAYS are deleted hourly
-(event rows by whole days, and blobs a day later than the rows that point to them).
+"""Forgetting on time: events (with their type index rows), de-duplication rows, delivery log
+rows, tombstones, finished operations (and replay locks) and claim-check blobs older than
+RELAY_EVENT_RETENTION_DAYS are deleted hourly (event rows by whole days, and blobs a day later
+than the rows that point to them).
 
 Azure Tables has no time-to-live, so a timer does it. (In Azure the storage account's
 lifecycle rule also deletes old blobs; this sweep covers Azurite and any account without one.)
@@ -14,6 +15,7 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from . import clock
+from .events import INDEX_PREFIX
 from .storage import DELIVERIES_TABLE, EVENTS_TABLE, OPERATIONS_TABLE, SUBSCRIPTIONS_TABLE, Storage
 
 log = logging.getLogger("relay.retention")
@@ -41,10 +43,14 @@ def sweep(storage: Storage, retention_days: float, now: datetime | None = None) 
     cut_text, cut_key = clock.rfc3339(cutoff), clock.time_key(cutoff)
     events = storage.table(EVENTS_TABLE)
     select = ["PartitionKey", "RowKey"]
+    # Whole day partitions: the event rows and, in the same partitions, their type index rows.
+    old_events = list(events.query_entities(
+        "PartitionKey ge 'e:' and PartitionKey lt @day", parameters={"day": f"e:{clock.day_bucket(cutoff)}"},
+        select=select))
+    index_rows = sum(1 for row in old_events if row["RowKey"].startswith(INDEX_PREFIX))
     counts = {
-        "events": _delete_rows(events, events.query_entities(
-            "PartitionKey ge 'e:' and PartitionKey lt @day", parameters={"day": f"e:{clock.day_bucket(cutoff)}"},
-            select=select)),
+        "events": _delete_rows(events, old_events) - index_rows,
+        "eventIndex": index_rows,
         "dedupe": _delete_rows(events, events.query_entities(
             "PartitionKey ge 'd:' and PartitionKey lt 'd;' and acceptedAt lt @cut", parameters={"cut": cut_text},
             select=select)),

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 from conftest import wait_until
+from relay import clock, polling, replay
+from relay.bench.pollcost import CountingStorage, log_events
+from relay.events import EventLog, indexed_patterns
+from relay.models import EventRecord, ReplayRequest
+from relay.storage import Endpoints, Storage
 
 
 def _poll(relay, url: str):
@@ -126,3 +136,166 @@ def test_event_types_validate_published_data(relay, unique_type) -> None:
     assert relay.delete(f"event-types/{unique_type}").status_code == 200
     assert relay.get(f"event-types/{unique_type}").status_code == 404
     assert relay.post("events", {"type": unique_type, "data": {"total": "ten"}}).status_code == 202
+
+
+# ---- what a poll or a replay reads, and where a chain starts ---------------------------------------
+
+def test_poll_and_replay_read_only_matching_events(azurite) -> None:
+    """A rare type among many others: a poll and a replay read its rows only, not the log window."""
+    storage = CountingStorage(azurite.connection_string)
+    storage.ensure()
+    tag = uuid.uuid4().hex[:8]
+    rare, noise = f"rare.{tag}.thing", f"noise.{tag}.x"
+    started = clock.utcnow() - timedelta(seconds=1)
+    types = [noise] * 300
+    for at in (10, 150, 290):
+        types[at] = rare
+    ids = log_events(storage, types)
+    rare_ids = [ids[10], ids[150], ids[290]]
+    later = clock.utcnow() + polling.MARGIN + timedelta(seconds=1)
+    state = polling.PollState(clock.time_key(started))
+
+    for pattern in (rare, f"rare.{tag}.*"):
+        result, read = storage.reads(lambda: polling.poll(storage, pattern, state, 7, now=later))
+        assert sorted(e["id"] for e in result.events) == sorted(rare_ids)
+        assert read == 3, f"{pattern}: read {read} rows for 3 matching events"
+        assert {e["type"] for e in result.events} == {rare} and result.events[0]["data"] == {"t": rare}
+
+    # `*` reads the event rows themselves (no index copies), a page at a time.
+    result, read = storage.reads(lambda: polling.poll(storage, "*", state, 7, now=later))
+    assert len(result.events) == polling.PAGE and read <= polling.PAGE + 1 and result.more
+    assert len({e["id"] for e in result.events}) == polling.PAGE
+
+    # Replay of everything a subscription to two overlapping patterns matches: each event once.
+    sub = {"id": "x", "eventTypes": json.dumps([rare, f"rare.{tag}.*"])}
+    found, read = storage.reads(lambda: list(replay._all(storage, sub, started, later)))
+    assert sorted(f[0] for f in found) == sorted(rare_ids) and read == 6
+
+
+def test_the_deepest_type_with_large_data_is_logged_and_polled(azurite) -> None:
+    """A 61-segment type has 61 index rows: its event (28 KB of 4-byte characters, which the SDK
+    escapes to 84 KB a row) still fits one transaction, and polls read it back whole."""
+    storage = Storage(Endpoints(connection_string=azurite.connection_string))
+    storage.ensure()
+    deep = f"d{uuid.uuid4().hex[:6]}" + ".y" * 60
+    assert len(deep) <= 128 and len(indexed_patterns(deep)) == 61
+    started = clock.utcnow() - timedelta(seconds=1)
+    now = clock.utcnow()
+    record = EventRecord(id=uuid.uuid4().hex, generated=True, type=deep, source="urn:test", time=clock.rfc3339(now),
+                         data="\U0001F600" * 7000, acceptedAt=clock.rfc3339_precise(now))
+    EventLog(storage).record(record, uuid.uuid4().hex, seen_before=False)
+    later = clock.utcnow() + polling.MARGIN + timedelta(seconds=1)
+    for pattern in (deep, deep.split(".")[0] + ".*"):
+        result = polling.poll(storage, pattern, polling.PollState(clock.time_key(started)), 7, now=later)
+        assert [e["data"] for e in result.events] == [record.data]
+
+
+def test_a_poll_reads_a_bounded_slice(azurite, monkeypatch) -> None:
+    """A forged old state with a type nothing matches: each poll reads a few day partitions and
+    answers nothing new with the state advanced past them, until it reaches now."""
+    storage = CountingStorage(azurite.connection_string)
+    storage.ensure()
+    tag = uuid.uuid4().hex[:8]
+    started = clock.utcnow() - timedelta(seconds=1)
+    log_events(storage, [f"noise.{tag}.x"] * 60)
+    now = clock.utcnow() + polling.MARGIN + timedelta(seconds=1)
+    state = polling.PollState(clock.time_key(now - timedelta(days=300)))
+    polls = 0
+    while True:
+        result, read = storage.reads(lambda: polling.poll(storage, f"nothing.{tag}", state, 7, now=now))
+        polls += 1
+        assert result.events == [] and read == 0 and result.state.key > state.key
+        state = result.state
+        if not result.more:
+            break
+    assert polls <= 8 // polling.SLICE_DAYS + 2 and state.key == clock.time_key(now - polling.MARGIN)
+
+    # Rows a chain skips (accepted before it started) count against the slice too.
+    monkeypatch.setattr(polling, "READ_BUDGET", 25)
+    chain = polling.PollState(clock.time_key(started), start=clock.time_key(now))
+    result, read = storage.reads(lambda: polling.poll(storage, f"noise.{tag}.x", chain, 7, now=now))
+    assert result.events == [] and read == 25 and result.more and result.state.key > chain.key
+
+
+def test_polling_chain_starts_exactly_at_the_first_call(relay, unique_type) -> None:
+    """Publish, then the first poll, then publish: only the second is in the chain, however late
+    the first reaches the log; a forged old state answers 202 with its state moved on."""
+    before = relay.publish({"type": unique_type, "data": "before"}).json()["id"]
+    location = relay.get(f"events/poll?eventType={unique_type}").headers["Location"]
+    after = relay.publish({"type": unique_type, "data": "after"}).json()["id"]
+    wait_until(relay.queue_idle, 30, "both events to be logged")
+    # Logged after everything above, so once the chain returns it, it has read past both.
+    last = relay.publish({"type": unique_type, "data": "last"}).json()["id"]
+    seen: list[str] = []
+    while last not in seen:
+        page = _until_200(relay, location)
+        location = page.headers["Location"]
+        seen += [e["id"] for e in page.json()["value"]]
+    assert seen == [after, last] and before not in seen
+
+    forged = polling.PollState(clock.time_key(clock.utcnow() - timedelta(days=300))).encode()
+    answer = relay.get(f"events/poll?eventType=nothing.{unique_type}&triggerState={forged}")
+    assert answer.status_code == 202 and answer.headers["Retry-After"] == "0"
+    assert parse_qs(urlsplit(answer.headers["Location"]).query)["triggerState"] != [forged]
+
+
+def _await_operation(relay, url: str) -> Any:
+    def done() -> Any:
+        response = relay.session.get(url, timeout=10)
+        return [response] if response.status_code != 202 else None  # a 4xx Response is falsy
+    return wait_until(done, 60, "the replay to finish")[0]
+
+
+def test_replay_is_clamped_to_the_subscription_and_runs_one_at_a_time(relay, receiver_factory,
+                                                                       unique_type) -> None:
+    """Events from before the subscription are never replayed; a second replay while one runs is a
+    409 naming the running one; once it is done the next is accepted."""
+    relay.publish({"type": unique_type, "data": "before the subscription"})
+    wait_until(relay.queue_idle, 30, "the early event to be logged")
+    receiver = receiver_factory()
+    sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
+    for batch in range(3):
+        relay.publish([{"type": unique_type, "data": batch * 100 + i} for i in range(100)])
+    receiver.wait_for(300, 60)
+    since = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+
+    first = relay.post(f"subscriptions/{sub['id']}/replay", {"since": since, "status": "all"})
+    assert first.status_code == 202
+    second = relay.post(f"subscriptions/{sub['id']}/replay", {"since": since, "status": "all"})
+    assert second.status_code == 409, second.text
+    assert second.headers["Content-Type"].startswith("application/problem+json")
+    assert second.headers["Location"] == first.headers["Location"]
+
+    done = _await_operation(relay, first.headers["Location"])
+    assert done.status_code == 200 and done.json()["replayed"] == 300, done.text
+    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    assert relay.post(f"subscriptions/{sub['id']}/replay", {"since": now, "status": "all"}).status_code == 202
+
+
+def test_a_failed_replay_answers_a_problem_and_frees_the_subscription(relay, azurite) -> None:
+    """A replay that could not finish (its subscription went away) is a problem+json, not a 200."""
+    sub = relay.subscribe("http://127.0.0.1:9/gone")
+    assert relay.delete(f"subscriptions/{sub['id']}").status_code == 200
+    storage = Storage(Endpoints(connection_string=azurite.connection_string))
+    request = ReplayRequest(since="2026-01-01T00:00:00Z")
+    op_id = replay.Operations(storage).start(sub["id"], request)  # past the API's 404, as a race would be
+    answer = _await_operation(relay, f"{relay.base}/operations/{op_id}")
+    assert answer.status_code == 409 and answer.headers["Content-Type"].startswith("application/problem+json")
+    assert answer.json()["status"] == 409 and answer.json()["id"] == op_id
+    assert replay.Operations(storage).start(sub["id"], request)  # the failure released the lock
+
+
+def test_a_crashed_replay_holds_its_subscription_only_for_its_lease(azurite) -> None:
+    """Nothing runs these replays: the first holds the lock until its lease runs out, then the
+    next takes over and the first is reported failed (and stops should it come back)."""
+    storage = Storage(Endpoints(connection_string=azurite.connection_string))
+    storage.ensure()
+    ops, sub_id, t0 = replay.Operations(storage), uuid.uuid4().hex, clock.utcnow()
+    request = ReplayRequest(since="2026-01-01T00:00:00Z")
+    first = ops.start(sub_id, request, now=t0)
+    with pytest.raises(replay.ReplayRunning) as running:
+        ops.start(sub_id, request, now=t0 + replay.LEASE - timedelta(seconds=1))
+    assert running.value.operation_id == first
+    second = ops.start(sub_id, request, now=t0 + replay.LEASE + timedelta(seconds=1))
+    assert second != first and ops.get(first)["status"] == "failed"
+    assert ops.renew(sub_id, first) is False and ops.renew(sub_id, second) is True

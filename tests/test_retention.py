@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from conftest import wait_until
 from relay import clock
+from relay.events import INDEX_PREFIX, indexed_patterns
 from relay.retention import sweep
 from relay.storage import EVENTS_TABLE, Endpoints, Storage
 
@@ -19,13 +20,15 @@ def test_sweep_forgets_only_what_is_past_retention(relay, receiver_factory, uniq
     storage = Storage(Endpoints(connection_string=azurite.connection_string))
     listed = lambda: relay.get(f"subscriptions/{sub['id']}/deliveries").json()["value"]  # noqa: E731
     logged = lambda: [e for e in storage.table(EVENTS_TABLE).list_entities()  # noqa: E731
-                      if e.get("id") == f"keep-{unique_type}"]
+                      if e.get("id") == f"keep-{unique_type}" and not e["RowKey"].startswith(INDEX_PREFIX)]
+    indexed = lambda: [e for e in storage.table(EVENTS_TABLE).list_entities()  # noqa: E731
+                       if e.get("id") == f"keep-{unique_type}" and e["RowKey"].startswith(INDEX_PREFIX)]
     wait_until(listed, 10, "the delivery's receipt")
-    assert len(logged()) == 1
+    assert len(logged()) == 1 and len(indexed()) == len(indexed_patterns(unique_type))
 
     assert sweep(storage, 7)["events"] == 0
     assert listed() and logged()
 
     counts = sweep(storage, 7, now=clock.utcnow() + timedelta(days=8))
-    assert counts["events"] >= 1 and counts["dedupe"] >= 1 and counts["deliveries"] >= 1 and counts["blobs"] >= 1
-    assert listed() == [] and logged() == []
+    assert counts["events"] >= 1 and counts["eventIndex"] >= 3 and counts["dedupe"] >= 1 and counts["deliveries"] >= 1 and counts["blobs"] >= 1
+    assert listed() == [] and logged() == [] and indexed() == []
