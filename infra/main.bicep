@@ -55,6 +55,9 @@ param relayMaxEventBytes string = '1048576'
 @description('RELAY_EVENT_RETENTION_DAYS: days published events stay readable for polling, replay and de-duplication.')
 param relayEventRetentionDays string = '7'
 
+@description('RELAY_MAX_BATCH_BYTES: largest request body of POST /api/events, in bytes (413 above).')
+param relayMaxBatchBytes string = '4194304'
+
 @description('Days after which claim-check payload blobs (relay-payloads) are deleted by the lifecycle rule; keep it at RELAY_EVENT_RETENTION_DAYS + 1.')
 @minValue(1)
 param payloadRetentionDays int = 8
@@ -80,6 +83,7 @@ var relayAppSettings = {
   RELAY_ALLOW_PRIVATE_TARGETS: relayAllowPrivateTargets
   RELAY_MAX_EVENT_BYTES: relayMaxEventBytes
   RELAY_EVENT_RETENTION_DAYS: relayEventRetentionDays
+  RELAY_MAX_BATCH_BYTES: relayMaxBatchBytes
 }
 
 module identity 'modules/identity.bicep' = {

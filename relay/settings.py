@@ -33,6 +33,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RELAY_MAX_EVENT_BYTES", "1048576", "largest event accepted, in bytes of its JSON"),
     Setting("RELAY_EVENT_RETENTION_DAYS", "7",
             "days published events stay readable for polling, replay and de-duplication"),
+    Setting("RELAY_MAX_BATCH_BYTES", "4194304",
+            "largest request body of POST /api/events, in bytes (413 above, from Content-Length before reading)"),
 )
 
 # Identity-based storage: the suffixes the Functions host itself understands.
@@ -88,6 +90,7 @@ class Settings:
     allow_private_targets: bool
     max_event_bytes: int
     event_retention_days: float
+    max_batch_bytes: int = 4 * 1024 * 1024
     appinsights_connection_string: str | None = field(default=None, repr=False)
 
     @property
@@ -114,6 +117,7 @@ class Settings:
             allow_private_targets=_bool("RELAY_ALLOW_PRIVATE_TARGETS", get("RELAY_ALLOW_PRIVATE_TARGETS")),
             max_event_bytes=int(_positive("RELAY_MAX_EVENT_BYTES", get("RELAY_MAX_EVENT_BYTES"), int)),
             event_retention_days=_positive("RELAY_EVENT_RETENTION_DAYS", get("RELAY_EVENT_RETENTION_DAYS")),
+            max_batch_bytes=int(_positive("RELAY_MAX_BATCH_BYTES", get("RELAY_MAX_BATCH_BYTES"), int)),
             appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
         )
 
