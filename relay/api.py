@@ -156,10 +156,11 @@ def _count_nodes(body: bytes) -> int:
 
 def _check_nodes(body: bytes) -> None:
     """Refuse a document of too many values before parsing it: a few MiB of `{}` become millions
-    of Python objects (memory, and seconds of every later walk over them)."""
+    of Python objects (memory, and seconds of every later walk over them). A 400 like the depth
+    limit: a structural bound, where 413 is kept for size in bytes."""
     if _count_nodes(body) > MAX_NODES:
-        raise PayloadTooLarge(f"the body holds more than {MAX_NODES} JSON values; send fewer or smaller events",
-                              [FieldError("body", f"holds more than {MAX_NODES} JSON values")])
+        raise BadRequest(f"the body holds more than {MAX_NODES} JSON values; send fewer or smaller events",
+                         [FieldError("body", f"holds more than {MAX_NODES} JSON values")])
 
 
 def _no_constants(name: str) -> None:
