@@ -123,16 +123,16 @@ class EventTypes:
 
     def put(self, name: str, body: EventTypeRequest) -> tuple[dict[str, Any], bool]:
         check_name(name)
-        if body.schema_ is not None:
-            check_schema(body.schema_)
-        created = self.get(name) is None
         row: dict[str, Any] = {"PartitionKey": PARTITION, "RowKey": name}
-        if body.description is not None:
-            row["description"] = body.description
         if body.schema_ is not None:
             row["schema"] = json.dumps(body.schema_, separators=(",", ":"))
+            # Size first: the checks below walk the schema, so they only ever see a bounded one.
             if len(row["schema"]) > 30_000:
                 raise invalid("schema", "is larger than 30,000 characters of JSON")
+            check_schema(body.schema_)
+        created = self.get(name) is None
+        if body.description is not None:
+            row["description"] = body.description
         self._table.upsert_entity(row, mode=UpdateMode.REPLACE)
         forget()
         return view(row), created

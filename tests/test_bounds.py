@@ -255,3 +255,21 @@ def test_node_count_ignores_structure_inside_strings() -> None:
     assert _count_nodes(b'{"a":[1,2,{"b":null}]}') == 8
     assert _count_nodes(b'["' + b',' * (MAX_NODES * 2) + b'"]') == 2
     assert _count_nodes(b'["\\"' + b',' * (MAX_NODES * 2) + b'", 1]') == 3
+
+
+def test_bomb_stored_before_these_checks_is_refused_at_publish_within_2s(relay, relay_factory, unique_type) -> None:
+    """A fan-out schema written before registration refused it is not evaluated: the publish is a
+    400 naming `type` at once (register it again), not years of validation."""
+    from azure.data.tables import TableClient
+
+    from relay.eventtypes import PARTITION
+    from relay.storage import EVENT_TYPES_TABLE
+
+    table = TableClient.from_connection_string(relay.azurite.connection_string, EVENT_TYPES_TABLE)
+    table.upsert_entity({"PartitionKey": PARTITION, "RowKey": unique_type,
+                         "schema": json.dumps(fan_out_bomb(), separators=(",", ":"))})
+    fresh = relay_factory()  # a process whose schema cache has never seen the old catalogue
+    with health_meanwhile(fresh):
+        response, elapsed = timed_post(fresh, "events", {"type": unique_type, "data": "x"})
+    assert elapsed < BOUND, elapsed
+    assert response.status_code == 400 and fields(response) == ["type"], response.text
