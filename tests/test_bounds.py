@@ -273,3 +273,15 @@ def test_bomb_stored_before_these_checks_is_refused_at_publish_within_2s(relay, 
         response, elapsed = timed_post(fresh, "events", {"type": unique_type, "data": "x"})
     assert elapsed < BOUND, elapsed
     assert response.status_code == 400 and fields(response) == ["type"], response.text
+
+
+def test_max_batch_bytes_setting_defaults_and_names_itself() -> None:
+    from relay.errors import ConfigurationError
+    from relay.settings import SETTINGS, Settings
+
+    assert Settings.from_environ({}).max_batch_bytes == 4 * 1024 * 1024
+    assert Settings.from_environ({"RELAY_MAX_BATCH_BYTES": "1000"}).max_batch_bytes == 1000
+    assert {s.name: s.default for s in SETTINGS}["RELAY_MAX_BATCH_BYTES"] == "4194304"
+    for bad in ("4MB", "0", "-1"):
+        with pytest.raises(ConfigurationError, match="RELAY_MAX_BATCH_BYTES"):
+            Settings.from_environ({"RELAY_MAX_BATCH_BYTES": bad})
