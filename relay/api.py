@@ -138,8 +138,10 @@ def _too_large(limit: int) -> PayloadTooLarge:
                            [FieldError("body", f"is larger than {limit} bytes")])
 
 
-# A JSON string, escapes included; possessive, so it runs in one linear pass without backtracking.
-_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+# A JSON string, escapes included; possessive, so it runs in one pass without backtracking. An
+# unterminated string (or a lone trailing backslash) matches to the end of the text: were it to
+# fail instead, the search would start again at every later quote, quadratic in a hostile body.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.?)*+(?:"|\Z)', re.DOTALL)
 _STRUCTURE = (b"{", b"[", b",", b":")
 
 

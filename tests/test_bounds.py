@@ -26,7 +26,7 @@ def health_meanwhile(relay: Any) -> Iterator[list[float]]:
     """Ask /api/health over and over from another thread; every answer must be a 200 within 2 s."""
     latencies: list[float] = []
     failures: list[str] = []
-    stop = threading.Event()
+    stop, answered = threading.Event(), threading.Event()
 
     def poll() -> None:
         while not stop.is_set():
@@ -37,12 +37,14 @@ def health_meanwhile(relay: Any) -> Iterator[list[float]]:
                 failures.append(type(exc).__name__)
                 continue
             latencies.append(time.monotonic() - started)
+            answered.set()
             if status != 200:
                 failures.append(str(status))
             stop.wait(0.02)
 
     thread = threading.Thread(target=poll, daemon=True)
     thread.start()
+    assert answered.wait(BOUND * 5), "health never answered"  # the poller runs before the publish starts
     try:
         yield latencies
     finally:
@@ -285,3 +287,17 @@ def test_max_batch_bytes_setting_defaults_and_names_itself() -> None:
     for bad in ("4MB", "0", "-1"):
         with pytest.raises(ConfigurationError, match="RELAY_MAX_BATCH_BYTES"):
             Settings.from_environ({"RELAY_MAX_BATCH_BYTES": bad})
+
+
+def test_unterminated_string_cannot_make_the_count_quadratic(relay) -> None:
+    """Counting values outside strings must stay linear on a body that is not JSON: commas to
+    force the exact count, then a string of escaped quotes that never ends (a naive string regex
+    restarts at every quote: 20,000 of them took 6 s, holding the GIL)."""
+    body = b"," * 200_000 + b'["' + b'\\"' * 1_500_000 + b"\\"
+    with health_meanwhile(relay):
+        started = time.monotonic()
+        response = relay.session.post(f"{relay.base}/events", data=body, timeout=60,
+                                      headers={"Content-Type": "application/json"})
+        elapsed = time.monotonic() - started
+    assert elapsed < BOUND, elapsed
+    assert response.status_code == 400 and fields(response) == ["body"], response.text
