@@ -301,3 +301,26 @@ def test_unterminated_string_cannot_make_the_count_quadratic(relay) -> None:
         elapsed = time.monotonic() - started
     assert elapsed < BOUND, elapsed
     assert response.status_code == 400 and fields(response) == ["body"], response.text
+
+
+def test_schema_bounds_without_io() -> None:
+    """The pure parts: the static path count, JSON equality for uniqueItems, the deadline."""
+    from relay import eventtypes, schemabounds
+
+    with pytest.raises(schemabounds.SchemaRefused):
+        eventtypes._check_bounds(fan_out_bomb())
+    eventtypes._check_bounds(fan_out_bomb(depth=8))  # 2^8 paths: fine
+    validator = eventtypes._compiled(json.dumps({"uniqueItems": True}))
+    for data, unique in (([1, 1.0], False), ([1, True], True), ([0, False], True),
+                         ([{"a": [1]}, {"a": [1.0]}], False), ([{"a": 1}, {"a": 1, "b": 2}], True),
+                         (["1", 1], True), ([[1, 2], [2, 1]], True)):
+        assert validator.is_valid(data) is unique, data
+    node = {"anyOf": [{"items": {"$ref": "#/$defs/n"}}, {"items": {"$ref": "#/$defs/n"}}], "type": "array"}
+    slow = eventtypes._compiled(json.dumps({"$defs": {"n": node}, "$ref": "#/$defs/n"}))
+    data: Any = "leaf"
+    for _ in range(40):
+        data = [data]
+    started = time.monotonic()
+    with pytest.raises(schemabounds.BudgetExceeded), schemabounds.deadline(0.2):
+        list(slow.iter_errors(data))
+    assert time.monotonic() - started < 1.0
