@@ -71,6 +71,9 @@ param entraAudience string = ''
 @description('authMode entra: the directory (tenant) that issues the tokens.')
 param entraTenantId string = tenant().tenantId
 
+@description('RELAY_MAX_BATCH_BYTES: largest request body of POST /api/events, in bytes (413 above).')
+param relayMaxBatchBytes string = '4194304'
+
 @description('Days after which claim-check payload blobs (relay-payloads) are deleted by the lifecycle rule; keep it at RELAY_EVENT_RETENTION_DAYS + 1.')
 @minValue(1)
 param payloadRetentionDays int = 8
@@ -97,6 +100,7 @@ var relayAppSettings = {
   RELAY_MAX_EVENT_BYTES: relayMaxEventBytes
   RELAY_EVENT_RETENTION_DAYS: relayEventRetentionDays
   RELAY_AUTH: authMode
+  RELAY_MAX_BATCH_BYTES: relayMaxBatchBytes
 }
 
 module identity 'modules/identity.bicep' = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import urlencode, urlsplit
@@ -42,6 +43,9 @@ SMALL_BODY = 64 * 1024
 # encoders sooner) must be able to read back whatever was accepted.
 MAX_DEPTH = 64
 MAX_BATCH = 100
+# Values and member names one body may hold. Every later step walks the parsed document (depth,
+# size, schema, storage), so this bounds their time and memory whatever the bytes are.
+MAX_NODES = 100_000
 RETRY_AFTER_SECONDS = 10
 
 
@@ -53,15 +57,24 @@ class Request:
     params: Mapping[str, str]
     route: Mapping[str, str]
     headers: Mapping[str, str]
-    body: bytes
     principal: access.Principal | None = None  # entra mode: the caller Easy Auth vouched for
+    # The body is read on first use, not here: a body declared too large by its Content-Length is
+    # refused before anything reads it (the dev host streams it only when asked).
+    read_body: Callable[[], bytes] = field(default=lambda: b"", repr=False)
+    _body: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_func(cls, req: func.HttpRequest) -> "Request":
         parts = urlsplit(req.url)
         return cls(method=req.method.upper(), url=req.url, base=f"{parts.scheme}://{parts.netloc}",
                    params=dict(req.params), route=dict(req.route_params), headers=req.headers,
-                   body=req.get_body() or b"")
+                   read_body=lambda: req.get_body() or b"")
+
+    @property
+    def body(self) -> bytes:
+        if self._body is None:
+            self._body = self.read_body()
+        return self._body
 
     def link(self, path: str, query: Mapping[str, str] | None = None) -> str:
         """An absolute URL on the host the request came to; a `?code=` key it carried comes along,
@@ -73,8 +86,11 @@ class Request:
         return f"{url}?{urlencode(query)}" if query else url
 
     def json(self, limit: int = SMALL_BODY) -> Any:
+        declared = (self.headers.get("content-length") or "").strip()
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)  # decided from the header alone: the body is never read
         if len(self.body) > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+            raise _too_large(limit)
         ctype = (self.headers.get("content-type") or "").split(";")[0].strip().lower()
         if ctype and ctype != "application/json" and not ctype.endswith("+json"):
             raise UnsupportedMediaType(f"send application/json, not {ctype[:100]}")
@@ -83,6 +99,7 @@ class Request:
                              [FieldError("body", "is required")])
         try:
             text = self.body.decode("utf-8")
+            _check_nodes(self.body)
             doc = json.loads(text, parse_constant=_no_constants)
             # Lone surrogates (\ud800) parse but can never be stored or sent: refuse them here.
             json.dumps(doc, ensure_ascii=False).encode("utf-8")
@@ -116,6 +133,38 @@ class Request:
         if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
             raise invalid(name, f"must be a whole number from {low} to {high}")
         return int(text)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the body is larger than {limit} bytes",
+                           [FieldError("body", f"is larger than {limit} bytes")])
+
+
+# A JSON string, escapes included; possessive, so it runs in one pass without backtracking. An
+# unterminated string (or a lone trailing backslash) matches to the end of the text: were it to
+# fail instead, the search would start again at every later quote, quadratic in a hostile body.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.?)*+(?:"|\Z)', re.DOTALL)
+_STRUCTURE = (b"{", b"[", b",", b":")
+
+
+def _count_nodes(body: bytes) -> int:
+    """About how many values and member names a JSON text holds: one more than the structural
+    characters (`{ [ , :`) outside its strings. Counted on the bytes, before any object is built."""
+    count = sum(body.count(c) for c in _STRUCTURE) + 1
+    if count > MAX_NODES:
+        # Commas and colons inside strings inflated the quick count: take the strings out and recount.
+        body = _JSON_STRING.sub(b"", body)
+        count = sum(body.count(c) for c in _STRUCTURE) + 1
+    return count
+
+
+def _check_nodes(body: bytes) -> None:
+    """Refuse a document of too many values before parsing it: a few MiB of `{}` become millions
+    of Python objects (memory, and seconds of every later walk over them). A 400 like the depth
+    limit: a structural bound, where 413 is kept for size in bytes."""
+    if _count_nodes(body) > MAX_NODES:
+        raise BadRequest(f"the body holds more than {MAX_NODES} JSON values; send fewer or smaller events",
+                         [FieldError("body", f"holds more than {MAX_NODES} JSON values")])
 
 
 def _no_constants(name: str) -> None:
@@ -315,8 +364,8 @@ def list_deliveries(request: Request) -> Reply:
 
 def publish_events(request: Request) -> Reply:
     settings = _settings()
-    # A batch may hold up to a hundred events of the largest size; the per-event limit is below.
-    raw = request.json(limit=MAX_BATCH * settings.max_event_bytes + 1024)
+    # The whole body is bounded first (RELAY_MAX_BATCH_BYTES); the per-event limit is below.
+    raw = request.json(limit=settings.max_batch_bytes)
     batch = isinstance(raw, list)
     items = raw if batch else [raw]
     if batch and not 1 <= len(items) <= MAX_BATCH:

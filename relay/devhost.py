@@ -43,6 +43,7 @@ LEASE_SECONDS = 30
 RENEW_EVERY = 10.0
 MIN_POLL = 0.1
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the Functions front end's own limit
+UNREAD_DRAIN_BYTES = 64 * 1024  # a body the function left unread: drained up to this, else the connection closes
 
 
 # ---- settings and host.json ---------------------------------------------------------------------
@@ -126,6 +127,24 @@ def _problem(status: int, title: str, detail: str) -> tuple[int, dict[str, str],
     return status, {"Content-Type": "application/problem+json; charset=utf-8"}, body
 
 
+class StreamedHttpRequest(func.HttpRequest):
+    """A request whose body is read from the connection on the first `get_body()`, so a function
+    can refuse a body by its Content-Length without the host taking it in first."""
+
+    def __init__(self, *, body: bytes | Callable[[], bytes], **kwargs: Any) -> None:
+        super().__init__(body=b"", **kwargs)
+        self._reader = body if callable(body) else (lambda: body)
+        self._read: bytes | None = None
+
+    def get_body(self) -> bytes:
+        if self._read is None:
+            self._read = self._reader()
+        return self._read
+
+    def get_json(self) -> Any:
+        return json.loads(self.get_body().decode("utf-8"))
+
+
 class HttpDispatcher:
     def __init__(self, routes: list[HttpRoute], prefix: str, function_key: str | None,
                  easy_auth: Any = None) -> None:
@@ -135,7 +154,8 @@ class HttpDispatcher:
         self.easy_auth = easy_auth  # relay.easyauth.EasyAuth when playing App Service Authentication
 
     def dispatch(self, method: str, raw_path: str, host: str, headers: dict[str, str],
-                 body: bytes) -> tuple[int, dict[str, str], bytes]:
+                 body: bytes | Callable[[], bytes]) -> tuple[int, dict[str, str], bytes]:
+        """`body` may be a reader: the function then reads it only if it asks for it."""
         split = urlsplit(raw_path)
         path = split.path
         if not path.lower().startswith(self.prefix.lower() + "/"):
@@ -155,7 +175,7 @@ class HttpDispatcher:
             if route.needs_key and self.function_key and not self._key_ok(headers, params):
                 return _problem(401, "Unauthorized",
                                 "send the function key in x-functions-key or ?code=")
-            request = func.HttpRequest(
+            request = StreamedHttpRequest(
                 method=method, url=f"http://{host}{raw_path}", headers=headers, params=params,
                 route_params={k: unquote(v) for k, v in match.groupdict().items() if v is not None},
                 body=body)
@@ -188,14 +208,27 @@ def make_handler(dispatcher: HttpDispatcher) -> type[BaseHTTPRequestHandler]:
                 status, headers, body = _problem(413, "Payload too large", "the request body is too large")
                 self.close_connection = True
             else:
-                data = self.rfile.read(length) if length else b""
+                # The body stays on the socket until the function asks for it: one that refuses a
+                # request by its Content-Length (413) never has the body read at all.
+                read: list[bytes] = []
+
+                def reader() -> bytes:
+                    if not read:
+                        read.append(self.rfile.read(length) if length else b"")
+                    return read[0]
+
                 headers_in = {k.lower(): v for k, v in self.headers.items()}
                 try:
                     status, headers, body = dispatcher.dispatch(
-                        self.command, self.path, self.headers.get("Host") or "localhost", headers_in, data)
+                        self.command, self.path, self.headers.get("Host") or "localhost", headers_in, reader)
                 except Exception:  # noqa: BLE001 - the host answers 500 for a function that throws
                     log.exception("function failed")
                     status, headers, body = _problem(500, "Internal error", "the function failed")
+                if length and not read:
+                    if length <= UNREAD_DRAIN_BYTES:
+                        reader()  # small: drain it so the connection can carry the next request
+                    else:
+                        self.close_connection = True  # the unread rest would be taken for a request
             self.send_response(status)
             for key, value in headers.items():
                 if key.lower() not in ("content-length", "connection"):

@@ -20,6 +20,7 @@ from jsonschema.exceptions import SchemaError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from . import schemabounds
 from .errors import BadRequest, FieldError, invalid
 from .matching import NAME_RULE, is_name
 from .models import EventIn, EventTypeRequest
@@ -47,13 +48,30 @@ _NO_REMOTE = Registry()
 
 def _validator_for(schema: dict[str, Any]) -> Any:
     cls = validators.validator_for(schema, default=Draft202012Validator)
-    return cls(schema, registry=_NO_REMOTE)
+    # Bounded: regexes on RE2 and every keyword evaluation counted against the publish's deadline.
+    return schemabounds.bounded(cls)(schema, registry=_NO_REMOTE)
+
+
+def _check_bounds(schema: dict[str, Any]) -> None:
+    """SchemaRefused unless every regex runs on RE2 and the $ref graph does not fan out."""
+    schemabounds.check_regexes(schema)
+    resolver = _NO_REMOTE.with_resource("", Resource.from_contents(schema, DRAFT202012)).resolver()
+
+    def lookup(ref: str) -> Any:
+        try:
+            return resolver.lookup(ref).contents
+        except Exception:  # noqa: BLE001 - $ref is checked elsewhere; an unresolved $dynamicRef costs nothing
+            return None
+
+    schemabounds.check_paths(schema, lookup)
 
 
 @lru_cache(maxsize=256)
 def _compiled(schema_text: str) -> Any:
     """One validator per distinct schema, not one per published event."""
-    return _validator_for(json.loads(schema_text))
+    schema = json.loads(schema_text)
+    _check_bounds(schema)  # a schema stored before these checks existed is refused, not run
+    return _validator_for(schema)
 
 
 def _local_refs(node: Any, path: str = "schema") -> list[str]:
@@ -81,6 +99,9 @@ def check_schema(schema: dict[str, Any]) -> None:
         resolver = _NO_REMOTE.with_resource("", Resource.from_contents(schema, DRAFT202012)).resolver()
         for ref in refs:
             resolver.lookup(ref)
+        _check_bounds(schema)
+    except schemabounds.SchemaRefused as exc:
+        raise invalid(exc.field, exc.message) from None
     except SchemaError as exc:
         raise invalid("schema", f"is not a valid JSON Schema: {exc.message[:300]}") from None
     except Exception as exc:  # noqa: BLE001 - any other failure means the schema cannot be used
@@ -102,16 +123,16 @@ class EventTypes:
 
     def put(self, name: str, body: EventTypeRequest) -> tuple[dict[str, Any], bool]:
         check_name(name)
-        if body.schema_ is not None:
-            check_schema(body.schema_)
-        created = self.get(name) is None
         row: dict[str, Any] = {"PartitionKey": PARTITION, "RowKey": name}
-        if body.description is not None:
-            row["description"] = body.description
         if body.schema_ is not None:
             row["schema"] = json.dumps(body.schema_, separators=(",", ":"))
+            # Size first: the checks below walk the schema, so they only ever see a bounded one.
             if len(row["schema"]) > 30_000:
                 raise invalid("schema", "is larger than 30,000 characters of JSON")
+            check_schema(body.schema_)
+        created = self.get(name) is None
+        if body.description is not None:
+            row["description"] = body.description
         self._table.upsert_entity(row, mode=UpdateMode.REPLACE)
         forget()
         return view(row), created
@@ -160,19 +181,25 @@ def validate_data(storage: Storage, events: list[EventIn], batch: bool) -> None:
     """400 naming the failing path when an event's data does not match its type's schema."""
     types = catalogue(storage)
     errors: list[FieldError] = []
-    for index, event in enumerate(events):
-        schema = types.get(event.type, {}).get("schema")
-        if schema is None:
-            continue
-        prefix = f"[{index}]." if batch else ""
-        try:
-            validator = _compiled(json.dumps(schema, sort_keys=True))
-            found = sorted(validator.iter_errors(event.data), key=lambda e: list(e.path))[:10]
-        except Exception:  # noqa: BLE001 - a schema registered before the checks above were added
-            errors.append(FieldError(f"{prefix}type", "its registered schema cannot be applied; register it again"))
-            continue
-        for err in found:
-            path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.path)
-            errors.append(FieldError(f"{prefix}data{path}", err.message[:300]))
+    with schemabounds.deadline():  # one budget for the whole publish, however many events it holds
+        for index, event in enumerate(events):
+            schema = types.get(event.type, {}).get("schema")
+            if schema is None:
+                continue
+            prefix = f"[{index}]." if batch else ""
+            try:
+                validator = _compiled(json.dumps(schema, sort_keys=True))
+                found = sorted(validator.iter_errors(event.data), key=lambda e: list(e.path))[:10]
+            except schemabounds.BudgetExceeded:
+                errors.append(FieldError(
+                    f"{prefix}data", f"checking it against the schema of {event.type} took longer than "
+                                     f"{schemabounds.VALIDATION_SECONDS:g} s; the data or the schema is too costly"))
+                break  # the budget is spent: no further event can be checked in time
+            except Exception:  # noqa: BLE001 - a schema registered before the checks above were added
+                errors.append(FieldError(f"{prefix}type", "its registered schema cannot be applied; register it again"))
+                continue
+            for err in found:
+                path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.path)
+                errors.append(FieldError(f"{prefix}data{path}", err.message[:300]))
     if errors:
         raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors[:5]), errors)

@@ -35,6 +35,8 @@ SETTINGS: tuple[Setting, ...] = (
             "days published events stay readable for polling, replay and de-duplication"),
     Setting("RELAY_AUTH", "keys",
             "keys: function keys, any key may do everything; entra: Microsoft Entra ID principals with app roles"),
+    Setting("RELAY_MAX_BATCH_BYTES", "4194304",
+            "largest request body of POST /api/events, in bytes (413 above, from Content-Length before reading)"),
 )
 
 AUTH_MODES = ("keys", "entra")
@@ -105,6 +107,7 @@ class Settings:
     max_event_bytes: int
     event_retention_days: float
     auth_mode: str = "keys"
+    max_batch_bytes: int = 4 * 1024 * 1024
     appinsights_connection_string: str | None = field(default=None, repr=False)
 
     @property
@@ -132,6 +135,7 @@ class Settings:
             max_event_bytes=int(_positive("RELAY_MAX_EVENT_BYTES", get("RELAY_MAX_EVENT_BYTES"), int)),
             event_retention_days=_positive("RELAY_EVENT_RETENTION_DAYS", get("RELAY_EVENT_RETENTION_DAYS")),
             auth_mode=auth_mode(env),
+            max_batch_bytes=int(_positive("RELAY_MAX_BATCH_BYTES", get("RELAY_MAX_BATCH_BYTES"), int)),
             appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
         )
 
