@@ -234,7 +234,9 @@ def test_the_polling_trigger_follows_location_and_sees_each_event_once(relay, co
         return len(seen) >= len(published)
 
     wait_until(poll, 60, "the polling trigger to see the events")
-    assert seen == published
+    # Each event exactly once. The order is the log's (when fan-out recorded each event), which
+    # concurrent fan-out may make differ from the order the publishes were answered.
+    assert sorted(seen) == sorted(published) and len(seen) == len(set(seen))
     again = requests.get(location, headers=connector.headers, timeout=30)
     assert again.status_code == 202
 
