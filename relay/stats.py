@@ -15,8 +15,8 @@ table transaction:
 A write replaces the process's own rows with its running totals, so a failed or repeated flush
 is corrected by the next one and no two writers ever touch one row. What is lost is at most the
 last `FLUSH_SECONDS` of counts of an instance that is killed: the delivery log stays the record
-of every delivery, these rows are a gauge. Rows carry `lastAttemptAt`, so the retention sweep
-removes them with the delivery log.
+of every delivery, these rows are a gauge. Rows carry `lastAttemptAt` and a `status`, so the
+retention sweep removes them with the delivery log.
 
 Reading `window=1h` reads the minute rows of two hour partitions, `window=24h` the hour rows of
 25: at most 120 or 25 rows per instance that delivered in the window.
@@ -107,7 +107,8 @@ class Bucket:
     def entity(self, partition: str, row: str, at: str) -> dict[str, Any]:
         return {"PartitionKey": partition, "RowKey": row, **self.totals, "untracked": self.untracked,
                 "subs": json.dumps({k: v.to_list() for k, v in self.subs.items()}, separators=(",", ":")),
-                "lastAttemptAt": at}
+                # The retention sweep removes delivery log rows by these two.
+                "lastAttemptAt": at, "status": "counted"}
 
 
 def _hour_key(moment: datetime) -> str:
@@ -117,7 +118,8 @@ def _hour_key(moment: datetime) -> str:
 class Recorder:
     """This process's counters and the thread that writes them."""
 
-    def __init__(self) -> None:
+    def __init__(self, process: str = PROCESS) -> None:
+        self.process = process
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str], Bucket] = {}  # (hour key, "m{MM}" or "h") -> bucket
         self._dirty: set[tuple[str, str]] = set()  # buckets changed since the last flush
@@ -156,7 +158,7 @@ class Recorder:
             at = clock.rfc3339(clock.utcnow())
             batches: dict[str, list[Any]] = {}
             for hour, part in dirty:
-                entity = self._buckets[(hour, part)].entity(PREFIX + hour, f"{part}_{PROCESS}", at)
+                entity = self._buckets[(hour, part)].entity(PREFIX + hour, f"{part}_{self.process}", at)
                 batches.setdefault(hour, []).append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
             # Older hours are final once written: keep only the current and the previous one.
             keep = {_hour_key(clock.utcnow()), _hour_key(clock.utcnow() - timedelta(hours=1))}

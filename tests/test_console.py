@@ -405,3 +405,56 @@ def test_every_control_has_a_label(page: Any, relay: RelayProcess) -> None:
             .filter(el => !el.labels?.length && !el.getAttribute('aria-label') && !el.textContent.trim())
             .map(el => el.outerHTML)""")
         assert unlabelled == [], (hash_, unlabelled)
+
+
+def test_counters_add_up_across_writers_and_expire_with_the_log(azurite: Any) -> None:
+    """Two processes' rows add up; a repeated flush does not count twice; the sweep removes them."""
+    from datetime import datetime, timedelta, timezone
+
+    from relay import stats
+    from relay.retention import sweep
+    from relay.storage import DELIVERIES_TABLE, Endpoints, Storage
+
+    storage = Storage(Endpoints(connection_string=azurite.connection_string))
+    storage.ensure()
+    # A fixed hour far from today's rows: 2031-05-01 10:00 to 10:59.
+    base = datetime(2031, 5, 1, 10, 0, tzinfo=timezone.utc)
+    sub_a, sub_b = uuid.uuid4().hex, uuid.uuid4().hex
+    first, second = stats.Recorder(process="first"), stats.Recorder(process="second")
+    first.record(storage, sub_a, "retrying", 0.25, at=base + timedelta(minutes=58, seconds=1))
+    first.record(storage, sub_a, "failed", 0.75, at=base + timedelta(minutes=58, seconds=2))
+    first.record(storage, sub_b, "succeeded", 0.01, at=base + timedelta(minutes=59))
+    second.record(storage, sub_b, "succeeded", 0.03, at=base + timedelta(minutes=59, seconds=30))
+    for recorder in (first, second, first):  # the second flush of `first` rewrites, never adds
+        recorder._dirty.update(recorder._buckets)
+        recorder.flush()
+    rows = list(storage.table(DELIVERIES_TABLE).query_entities("PartitionKey eq 'c:2031050110'"))
+    assert sorted(r["RowKey"] for r in rows) == ["h_first", "h_second", "m58_first", "m59_first", "m59_second"]
+
+    hour = stats.read(storage, "1h", now=base + timedelta(minutes=59, seconds=59))
+    by_minute = {p["start"]: p for p in hour["series"]}
+    assert by_minute["2031-05-01T10:58:00.000Z"] == {"start": "2031-05-01T10:58:00.000Z", "succeeded": 0,
+                                                     "retrying": 1, "failed": 1}
+    assert by_minute["2031-05-01T10:59:00.000Z"]["succeeded"] == 2
+    day = stats.read(storage, "24h", now=base + timedelta(minutes=59, seconds=59))
+    assert day["series"][-1]["start"] == "2031-05-01T10:00:00.000Z"
+    assert day["bySubscription"][sub_a] == {"succeeded": 0, "retrying": 1, "failed": 1, "averageMs": 500,
+                                            "maxMs": 750}
+    assert day["bySubscription"][sub_b]["succeeded"] == 2 and day["bySubscription"][sub_b]["maxMs"] == 30
+    assert day["bySubscription"][sub_b]["lastSuccessAt"] == "2031-05-01T10:59:30.000Z"
+    assert day["totals"] == {"succeeded": 2, "retrying": 1, "failed": 1}
+    assert day["failing"][0]["id"] == sub_a and day["slowest"][0]["id"] == sub_a
+    assert hour["from"] == "2031-05-01T10:00:00.000Z" and hour["to"] == "2031-05-01T11:00:00.000Z"
+
+    # An hour's window that starts in the previous clock hour reads both partitions.
+    later = stats.read(storage, "1h", now=base + timedelta(minutes=70))
+    assert later["totals"] == {"succeeded": 2, "retrying": 1, "failed": 1}
+    assert stats.read(storage, "1h", now=base + timedelta(minutes=120))["totals"]["failed"] == 0
+
+    sweep(storage, 7, now=clock_in(2031, 6, 1))
+    assert list(storage.table(DELIVERIES_TABLE).query_entities("PartitionKey eq 'c:2031050110'")) == []
+
+
+def clock_in(*parts: int) -> Any:
+    from datetime import datetime, timezone
+    return datetime(*parts, tzinfo=timezone.utc)

@@ -581,12 +581,12 @@ async function viewEventTypes() {
   main.replaceChildren(
     h("h1", { tabindex: "-1", text: "Event types" }),
     create,
-    body.value.length ? h("div", { class: "scroll" }, h("table", { id: "event-types" },
+    body.value.length ? h("div", { class: "scroll" }, h("table", { id: "event-types", class: "stack" },
       h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Name" }), h("th", { scope: "col", text: "Description" }), h("th", { scope: "col", text: "Schema" }))),
       h("tbody", {}, body.value.map(t => h("tr", {},
-        h("td", {}, h("a", { href: `#/event-types/${encodeURIComponent(t.name)}`, text: t.name })),
-        h("td", { text: t.description || "" }),
-        h("td", { text: t.schema ? "yes" : "no" }))))))
+        h("td", { "data-label": "Name" }, h("a", { href: `#/event-types/${encodeURIComponent(t.name)}`, text: t.name })),
+        h("td", { "data-label": "Description", text: t.description || "" }),
+        h("td", { "data-label": "Schema", text: t.schema ? "yes" : "no" }))))))
       : h("p", { text: "No event types are registered. Publishing does not need one; a type with a schema has its data checked." }));
 }
 
