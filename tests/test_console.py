@@ -458,3 +458,30 @@ def test_counters_add_up_across_writers_and_expire_with_the_log(azurite: Any) ->
 def clock_in(*parts: int) -> Any:
     from datetime import datetime, timezone
     return datetime(*parts, tzinfo=timezone.utc)
+
+
+def test_entra_mode_offers_sign_in_and_sends_the_token(browser: Any, azurite: Any) -> None:
+    """With RELAY_AUTH=entra the page offers Easy Auth's sign-in and, for a pasted token, sends it
+    as a bearer token (and never a function key)."""
+    relay = RelayProcess(azurite, {"RELAY_AUTH": "entra"}, function_key=None).start()
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    sent: list[dict[str, str]] = []
+    page.on("request", lambda r: sent.append(r.headers) if "/api/stats" in r.url else None)
+    try:
+        assert requests.get(f"{relay.base}/console/config.json", timeout=10).json()["auth"] == "entra"
+        page.goto(f"{relay.base}/console#/signin")
+        link = page.get_by_role("link", name="Sign in with Microsoft")
+        assert link.get_attribute("href") == "/.auth/login/aad?post_login_redirect_uri=%2Fapi%2Fconsole"
+        page.get_by_label("Access token").fill("header.payload.signature")
+        page.get_by_role("button", name="Continue").click()
+        page.get_by_role("heading", name="Overview", exact=True).wait_for()
+        assert sent and all(h.get("authorization") == "Bearer header.payload.signature" for h in sent)
+        assert not any("x-functions-key" in h for h in sent)
+        assert page.evaluate("sessionStorage.getItem('relay.console.token')") == "header.payload.signature"
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "entra-overview.png"))
+    finally:
+        context.close()
+        relay.stop()
