@@ -116,7 +116,8 @@ def _problem(response: requests.Response) -> AdminError:
         return AdminError(f"not allowed (403): {detail or 'your roles do not allow this'}", EXIT_AUTH)
     if status >= 500:
         return AdminError(f"the relay failed ({status}): {detail or 'try again later'}", EXIT_SERVER)
-    return AdminError(f"{status}: {detail or response.reason}", EXIT_CLIENT)
+    running = f" (running: {response.headers['Location']})" if status == 409 and response.headers.get("Location") else ""
+    return AdminError(f"{status}: {detail or response.reason}{running}", EXIT_CLIENT)
 
 
 # ---- output -------------------------------------------------------------------------------------

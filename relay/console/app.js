@@ -89,6 +89,7 @@ async function api(method, path, body) {
   try { doc = text ? JSON.parse(text) : null; } catch { doc = null; }
   if (!response.ok) {
     const error = new ApiError(response.status, doc);
+    error.headers = response.headers;
     if (response.status === 401 && !path.includes("console/")) {
       signOut(config.auth === "keys" ? "The relay refused the key: sign in again." :
         "Your session is missing or expired: sign in again.");
@@ -516,7 +517,15 @@ async function viewDeliveries(id) {
         progress.hidden = false;
         bar.removeAttribute("value");
         text.textContent = "Starting the replay…";
-        let answer = await api("POST", `subscriptions/${id}/replay`, { since: date.toISOString(), status: replay.elements.status.value });
+        let answer;
+        try {
+          answer = await api("POST", `subscriptions/${id}/replay`, { since: date.toISOString(), status: replay.elements.status.value });
+        } catch (error) {
+          // One replay per subscription at a time: a 409 names the running one; follow it.
+          if (error.status !== 409 || !error.headers || !error.headers.get("Location")) throw error;
+          answer = { status: 202, headers: error.headers, body: null };
+          announce("A replay of this subscription is already running: following it.");
+        }
         let location_ = answer.headers.get("Location");
         const started = Date.now();
         while (answer.status === 202 && location_) {
