@@ -207,6 +207,14 @@ def test_sign_in_with_a_key(page: Any, relay: RelayProcess) -> None:
     page.get_by_role("link", name="Subscriptions").focus()
     page.keyboard.press("Enter")
     page.get_by_role("heading", name="Subscriptions", exact=True).wait_for()
+    # A key revoked mid-session: the next call's 401 brings back the sign-in, saying why.
+    page.evaluate("sessionStorage.setItem('relay.console.key', 'revoked-key')")
+    page.get_by_role("link", name="Event types").click()
+    page.get_by_label("Function key").wait_for()
+    assert "refused the key" in page.locator("#signin-error").inner_text()
+    assert page.evaluate("sessionStorage.length") == 0
+    sign_in(page, relay)
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
     page.get_by_role("button", name="Sign out").click()
     page.get_by_label("Function key").wait_for()
     assert page.evaluate("sessionStorage.length") == 0

@@ -231,7 +231,8 @@ function viewSignIn() {
       sessionStorage.removeItem(KEY);
       sessionStorage.removeItem(TOKEN);
       showError(form, error.status === 401 || error.status === 403 ? field : "_form",
-        error.status === 401 ? (config.auth === "keys" ? "The relay refused this key." : "The relay refused this token.") : error.message);
+        error.status !== 401 ? error.message : config.auth === "keys" ? "The relay refused this key." :
+          value ? "The relay refused this token." : "No signed-in session: sign in with Microsoft first, or paste a token.");
       form.elements[field].focus();
     }
   });
