@@ -78,7 +78,9 @@ class Client:
         return response
 
     def json(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.call(method, path, body)
+        return self.read(self.call(method, path, body))
+
+    def read(self, response: requests.Response) -> Any:
         try:
             return response.json() if response.content else {}
         except ValueError:
@@ -225,7 +227,7 @@ def replay(client: Client, args: argparse.Namespace) -> int:
         body["until"] = args.until
     response = client.call("POST", f"subscriptions/{args.subscription}/replay", body)
     location = response.headers.get("Location", "")
-    op = response.json()
+    op = client.read(response)
     if not args.wait:
         emit(args, {**op, "location": location},
              lambda: print(f"replay {op.get('id')} started; follow it at {location}, or run with --wait"))
@@ -236,7 +238,7 @@ def replay(client: Client, args: argparse.Namespace) -> int:
         while True:
             progress.show(time.monotonic() - started)
             answer = client.call("GET", location)
-            op = answer.json()
+            op = client.read(answer)
             if answer.status_code != 202:
                 break
             delay = float(answer.headers.get("Retry-After") or 1)
@@ -323,7 +325,7 @@ def event_types_put(client: Client, args: argparse.Namespace) -> int:
     if args.schema is not None:
         body["schema"] = _json_arg(args.schema, "--schema")
     response = client.call("PUT", f"event-types/{args.name}", body)
-    doc = response.json()
+    doc = client.read(response)
     verb = "registered" if response.status_code == 201 else "updated"
     emit(args, doc, lambda: print(f"{verb} event type {doc.get('name')}"))
     return EXIT_OK
@@ -421,3 +423,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a script gets one line and a code, never a traceback
+        print(f"error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", file=sys.stderr)
+        return EXIT_CLIENT

@@ -431,6 +431,7 @@ def rotate_secret(request: Request) -> Reply:
         raise NotFound("no subscription has this id")
     return Reply(200, {"secret": entity["secret"]})
 
+
 subscriptions = route({"POST": create_subscription, "GET": list_subscriptions})
 subscription = route({"GET": get_subscription, "DELETE": delete_subscription})
 unsubscribe_route = route({"POST": unsubscribe})
