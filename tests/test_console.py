@@ -207,6 +207,9 @@ def test_sign_in_with_a_key(page: Any, relay: RelayProcess) -> None:
     page.get_by_role("link", name="Subscriptions").focus()
     page.keyboard.press("Enter")
     page.get_by_role("heading", name="Subscriptions", exact=True).wait_for()
+    # Focus follows the navigation to the new view's heading, for keyboard and screen reader users.
+    from playwright.sync_api import expect
+    expect(page.get_by_role("heading", name="Subscriptions", exact=True)).to_be_focused()
     # A key revoked mid-session: the next call's 401 brings back the sign-in, saying why.
     page.evaluate("sessionStorage.setItem('relay.console.key', 'revoked-key')")
     page.get_by_role("link", name="Event types").click()
@@ -413,6 +416,7 @@ def test_every_control_has_a_label(page: Any, relay: RelayProcess) -> None:
             .filter(el => !el.labels?.length && !el.getAttribute('aria-label') && !el.textContent.trim())
             .map(el => el.outerHTML)""")
         assert unlabelled == [], (hash_, unlabelled)
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), hash_  # 1280x800
 
 
 def test_counters_add_up_across_writers_and_expire_with_the_log(azurite: Any) -> None:
