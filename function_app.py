@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from relay import api, telemetry, worker
+from relay import api, console, telemetry, worker
 from relay.settings import auth_mode
 
 telemetry.configure()
@@ -105,3 +105,31 @@ def replayer(msg: func.QueueMessage) -> None:
 @app.timer_trigger(arg_name="timer", schedule="0 5 * * * *", run_on_startup=False)
 def retention(timer: func.TimerRequest) -> None:
     worker.on_sweep(timer)
+
+
+# ---- operator tools: the console (anonymous page; it calls the API with the operator's key) ----
+
+@app.route(route="console", methods=ALL, auth_level=func.AuthLevel.ANONYMOUS)
+def console_page(req: func.HttpRequest) -> func.HttpResponse:
+    return console.serve(req)
+
+
+@app.route(route="console/{file}", methods=ALL, auth_level=func.AuthLevel.ANONYMOUS)
+def console_file(req: func.HttpRequest) -> func.HttpResponse:
+    return console.serve(req)
+
+
+@app.route(route="stats", methods=ALL)
+def stats(req: func.HttpRequest) -> func.HttpResponse:
+    return api.stats_route(req)
+
+
+@app.route(route="subscriptions/{id}/activate", methods=ALL)
+def activate(req: func.HttpRequest) -> func.HttpResponse:
+    return api.activate_route(req)
+
+
+# Stand-in for h1's secret rotation route (issue 9); the merge keeps one of the two.
+@app.route(route="subscriptions/{id}/secret", methods=ALL)
+def rotate_secret(req: func.HttpRequest) -> func.HttpResponse:
+    return api.secret_route(req)

@@ -1,5 +1,6 @@
 """Command line: `python -m relay dev` runs the app locally, `python -m relay connector` writes
-the custom connector files, `python -m relay receive` prints the webhooks it is sent."""
+the custom connector files, `python -m relay receive` prints the webhooks it is sent,
+`python -m relay admin` operates a running relay."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ APP_DIR = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["admin"]:
+        # Its own parser: options may come before its group and after its command alike.
+        from .admin import main as admin_main
+        return admin_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m relay")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -45,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     recv.add_argument("--host", default="127.0.0.1")
     recv.add_argument("--port", type=int, default=9000)
     recv.add_argument("--secret", default=None, help="the subscription's whsec_ secret")
+
+    commands.add_parser("admin", add_help=False,
+                        help="operate a running relay: subscriptions, deliveries, replay, event types, publish "
+                             "(python -m relay admin --help)")
 
     args = parser.parse_args(argv)
     if args.command == "dev":

@@ -89,10 +89,13 @@ RULES: dict[str, Rule] = {
     "start_replay": _rule(SUBSCRIBER, owned="id"),
     "get_operation": _rule(SUBSCRIBER, owned="operationId"),
     "rotate_secret": _rule(SUBSCRIBER, owned="id"),
+    "activate_subscription": _rule(SUBSCRIBER, owned="id"),
     "poll_events": _rule(SUBSCRIBER),
     "publish_events": _rule(PUBLISHER),
+    "publish_batch": _rule(PUBLISHER),
     "list_event_types": _rule(PUBLISHER, SUBSCRIBER),
     "get_event_type": _rule(PUBLISHER, SUBSCRIBER),
+    "event_data_schema": _rule(PUBLISHER, SUBSCRIBER),  # the designer's dynamic-schema source
     "put_event_type": _rule(),
     "delete_event_type": _rule(),
 }

@@ -18,6 +18,7 @@ from azure.core.exceptions import HttpResponseError
 from pydantic import BaseModel, ValidationError
 
 from . import access, clock, polling
+from . import stats as stats_mod
 from . import events as events_mod
 from .connector import definition
 from .errors import (
@@ -521,6 +522,30 @@ def health(request: Request) -> Reply:
     return Reply(200, {"status": "ok"})
 
 
+# ---- operator tools (issue 12: the console and `python -m relay admin`) ------------------------
+
+def get_stats(request: Request) -> Reply:
+    window = request.params.get("window") or "1h"
+    if window not in stats_mod.WINDOWS:
+        raise invalid("window", "must be 1h or 24h")
+    return Reply(200, stats_mod.read(_storage(), window))
+
+
+def activate_subscription(request: Request) -> Reply:
+    entity = SubscriptionStore(_storage()).activate(_sub_id(request))
+    if entity is None:
+        raise NotFound("no subscription has this id")
+    return Reply(200, public_view(entity))
+
+
+# Rotating a secret is h1's route (issue 9); this minimal handler stands in until it is merged.
+def rotate_secret(request: Request) -> Reply:
+    entity = SubscriptionStore(_storage()).rotate_secret(_sub_id(request))
+    if entity is None:
+        raise NotFound("no subscription has this id")
+    return Reply(200, {"secret": entity["secret"]})
+
+
 subscriptions = route({"POST": create_subscription, "GET": list_subscriptions})
 subscription = route({"GET": get_subscription, "DELETE": delete_subscription})
 unsubscribe_route = route({"POST": unsubscribe})
@@ -535,3 +560,6 @@ event_type = route({"GET": get_event_type, "PUT": put_event_type, "DELETE": dele
 event_data_schema_route = route({"GET": event_data_schema})
 events_batch = route({"POST": publish_batch})
 openapi_route = route({"GET": openapi})
+stats_route = route({"GET": get_stats})
+activate_route = route({"POST": activate_subscription})
+secret_route = route({"POST": rotate_secret})

@@ -29,7 +29,7 @@ from .outcomes import Outcome, Verdict, classify
 from .settings import Settings
 from .storage import DELIVERY_QUEUE, NEVER_EXPIRE, Storage
 from .subscriptions import SubscriptionStore
-from . import telemetry
+from . import stats, telemetry
 
 log = logging.getLogger("relay.delivery")
 
@@ -125,6 +125,7 @@ class Deliverer:
         done = Attempt(status="succeeded", attempts=target.attempt, attempted_at=started,
                        status_code=result.status_code, error=result.verdict.reason)
         if outcome is Outcome.DELIVERED:
+            stats.record(self._storage, target.sub, "succeeded", elapsed)
             if target.once:
                 self._subs.delete(target.sub)
             if target.logged:
@@ -133,6 +134,7 @@ class Deliverer:
             return FirstTry(target.sub, result.status_code or 200)
         if outcome is Outcome.GONE:
             self._subs.disable(target.sub, result.verdict.reason or "receiver is gone")
+            stats.record(self._storage, target.sub, "failed", elapsed)
             done.status = "failed"
             self._log.write(target.sub, event.id, event.type, log_key, done)
             return None
@@ -140,6 +142,7 @@ class Deliverer:
         if outcome is Outcome.RETRY:
             delay = retry_delay(self._settings.retry_schedule, target.attempt, retry_after=result.retry_after,
                                 rand=self._rand)
+        stats.record(self._storage, target.sub, "failed" if delay is None else "retrying", elapsed)
         if delay is None:
             done.status = "failed"
             self._log.write(target.sub, event.id, event.type, log_key, done)
@@ -174,11 +177,13 @@ class Deliverer:
     def abandon(self, message: DeliveryMessage, reason: str) -> None:
         """Record every target of a work item that cannot be processed as failed."""
         for target in message.targets:
+            stats.record(self._storage, target.sub, "failed")
             self._log.write(target.sub, message.eventId, message.eventType, message.log,
                             Attempt(status="failed", attempts=max(target.attempt - 1, 0),
                                     attempted_at=clock.utcnow(), error=reason))
 
     def _give_up(self, message: DeliveryMessage, target: Target, reason: str) -> None:
+        stats.record(self._storage, target.sub, "failed")
         self._log.write(target.sub, message.eventId, message.eventType, message.log,
                         Attempt(status="failed", attempts=target.attempt - 1,
                                 attempted_at=clock.utcnow(), error=reason))

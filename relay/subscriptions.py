@@ -42,7 +42,7 @@ from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from . import clock
@@ -404,6 +404,47 @@ class SubscriptionStore:
                                        "updatedAt": clock.rfc3339(clock.utcnow())}, mode=UpdateMode.MERGE)
         except ResourceNotFoundError:
             pass
+
+    # ---- operator actions (the console and `python -m relay admin`) ---------------------------
+
+    def activate(self, sub_id: str) -> dict[str, Any] | None:
+        """Re-activate a disabled subscription with its own URL and filters, as a re-subscribe of
+        the same URL would (the console cannot send the URL: reads mask its query)."""
+        for _ in range(5):
+            entity = self._get_entity(sub_id)
+            if entity is None:
+                return None
+            fields = {"status": "active", "disabledReason": None,
+                      "updatedAt": clock.rfc3339(clock.utcnow())}
+            updated = self._update(sub_id, entity["notificationUrl"], fields, json.loads(entity["eventTypes"]))
+            if updated is not None:
+                return updated
+        raise RuntimeError("the subscription kept changing under this activate; try again")
+
+    def rotate_secret(self, sub_id: str) -> dict[str, Any] | None:
+        """Give the subscription a new signing secret; returns the entity, or None if unknown."""
+        for _ in range(5):
+            try:
+                raw = self._table.get_entity(SUB_PARTITION, f"i:{sub_id}") if ID_RE.match(sub_id) else None
+            except ResourceNotFoundError:
+                raw = None
+            if raw is None:
+                return None
+            entity = {**dict(raw), "secret": new_secret(), "updatedAt": clock.rfc3339(clock.utcnow())}
+            try:
+                self._table.update_entity(_clean(entity), mode=UpdateMode.REPLACE, etag=raw.metadata["etag"],
+                                          match_condition=MatchConditions.IfNotModified)
+            except ResourceNotFoundError:
+                return None
+            except HttpResponseError as exc:
+                if exc.status_code == 412:
+                    continue  # changed meanwhile: read it again
+                raise
+            if entity.get("status", "active") == "active":
+                # The index rows carry the secret the fan-out signs with.
+                self._write_index(entity, json.loads(entity["eventTypes"]))
+            return entity
+        raise RuntimeError("the subscription kept changing under this rotation; try again")
 
 
 def _clean(entity: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,105 @@
+"""The operator console: one page and its script and stylesheet, served by the function app.
+
+The files ship in the package next to this module and are read once per process. The page is
+anonymous (it holds no data); everything it shows it fetches from the API with the operator's
+own credentials. Nothing is loaded from another host, and the Content-Security-Policy says so to
+the browser too. Assets are named in the page with a content hash (`app.js?v=…`), so they are
+cached for a year and a new release is fetched at once; the page itself is revalidated by ETag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import azure.functions as func
+
+HERE = Path(__file__).resolve().parent
+ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
+PAGE = "index.html"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+LONG_CACHE = "public, max-age=31536000, immutable"
+
+
+@dataclass(frozen=True)
+class Asset:
+    body: bytes
+    media: str
+    etag: str
+
+
+_lock = threading.Lock()
+_assets: dict[str, Asset] = {}
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+
+
+def _load() -> dict[str, Asset]:
+    with _lock:
+        if not _assets:
+            for name, media in ASSETS.items():
+                body = (HERE / name).read_bytes()
+                _assets[name] = Asset(body, media, _etag(body))
+            _assets[PAGE] = Asset((HERE / PAGE).read_bytes(), "text/html", "")
+        return _assets
+
+
+def _page(base: str) -> Asset:
+    """The page with its assets' hashed URLs, under the path it was asked for (`/api/console`)."""
+    assets = _load()
+    text = assets[PAGE].body.decode("utf-8")
+    for name in ASSETS:
+        text = text.replace("{{" + name + "}}", f"{base}/{name}?v={assets[name].etag.strip(chr(34))[:12]}")
+    body = text.encode("utf-8")
+    return Asset(body, "text/html", _etag(body))
+
+
+def _config() -> bytes:
+    """What the page needs to know before signing in: how callers are known (contract §4)."""
+    mode = "entra" if (os.environ.get("RELAY_AUTH") or "keys").strip().lower() == "entra" else "keys"
+    return json.dumps({"auth": mode, "loginUrl": "/.auth/login/aad", "logoutUrl": "/.auth/logout"}).encode()
+
+
+def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    body = {"type": f"urn:event-relay:problem:{title.lower().replace(' ', '-')}", "title": title,
+            "status": status, "detail": detail}
+    return func.HttpResponse(json.dumps(body), status_code=status, headers=headers or {},
+                             mimetype="application/problem+json", charset="utf-8")
+
+
+def serve(req: func.HttpRequest) -> func.HttpResponse:
+    """GET or HEAD `console` (the page) or `console/{file}` (its script, stylesheet, config)."""
+    method = req.method.upper()
+    if method not in ("GET", "HEAD"):
+        return _problem(405, "Method not allowed", f"{method} is not allowed here; use GET, HEAD",
+                        {"Allow": "GET, HEAD"})
+    name = req.route_params.get("file")
+    path = urlsplit(req.url).path.rstrip("/")
+    if name is None:
+        asset, cache = _page(path), "no-cache"
+    elif name == "config.json":
+        return func.HttpResponse(_config(), status_code=200, mimetype="application/json", charset="utf-8",
+                                 headers={"Cache-Control": "no-store", **SECURITY_HEADERS})
+    elif name in ASSETS:
+        asset = _load()[name]
+        cache = LONG_CACHE if req.params.get("v") == asset.etag.strip('"')[:12] else "no-cache"
+    else:
+        return _problem(404, "Not found", "the console has no such file")
+    headers = {"ETag": asset.etag, "Cache-Control": cache, **SECURITY_HEADERS}
+    wanted = [t.strip() for t in (req.headers.get("if-none-match") or "").split(",")]
+    if asset.etag in wanted or "*" in wanted:
+        return func.HttpResponse(b"", status_code=304, headers=headers)
+    return func.HttpResponse(asset.body, status_code=200, headers=headers, mimetype=asset.media, charset="utf-8")

@@ -1,0 +1,272 @@
+"""Delivery counters for the console's overview: attempt outcomes per minute and per hour, and
+per subscription, at a bounded cost to write and to read.
+
+Scanning the delivery log for a chart would cost O(deliveries), and a counter row updated by
+every attempt would be a hot row fought over by every instance. Instead each process adds up
+what its own attempts came to, in memory, and every `FLUSH_SECONDS` (when anything changed)
+writes its running totals for the current minute and hour as two rows of one partition, in one
+table transaction:
+
+| partition (delivery log table) | row key            | what                                |
+|--------------------------------|--------------------|-------------------------------------|
+| `c:{YYYYMMDDHH}`               | `m{MM}_{process}`  | this process's totals for a minute  |
+| `c:{YYYYMMDDHH}`               | `h_{process}`      | this process's totals for the hour  |
+
+A write replaces the process's own rows with its running totals, so a failed or repeated flush
+is corrected by the next one and no two writers ever touch one row. What is lost is at most the
+last `FLUSH_SECONDS` of counts of an instance that is killed: the delivery log stays the record
+of every delivery, these rows are a gauge. Rows carry `lastAttemptAt` and a `status`, so the
+retention sweep removes them with the delivery log.
+
+Reading `window=1h` reads the minute rows of two hour partitions, `window=24h` the hour rows of
+25: at most 120 or 25 rows per instance that delivered in the window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.data.tables import UpdateMode
+
+from . import clock
+from .storage import DELIVERIES_TABLE, SUBSCRIPTIONS_TABLE, Storage
+
+log = logging.getLogger("relay.stats")
+
+OUTCOMES = ("succeeded", "retrying", "failed")
+PREFIX = "c:"
+FLUSH_SECONDS = 2.0
+# Per-subscription figures kept per row: a row stays far below the 64 KiB a property may hold.
+MAX_SUBS_PER_ROW = 300
+# Subscriptions counted by status per stats call (a page of 1,000 per query).
+MAX_SUBSCRIPTIONS_COUNTED = 5000
+TOP = 5
+WINDOWS = {"1h": ("minute", 60), "24h": ("hour", 24)}
+
+PROCESS = uuid.uuid4().hex[:12]
+
+
+@dataclass
+class SubCounts:
+    succeeded: int = 0
+    retrying: int = 0
+    failed: int = 0
+    total_ms: int = 0
+    timed: int = 0
+    max_ms: int = 0
+    last_success: str | None = None
+
+    def to_list(self) -> list[Any]:
+        return [self.succeeded, self.retrying, self.failed, self.total_ms, self.timed, self.max_ms,
+                self.last_success]
+
+    @classmethod
+    def from_list(cls, raw: list[Any]) -> "SubCounts":
+        return cls(*raw[:7])
+
+    def add(self, other: "SubCounts") -> None:
+        self.succeeded += other.succeeded
+        self.retrying += other.retrying
+        self.failed += other.failed
+        self.total_ms += other.total_ms
+        self.timed += other.timed
+        self.max_ms = max(self.max_ms, other.max_ms)
+        if other.last_success and (self.last_success is None or other.last_success > self.last_success):
+            self.last_success = other.last_success
+
+
+@dataclass
+class Bucket:
+    """One process's running totals for a minute or an hour."""
+    totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    subs: dict[str, SubCounts] = field(default_factory=dict)
+    untracked: int = 0  # attempts of subscriptions beyond MAX_SUBS_PER_ROW
+
+    def record(self, sub_id: str, outcome: str, elapsed_ms: int | None, at: str) -> None:
+        self.totals[outcome] += 1
+        counts = self.subs.get(sub_id)
+        if counts is None:
+            if len(self.subs) >= MAX_SUBS_PER_ROW:
+                self.untracked += 1
+                return
+            counts = self.subs[sub_id] = SubCounts()
+        setattr(counts, outcome, getattr(counts, outcome) + 1)
+        if elapsed_ms is not None:
+            counts.total_ms += elapsed_ms
+            counts.timed += 1
+            counts.max_ms = max(counts.max_ms, elapsed_ms)
+        if outcome == "succeeded":
+            counts.last_success = at
+
+    def entity(self, partition: str, row: str, at: str) -> dict[str, Any]:
+        return {"PartitionKey": partition, "RowKey": row, **self.totals, "untracked": self.untracked,
+                "subs": json.dumps({k: v.to_list() for k, v in self.subs.items()}, separators=(",", ":")),
+                # The retention sweep removes delivery log rows by these two.
+                "lastAttemptAt": at, "status": "counted"}
+
+
+def _hour_key(moment: datetime) -> str:
+    return moment.strftime("%Y%m%d%H")
+
+
+class Recorder:
+    """This process's counters and the thread that writes them."""
+
+    def __init__(self, process: str = PROCESS) -> None:
+        self.process = process
+        self._lock = threading.Lock()
+        self._buckets: dict[tuple[str, str], Bucket] = {}  # (hour key, "m{MM}" or "h") -> bucket
+        self._dirty: set[tuple[str, str]] = set()  # buckets changed since the last flush
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._storage: Storage | None = None
+
+    def record(self, storage: Storage, sub_id: str, outcome: str, elapsed: float | None = None,
+               at: datetime | None = None) -> None:
+        at = at or clock.utcnow()
+        hour, stamp = _hour_key(at), clock.rfc3339(at)
+        elapsed_ms = None if elapsed is None else int(elapsed * 1000)
+        with self._lock:
+            for part in (f"m{at.minute:02d}", "h"):
+                self._buckets.setdefault((hour, part), Bucket()).record(sub_id, outcome, elapsed_ms, stamp)
+                self._dirty.add((hour, part))
+            self._storage = storage
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="stats-flush", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(FLUSH_SECONDS)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception as exc:  # noqa: BLE001 - counters are a gauge: try again at the next tick
+                log.warning("stats: flush failed (%s); retrying", type(exc).__name__)
+
+    def flush(self) -> None:
+        """Write the running totals of every bucket changed since the last flush."""
+        with self._lock:
+            storage, dirty = self._storage, sorted(self._dirty)
+            self._dirty.clear()
+            at = clock.rfc3339(clock.utcnow())
+            batches: dict[str, list[Any]] = {}
+            for hour, part in dirty:
+                entity = self._buckets[(hour, part)].entity(PREFIX + hour, f"{part}_{self.process}", at)
+                batches.setdefault(hour, []).append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
+            # Older hours are final once written: keep only the current and the previous one.
+            keep = {_hour_key(clock.utcnow()), _hour_key(clock.utcnow() - timedelta(hours=1))}
+        if storage is None or not batches:
+            return
+        table = storage.table(DELIVERIES_TABLE)
+        try:
+            for ops in batches.values():
+                table.submit_transaction(ops)  # one partition, usually two rows: one transaction
+        except Exception:
+            with self._lock:
+                self._dirty.update(dirty)
+            raise
+        with self._lock:
+            for key in [k for k in self._buckets if k[0] not in keep and k not in self._dirty]:
+                del self._buckets[key]
+
+
+_recorder = Recorder()
+
+
+def record(storage: Storage, sub_id: str, outcome: str, elapsed: float | None = None) -> None:
+    """Count one attempt's outcome (`succeeded`, `retrying` or `failed`) for a subscription."""
+    try:
+        _recorder.record(storage, sub_id, outcome, elapsed)
+    except Exception:  # noqa: BLE001 - a counter must never fail a delivery
+        log.exception("stats: could not count an attempt")
+
+
+def flush() -> None:
+    _recorder.flush()
+
+
+# ---- reading --------------------------------------------------------------------------------------
+
+def _floor(moment: datetime, unit: str) -> datetime:
+    moment = moment.replace(second=0, microsecond=0)
+    return moment.replace(minute=0) if unit == "hour" else moment
+
+
+def _count_subscriptions(storage: Storage) -> dict[str, Any]:
+    counts = {"active": 0, "disabled": 0}
+    seen = 0
+    pages = storage.table(SUBSCRIPTIONS_TABLE).query_entities(
+        "PartitionKey eq 's' and RowKey ge 'i:' and RowKey lt 'i;'", select=["status"],
+        results_per_page=1000).by_page()
+    complete = True
+    for page in pages:
+        for row in page:
+            status = row.get("status") or "active"
+            counts[status] = counts.get(status, 0) + 1
+            seen += 1
+        if seen >= MAX_SUBSCRIPTIONS_COUNTED:
+            complete = pages.continuation_token is None
+            break
+    return {**counts, "complete": complete}
+
+
+def read(storage: Storage, window: str, now: datetime | None = None) -> dict[str, Any]:
+    """The figures of the overview for the last hour (per minute) or day (per hour)."""
+    unit, count = WINDOWS[window]
+    now = now or clock.utcnow()
+    last = _floor(now, unit)
+    step = timedelta(minutes=1) if unit == "minute" else timedelta(hours=1)
+    first = last - step * (count - 1)
+    series = {first + step * i: dict.fromkeys(OUTCOMES, 0) for i in range(count)}
+    subs: dict[str, SubCounts] = {}
+    untracked = 0
+    table = storage.table(DELIVERIES_TABLE)
+    if unit == "minute":
+        flt = "( PartitionKey eq @a or PartitionKey eq @b ) and RowKey ge 'm' and RowKey lt 'n'"
+        params = {"a": PREFIX + _hour_key(first), "b": PREFIX + _hour_key(last)}
+    else:
+        flt = "PartitionKey ge @a and PartitionKey le @b and RowKey ge 'h_' and RowKey lt 'h`'"
+        params = {"a": PREFIX + _hour_key(first), "b": PREFIX + _hour_key(last)}
+    for row in table.query_entities(flt, parameters=params, results_per_page=1000):
+        hour = datetime.strptime(row["PartitionKey"][len(PREFIX):], "%Y%m%d%H").replace(tzinfo=now.tzinfo)
+        start = hour if unit == "hour" else hour.replace(minute=int(row["RowKey"][1:3]))
+        if start not in series:
+            continue
+        for outcome in OUTCOMES:
+            series[start][outcome] += int(row.get(outcome) or 0)
+        untracked += int(row.get("untracked") or 0)
+        for sub_id, raw in json.loads(row.get("subs") or "{}").items():
+            subs.setdefault(sub_id, SubCounts()).add(SubCounts.from_list(raw))
+    totals = {o: sum(point[o] for point in series.values()) for o in OUTCOMES}
+    by_sub = {sub_id: _sub_view(c) for sub_id, c in subs.items()}
+    slowest = sorted((s for s in by_sub.items() if s[1]["averageMs"] is not None),
+                     key=lambda s: -s[1]["averageMs"])[:TOP]
+    failing = sorted((s for s in by_sub.items() if s[1]["failed"] + s[1]["retrying"]),
+                     key=lambda s: (-s[1]["failed"], -s[1]["retrying"]))[:TOP]
+    return {
+        "window": window, "bucket": unit,
+        "from": clock.rfc3339(first), "to": clock.rfc3339(last + step),
+        "series": [{"start": clock.rfc3339(start), **point} for start, point in series.items()],
+        "totals": totals,
+        "subscriptions": _count_subscriptions(storage),
+        "slowest": [{"id": k, **v} for k, v in slowest],
+        "failing": [{"id": k, **v} for k, v in failing],
+        "bySubscription": by_sub,
+        "untracked": untracked,
+    }
+
+
+def _sub_view(counts: SubCounts) -> dict[str, Any]:
+    view: dict[str, Any] = {"succeeded": counts.succeeded, "retrying": counts.retrying, "failed": counts.failed,
+                            "averageMs": round(counts.total_ms / counts.timed) if counts.timed else None,
+                            "maxMs": counts.max_ms}
+    if counts.last_success:
+        view["lastSuccessAt"] = counts.last_success
+    return view
