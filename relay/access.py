@@ -47,7 +47,9 @@ PLATFORM_FLAG = "WEBSITE_AUTH_ENABLED"
 
 # Paths anyone may call in entra mode: the same list is Easy Auth's `excludedPaths` in
 # infra/modules/easyauth.bicep (a test compares them). A path and everything below it.
-ANONYMOUS_PATHS = ("/api/health", "/api/openapi.json", "/api/console")
+# Easy Auth's excludedPaths match whole paths, so the console's own files are listed one by one.
+ANONYMOUS_PATHS = ("/api/health", "/api/openapi.json", "/api/console", "/api/console/app.js",
+                   "/api/console/app.css", "/api/console/config.json")
 
 OBJECT_ID_CLAIMS = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
 SUBJECT_CLAIMS = ("sub", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier")

@@ -25,6 +25,9 @@ param excludedPaths array = [
   '/api/health'
   '/api/openapi.json'
   '/api/console'
+  '/api/console/app.js'
+  '/api/console/app.css'
+  '/api/console/config.json'
 ]
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
