@@ -472,10 +472,15 @@ def clock_in(*parts: int) -> Any:
     return datetime(*parts, tzinfo=timezone.utc)
 
 
-def test_entra_mode_offers_sign_in_and_sends_the_token(browser: Any, azurite: Any) -> None:
+def test_entra_mode_offers_sign_in_and_sends_the_token(browser: Any, azurite: Any, tmp_path: Path) -> None:
     """With RELAY_AUTH=entra the page offers Easy Auth's sign-in and, for a pasted token, sends it
-    as a bearer token (and never a function key)."""
-    relay = RelayProcess(azurite, {"RELAY_AUTH": "entra"}, function_key=None).start()
+    as a bearer token (and never a function key). The token is minted from the Entra tests' key,
+    and the dev host validates it as Easy Auth would."""
+    from test_entra import ENTRA_ENV, Tokens, _jwks_file
+
+    token = Tokens().mint(["Relay.Admin"])
+    relay = RelayProcess(azurite, {**ENTRA_ENV, "RELAY_ENTRA_JWKS": str(_jwks_file(tmp_path))},
+                         function_key=None).start()
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     page.set_default_timeout(20_000)
@@ -486,12 +491,12 @@ def test_entra_mode_offers_sign_in_and_sends_the_token(browser: Any, azurite: An
         page.goto(f"{relay.base}/console#/signin")
         link = page.get_by_role("link", name="Sign in with Microsoft")
         assert link.get_attribute("href") == "/.auth/login/aad?post_login_redirect_uri=%2Fapi%2Fconsole"
-        page.get_by_label("Access token").fill("header.payload.signature")
+        page.get_by_label("Access token").fill(token)
         page.get_by_role("button", name="Continue").click()
         page.get_by_role("heading", name="Overview", exact=True).wait_for()
-        assert sent and all(h.get("authorization") == "Bearer header.payload.signature" for h in sent)
+        assert sent and all(h.get("authorization") == f"Bearer {token}" for h in sent)
         assert not any("x-functions-key" in h for h in sent)
-        assert page.evaluate("sessionStorage.getItem('relay.console.token')") == "header.payload.signature"
+        assert page.evaluate("sessionStorage.getItem('relay.console.token')") == token
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "entra-overview.png"))
     finally:
