@@ -268,7 +268,7 @@ def list_deliveries(request: Request) -> Reply:
     if status is not None and status not in STATUSES:
         raise invalid("status", "must be pending, succeeded or failed")
     limit = request.int_param("limit", 100, 1, 1000)
-    if not ID_RE.match(sub_id) or SubscriptionStore(_storage()).get(sub_id) is None:
+    if not ID_RE.fullmatch(sub_id) or SubscriptionStore(_storage()).get(sub_id) is None:
         raise NotFound("no subscription has this id")
     rows, next_token = DeliveryLog(_storage(), _settings().event_retention_days).list(
         sub_id, status=status, limit=limit, token=request.params.get("continuationToken") or None)
@@ -355,7 +355,7 @@ def start_replay(request: Request) -> Reply:
 
 def get_operation(request: Request) -> Reply:
     op_id = request.route.get("operationId", "")
-    op = Operations(_storage()).get(op_id) if ID_RE.match(op_id) else None
+    op = Operations(_storage()).get(op_id) if ID_RE.fullmatch(op_id) else None
     if op is None:
         raise NotFound("no operation has this id")
     shown = operation_view(op)

@@ -65,7 +65,8 @@ def claim_check(storage: Storage, record: EventRecord) -> EventRecord:
     data = compact(record.data).encode("utf-8")
     if len(data) <= INLINE_DATA_BYTES:
         return record
-    name = f"{record.id}/{uuid.uuid4().hex}.json"
+    # Named by nothing the publisher chose: an id such as `..` must not become a path.
+    name = f"{clock.day_bucket(clock.utcnow())}/{uuid.uuid4().hex}.json"
     storage.container().upload_blob(name, data, overwrite=True)
     return record.model_copy(update={"data": None, "blob": name})
 

@@ -90,7 +90,7 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 _PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]*")
 _DNS_NAME = re.compile(
-    r"(?=.{1,253}\.?$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?")
+    r"(?=.{1,253}\.?\Z)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?")
 # One part of an IPv4 address as inet_aton reads it: hex, octal (leading 0) or decimal.
 _V4_PART = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*")
 # WHATWG: a host whose last label is a number is meant as an IPv4 address, valid or not.

@@ -53,7 +53,7 @@ def parse_schedule(text: str) -> tuple[float, ...]:
         return ()
     delays = []
     for part in text.split(","):
-        match = _DELAY.match(part)
+        match = _DELAY.fullmatch(part)
         if not match:
             raise ConfigurationError(
                 f"RELAY_RETRY_SCHEDULE: {part.strip()!r} is not a delay such as 500ms, 5s, 5m or 2h")

@@ -186,13 +186,17 @@ class SubscriptionStore:
         except ResourceNotFoundError:
             return None
 
-    def _get_entity(self, sub_id: str) -> dict[str, Any] | None:
-        if not ID_RE.match(sub_id):
+    def _get_raw(self, sub_id: str) -> Any:
+        if not ID_RE.fullmatch(sub_id):
             return None
         try:
-            return dict(self._table.get_entity(SUB_PARTITION, f"i:{sub_id}"))
+            return self._table.get_entity(SUB_PARTITION, f"i:{sub_id}")
         except ResourceNotFoundError:
             return None
+
+    def _get_entity(self, sub_id: str) -> dict[str, Any] | None:
+        raw = self._get_raw(sub_id)
+        return dict(raw) if raw is not None else None
 
     def get(self, sub_id: str) -> dict[str, Any] | None:
         return self._get_entity(sub_id)
