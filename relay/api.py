@@ -48,7 +48,7 @@ RETRY_AFTER_SECONDS = 10
 class Request:
     method: str
     url: str
-    base: str  # scheme://host of the request, for absolute Location URLs
+    base: str  # scheme://host every absolute URL starts with (see `public_base`)
     params: Mapping[str, str]
     route: Mapping[str, str]
     headers: Mapping[str, str]
@@ -56,26 +56,33 @@ class Request:
 
     @classmethod
     def from_func(cls, req: func.HttpRequest) -> "Request":
-        parts = urlsplit(req.url)
-        return cls(method=req.method.upper(), url=req.url, base=f"{parts.scheme}://{parts.netloc}",
+        return cls(method=req.method.upper(), url=req.url, base=public_base(req.url, _settings()),
                    params=dict(req.params), route=dict(req.route_params), headers=req.headers,
                    body=req.get_body() or b"")
 
     def link(self, path: str, query: Mapping[str, str] | None = None) -> str:
-        """An absolute URL on the host the request came to; a `?code=` key it carried comes along,
-        so a client that authenticates that way can follow the Location or nextLink it is given."""
+        """An absolute URL for the caller itself (`Location`, `nextLink`): a `?code=` key the request
+        carried comes along, so a client that authenticates that way can follow it. Never for
+        anything stored or sent to someone else: use `public_link` there."""
         query = dict(query or {})
         if self.params.get("code"):
             query["code"] = self.params["code"]
-        url = f"{self.base}/api/{path}"
+        url = self.public_link(path)
         return f"{url}?{urlencode(query)}" if query else url
+
+    def public_link(self, path: str) -> str:
+        """An absolute URL without any query: fit for event `source`s, logs and stored rows."""
+        return f"{self.base}/api/{path}"
 
     def json(self, limit: int = SMALL_BODY) -> Any:
         if len(self.body) > limit:
             raise PayloadTooLarge(f"the body is larger than {limit} bytes")
         ctype = (self.headers.get("content-type") or "").split(";")[0].strip().lower()
-        if ctype and ctype != "application/json" and not ctype.endswith("+json"):
-            raise UnsupportedMediaType(f"send application/json, not {ctype[:100]}")
+        # A body without a JSON media type is refused before it is read: a web page can post
+        # text/plain (or nothing) cross-site without a preflight. No body at all is the 400 below.
+        if (self.body or ctype) and ctype != "application/json" and not ctype.endswith("+json"):
+            raise UnsupportedMediaType(f"send Content-Type: application/json, not {ctype[:100] or 'none'}",
+                                       [FieldError("Content-Type", "must be application/json or end in +json")])
         if not self.body.strip():
             raise BadRequest("the body is empty: send a JSON document",
                              [FieldError("body", "is required")])
@@ -114,6 +121,16 @@ class Request:
         if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
             raise invalid(name, f"must be a whole number from {low} to {high}")
         return int(text)
+
+
+def public_base(request_url: str, settings: Settings) -> str:
+    """Scheme and host of every absolute URL: RELAY_PUBLIC_URL (or https:// + WEBSITE_HOSTNAME in
+    Azure), else the request's own, which behind a front end or a custom domain is not the one
+    clients use."""
+    if settings.public_url:
+        return settings.public_url
+    parts = urlsplit(request_url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _no_constants(name: str) -> None:
@@ -312,7 +329,8 @@ def publish_events(request: Request) -> Reply:
         raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors[:5]), errors)
     storage = _storage()
     validate_data(storage, accepted, batch)
-    records = [events_mod.accept(e, source=request.link("events")) for e in accepted]
+    # The default source is stored and sent to every subscriber: never with the caller's `?code=`.
+    records = [events_mod.accept(e, source=request.public_link("events")) for e in accepted]
     events_mod.publish(storage, records)
     if batch:
         return Reply(202, {"value": [{"id": r.id} for r in records]})
@@ -393,7 +411,7 @@ def delete_event_type(request: Request) -> Reply:
 # ---- definition --------------------------------------------------------------------------------
 
 def openapi(request: Request) -> Reply:
-    return Reply(200, definition(urlsplit(request.url).netloc))
+    return Reply(200, definition(urlsplit(request.base).netloc))
 
 
 # ---- health ------------------------------------------------------------------------------------

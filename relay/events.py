@@ -3,7 +3,8 @@
 Publishing only enqueues: the queue message is the durable record behind the 202. Fan-out is
 the idempotent step. For an id the publisher supplied it inserts a de-duplication row carrying
 the queue message's id: the same message coming back after a crash finds its own id and carries
-on, while a second publish of the same event id finds another message's id and is dropped. A
+on, while a second publish of the same event (the same source, type and id) finds another
+message's id and is dropped. A
 publish that died before its message was enqueued was never acknowledged, so nothing is
 swallowed. An id the relay generated cannot come from another publish: such events skip that
 row, and only a message that comes back looks for the log row it may already have written.
@@ -14,6 +15,7 @@ polling trigger can read forward from a key.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -50,12 +52,20 @@ def accept(event: EventIn, source: str) -> EventRecord:
         id=event.id or uuid.uuid4().hex,
         generated=event.id is None,
         type=event.type,
-        source=source,
+        source=event.source or source,
         time=event.time or clock.rfc3339(now),
         subject=event.subject,
         data=event.data,
         acceptedAt=clock.rfc3339(now),
     )
+
+
+def dedupe_key_of(record: EventRecord) -> str:
+    """The de-duplication row of an event: CloudEvents identifies an event by (source, type, id),
+    so an id reused with another type or source is another event, not a repeat of the first.
+    Hashed, because a source may hold characters (`/`, `?`, `#`) that table keys refuse."""
+    identity = json.dumps([record.source, record.type, record.id], ensure_ascii=False)
+    return "d:" + hashlib.sha256(identity.encode("utf-8")).hexdigest()
 
 
 def claim_check(storage: Storage, record: EventRecord) -> EventRecord:
@@ -113,7 +123,7 @@ class EventLog:
             log = self._new_log_key(record)
             self._write(log, record)
             return log
-        dedupe_key = f"d:{record.id}"
+        dedupe_key = dedupe_key_of(record)
         log = self._new_log_key(record)
         keyed_at = time.monotonic()
         try:

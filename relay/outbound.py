@@ -317,6 +317,34 @@ def redact_url(url: str) -> str:
     return head + marker
 
 
+MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """The URL as reads and lists show it after the 201 that created it: every query value (a
+    Power Automate `sig` starts the flow), a fragment and a password replaced by `***`, parameter
+    names kept so people can still tell callbacks apart. A query part without `=` may itself be a
+    token, so it is masked whole."""
+    cut = url.find("#")
+    head, fragment = (url, None) if cut < 0 else (url[:cut], url[cut + 1:])
+    base, sep, query = head.partition("?")
+    scheme_end = base.find("://")
+    if scheme_end >= 0:
+        start = scheme_end + 3
+        slash = base.find("/", start)
+        end = len(base) if slash < 0 else slash
+        at = base.rfind("@", start, end)
+        colon = base.find(":", start, at) if at >= 0 else -1
+        if colon >= 0:
+            base = base[:colon + 1] + MASK + base[at:]
+    if sep:
+        parts = [p.split("=", 1)[0] + "=" + MASK if "=" in p else (MASK if p else p) for p in query.split("&")]
+        base += "?" + "&".join(parts)
+    if fragment is not None:
+        base += "#" + (MASK if fragment else "")
+    return base
+
+
 # ---- delivery -----------------------------------------------------------------------------------
 
 class DeliveryError(RelayError):

@@ -69,7 +69,7 @@ def test_requeued_event_is_fanned_out_not_taken_for_a_duplicate(app_storage) -> 
 
 def test_generated_ids_skip_dedupe_but_a_crash_retry_finds_its_log_row(app_storage) -> None:
     """An event whose id the relay made up is logged once, even when its message comes back after a crash."""
-    from relay.events import EventLog
+    from relay.events import EventLog, dedupe_key_of
     from relay.storage import EVENTS_TABLE
 
     record = accept(EventIn(type="t.generated", data=1), "urn:test")
@@ -79,7 +79,7 @@ def test_generated_ids_skip_dedupe_but_a_crash_retry_finds_its_log_row(app_stora
     assert log.record(record, "m1", seen_before=True) == first
     rows = [e for e in app_storage.table(EVENTS_TABLE).list_entities() if e.get("id") == record.id]
     assert len(rows) == 1
-    assert not [e for e in app_storage.table(EVENTS_TABLE).list_entities() if e["PartitionKey"] == f"d:{record.id}"]
+    assert not [e for e in app_storage.table(EVENTS_TABLE).list_entities() if e["PartitionKey"] == dedupe_key_of(record)]
 
 
 def test_last_try_of_a_failing_delivery_is_recorded_as_failed(app_storage) -> None:
