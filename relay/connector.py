@@ -437,6 +437,7 @@ def definition(host: str) -> dict[str, Any]:
                                  "x-ms-summary": "Event Type"},
                         "data": {"type": "object", "x-ms-visibility": "important"},
                         "id": {"x-ms-visibility": "advanced"},
+                        "source": {"x-ms-visibility": "advanced"},
                         "time": {"format": "date-time", "x-ms-visibility": "advanced"},
                     }), "The event to publish.", "Event")],
                     {"202": response("Accepted: the event will be delivered.", obj(
