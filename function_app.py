@@ -28,6 +28,11 @@ def deliveries(req: func.HttpRequest) -> func.HttpResponse:
     return api.deliveries(req)
 
 
+@app.route(route="subscriptions/{id}/secret", methods=ALL)
+def secret(req: func.HttpRequest) -> func.HttpResponse:
+    return api.secret_route(req)
+
+
 @app.route(route="unsubscribe", methods=ALL)
 def unsubscribe(req: func.HttpRequest) -> func.HttpResponse:
     return api.unsubscribe_route(req)

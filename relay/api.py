@@ -242,9 +242,20 @@ def create_subscription(request: Request) -> Reply:
         check_target(body.notificationUrl, allow_private=settings.allow_private_targets)
     except TargetRefused as exc:
         raise invalid("notificationUrl", exc.reason) from None
-    entity, _ = SubscriptionStore(_storage()).subscribe(body)
+    entity, created = SubscriptionStore(_storage()).subscribe(body)
     location = request.link(f"subscriptions/{entity['id']}")
-    return Reply(201, public_view(entity, with_secret=True), {"Location": location})
+    # Subscribing a URL again must not hand its secret to whoever holds a key and read the URL
+    # in a list: the secret and the whole URL go only to the call that created it.
+    return Reply(201, public_view(entity, with_secret=created, full_url=created), {"Location": location})
+
+
+def rotate_secret(request: Request) -> Reply:
+    """A new signing secret for a subscriber that lost its own; the old one signs nothing more."""
+    entity = SubscriptionStore(_storage()).rotate_secret(_sub_id(request))
+    if entity is None:
+        raise NotFound("no subscription has this id")
+    log.info("signing secret rotated subscription=%s", entity["id"])
+    return Reply(200, public_view(entity, with_secret=True))
 
 
 def get_subscription(request: Request) -> Reply:
@@ -428,6 +439,7 @@ def health(request: Request) -> Reply:
 subscriptions = route({"POST": create_subscription, "GET": list_subscriptions})
 subscription = route({"GET": get_subscription, "DELETE": delete_subscription})
 unsubscribe_route = route({"POST": unsubscribe})
+secret_route = route({"POST": rotate_secret})
 deliveries = route({"GET": list_deliveries})
 events = route({"POST": publish_events})
 health_route = route({"GET": health})

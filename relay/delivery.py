@@ -156,14 +156,22 @@ class Deliverer:
         return None
 
     def skip_removed(self, message: DeliveryMessage) -> list[Target]:
-        """Targets whose subscription was not deleted or disabled after the work was planned."""
-        removed = self._subs.removed_since(message.since)
+        """Targets whose subscription was not deleted or disabled after the work was planned,
+        with the current secret where it was rotated since (the message carries the old one)."""
+        removed, rotated = self._subs.changes_since(message.since)
         live = []
         for target in message.targets:
             if removed.get(target.sub, -1) >= target.gen:
                 if target.logged:  # it has a row to close
                     self._give_up(message, target, "subscription was deleted or disabled")
                 continue
+            if target.sub in rotated:
+                secret = self._subs.current_secret(target.sub)
+                if secret is None:  # deleted since the tombstones were read
+                    if target.logged:
+                        self._give_up(message, target, "subscription was deleted or disabled")
+                    continue
+                target = target.model_copy(update={"secret": secret})
             live.append(target)
         return live
 
