@@ -10,6 +10,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import requests
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
@@ -167,3 +168,4 @@ def test_rotating_the_secret_signs_every_later_delivery_with_the_new_one(relay, 
     assert relay.post(f"subscriptions/{uuid.uuid4().hex}/secret").status_code == 404
     assert relay.post(f"subscriptions/{sub['id']}%0A/secret").status_code == 404
     assert relay.get(f"subscriptions/{sub['id']}/secret").status_code == 405
+    assert requests.post(f"{relay.base}/subscriptions/{sub['id']}/secret", timeout=30).status_code == 401
