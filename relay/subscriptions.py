@@ -165,6 +165,11 @@ class SubscriptionStore:
                 return None
             raise
         self._write_index(entity, patterns)
+        now = self._get_entity(sub_id)
+        if now is not None and now.get("secret") != entity["secret"] and now.get("status") != "disabled":
+            # A rotation committed between our transaction and our index write: its secret wins.
+            entity["secret"] = now["secret"]
+            self._write_index(entity, patterns)
         stale = [p for p in old_patterns if p not in patterns]
         if stale:
             self._delete_index(sub_id, stale)
