@@ -15,7 +15,7 @@ import math
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -24,7 +24,7 @@ from .backoff import parse_retry_after, retry_delay
 from .deliverylog import Attempt, DeliveryLog, FirstTry
 from .errors import TargetRefused
 from .models import DeliveryMessage, EventRecord, Target
-from .outbound import DeliveryError, Sender, redact_url
+from .outbound import DeliveryError, Sender, redact_url, scrub
 from .outcomes import Outcome, Verdict, classify
 from .settings import Settings
 from .storage import DELIVERY_QUEUE, NEVER_EXPIRE, Storage
@@ -110,6 +110,8 @@ class Deliverer:
             log.exception("delivery attempt failed unexpectedly event=%s subscription=%s", event.id, target.sub)
             result = Result(Verdict(Outcome.RETRY, f"unexpected error: {type(exc).__name__}"))
         elapsed = (clock.utcnow() - started).total_seconds()
+        if result.verdict.reason:  # it goes into the delivery log, a log line, disabledReason
+            result.verdict = replace(result.verdict, reason=scrub(result.verdict.reason, target.url))
         outcome = result.verdict.outcome
         telemetry.record_attempt(outcome.value, elapsed)
         # Successes are counted by the metrics and logged at DEBUG: a line per delivery was 8 % of

@@ -345,6 +345,18 @@ def mask_url(url: str) -> str:
     return base
 
 
+def scrub(text: str | None, url: str) -> str | None:
+    """`text` (an error, a reason) with every query value of `url` masked: what is stored or
+    logged about an attempt must not carry the callback's `sig`, whatever produced the text."""
+    if not text:
+        return text
+    query = urlsplit(url).query
+    for part in sorted((p.split("=", 1)[-1] for p in query.split("&")), key=len, reverse=True):
+        if len(part) >= 4:  # shorter values (`1`, `true`) are not secrets and are everywhere
+            text = text.replace(part, MASK)
+    return text
+
+
 # ---- delivery -----------------------------------------------------------------------------------
 
 class DeliveryError(RelayError):

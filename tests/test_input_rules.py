@@ -15,7 +15,7 @@ from relay.connector import definition
 from relay.errors import ConfigurationError
 from relay.matching import is_event_id, is_name, is_pattern
 from relay.models import is_uri_reference
-from relay.outbound import mask_url
+from relay.outbound import mask_url, scrub
 from relay.settings import Settings
 
 
@@ -58,6 +58,13 @@ def test_mask_keeps_names_and_hides_values() -> None:
     assert mask_url("https://x.example/p?a=1&sig=S&flag") == "https://x.example/p?a=***&sig=***&***"
     assert mask_url("https://u:pw@x.example/p#frag") == "https://u:***@x.example/p#***"
     assert mask_url("https://x.example/p") == "https://x.example/p"
+
+
+def test_errors_about_an_attempt_are_scrubbed_of_query_values() -> None:
+    url = "https://x.example/p?sig=S3CRETVALUE&sv=1.0"
+    assert scrub(f"connect to {url} failed: S3CRETVALUE", url) == \
+        "connect to https://x.example/p?sig=***&sv=1.0 failed: ***"
+    assert scrub(None, url) is None
 
 
 def test_public_url_setting() -> None:
