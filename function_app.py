@@ -32,6 +32,11 @@ def deliveries(req: func.HttpRequest) -> func.HttpResponse:
     return api.deliveries(req)
 
 
+@app.route(route="subscriptions/{id}/secret", methods=ALL)
+def secret(req: func.HttpRequest) -> func.HttpResponse:
+    return api.secret_route(req)
+
+
 @app.route(route="unsubscribe", methods=ALL)
 def unsubscribe(req: func.HttpRequest) -> func.HttpResponse:
     return api.unsubscribe_route(req)
@@ -127,9 +132,3 @@ def stats(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="subscriptions/{id}/activate", methods=ALL)
 def activate(req: func.HttpRequest) -> func.HttpResponse:
     return api.activate_route(req)
-
-
-# Stand-in for h1's secret rotation route (issue 9); the merge keeps one of the two.
-@app.route(route="subscriptions/{id}/secret", methods=ALL)
-def rotate_secret(req: func.HttpRequest) -> func.HttpResponse:
-    return api.secret_route(req)

@@ -54,7 +54,7 @@ RETRY_AFTER_SECONDS = 10
 class Request:
     method: str
     url: str
-    base: str  # scheme://host of the request, for absolute Location URLs
+    base: str  # scheme://host every absolute URL starts with (see `public_base`)
     params: Mapping[str, str]
     route: Mapping[str, str]
     headers: Mapping[str, str]
@@ -66,8 +66,7 @@ class Request:
 
     @classmethod
     def from_func(cls, req: func.HttpRequest) -> "Request":
-        parts = urlsplit(req.url)
-        return cls(method=req.method.upper(), url=req.url, base=f"{parts.scheme}://{parts.netloc}",
+        return cls(method=req.method.upper(), url=req.url, base=public_base(req.url, _settings()),
                    params=dict(req.params), route=dict(req.route_params), headers=req.headers,
                    read_body=lambda: req.get_body() or b"")
 
@@ -78,13 +77,18 @@ class Request:
         return self._body
 
     def link(self, path: str, query: Mapping[str, str] | None = None) -> str:
-        """An absolute URL on the host the request came to; a `?code=` key it carried comes along,
-        so a client that authenticates that way can follow the Location or nextLink it is given."""
+        """An absolute URL for the caller itself (`Location`, `nextLink`): a `?code=` key the request
+        carried comes along, so a client that authenticates that way can follow it. Never for
+        anything stored or sent to someone else: use `public_link` there."""
         query = dict(query or {})
         if self.params.get("code"):
             query["code"] = self.params["code"]
-        url = f"{self.base}/api/{path}"
+        url = self.public_link(path)
         return f"{url}?{urlencode(query)}" if query else url
+
+    def public_link(self, path: str) -> str:
+        """An absolute URL without any query: fit for event `source`s, logs and stored rows."""
+        return f"{self.base}/api/{path}"
 
     def json(self, limit: int = SMALL_BODY) -> Any:
         declared = (self.headers.get("content-length") or "").strip()
@@ -93,8 +97,11 @@ class Request:
         if len(self.body) > limit:
             raise _too_large(limit)
         ctype = (self.headers.get("content-type") or "").split(";")[0].strip().lower()
-        if ctype and ctype != "application/json" and not ctype.endswith("+json"):
-            raise UnsupportedMediaType(f"send application/json, not {ctype[:100]}")
+        # A body without a JSON media type is refused before it is read: a web page can post
+        # text/plain (or nothing) cross-site without a preflight. No body at all is the 400 below.
+        if (self.body or ctype) and ctype != "application/json" and not ctype.endswith("+json"):
+            raise UnsupportedMediaType(f"send Content-Type: application/json, not {ctype[:100] or 'none'}",
+                                       [FieldError("Content-Type", "must be application/json or end in +json")])
         if not self.body.strip():
             raise BadRequest("the body is empty: send a JSON document",
                              [FieldError("body", "is required")])
@@ -166,6 +173,16 @@ def _check_nodes(body: bytes) -> None:
     if _count_nodes(body) > MAX_NODES:
         raise BadRequest(f"the body holds more than {MAX_NODES} JSON values; send fewer or smaller events",
                          [FieldError("body", f"holds more than {MAX_NODES} JSON values")])
+
+
+def public_base(request_url: str, settings: Settings) -> str:
+    """Scheme and host of every absolute URL: RELAY_PUBLIC_URL (or https:// + WEBSITE_HOSTNAME in
+    Azure), else the request's own, which behind a front end or a custom domain is not the one
+    clients use."""
+    if settings.public_url:
+        return settings.public_url
+    parts = urlsplit(request_url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _no_constants(name: str) -> None:
@@ -279,10 +296,21 @@ def create_subscription(request: Request) -> Reply:
     except TargetRefused as exc:
         raise invalid("notificationUrl", exc.reason) from None
     owner = request.principal.id if request.principal else None
-    entity, _ = SubscriptionStore(_storage()).subscribe(body, _caller(request), owner=owner,
-                                                        scope=access.owner_scope(request))
+    entity, created = SubscriptionStore(_storage()).subscribe(body, _caller(request), owner=owner,
+                                                              scope=access.owner_scope(request))
     location = request.link(f"subscriptions/{entity['id']}")
-    return Reply(201, public_view(entity, with_secret=True), {"Location": location})
+    # Subscribing a URL again must not hand its secret to whoever holds a key and read the URL
+    # in a list: the secret and the whole URL go only to the call that created it.
+    return Reply(201, public_view(entity, with_secret=created, full_url=created), {"Location": location})
+
+
+def rotate_secret(request: Request) -> Reply:
+    """A new signing secret for a subscriber that lost its own; the old one signs nothing more."""
+    entity = SubscriptionStore(_storage()).rotate_secret(_sub_id(request))
+    if entity is None:
+        raise NotFound("no subscription has this id")
+    log.info("signing secret rotated subscription=%s", entity["id"])
+    return Reply(200, public_view(entity, with_secret=True))
 
 
 def get_subscription(request: Request) -> Reply:
@@ -349,7 +377,7 @@ def list_deliveries(request: Request) -> Reply:
     if status is not None and status not in STATUSES:
         raise invalid("status", "must be pending, succeeded or failed")
     limit = request.int_param("limit", 100, 1, 1000)
-    if not ID_RE.match(sub_id) or SubscriptionStore(_storage()).get(sub_id) is None:
+    if not ID_RE.fullmatch(sub_id) or SubscriptionStore(_storage()).get(sub_id) is None:
         raise NotFound("no subscription has this id")
     rows, next_token = DeliveryLog(_storage(), _settings().event_retention_days).list(
         sub_id, status=status, limit=limit, token=request.params.get("continuationToken") or None)
@@ -393,7 +421,8 @@ def publish_events(request: Request) -> Reply:
         raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors[:5]), errors)
     storage = _storage()
     validate_data(storage, accepted, batch)
-    records = [events_mod.accept(e, source=request.link("events")) for e in accepted]
+    # The default source is stored and sent to every subscriber: never with the caller's `?code=`.
+    records = [events_mod.accept(e, source=request.public_link("events")) for e in accepted]
     events_mod.publish(storage, records)
     if batch:
         return Reply(202, {"value": [{"id": r.id} for r in records]})
@@ -451,7 +480,7 @@ def start_replay(request: Request) -> Reply:
 
 def get_operation(request: Request) -> Reply:
     op_id = request.route.get("operationId", "")
-    op = Operations(_storage()).get(op_id) if ID_RE.match(op_id) else None
+    op = Operations(_storage()).get(op_id) if ID_RE.fullmatch(op_id) else None
     if op is None:
         raise NotFound("no operation has this id")
     shown = operation_view(op)
@@ -505,9 +534,10 @@ def delete_event_type(request: Request) -> Reply:
 # ---- definition --------------------------------------------------------------------------------
 
 def openapi(request: Request) -> Reply:
-    # The scheme the request used: https in Azure, http on the dev host, where a generated
-    # client told https would fail (the committed file says https).
-    parts = urlsplit(request.url)
+    # The scheme and host every absolute URL starts with (RELAY_PUBLIC_URL, else the request's):
+    # https in Azure, http on the dev host, where a generated client told https would fail (the
+    # committed file says https).
+    parts = urlsplit(request.base)
     return Reply(200, definition(parts.netloc, parts.scheme or "https"))
 
 
@@ -539,16 +569,10 @@ def activate_subscription(request: Request) -> Reply:
 
 
 # Rotating a secret is h1's route (issue 9); this minimal handler stands in until it is merged.
-def rotate_secret(request: Request) -> Reply:
-    entity = SubscriptionStore(_storage()).rotate_secret(_sub_id(request))
-    if entity is None:
-        raise NotFound("no subscription has this id")
-    return Reply(200, {"secret": entity["secret"]})
-
-
 subscriptions = route({"POST": create_subscription, "GET": list_subscriptions})
 subscription = route({"GET": get_subscription, "DELETE": delete_subscription})
 unsubscribe_route = route({"POST": unsubscribe})
+secret_route = route({"POST": rotate_secret})
 deliveries = route({"GET": list_deliveries})
 events = route({"POST": publish_events})
 health_route = route({"GET": health})
@@ -562,4 +586,3 @@ events_batch = route({"POST": publish_batch})
 openapi_route = route({"GET": openapi})
 stats_route = route({"GET": get_stats})
 activate_route = route({"POST": activate_subscription})
-secret_route = route({"POST": rotate_secret})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 _KEY_FORMAT = "%Y%m%dT%H%M%S.%fZ"
@@ -22,15 +23,33 @@ def rfc3339_precise(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+# RFC 3339 section 5.6, whole: date `T` time, optional fraction, `Z` or a numeric offset. Python's
+# fromisoformat alone also takes ISO 8601 forms (week dates, `,5` fractions, no offset) that
+# other readers of the event (the connector's `date-time`, CloudEvents SDKs) refuse.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))", re.ASCII)
+
+
 def parse_rfc3339(text: str) -> datetime:
-    """Strict enough for RFC 3339 (a date, `T`, a time, and an offset or `Z`); raises ValueError."""
-    if len(text) < 20 or text[10] not in "Tt" or not (text[-1] in "Zz" or text[-6] in "+-"):
+    """An RFC 3339 date-time (`2026-01-31T12:00:00.5Z`, `...+01:00`) in UTC; raises ValueError otherwise."""
+    match = _RFC3339.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
         raise ValueError("not an RFC 3339 date-time such as 2026-01-31T12:00:00Z")
-    moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1] in "Zz" else text)
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction, zulu, sign, off_h, off_m = match.groups()[6:]
+    micros = int((fraction or "0").ljust(6, "0")[:6])
+    if zulu:
+        zone = timezone.utc
+    else:
+        if int(off_h) > 23 or int(off_m) > 59:
+            raise ValueError("has an offset out of range")
+        offset = timedelta(hours=int(off_h), minutes=int(off_m))
+        zone = timezone(-offset if sign == "-" else offset)
     try:
+        moment = datetime(year, month, day, hour, minute, second, micros, tzinfo=zone)
         return moment.astimezone(timezone.utc)
-    except OverflowError:
-        raise ValueError("is outside the range of dates") from None
+    except (ValueError, OverflowError):
+        raise ValueError("is not a date and time that exists (or is outside the range of dates)") from None
 
 
 def time_key(moment: datetime) -> str:

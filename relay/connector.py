@@ -417,6 +417,7 @@ def event_in_schema(description: str, data: dict[str, Any] | None = None) -> dic
         "type": {**event_type_dropdown(), **name_rule, "x-ms-visibility": "important", "x-ms-summary": "Event Type"},
         "data": {**(data or {}), "x-ms-visibility": "important"},
         "id": {**name_rule, "x-ms-visibility": "advanced"},
+        "source": {"x-ms-visibility": "advanced"},
         "time": {"format": "date-time", "x-ms-visibility": "advanced"},
     })
 

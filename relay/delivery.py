@@ -15,7 +15,7 @@ import math
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -24,7 +24,7 @@ from .backoff import parse_retry_after, retry_delay
 from .deliverylog import Attempt, DeliveryLog, FirstTry
 from .errors import TargetRefused
 from .models import DeliveryMessage, EventRecord, Target
-from .outbound import DeliveryError, Sender, redact_url
+from .outbound import DeliveryError, Sender, redact_url, scrub
 from .outcomes import Outcome, Verdict, classify
 from .settings import Settings
 from .storage import DELIVERY_QUEUE, NEVER_EXPIRE, Storage
@@ -110,6 +110,8 @@ class Deliverer:
             log.exception("delivery attempt failed unexpectedly event=%s subscription=%s", event.id, target.sub)
             result = Result(Verdict(Outcome.RETRY, f"unexpected error: {type(exc).__name__}"))
         elapsed = (clock.utcnow() - started).total_seconds()
+        if result.verdict.reason:  # it goes into the delivery log, a log line, disabledReason
+            result.verdict = replace(result.verdict, reason=scrub(result.verdict.reason, target.url))
         outcome = result.verdict.outcome
         telemetry.record_attempt(outcome.value, elapsed)
         # Successes are counted by the metrics and logged at DEBUG: a line per delivery was 8 % of
@@ -159,14 +161,22 @@ class Deliverer:
         return None
 
     def skip_removed(self, message: DeliveryMessage) -> list[Target]:
-        """Targets whose subscription was not deleted or disabled after the work was planned."""
-        removed = self._subs.removed_since(message.since)
+        """Targets whose subscription was not deleted or disabled after the work was planned,
+        with the current secret where it was rotated since (the message carries the old one)."""
+        removed, rotated = self._subs.changes_since(message.since)
         live = []
         for target in message.targets:
             if removed.get(target.sub, -1) >= target.gen:
                 if target.logged:  # it has a row to close
                     self._give_up(message, target, "subscription was deleted or disabled")
                 continue
+            if target.sub in rotated:
+                secret = self._subs.current_secret(target.sub)
+                if secret is None:  # deleted since the tombstones were read
+                    if target.logged:
+                        self._give_up(message, target, "subscription was deleted or disabled")
+                    continue
+                target = target.model_copy(update={"secret": secret})
             live.append(target)
         return live
 

@@ -118,7 +118,8 @@ def compile_template(template: str) -> re.Pattern[str]:
             parts.append(f"(?P<{m.group(2)}>.*)")
         else:
             parts.append(f"(?P<{m.group(2)}>[^/]+)" + ("?" if m.group(3) else ""))
-    return re.compile("^" + "/".join(parts) + "$", re.IGNORECASE)
+    # \Z, not $: `$` also matches before a trailing newline.
+    return re.compile("^" + "/".join(parts) + r"\Z", re.IGNORECASE)
 
 
 def _problem(status: int, title: str, detail: str) -> tuple[int, dict[str, str], bytes]:
@@ -168,7 +169,7 @@ class HttpDispatcher:
                 return status, {**out, "WWW-Authenticate": 'Bearer realm="relay"'}, text
         rel = path[len(self.prefix) + 1:].strip("/")
         for route in self.routes:
-            match = route.pattern.match(rel)
+            match = route.pattern.fullmatch(rel)
             if not match or (route.methods is not None and method not in route.methods):
                 continue
             params = dict(parse_qsl(split.query, keep_blank_values=True))

@@ -3,7 +3,8 @@
 Publishing only enqueues: the queue message is the durable record behind the 202. Fan-out is
 the idempotent step. For an id the publisher supplied it inserts a de-duplication row carrying
 the queue message's id: the same message coming back after a crash finds its own id and carries
-on, while a second publish of the same event id finds another message's id and is dropped. A
+on, while a second publish of the same event (the same source, type and id) finds another
+message's id and is dropped. A
 publish that died before its message was enqueued was never acknowledged, so nothing is
 swallowed. An id the relay generated cannot come from another publish: such events skip that
 row, and only a message that comes back looks for the log row it may already have written.
@@ -22,6 +23,7 @@ retention, which drops whole day partitions, forgets both together.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -66,13 +68,21 @@ def accept(event: EventIn, source: str) -> EventRecord:
         id=event.id or uuid.uuid4().hex,
         generated=event.id is None,
         type=event.type,
-        source=source,
+        source=event.source or source,
         time=event.time or clock.rfc3339(now),
         subject=event.subject,
         data=event.data,
         # To the microsecond: a polling chain holds exactly the events accepted after its start.
         acceptedAt=clock.rfc3339_precise(now),
     )
+
+
+def dedupe_key_of(record: EventRecord) -> str:
+    """The de-duplication row of an event: CloudEvents identifies an event by (source, type, id),
+    so an id reused with another type or source is another event, not a repeat of the first.
+    Hashed, because a source may hold characters (`/`, `?`, `#`) that table keys refuse."""
+    identity = json.dumps([record.source, record.type, record.id], ensure_ascii=False)
+    return "d:" + hashlib.sha256(identity.encode("utf-8")).hexdigest()
 
 
 def claim_check(storage: Storage, record: EventRecord, limit: int = INLINE_DATA_BYTES) -> EventRecord:
@@ -82,7 +92,8 @@ def claim_check(storage: Storage, record: EventRecord, limit: int = INLINE_DATA_
     data = compact(record.data).encode("utf-8")
     if len(data) <= limit:
         return record
-    name = f"{record.id}/{uuid.uuid4().hex}.json"
+    # Named by nothing the publisher chose: an id such as `..` must not become a path.
+    name = f"{clock.day_bucket(clock.utcnow())}/{uuid.uuid4().hex}.json"
     storage.container().upload_blob(name, data, overwrite=True)
     return record.model_copy(update={"data": None, "blob": name})
 
@@ -129,7 +140,7 @@ class EventLog:
             log = self._new_log_key(record)
             self._write(log, record)
             return log
-        dedupe_key = f"d:{record.id}"
+        dedupe_key = dedupe_key_of(record)
         log = self._new_log_key(record)
         keyed_at = time.monotonic()
         try:

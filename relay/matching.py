@@ -8,12 +8,20 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Matched with fullmatch, never `match` + `$`: `$` also matches before a trailing newline, and
+# "x\n" as a table key or a blob name is refused by storage long after the 202 was sent.
+NAME_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 NAME_RULE = "1 to 128 characters of letters, digits, '.', '_', '-' and ':'"
+ID_RULE = NAME_RULE + ", not only dots"
 
 
 def is_name(text: str) -> bool:
-    return bool(NAME_RE.match(text))
+    return isinstance(text, str) and NAME_RE.fullmatch(text) is not None
+
+
+def is_event_id(text: str) -> bool:
+    """A name that is not `.` or `..` (or more dots): ids become parts of keys and paths."""
+    return is_name(text) and text.strip(".") != ""
 
 
 def is_pattern(text: str) -> bool:

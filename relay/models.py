@@ -5,19 +5,44 @@ Validation errors become problem+json naming each field (`relay.api.validation_p
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+import re
+from typing import Any, ClassVar, Literal, Optional
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationInfo, field_validator
 
 from .clock import parse_rfc3339
-from .matching import NAME_RULE, is_name, is_pattern
+from .matching import ID_RULE, NAME_RULE, is_event_id, is_name, is_pattern
 from .outbound import MAX_URL_LENGTH
 
+# RFC 3986 URI-reference: only these characters, and `%` only as the start of an escape.
+_URI_REFERENCE = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
+MAX_SOURCE_LENGTH = 1024
+
+
+def is_uri_reference(text: str) -> bool:
+    if not _URI_REFERENCE.fullmatch(text):
+        return False
+    try:
+        urlsplit(text)  # an unbalanced "[" in the authority is not a URI
+    except ValueError:
+        return False
+    return True
 
 
 class _Edge(BaseModel):
     # Unknown fields are ignored, not refused: Power Automate and newer clients may send more.
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # Fields where JSON `null` is a value. Everywhere else `null` is a 400, never "absent":
+    # `{"eventType": null}` read as absent would subscribe to every event.
+    NULLABLE: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name not in cls.NULLABLE:
+            raise ValueError("must not be null; leave the field out to use its default")
+        return value
 
 
 class SubscriptionRequest(_Edge):
@@ -67,17 +92,37 @@ class UnsubscribeRequest(_Edge):
 
 
 class EventIn(_Edge):
+    NULLABLE = frozenset({"data"})
     type: StrictStr = Field(description="The event type.")
     data: Any = Field(description="The event's payload, any JSON.")
     id: Optional[StrictStr] = Field(default=None, description="Unique id; generated when absent.")
-    subject: Optional[StrictStr] = Field(default=None, max_length=1024, description="What the event is about.")
-    time: Optional[StrictStr] = Field(default=None, description="When it happened (RFC 3339).")
+    source: Optional[StrictStr] = Field(
+        default=None, min_length=1, max_length=MAX_SOURCE_LENGTH,
+        description="URI-reference of the system the event comes from; the relay's events URL when absent.")
+    subject: Optional[StrictStr] = Field(default=None, min_length=1, max_length=1024,
+                                         description="What the event is about.")
+    time: Optional[StrictStr] = Field(default=None, max_length=64, description="When it happened (RFC 3339).")
 
-    @field_validator("type", "id")
+    @field_validator("type")
     @classmethod
-    def _name(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not is_name(value):
+    def _name(cls, value: str) -> str:
+        if not is_name(value):
             raise ValueError(f"must be {NAME_RULE}")
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not is_event_id(value):
+            raise ValueError(f"must be {ID_RULE}")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not is_uri_reference(value):
+            raise ValueError("must be a URI-reference (RFC 3986): no spaces or control characters, "
+                             "`%` only as an escape")
         return value
 
     @field_validator("time")

@@ -90,7 +90,7 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 _PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]*")
 _DNS_NAME = re.compile(
-    r"(?=.{1,253}\.?$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?")
+    r"(?=.{1,253}\.?\Z)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?")
 # One part of an IPv4 address as inet_aton reads it: hex, octal (leading 0) or decimal.
 _V4_PART = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*")
 # WHATWG: a host whose last label is a number is meant as an IPv4 address, valid or not.
@@ -315,6 +315,46 @@ def redact_url(url: str) -> str:
         if at >= 0:
             head = head[:authority_start] + "…redacted@" + head[at + 1:]
     return head + marker
+
+
+MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """The URL as reads and lists show it after the 201 that created it: every query value (a
+    Power Automate `sig` starts the flow), a fragment and a password replaced by `***`, parameter
+    names kept so people can still tell callbacks apart. A query part without `=` may itself be a
+    token, so it is masked whole."""
+    cut = url.find("#")
+    head, fragment = (url, None) if cut < 0 else (url[:cut], url[cut + 1:])
+    base, sep, query = head.partition("?")
+    scheme_end = base.find("://")
+    if scheme_end >= 0:
+        start = scheme_end + 3
+        slash = base.find("/", start)
+        end = len(base) if slash < 0 else slash
+        at = base.rfind("@", start, end)
+        colon = base.find(":", start, at) if at >= 0 else -1
+        if colon >= 0:
+            base = base[:colon + 1] + MASK + base[at:]
+    if sep:
+        parts = [p.split("=", 1)[0] + "=" + MASK if "=" in p else (MASK if p else p) for p in query.split("&")]
+        base += "?" + "&".join(parts)
+    if fragment is not None:
+        base += "#" + (MASK if fragment else "")
+    return base
+
+
+def scrub(text: str | None, url: str) -> str | None:
+    """`text` (an error, a reason) with every query value of `url` masked: what is stored or
+    logged about an attempt must not carry the callback's `sig`, whatever produced the text."""
+    if not text:
+        return text
+    query = urlsplit(url).query
+    for part in sorted((p.split("=", 1)[-1] for p in query.split("&")), key=len, reverse=True):
+        if len(part) >= 4:  # shorter values (`1`, `true`) are not secrets and are everywhere
+            text = text.replace(part, MASK)
+    return text
 
 
 # ---- delivery -----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
@@ -47,12 +48,13 @@ STORAGE_IDENTITY_SUFFIXES = (
 )
 
 # Optional settings: read when present, never required.
-OPTIONAL_SETTINGS = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "RELAY_FUNCTION_KEY",
+OPTIONAL_SETTINGS = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "RELAY_FUNCTION_KEY", "RELAY_PUBLIC_URL",
+                     "WEBSITE_HOSTNAME",
                      # The dev host's stand-in for Easy Auth (RELAY_AUTH=entra, local work only).
                      "RELAY_ENTRA_ISSUER", "RELAY_ENTRA_AUDIENCE", "RELAY_ENTRA_JWKS")
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DELAY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_DELAY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*")
 
 
 def parse_schedule(text: str) -> tuple[float, ...]:
@@ -61,7 +63,7 @@ def parse_schedule(text: str) -> tuple[float, ...]:
         return ()
     delays = []
     for part in text.split(","):
-        match = _DELAY.match(part)
+        match = _DELAY.fullmatch(part)
         if not match:
             raise ConfigurationError(
                 f"RELAY_RETRY_SCHEDULE: {part.strip()!r} is not a delay such as 500ms, 5s, 5m or 2h")
@@ -88,6 +90,27 @@ def auth_mode(environ: Mapping[str, str] | None = None) -> str:
     return mode
 
 
+def parse_public_url(text: str) -> str | None:
+    """`https://events.contoso.com[:port]` -> itself without a trailing slash; None when unset.
+
+    Scheme and host only: the relay's paths (`/api/...`) follow it, and the definition's `host` is
+    taken from it, so a path, query or fragment here could only produce wrong URLs.
+    """
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.username \
+            or parts.path not in ("", "/") or parts.query or parts.fragment or "?" in text or "#" in text:
+        raise ConfigurationError(
+            f"RELAY_PUBLIC_URL: {text!r} is not a scheme and host such as https://events.contoso.com")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _positive(name: str, text: str, kind: type = float) -> float:
     try:
         value = kind(text)
@@ -109,6 +132,9 @@ class Settings:
     auth_mode: str = "keys"
     max_batch_bytes: int = 4 * 1024 * 1024
     appinsights_connection_string: str | None = field(default=None, repr=False)
+    # Where every absolute URL the relay writes starts (RELAY_PUBLIC_URL, else https:// +
+    # WEBSITE_HOSTNAME in Azure); None: the request's own scheme and host (local work).
+    public_url: str | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -137,6 +163,8 @@ class Settings:
             auth_mode=auth_mode(env),
             max_batch_bytes=int(_positive("RELAY_MAX_BATCH_BYTES", get("RELAY_MAX_BATCH_BYTES"), int)),
             appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
+            public_url=parse_public_url(env.get("RELAY_PUBLIC_URL") or "") or (
+                f"https://{env['WEBSITE_HOSTNAME'].strip()}" if (env.get("WEBSITE_HOSTNAME") or "").strip() else None),
         )
 
 

@@ -50,9 +50,10 @@ from .errors import Conflict, NotFound
 from .paging import decode_token, encode_token
 from .matching import patterns_for_type, subject_matches, type_matches
 from .models import SubscriptionRequest, Target
+from .outbound import mask_url
 from .storage import SUBSCRIPTIONS_TABLE, Storage
 
-ID_RE = re.compile(r"^[0-9a-f]{32}$")
+ID_RE = re.compile(r"[0-9a-f]{32}")  # always fullmatch: `$` lets a trailing newline in
 SUB_PARTITION = "s"
 TOMB_PARTITION = "t"
 # Clocks of different instances disagree a little; tombstones this much older than a reader's
@@ -77,11 +78,13 @@ def owner_partition(owner: str) -> str:
     return "o:" + hashlib.sha256(owner.encode("utf-8")).hexdigest()[:40]
 
 
-def public_view(entity: dict[str, Any], *, with_secret: bool = False) -> dict[str, Any]:
-    """The subscription as the API shows it; the secret only to the call that created it."""
+def public_view(entity: dict[str, Any], *, with_secret: bool = False, full_url: bool = False) -> dict[str, Any]:
+    """The subscription as the API shows it. The secret only to the call that created it (or
+    rotated it); the callback URL whole only to the call that created it, every query value
+    masked afterwards: a Power Automate callback's `sig` is enough to start the flow."""
     view: dict[str, Any] = {
         "id": entity["id"],
-        "notificationUrl": entity["notificationUrl"],
+        "notificationUrl": entity["notificationUrl"] if full_url else mask_url(entity["notificationUrl"]),
         "eventTypes": json.loads(entity["eventTypes"]),
     }
     for name in ("subjectBeginsWith", "subjectEndsWith", "description"):
@@ -161,12 +164,13 @@ class SubscriptionStore:
                 return None  # someone subscribed the same URL a moment ago: theirs is the one
             self._write_index(entity, patterns)
             return entity, True
-        updated = self._update(existing_id, url, fields, patterns, owner, scope)
-        return (updated, False) if updated is not None else None
+        return self._update(existing_id, url, fields, patterns, owner, scope)
 
     def _update(self, sub_id: str, url: str, fields: dict[str, Any], patterns: list[str],
-                owner: str | None = None, scope: str | None = None) -> dict[str, Any] | None:
-        """Take the new filters; None if the subscription or its URL row changed meanwhile."""
+                owner: str | None = None, scope: str | None = None) -> tuple[dict[str, Any], bool] | None:
+        """Take the new filters; (entity, made anew) or None if the subscription or its URL row
+        changed meanwhile. Made anew: its secret is new, so the caller must be told it."""
+        made_whole = False
         try:
             raw = self._table.get_entity(SUB_PARTITION, f"i:{sub_id}")
             current: dict[str, Any] = dict(raw)
@@ -181,6 +185,7 @@ class SubscriptionStore:
                        "gen": 0, "eventTypes": "[]", "owner": owner}
             self._write_owner(sub_id, owner)
             write = ("upsert", None, {"mode": UpdateMode.REPLACE})
+            made_whole = True
         old_patterns = json.loads(current.get("eventTypes") or "[]") if current.get("status") != "disabled" else []
         entity = {**current, **fields}
         if current.get("status") == "disabled":
@@ -197,10 +202,56 @@ class SubscriptionStore:
                 return None
             raise
         self._write_index(entity, patterns)
+        now = self._get_entity(sub_id)
+        if now is not None and now.get("secret") != entity["secret"] and now.get("status") != "disabled":
+            # A rotation committed between our transaction and our index write: its secret wins.
+            entity["secret"] = now["secret"]
+            self._write_index(entity, patterns)
         stale = [p for p in old_patterns if p not in patterns]
         if stale:
             self._delete_index(sub_id, stale)
-        return entity
+        return entity, made_whole
+
+    def rotate_secret(self, sub_id: str) -> dict[str, Any] | None:
+        """Give the subscription a new signing secret; None when there is no such subscription.
+
+        The primary row and its index rows get the new secret, then a marker in the tombstone
+        partition tells queued work (retries, work items, replays, which carry the secret they
+        were planned with) to read the current one: every attempt after this returns is signed
+        with the new secret only.
+        """
+        for _ in range(5):
+            raw = self._get_raw(sub_id)
+            if raw is None:
+                return None
+            entity = {**dict(raw), "secret": new_secret(), "updatedAt": clock.rfc3339(clock.utcnow())}
+            try:
+                self._table.update_entity({"PartitionKey": SUB_PARTITION, "RowKey": f"i:{sub_id}",
+                                           "secret": entity["secret"], "updatedAt": entity["updatedAt"]},
+                                          mode=UpdateMode.MERGE, etag=raw.metadata["etag"],
+                                          match_condition=MatchConditions.IfNotModified)
+            except ResourceNotFoundError:
+                return None
+            except HttpResponseError as exc:
+                if exc.status_code == 412:
+                    continue  # changed meanwhile (a subscribe, a disable): read it again
+                raise
+            patterns = json.loads(entity.get("eventTypes") or "[]")
+            if entity.get("status") != "disabled":
+                self._write_index(entity, patterns)
+                # A DELETE or a disable that removed the index rows meanwhile must not be undone.
+                now = self._get_entity(sub_id)
+                if now is None or now.get("status") == "disabled":
+                    self._delete_index(sub_id, patterns)
+            self._table.upsert_entity({"PartitionKey": TOMB_PARTITION,
+                                       "RowKey": f"{clock.time_key(clock.utcnow())}_{sub_id}_secret",
+                                       "id": sub_id, "kind": "secret"})
+            return entity
+        raise RuntimeError("the subscription kept changing during the rotation; try again")
+
+    def current_secret(self, sub_id: str) -> str | None:
+        entity = self._get_entity(sub_id)
+        return entity["secret"] if entity is not None else None
 
     def _write_index(self, entity: dict[str, Any], patterns: Iterable[str]) -> None:
         for pattern in patterns:
@@ -279,13 +330,17 @@ class SubscriptionStore:
         except ResourceNotFoundError:
             return None
 
-    def _get_entity(self, sub_id: str) -> dict[str, Any] | None:
-        if not ID_RE.match(sub_id):
+    def _get_raw(self, sub_id: str) -> Any:
+        if not ID_RE.fullmatch(sub_id):
             return None
         try:
-            return dict(self._table.get_entity(SUB_PARTITION, f"i:{sub_id}"))
+            return self._table.get_entity(SUB_PARTITION, f"i:{sub_id}")
         except ResourceNotFoundError:
             return None
+
+    def _get_entity(self, sub_id: str) -> dict[str, Any] | None:
+        raw = self._get_raw(sub_id)
+        return dict(raw) if raw is not None else None
 
     def get(self, sub_id: str) -> dict[str, Any] | None:
         return self._get_entity(sub_id)
@@ -343,16 +398,25 @@ class SubscriptionStore:
                 if found:
                     yield found
 
-    def removed_since(self, since_key: str) -> dict[str, int]:
-        """Subscription id -> newest removed generation, for removals at or after `since_key`."""
+    def changes_since(self, since_key: str) -> tuple[dict[str, int], set[str]]:
+        """For changes at or after `since_key`: subscription id -> newest removed generation, and
+        the ids whose secret was rotated (queued work must sign with the current secret)."""
         since = clock.time_key(clock.from_time_key(since_key) - CLOCK_SKEW)
         removed: dict[str, int] = {}
+        rotated: set[str] = set()
         for row in self._table.query_entities(
                 "PartitionKey eq @pk and RowKey ge @since",
                 parameters={"pk": TOMB_PARTITION, "since": since}, results_per_page=1000):
             sub_id = row["id"]
-            removed[sub_id] = max(removed.get(sub_id, -1), int(row.get("gen") or 0))
-        return removed
+            if row.get("kind") == "secret":
+                rotated.add(sub_id)
+            else:
+                removed[sub_id] = max(removed.get(sub_id, -1), int(row.get("gen") or 0))
+        return removed, rotated
+
+    def removed_since(self, since_key: str) -> dict[str, int]:
+        """Subscription id -> newest removed generation, for removals at or after `since_key`."""
+        return self.changes_since(since_key)[0]
 
     # ---- removal --------------------------------------------------------------------------
 
@@ -418,33 +482,8 @@ class SubscriptionStore:
                       "updatedAt": clock.rfc3339(clock.utcnow())}
             updated = self._update(sub_id, entity["notificationUrl"], fields, json.loads(entity["eventTypes"]))
             if updated is not None:
-                return updated
+                return updated[0]
         raise RuntimeError("the subscription kept changing under this activate; try again")
-
-    def rotate_secret(self, sub_id: str) -> dict[str, Any] | None:
-        """Give the subscription a new signing secret; returns the entity, or None if unknown."""
-        for _ in range(5):
-            try:
-                raw = self._table.get_entity(SUB_PARTITION, f"i:{sub_id}") if ID_RE.match(sub_id) else None
-            except ResourceNotFoundError:
-                raw = None
-            if raw is None:
-                return None
-            entity = {**dict(raw), "secret": new_secret(), "updatedAt": clock.rfc3339(clock.utcnow())}
-            try:
-                self._table.update_entity(_clean(entity), mode=UpdateMode.REPLACE, etag=raw.metadata["etag"],
-                                          match_condition=MatchConditions.IfNotModified)
-            except ResourceNotFoundError:
-                return None
-            except HttpResponseError as exc:
-                if exc.status_code == 412:
-                    continue  # changed meanwhile: read it again
-                raise
-            if entity.get("status", "active") == "active":
-                # The index rows carry the secret the fan-out signs with.
-                self._write_index(entity, json.loads(entity["eventTypes"]))
-            return entity
-        raise RuntimeError("the subscription kept changing under this rotation; try again")
 
 
 def _clean(entity: dict[str, Any]) -> dict[str, Any]:

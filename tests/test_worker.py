@@ -69,7 +69,7 @@ def test_requeued_event_is_fanned_out_not_taken_for_a_duplicate(app_storage) -> 
 
 def test_generated_ids_skip_dedupe_but_a_crash_retry_finds_its_log_row(app_storage) -> None:
     """An event whose id the relay made up is logged once, even when its message comes back after a crash."""
-    from relay.events import INDEX_PREFIX, EventLog, indexed_patterns
+    from relay.events import INDEX_PREFIX, EventLog, dedupe_key_of, indexed_patterns
     from relay.storage import EVENTS_TABLE
 
     record = accept(EventIn(type="t.generated", data=1), "urn:test")
@@ -80,7 +80,7 @@ def test_generated_ids_skip_dedupe_but_a_crash_retry_finds_its_log_row(app_stora
     rows = [e for e in app_storage.table(EVENTS_TABLE).list_entities() if e.get("id") == record.id]
     index_rows = [e for e in rows if e["RowKey"].startswith(INDEX_PREFIX)]
     assert len(rows) - len(index_rows) == 1 and len(index_rows) == len(indexed_patterns(record.type))
-    assert not [e for e in app_storage.table(EVENTS_TABLE).list_entities() if e["PartitionKey"] == f"d:{record.id}"]
+    assert not [e for e in app_storage.table(EVENTS_TABLE).list_entities() if e["PartitionKey"] == dedupe_key_of(record)]
 
 
 def test_last_try_of_a_failing_delivery_is_recorded_as_failed(app_storage) -> None:
