@@ -175,7 +175,9 @@ def test_every_import_of_the_deployed_code_is_a_declared_requirement() -> None:
 def test_readme_publish_command_names_the_worker_runtime() -> None:
     """`func azure functionapp publish` from a fresh clone (no local.settings.json) needs
     `--python`: every such command in the README carries it."""
-    commands = re.findall(r"func azure functionapp publish[^\n`]*", (ROOT / "README.md").read_text())
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+    commands = [line for block in blocks for line in block.splitlines()
+                if "func azure functionapp publish" in line]
     assert commands, "the README shows how to publish with Core Tools"
     for command in commands:
         assert "--python" in command.split(), command
