@@ -64,6 +64,7 @@ def test_package_holds_the_app_and_no_local_tools() -> None:
     ".python_packages/lib/site-packages/requests/__init__.py",
     "relay/devhost.py", "relay/azurite.py", "relay/receiver.py", "relay/bench/__main__.py",
     "relay/__pycache__/api.cpython-311.pyc",
+    ".hypothesis/examples/x", ".mypy_cache/3.11/x.json", ".ruff_cache/x",  # tool caches
 ])
 def test_funcignore_leaves_out(path: str) -> None:
     """azd's `<project>_env/`, `.azure/`, `.python_packages/` and the local tools never ship."""
