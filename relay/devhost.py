@@ -326,6 +326,13 @@ def make_handler(dispatcher: HttpDispatcher) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class DevHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog of 5 overflows when a client opens a few dozen connections at
+    # once (a pool of subscribing threads), and the kernel then resets some of them.
+    request_queue_size = 128
+
+
 # ---- queue triggers -----------------------------------------------------------------------------
 
 class Lease:
@@ -547,8 +554,7 @@ class DevHost:
                 raise RuntimeError(f"{fn.get_function_name()}: {kind} triggers are not supported by the dev host")
         dispatcher = HttpDispatcher(routes, prefix, self.function_key)
         handler = make_handler(dispatcher)
-        self.server = ThreadingHTTPServer((self.host, self.port), handler)
-        self.server.daemon_threads = True
+        self.server = DevHTTPServer((self.host, self.port), handler)
         self.port = self.server.server_address[1]
         # Known only once bound: the address a name resolved to and the port 0 became.
         handler.host_check = HostCheck(self.host, str(self.server.server_address[0]), self.port)

@@ -191,3 +191,28 @@ def test_odd_requests_get_a_problem_and_one_log_line(relay, request_bytes: bytes
     new = wait_until(lambda: relay.logs()[len(before):].strip(), 10, "the log line")
     assert "Traceback" not in new and "AttributeError" not in new and "SECRETKEY" not in new
     assert len([line for line in new.splitlines() if f" {status} " in line]) == 1, new
+
+
+def test_a_burst_of_new_connections_is_served(relay) -> None:
+    """Dozens of clients connecting at the same moment (a pool of threads subscribing) are all
+    answered at once: none is reset or left waiting because the listen backlog overflowed."""
+    rounds, clients = 5, 64
+    failures: list[str] = []
+    for _ in range(rounds):
+        barrier = threading.Barrier(clients)
+
+        def one() -> None:
+            barrier.wait()
+            try:
+                status, _, _ = _raw(relay.port, b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                if status != 200:
+                    failures.append(str(status))
+            except OSError as exc:
+                failures.append(repr(exc))
+
+        threads = [threading.Thread(target=one) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []
