@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # What only runs on a developer's machine, never in Azure.
-LOCAL_ONLY = ("relay/devhost.py", "relay/azurite.py", "relay/receiver.py", "relay/bench/")
+LOCAL_ONLY = ("relay/__main__.py", "relay/devhost.py", "relay/azurite.py", "relay/receiver.py", "relay/bench/")
 LOCAL_ONLY_MODULES = ("relay.devhost", "relay.azurite", "relay.receiver", "relay.bench")
 
 
@@ -62,7 +62,7 @@ def test_package_holds_the_app_and_no_local_tools() -> None:
     "h7_env/bin/python",
     ".azure/dev/.env",  # azd's environment state
     ".python_packages/lib/site-packages/requests/__init__.py",
-    "relay/devhost.py", "relay/azurite.py", "relay/receiver.py", "relay/bench/__main__.py",
+    "relay/__main__.py", "relay/devhost.py", "relay/azurite.py", "relay/receiver.py", "relay/bench/__main__.py",
     "relay/__pycache__/api.cpython-311.pyc",
     ".hypothesis/examples/x", ".mypy_cache/3.11/x.json", ".ruff_cache/x",  # tool caches
 ])
@@ -96,6 +96,23 @@ def test_function_app_imports_without_the_local_tools(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_no_packaged_module_refers_to_a_local_tool() -> None:
+    """Not even a lazy import: no file of the package names the dev host, the Azurite launcher, the
+    receiver or the benchmark (absolute `relay.x` or relative `.x`)."""
+    found = []
+    for rel in sorted(f for f in package_files() if f.endswith(".py")):
+        tree = ast.parse((ROOT / rel).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ("relay." if node.level else "") + (node.module or "")
+                names = [base.rstrip(".")] + [f"{base}.{a.name}".replace("..", ".") for a in node.names]
+            found += [f"{rel}: {n}" for n in names if n.startswith(LOCAL_ONLY_MODULES)]
+    assert found == []
 
 
 # ---- requirements ---------------------------------------------------------------------------------
