@@ -22,7 +22,7 @@ local.settings.json:
 
 dev: setup local.settings.json
 	@mkdir -p .azurite
-	@bash -c 'node_modules/.bin/azurite --silent --skipApiVersionCheck --location .azurite \
+	@bash -c 'node_modules/.bin/azurite --silent --disableTelemetry --skipApiVersionCheck --location .azurite \
 	  --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 & az=$$!; \
 	  trap "kill $$az 2>/dev/null" EXIT; $(PY) -m relay dev $(ARGS)'
 

@@ -1,8 +1,8 @@
 // Event relay on Azure Functions Flex Consumption (Python 3.11, Linux).
 // Deploy into an existing resource group:
-//   az deployment group create -g <rg> -n relay -f infra/main.bicep \
-//     -p infra/main.parameters.json -p environmentName=<name>
-// or run `azd up` (azure.yaml). One module per concern under ./modules.
+//   az deployment group create -g <rg> -n relay -f infra/main.bicep -p environmentName=<name>
+// or run `azd up` (azure.yaml; azd fills infra/main.parameters.json from its environment).
+// One module per concern under ./modules.
 
 targetScope = 'resourceGroup'
 
@@ -74,9 +74,24 @@ param entraTenantId string = tenant().tenantId
 @description('RELAY_MAX_BATCH_BYTES: largest request body of POST /api/events, in bytes (413 above).')
 param relayMaxBatchBytes string = '4194304'
 
-@description('Days after which claim-check payload blobs (relay-payloads) are deleted by the lifecycle rule; keep it at RELAY_EVENT_RETENTION_DAYS + 1.')
+@description('Whole days the retry schedule spans, rounded up (the default schedule: 27.6 h, 2 days). Claim-check payload blobs (relay-payloads) are kept for RELAY_EVENT_RETENTION_DAYS plus these days, so an event replayed at the end of its retention is retried to the end of its schedule; raise it with a longer relayRetrySchedule.')
 @minValue(1)
-param payloadRetentionDays int = 8
+param retryScheduleDays int = 2
+
+@description('Object id of the deploying user, who gets Storage Table, Queue and Blob Data Contributor on the storage account (shared keys are off); azd passes AZURE_PRINCIPAL_ID. Empty: no user roles.')
+param principalId string = ''
+
+@description('true: put the app on a virtual network (Flex Consumption VNet integration), reach storage through private endpoints (blob, queue, table) and turn the storage account\'s public network access off.')
+param privateNetworking bool = false
+
+@description('Address space of the virtual network (privateNetworking only).')
+param vnetAddressPrefix string = '10.20.0.0/16'
+
+@description('Subnet the app integrates with, delegated to Microsoft.App/environments (privateNetworking only).')
+param appSubnetPrefix string = '10.20.0.0/24'
+
+@description('Subnet of the storage private endpoints (privateNetworking only).')
+param privateEndpointSubnetPrefix string = '10.20.1.0/24'
 
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName, location))
 var prefix = toLower(environmentName)
@@ -87,6 +102,9 @@ var tags = {
 var functionAppName = 'func-${prefix}-${resourceToken}'
 var planName = 'plan-${prefix}-${resourceToken}'
 var identityName = 'id-${prefix}-${resourceToken}'
+var deploymentIdentityName = 'id-deploy-${prefix}-${resourceToken}'
+var vnetName = 'vnet-${prefix}-${resourceToken}'
+var payloadRetentionDays = int(relayEventRetentionDays) + retryScheduleDays
 var logAnalyticsName = 'log-${prefix}-${resourceToken}'
 var appInsightsName = 'appi-${prefix}-${resourceToken}'
 var storageAccountName = 'strelay${resourceToken}'
@@ -107,6 +125,7 @@ module identity 'modules/identity.bicep' = {
   name: 'identity'
   params: {
     name: identityName
+    deploymentIdentityName: deploymentIdentityName
     location: location
     tags: tags
   }
@@ -130,6 +149,20 @@ module storage 'modules/storage.bicep' = {
     tags: tags
     deploymentContainerName: deploymentContainerName
     payloadRetentionDays: payloadRetentionDays
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
+  }
+}
+
+module network 'modules/network.bicep' = if (privateNetworking) {
+  name: 'network'
+  params: {
+    name: vnetName
+    location: location
+    tags: tags
+    addressPrefix: vnetAddressPrefix
+    appSubnetPrefix: appSubnetPrefix
+    privateEndpointSubnetPrefix: privateEndpointSubnetPrefix
+    storageAccountName: storage.outputs.name
   }
 }
 
@@ -139,6 +172,9 @@ module rbac 'modules/rbac.bicep' = {
     storageAccountName: storage.outputs.name
     appInsightsName: monitoring.outputs.appInsightsName
     principalId: identity.outputs.principalId
+    deploymentPrincipalId: identity.outputs.deploymentPrincipalId
+    deploymentContainerName: deploymentContainerName
+    userPrincipalId: principalId
   }
 }
 
@@ -154,6 +190,8 @@ module functionApp 'modules/functionapp.bicep' = {
     })
     identityId: identity.outputs.id
     identityClientId: identity.outputs.clientId
+    deploymentIdentityId: identity.outputs.deploymentId
+    subnetId: privateNetworking ? network.outputs.appSubnetId : ''
     storageAccountName: storage.outputs.name
     deploymentContainerName: deploymentContainerName
     appInsightsName: monitoring.outputs.appInsightsName

@@ -83,7 +83,7 @@ class Azurite:
         hosts_and_ports = [arg for svc in SERVICES
                            for arg in (f"--{svc}Host", "127.0.0.1", f"--{svc}Port", str(self.ports[svc]))]
         self.proc = subprocess.Popen(
-            [str(exe), "--silent", "--skipApiVersionCheck", "--loose", *hosts_and_ports, *storage],
+            [str(exe), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose", *hosts_and_ports, *storage],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_until(lambda: all(port_open(p) for p in self.ports.values()), 30, "Azurite to listen")
 

@@ -16,11 +16,13 @@ import base64
 import binascii
 import hmac
 import importlib
+import ipaddress
 import json
 import logging
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -122,10 +124,60 @@ def compile_template(template: str) -> re.Pattern[str]:
     return re.compile("^" + "/".join(parts) + r"\Z", re.IGNORECASE)
 
 
-def _problem(status: int, title: str, detail: str) -> tuple[int, dict[str, str], bytes]:
-    body = json.dumps({"type": f"urn:event-relay:problem:{title.lower().replace(' ', '-')}", "title": title,
-                       "status": status, "detail": detail}).encode()
-    return status, {"Content-Type": "application/problem+json; charset=utf-8"}, body
+def _problem(status: int, title: str, detail: str,
+             errors: list[dict[str, str]] | None = None) -> tuple[int, dict[str, str], bytes]:
+    problem: dict[str, Any] = {"type": f"urn:event-relay:problem:{title.lower().replace(' ', '-')}",
+                               "title": title, "status": status, "detail": detail}
+    if errors:
+        problem["errors"] = errors
+    return status, {"Content-Type": "application/problem+json; charset=utf-8"}, json.dumps(problem).encode()
+
+
+# The methods the function app's routes take (function_app.ALL); anything else is a 405 here, as
+# the relay answers it in Azure.
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+TLS_HANDSHAKE = 0x16  # first byte of a TLS record carrying a ClientHello
+
+
+def _split_host(value: str) -> tuple[str, int | None] | None:
+    """`name`, `name:port`, `1.2.3.4:port`, `[::1]:port` -> (lower-case host, port or None)."""
+    m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]/@]+)(?::(\d{1,5}))?", value.strip())
+    if not m:
+        return None
+    return m.group(1).lower().strip("[]"), int(m.group(2)) if m.group(2) else None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class HostCheck:
+    """Which `Host` headers the dev host answers: its own listen address with its port, or
+    `localhost[:port]`. A web page can point a name of its own at 127.0.0.1 (DNS rebinding) and
+    then read the relay's answers as same-origin; such a request carries the page's name in
+    `Host`, so refusing foreign names closes that door. Bound to a wildcard address (0.0.0.0,
+    `::`), the dev host answers on every address of the machine: any IP literal is then its own
+    (a rebinding page can never send one, only a name)."""
+
+    def __init__(self, listen_host: str, bound_address: str, port: int) -> None:
+        self.port = port
+        self.names = {"localhost", listen_host.lower().strip("[]"), bound_address.lower()}
+        self.any_ip = bound_address in ("0.0.0.0", "::")
+
+    def allows(self, header: str | None) -> bool:
+        parsed = _split_host(header or "")
+        if parsed is None:
+            return False
+        host, port = parsed
+        if host != "localhost" and port is None and self.port != 80:
+            return False  # a client omits the port only for 80
+        if port is not None and port != self.port:
+            return False
+        return host in self.names or (self.any_ip and _is_ip(host))
 
 
 class StreamedHttpRequest(func.HttpRequest):
@@ -197,11 +249,79 @@ def make_handler(dispatcher: HttpDispatcher) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "relay-devhost"
+        host_check: HostCheck | None = None  # set once the server is bound (DevHost.start)
+
+        def handle(self) -> None:
+            # A TLS ClientHello (https:// to this plain-http port) has no line end to wait for:
+            # answer at once instead of blocking in readline until the client gives up.
+            try:
+                first = self.connection.recv(1, socket.MSG_PEEK)
+            except OSError:
+                return
+            if first and first[0] == TLS_HANDSHAKE:
+                self.command, self.path, self.request_version = "", "", "HTTP/1.1"
+                self.send_error(400, "TLS handshake on a plain HTTP port; use http://")
+                return
+            super().handle()
+
+        def handle_one_request(self) -> None:
+            # The base class answers a method without a do_* handler 501 text/html; the relay
+            # (and so its dev host) answers every unknown method 405 problem+json.
+            try:
+                self.raw_requestline = self.rfile.readline(65537)
+                if len(self.raw_requestline) > 65536:
+                    self.command, self.path, self.request_version = "", "", "HTTP/1.1"
+                    self.send_error(414, "the request line is too long")
+                    return
+                if not self.raw_requestline:
+                    self.close_connection = True
+                    return
+                if not self.parse_request():
+                    return
+                if self.command not in METHODS:
+                    self.send_error(405, f"method {self.command[:32]!r} is not allowed")
+                    return
+                self._serve()
+                self.wfile.flush()
+            except TimeoutError:
+                self.close_connection = True
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """Every answer the HTTP layer itself gives (a malformed request line, bad headers, an
+            unknown method, a TLS handshake) is a problem+json, logged in one line without the
+            request line (its query may carry a key)."""
+            if message:
+                # The base class quotes the raw request line in parentheses: it may hold a key.
+                message = message.split(" (", 1)[0]
+            reason = self.responses.get(code, ("Error", ""))[0]
+            status, headers, body = _problem(code, reason, message or reason)
+            log.warning("%s %s from %s: %s", code, reason, self.client_address[0], message or reason)
+            self.close_connection = True  # what follows on this connection cannot be trusted
+            # A line without a version reads as HTTP/0.9, which has no status line: answer in 1.1.
+            self.request_version = "HTTP/1.1"
+            self.send_response_only(code)
+            self.send_header("Server", self.version_string())
+            self.send_header("Date", self.date_time_string())
+            for key, value in headers.items():
+                self.send_header(key, value)
+            if code == 405:
+                self.send_header("Allow", ", ".join(METHODS))
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if getattr(self, "command", None) != "HEAD":
+                self.wfile.write(body)
 
         def _serve(self) -> None:
             text = self.headers.get("Content-Length") or "0"
             length = int(text) if text.isascii() and text.isdigit() else -1
-            if self.headers.get("Transfer-Encoding") or length < 0:
+            if self.host_check is not None and not self.host_check.allows(self.headers.get("Host")):
+                status, headers, body = _problem(
+                    400, "Host not allowed",
+                    "the dev host answers only requests for its own address or localhost",
+                    [{"field": "Host", "message": "must be the address the dev host listens on, or localhost"}])
+                self.close_connection = True  # the body is left unread
+            elif self.headers.get("Transfer-Encoding") or length < 0:
                 # The Functions front end takes chunked bodies; this stand-in asks for a length.
                 status, headers, body = _problem(411, "Length required", "send a valid Content-Length")
                 self.close_connection = True
@@ -239,13 +359,20 @@ def make_handler(dispatcher: HttpDispatcher) -> type[BaseHTTPRequestHandler]:
             if self.command != "HEAD":
                 self.wfile.write(body)
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
-
         def log_message(self, fmt: str, *args: Any) -> None:
-            # The query may hold a function key or a callback signature: log the path only.
-            log.debug("%s %s -> %s", self.command, self.path.split("?")[0], args[1] if len(args) > 1 else "")
+            # The query may hold a function key or a callback signature: log the path only. Before
+            # the request line is parsed there is neither a command nor a path.
+            path = (getattr(self, "path", None) or "").split("?")[0]
+            log.debug("%s %s -> %s", getattr(self, "command", None) or "-", path, args[1] if len(args) > 1 else "")
 
     return Handler
+
+
+class DevHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog of 5 overflows when a client opens a few dozen connections at
+    # once (a pool of subscribing threads), and the kernel then resets some of them.
+    request_queue_size = 128
 
 
 # ---- queue triggers -----------------------------------------------------------------------------
@@ -478,9 +605,11 @@ class DevHost:
             else:
                 raise RuntimeError(f"{fn.get_function_name()}: {kind} triggers are not supported by the dev host")
         dispatcher = HttpDispatcher(routes, prefix, self.function_key, easy_auth)
-        self.server = ThreadingHTTPServer((self.host, self.port), make_handler(dispatcher))
-        self.server.daemon_threads = True
+        handler = make_handler(dispatcher)
+        self.server = DevHTTPServer((self.host, self.port), handler)
         self.port = self.server.server_address[1]
+        # Known only once bound: the address a name resolved to and the port 0 became.
+        handler.host_check = HostCheck(self.host, str(self.server.server_address[0]), self.port)
         threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
         for worker in self.workers:
             worker.start()

@@ -1,9 +1,10 @@
 """Logs and metrics.
 
 Locally: log lines that carry the event id, subscription id and attempt. In Azure, with
-`APPLICATIONINSIGHTS_CONNECTION_STRING` set: the same logs as traces, plus metrics (deliveries
-by outcome, attempt latency), exported to Application Insights with Entra ID authentication
-(the app's managed identity; Application Insights has local auth disabled). Callback URLs are
+`APPLICATIONINSIGHTS_CONNECTION_STRING` set: the same logs as traces (sent once, by the
+Functions host, which receives them from the Python worker), plus metrics (deliveries by
+outcome, attempt latency) exported here through OpenTelemetry; both with Entra ID
+authentication (the app's managed identity; Application Insights has local auth disabled). Callback URLs are
 only ever logged through `outbound.redact_url`: a Power Automate callback's `sig` is a credential.
 """
 
@@ -16,6 +17,19 @@ from collections import Counter
 from typing import Any
 
 log = logging.getLogger("relay")
+
+# What configure_azure_monitor is asked for, and why:
+# - No automatic HTTP instrumentation: it would record every delivery's full callback URL (its
+#   query can be a credential); deliveries are logged here with the query redacted.
+# - No Azure SDK instrumentation: it records every storage call (each queue poll, table read and
+#   blob write) as a dependency, many per delivery, which costs ingestion and buries the rest.
+# - No log export of its own: in Azure the Python worker already hands every log record to the
+#   Functions host, which sends it to the same Application Insights (with the invocation's
+#   context). An OpenTelemetry handler as well would send each line twice. OpenTelemetry
+#   carries the relay's metrics only. The distro takes this from the standard
+#   `OTEL_LOGS_EXPORTER=none` (it has no argument for it); an app setting of another value wins.
+INSTRUMENTATION_OPTIONS: dict[str, dict[str, bool]] = {
+    name: {"enabled": False} for name in ("requests", "urllib", "urllib3", "azure_sdk")}
 
 _lock = threading.Lock()
 _attempts: Counter[str] = Counter()
@@ -53,11 +67,9 @@ def configure() -> bool:
 
     client_id = _client_id()
     credential = ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
-    # No automatic HTTP instrumentation: it would record every delivery's full callback URL
-    # (its query can be a credential); deliveries are logged here with the query redacted.
-    configure_azure_monitor(connection_string=connection_string, credential=credential, logger_name="relay",
-                            instrumentation_options={name: {"enabled": False}
-                                                     for name in ("requests", "urllib", "urllib3")})
+    os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
+    configure_azure_monitor(connection_string=connection_string, credential=credential,
+                            instrumentation_options=INSTRUMENTATION_OPTIONS)
     meter = metrics.get_meter("relay")
     with _lock:
         _instruments["deliveries"] = meter.create_counter(

@@ -322,6 +322,10 @@ def test_openapi_json_is_served_anonymously_with_the_request_host(relay) -> None
     assert answer.json() == definition(f"127.0.0.1:{relay.port}", "http")
     assert answer.json()["schemes"] == ["http"]
 
+    # The dev host answers only its own address or localhost (DNS rebinding): the other name is that.
+    other = requests.get(f"{relay.base}/openapi.json", headers={"Host": f"localhost:{relay.port}"}, timeout=30)
+    assert other.json() == definition(f"localhost:{relay.port}", "http")
+
 
 # ---- certification hygiene (issue 10 item 5) ------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -39,12 +40,14 @@ IDENTITY = MODULES / "identity.bicep"
 MONITORING = MODULES / "monitoring.bicep"
 RBAC = MODULES / "rbac.bicep"
 FUNCTIONAPP = MODULES / "functionapp.bicep"
+NETWORK = MODULES / "network.bicep"
 PARAMETERS = INFRA / "main.parameters.json"
 AZURE_YAML = ROOT / "azure.yaml"
 
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 
 STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
 STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
@@ -77,7 +80,15 @@ def module_call(path: Path) -> dict[str, Any]:
     calls = [m for m in main["modules"].values()
              if (INFRA / m["detail"]["path"]).resolve() == path.resolve()]
     assert len(calls) == 1, f"main.bicep deploys {path.name} {len(calls)} times"
-    return calls[0]["config"]
+    config = calls[0]["config"]
+    return config["config"] if "condition" in config else config  # `module x '...' = if (...)`
+
+
+def module_condition(path: Path) -> Any:
+    """The `if (...)` condition main.bicep deploys a module under, or None when it always does."""
+    [call] = [m for m in parsed(MAIN)["modules"].values()
+              if (INFRA / m["detail"]["path"]).resolve() == path.resolve()]
+    return call["config"].get("condition")
 
 
 def dotted(expr: Any) -> str | None:
@@ -115,9 +126,9 @@ def resolve(path: Path, value: Any) -> Any:
 
 
 def body(resource: dict[str, Any]) -> dict[str, Any]:
-    """The object of a resource declaration, looking through a `[for ...]` loop."""
+    """The object of a resource declaration, looking through a `[for ...]` loop or an `if (...)`."""
     config = resource["config"]
-    return config["config"] if "loop_type" in config else config
+    return config["config"] if "loop_type" in config or "condition" in config else config
 
 
 def resources(path: Path, rtype: str, *, existing: bool = False) -> dict[str, dict[str, Any]]:
@@ -308,20 +319,41 @@ def test_payload_lifecycle_rule_outlives_event_retention():
     assert filters["blobTypes"] == ["blockBlob"]
     days = rule["definition"]["actions"]["baseBlob"]["delete"]["daysAfterModificationGreaterThan"]
     assert days == "payloadRetentionDays"
-    main_params = parsed(MAIN)["parameters"]
     assert module_call(STORAGE)["params"]["payloadRetentionDays"] == "payloadRetentionDays"
-    retention = int(main_params["relayEventRetentionDays"]["default"])
-    assert main_params["payloadRetentionDays"]["default"] == retention + 1 == 8
+
+
+def test_payloads_outlive_a_replay_retried_to_the_end_of_its_schedule():
+    """A payload is kept for the event retention plus the whole retry schedule rounded up to days:
+    an event replayed on the last day of its retention is retried for ~27.6 h more and still finds
+    its body. The days follow a changed retention by themselves."""
+    main = parsed(MAIN)
+    params, variables = main["parameters"], main["variables"]
+    total = variables["payloadRetentionDays"]["value"]
+    assert total["operator"]["type"] == "add"
+    operands = total["operator"]["operands"]
+    assert function(operands["operand_1"], "int") == {"value_to_convert": "relayEventRetentionDays"}
+    assert operands["operand_2"] == "retryScheduleDays"
+    defaults = {s.name: s.default for s in relay_settings.SETTINGS}
+    schedule_seconds = sum(relay_settings.parse_schedule(defaults["RELAY_RETRY_SCHEDULE"]))
+    assert params["relayRetrySchedule"]["default"] == defaults["RELAY_RETRY_SCHEDULE"]
+    assert 27 * 3600 < schedule_seconds < 28 * 3600
+    assert params["retryScheduleDays"]["default"] == math.ceil(schedule_seconds / 86400) == 2
+    retention = int(params["relayEventRetentionDays"]["default"])
+    # The lifecycle rule deletes blobs older than this many days: later than a replay's last retry.
+    assert retention + params["retryScheduleDays"]["default"] == 9 > retention + schedule_seconds / 86400
 
 
 # --------------------------------------------------------------------------- identity and roles
 
 
-def _role_assignments() -> dict[str, dict[str, Any]]:
-    """Role definition id -> body of the rbac.bicep role assignment that grants it."""
+def _role_assignments(principal: str = "principalId") -> dict[str, dict[str, Any]]:
+    """Role definition id -> body of the rbac.bicep role assignment that grants it to `principal`
+    (the parameter naming the app identity, the deployment identity or the user)."""
     found = {}
     for res in resources(RBAC, "Microsoft.Authorization/roleAssignments").values():
         config = body(res)
+        if config["properties"]["principalId"] != principal:
+            continue
         role = function(config["properties"]["roleDefinitionId"], "subscription_resource_id")
         assert role["resource_type"] == "Microsoft.Authorization/roleDefinitions"
         found[resolve(RBAC, role["resource_name_1"])] = config
@@ -330,7 +362,8 @@ def _role_assignments() -> dict[str, dict[str, Any]]:
 
 def test_identity_is_user_assigned_and_feeds_the_role_assignments():
     """rbac.bicep assigns its roles to the principal of the user-assigned identity main.bicep creates."""
-    only(IDENTITY, "Microsoft.ManagedIdentity/userAssignedIdentities")
+    identities = resources(IDENTITY, "Microsoft.ManagedIdentity/userAssignedIdentities")
+    assert set(identities) == {"identity", "deploymentIdentity"}
     outputs = parsed(IDENTITY)["outputs"]
     assert dotted(outputs["principalId"]["value"]) == "identity.properties.principalId"
     assert dotted(outputs["clientId"]["value"]) == "identity.properties.clientId"
@@ -410,15 +443,116 @@ def test_function_app_scale_comes_from_parameters():
 
 
 def test_deployment_storage_uses_the_user_assigned_identity():
-    """The deployment container is reached with the user-assigned identity, which is the app's identity."""
+    """The deployment container is reached with the deployment identity; the app runs as its own."""
     app = site()
     storage = app["properties"]["functionAppConfig"]["deployment"]["storage"]
     assert storage["type"] == "blobContainer"
     assert storage["authentication"] == {"type": "UserAssignedIdentity",
-                                         "userAssignedIdentityResourceId": "identityId"}
+                                         "userAssignedIdentityResourceId": "deploymentIdentityId"}
     assert app["identity"]["type"] == "UserAssigned"
-    assert list(app["identity"]["userAssignedIdentities"]) in (["'${identityId}'"], ["${identityId}"])
-    assert dotted(module_call(FUNCTIONAPP)["params"]["identityId"]) == "identity.outputs.id"
+    assert {k.strip("'") for k in app["identity"]["userAssignedIdentities"]} == \
+        {"${identityId}", "${deploymentIdentityId}"}
+    call = module_call(FUNCTIONAPP)["params"]
+    assert dotted(call["identityId"]) == "identity.outputs.id"
+    assert dotted(call["deploymentIdentityId"]) == "identity.outputs.deploymentId"
+    assert dotted(parsed(IDENTITY)["outputs"]["deploymentId"]["value"]) == "deploymentIdentity.id"
+
+
+def test_app_identity_reads_but_never_replaces_its_package():
+    """The app identity's blob role carries an ABAC condition that refuses every blob write, create
+    and delete in the deployment container (and only there); the deployment identity alone may write
+    it, with a role scoped to that one container."""
+    owner = _role_assignments()[STORAGE_BLOB_DATA_OWNER]["properties"]
+    assert owner["conditionVersion"] == "2.0"
+    condition = resolve(RBAC, owner["condition"])
+    for action in ("blobs/write", "blobs/add/action", "blobs/delete", "blobs/deleteBlobVersion/action",
+                   "blobs/permanentDelete/action"):
+        assert f"!(ActionMatches{{\\'Microsoft.Storage/storageAccounts/blobServices/containers/{action}\\'}})" \
+            in condition, action
+    assert "ActionMatches{\\'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read" not in condition
+    container = resolve(MAIN, module_call(RBAC)["params"]["deploymentContainerName"])
+    assert container == resolve(MAIN, module_call(STORAGE)["params"]["deploymentContainerName"]) == "app-package"
+    assert condition.endswith(
+        "OR (@Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringNotEquals "
+        f"\\'{container}\\'))")
+    deploy = _role_assignments("deploymentPrincipalId")
+    assert set(deploy) == {STORAGE_BLOB_DATA_CONTRIBUTOR}, "the deployment identity has one role"
+    grant = deploy[STORAGE_BLOB_DATA_CONTRIBUTOR]
+    assert grant["scope"] == "deploymentContainer"
+    scoped = resources(RBAC, "Microsoft.Storage/storageAccounts/blobServices/containers", existing=True)
+    assert body(scoped["deploymentContainer"])["name"] == "deploymentContainerName"
+    assert grant["properties"]["principalType"] == "ServicePrincipal"
+    assert dotted(module_call(RBAC)["params"]["deploymentPrincipalId"]) == "identity.outputs.deploymentPrincipalId"
+
+
+def test_deploying_user_gets_data_roles_only_when_named():
+    """principalId (azd: AZURE_PRINCIPAL_ID) gives that user Table, Queue and Blob Data Contributor
+    (principalType User), each under `if (!empty(...))`; without it no user role is created."""
+    assert parsed(MAIN)["parameters"]["principalId"]["default"] == ""
+    assert module_call(RBAC)["params"]["userPrincipalId"] == "principalId"
+    user = _role_assignments("userPrincipalId")
+    assert set(user) == {STORAGE_TABLE_DATA_CONTRIBUTOR, STORAGE_QUEUE_DATA_CONTRIBUTOR, STORAGE_BLOB_DATA_CONTRIBUTOR}
+    for res in resources(RBAC, "Microsoft.Authorization/roleAssignments").values():
+        if body(res)["properties"]["principalId"] != "userPrincipalId":
+            continue
+        assert res["config"]["condition"] == {"operator": {"type": "not", "operands": {"bool_value": {
+            "function": {"type": "empty", "parameters": {"item_to_test": "userPrincipalId"}}}}}}
+        assert body(res)["properties"]["principalType"] == "User"
+        assert body(res)["scope"] == "storageAccount"
+
+
+def test_basic_publishing_credentials_are_off():
+    """FTP and SCM basic-auth publishing are disabled (top-level basicPublishingCredentialsPolicies)."""
+    policies = resources(FUNCTIONAPP, "Microsoft.Web/sites/basicPublishingCredentialsPolicies")
+    assert {body(p)["name"]: body(p)["properties"] for p in policies.values()} == \
+        {"ftp": {"allow": False}, "scm": {"allow": False}}
+    assert all(body(p)["parent"] == "functionApp" for p in policies.values())
+
+
+def test_private_networking_is_a_parameter():
+    """privateNetworking (default off) deploys network.bicep: a VNet whose app subnet is delegated to
+    Microsoft.App/environments and feeds the app's virtualNetworkSubnetId, private endpoints and
+    private DNS zones for blob, queue and table, and storage with public network access off."""
+    assert parsed(MAIN)["parameters"]["privateNetworking"]["default"] is False
+    assert module_condition(NETWORK) == "privateNetworking"
+    call = module_call(NETWORK)["params"]
+    assert dotted(call["storageAccountName"]) == "storage.outputs.name"
+
+    # Storage: public access off exactly when private networking is on; firewall default Deny then.
+    access = module_call(STORAGE)["params"]["publicNetworkAccess"]["operator"]
+    assert access["type"] == "conditional"
+    assert access["operands"] == {"condition": "privateNetworking", "true_value": "Disabled", "false_value": "Enabled"}
+    props = only(STORAGE, "Microsoft.Storage/storageAccounts")["properties"]
+    assert props["publicNetworkAccess"] == "publicNetworkAccess"
+    acl = props["networkAcls"]["defaultAction"]["operator"]["operands"]
+    assert acl["condition"]["operator"] == {"type": "equals", "operands": {
+        "operand_1": "publicNetworkAccess", "operand_2": "Enabled"}}
+    assert (acl["true_value"], acl["false_value"]) == ("Allow", "Deny")
+    assert parsed(STORAGE)["parameters"]["publicNetworkAccess"]["default"] == "Enabled"
+
+    # The app joins the delegated subnet.
+    subnet = module_call(FUNCTIONAPP)["params"]["subnetId"]["operator"]["operands"]
+    assert subnet["condition"] == "privateNetworking"
+    assert dotted(subnet["true_value"]) == "network.outputs.appSubnetId"
+    joined = site()["properties"]["virtualNetworkSubnetId"]["operator"]["operands"]
+    assert (joined["true_value"], joined["false_value"]) == (None, "subnetId")  # empty(subnetId) ? null : subnetId
+    subnets = {body(r)["name"]: body(r) for r in resources(NETWORK, "Microsoft.Network/virtualNetworks/subnets").values()}
+    assert subnets["app"]["properties"]["delegations"][0]["properties"]["serviceName"] == "Microsoft.App/environments"
+    assert dotted(parsed(NETWORK)["outputs"]["appSubnetId"]["value"]) == "appSubnet.id"
+
+    # Private endpoints, one per storage service, each with its privatelink DNS zone.
+    services = resolve(NETWORK, "storageServices")
+    assert services == ["blob", "queue", "table"]
+    [endpoint] = resources(NETWORK, "Microsoft.Network/privateEndpoints").values()
+    assert endpoint["config"]["loop_type"]["detail"]["array_name"] == "storageServices"
+    [connection] = body(endpoint)["properties"]["privateLinkServiceConnections"]
+    assert dotted(connection["properties"]["privateLinkServiceId"]) == "storageAccount.id"
+    assert connection["properties"]["groupIds"] == ["service"]
+    assert dotted(body(endpoint)["properties"]["subnet"]["id"]) == "privateEndpointSubnet.id"
+    [zone] = resources(NETWORK, "Microsoft.Network/privateDnsZones").values()
+    assert body(zone)["name"] == "privatelink.${service}.${environment().suffixes.storage}"
+    assert resources(NETWORK, "Microsoft.Network/privateDnsZones/virtualNetworkLinks")
+    assert resources(NETWORK, "Microsoft.Network/privateEndpoints/privateDnsZoneGroups")
 
 
 def test_function_app_is_https_only_with_tls_12_and_no_ftp():
@@ -540,6 +674,15 @@ def test_parameters_file_names_only_main_parameters():
     assert "environmentName" in doc["parameters"]
     for name, entry in doc["parameters"].items():
         assert "value" in entry, name
+
+
+def test_parameters_file_gives_azd_its_environment():
+    """Under azd the chosen region, environment name and signed-in user reach the template: azd
+    substitutes ${AZURE_LOCATION}, ${AZURE_ENV_NAME} and ${AZURE_PRINCIPAL_ID} in main.parameters.json."""
+    params = json.loads(PARAMETERS.read_text())["parameters"]
+    assert params["location"]["value"] == "${AZURE_LOCATION}"
+    assert params["environmentName"]["value"] == "${AZURE_ENV_NAME}"
+    assert params["principalId"]["value"] == "${AZURE_PRINCIPAL_ID}"
 
 
 def test_azure_yaml_has_one_python_function_service():

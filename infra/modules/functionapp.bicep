@@ -1,5 +1,6 @@
 // Flex Consumption plan and the Python 3.11 function app. The app runs as the user-assigned
-// identity; the deployment package lives in a blob container it reaches with that identity.
+// app identity; the deployment package lives in a blob container the platform reaches with the
+// separate deployment identity (the app identity may read it, never replace it: rbac.bicep).
 // Flex Consumption takes the runtime, scale and deployment source from `functionAppConfig`,
 // so FUNCTIONS_WORKER_RUNTIME, FUNCTIONS_EXTENSION_VERSION and WEBSITE_RUN_FROM_PACKAGE are
 // deliberately not app settings (the plan rejects them).
@@ -24,6 +25,12 @@ param identityId string
 
 @description('Client id of that identity.')
 param identityClientId string
+
+@description('Resource id of the user-assigned identity the platform reaches the deployment container with.')
+param deploymentIdentityId string
+
+@description('Subnet to integrate the app with (private networking); empty for none.')
+param subnetId string = ''
 
 @description('Name of the storage account (AzureWebJobsStorage and the relay storage).')
 param storageAccountName string
@@ -94,11 +101,13 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     type: 'UserAssigned'
     userAssignedIdentities: {
       '${identityId}': {}
+      '${deploymentIdentityId}': {}
     }
   }
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    virtualNetworkSubnetId: empty(subnetId) ? null : subnetId
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
@@ -110,7 +119,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: '${storageAccount.properties.primaryEndpoints.blob}${deploymentContainerName}'
           authentication: {
             type: 'UserAssignedIdentity'
-            userAssignedIdentityResourceId: identityId
+            userAssignedIdentityResourceId: deploymentIdentityId
           }
         }
       }
@@ -123,6 +132,25 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         version: '3.11'
       }
     }
+  }
+}
+
+// No basic (user name and password) publishing credentials: FTP and the SCM site (Kudu, zip
+// deploy) take Entra ID tokens only, which `func azure functionapp publish`, azd and the Azure
+// CLI use. Declared at top level with `parent:`.
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
   }
 }
 

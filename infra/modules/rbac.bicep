@@ -1,5 +1,6 @@
-// Data-plane roles of the app's user-assigned identity. Names are deterministic guid()s of
-// (scope, principal, role), so redeploying finds the same assignments instead of failing.
+// Data-plane roles: the app identity's, the deployment identity's, and optionally the deploying
+// user's. Names are deterministic guid()s of (scope, principal, role), so redeploying finds the
+// same assignments instead of failing.
 
 @description('Name of the storage account the identity reaches.')
 param storageAccountName string
@@ -7,11 +8,21 @@ param storageAccountName string
 @description('Name of the Application Insights component the identity sends telemetry to.')
 param appInsightsName string
 
-@description('Object (principal) id of the user-assigned identity.')
+@description('Object (principal) id of the user-assigned identity the app runs as.')
 param principalId string
+
+@description('Object (principal) id of the identity the platform reaches the deployment container with.')
+param deploymentPrincipalId string
+
+@description('Blob container that holds the deployment package.')
+param deploymentContainerName string
+
+@description('Object id of a user who gets data-plane roles on the storage account (to inspect tables, queues and blobs with shared keys off); empty for none.')
+param userPrincipalId string = ''
 
 // Built-in role definition ids.
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -20,17 +31,46 @@ resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing 
   name: storageAccountName
 }
 
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: storageAccount
+  name: 'default'
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: deploymentContainerName
+}
+
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
 
-// Host state, the deployment package, and the relay's claim-check payloads.
+// The app identity may create, replace or delete blobs anywhere but in the deployment container
+// (an Azure ABAC condition on the assignment): what the relay's code runs as can read its own
+// package but never replace it.
+var blobWritesOutsideThePackage = '((!(ActionMatches{\'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write\'}) AND !(ActionMatches{\'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action\'}) AND !(ActionMatches{\'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete\'}) AND !(ActionMatches{\'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/deleteBlobVersion/action\'}) AND !(ActionMatches{\'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/permanentDelete/action\'})) OR (@Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringNotEquals \'${deploymentContainerName}\'))'
+
+// Host state (leases, keys) and the relay's claim-check payloads; the package read-only.
 resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storageAccount.id, principalId, storageBlobDataOwner)
   scope: storageAccount
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
     principalId: principalId
+    principalType: 'ServicePrincipal'
+    conditionVersion: '2.0'
+    condition: blobWritesOutsideThePackage
+  }
+}
+
+// The platform stores the package that `func publish` / `azd deploy` upload, and fetches it when
+// an instance starts, as the deployment identity: it reaches that one container and nothing else.
+resource deploymentBlobDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deploymentContainer.id, deploymentPrincipalId, storageBlobDataContributor)
+  scope: deploymentContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: deploymentPrincipalId
     principalType: 'ServicePrincipal'
   }
 }
@@ -65,5 +105,37 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisher)
     principalId: principalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+// The deploying user (azd passes AZURE_PRINCIPAL_ID): read and change tables, queues and blobs
+// with Entra ID, since shared keys are off (Storage Explorer, az storage ... --auth-mode login).
+resource userTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(userPrincipalId)) {
+  name: guid(storageAccount.id, userPrincipalId, storageTableDataContributor)
+  scope: storageAccount
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
+    principalId: userPrincipalId
+    principalType: 'User'
+  }
+}
+
+resource userQueueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(userPrincipalId)) {
+  name: guid(storageAccount.id, userPrincipalId, storageQueueDataContributor)
+  scope: storageAccount
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributor)
+    principalId: userPrincipalId
+    principalType: 'User'
+  }
+}
+
+resource userBlobDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(userPrincipalId)) {
+  name: guid(storageAccount.id, userPrincipalId, storageBlobDataContributor)
+  scope: storageAccount
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: userPrincipalId
+    principalType: 'User'
   }
 }

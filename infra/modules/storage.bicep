@@ -17,9 +17,16 @@ param tags object = {}
 @description('Blob container that holds the Flex Consumption deployment package.')
 param deploymentContainerName string
 
-@description('Days after their last modification at which claim-check payload blobs are deleted; keep it above RELAY_EVENT_RETENTION_DAYS.')
+@description('Days after their last modification at which claim-check payload blobs are deleted: the event retention plus the whole retry schedule (a replay late in the retention is retried that long).')
 @minValue(1)
 param payloadRetentionDays int
+
+@description('Enabled: reachable from the internet (with Entra ID only). Disabled: only through the private endpoints of network.bicep.')
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+param publicNetworkAccess string = 'Enabled'
 
 // Names the relay uses (relay/storage.py).
 var tableNames = [
@@ -59,10 +66,10 @@ resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     defaultToOAuthAuthentication: true
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: (publicNetworkAccess == 'Enabled') ? 'Allow' : 'Deny'
     }
   }
 }
@@ -108,8 +115,9 @@ resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-
   name: queueName
 }]
 
-// Claim-check bodies of large events outlive their event by at most a day: delete them once
-// they are older than the retention.
+// Claim-check bodies of large events: an event can be replayed until the end of its retention
+// and each replayed delivery retried for the whole schedule after that, so a body is kept for
+// the retention plus the schedule (main.bicep computes payloadRetentionDays) and deleted then.
 resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
   parent: storageAccount
   name: 'default'

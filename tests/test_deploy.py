@@ -1,0 +1,209 @@
+"""What a deployment from a fresh clone ships and needs: the package `.funcignore` lets through,
+the imports of that package against `requirements.txt`, and the README's publish command.
+
+Core Tools and azd both read `.funcignore` with gitignore semantics; `pathspec`'s GitIgnoreSpec
+implements the same rules, so the file set computed here is the one they upload.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata as md
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pathspec
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# What only runs on a developer's machine, never in Azure.
+LOCAL_ONLY = ("relay/__main__.py", "relay/devhost.py", "relay/azurite.py", "relay/receiver.py", "relay/bench/")
+LOCAL_ONLY_MODULES = ("relay.devhost", "relay.azurite", "relay.receiver", "relay.bench")
+
+
+def funcignore() -> pathspec.GitIgnoreSpec:
+    return pathspec.GitIgnoreSpec.from_lines((ROOT / ".funcignore").read_text().splitlines())
+
+
+def package_files(root: Path = ROOT) -> set[str]:
+    """Every file under `root` that `.funcignore` lets into the deployment package."""
+    spec = funcignore()
+    kept: set[str] = set()
+    for folder, dirs, files in os.walk(root):
+        rel_folder = Path(folder).relative_to(root)
+        # An ignored folder is not descended into (as git and Core Tools do).
+        dirs[:] = [d for d in dirs if not spec.match_file(f"{(rel_folder / d).as_posix()}/")]
+        for name in files:
+            rel = (rel_folder / name).as_posix()
+            if not spec.match_file(rel):
+                kept.add(rel)
+    return kept
+
+
+def test_package_holds_the_app_and_no_local_tools() -> None:
+    """The package has function_app.py, host.json, requirements.txt and relay/, and none of the
+    dev host, Azurite launcher, receiver, benchmark, tests, infra or local settings."""
+    files = package_files()
+    for needed in ("function_app.py", "host.json", "requirements.txt", "relay/__init__.py", "relay/api.py"):
+        assert needed in files, needed
+    leaked = sorted(f for f in files if f.startswith(LOCAL_ONLY) or f.startswith(
+        ("tests/", "infra/", "node_modules/", ".venv/", ".azurite/", "connector/")) or "local.settings" in f)
+    assert leaked == []
+
+
+@pytest.mark.parametrize("path", [
+    "event-relay_env/lib/python3.11/site-packages/x.py",  # azd's virtual environment
+    "h7_env/bin/python",
+    ".azure/dev/.env",  # azd's environment state
+    ".python_packages/lib/site-packages/requests/__init__.py",
+    "relay/__main__.py", "relay/devhost.py", "relay/azurite.py", "relay/receiver.py", "relay/bench/__main__.py",
+    "relay/__pycache__/api.cpython-311.pyc",
+    ".hypothesis/examples/x", ".mypy_cache/3.11/x.json", ".ruff_cache/x",  # tool caches
+])
+def test_funcignore_leaves_out(path: str) -> None:
+    """azd's `<project>_env/`, `.azure/`, `.python_packages/` and the local tools never ship."""
+    assert funcignore().match_file(path), path
+
+
+@pytest.mark.parametrize("path", ["*_env/", ".azure/", ".python_packages/"])
+def test_gitignore_leaves_out_azd_state(path: str) -> None:
+    """The same azd folders are never committed."""
+    assert path in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_function_app_imports_without_the_local_tools(tmp_path: Path) -> None:
+    """Only the package is copied (as Azure gets it) and function_app imports from it; no local
+    tool module is loaded on the way."""
+    for rel in package_files():
+        target = tmp_path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target)
+    assert not (tmp_path / "relay" / "devhost.py").exists()
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import function_app, relay; "
+        "assert relay.__file__.startswith(sys.argv[1]), relay.__file__; "
+        "print(sorted(m for m in sys.modules if m.startswith(('relay.devhost', 'relay.azurite', "
+        "'relay.receiver', 'relay.bench'))))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "APPLICATIONINSIGHTS_CONNECTION_STRING")}
+    done = subprocess.run([sys.executable, "-I", "-c", probe, str(tmp_path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]"
+
+
+def test_no_packaged_module_refers_to_a_local_tool() -> None:
+    """Not even a lazy import: no file of the package names the dev host, the Azurite launcher, the
+    receiver or the benchmark (absolute `relay.x` or relative `.x`)."""
+    found = []
+    for rel in sorted(f for f in package_files() if f.endswith(".py")):
+        tree = ast.parse((ROOT / rel).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ("relay." if node.level else "") + (node.module or "")
+                names = [base.rstrip(".")] + [f"{base}.{a.name}".replace("..", ".") for a in node.names]
+            found += [f"{rel}: {n}" for n in names if n.startswith(LOCAL_ONLY_MODULES)]
+    assert found == []
+
+
+# ---- requirements ---------------------------------------------------------------------------------
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _imports(path: Path) -> set[str]:
+    """Dotted names of every absolute import in a file, lazy ones inside functions too
+    (`from opentelemetry import metrics` is the module `opentelemetry.metrics`: a namespace
+    package alone names no distribution)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] in sys.stdlib_module_names:
+                continue
+            subs = {f"{node.module}.{a.name}" for a in node.names if _is_module(f"{node.module}.{a.name}")}
+            names |= subs or {node.module}
+    return names
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _owner(module: str) -> str | None:
+    """The installed distribution whose files hold `module` (namespace packages such as `azure`
+    are shared by many distributions, so the module's own file decides, not its top level)."""
+    spec = importlib.util.find_spec(module)
+    origin = spec.origin if spec and spec.origin not in (None, "namespace") else None
+    if origin is None:
+        return None
+    origin_path = Path(origin).resolve()
+    for dist_name in md.packages_distributions().get(module.split(".")[0], []):
+        dist = md.distribution(dist_name)
+        for file in dist.files or []:
+            if Path(dist.locate_file(file)).resolve() == origin_path:
+                return _canonical(dist.metadata["Name"])
+    return None
+
+
+def declared_requirements() -> set[str]:
+    names = set()
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.add(_canonical(re.split(r"[\s<>=!~;\[]", line, maxsplit=1)[0]))
+    return names
+
+
+def test_every_import_of_the_deployed_code_is_a_declared_requirement() -> None:
+    """Each third-party module the package imports (directly, lazily too) comes from a
+    distribution requirements.txt names, not from something another package happens to pull in."""
+    local = {"relay", "function_app"}
+    stdlib = set(sys.stdlib_module_names)
+    modules = set()
+    for rel in package_files():
+        if rel.endswith(".py"):
+            modules |= {m for m in _imports(ROOT / rel) if m.split(".")[0] not in stdlib | local | {"__future__"}}
+    assert modules, "no third-party import found"
+    declared = declared_requirements()
+    owners = {module: _owner(module) for module in sorted(modules)}
+    assert None not in owners.values(), {m: o for m, o in owners.items() if o is None}
+    undeclared = {m: o for m, o in owners.items() if o not in declared}
+    assert undeclared == {}, f"imported but not in requirements.txt: {undeclared}"
+    for direct in ("urllib3", "referencing", "azure-core", "opentelemetry-api"):
+        assert direct in declared, direct
+
+
+# ---- the README's publish command -----------------------------------------------------------------
+
+def test_readme_publish_command_names_the_worker_runtime() -> None:
+    """`func azure functionapp publish` from a fresh clone (no local.settings.json) needs
+    `--python`: every such command in the README carries it."""
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+    commands = [line for block in blocks for line in block.splitlines()
+                if "func azure functionapp publish" in line]
+    assert commands, "the README shows how to publish with Core Tools"
+    for command in commands:
+        assert "--python" in command.split(), command
+
+
+def test_azurite_runs_without_telemetry() -> None:
+    """`make dev` and the tests' launcher start Azurite with --disableTelemetry (a clean first screen)."""
+    makefile = (ROOT / "Makefile").read_text()
+    azurite_lines = [line for line in makefile.splitlines() if "bin/azurite" in line]
+    assert azurite_lines and all("--disableTelemetry" in line for line in azurite_lines)
+    assert '"--disableTelemetry"' in (ROOT / "relay" / "azurite.py").read_text()
