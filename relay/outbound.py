@@ -37,6 +37,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import requests
 import urllib3.exceptions as u3
+from urllib3.util import parse_url
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
@@ -250,6 +251,7 @@ def _inspect(url: str, allow_private: bool, resolver: Resolver) -> tuple[Target,
     if port == 0:
         raise TargetRefused("the URL's port must not be 0")
     port = port or _DEFAULT_PORTS[parts.scheme]
+    _check_sendable(url, host, port, parts.scheme)
 
     literal = parse_host_literal(host)
     if parts.netloc.startswith("[") and not isinstance(literal, ipaddress.IPv6Address):
@@ -281,6 +283,28 @@ def _inspect(url: str, allow_private: bool, resolver: Resolver) -> tuple[Target,
                             else "the host name resolves to an address that is not public")
     addresses = tuple(dict.fromkeys(_dialable(ip) for ip in found))
     return Target(url=url, scheme=parts.scheme, host=host, port=port, address=addresses[0]), addresses
+
+
+def _check_sendable(url: str, host: str, port: int, scheme: str) -> None:
+    """Refuse a URL the sender's own parser (requests' prepare, urllib3's parse_url) cannot send,
+    or reads with another host or port than `urlsplit` did.
+
+    `urlsplit` is lenient: `https://[2606:4700:4700::1111]!/` has a host for it, while requests
+    raises `InvalidURL` on every attempt. Judging with the parser that sends means a URL that
+    passes here can be sent, and the host checked is the host connected to.
+    """
+    try:
+        prepared = requests.PreparedRequest()
+        prepared.prepare_url(url, None)
+        sent = parse_url(prepared.url or "")
+    except (requests.RequestException, u3.LocationParseError, ValueError):
+        # The exception texts quote the URL (and its query): only our own words go out.
+        raise TargetRefused("the URL could not be parsed (check the host and port)") from None
+    sent_host = (sent.host or "").lower()
+    if sent_host.startswith("[") and sent_host.endswith("]"):
+        sent_host = sent_host[1:-1]
+    if sent.scheme != scheme or sent_host != host or (sent.port or _DEFAULT_PORTS[scheme]) != port:
+        raise TargetRefused("the URL's host or port is ambiguous (URL parsers disagree about it)")
 
 
 def _dialable(ip: IPAddress) -> str:
