@@ -146,6 +146,9 @@ class Target(BaseModel):
     # A per-subscription log row exists (retries, replays): success updates it rather than
     # going into the batch's receipt.
     logged: bool = False
+    # Times this attempt was handed back unsent because its origin had no free slot (not counted
+    # as attempts; bounded by delivery.MAX_DEFERRALS).
+    deferred: int = 0
 
 
 class DeliveryMessage(BaseModel):

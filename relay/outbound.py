@@ -13,7 +13,11 @@ Other promises kept here, because receivers and logs depend on them:
 * redirects are never followed;
 * `timeout` bounds the whole attempt, not just each socket operation, and at most
   `max_response_bytes` of an answer are read;
-* no message or exception raised here contains the URL's query string, where the secrets live.
+* no message or exception raised here contains the URL's query string, where the secrets live;
+* one origin (scheme, host, port) cannot take every thread: attempts to it share a few slots, an
+  attempt that cannot get one soon is handed back (`OriginBusy`) instead of waiting, and an
+  origin that keeps timing out is not connected to for a while (a circuit breaker);
+* the DNS lookup runs inside the attempt's deadline.
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 from urllib.parse import SplitResult, urlsplit
 
@@ -47,7 +54,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from .errors import RelayError, TargetRefused
 
 __all__ = [
-    "MAX_URL_LENGTH", "DeliveryError", "IPAddress", "Reply", "Resolver", "Sender", "Target",
+    "MAX_URL_LENGTH", "DeliveryError", "IPAddress", "OriginBusy", "Reply", "Resolver", "Sender", "Target",
     "check_target", "is_public_address", "parse_host_literal", "redact_url", "system_resolver",
 ]
 
@@ -344,9 +351,13 @@ def redact_url(url: str) -> str:
 # ---- delivery -----------------------------------------------------------------------------------
 
 class DeliveryError(RelayError):
-    """An attempt that got no HTTP answer; `kind` says roughly why, `message` says it for people."""
+    """An attempt that got no HTTP answer; `kind` says roughly why, `message` says it for people.
 
-    KINDS = ("timeout", "connect", "reset", "tls", "other")
+    Kind "breaker": nothing was sent because the origin's circuit breaker is open (it timed out
+    repeatedly just before); it is worth retrying on the schedule like a timeout.
+    """
+
+    KINDS = ("timeout", "connect", "reset", "tls", "breaker", "other")
 
     def __init__(self, kind: str, message: str) -> None:
         if kind not in self.KINDS:
@@ -356,12 +367,123 @@ class DeliveryError(RelayError):
         self.message = message
 
 
+class OriginBusy(RelayError):
+    """Nothing was sent: every slot of the origin is taken by attempts that are not finishing.
+    Not an attempt; the caller puts the delivery back in its queue for a little while."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 @dataclass
 class Reply:
     """The receiver's answer; `body` is cut at the sender's `max_response_bytes`."""
     status: int
     headers: dict[str, str]  # keys lower-cased
     body: bytes
+
+
+# ---- fairness between origins --------------------------------------------------------------------
+
+Origin: TypeAlias = tuple[str, str, int]  # (scheme, host, port), the unit of fairness
+
+
+@dataclass
+class _OriginState:
+    in_flight: int = 0
+    full_since: float = 0.0        # when the slots last became all taken
+    timeouts: deque[float] = field(default_factory=deque)
+    open_until: float = 0.0        # breaker: no connection before this; 0 = closed
+    probing: bool = False          # breaker half-open: one attempt is finding out
+
+
+class _OriginGate:
+    """Per-origin slots and circuit breaker, shared by every thread of one sender.
+
+    Slots: at most `cap` attempts to one origin at a time. A thread that finds them all taken
+    waits only while the origin is making progress (a slot was freed within `stall` seconds) and
+    at most `wait` seconds; otherwise `OriginBusy` hands the delivery back at once, so a receiver
+    that never answers holds `cap` threads and no more.
+
+    Breaker: `trip` timeouts within `window` seconds open it for `cooloff` seconds, during which
+    attempts fail at once with kind "breaker" without connecting. After that one attempt (a probe)
+    goes through; its success closes the breaker, another timeout opens it again.
+    """
+
+    def __init__(self, *, cap: int, wait: float, stall: float, trip: int, window: float, cooloff: float,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.cap, self.wait, self.stall = cap, wait, stall
+        self.trip, self.window, self.cooloff = trip, window, cooloff
+        self._now = now
+        self._cond = threading.Condition()
+        self._origins: dict[Origin, _OriginState] = {}
+
+    def acquire(self, origin: Origin, label: str) -> bool:
+        """Take a slot; True when this attempt is the breaker's probe. Raises `OriginBusy` or a
+        "breaker" `DeliveryError` when nothing may be sent now."""
+        with self._cond:
+            now = self._now()
+            give_up_at = now + self.wait
+            while True:
+                # Looked up each time round: the entry may have been dropped while this thread waited.
+                state = self._origins.setdefault(origin, _OriginState())
+                if state.open_until:
+                    if now < state.open_until or state.probing:
+                        raise DeliveryError("breaker", f"not sent: {label} timed out {self.trip} times within "
+                                                       f"{self.window:g} s, so it is left alone for a while")
+                    state.probing = True  # half-open: this attempt finds out whether it is back
+                    self._take(state, now)
+                    return True
+                if state.in_flight < self.cap:
+                    self._take(state, now)
+                    return False
+                stalled_at = state.full_since + self.stall
+                if now >= stalled_at or now >= give_up_at:
+                    raise OriginBusy(f"not sent: {state.in_flight} attempts to {label} are in flight and "
+                                     f"none finished within {self.stall:g} s")
+                self._cond.wait(min(stalled_at, give_up_at) - now)
+                now = self._now()
+
+    def _take(self, state: _OriginState, now: float) -> None:
+        state.in_flight += 1
+        if state.in_flight >= self.cap:
+            state.full_since = now
+
+    def release(self, origin: Origin, probe: bool, timed_out: bool) -> None:
+        with self._cond:
+            state = self._origins[origin]
+            now = self._now()
+            state.in_flight -= 1
+            if timed_out:
+                state.timeouts.append(now)
+            while state.timeouts and state.timeouts[0] <= now - self.window:
+                state.timeouts.popleft()
+            if probe:
+                state.probing = False
+                if timed_out:
+                    state.open_until = now + self.cooloff
+                else:
+                    state.open_until = 0.0
+                    state.timeouts.clear()
+            elif timed_out and not state.open_until and len(state.timeouts) >= self.trip:
+                state.open_until = now + self.cooloff
+            if not state.in_flight and not state.timeouts and not state.open_until:
+                del self._origins[origin]  # keep the table to origins with something to remember
+            self._cond.notify_all()
+
+
+def _origin_of(url: str) -> Origin | None:
+    try:
+        parts = urlsplit(url)
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return None  # the guard refuses it with a reason
+    return parts.scheme, host, port or _DEFAULT_PORTS.get(parts.scheme, 0)
+
+
+class _ResolveTimeout(Exception):
+    """The resolver did not answer before the attempt's deadline (not an OSError: not "unwell")."""
 
 
 # Headers the sender owns: the pinned Host, and the framing of the body it sends.
@@ -377,7 +499,10 @@ class Sender:
 
     def __init__(self, *, allow_private: bool, timeout: float, user_agent: str,
                  resolver: Resolver | None = None, max_response_bytes: int = 65536,
-                 pool_size: int = 100, verify: bool | str = True) -> None:
+                 pool_size: int = 100, verify: bool | str = True,
+                 origin_slots: int = 16, slot_wait: float = 2.0, stall: float = 1.0,
+                 breaker_timeouts: int = 5, breaker_window: float = 60.0,
+                 breaker_cooloff: float = 30.0) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if max_response_bytes < 0 or pool_size < 1:
@@ -391,6 +516,11 @@ class Sender:
         self._max_response_bytes = max_response_bytes
         self._deadlines = _Deadlines()
         self._closed = False
+        self._gate = _OriginGate(cap=origin_slots, wait=slot_wait, stall=stall, trip=breaker_timeouts,
+                                 window=breaker_window, cooloff=breaker_cooloff)
+        # Lookups run here so the attempt can stop waiting at its deadline; a lookup that hangs
+        # keeps its thread, the attempt does not.
+        self._dns = ThreadPoolExecutor(max_workers=8, thread_name_prefix="relay-dns")
 
         session = _DeliverySession()
         # No proxies or .netrc credentials from the environment: the connection goes to the
@@ -412,15 +542,43 @@ class Sender:
         self.close()
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
-        """POST `body` to `url` after the guard passes it; raises `TargetRefused` or `DeliveryError`."""
+        """POST `body` to `url` after the guard passes it; raises `TargetRefused`, `DeliveryError`,
+        or `OriginBusy` (nothing sent, not an attempt)."""
         if self._closed:
             raise DeliveryError("other", "the HTTP client has been closed")
+        origin = _origin_of(url)
+        if origin is None:
+            return self._post(url, body, headers)  # the guard refuses it
+        probe = self._gate.acquire(origin, f"{_bracketed(origin[1])}:{origin[2]}")
+        timed_out = False
+        try:
+            return self._post(url, body, headers)
+        except DeliveryError as exc:
+            timed_out = exc.kind == "timeout"
+            raise
+        finally:
+            self._gate.release(origin, probe, timed_out)
+
+    def _resolve_by(self, deadline: float) -> Resolver:
+        def resolve(host: str, port: int) -> list[str]:
+            future = self._dns.submit(self._resolver, host, port)
+            try:
+                return future.result(timeout=max(deadline - time.monotonic(), 0.001))
+            except FutureTimeout:
+                future.cancel()
+                raise _ResolveTimeout() from None
+        return resolve
+
+    def _post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
         deadline = time.monotonic() + self._timeout
         try:
-            target, addresses = _inspect(url, self._allow_private, self._resolver)
+            target, addresses = _inspect(url, self._allow_private, self._resolve_by(deadline))
         except _Unresolvable:
             raise DeliveryError("connect", f"the host name {urlsplit(url).hostname} could not be "
                                            "resolved right now") from None
+        except _ResolveTimeout:
+            raise DeliveryError("timeout", f"the host name {urlsplit(url).hostname} was not resolved "
+                                           f"within {self._timeout:g} s") from None
         failure: DeliveryError | None = None
         for address in addresses[:_ADDRESSES_TRIED]:
             try:
@@ -438,6 +596,7 @@ class Sender:
         self._closed = True
         self._session.close()
         self._deadlines.stop()
+        self._dns.shutdown(wait=False, cancel_futures=True)
 
     def _attempt(self, target: Target, body: bytes, headers: Mapping[str, str], deadline: float) -> Reply:
         request = self._prepare(target, body, headers)
