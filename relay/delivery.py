@@ -64,10 +64,11 @@ class Result:
     deferred: bool = False  # nothing was sent: the origin had no free slot
 
 
-def attempt(sender: Sender, target: Target, event_id: str, body: bytes) -> Result:
-    headers = signing.headers(secret=target.secret, event_id=event_id, body=body, now=clock.utcnow())
+def attempt(sender: Sender, target: Target, event_id: str, note: signing.Notification) -> Result:
+    headers = {**note.headers,
+               **signing.headers(secret=target.secret, event_id=event_id, body=note.body, now=clock.utcnow())}
     try:
-        reply = sender.post(target.url, body, headers)
+        reply = sender.post(target.url, note.body, headers)
     except OriginBusy as exc:
         return Result(Verdict(Outcome.RETRY, exc.message), deferred=True)
     except TargetRefused as exc:
@@ -94,11 +95,11 @@ class Deliverer:
     def deliver(self, event: EventRecord, data: Any, log_key: tuple[str, str], since: str,
                 targets: list[Target]) -> None:
         """Make one attempt per target and record what follows; raises only if recording fails."""
-        body = signing.cloudevent(event_id=event.id, event_type=event.type, source=event.source,
-                                  time=event.time, subject=event.subject, data=data)
+        notes = signing.Notifications(event_id=event.id, event_type=event.type, source=event.source,
+                                      time=event.time, subject=event.subject, data=data)
         first_tries: list[FirstTry] = []
         failure: BaseException | None = None
-        for future in [_pool.submit(self._one, event, body, log_key, since, t) for t in targets]:
+        for future in [_pool.submit(self._one, event, notes, log_key, since, t) for t in targets]:
             error = future.exception()
             if error is not None:
                 failure = failure or error
@@ -109,11 +110,11 @@ class Deliverer:
         if failure is not None:
             raise failure
 
-    def _one(self, event: EventRecord, body: bytes, log_key: tuple[str, str], since: str,
+    def _one(self, event: EventRecord, notes: signing.Notifications, log_key: tuple[str, str], since: str,
              target: Target) -> FirstTry | None:
         started = clock.utcnow()
         try:
-            result = attempt(self._sender, target, event.id, body)
+            result = attempt(self._sender, target, event.id, notes.get(target.mode))
         except Exception as exc:  # noqa: BLE001 - one target's surprise must not fail its batch
             log.exception("delivery attempt failed unexpectedly event=%s subscription=%s", event.id, target.sub)
             result = Result(Verdict(Outcome.RETRY, f"unexpected error: {type(exc).__name__}"))

@@ -15,6 +15,10 @@ from .outbound import MAX_URL_LENGTH
 
 
 
+# The CloudEvents HTTP binding's modes, plus `json`: structured content as plain application/json.
+ContentMode = Literal["json", "structured", "binary"]
+
+
 class _Edge(BaseModel):
     # Unknown fields are ignored, not refused: Power Automate and newer clients may send more.
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -36,6 +40,11 @@ class SubscriptionRequest(_Edge):
                                              description="What this subscription is for.")
     once: StrictBool = Field(default=False,
                              description="Remove the subscription after its first successful delivery.")
+    contentMode: ContentMode = Field(
+        default="json",
+        description="How each event is sent: `json` (the CloudEvent as application/json, what Power "
+                    "Automate and Logic Apps need), `structured` (application/cloudevents+json) or "
+                    "`binary` (attributes as ce-* headers, the body is data alone).")
 
     @field_validator("eventTypes")
     @classmethod
@@ -149,6 +158,7 @@ class Target(BaseModel):
     # Times this attempt was handed back unsent because its origin had no free slot (not counted
     # as attempts; bounded by delivery.MAX_DEFERRALS).
     deferred: int = 0
+    mode: ContentMode = "json"  # the subscription's contentMode
 
 
 class DeliveryMessage(BaseModel):

@@ -46,7 +46,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 # Azure Tables allows at most 15 comparisons in one filter.
 _MAX_OR = 15
 # Reading only these spares parsing the rest (Timestamp, etag) of every index row.
-_INDEX_FIELDS = ("RowKey", "url", "secret", "once", "gen", "subjectBeginsWith", "subjectEndsWith")
+_INDEX_FIELDS = ("RowKey", "url", "secret", "once", "gen", "subjectBeginsWith", "subjectEndsWith", "contentMode")
 
 
 def new_secret() -> str:
@@ -68,6 +68,7 @@ def public_view(entity: dict[str, Any], *, with_secret: bool = False) -> dict[st
         if entity.get(name) is not None:
             view[name] = entity[name]
     view["once"] = bool(entity.get("once", False))
+    view["contentMode"] = entity.get("contentMode") or "json"  # rows from before the field: json
     view["status"] = entity.get("status", "active")
     if view["status"] == "disabled" and entity.get("disabledReason"):
         view["disabledReason"] = entity["disabledReason"]
@@ -99,6 +100,7 @@ class SubscriptionStore:
             "subjectEndsWith": request.subjectEndsWith,
             "description": request.description,
             "once": request.once,
+            "contentMode": request.contentMode,
             "status": "active",
             "disabledReason": None,
             "updatedAt": now,
@@ -172,6 +174,7 @@ class SubscriptionStore:
                 "once": bool(entity.get("once")), "gen": int(entity.get("gen") or 0),
                 "subjectBeginsWith": entity.get("subjectBeginsWith"),
                 "subjectEndsWith": entity.get("subjectEndsWith"),
+                "contentMode": entity.get("contentMode") or "json",
             }), mode=UpdateMode.REPLACE)
 
     def _delete_index(self, sub_id: str, patterns: Iterable[str]) -> None:
@@ -227,7 +230,8 @@ class SubscriptionStore:
                         continue
                     seen.add(row["RowKey"])
                     found.append(Target(sub=row["RowKey"], url=row["url"], secret=row["secret"],
-                                        once=bool(row.get("once")), gen=int(row.get("gen") or 0)))
+                                        once=bool(row.get("once")), gen=int(row.get("gen") or 0),
+                                        mode=row.get("contentMode") or "json"))
                 if found:
                     yield found
 
