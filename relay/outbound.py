@@ -391,7 +391,9 @@ Origin: TypeAlias = tuple[str, str, int]  # (scheme, host, port), the unit of fa
 
 @dataclass
 class _OriginState:
+    cond: threading.Condition      # on the gate's one lock; wakes only this origin's waiters
     in_flight: int = 0
+    waiters: int = 0
     full_since: float = 0.0        # when the slots last became all taken
     timeouts: deque[float] = field(default_factory=deque)
     open_until: float = 0.0        # breaker: no connection before this; 0 = closed
@@ -416,18 +418,19 @@ class _OriginGate:
         self.cap, self.wait, self.stall = cap, wait, stall
         self.trip, self.window, self.cooloff = trip, window, cooloff
         self._now = now
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._origins: dict[Origin, _OriginState] = {}
 
     def acquire(self, origin: Origin, label: str) -> bool:
         """Take a slot; True when this attempt is the breaker's probe. Raises `OriginBusy` or a
         "breaker" `DeliveryError` when nothing may be sent now."""
-        with self._cond:
+        with self._lock:
+            state = self._origins.get(origin)
+            if state is None:
+                state = self._origins[origin] = _OriginState(threading.Condition(self._lock))
             now = self._now()
             give_up_at = now + self.wait
             while True:
-                # Looked up each time round: the entry may have been dropped while this thread waited.
-                state = self._origins.setdefault(origin, _OriginState())
                 if state.open_until:
                     if now < state.open_until or state.probing:
                         raise DeliveryError("breaker", f"not sent: {label} timed out {self.trip} times within "
@@ -442,7 +445,12 @@ class _OriginGate:
                 if now >= stalled_at or now >= give_up_at:
                     raise OriginBusy(f"not sent: {state.in_flight} attempts to {label} are in flight and "
                                      f"none finished within {self.stall:g} s")
-                self._cond.wait(min(stalled_at, give_up_at) - now)
+                # While this thread waits, the entry stays (release keeps entries with waiters).
+                state.waiters += 1
+                try:
+                    state.cond.wait(min(stalled_at, give_up_at) - now)
+                finally:
+                    state.waiters -= 1
                 now = self._now()
 
     def _take(self, state: _OriginState, now: float) -> None:
@@ -451,7 +459,7 @@ class _OriginGate:
             state.full_since = now
 
     def release(self, origin: Origin, probe: bool, timed_out: bool) -> None:
-        with self._cond:
+        with self._lock:
             state = self._origins[origin]
             now = self._now()
             state.in_flight -= 1
@@ -459,6 +467,7 @@ class _OriginGate:
                 state.timeouts.append(now)
             while state.timeouts and state.timeouts[0] <= now - self.window:
                 state.timeouts.popleft()
+            was_open = bool(state.open_until)
             if probe:
                 state.probing = False
                 if timed_out:
@@ -468,9 +477,12 @@ class _OriginGate:
                     state.timeouts.clear()
             elif timed_out and not state.open_until and len(state.timeouts) >= self.trip:
                 state.open_until = now + self.cooloff
-            if not state.in_flight and not state.timeouts and not state.open_until:
+            if bool(state.open_until) != was_open:
+                state.cond.notify_all()  # waiters learn of the breaker now, not at their deadline
+            else:
+                state.cond.notify()  # one slot freed: one waiter
+            if not (state.in_flight or state.waiters or state.timeouts or state.open_until):
                 del self._origins[origin]  # keep the table to origins with something to remember
-            self._cond.notify_all()
 
 
 def _origin_of(url: str) -> Origin | None:
@@ -500,7 +512,7 @@ class Sender:
     def __init__(self, *, allow_private: bool, timeout: float, user_agent: str,
                  resolver: Resolver | None = None, max_response_bytes: int = 65536,
                  pool_size: int = 100, verify: bool | str = True,
-                 origin_slots: int = 16, slot_wait: float = 2.0, stall: float = 1.0,
+                 origin_slots: int = 8, slot_wait: float = 2.0, stall: float = 1.0,
                  breaker_timeouts: int = 5, breaker_window: float = 60.0,
                  breaker_cooloff: float = 30.0) -> None:
         if timeout <= 0:
