@@ -400,6 +400,10 @@ class _OriginState:
     probing: bool = False          # breaker half-open: one attempt is finding out
 
 
+# Origins remembered before idle ones are swept (each remembered one had a recent timeout).
+_ORIGINS_KEPT = 4096
+
+
 class _OriginGate:
     """Per-origin slots and circuit breaker, shared by every thread of one sender.
 
@@ -425,10 +429,12 @@ class _OriginGate:
         """Take a slot; True when this attempt is the breaker's probe. Raises `OriginBusy` or a
         "breaker" `DeliveryError` when nothing may be sent now."""
         with self._lock:
+            now = self._now()
             state = self._origins.get(origin)
             if state is None:
+                if len(self._origins) >= _ORIGINS_KEPT:
+                    self._forget_idle(now)
                 state = self._origins[origin] = _OriginState(threading.Condition(self._lock))
-            now = self._now()
             give_up_at = now + self.wait
             while True:
                 if state.open_until:
@@ -452,6 +458,13 @@ class _OriginGate:
                 finally:
                     state.waiters -= 1
                 now = self._now()
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop origins with nothing in flight whose timeouts and breaker have all expired."""
+        for origin, state in list(self._origins.items()):
+            if (not state.in_flight and not state.waiters and now >= state.open_until
+                    and not state.probing and all(t <= now - self.window for t in state.timeouts)):
+                del self._origins[origin]
 
     def _take(self, state: _OriginState, now: float) -> None:
         state.in_flight += 1

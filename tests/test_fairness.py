@@ -153,6 +153,20 @@ def test_breaker_probe_that_times_out_opens_it_again_and_old_timeouts_expire() -
         gate.acquire(A, "a")
 
 
+def test_gate_forgets_origins_whose_timeouts_have_expired() -> None:
+    """Each origin that timed out is remembered for the window; thousands of them do not pile up."""
+    from relay.outbound import _ORIGINS_KEPT
+    clock = FakeClock()
+    gate = _OriginGate(cap=4, wait=2.0, stall=1.0, trip=5, window=60, cooloff=30, now=clock)
+    for n in range(_ORIGINS_KEPT):
+        gate.acquire(("http", f"h{n}.example.test", 80), "h")
+        gate.release(("http", f"h{n}.example.test", 80), False, timed_out=True)
+    assert len(gate._origins) == _ORIGINS_KEPT
+    clock.now += 61
+    gate.acquire(A, "a")
+    assert list(gate._origins) == [A]
+
+
 # ---- the sender against real loopback sockets -------------------------------------------------
 
 @pytest.mark.timeout(30)
