@@ -97,6 +97,8 @@ class Deliverer:
         """Make one attempt per target and record what follows; raises only if recording fails."""
         notes = signing.Notifications(event_id=event.id, event_type=event.type, source=event.source,
                                       time=event.time, subject=event.subject, data=data)
+        for mode in {t.mode for t in targets}:
+            notes.get(mode)  # built here, once, not by racing attempt threads (a body can be 1 MiB)
         first_tries: list[FirstTry] = []
         failure: BaseException | None = None
         for future in [_pool.submit(self._one, event, notes, log_key, since, t) for t in targets]:

@@ -57,7 +57,8 @@ class Notifications:
     def get(self, mode: str) -> Notification:
         found = self._built.get(mode)
         if found is None:
-            # Built at most a few times over when threads race here; each build gives the same bytes.
+            # The deliverer builds every mode it needs before the attempts start; a race here
+            # would only build the same bytes twice.
             found = self._built[mode] = self._build(mode)
         return found
 
