@@ -244,6 +244,8 @@ def subscription_schema() -> dict[str, Any]:
         "subjectEndsWith": from_model("subjectEndsWith"),
         "description": from_model("description"),
         "once": from_model("once"),
+        "contentMode": prop("string", described(SubscriptionRequest, "contentMode"), "contentMode",
+                            enum=["json", "structured", "binary"]),
         "status": prop("string", "Whether it receives events: active, or disabled after its receiver "
                        "said it is gone.", "status", enum=["active", "disabled"]),
         "disabledReason": prop("string", "Why it was disabled.", "disabledReason"),

@@ -16,7 +16,7 @@ import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from . import clock, signing
@@ -24,7 +24,7 @@ from .backoff import parse_retry_after, retry_delay
 from .deliverylog import Attempt, DeliveryLog, FirstTry
 from .errors import TargetRefused
 from .models import DeliveryMessage, EventRecord, Target
-from .outbound import DeliveryError, Sender, redact_url, scrub
+from .outbound import DeliveryError, OriginBusy, Sender, redact_url, scrub
 from .outcomes import Outcome, Verdict, classify
 from .settings import Settings
 from .storage import DELIVERY_QUEUE, NEVER_EXPIRE, Storage
@@ -36,6 +36,11 @@ log = logging.getLogger("relay.delivery")
 # Threads for concurrent attempts in this process; attempts mostly wait on the network.
 CONCURRENCY = 64
 _pool = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="deliver")
+# An attempt handed back because its origin had no free slot waits this share of the delivery
+# timeout (with jitter) in the queue, and is handed back at most this many times before it counts
+# as an attempt that timed out, so every delivery still ends delivered or failed.
+DEFER_FACTOR = 1.0
+MAX_DEFERRALS = 10
 _sender_lock = threading.Lock()
 _sender: Sender | None = None
 
@@ -56,12 +61,16 @@ class Result:
     verdict: Verdict
     status_code: int | None = None
     retry_after: float | None = None
+    deferred: bool = False  # nothing was sent: the origin had no free slot
 
 
-def attempt(sender: Sender, target: Target, event_id: str, body: bytes) -> Result:
-    headers = signing.headers(secret=target.secret, event_id=event_id, body=body, now=clock.utcnow())
+def attempt(sender: Sender, target: Target, event_id: str, note: signing.Notification) -> Result:
+    headers = {**note.headers,
+               **signing.headers(secret=target.secret, event_id=event_id, body=note.body, now=clock.utcnow())}
     try:
-        reply = sender.post(target.url, body, headers)
+        reply = sender.post(target.url, note.body, headers)
+    except OriginBusy as exc:
+        return Result(Verdict(Outcome.RETRY, exc.message), deferred=True)
     except TargetRefused as exc:
         return Result(Verdict(Outcome.FAILED, f"refused by the outbound guard: {exc.reason}"))
     except DeliveryError as exc:
@@ -86,11 +95,13 @@ class Deliverer:
     def deliver(self, event: EventRecord, data: Any, log_key: tuple[str, str], since: str,
                 targets: list[Target]) -> None:
         """Make one attempt per target and record what follows; raises only if recording fails."""
-        body = signing.cloudevent(event_id=event.id, event_type=event.type, source=event.source,
-                                  time=event.time, subject=event.subject, data=data)
+        notes = signing.Notifications(event_id=event.id, event_type=event.type, source=event.source,
+                                      time=event.time, subject=event.subject, data=data)
+        for mode in {t.mode for t in targets}:
+            notes.get(mode)  # built here, once, not by racing attempt threads (a body can be 1 MiB)
         first_tries: list[FirstTry] = []
         failure: BaseException | None = None
-        for future in [_pool.submit(self._one, event, body, log_key, since, t) for t in targets]:
+        for future in [_pool.submit(self._one, event, notes, log_key, since, t) for t in targets]:
             error = future.exception()
             if error is not None:
                 failure = failure or error
@@ -101,17 +112,20 @@ class Deliverer:
         if failure is not None:
             raise failure
 
-    def _one(self, event: EventRecord, body: bytes, log_key: tuple[str, str], since: str,
+    def _one(self, event: EventRecord, notes: signing.Notifications, log_key: tuple[str, str], since: str,
              target: Target) -> FirstTry | None:
         started = clock.utcnow()
         try:
-            result = attempt(self._sender, target, event.id, body)
+            result = attempt(self._sender, target, event.id, notes.get(target.mode))
         except Exception as exc:  # noqa: BLE001 - one target's surprise must not fail its batch
             log.exception("delivery attempt failed unexpectedly event=%s subscription=%s", event.id, target.sub)
             result = Result(Verdict(Outcome.RETRY, f"unexpected error: {type(exc).__name__}"))
         elapsed = (clock.utcnow() - started).total_seconds()
         if result.verdict.reason:  # it goes into the delivery log, a log line, disabledReason
             result.verdict = replace(result.verdict, reason=scrub(result.verdict.reason, target.url))
+        if result.deferred and target.deferred < MAX_DEFERRALS:
+            self._defer(event, log_key, since, target, started, result.verdict.reason or "not sent")
+            return None
         outcome = result.verdict.outcome
         telemetry.record_attempt(outcome.value, elapsed)
         # Successes are counted by the metrics and logged at DEBUG: a line per delivery was 8 % of
@@ -154,11 +168,28 @@ class Deliverer:
         done.status = "pending"
         done.next_attempt_at = started + timedelta(seconds=elapsed + delay)
         self._log.write(target.sub, event.id, event.type, log_key, done)
-        retry = DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since,
-                                targets=[target.model_copy(update={"attempt": target.attempt + 1, "logged": True})])
+        self._requeue(event, log_key, since, target.model_copy(
+            update={"attempt": target.attempt + 1, "logged": True, "deferred": 0}), delay)
+        return None
+
+    def _defer(self, event: EventRecord, log_key: tuple[str, str], since: str, target: Target,
+               started: datetime, reason: str) -> None:
+        """Put an attempt that was not sent (its origin's slots are held) back in the queue for a
+        little while, without counting it; the pending row says why it waits."""
+        delay = max(self._settings.delivery_timeout * DEFER_FACTOR, 1.0) * (1 + 0.5 * self._rand())
+        log.info("delivery deferred event=%s subscription=%s attempt=%d reason=%s",
+                 event.id, target.sub, target.attempt, reason)
+        self._log.write(target.sub, event.id, event.type, log_key,
+                        Attempt(status="pending", attempts=target.attempt - 1, attempted_at=started,
+                                error=reason, next_attempt_at=started + timedelta(seconds=delay)))
+        self._requeue(event, log_key, since,
+                      target.model_copy(update={"logged": True, "deferred": target.deferred + 1}), delay)
+
+    def _requeue(self, event: EventRecord, log_key: tuple[str, str], since: str, target: Target,
+                 delay: float) -> None:
+        retry = DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since, targets=[target])
         self._storage.queue(DELIVERY_QUEUE).send_message(
             retry.model_dump_json(), visibility_timeout=math.ceil(delay), time_to_live=NEVER_EXPIRE)
-        return None
 
     def skip_removed(self, message: DeliveryMessage) -> list[Target]:
         """Targets whose subscription was not deleted or disabled after the work was planned,

@@ -30,6 +30,10 @@ def is_uri_reference(text: str) -> bool:
     return True
 
 
+# The CloudEvents HTTP binding's modes, plus `json`: structured content as plain application/json.
+ContentMode = Literal["json", "structured", "binary"]
+
+
 class _Edge(BaseModel):
     # Unknown fields are ignored, not refused: Power Automate and newer clients may send more.
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -61,6 +65,11 @@ class SubscriptionRequest(_Edge):
                                              description="What this subscription is for.")
     once: StrictBool = Field(default=False,
                              description="Remove the subscription after its first successful delivery.")
+    contentMode: ContentMode = Field(
+        default="json",
+        description="How each event is sent: `json` (the CloudEvent as application/json, what Power "
+                    "Automate and Logic Apps need), `structured` (application/cloudevents+json) or "
+                    "`binary` (attributes as ce-* headers, the body is data alone).")
 
     @field_validator("eventTypes")
     @classmethod
@@ -193,6 +202,10 @@ class Target(BaseModel):
     # A per-subscription log row exists (retries, replays): success updates it rather than
     # going into the batch's receipt.
     logged: bool = False
+    # Times this attempt was handed back unsent because its origin had no free slot (not counted
+    # as attempts; bounded by delivery.MAX_DEFERRALS).
+    deferred: int = 0
+    mode: ContentMode = "json"  # the subscription's contentMode
 
 
 class DeliveryMessage(BaseModel):

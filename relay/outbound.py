@@ -13,7 +13,11 @@ Other promises kept here, because receivers and logs depend on them:
 * redirects are never followed;
 * `timeout` bounds the whole attempt, not just each socket operation, and at most
   `max_response_bytes` of an answer are read;
-* no message or exception raised here contains the URL's query string, where the secrets live.
+* no message or exception raised here contains the URL's query string, where the secrets live;
+* one origin (scheme, host, port) cannot take every thread: attempts to it share a few slots, an
+  attempt that cannot get one soon is handed back (`OriginBusy`) instead of waiting, and an
+  origin that keeps timing out is not connected to for a while (a circuit breaker);
+* the DNS lookup runs inside the attempt's deadline.
 """
 
 from __future__ import annotations
@@ -30,13 +34,17 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 from urllib.parse import SplitResult, urlsplit
 
 import requests
 import urllib3.exceptions as u3
+from urllib3.util import parse_url
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
@@ -46,7 +54,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from .errors import RelayError, TargetRefused
 
 __all__ = [
-    "MAX_URL_LENGTH", "DeliveryError", "IPAddress", "Reply", "Resolver", "Sender", "Target",
+    "MAX_URL_LENGTH", "DeliveryError", "IPAddress", "OriginBusy", "Reply", "Resolver", "Sender", "Target",
     "check_target", "is_public_address", "parse_host_literal", "redact_url", "system_resolver",
 ]
 
@@ -250,6 +258,7 @@ def _inspect(url: str, allow_private: bool, resolver: Resolver) -> tuple[Target,
     if port == 0:
         raise TargetRefused("the URL's port must not be 0")
     port = port or _DEFAULT_PORTS[parts.scheme]
+    _check_sendable(url, host, port, parts.scheme)
 
     literal = parse_host_literal(host)
     if parts.netloc.startswith("[") and not isinstance(literal, ipaddress.IPv6Address):
@@ -281,6 +290,28 @@ def _inspect(url: str, allow_private: bool, resolver: Resolver) -> tuple[Target,
                             else "the host name resolves to an address that is not public")
     addresses = tuple(dict.fromkeys(_dialable(ip) for ip in found))
     return Target(url=url, scheme=parts.scheme, host=host, port=port, address=addresses[0]), addresses
+
+
+def _check_sendable(url: str, host: str, port: int, scheme: str) -> None:
+    """Refuse a URL the sender's own parser (requests' prepare, urllib3's parse_url) cannot send,
+    or reads with another host or port than `urlsplit` did.
+
+    `urlsplit` is lenient: `https://[2606:4700:4700::1111]!/` has a host for it, while requests
+    raises `InvalidURL` on every attempt. Judging with the parser that sends means a URL that
+    passes here can be sent, and the host checked is the host connected to.
+    """
+    try:
+        prepared = requests.PreparedRequest()
+        prepared.prepare_url(url, None)
+        sent = parse_url(prepared.url or "")
+    except (requests.RequestException, u3.LocationParseError, ValueError):
+        # The exception texts quote the URL (and its query): only our own words go out.
+        raise TargetRefused("the URL could not be parsed (check the host and port)") from None
+    sent_host = (sent.host or "").lower()
+    if sent_host.startswith("[") and sent_host.endswith("]"):
+        sent_host = sent_host[1:-1]
+    if sent.scheme != scheme or sent_host != host or (sent.port or _DEFAULT_PORTS[scheme]) != port:
+        raise TargetRefused("the URL's host or port is ambiguous (URL parsers disagree about it)")
 
 
 def _dialable(ip: IPAddress) -> str:
@@ -360,9 +391,13 @@ def scrub(text: str | None, url: str) -> str | None:
 # ---- delivery -----------------------------------------------------------------------------------
 
 class DeliveryError(RelayError):
-    """An attempt that got no HTTP answer; `kind` says roughly why, `message` says it for people."""
+    """An attempt that got no HTTP answer; `kind` says roughly why, `message` says it for people.
 
-    KINDS = ("timeout", "connect", "reset", "tls", "other")
+    Kind "breaker": nothing was sent because the origin's circuit breaker is open (it timed out
+    repeatedly just before); it is worth retrying on the schedule like a timeout.
+    """
+
+    KINDS = ("timeout", "connect", "reset", "tls", "breaker", "other")
 
     def __init__(self, kind: str, message: str) -> None:
         if kind not in self.KINDS:
@@ -372,12 +407,148 @@ class DeliveryError(RelayError):
         self.message = message
 
 
+class OriginBusy(RelayError):
+    """Nothing was sent: every slot of the origin is taken by attempts that are not finishing.
+    Not an attempt; the caller puts the delivery back in its queue for a little while."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 @dataclass
 class Reply:
     """The receiver's answer; `body` is cut at the sender's `max_response_bytes`."""
     status: int
     headers: dict[str, str]  # keys lower-cased
     body: bytes
+
+
+# ---- fairness between origins --------------------------------------------------------------------
+
+Origin: TypeAlias = tuple[str, str, int]  # (scheme, host, port), the unit of fairness
+
+
+@dataclass
+class _OriginState:
+    cond: threading.Condition      # on the gate's one lock; wakes only this origin's waiters
+    in_flight: int = 0
+    waiters: int = 0
+    full_since: float = 0.0        # when the slots last became all taken
+    timeouts: deque[float] = field(default_factory=deque)
+    open_until: float = 0.0        # breaker: no connection before this; 0 = closed
+    probing: bool = False          # breaker half-open: one attempt is finding out
+
+
+# Origins remembered before idle ones are swept (each remembered one had a recent timeout).
+_ORIGINS_KEPT = 4096
+
+
+class _OriginGate:
+    """Per-origin slots and circuit breaker, shared by every thread of one sender.
+
+    Slots: at most `cap` attempts to one origin at a time. A thread that finds them all taken
+    waits only while the origin is making progress (a slot was freed within `stall` seconds) and
+    at most `wait` seconds; otherwise `OriginBusy` hands the delivery back at once, so a receiver
+    that never answers holds `cap` threads and no more.
+
+    Breaker: `trip` timeouts within `window` seconds open it for `cooloff` seconds, during which
+    attempts fail at once with kind "breaker" without connecting. After that one attempt (a probe)
+    goes through; its success closes the breaker, another timeout opens it again.
+    """
+
+    def __init__(self, *, cap: int, wait: float, stall: float, trip: int, window: float, cooloff: float,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.cap, self.wait, self.stall = cap, wait, stall
+        self.trip, self.window, self.cooloff = trip, window, cooloff
+        self._now = now
+        self._lock = threading.Lock()
+        self._origins: dict[Origin, _OriginState] = {}
+
+    def acquire(self, origin: Origin, label: str) -> bool:
+        """Take a slot; True when this attempt is the breaker's probe. Raises `OriginBusy` or a
+        "breaker" `DeliveryError` when nothing may be sent now."""
+        with self._lock:
+            now = self._now()
+            state = self._origins.get(origin)
+            if state is None:
+                if len(self._origins) >= _ORIGINS_KEPT:
+                    self._forget_idle(now)
+                state = self._origins[origin] = _OriginState(threading.Condition(self._lock))
+            give_up_at = now + self.wait
+            while True:
+                if state.open_until:
+                    if now < state.open_until or state.probing:
+                        raise DeliveryError("breaker", f"not sent: {label} timed out {self.trip} times within "
+                                                       f"{self.window:g} s, so it is left alone for a while")
+                    state.probing = True  # half-open: this attempt finds out whether it is back
+                    self._take(state, now)
+                    return True
+                if state.in_flight < self.cap:
+                    self._take(state, now)
+                    return False
+                stalled_at = state.full_since + self.stall
+                if now >= stalled_at or now >= give_up_at:
+                    raise OriginBusy(f"not sent: {state.in_flight} attempts to {label} are in flight and "
+                                     f"none finished within {self.stall:g} s")
+                # While this thread waits, the entry stays (release keeps entries with waiters).
+                state.waiters += 1
+                try:
+                    state.cond.wait(min(stalled_at, give_up_at) - now)
+                finally:
+                    state.waiters -= 1
+                now = self._now()
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop origins with nothing in flight whose timeouts and breaker have all expired."""
+        for origin, state in list(self._origins.items()):
+            if (not state.in_flight and not state.waiters and now >= state.open_until
+                    and not state.probing and all(t <= now - self.window for t in state.timeouts)):
+                del self._origins[origin]
+
+    def _take(self, state: _OriginState, now: float) -> None:
+        state.in_flight += 1
+        if state.in_flight >= self.cap:
+            state.full_since = now
+
+    def release(self, origin: Origin, probe: bool, timed_out: bool) -> None:
+        with self._lock:
+            state = self._origins[origin]
+            now = self._now()
+            state.in_flight -= 1
+            if timed_out:
+                state.timeouts.append(now)
+            while state.timeouts and state.timeouts[0] <= now - self.window:
+                state.timeouts.popleft()
+            was_open = bool(state.open_until)
+            if probe:
+                state.probing = False
+                if timed_out:
+                    state.open_until = now + self.cooloff
+                else:
+                    state.open_until = 0.0
+                    state.timeouts.clear()
+            elif timed_out and not state.open_until and len(state.timeouts) >= self.trip:
+                state.open_until = now + self.cooloff
+            if bool(state.open_until) != was_open:
+                state.cond.notify_all()  # waiters learn of the breaker now, not at their deadline
+            else:
+                state.cond.notify()  # one slot freed: one waiter
+            if not (state.in_flight or state.waiters or state.timeouts or state.open_until):
+                del self._origins[origin]  # keep the table to origins with something to remember
+
+
+def _origin_of(url: str) -> Origin | None:
+    try:
+        parts = urlsplit(url)
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return None  # the guard refuses it with a reason
+    return parts.scheme, host, port or _DEFAULT_PORTS.get(parts.scheme, 0)
+
+
+class _ResolveTimeout(Exception):
+    """The resolver did not answer before the attempt's deadline (not an OSError: not "unwell")."""
 
 
 # Headers the sender owns: the pinned Host, and the framing of the body it sends.
@@ -393,7 +564,10 @@ class Sender:
 
     def __init__(self, *, allow_private: bool, timeout: float, user_agent: str,
                  resolver: Resolver | None = None, max_response_bytes: int = 65536,
-                 pool_size: int = 100, verify: bool | str = True) -> None:
+                 pool_size: int = 100, verify: bool | str = True,
+                 origin_slots: int = 8, slot_wait: float = 2.0, stall: float = 1.0,
+                 breaker_timeouts: int = 5, breaker_window: float = 60.0,
+                 breaker_cooloff: float = 30.0) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if max_response_bytes < 0 or pool_size < 1:
@@ -407,6 +581,11 @@ class Sender:
         self._max_response_bytes = max_response_bytes
         self._deadlines = _Deadlines()
         self._closed = False
+        self._gate = _OriginGate(cap=origin_slots, wait=slot_wait, stall=stall, trip=breaker_timeouts,
+                                 window=breaker_window, cooloff=breaker_cooloff)
+        # Lookups run here so the attempt can stop waiting at its deadline; a lookup that hangs
+        # keeps its thread, the attempt does not.
+        self._dns = ThreadPoolExecutor(max_workers=8, thread_name_prefix="relay-dns")
 
         session = _DeliverySession()
         # No proxies or .netrc credentials from the environment: the connection goes to the
@@ -428,15 +607,43 @@ class Sender:
         self.close()
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
-        """POST `body` to `url` after the guard passes it; raises `TargetRefused` or `DeliveryError`."""
+        """POST `body` to `url` after the guard passes it; raises `TargetRefused`, `DeliveryError`,
+        or `OriginBusy` (nothing sent, not an attempt)."""
         if self._closed:
             raise DeliveryError("other", "the HTTP client has been closed")
+        origin = _origin_of(url)
+        if origin is None:
+            return self._post(url, body, headers)  # the guard refuses it
+        probe = self._gate.acquire(origin, f"{_bracketed(origin[1])}:{origin[2]}")
+        timed_out = False
+        try:
+            return self._post(url, body, headers)
+        except DeliveryError as exc:
+            timed_out = exc.kind == "timeout"
+            raise
+        finally:
+            self._gate.release(origin, probe, timed_out)
+
+    def _resolve_by(self, deadline: float) -> Resolver:
+        def resolve(host: str, port: int) -> list[str]:
+            future = self._dns.submit(self._resolver, host, port)
+            try:
+                return future.result(timeout=max(deadline - time.monotonic(), 0.001))
+            except FutureTimeout:
+                future.cancel()
+                raise _ResolveTimeout() from None
+        return resolve
+
+    def _post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
         deadline = time.monotonic() + self._timeout
         try:
-            target, addresses = _inspect(url, self._allow_private, self._resolver)
+            target, addresses = _inspect(url, self._allow_private, self._resolve_by(deadline))
         except _Unresolvable:
             raise DeliveryError("connect", f"the host name {urlsplit(url).hostname} could not be "
                                            "resolved right now") from None
+        except _ResolveTimeout:
+            raise DeliveryError("timeout", f"the host name {urlsplit(url).hostname} was not resolved "
+                                           f"within {self._timeout:g} s") from None
         failure: DeliveryError | None = None
         for address in addresses[:_ADDRESSES_TRIED]:
             try:
@@ -454,6 +661,7 @@ class Sender:
         self._closed = True
         self._session.close()
         self._deadlines.stop()
+        self._dns.shutdown(wait=False, cancel_futures=True)
 
     def _attempt(self, target: Target, body: bytes, headers: Mapping[str, str], deadline: float) -> Reply:
         request = self._prepare(target, body, headers)

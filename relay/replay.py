@@ -229,7 +229,7 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
     found = _failed(DeliveryLog(storage, retention_days), sub["id"], since, until) if op["filter"] == "failed" \
         else _all(storage, sub, since, until)
     target = Target(sub=sub["id"], url=sub["notificationUrl"], secret=sub["secret"], once=bool(sub.get("once")),
-                    gen=int(sub.get("gen") or 0), attempt=1, logged=True)
+                    gen=int(sub.get("gen") or 0), attempt=1, logged=True, mode=sub.get("contentMode") or "json")
     planned = clock.time_key(clock.utcnow())
     queue = storage.queue(DELIVERY_QUEUE)
     sent = 0

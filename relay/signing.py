@@ -1,10 +1,17 @@
-"""What a subscriber receives: a CloudEvents 1.0 JSON body, signed as Standard Webhooks says."""
+"""What a subscriber receives: a CloudEvent in the subscription's content mode, signed as
+Standard Webhooks says (over the body actually sent).
+
+Modes: `json` (the CloudEvent as `application/json`, what Power Automate and Logic Apps accept),
+`structured` (the same body as `application/cloudevents+json`, the CloudEvents HTTP binding's
+structured mode) and `binary` (the attributes as `ce-*` headers, the body is `data` alone).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import quote
 
 from standardwebhooks.webhooks import Webhook
 
@@ -20,8 +27,52 @@ def cloudevent(*, event_id: str, event_type: str, source: str, time: str,
     doc: dict[str, Any] = {"specversion": "1.0", "id": event_id, "source": source, "type": event_type}
     if subject is not None:
         doc["subject"] = subject
-    doc.update({"time": time, "datacontenttype": "application/json", "data": data})
+    doc.update({"time": time, "datacontenttype": DATA_TYPE, "data": data})
     return compact(doc).encode("utf-8")
+
+
+JSON_TYPE = "application/json; charset=utf-8"
+STRUCTURED_TYPE = "application/cloudevents+json; charset=utf-8"
+# The media type of `data`, named by `datacontenttype` and by Content-Type in binary mode.
+DATA_TYPE = "application/json"
+# What the HTTP binding leaves unencoded in a ce-* value: printable ASCII except space, '"' and '%'.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+
+
+class Notification(NamedTuple):
+    body: bytes
+    headers: dict[str, str]  # Content-Type, and the ce-* attributes in binary mode
+
+
+class Notifications:
+    """One event's notification in each content mode, each built once per event and then sent
+    byte for byte to every subscriber that asked for that mode."""
+
+    def __init__(self, *, event_id: str, event_type: str, source: str, time: str,
+                 subject: str | None, data: Any) -> None:
+        self._attributes = {"id": event_id, "source": source, "type": event_type, "subject": subject, "time": time}
+        self._data = data
+        self._built: dict[str, Notification] = {}
+
+    def get(self, mode: str) -> Notification:
+        found = self._built.get(mode)
+        if found is None:
+            # The deliverer builds every mode it needs before the attempts start; a race here
+            # would only build the same bytes twice.
+            found = self._built[mode] = self._build(mode)
+        return found
+
+    def _build(self, mode: str) -> Notification:
+        a = self._attributes
+        if mode == "binary":
+            headers = {"Content-Type": DATA_TYPE, "ce-specversion": "1.0"}
+            for name in ("id", "source", "type", "subject", "time"):
+                if a[name] is not None:
+                    headers["ce-" + name] = quote(a[name], safe=_HEADER_SAFE)
+            return Notification(compact(self._data).encode("utf-8"), headers)
+        body = cloudevent(event_id=a["id"], event_type=a["type"], source=a["source"], time=a["time"],
+                          subject=a["subject"], data=self._data)
+        return Notification(body, {"Content-Type": STRUCTURED_TYPE if mode == "structured" else JSON_TYPE})
 
 
 @lru_cache(maxsize=4096)
@@ -32,9 +83,8 @@ def _signer(secret: str) -> Webhook:
 
 def headers(*, secret: str, event_id: str, body: bytes, now: datetime) -> dict[str, str]:
     """Standard Webhooks headers for one attempt; the timestamp is the attempt's, the id the event's.
-    (The User-Agent is the sender's own.)"""
+    (The Content-Type is the notification's, the User-Agent the sender's own.)"""
     return {
-        "Content-Type": "application/json; charset=utf-8",
         "webhook-id": event_id,
         "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": _signer(secret).sign(event_id, now, body.decode("utf-8")),

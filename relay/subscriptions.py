@@ -62,7 +62,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 # Point reads of one owner's page of subscriptions run side by side.
 _owned_reads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="owned-read")
 # Reading only these spares parsing the rest (Timestamp, etag) of every index row.
-_INDEX_FIELDS = ("RowKey", "url", "secret", "once", "gen", "subjectBeginsWith", "subjectEndsWith")
+_INDEX_FIELDS = ("RowKey", "url", "secret", "once", "gen", "subjectBeginsWith", "subjectEndsWith", "contentMode")
 
 
 def new_secret() -> str:
@@ -91,6 +91,7 @@ def public_view(entity: dict[str, Any], *, with_secret: bool = False, full_url: 
         if entity.get(name) is not None:
             view[name] = entity[name]
     view["once"] = bool(entity.get("once", False))
+    view["contentMode"] = entity.get("contentMode") or "json"  # rows from before the field: json
     view["status"] = entity.get("status", "active")
     if view["status"] == "disabled" and entity.get("disabledReason"):
         view["disabledReason"] = entity["disabledReason"]
@@ -132,6 +133,7 @@ class SubscriptionStore:
             "subjectEndsWith": request.subjectEndsWith,
             "description": request.description,
             "once": request.once,
+            "contentMode": request.contentMode,
             "status": "active",
             "disabledReason": None,
             "updatedAt": now,
@@ -261,6 +263,7 @@ class SubscriptionStore:
                 "once": bool(entity.get("once")), "gen": int(entity.get("gen") or 0),
                 "subjectBeginsWith": entity.get("subjectBeginsWith"),
                 "subjectEndsWith": entity.get("subjectEndsWith"),
+                "contentMode": entity.get("contentMode") or "json",
             }), mode=UpdateMode.REPLACE)
 
     def _caller_partitions(self, entity: dict[str, Any]) -> list[str]:
@@ -394,7 +397,8 @@ class SubscriptionStore:
                         continue
                     seen.add(row["RowKey"])
                     found.append(Target(sub=row["RowKey"], url=row["url"], secret=row["secret"],
-                                        once=bool(row.get("once")), gen=int(row.get("gen") or 0)))
+                                        once=bool(row.get("once")), gen=int(row.get("gen") or 0),
+                                        mode=row.get("contentMode") or "json"))
                 if found:
                     yield found
 

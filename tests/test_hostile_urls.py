@@ -41,6 +41,10 @@ HOSTILE_URLS = [
     "file:///etc/passwd",
     "gopher://127.0.0.1:6379/_INFO",
     "javascript:alert(1)",
+    # Public hosts by `urlsplit`, but not sendable by requests/urllib3 (InvalidURL on every attempt).
+    "https://[2606:4700:4700::1111]!?sig=S",
+    "https://[2606:4700:4700::1111]x/hook",
+    "https://[2606:4700:4700::1111]:443!/hook",
 ]
 
 

@@ -359,6 +359,22 @@ def test_hostile_url_is_refused(url: str) -> None:
     assert all(host in GUARD_TABLE for host, _ in resolver.calls)
 
 
+@pytest.mark.parametrize("url", [
+    "https://[2606:4700:4700::1111]!?sig=S",
+    "https://[2606:4700:4700::1111]x/hook",
+    "https://[2606:4700:4700::1111]:443!/hook",
+])
+def test_url_the_sender_cannot_parse_is_refused_by_guard_and_sender(
+        url: str, senders: Callable[..., Sender]) -> None:
+    """`urlsplit` finds a public host in these, requests' prepare does not: the guard refuses them
+    at subscribe, and the sender refuses them as the guard does (never an InvalidURL to retry)."""
+    with pytest.raises(TargetRefused, match="parsed"):
+        check_target(url, allow_private=False, resolver=FakeResolver({}))
+    with pytest.raises(TargetRefused) as refused:
+        senders(allow_private=False).post(url, b"{}", {})
+    assert "sig=S" not in refused.value.reason
+
+
 def test_too_long_url_is_measured_at_16384() -> None:
     """A URL of exactly 16,384 characters passes the length rule; one more character is refused."""
     resolver = FakeResolver(GUARD_TABLE)

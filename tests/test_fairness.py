@@ -1,0 +1,268 @@
+"""One dead receiver cannot hold up the others: per-origin slots, the circuit breaker, the DNS
+lookup inside the attempt's deadline, and the whole relay with 150 subscriptions on a receiver
+that accepts and never answers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from conftest import wait_until
+from relay.outbound import DeliveryError, OriginBusy, Sender, _OriginGate
+from test_outbound import senders  # noqa: F401 - the fixture, shared
+
+SECRET = "s3cr3tSIG"
+
+
+class HangingServer:
+    """Accepts every connection, reads nothing, answers nothing; counts connections."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.port: int = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def accepted(self) -> int:
+        with self.lock:
+            return len(self.held)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.held.append(conn)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        with self.lock:
+            for conn in self.held:
+                conn.close()
+
+
+class _Ok(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hanging() -> Iterator[HangingServer]:
+    server = HangingServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def healthy() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+# ---- the gate alone, on a clock the test moves ------------------------------------------------
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+A = ("http", "a.example.test", 80)
+B = ("http", "b.example.test", 80)
+
+
+def test_full_origin_that_stalls_hands_attempts_back_and_other_origins_go_on() -> None:
+    """With every slot of A held and none freed for `stall` seconds, an attempt to A is handed back
+    at once (OriginBusy), while B still gets a slot."""
+    clock = FakeClock()
+    gate = _OriginGate(cap=2, wait=2.0, stall=1.0, trip=3, window=60, cooloff=30, now=clock)
+    assert gate.acquire(A, "a") is False and gate.acquire(A, "a") is False
+    clock.now += 1.5
+    with pytest.raises(OriginBusy, match="in flight"):
+        gate.acquire(A, "a")
+    assert gate.acquire(B, "b") is False
+    gate.release(A, False, False)
+    assert gate.acquire(A, "a") is False  # a freed slot is taken again
+
+
+def test_breaker_opens_after_timeouts_and_one_probe_closes_it() -> None:
+    """`trip` timeouts within the window open the breaker (kind "breaker", nothing sent); after the
+    cool-off one probe goes through, the others are still held off; its success closes it."""
+    clock = FakeClock()
+    gate = _OriginGate(cap=4, wait=2.0, stall=1.0, trip=2, window=60, cooloff=30, now=clock)
+    for _ in range(2):
+        gate.acquire(A, "a")
+        gate.release(A, False, timed_out=True)
+    with pytest.raises(DeliveryError) as held_off:
+        gate.acquire(A, "a")
+    assert held_off.value.kind == "breaker"
+    assert gate.acquire(B, "b") is False  # only A is affected
+    clock.now += 31
+    assert gate.acquire(A, "a") is True  # the probe
+    with pytest.raises(DeliveryError, match="timed out"):
+        gate.acquire(A, "a")
+    gate.release(A, True, timed_out=False)
+    assert gate.acquire(A, "a") is False
+
+
+def test_breaker_probe_that_times_out_opens_it_again_and_old_timeouts_expire() -> None:
+    clock = FakeClock()
+    gate = _OriginGate(cap=4, wait=2.0, stall=1.0, trip=2, window=60, cooloff=30, now=clock)
+    gate.acquire(A, "a")
+    gate.release(A, False, timed_out=True)
+    clock.now += 61  # the first timeout has left the window: one more does not trip it
+    gate.acquire(A, "a")
+    gate.release(A, False, timed_out=True)
+    assert gate.acquire(A, "a") is False
+    gate.release(A, False, timed_out=True)  # second within the window: open
+    clock.now += 31
+    assert gate.acquire(A, "a") is True
+    gate.release(A, True, timed_out=True)
+    with pytest.raises(DeliveryError):
+        gate.acquire(A, "a")
+
+
+def test_gate_forgets_origins_whose_timeouts_have_expired() -> None:
+    """Each origin that timed out is remembered for the window; thousands of them do not pile up."""
+    from relay.outbound import _ORIGINS_KEPT
+    clock = FakeClock()
+    gate = _OriginGate(cap=4, wait=2.0, stall=1.0, trip=5, window=60, cooloff=30, now=clock)
+    for n in range(_ORIGINS_KEPT):
+        gate.acquire(("http", f"h{n}.example.test", 80), "h")
+        gate.release(("http", f"h{n}.example.test", 80), False, timed_out=True)
+    assert len(gate._origins) == _ORIGINS_KEPT
+    clock.now += 61
+    gate.acquire(A, "a")
+    assert list(gate._origins) == [A]
+
+
+# ---- the sender against real loopback sockets -------------------------------------------------
+
+@pytest.mark.timeout(30)
+def test_dead_origin_holds_only_its_slots(senders: Callable[..., Sender], hanging: HangingServer,
+                                          healthy: ThreadingHTTPServer) -> None:
+    """Two attempts hang on a receiver that never answers; a third to it is handed back within a
+    second without connecting, and a healthy receiver on another port is served meanwhile."""
+    sender = senders(origin_slots=2, stall=0.3, timeout=5.0)
+    dead = f"http://127.0.0.1:{hanging.port}/hook?sig={SECRET}"
+    with ThreadPoolExecutor(2) as pool:
+        stuck = [pool.submit(sender.post, dead, b"{}", {}) for _ in range(2)]
+        wait_until(lambda: hanging.accepted == 2, 5, "two connections to the dead receiver")
+        started = time.monotonic()
+        with pytest.raises(OriginBusy) as busy:
+            sender.post(dead, b"{}", {})
+        assert time.monotonic() - started < 1.5
+        assert SECRET not in busy.value.message
+        started = time.monotonic()
+        assert sender.post(f"http://127.0.0.1:{healthy.server_address[1]}/hook", b"{}", {}).status == 200
+        assert time.monotonic() - started < 1.0
+        assert hanging.accepted == 2
+        for future in stuck:
+            assert isinstance(future.exception(), DeliveryError)
+
+
+@pytest.mark.timeout(30)
+def test_breaker_stops_connecting_to_an_origin_that_keeps_timing_out(
+        senders: Callable[..., Sender], hanging: HangingServer) -> None:
+    sender = senders(timeout=0.3, breaker_timeouts=2)
+    dead = f"http://127.0.0.1:{hanging.port}/hook"
+    for _ in range(2):
+        with pytest.raises(DeliveryError) as failed:
+            sender.post(dead, b"{}", {})
+        assert failed.value.kind == "timeout"
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as held_off:
+        sender.post(dead, b"{}", {})
+    assert held_off.value.kind == "breaker"
+    assert time.monotonic() - started < 0.2
+    assert hanging.accepted == 2
+
+
+@pytest.mark.timeout(30)
+def test_dns_lookup_is_inside_the_attempts_deadline(senders: Callable[..., Sender]) -> None:
+    """A resolver that never answers ends the attempt at its deadline with kind "timeout"."""
+    unblock = threading.Event()
+
+    def stuck_resolver(host: str, port: int) -> list[str]:
+        unblock.wait(30)
+        return ["127.0.0.1"]
+
+    sender = senders(timeout=0.5, resolver=stuck_resolver)
+    started = time.monotonic()
+    try:
+        with pytest.raises(DeliveryError) as failed:
+            sender.post(f"http://slow-dns.example.test/hook?sig={SECRET}", b"{}", {})
+    finally:
+        unblock.set()
+    assert failed.value.kind == "timeout" and "resolved" in failed.value.message
+    assert SECRET not in failed.value.message
+    assert 0.4 <= time.monotonic() - started < 2.0
+
+
+# ---- end to end ----------------------------------------------------------------------------------
+
+@pytest.mark.timeout(240)
+def test_healthy_receiver_is_served_while_150_subscriptions_hang(
+        relay, receiver_factory, hanging: HangingServer, unique_type: str) -> None:
+    """150 subscriptions on a receiver that accepts and never answers, one healthy receiver on another
+    port: the healthy one gets its event within 5 s, and every hanging delivery ends failed in the
+    delivery log after the whole schedule, none lost, without a connection per attempt."""
+    good = receiver_factory()
+    dead_type, good_type = unique_type, unique_type + ".other"
+    subs = [relay.subscribe(f"http://127.0.0.1:{hanging.port}/hook/{i}?sig={SECRET}",
+                            eventTypes=[dead_type])["id"] for i in range(150)]
+    relay.subscribe(good.url, eventTypes=[good_type])
+
+    relay.publish({"type": dead_type, "data": {"n": 1}})
+    wait_until(lambda: hanging.accepted > 0, 30, "the relay to reach the dead receiver")
+    started = time.monotonic()
+    relay.publish({"type": good_type, "data": {"n": 2}})
+    good.wait_for(1, timeout=5)
+    assert time.monotonic() - started < 5
+
+    remaining = list(subs)
+
+    def all_failed() -> bool:
+        while remaining:
+            rows = relay.get(f"subscriptions/{remaining[-1]}/deliveries?status=failed").json()["value"]
+            if not rows:
+                return False
+            assert rows[0]["attempts"] == 4, rows[0]  # 1 + RELAY_RETRY_SCHEDULE's three delays
+            assert SECRET not in str(rows[0])
+            remaining.pop()
+        return True
+
+    wait_until(all_failed, 150, "every hanging delivery to end failed")
+    # The breaker: far fewer connections than the 600 attempts made.
+    assert hanging.accepted <= 40
