@@ -565,7 +565,7 @@ class Sender:
     def __init__(self, *, allow_private: bool, timeout: float, user_agent: str,
                  resolver: Resolver | None = None, max_response_bytes: int = 65536,
                  pool_size: int = 100, verify: bool | str = True,
-                 origin_slots: int = 8, slot_wait: float = 2.0, stall: float = 1.0,
+                 origin_slots: int = 32, slot_wait: float = 2.0, stall: float = 1.0,
                  breaker_timeouts: int = 5, breaker_window: float = 60.0,
                  breaker_cooloff: float = 30.0) -> None:
         if timeout <= 0:
