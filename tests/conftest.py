@@ -1,40 +1,16 @@
 """Real parts for the tests: an Azurite of their own on free ports, the relay run by
-`python -m relay dev` as a separate process, and HTTP receivers on loopback."""
+`python -m relay dev` as a separate process, and HTTP receivers on loopback. The parts themselves
+live in tests/helpers.py; this module holds only the fixtures."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from azure.storage.queue import QueueServiceClient  # noqa: E402
-
-from relay.azurite import Azurite, free_port, stop_group  # noqa: E402
-from relay.storage import DELIVERY_QUEUE, FANOUT_QUEUE  # noqa: E402
-from relay.azurite import wait_until as _wait_until  # noqa: E402
-
-FUNCTION_KEY = "test-function-key"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Await a condition that has no event to block on (a queue draining, a process starting)."""
-    return _wait_until(predicate, timeout, what, error=AssertionError)
+from relay.azurite import Azurite
+from tests.helpers import FUNCTION_KEY, Receiver, Received, RelayProcess, Reply
 
 
 @pytest.fixture(scope="module")
@@ -43,89 +19,6 @@ def azurite() -> Iterator[Azurite]:
     instance.start()
     yield instance
     instance.stop()
-
-
-class RelayProcess:
-    """`python -m relay dev` in its own process group, so a test can SIGKILL it and restart it."""
-
-    def __init__(self, azurite: Azurite, env: dict[str, str], function_key: str | None = FUNCTION_KEY) -> None:
-        self.port = free_port()
-        self.azurite = azurite
-        self.function_key = function_key
-        self.env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string,
-                    "RELAY_ALLOW_PRIVATE_TARGETS": "true", "RELAY_RETRY_SCHEDULE": "100ms,100ms,100ms",
-                    "RELAY_DELIVERY_TIMEOUT": "5", "PYTHONUNBUFFERED": "1", **env}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._queues: list[Any] | None = None
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"relay-dev-{self.port}-{uuid.uuid4().hex[:6]}.log"
-        self.session = requests.Session()
-        if function_key:
-            self.session.headers["x-functions-key"] = function_key
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api"
-
-    def start(self) -> "RelayProcess":
-        args = [sys.executable, "-m", "relay", "dev", "--port", str(self.port)]
-        if self.function_key:
-            args += ["--function-key", self.function_key]
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        wait_until(self._healthy, 60, "the dev host to answer")
-        return self
-
-    def _healthy(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"dev host exited: {self.log_path.read_text()[-3000:]}")
-        try:
-            return requests.get(f"{self.base}/health", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: no clean shutdown, in-flight work is abandoned mid-way."""
-        if self.proc is not None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            self.proc = None
-
-    def stop(self) -> None:
-        stop_group(self.proc, 20)
-        self.proc = None
-        self._log.close()
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    # ---- API helpers --------------------------------------------------------------------------
-
-    def post(self, path: str, body: Any = None, **kw: Any) -> requests.Response:
-        return self.session.post(f"{self.base}/{path}", json=body, timeout=30, **kw)
-
-    def get(self, path: str, **kw: Any) -> requests.Response:
-        return self.session.get(f"{self.base}/{path}", timeout=30, **kw)
-
-    def delete(self, path: str, **kw: Any) -> requests.Response:
-        return self.session.delete(f"{self.base}/{path}", timeout=30, **kw)
-
-    def subscribe(self, url: str, **fields: Any) -> dict[str, Any]:
-        response = self.post("subscriptions", {"notificationUrl": url, **fields})
-        assert response.status_code == 201, response.text
-        return {**response.json(), "location": response.headers["Location"]}
-
-    def publish(self, event: Any) -> requests.Response:
-        response = self.post("events", event)
-        assert response.status_code == 202, response.text
-        return response
-
-    def queue_idle(self) -> bool:
-        """No fan-out or delivery work waiting or in flight (retries scheduled later count too)."""
-        if self._queues is None:
-            service = QueueServiceClient.from_connection_string(self.azurite.connection_string)
-            self._queues = [service.get_queue_client(q) for q in (FANOUT_QUEUE, DELIVERY_QUEUE)]
-        return all(q.get_queue_properties().approximate_message_count == 0 for q in self._queues)
 
 
 @pytest.fixture
@@ -147,84 +40,6 @@ def relay(relay_factory: Callable[..., RelayProcess]) -> RelayProcess:
     return relay_factory()
 
 
-# ---- receivers ----------------------------------------------------------------------------------
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-Reply = tuple[int, dict[str, str], bytes]
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a sender killed mid-request (the SIGKILL tests) is expected, not news
-
-
-@dataclass
-class Receiver:
-    """A loopback webhook receiver; `script` answers each request (default 200)."""
-    script: Callable[[Received, int], Reply] | None = None
-    requests: list[Received] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.cond = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                item = Received(self.path, {k.lower(): v for k, v in self.headers.items()},
-                                self.rfile.read(length), time.monotonic())
-                with receiver.cond:
-                    receiver.requests.append(item)
-                    index = len(receiver.requests) - 1
-                status, headers, body = receiver.script(item, index) if receiver.script else (200, {}, b"")
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                with receiver.cond:
-                    receiver.cond.notify_all()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = _QuietServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
-        with self.cond:
-            if not self.cond.wait_for(lambda: len(self.requests) >= count, timeout):
-                raise AssertionError(f"expected {count} requests, got {len(self.requests)} in {timeout}s")
-            return list(self.requests)
-
-    def ids(self) -> list[str]:
-        with self.cond:
-            return [r.headers.get("webhook-id", "") for r in self.requests]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver_factory() -> Iterator[Callable[..., Receiver]]:
     made: list[Receiver] = []
@@ -243,20 +58,3 @@ def receiver_factory() -> Iterator[Callable[..., Receiver]]:
 def unique_type() -> str:
     """An event type no other test uses, so tests sharing one Azurite do not see each other's events."""
     return f"test.{uuid.uuid4().hex[:10]}.happened"
-
-
-def nullable_as_draft4(schema: Any) -> Any:
-    """A Swagger 2.0 schema as draft-4 says it, reading `x-nullable: true` as the designer does:
-    this type (or one of these values), or null."""
-    if isinstance(schema, list):
-        return [nullable_as_draft4(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: (nullable_as_draft4(v) if isinstance(v, (dict, list)) and k not in ("enum", "required") else v)
-           for k, v in schema.items()}
-    if out.pop("x-nullable", False):
-        if "type" in out:
-            out["type"] = [out["type"], "null"]
-        if "enum" in out:
-            out["enum"] = [*out["enum"], None]
-    return out

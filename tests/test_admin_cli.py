@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FUNCTION_KEY, ROOT, RelayProcess, Receiver, wait_until
+from tests.helpers import FUNCTION_KEY, ROOT, RelayProcess, Receiver, wait_until
 from relay.azurite import free_port
 
 

@@ -16,7 +16,7 @@ import azure.functions as func
 import pytest
 import requests
 
-from conftest import FUNCTION_KEY
+from tests.helpers import FUNCTION_KEY
 
 BOUND = 2.0  # the contract: a publish is answered within 2 s of its body arriving
 

@@ -15,7 +15,7 @@ import requests
 from jsonschema import Draft4Validator, Draft7Validator
 from openapi_spec_validator import OpenAPIV2SpecValidator, validate
 
-from conftest import nullable_as_draft4
+from tests.helpers import nullable_as_draft4
 
 from relay.connector import (
     DEFINITION_FILE, EXAMPLE_HOST, ICON_FILE, PROPERTIES_FILE, definition, properties, write_files,

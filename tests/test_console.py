@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 
-from conftest import FUNCTION_KEY, ROOT, RelayProcess, Receiver, wait_until
+from tests.helpers import FUNCTION_KEY, ROOT, RelayProcess, Receiver, wait_until
 
 CHROMIUM = os.environ.get("RELAY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -476,10 +476,10 @@ def test_entra_mode_offers_sign_in_and_sends_the_token(browser: Any, azurite: An
     """With RELAY_AUTH=entra the page offers Easy Auth's sign-in and, for a pasted token, sends it
     as a bearer token (and never a function key). The token is minted from the Entra tests' key,
     and the dev host validates it as Easy Auth would."""
-    from test_entra import ENTRA_ENV, Tokens, _jwks_file
+    from tests.test_entra import ENTRA_ENV, Tokens, jwks_file
 
     token = Tokens().mint(["Relay.Admin"])
-    relay = RelayProcess(azurite, {**ENTRA_ENV, "RELAY_ENTRA_JWKS": str(_jwks_file(tmp_path))},
+    relay = RelayProcess(azurite, {**ENTRA_ENV, "RELAY_ENTRA_JWKS": str(jwks_file(tmp_path))},
                          function_key=None).start()
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()

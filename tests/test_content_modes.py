@@ -15,7 +15,7 @@ import pytest
 from cloudevents.http import from_http
 from standardwebhooks.webhooks import Webhook
 
-from conftest import Received
+from tests.helpers import Received
 
 # The CloudEvents JavaScript SDK, installed into a directory of its own for these tests only.
 JS_SDK = "cloudevents@10.0.0"

@@ -16,7 +16,7 @@ import requests
 from azure.storage.queue import QueueServiceClient
 from standardwebhooks.webhooks import Webhook
 
-from conftest import ROOT, free_port, wait_until
+from tests.helpers import ROOT, free_port, wait_until
 from relay.devhost import QueueOptions, QueueWorker, compile_template, cron_matches, parse_timespan
 
 

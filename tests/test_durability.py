@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import wait_until
+from tests.helpers import wait_until
 
 SUBSCRIBERS = 20
 EVENTS = 50

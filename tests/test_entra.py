@@ -26,7 +26,7 @@ import requests
 import trustme
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import Receiver, RelayProcess, wait_until
+from tests.helpers import Receiver, RelayProcess, wait_until
 from relay.access import (
     ADMIN, PUBLISHER, SUBSCRIBER, Principal, admit, parse_principal,
 )
@@ -66,7 +66,7 @@ class Tokens:
         return jwt.encode(claims, key if key is not None else self.key, algorithm=alg, headers=headers)
 
 
-def _jwks_file(tmp: Path) -> Path:
+def jwks_file(tmp: Path) -> Path:
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(SIGNING_KEY.public_key()))
     jwk.update({"kid": KID, "use": "sig", "alg": "RS256"})
     path = tmp / "jwks.json"
@@ -82,7 +82,7 @@ def entra(azurite: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Re
     """The relay in entra mode on the dev host, which plays Easy Auth with the test JWKS. The host
     is given a function key too, which no caller below sends: in entra mode the HTTP functions
     are anonymous to the host (function_app.py's auth level follows RELAY_AUTH)."""
-    jwks = _jwks_file(tmp_path_factory.mktemp("entra"))
+    jwks = jwks_file(tmp_path_factory.mktemp("entra"))
     relay = RelayProcess(azurite, {**ENTRA_ENV, "RELAY_ENTRA_JWKS": str(jwks)},
                          function_key="a-key-nobody-sends").start()
     yield relay
@@ -303,7 +303,7 @@ def test_signing_keys_come_from_an_https_jwks_url(azurite: Any, tmp_path: Path) 
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    keys = _jwks_file(tmp_path).read_bytes()
+    keys = jwks_file(tmp_path).read_bytes()
     fetched: list[str] = []
 
     class Keys(BaseHTTPRequestHandler):
@@ -418,7 +418,7 @@ def test_the_dev_host_refuses_an_incomplete_or_plain_http_configuration(tmp_path
     from relay.easyauth import EasyAuth
     from relay.errors import ConfigurationError
 
-    jwks = str(_jwks_file(tmp_path))
+    jwks = str(jwks_file(tmp_path))
     assert EasyAuth.from_environ({"RELAY_ENTRA_JWKS": jwks}) is None  # keys mode: no Easy Auth
     assert EasyAuth.from_environ({"RELAY_AUTH": "entra"}) is None  # Azure: the platform plays it
     with pytest.raises(ConfigurationError, match="RELAY_ENTRA_ISSUER"):

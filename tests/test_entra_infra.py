@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from test_infra import INFRA, MAIN, parsed, resources  # helpers only, no tests
+from tests.test_infra import INFRA, MAIN, parsed, resources  # helpers only, no tests
 
 from relay import access
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from conftest import wait_until
+from tests.helpers import wait_until
 from relay.outbound import DeliveryError, OriginBusy, Sender, _OriginGate
-from test_outbound import senders  # noqa: F401 - the fixture, shared
+from tests.test_outbound import senders  # noqa: F401 - the fixture, shared
 
 SECRET = "s3cr3tSIG"
 

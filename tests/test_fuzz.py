@@ -11,7 +11,7 @@ import requests
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from conftest import RelayProcess
+from tests.helpers import RelayProcess
 
 ROUTES = [
     ("POST", "subscriptions"), ("GET", "subscriptions"), ("GET", "subscriptions/{id}"),

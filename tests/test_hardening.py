@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 from azure.storage.queue import QueueServiceClient
 
-from conftest import FUNCTION_KEY, Azurite, RelayProcess, free_port, wait_until
+from tests.helpers import FUNCTION_KEY, Azurite, RelayProcess, free_port, wait_until
 
 def test_rebinding_name_is_refused_at_delivery(azurite, receiver_factory) -> None:
     """A name public at subscribe and 127.0.0.1 at delivery is refused at delivery, nothing is sent.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import RelayProcess
+from tests.helpers import RelayProcess
 
 HOSTILE_URLS = [
     "http://example.com/hook",                 # plain http

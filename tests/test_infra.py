@@ -15,7 +15,6 @@ import functools
 import json
 import math
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,10 @@ import tree_sitter_bicep as tsb
 import yaml
 from pycep import BicepParser
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from relay import settings as relay_settings
+from relay import storage as relay_storage
 
-from relay import settings as relay_settings  # noqa: E402
-from relay import storage as relay_storage  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 INFRA = ROOT / "infra"
 MAIN = INFRA / "main.bicep"

@@ -9,7 +9,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import wait_until
+from tests.helpers import wait_until
 from relay.clock import parse_rfc3339
 from relay.connector import definition
 from relay.errors import ConfigurationError

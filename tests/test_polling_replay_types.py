@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from conftest import wait_until
+from tests.helpers import wait_until
 from relay import clock, polling, replay
 from relay.bench.pollcost import CountingStorage, log_events
 from relay.events import EventLog, indexed_patterns

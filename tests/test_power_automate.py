@@ -24,7 +24,7 @@ import pytest
 import requests
 from jsonschema import Draft4Validator
 
-from conftest import FUNCTION_KEY, Received, Receiver, nullable_as_draft4, wait_until
+from tests.helpers import FUNCTION_KEY, Received, Receiver, nullable_as_draft4, wait_until
 
 METHODS = ("get", "put", "post", "delete", "patch")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

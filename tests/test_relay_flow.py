@@ -7,7 +7,7 @@ import uuid
 
 from standardwebhooks.webhooks import Webhook
 
-from conftest import Received, wait_until
+from tests.helpers import Received, wait_until
 
 
 def test_subscribe_publish_delivers_a_signed_cloudevent(relay, receiver_factory, unique_type) -> None:

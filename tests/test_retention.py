@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conftest import wait_until
+from tests.helpers import wait_until
 from relay import clock
 from relay.events import INDEX_PREFIX, indexed_patterns
 from relay.retention import sweep

@@ -5,7 +5,7 @@ duplicates (at least once allows them) are counted and bounded by the killed hos
 
 from __future__ import annotations
 
-from conftest import wait_until
+from tests.helpers import wait_until
 
 SUBSCRIBERS = 40
 EVENTS = 50  # 40 x 50 = 2,000 deliveries

@@ -16,7 +16,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from conftest import free_port, wait_until
+from tests.helpers import free_port, wait_until
 
 
 def _everything_stored(connection_string: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from azure.core.credentials import AccessToken
 
-from conftest import wait_until
+from tests.helpers import wait_until
 from relay import telemetry
 from relay.errors import ConfigurationError
 from relay.storage import Endpoints, Storage, endpoints_from_settings, make_credential

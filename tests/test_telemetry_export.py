@@ -14,7 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = r"""
 import json, logging, os, sys
-sys.path.insert(0, sys.argv[1])
 
 # Stand-in for the Azure Functions Python worker, which hands every record that reaches the root
 # logger to the Functions host (and the host sends it to Application Insights).
@@ -36,7 +35,7 @@ trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(spans))
 
 # Storage calls, to a real Azurite: each would be a dependency span with the Azure SDK instrumented.
 from azure.storage.queue import QueueClient
-queue = QueueClient.from_connection_string(sys.argv[2], "telemetryprobe")
+queue = QueueClient.from_connection_string(sys.argv[1], "telemetryprobe")
 queue.create_queue()
 queue.get_queue_properties()
 
@@ -73,7 +72,7 @@ def test_export_sends_each_log_line_once_and_no_storage_dependencies(azurite) ->
         "AzureWebJobsStorage": "UseDevelopmentStorage=true",
         "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
     })
-    done = subprocess.run([sys.executable, "-c", PROBE, str(ROOT), azurite.connection_string], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-c", PROBE, azurite.connection_string], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
