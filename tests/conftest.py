@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from relay.azurite import Azurite
-from tests.helpers import FUNCTION_KEY, Receiver, Received, RelayProcess, Reply
+from relay import settings, storage
+from tests.helpers import FUNCTION_KEY, InProcessApp, Receiver, Received, RelayProcess, Reply
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,25 @@ def relay_factory(azurite: Azurite) -> Iterator[Callable[..., RelayProcess]]:
 @pytest.fixture
 def relay(relay_factory: Callable[..., RelayProcess]) -> RelayProcess:
     return relay_factory()
+
+
+@pytest.fixture
+def app_storage(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[storage.Storage]:
+    """This process's own settings and storage clients (what the app's functions use), pointed at
+    this module's Azurite with the dev host's test settings; forgotten again afterwards."""
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    monkeypatch.setenv("RELAY_ALLOW_PRIVATE_TARGETS", "true")
+    settings.reset_settings()
+    storage.reset_storage()
+    yield storage.get_storage()
+    settings.reset_settings()
+    storage.reset_storage()
+
+
+@pytest.fixture
+def app(app_storage: storage.Storage) -> InProcessApp:
+    """The function app's HTTP functions, called in this process (no host, no sockets)."""
+    return InProcessApp()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import requests
 from azure.storage.queue import QueueServiceClient
@@ -24,8 +25,8 @@ from relay.azurite import Azurite, free_port, stop_group
 from relay.azurite import wait_until as _wait_until
 from relay.storage import DELIVERY_QUEUE, FANOUT_QUEUE
 
-__all__ = ["FUNCTION_KEY", "ROOT", "Azurite", "Received", "Receiver", "RelayProcess", "Reply", "free_port",
-           "nullable_as_draft4", "wait_until"]
+__all__ = ["FUNCTION_KEY", "ROOT", "Answer", "Azurite", "InProcessApp", "Received", "Receiver", "RelayProcess", "Reply", "free_port",
+           "nullable_as_draft4", "problem_of", "wait_until"]
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_KEY = "test-function-key"
@@ -212,3 +213,130 @@ def nullable_as_draft4(schema: Any) -> Any:
         if "enum" in out:
             out["enum"] = [*out["enum"], None]
     return out
+
+
+# ---- the function app in this process -----------------------------------------------------------
+
+@dataclass
+class Answer:
+    """What a registered HTTP function answered, with the Content-Type the host would send."""
+    status_code: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class HttpFunction:
+    name: str
+    template: str
+    call: Callable[[Any], Any]
+
+    def match(self, path: str) -> dict[str, str] | None:
+        """The route parameters if `path` (still percent-encoded) fits this function's route."""
+        segments, parts = path.split("/"), self.template.strip("/").split("/")
+        if len(segments) != len(parts):
+            return None
+        params: dict[str, str] = {}
+        for segment, part in zip(segments, parts):
+            if part.startswith("{") and part.endswith("}"):
+                if not segment:
+                    return None
+                params[part[1:-1].split(":")[0]] = unquote(segment)
+            elif segment.lower() != part.lower():
+                return None
+        return params
+
+    @property
+    def precedence(self) -> tuple[int, ...]:
+        # As the host routes: literal segments win over parameters.
+        return tuple(1 if p.startswith("{") else 0 for p in self.template.split("/"))
+
+
+_http_functions: list[HttpFunction] = []
+
+
+def http_functions() -> list[HttpFunction]:
+    """The app's HTTP functions, most literal route first. `get_functions()` builds the index
+    once per app object (a second call refuses the names it has seen), as the worker calls it."""
+    if not _http_functions:
+        import function_app
+        for fn in function_app.app.get_functions():
+            trigger = fn.get_trigger()
+            if trigger.get_binding_name() == "httpTrigger":
+                _http_functions.append(HttpFunction(fn.get_function_name(), trigger.route or fn.get_function_name(),
+                                                    fn.get_user_function()))
+        _http_functions.sort(key=lambda f: f.precedence)
+    return _http_functions
+
+
+class InProcessApp:
+    """`function_app.app`'s HTTP functions called in this process with an `azure.functions.HttpRequest`,
+    found by their registered route (wherever the handlers live: module or Blueprint). What the
+    host itself does (the function key, body limits by Content-Length, Host checks) is not here:
+    that is tested against the dev host."""
+
+    base = "http://localhost/api"
+
+    def __init__(self) -> None:
+        import azure.functions as func
+        self._request_type = func.HttpRequest
+        self.functions = http_functions()
+
+    def request(self, method: str, path: str, json_body: Any = None, *, data: bytes | None = None,
+                headers: dict[str, str] | None = None) -> Answer:
+        """`path` as it follows /api/, query included and percent-encoded as on the wire;
+        `json_body` is sent as application/json unless `data` is given."""
+        headers = {k.lower(): v for k, v in (headers or {}).items()}
+        if data is None and json_body is not None:
+            data = json.dumps(json_body).encode()
+            headers.setdefault("content-type", "application/json")
+        split = urlsplit(path)
+        for function in self.functions:
+            route_params = function.match(split.path.strip("/"))
+            if route_params is None:
+                continue
+            request = self._request_type(method=method.upper(), url=f"{self.base}/{path}", headers=headers,
+                                         params=dict(parse_qsl(split.query, keep_blank_values=True)),
+                                         route_params=route_params, body=data or b"")
+            response = function.call(request)
+            out = {k.lower(): v for k, v in response.headers.items()}
+            if response.mimetype and "content-type" not in out:
+                out["content-type"] = response.mimetype + (f"; charset={response.charset}" if response.charset else "")
+            return Answer(response.status_code, out, response.get_body() or b"")
+        raise AssertionError(f"no function's route fits {path}")
+
+    def get(self, path: str, **kw: Any) -> Answer:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Answer:
+        return self.request("POST", path, body, **kw)
+
+    def put(self, path: str, body: Any = None, **kw: Any) -> Answer:
+        return self.request("PUT", path, body, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Answer:
+        return self.request("DELETE", path, **kw)
+
+    def subscribe(self, url: str, **fields: Any) -> dict[str, Any]:
+        response = self.post("subscriptions", {"notificationUrl": url, **fields})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+
+def problem_of(response: Answer | requests.Response, status: int, field: str | None = None) -> dict[str, Any]:
+    """The problem+json document of a refusal, after checking its shape; `field` must be named."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/problem+json")
+    doc = response.json()
+    assert doc["status"] == status and doc["title"] and doc["type"].startswith("urn:event-relay:problem:")
+    assert FUNCTION_KEY not in response.text and "Traceback" not in response.text
+    if field is not None:
+        assert field in [e["field"] for e in doc.get("errors", [])], response.text
+    return doc

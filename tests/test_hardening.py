@@ -8,12 +8,14 @@ import socket
 import struct
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import requests
 from azure.storage.queue import QueueServiceClient
 
-from tests.helpers import FUNCTION_KEY, Azurite, RelayProcess, free_port, wait_until
+from tests.helpers import FUNCTION_KEY, Azurite, InProcessApp, RelayProcess, free_port, problem_of, wait_until
 
 def test_rebinding_name_is_refused_at_delivery(azurite, receiver_factory) -> None:
     """A name public at subscribe and 127.0.0.1 at delivery is refused at delivery, nothing is sent.
@@ -136,64 +138,82 @@ FUNCTION_ROUTES = [
 ]
 
 
-def test_function_routes_need_the_key(relay) -> None:
-    """Without the function key every function-level route is 401; health and openapi stay open."""
-    for method, path in FUNCTION_ROUTES:
-        bare = requests.request(method, f"{relay.base}/{path}", json={}, timeout=10)
-        assert bare.status_code == 401, (method, path)
-        wrong = requests.request(method, f"{relay.base}/{path}", json={}, timeout=10,
-                                 headers={"x-functions-key": "wrong"})
-        assert wrong.status_code == 401, (method, path)
-    assert requests.get(f"{relay.base}/health", timeout=10).status_code == 200
-    assert requests.get(f"{relay.base}/subscriptions?code={FUNCTION_KEY}", timeout=10).status_code == 200
+@pytest.fixture(scope="module")
+def keyed_relay(azurite: Azurite) -> Iterator[RelayProcess]:
+    """One dev host for the key cases: they only read its answers, so they can share it."""
+    relay = RelayProcess(azurite, {}).start()
+    yield relay
+    relay.stop()
 
 
-def _is_problem(response: requests.Response, status: int) -> dict:
-    assert response.status_code == status, (response.status_code, response.text)
-    assert response.headers["content-type"].startswith("application/problem+json")
-    doc = response.json()
-    assert doc["status"] == status
-    assert FUNCTION_KEY not in response.text and "Traceback" not in response.text
-    return doc
+@pytest.mark.parametrize("method, path", FUNCTION_ROUTES)
+@pytest.mark.parametrize("key", [None, "wrong"])
+def test_function_routes_need_the_key(keyed_relay: RelayProcess, method: str, path: str, key: str | None) -> None:
+    """Without the function key, or with a wrong one, every function-level route is 401 (the host's check)."""
+    headers = {"x-functions-key": key} if key else {}
+    response = requests.request(method, f"{keyed_relay.base}/{path}", json={}, timeout=10, headers=headers)
+    assert response.status_code == 401, (method, path)
 
 
-def test_bad_requests_get_the_right_status(relay) -> None:
-    """Oversized, wrongly typed, malformed, wrong-method and ill-formed requests each get their status."""
-    s = relay.session
-    _is_problem(s.post(f"{relay.base}/subscriptions", data=b"x" * 70_000, timeout=10,
-                       headers={"Content-Type": "application/json"}), 413)
-    _is_problem(s.post(f"{relay.base}/subscriptions", data=b"notificationUrl=x", timeout=10,
-                       headers={"Content-Type": "application/x-www-form-urlencoded"}), 415)
-    _is_problem(s.post(f"{relay.base}/events", data=b'{"type": "a", "data": ', timeout=10,
-                       headers={"Content-Type": "application/json"}), 400)
-    _is_problem(s.post(f"{relay.base}/events", data=b'\xff\xfe', timeout=10,
-                       headers={"Content-Type": "application/json"}), 400)
-    doc = _is_problem(s.patch(f"{relay.base}/subscriptions", json={}, timeout=10), 405)
+def test_health_and_a_key_in_the_query_are_let_through(keyed_relay: RelayProcess) -> None:
+    """health and openapi stay open; the key is also taken from ?code=."""
+    assert requests.get(f"{keyed_relay.base}/health", timeout=10).status_code == 200
+    assert requests.get(f"{keyed_relay.base}/openapi.json", timeout=10).status_code == 200
+    assert requests.get(f"{keyed_relay.base}/subscriptions?code={FUNCTION_KEY}", timeout=10).status_code == 200
+
+
+JSON = {"Content-Type": "application/json"}
+
+# (method, path after /api/, body bytes or None, headers, status): each answered by the app itself.
+BAD_REQUESTS = [
+    pytest.param("POST", "subscriptions", b"x" * 70_000, JSON, 413, id="oversized"),
+    pytest.param("POST", "subscriptions", b"notificationUrl=x", {"Content-Type": "application/x-www-form-urlencoded"},
+                 415, id="form-encoded"),
+    pytest.param("POST", "events", b'{"type": "a", "data": ', JSON, 400, id="truncated-json"),
+    pytest.param("POST", "events", b"\xff\xfe", JSON, 400, id="not-utf8"),
+    pytest.param("PUT", "events", b"{}", JSON, 405, id="put-events"),
+    pytest.param("GET", "subscriptions/not-an-id", None, {}, 404, id="malformed-id"),
+    pytest.param("GET", f"subscriptions/{'f' * 500}", None, {}, 404, id="long-id"),
+    pytest.param("GET", f"subscriptions/{'a' * 32}/deliveries", None, {}, 404, id="deliveries-of-nobody"),
+    pytest.param("GET", "operations/..%2f..%2fx", None, {}, 404, id="operation-traversal"),
+    pytest.param("GET", f"event-types/{'n' * 200}", None, {}, 400, id="long-type-name"),
+    pytest.param("PUT", "event-types/bad%20name", b"{}", JSON, 400, id="type-name-with-space"),
+    pytest.param("GET", "subscriptions?limit=0", None, {}, 400, id="limit-zero"),
+    pytest.param("GET", "subscriptions?limit=abc", None, {}, 400, id="limit-text"),
+    pytest.param("GET", "subscriptions?continuationToken=garbage!!", None, {}, 400, id="garbage-token"),
+    pytest.param("GET", "subscriptions?eventType=bad%20type", None, {}, 400, id="bad-type-filter"),
+    pytest.param("GET", "events/poll?triggerState=nonsense", None, {}, 400, id="bad-trigger-state"),
+    pytest.param("GET", "events/poll?eventType=a*", None, {}, 400, id="bad-poll-pattern"),
+    pytest.param("GET", "subscriptions?limit=%C2%B2", None, {}, 400, id="superscript-limit"),
+    pytest.param("POST", "events", b'{"type": "a", "data": ' + b"[" * 300 + b"]" * 300 + b"}", JSON, 400,
+                 id="deep-300"),
+    pytest.param("POST", "events", b'{"type": "a", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", JSON, 400,
+                 id="deep-100000"),
+    pytest.param("POST", "events", b'{"type": "a", "data": NaN}', JSON, 400, id="nan"),
+    pytest.param("POST", "events", b'{"type": "a", "data": Infinity}', JSON, 400, id="infinity"),
+    pytest.param("POST", "events", b'{"type": "a", "data": "\\ud800"}', JSON, 400, id="lone-surrogate"),
+    pytest.param("POST", "events", b'{"type": "a", "data": 1, "time": "0001-01-01T00:00:00+01:00"}', JSON, 400,
+                 id="time-before-year-1"),
+]
+
+
+@pytest.mark.parametrize("method, path, body, headers, status", BAD_REQUESTS)
+def test_bad_requests_get_the_right_status(app: InProcessApp, method: str, path: str, body: bytes | None,
+                                           headers: dict[str, str], status: int) -> None:
+    """Oversized, wrongly typed, malformed, wrong-method and ill-formed requests each get their
+    status as problem+json, with no key or traceback in it."""
+    problem_of(app.request(method, path, data=body, headers=headers), status)
+
+
+def test_a_wrong_method_names_the_allowed_ones(app: InProcessApp) -> None:
+    doc = problem_of(app.request("PATCH", "subscriptions", {}), 405)
     assert "POST" in doc["detail"]
-    _is_problem(s.put(f"{relay.base}/events", json={}, timeout=10), 405)
-    _is_problem(s.get(f"{relay.base}/subscriptions/not-an-id", timeout=10), 404)
-    _is_problem(s.get(f"{relay.base}/subscriptions/{'f' * 500}", timeout=10), 404)
-    _is_problem(s.get(f"{relay.base}/subscriptions/{'a' * 32}/deliveries", timeout=10), 404)
-    _is_problem(s.get(f"{relay.base}/operations/..%2f..%2fx", timeout=10), 404)
-    _is_problem(s.get(f"{relay.base}/event-types/{'n' * 200}", timeout=10), 400)
-    _is_problem(s.put(f"{relay.base}/event-types/bad%20name", json={}, timeout=10), 400)
-    _is_problem(s.get(f"{relay.base}/subscriptions?limit=0", timeout=10), 400)
-    _is_problem(s.get(f"{relay.base}/subscriptions?limit=abc", timeout=10), 400)
-    _is_problem(s.get(f"{relay.base}/subscriptions?continuationToken=garbage!!", timeout=10), 400)
-    _is_problem(s.get(f"{relay.base}/subscriptions?eventType=bad%20type", timeout=10), 400)
-    _is_problem(s.get(f"{relay.base}/events/poll?triggerState=nonsense", timeout=10), 400)
-    _is_problem(s.get(f"{relay.base}/events/poll?eventType=a*", timeout=10), 400)
-    _is_problem(s.get(f"{relay.base}/subscriptions?limit=%C2%B2", timeout=10), 400)
-    for body in (b'{"type": "a", "data": ' + b"[" * 300 + b"]" * 300 + b"}",
-                 b'{"type": "a", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-                 b'{"type": "a", "data": NaN}', b'{"type": "a", "data": Infinity}',
-                 b'{"type": "a", "data": "\\ud800"}',
-                 b'{"type": "a", "data": 1, "time": "0001-01-01T00:00:00+01:00"}'):
-        _is_problem(s.post(f"{relay.base}/events", data=body, timeout=30,
-                           headers={"Content-Type": "application/json"}), 400)
-    sub = relay.subscribe("http://127.0.0.1:9/unused")["id"]
-    _is_problem(relay.post(f"subscriptions/{sub}/replay", {"since": "2026-01-02T00:00:00Z",
-                                                           "until": "2026-01-01T00:00:00Z"}), 400)
+
+
+def test_a_replay_ending_before_it_starts_is_400(app: InProcessApp) -> None:
+    sub = app.subscribe("http://127.0.0.1:9/unused")["id"]
+    problem_of(app.post(f"subscriptions/{sub}/replay", {"since": "2026-01-02T00:00:00Z",
+                                                        "until": "2026-01-01T00:00:00Z"}), 400)
 
 
 def test_secrets_are_shown_once_and_never_logged(relay, receiver_factory, unique_type) -> None:
@@ -230,7 +250,7 @@ def test_storage_down_during_publish_is_503_never_202(relay_factory, tmp_path: P
     try:
         own.stop()
         response = relay.post("events", {"type": "a.b", "data": 1})
-        doc = _is_problem(response, 503)
+        doc = problem_of(response, 503)
         assert 0 < int(response.headers["Retry-After"]) <= 30 and doc["detail"]
         assert requests.get(f"{relay.base}/health", timeout=30).status_code == 503
     finally:
