@@ -9,7 +9,6 @@ import uuid
 import pytest
 import requests
 
-from tests.helpers import wait_until
 from relay.clock import parse_rfc3339
 from relay.connector import definition
 from relay.errors import ConfigurationError
@@ -17,6 +16,7 @@ from relay.matching import is_event_id, is_name, is_pattern
 from relay.models import is_uri_reference
 from relay.outbound import mask_url, scrub
 from relay.settings import Settings
+from tests.helpers import Answer, InProcessApp, problem_of, wait_until
 
 
 # ---- pure rules ---------------------------------------------------------------------------------
@@ -79,101 +79,102 @@ def test_public_url_setting() -> None:
             Settings.from_environ({"RELAY_PUBLIC_URL": bad})
 
 
-# ---- against the running relay ------------------------------------------------------------------
+# ---- HTTP answers --------------------------------------------------------------------------------
 
-def _problem(response: requests.Response, status: int, field: str | None = None) -> None:
-    assert response.status_code == status, (response.status_code, response.text)
-    assert response.headers["content-type"].startswith("application/problem+json")
-    if field is not None:
-        assert field in [e["field"] for e in response.json().get("errors", [])], response.text
+def _problem(response: Answer | requests.Response, status: int, field: str | None = None) -> None:
+    problem_of(response, status, field)
 
 
-def test_names_with_a_newline_or_control_character_are_400(relay, receiver_factory) -> None:
-    """A trailing newline or control character in an id, a type, a pattern or a name is a 400
-    (or a 404 for an id in a path), never a 202 that cannot be processed later or a 500."""
-    url = receiver_factory().url
-    for event_id in ("evt-1\n", "evt\t1", "evt\x001", ".", "..", "..."):
-        _problem(relay.post("events", {"type": "a.b", "id": event_id, "data": 1}), 400, "id")
-    for event_type in ("a.b\n", "a\rb", "a\x7fb"):
-        _problem(relay.post("events", {"type": event_type, "data": 1}), 400, "type")
-    _problem(relay.post("subscriptions", {"notificationUrl": url, "eventType": "foo\n"}), 400, "eventType")
-    _problem(relay.post("subscriptions", {"notificationUrl": url, "eventTypes": ["foo.*\n"]}), 400, "eventTypes")
-    _problem(relay.session.put(f"{relay.base}/event-types/abc%0A", json={}, timeout=30), 400, "name")
-    _problem(relay.get("event-types/abc%0A"), 400, "name")
-    _problem(relay.delete("event-types/abc%0A"), 400, "name")
-    _problem(relay.get("subscriptions?eventType=abc%0A"), 400, "eventType")
-    _problem(relay.get("events/poll?eventType=abc%0A"), 400, "eventType")
-    sub = relay.subscribe(url)["id"]
-    _problem(relay.get(f"subscriptions/{sub}%0A"), 404)
-    _problem(relay.get(f"subscriptions/{sub}%0A/deliveries"), 404)
-    _problem(relay.get(f"operations/{sub}%0A"), 404)
-    assert relay.delete(f"subscriptions/{sub}%0A").status_code == 200
-    assert relay.get(f"subscriptions/{sub}").status_code == 200  # the real one is untouched
+# In-process (the app's own functions, no host): each refusal is the app's answer.
+
+URL = "http://127.0.0.1:9/hook"  # never called: these subscriptions get no events
 
 
-def test_claim_check_blob_names_do_not_come_from_the_id(azurite) -> None:
-    """A payload blob is named by the day and a random name, whatever the event id holds."""
-    from relay.events import claim_check
-    from relay.models import EventRecord
-    from relay.storage import Endpoints, Storage
-
-    storage = Storage(Endpoints(connection_string=azurite.connection_string))
-    storage.ensure()
-    record = EventRecord(id="evt.1", type="t.x", source="urn:t", time="2026-01-01T00:00:00Z",
-                         data={"x": "y" * 40_000}, acceptedAt="2026-01-01T00:00:00Z")
-    moved = claim_check(storage, record)
-    assert moved.blob and "evt" not in moved.blob and ".." not in moved.blob
-    day, name = moved.blob.split("/")
-    assert day.isdigit() and len(day) == 8 and len(name) == 32 + len(".json")
+def fresh_url() -> str:
+    """A callback URL no other test subscribed (subscribing a known URL again is not a creation)."""
+    return f"{URL}/{uuid.uuid4().hex}"
 
 
-def test_a_body_that_is_not_json_is_415_and_nothing_is_done(relay, receiver_factory) -> None:
+@pytest.mark.parametrize("event_id", ["evt-1\n", "evt\t1", "evt\x001", ".", "..", "..."])
+def test_event_ids_with_a_control_character_or_only_dots_are_400(app: InProcessApp, event_id: str) -> None:
+    _problem(app.post("events", {"type": "a.b", "id": event_id, "data": 1}), 400, "id")
+
+
+@pytest.mark.parametrize("event_type", ["a.b\n", "a\rb", "a\x7fb"])
+def test_event_types_with_a_control_character_are_400(app: InProcessApp, event_type: str) -> None:
+    _problem(app.post("events", {"type": event_type, "data": 1}), 400, "type")
+
+
+@pytest.mark.parametrize("method, path, body, field", [
+    ("POST", "subscriptions", {"notificationUrl": URL, "eventType": "foo\n"}, "eventType"),
+    ("POST", "subscriptions", {"notificationUrl": URL, "eventTypes": ["foo.*\n"]}, "eventTypes"),
+    ("PUT", "event-types/abc%0A", {}, "name"),
+    ("GET", "event-types/abc%0A", None, "name"),
+    ("DELETE", "event-types/abc%0A", None, "name"),
+    ("GET", "subscriptions?eventType=abc%0A", None, "eventType"),
+    ("GET", "events/poll?eventType=abc%0A", None, "eventType"),
+])
+def test_names_with_a_newline_are_400_naming_the_field(app: InProcessApp, method: str, path: str, body: object,
+                                                      field: str) -> None:
+    """A trailing newline in a type, a pattern or a name is a 400, never a 202 that cannot be
+    processed later or a 500."""
+    _problem(app.request(method, path, body), 400, field)
+
+
+def test_an_id_with_a_newline_in_a_path_is_404(app: InProcessApp) -> None:
+    """A subscription id with a newline is another (missing) id: 404, and the real one is untouched."""
+    sub = app.subscribe(fresh_url())["id"]
+    _problem(app.get(f"subscriptions/{sub}%0A"), 404)
+    _problem(app.get(f"subscriptions/{sub}%0A/deliveries"), 404)
+    _problem(app.get(f"operations/{sub}%0A"), 404)
+    assert app.delete(f"subscriptions/{sub}%0A").status_code == 200
+    assert app.get(f"subscriptions/{sub}").status_code == 200
+
+
+def test_a_body_that_is_not_json_is_415_and_nothing_is_done(app: InProcessApp) -> None:
     """No Content-Type or a non-JSON one is a 415 before anything happens; +json types are JSON."""
-    url = receiver_factory().url
-    body = ('{"notificationUrl": "%s"}' % url).encode()
-    s = relay.session
-    _problem(s.post(f"{relay.base}/subscriptions", data=body, timeout=30), 415)  # no Content-Type at all
-    _problem(s.post(f"{relay.base}/subscriptions", data=body, headers={"Content-Type": "text/plain"},
-                    timeout=30), 415)
-    _problem(s.post(f"{relay.base}/events", data=b'{"type": "a.b", "data": 1}', timeout=30), 415)
-    _problem(s.put(f"{relay.base}/event-types/no.ctype", data=b"{}", timeout=30), 415)
-    assert relay.get("event-types/no.ctype").status_code == 404
-    created = s.post(f"{relay.base}/subscriptions", data=body, timeout=30,
-                     headers={"Content-Type": "application/merge-patch+json; charset=utf-8"})
+    body = ('{"notificationUrl": "%s"}' % fresh_url()).encode()
+    _problem(app.post("subscriptions", data=body), 415)  # no Content-Type at all
+    _problem(app.post("subscriptions", data=body, headers={"Content-Type": "text/plain"}), 415)
+    _problem(app.post("events", data=b'{"type": "a.b", "data": 1}'), 415)
+    _problem(app.put("event-types/no.ctype", data=b"{}"), 415)
+    assert app.get("event-types/no.ctype").status_code == 404
+    created = app.post("subscriptions", data=body,
+                       headers={"Content-Type": "application/merge-patch+json; charset=utf-8"})
     assert created.status_code == 201 and "secret" in created.json()  # the 415s created nothing
-    _problem(s.post(f"{relay.base}/events", data=b"", timeout=30), 400, "body")
+    _problem(app.post("events", data=b""), 400, "body")
 
 
-def test_null_is_not_absent(relay, receiver_factory) -> None:
+def test_null_is_not_absent(app: InProcessApp) -> None:
     """`null` for a field that is not nullable is a 400 naming it; `data: null` is data."""
-    url = receiver_factory().url
+    url = fresh_url()
     for name in ("eventType", "eventTypes", "subjectBeginsWith", "subjectEndsWith", "description", "once",
                  "notificationUrl"):
-        _problem(relay.post("subscriptions", {"notificationUrl": url, name: None}), 400, name)
-    sub = relay.subscribe(url)
+        _problem(app.post("subscriptions", {"notificationUrl": url, name: None}), 400, name)
+    sub = app.subscribe(url)
     assert "secret" in sub and sub["eventTypes"] == ["*"]  # created now: none of the 400s subscribed it
     for name in ("id", "source", "subject", "time", "type"):
-        _problem(relay.post("events", {"type": "a.b", "data": 1, name: None}), 400, name)
-    assert relay.post("events", {"type": "a.b", "data": None}).status_code == 202
-    _problem(relay.post("unsubscribe", {"notificationUrl": None}), 400, "notificationUrl")
-    _problem(relay.session.put(f"{relay.base}/event-types/null.schema", json={"schema": None}, timeout=30),
-             400, "schema")
-    _problem(relay.session.put(f"{relay.base}/event-types/null.schema", json={"description": None}, timeout=30),
-             400, "description")
+        _problem(app.post("events", {"type": "a.b", "data": 1, name: None}), 400, name)
+    assert app.post("events", {"type": "a.b", "data": None}).status_code == 202
+    _problem(app.post("unsubscribe", {"notificationUrl": None}), 400, "notificationUrl")
+    _problem(app.put("event-types/null.schema", {"schema": None}), 400, "schema")
+    _problem(app.put("event-types/null.schema", {"description": None}), 400, "description")
     for name in ("since", "until", "status"):
-        _problem(relay.post(f"subscriptions/{sub['id']}/replay", {"since": "2026-01-01T00:00:00Z", name: None}),
+        _problem(app.post(f"subscriptions/{sub['id']}/replay", {"since": "2026-01-01T00:00:00Z", name: None}),
                  400, name)
 
 
-def test_subject_and_time_follow_cloudevents(relay) -> None:
+def test_subject_and_time_follow_cloudevents(app: InProcessApp) -> None:
     """An empty subject and ISO 8601 forms that are not RFC 3339 are 400s; RFC 3339 passes."""
-    _problem(relay.post("events", {"type": "a.b", "data": 1, "subject": ""}), 400, "subject")
+    _problem(app.post("events", {"type": "a.b", "data": 1, "subject": ""}), 400, "subject")
     for text in ("2026-W05-6T12:00:00Z", "2026-01-31T12:00:00,5Z", "2026-01-31T12:00:00"):
-        _problem(relay.post("events", {"type": "a.b", "data": 1, "time": text}), 400, "time")
-    _problem(relay.post("events", [{"type": "a.b", "data": 1}, {"type": "a.b", "data": 1, "subject": ""}]),
+        _problem(app.post("events", {"type": "a.b", "data": 1, "time": text}), 400, "time")
+    _problem(app.post("events", [{"type": "a.b", "data": 1}, {"type": "a.b", "data": 1, "subject": ""}]),
              400, "[1].subject")
-    assert relay.post("events", {"type": "a.b", "data": 1, "time": "2026-01-31T12:00:00.5Z"}).status_code == 202
+    assert app.post("events", {"type": "a.b", "data": 1, "time": "2026-01-31T12:00:00.5Z"}).status_code == 202
 
+
+# ---- against the dev host -----------------------------------------------------------------------
 
 def test_an_event_is_its_source_type_and_id(relay, receiver_factory, unique_type) -> None:
     """The same id with another type or source is another event, delivered in full; the same
