@@ -35,8 +35,11 @@ MAX_DEQUEUE_COUNT = 5
 REQUEUE_DELAY = 30
 
 
-def _patiently(queue: str, msg: func.QueueMessage, work: Callable[[Storage], None],
-               give_up: Callable[[Storage, Exception], None] | None = None) -> None:
+def patiently(queue: str, msg: func.QueueMessage, work: Callable[[Storage], None],
+              give_up: Callable[[Storage, Exception], None] | None = None) -> None:
+    """Run a queue message's `work`, deciding what a failure becomes: the host's retry, a
+    re-enqueued copy during a storage outage (after REQUEUE_AFTER_DEQUEUES tries, keeping the
+    fan-out origin), or `give_up` on the host's last try."""
     storage = get_storage()
     try:
         work(storage)
@@ -67,7 +70,7 @@ def on_fanout(msg: func.QueueMessage) -> None:
         message = parse_or_poison(storage, FANOUT_QUEUE, FanoutMessage, msg.get_body())
         if message is not None:
             fan_out(storage, get_settings(), message, msg.id, msg.dequeue_count or 1)
-    _patiently(FANOUT_QUEUE, msg, work)
+    patiently(FANOUT_QUEUE, msg, work)
 
 
 def on_delivery(msg: func.QueueMessage) -> None:
@@ -79,7 +82,7 @@ def on_delivery(msg: func.QueueMessage) -> None:
     def give_up(storage: Storage, exc: Exception) -> None:
         message = DeliveryMessage.model_validate_json(msg.get_body())
         Deliverer(storage, get_settings()).abandon(message, f"delivery failed repeatedly: {type(exc).__name__}")
-    _patiently(DELIVERY_QUEUE, msg, work, give_up)
+    patiently(DELIVERY_QUEUE, msg, work, give_up)
 
 
 def on_replay(msg: func.QueueMessage) -> None:
@@ -92,7 +95,7 @@ def on_replay(msg: func.QueueMessage) -> None:
         message = ReplayMessage.model_validate_json(msg.get_body())
         Operations(storage).finish(message.operationId, status="failed",
                                    error=f"the replay failed repeatedly: {type(exc).__name__}")
-    _patiently(REPLAY_QUEUE, msg, work, give_up)
+    patiently(REPLAY_QUEUE, msg, work, give_up)
 
 
 def on_sweep(timer: func.TimerRequest) -> None:

@@ -8,22 +8,11 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 from azure.functions.queue import QueueMessage
 
-from relay import fanout, settings, storage, worker
+from relay import fanout, settings, worker
 from relay.delivery import Deliverer
 from relay.events import accept
 from relay.models import EventIn, FanoutMessage
 from relay.storage import FANOUT_QUEUE, Storage
-
-
-@pytest.fixture
-def app_storage(azurite, monkeypatch) -> Storage:
-    """The app's own clients, pointed at this module's Azurite."""
-    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
-    settings.reset_settings()
-    storage.reset_storage()
-    yield storage.get_storage()
-    settings.reset_settings()
-    storage.reset_storage()
 
 
 def _message(dequeue_count: int) -> QueueMessage:
@@ -40,7 +29,7 @@ def test_outage_puts_the_message_back_keeping_its_origin(app_storage, monkeypatc
     monkeypatch.setattr(worker, "REQUEUE_DELAY", 0)
     queue = app_storage.queue(FANOUT_QUEUE)
     queue.clear_messages()
-    worker._patiently(FANOUT_QUEUE, _message(dequeue_count=3), _down)
+    worker.patiently(FANOUT_QUEUE, _message(dequeue_count=3), _down)
     again = [json.loads(m.content) for m in queue.peek_messages(max_messages=32)]
     assert [m["origin"] for m in again] == ["first-message-id"]
 
@@ -48,23 +37,32 @@ def test_outage_puts_the_message_back_keeping_its_origin(app_storage, monkeypatc
 def test_early_outage_and_bugs_are_left_to_the_host(app_storage) -> None:
     """An outage on the first tries, and any other error, fail the execution so the host retries."""
     with pytest.raises(ServiceRequestError):
-        worker._patiently(FANOUT_QUEUE, _message(dequeue_count=1), _down)
+        worker.patiently(FANOUT_QUEUE, _message(dequeue_count=1), _down)
     with pytest.raises(ZeroDivisionError):
-        worker._patiently(FANOUT_QUEUE, _message(dequeue_count=5), lambda s: 1 / 0)
+        worker.patiently(FANOUT_QUEUE, _message(dequeue_count=5), lambda s: 1 / 0)
 
 
-def test_requeued_event_is_fanned_out_not_taken_for_a_duplicate(app_storage) -> None:
-    """A re-enqueued fan-out message (new id, same origin) still logs its event; another publish does not."""
+def test_requeued_event_is_fanned_out_not_taken_for_a_duplicate(app_storage, receiver_factory,
+                                                                 unique_type) -> None:
+    """A re-enqueued fan-out message (new id, same origin) still logs and delivers its event;
+    another publish of the same event does not."""
     from relay.events import EventLog
+    from relay.models import SubscriptionRequest
+    from relay.subscriptions import SubscriptionStore
 
-    record = accept(EventIn(type="t.origin", id="evt-origin", data=1), "urn:test")
+    receiver = receiver_factory()
+    SubscriptionStore(app_storage).subscribe(SubscriptionRequest(notificationUrl=receiver.url,
+                                                                 eventTypes=[unique_type]))
+    record = accept(EventIn(type=unique_type, id="evt-origin", data=1), "urn:test")
     log = EventLog(app_storage)
-    first = log.record(record, "first-message-id")
+    first = log.record(record, "first-message-id")  # the first try logged it, then storage went away
     assert first is not None
     requeued = FanoutMessage(event=record, origin="first-message-id")
-    assert log.record(requeued.event, requeued.origin) == first
-    assert log.record(record, "another-publish") is None
-    fanout.fan_out(app_storage, settings.get_settings(), requeued, "second-message-id")  # no error, no drop
+    fanout.fan_out(app_storage, settings.get_settings(), requeued, "second-message-id")
+    assert receiver.ids() == ["evt-origin"]  # delivered (inline: fan_out returns once it is sent)
+
+    fanout.fan_out(app_storage, settings.get_settings(), FanoutMessage(event=record), "another-publish")
+    assert receiver.ids() == ["evt-origin"]  # a second publish of the same event is a duplicate
 
 
 def test_generated_ids_skip_dedupe_but_a_crash_retry_finds_its_log_row(app_storage) -> None:
@@ -98,7 +96,7 @@ def test_last_try_of_a_failing_delivery_is_recorded_as_failed(app_storage) -> No
                            since="20260101T000000.000000Z", targets=[Target(sub=sub, url="https://x.example/",
                                                                              secret="whsec_" + "A" * 43)])
     msg = QueueMessage(id="m-last", body=item.model_dump_json().encode(), dequeue_count=worker.MAX_DEQUEUE_COUNT)
-    worker._patiently("relay-deliveries", msg, lambda s: 1 / 0,
+    worker.patiently("relay-deliveries", msg, lambda s: 1 / 0,
                       lambda s, exc: Deliverer(s, settings.get_settings()).abandon(item, f"failed: {type(exc).__name__}"))
     rows, _ = DeliveryLog(app_storage, 7).list(sub, status="failed", limit=10, token=None)
     assert rows and rows[0]["eventId"] == "e-last" and "ZeroDivisionError" in rows[0]["lastError"]
