@@ -16,7 +16,7 @@ import azure.functions as func
 import pytest
 import requests
 
-from tests.helpers import FUNCTION_KEY
+from tests.helpers import FUNCTION_KEY, Answer, InProcessApp
 
 BOUND = 2.0  # the contract: a publish is answered within 2 s of its body arriving
 
@@ -64,8 +64,8 @@ def put_type(relay: Any, name: str, schema: Any) -> requests.Response:
     return relay.session.put(f"{relay.base}/event-types/{name}", json={"schema": schema}, timeout=30)
 
 
-def fields(response: requests.Response) -> list[str]:
-    assert response.headers["Content-Type"].startswith("application/problem+json"), response.text
+def fields(response: Answer | requests.Response) -> list[str]:
+    assert response.headers["content-type"].startswith("application/problem+json"), response.text
     return [e["field"] for e in response.json().get("errors", [])]
 
 
@@ -251,12 +251,17 @@ def test_batch_of_a_million_tiny_objects_is_refused_quickly(relay, unique_type) 
     assert relay.session.post(f"{relay.base}/events", json=commas, timeout=30).status_code == 202
 
 
-def test_node_count_ignores_structure_inside_strings() -> None:
-    from relay.api import MAX_NODES, _count_nodes
+def test_node_count_ignores_structure_inside_strings(app: InProcessApp, unique_type: str) -> None:
+    """Commas and brackets inside a string (after an escaped quote too) are one value, not
+    thousands; values outside strings are counted to the limit."""
+    from relay.api import MAX_NODES
 
-    assert _count_nodes(b'{"a":[1,2,{"b":null}]}') == 8
-    assert _count_nodes(b'["' + b',' * (MAX_NODES * 2) + b'"]') == 2
-    assert _count_nodes(b'["\\"' + b',' * (MAX_NODES * 2) + b'", 1]') == 3
+    for text in (b'"' + b"," * (MAX_NODES * 2) + b'"', b'"\\"' + b",[" * MAX_NODES + b'"'):
+        body = b'{"type": "%s", "data": [%s, 1]}' % (unique_type.encode(), text)
+        assert app.post("events", data=body, headers={"Content-Type": "application/json"}).status_code == 202
+    many = b'{"type": "%s", "data": [%s1]}' % (unique_type.encode(), b"1," * MAX_NODES)
+    refused = app.post("events", data=many, headers={"Content-Type": "application/json"})
+    assert refused.status_code == 400 and fields(refused) == ["body"], refused.text
 
 
 def test_bomb_stored_before_these_checks_is_refused_at_publish_within_2s(relay, relay_factory, unique_type) -> None:
@@ -303,24 +308,30 @@ def test_unterminated_string_cannot_make_the_count_quadratic(relay) -> None:
     assert response.status_code == 400 and fields(response) == ["body"], response.text
 
 
-def test_schema_bounds_without_io() -> None:
-    """The pure parts: the static path count, JSON equality for uniqueItems, the deadline."""
-    from relay import eventtypes, schemabounds
+def test_schema_bounds_in_process(app: InProcessApp, unique_type: str) -> None:
+    """The app's own answers, no host: the static path count at registration, JSON equality for
+    uniqueItems at publish, and the publish's validation deadline."""
+    def put(name: str, schema: Any) -> Any:
+        return app.put(f"event-types/{name}", {"schema": schema})
 
-    with pytest.raises(schemabounds.SchemaRefused):
-        eventtypes._check_bounds(fan_out_bomb())
-    eventtypes._check_bounds(fan_out_bomb(depth=8))  # 2^8 paths: fine
-    validator = eventtypes._compiled(json.dumps({"uniqueItems": True}))
+    def publish(name: str, data: Any) -> Any:
+        return app.post("events", {"type": name, "data": data})
+
+    refused = put(f"{unique_type}.bomb", fan_out_bomb())
+    assert refused.status_code == 400 and fields(refused) and fields(refused)[0].startswith("schema"), refused.text
+    assert put(f"{unique_type}.small", fan_out_bomb(depth=8)).status_code in (200, 201)  # 2^8 paths: fine
+    assert put(f"{unique_type}.unique", {"uniqueItems": True}).status_code in (200, 201)
     for data, unique in (([1, 1.0], False), ([1, True], True), ([0, False], True),
                          ([{"a": [1]}, {"a": [1.0]}], False), ([{"a": 1}, {"a": 1, "b": 2}], True),
                          (["1", 1], True), ([[1, 2], [2, 1]], True)):
-        assert validator.is_valid(data) is unique, data
+        response = publish(f"{unique_type}.unique", data)
+        assert response.status_code == (202 if unique else 400), (data, response.text)
     node = {"anyOf": [{"items": {"$ref": "#/$defs/n"}}, {"items": {"$ref": "#/$defs/n"}}], "type": "array"}
-    slow = eventtypes._compiled(json.dumps({"$defs": {"n": node}, "$ref": "#/$defs/n"}))
+    assert put(f"{unique_type}.slow", {"$defs": {"n": node}, "$ref": "#/$defs/n"}).status_code in (200, 201)
     data: Any = "leaf"
     for _ in range(40):
         data = [data]
     started = time.monotonic()
-    with pytest.raises(schemabounds.BudgetExceeded), schemabounds.deadline(0.2):
-        list(slow.iter_errors(data))
-    assert time.monotonic() - started < 1.0
+    slow = publish(f"{unique_type}.slow", data)
+    assert time.monotonic() - started < BOUND
+    assert slow.status_code == 400 and fields(slow) == ["data"] and "took longer" in slow.text, slow.text
