@@ -187,8 +187,10 @@ def _failed(log: DeliveryLog, sub_id: str, since: datetime, until: datetime) -> 
             yield row["eventId"], row["eventType"], row["logPk"], row["logRk"]
 
 
-def _all(storage: Storage, sub: dict[str, Any], since: datetime,
-         until: datetime) -> Iterator[tuple[str, str, str, str]]:
+def replayed_events(storage: Storage, sub: dict[str, Any], since: datetime,
+                    until: datetime) -> Iterator[tuple[str, str, str, str]]:
+    """(id, type, log partition, log row) of each logged event `sub` matches between the two
+    times, in log order, each once: what a replay of everything sends again."""
     patterns = sorted(set(json.loads(sub["eventTypes"])))
     if "*" in patterns:
         patterns = ["*"]
@@ -227,7 +229,7 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
                 clock.parse_rfc3339(sub["createdAt"]))
     until = min(clock.parse_rfc3339(op["until"]), now) if op.get("until") else now
     found = _failed(DeliveryLog(storage, retention_days), sub["id"], since, until) if op["filter"] == "failed" \
-        else _all(storage, sub, since, until)
+        else replayed_events(storage, sub, since, until)
     target = Target(sub=sub["id"], url=sub["notificationUrl"], secret=sub["secret"], once=bool(sub.get("once")),
                     gen=int(sub.get("gen") or 0), attempt=1, logged=True, mode=sub.get("contentMode") or "json")
     planned = clock.time_key(clock.utcnow())

@@ -168,7 +168,7 @@ def test_poll_and_replay_read_only_matching_events(azurite) -> None:
 
     # Replay of everything a subscription to two overlapping patterns matches: each event once.
     sub = {"id": "x", "eventTypes": json.dumps([rare, f"rare.{tag}.*"])}
-    found, read = storage.reads(lambda: list(replay._all(storage, sub, started, later)))
+    found, read = storage.reads(lambda: list(replay.replayed_events(storage, sub, started, later)))
     assert sorted(f[0] for f in found) == sorted(rare_ids) and read == 6
 
 
