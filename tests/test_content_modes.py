@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import unquote
@@ -15,7 +16,7 @@ import pytest
 from cloudevents.http import from_http
 from standardwebhooks.webhooks import Webhook
 
-from tests.helpers import Received
+from tests.helpers import InProcessApp, Received
 
 # The CloudEvents JavaScript SDK, installed into a directory of its own for these tests only.
 JS_SDK = "cloudevents@10.0.0"
@@ -144,17 +145,17 @@ def test_binary_body_is_data_alone_whatever_json_it_is(
     assert all(r["ok"] for r in js_read(receiver.wait_for(4)[:3]))
 
 
-def test_content_mode_is_taken_on_resubscribe_and_bad_values_are_400(relay, receiver_factory) -> None:
-    url = receiver_factory().url
-    first = relay.subscribe(url, contentMode="binary")
-    again = relay.subscribe(url, contentMode="structured")
+def test_content_mode_is_taken_on_resubscribe_and_bad_values_are_400(app: InProcessApp) -> None:
+    url = f"http://127.0.0.1:9/hook/{uuid.uuid4().hex}"  # never called
+    first = app.subscribe(url, contentMode="binary")
+    again = app.subscribe(url, contentMode="structured")
     assert again["id"] == first["id"]
-    assert relay.get(f"subscriptions/{first['id']}").json()["contentMode"] == "structured"
-    listed = {s["id"]: s for s in relay.get("subscriptions").json()["value"]}
+    assert app.get(f"subscriptions/{first['id']}").json()["contentMode"] == "structured"
+    listed = {s["id"]: s for s in app.get("subscriptions").json()["value"]}
     assert listed[first["id"]]["contentMode"] == "structured"
     for bad in ("xml", "JSON", "", 1, None):
-        response = relay.post("subscriptions", {"notificationUrl": url, "contentMode": bad})
+        response = app.post("subscriptions", {"notificationUrl": url, "contentMode": bad})
         assert response.status_code == 400, (bad, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
         assert [e["field"] for e in response.json()["errors"]] == ["contentMode"]
-    assert relay.get(f"subscriptions/{first['id']}").json()["contentMode"] == "structured"
+    assert app.get(f"subscriptions/{first['id']}").json()["contentMode"] == "structured"

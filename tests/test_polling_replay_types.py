@@ -10,12 +10,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.helpers import wait_until
 from relay import clock, polling, replay
 from relay.bench.pollcost import CountingStorage, log_events
 from relay.events import EventLog, indexed_patterns
 from relay.models import EventRecord, ReplayRequest
 from relay.storage import Endpoints, Storage
+from tests.helpers import InProcessApp, wait_until
 
 
 def _poll(relay, url: str):
@@ -104,38 +104,35 @@ def test_replay_redelivers_failed_events_with_their_original_id(relay_factory, r
     assert relay.post(f"subscriptions/{sub['id']}/replay", {"since": "last week"}).status_code == 400
 
 
-def test_event_types_validate_published_data(relay, unique_type) -> None:
+def test_event_types_validate_published_data(app: InProcessApp, unique_type: str) -> None:
     """A registered schema makes non-matching data a 400 naming the failing path; the catalogue round-trips."""
     schema = {"type": "object", "required": ["total"], "properties": {"total": {"type": "number"},
                                                                       "lines": {"type": "array",
                                                                                 "items": {"type": "string"}}}}
-    put = relay.session.put(f"{relay.base}/event-types/{unique_type}", json={"description": "An order.",
-                                                                           "schema": schema}, timeout=10)
+    put = app.put(f"event-types/{unique_type}", {"description": "An order.", "schema": schema})
     assert put.status_code == 201 and put.json()["schema"] == schema
-    again = relay.session.put(f"{relay.base}/event-types/{unique_type}", json={"description": "An order.",
-                                                                             "schema": schema}, timeout=10)
+    again = app.put(f"event-types/{unique_type}", {"description": "An order.", "schema": schema})
     assert again.status_code == 200
-    assert unique_type in [t["name"] for t in relay.get("event-types").json()["value"]]
-    assert relay.get(f"event-types/{unique_type}").json()["description"] == "An order."
+    assert unique_type in [t["name"] for t in app.get("event-types").json()["value"]]
+    assert app.get(f"event-types/{unique_type}").json()["description"] == "An order."
 
-    bad = relay.post("events", {"type": unique_type, "data": {"total": "ten", "lines": ["a", 2]}})
+    bad = app.post("events", {"type": unique_type, "data": {"total": "ten", "lines": ["a", 2]}})
     assert bad.status_code == 400
     assert {e["field"] for e in bad.json()["errors"]} == {"data.total", "data.lines[1]"}
-    assert relay.post("events", {"type": unique_type, "data": {"total": 10}}).status_code == 202
-    assert relay.post("events", {"type": "unregistered." + unique_type, "data": "anything"}).status_code == 202
+    assert app.post("events", {"type": unique_type, "data": {"total": 10}}).status_code == 202
+    assert app.post("events", {"type": "unregistered." + unique_type, "data": "anything"}).status_code == 202
 
     for broken in ({"type": 5}, {"$schema": 5}, {"$schema": {}}, {"$ref": "#/$defs/missing"},
                    {"$ref": "http://127.0.0.1:9/internal.json"}, {"properties": {"a": {"$ref": "file:///etc/passwd"}}}):
-        answer = relay.session.put(f"{relay.base}/event-types/{unique_type}", json={"schema": broken}, timeout=10)
+        answer = app.put(f"event-types/{unique_type}", {"schema": broken})
         assert answer.status_code == 400, (broken, answer.text)
         assert answer.json()["errors"][0]["field"].startswith("schema")
     local = {"$defs": {"money": {"type": "number"}}, "properties": {"total": {"$ref": "#/$defs/money"}}}
-    assert relay.session.put(f"{relay.base}/event-types/{unique_type}", json={"schema": local},
-                             timeout=10).status_code == 200
-    assert relay.post("events", {"type": unique_type, "data": {"total": "x"}}).status_code == 400
-    assert relay.delete(f"event-types/{unique_type}").status_code == 200
-    assert relay.get(f"event-types/{unique_type}").status_code == 404
-    assert relay.post("events", {"type": unique_type, "data": {"total": "ten"}}).status_code == 202
+    assert app.put(f"event-types/{unique_type}", {"schema": local}).status_code == 200
+    assert app.post("events", {"type": unique_type, "data": {"total": "x"}}).status_code == 400
+    assert app.delete(f"event-types/{unique_type}").status_code == 200
+    assert app.get(f"event-types/{unique_type}").status_code == 404
+    assert app.post("events", {"type": unique_type, "data": {"total": "ten"}}).status_code == 202
 
 
 # ---- what a poll or a replay reads, and where a chain starts ---------------------------------------
