@@ -50,6 +50,9 @@ STORAGE_IDENTITY_SUFFIXES = (
 # Optional settings: read when present, never required.
 OPTIONAL_SETTINGS = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "RELAY_FUNCTION_KEY", "RELAY_PUBLIC_URL",
                      "WEBSITE_HOSTNAME",
+                     # The key that signs continuation tokens and trigger states (relay/tokens.py);
+                     # unset: a key the relay creates once in its own table.
+                     "RELAY_TOKEN_KEY",
                      # The dev host's stand-in for Easy Auth (RELAY_AUTH=entra, local work only).
                      "RELAY_ENTRA_ISSUER", "RELAY_ENTRA_AUDIENCE", "RELAY_ENTRA_JWKS")
 
@@ -111,6 +114,19 @@ def parse_public_url(text: str) -> str | None:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+TOKEN_KEY_MIN = 32
+
+
+def parse_token_key(text: str) -> str | None:
+    """RELAY_TOKEN_KEY: any text of at least 32 characters (e.g. `openssl rand -base64 32`)."""
+    if not text:
+        return None
+    if len(text.strip()) < TOKEN_KEY_MIN:
+        # The value itself is a secret: the message names the setting, never the text.
+        raise ConfigurationError(f"RELAY_TOKEN_KEY: must be at least {TOKEN_KEY_MIN} characters")
+    return text.strip()
+
+
 def _positive(name: str, text: str, kind: type = float) -> float:
     try:
         value = kind(text)
@@ -135,6 +151,8 @@ class Settings:
     # Where every absolute URL the relay writes starts (RELAY_PUBLIC_URL, else https:// +
     # WEBSITE_HOSTNAME in Azure); None: the request's own scheme and host (local work).
     public_url: str | None = None
+    # RELAY_TOKEN_KEY: signs continuation tokens and trigger states; None: the stored key.
+    token_key: str | None = field(default=None, repr=False)
 
     @property
     def max_attempts(self) -> int:
@@ -165,6 +183,7 @@ class Settings:
             appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
             public_url=parse_public_url(env.get("RELAY_PUBLIC_URL") or "") or (
                 f"https://{env['WEBSITE_HOSTNAME'].strip()}" if (env.get("WEBSITE_HOSTNAME") or "").strip() else None),
+            token_key=parse_token_key(env.get("RELAY_TOKEN_KEY") or ""),
         )
 
 
