@@ -148,10 +148,10 @@ def _positive(name: str, text: str, kind: type = float) -> float:
     return value
 
 
-def local_settings_values(app_dir: Path = APP_DIR) -> dict[str, str]:
+def local_settings_values(app_dir: Path | None = None) -> dict[str, str]:
     """`local.settings.json` `Values` (Core Tools' file for local work); {} where there is none,
     as in Azure, whose package never holds it."""
-    path = app_dir / "local.settings.json"
+    path = (app_dir or APP_DIR) / "local.settings.json"
     if not path.exists():
         return {}
     try:
