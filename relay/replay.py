@@ -67,7 +67,8 @@ class Operations:
         self._acquire(sub_id, op_id, now)
         self._table.create_entity({
             "PartitionKey": PARTITION, "RowKey": op_id, "subscriptionId": sub_id, "status": OperationStatus.RUNNING,
-            "since": request.since, "until": request.until or "", "filter": request.status,
+            "since": clock.rfc3339_precise(request.since),
+            "until": clock.rfc3339_precise(request.until) if request.until else "", "filter": request.status,
             "createdAt": clock.rfc3339(now),
         })
         self._storage.queue(REPLAY_QUEUE).send_message(ReplayMessage(operationId=op_id).model_dump_json(),
