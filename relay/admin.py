@@ -21,6 +21,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 
 from . import clock
+from .statuses import DeliveryStatus, OperationStatus, SubscriptionStatus
 
 EXIT_OK = 0
 EXIT_CLIENT = 1        # the relay refused the request: 400, 404, 409, 413, ...
@@ -252,7 +253,7 @@ def replay(client: Client, args: argparse.Namespace) -> int:
     progress.done(op.get("status", "done"))
     emit(args, op, lambda: print(f"replay {op.get('id')} {op.get('status')}: {op.get('replayed', 0)} "
                                  f"deliveries queued again"))
-    return EXIT_OK if op.get("status") == "succeeded" else EXIT_REPLAY_FAILED
+    return EXIT_OK if op.get("status") == OperationStatus.SUCCEEDED else EXIT_REPLAY_FAILED
 
 
 def _sleep(seconds: float, progress: "Progress", started: float) -> None:
@@ -362,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub_cmds = subs.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub_cmds.add_parser("list", parents=[common], help="list subscriptions")
     p.add_argument("--event-type", help="only those an event of this type would reach")
-    p.add_argument("--status", choices=["active", "disabled"])
+    p.add_argument("--status", choices=list(SubscriptionStatus))
     p.add_argument("--limit", type=int, default=10_000)
     p.set_defaults(run=subscriptions_list)
     for name, run, text in (("show", subscriptions_show, "show one subscription"),
@@ -377,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     del_cmds = dels.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = del_cmds.add_parser("list", parents=[common], help="deliveries of a subscription, newest first")
     p.add_argument("subscription")
-    p.add_argument("--status", choices=["pending", "succeeded", "failed"])
+    p.add_argument("--status", choices=list(DeliveryStatus))
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(run=deliveries_list)
 

@@ -36,6 +36,7 @@ from .replay import view as operation_view
 from .settings import Settings, get_settings
 from .storage import FANOUT_QUEUE, Storage, get_storage, is_outage
 from .subscriptions import CALLER_HEADERS, ID_RE, SubscriptionStore, public_view
+from .statuses import OperationStatus
 
 log = logging.getLogger("relay.api")
 
@@ -462,7 +463,7 @@ def poll_events(request: Request) -> Reply:
 
 def start_replay(request: Request) -> Reply:
     body: ReplayRequest = request.model(ReplayRequest)
-    if body.until is not None and clock.parse_rfc3339(body.until) < clock.parse_rfc3339(body.since):
+    if body.until is not None and body.until < body.since:
         raise invalid("until", "is before since")
     sub_id = _sub_id(request)
     storage = _storage()
@@ -474,7 +475,7 @@ def start_replay(request: Request) -> Reply:
         raise Conflict("a replay of this subscription is already running; its status is at Location",
                        headers={"Location": request.link(f"operations/{running.operation_id}"),
                                 "Retry-After": str(RETRY_AFTER)}) from None
-    return Reply(202, {"id": op_id, "status": "running"},
+    return Reply(202, {"id": op_id, "status": OperationStatus.RUNNING},
                  {"Location": request.link(f"operations/{op_id}"), "Retry-After": str(RETRY_AFTER)})
 
 
@@ -484,10 +485,10 @@ def get_operation(request: Request) -> Reply:
     if op is None:
         raise NotFound("no operation has this id")
     shown = operation_view(op)
-    if shown["status"] == "running":
+    if shown["status"] == OperationStatus.RUNNING:
         return Reply(202, shown, {"Location": request.link(f"operations/{op_id}"),
                                      "Retry-After": str(RETRY_AFTER)})
-    if shown["status"] == "failed":
+    if shown["status"] == OperationStatus.FAILED:
         raise OperationFailed(f"the replay could not finish: {shown['error']}", op_id,
                               500 if shown["code"] == CRASHED else 409)
     return Reply(200, shown)

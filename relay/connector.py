@@ -37,6 +37,7 @@ from pydantic import BaseModel
 
 from . import __version__
 from .models import EventIn, EventTypeRequest, ReplayRequest, SubscriptionRequest
+from .statuses import DeliveryStatus, OperationStatus, SubscriptionStatus
 
 TITLE = "Event Relay"
 # Certification: the description names no product of the platform (the store says where it runs).
@@ -247,7 +248,7 @@ def subscription_schema() -> dict[str, Any]:
         "contentMode": prop("string", described(SubscriptionRequest, "contentMode"), "contentMode",
                             enum=["json", "structured", "binary"]),
         "status": prop("string", "Whether it receives events: active, or disabled after its receiver "
-                       "said it is gone.", "status", enum=["active", "disabled"]),
+                       "said it is gone.", "status", enum=list(SubscriptionStatus)),
         "disabledReason": prop("string", "Why it was disabled.", "disabledReason"),
         "createdAt": prop("string", "When it was created.", "createdAt", format="date-time"),
         "secret": prop("string", "The key that signs its deliveries (webhook-signature); only in the "
@@ -269,7 +270,7 @@ def delivery_schema() -> dict[str, Any]:
         "eventId": prop("string", "The event's id.", "eventId"),
         "eventType": prop("string", "The event's type.", "eventType"),
         "status": prop("string", "Where the delivery stands.", "status",
-                       enum=["pending", "succeeded", "failed"]),
+                       enum=list(DeliveryStatus)),
         "attempts": prop("integer", "How many attempts were made.", "attempts", format="int32"),
         "lastStatusCode": prop("integer", "The HTTP status of the last attempt.", "lastStatusCode", format="int32"),
         "lastError": prop("string", "Why the last attempt did not succeed.", "lastError"),
@@ -281,7 +282,7 @@ def delivery_schema() -> dict[str, Any]:
 def operation_schema() -> dict[str, Any]:
     return obj({
         "id": prop("string", "The replay operation's id.", "id"),
-        "status": prop("string", "Where the replay stands.", "status", enum=["running", "succeeded", "failed"]),
+        "status": prop("string", "Where the replay stands.", "status", enum=list(OperationStatus)),
         "replayed": prop("integer", "How many events were sent again.", "replayed", format="int32"),
         "error": prop("string", "Why the replay could not finish.", "error"),
     }, "A replay operation.", ["id", "status"])
@@ -522,7 +523,7 @@ def definition(host: str, scheme: str = "https", about: About | None = None) -> 
                     "Lists what was delivered to a subscription, newest first, with each attempt's outcome.",
                     [SUBSCRIPTION_ID,
                      query_param("status", "string", "Only deliveries in this state.",
-                                 enum=["pending", "succeeded", "failed"]),
+                                 enum=list(DeliveryStatus)),
                      LIMIT, CONTINUATION],
                     {"200": response("A page of deliveries.", page_of(delivery_schema(), "deliveries"))}),
             },

@@ -30,6 +30,7 @@ from .settings import Settings
 from .storage import DELIVERY_QUEUE, NEVER_EXPIRE, Storage
 from .subscriptions import SubscriptionStore
 from . import stats, telemetry
+from .statuses import DeliveryStatus
 
 log = logging.getLogger("relay.delivery")
 
@@ -138,7 +139,7 @@ class Deliverer:
                     result.verdict.reason or "-",
                     extra={"eventId": event.id, "subscriptionId": target.sub, "attempt": target.attempt,
                            "outcome": outcome.value, "notificationUrl": url})
-        done = Attempt(status="succeeded", attempts=target.attempt, attempted_at=started,
+        done = Attempt(status=DeliveryStatus.SUCCEEDED, attempts=target.attempt, attempted_at=started,
                        status_code=result.status_code, error=result.verdict.reason)
         if outcome is Outcome.DELIVERED:
             stats.record(self._storage, target.sub, "succeeded", elapsed)
@@ -151,7 +152,7 @@ class Deliverer:
         if outcome is Outcome.GONE:
             self._subs.disable(target.sub, result.verdict.reason or "receiver is gone")
             stats.record(self._storage, target.sub, "failed", elapsed)
-            done.status = "failed"
+            done.status = DeliveryStatus.FAILED
             self._log.write(target.sub, event.id, event.type, log_key, done)
             return None
         delay = None
@@ -160,12 +161,12 @@ class Deliverer:
                                 rand=self._rand)
         stats.record(self._storage, target.sub, "failed" if delay is None else "retrying", elapsed)
         if delay is None:
-            done.status = "failed"
+            done.status = DeliveryStatus.FAILED
             self._log.write(target.sub, event.id, event.type, log_key, done)
             return None
         # The pending row first: if enqueueing the retry fails, the whole message is retried and
         # this attempt made again, which is at-least-once; the other order could show "failed".
-        done.status = "pending"
+        done.status = DeliveryStatus.PENDING
         done.next_attempt_at = started + timedelta(seconds=elapsed + delay)
         self._log.write(target.sub, event.id, event.type, log_key, done)
         self._requeue(event, log_key, since, target.model_copy(
@@ -180,7 +181,7 @@ class Deliverer:
         log.info("delivery deferred event=%s subscription=%s attempt=%d reason=%s",
                  event.id, target.sub, target.attempt, reason)
         self._log.write(target.sub, event.id, event.type, log_key,
-                        Attempt(status="pending", attempts=target.attempt - 1, attempted_at=started,
+                        Attempt(status=DeliveryStatus.PENDING, attempts=target.attempt - 1, attempted_at=started,
                                 error=reason, next_attempt_at=started + timedelta(seconds=delay)))
         self._requeue(event, log_key, since,
                       target.model_copy(update={"logged": True, "deferred": target.deferred + 1}), delay)
@@ -220,11 +221,11 @@ class Deliverer:
         for target in message.targets:
             stats.record(self._storage, target.sub, "failed")
             self._log.write(target.sub, message.eventId, message.eventType, message.log,
-                            Attempt(status="failed", attempts=max(target.attempt - 1, 0),
+                            Attempt(status=DeliveryStatus.FAILED, attempts=max(target.attempt - 1, 0),
                                     attempted_at=clock.utcnow(), error=reason))
 
     def _give_up(self, message: DeliveryMessage, target: Target, reason: str) -> None:
         stats.record(self._storage, target.sub, "failed")
         self._log.write(target.sub, message.eventId, message.eventType, message.log,
-                        Attempt(status="failed", attempts=target.attempt - 1,
+                        Attempt(status=DeliveryStatus.FAILED, attempts=target.attempt - 1,
                                 attempted_at=clock.utcnow(), error=reason))

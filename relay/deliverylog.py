@@ -15,9 +15,6 @@ Nothing is written before an attempt: the queue message, not a row, keeps unfini
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,8 +25,10 @@ from azure.data.tables import UpdateMode
 from . import clock
 from .errors import invalid
 from .storage import DELIVERIES_TABLE, Storage
+from .tokens import Purpose, get_codec
+from .statuses import DeliveryStatus
 
-STATUSES = ("pending", "succeeded", "failed")
+STATUSES = tuple(DeliveryStatus)
 RECEIPT_PREFIX = "r:"
 # Receipt rows read at most per listing request, so a page costs a bounded amount of work.
 SCAN_BUDGET = 5000
@@ -44,7 +43,7 @@ def row_key(log: tuple[str, str], event_id: str) -> str:
 
 @dataclass
 class Attempt:
-    status: str
+    status: DeliveryStatus
     attempts: int
     attempted_at: datetime
     status_code: int | None = None
@@ -60,21 +59,23 @@ class FirstTry:
 
 
 def _encode(doc: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode().rstrip("=")
+    return get_codec().seal(Purpose.DELIVERIES_PAGE, doc)
 
 
 def _decode(text: str | None) -> dict[str, Any]:
     if not text:
         return {"phase": "rows"}
+    # The codec checks the MAC before anything is decoded; the shape is checked still, as a
+    # token of an older shape (signed with the same key) would be.
+    doc = get_codec().open(Purpose.DELIVERIES_PAGE, text, "continuationToken")
     try:
-        doc = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         phase = doc["phase"]
         ok = phase == "rows" and _table_token(doc.get("token")) or phase == "receipts" and \
             isinstance(doc.get("day"), str) and len(doc["day"]) == 8 and doc["day"].isdigit() and \
             isinstance(doc.get("skip", 0), int) and _table_token(doc.get("token"))
         if phase == "receipts":
             clock.from_time_key(doc["day"] + "T000000.000000Z")
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError):
         ok = False
     if not ok:
         raise invalid("continuationToken", "is not a token this API issued")
@@ -114,7 +115,7 @@ class DeliveryLog:
         self._table.create_entity({
             "PartitionKey": RECEIPT_PREFIX + clock.day_bucket(at),
             "RowKey": f"{clock.time_key(at)}_{event_id}_{uuid.uuid4().hex[:8]}",
-            "eventId": event_id, "eventType": event_type, "status": "succeeded",
+            "eventId": event_id, "eventType": event_type, "status": DeliveryStatus.SUCCEEDED,
             "lastAttemptAt": clock.rfc3339(at), "logPk": log[0], "logRk": log[1],
             "subs": ",".join(f.sub for f in first_tries),
             "codes": ",".join(str(f.status_code) for f in first_tries),
@@ -134,7 +135,7 @@ class DeliveryLog:
             rows = [public_row(r) for r in next(pages, [])]
             if pages.continuation_token:
                 return rows, _encode({"phase": "rows", "token": pages.continuation_token})
-            if status not in (None, "succeeded"):
+            if status not in (None, DeliveryStatus.SUCCEEDED):
                 return rows, None
             state = {"phase": "receipts", "day": clock.day_bucket(clock.utcnow()), "token": None, "skip": 0}
             if len(rows) >= limit:
@@ -163,7 +164,7 @@ class DeliveryLog:
                 scanned += 1
                 subs = row["subs"].split(",")
                 if sub_id in subs:
-                    found.append({"eventId": row["eventId"], "eventType": row["eventType"], "status": "succeeded",
+                    found.append({"eventId": row["eventId"], "eventType": row["eventType"], "status": DeliveryStatus.SUCCEEDED,
                                   "attempts": 1, "lastStatusCode": int(row["codes"].split(",")[subs.index(sub_id)]),
                                   "lastAttemptAt": row["lastAttemptAt"]})
                     if len(found) >= wanted:

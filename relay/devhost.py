@@ -51,13 +51,12 @@ UNREAD_DRAIN_BYTES = 64 * 1024  # a body the function left unread: drained up to
 # ---- settings and host.json ---------------------------------------------------------------------
 
 def load_local_settings(app_dir: Path, environ: dict[str, str] | os._Environ = os.environ) -> None:
-    """Copy `local.settings.json` Values into the environment, never over what is already set."""
-    path = app_dir / "local.settings.json"
-    if not path.exists():
-        return
-    values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
-    for key, value in values.items():
-        environ.setdefault(key, str(value))
+    """Copy `local.settings.json` Values into the environment, never over what is already set
+    (for what reads the environment directly: the function app's auth level, Easy Auth, keys)."""
+    from relay.settings import local_settings_values
+
+    for key, value in local_settings_values(app_dir).items():
+        environ.setdefault(key, value)
 
 
 def parse_timespan(text: str) -> float:

@@ -6,10 +6,14 @@ Validation errors become problem+json naming each field (`relay.api.validation_p
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal, Optional
+from datetime import datetime, timezone
+from typing import Annotated, Any, ClassVar, Literal, Optional
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, ValidationInfo, WithJsonSchema,
+    field_validator,
+)
 
 from .clock import parse_rfc3339
 from .matching import ID_RULE, NAME_RULE, is_event_id, is_name, is_pattern
@@ -142,19 +146,25 @@ class EventIn(_Edge):
         return value
 
 
+def _instant(value: Any) -> datetime:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(timezone.utc)
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return parse_rfc3339(value)
+
+
+# An RFC 3339 instant, read once at the edge into an aware UTC datetime, so the code behind it
+# compares times rather than re-parsing text. On the wire (and in the connector) still a string.
+Instant = Annotated[datetime, BeforeValidator(_instant), WithJsonSchema({"type": "string"})]
+
+
 class ReplayRequest(_Edge):
-    since: StrictStr = Field(description="Replay events from this time on (RFC 3339).")
-    until: Optional[StrictStr] = Field(default=None,
-                                       description="Replay events up to this time (RFC 3339); now when absent.")
+    since: Instant = Field(description="Replay events from this time on (RFC 3339).")
+    until: Optional[Instant] = Field(default=None,
+                                     description="Replay events up to this time (RFC 3339); now when absent.")
     status: Literal["failed", "all"] = Field(
         default="failed", description="Which deliveries to replay: `failed` ones only, or `all` matching events.")
-
-    @field_validator("since", "until")
-    @classmethod
-    def _time(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None:
-            parse_rfc3339(value)
-        return value
 
 
 class EventTypeRequest(_Edge):

@@ -29,6 +29,7 @@ from .matching import subject_matches
 from .models import DeliveryMessage, ReplayMessage, ReplayRequest, Target
 from .storage import DELIVERY_QUEUE, NEVER_EXPIRE, OPERATIONS_TABLE, REPLAY_QUEUE, Storage
 from .subscriptions import SubscriptionStore
+from .statuses import DeliveryStatus, OperationStatus, SubscriptionStatus
 
 PARTITION = "op"
 LOCK_PARTITION = "lock"
@@ -65,8 +66,9 @@ class Operations:
         # row exists, the lock (within its lease) counts as held, so a racing start waits its turn.
         self._acquire(sub_id, op_id, now)
         self._table.create_entity({
-            "PartitionKey": PARTITION, "RowKey": op_id, "subscriptionId": sub_id, "status": "running",
-            "since": request.since, "until": request.until or "", "filter": request.status,
+            "PartitionKey": PARTITION, "RowKey": op_id, "subscriptionId": sub_id, "status": OperationStatus.RUNNING,
+            "since": clock.rfc3339_precise(request.since),
+            "until": clock.rfc3339_precise(request.until) if request.until else "", "filter": request.status,
             "createdAt": clock.rfc3339(now),
         })
         self._storage.queue(REPLAY_QUEUE).send_message(ReplayMessage(operationId=op_id).model_dump_json(),
@@ -81,7 +83,7 @@ class Operations:
 
     def finish(self, op_id: str, **fields: Any) -> None:
         self._table.update_entity({"PartitionKey": PARTITION, "RowKey": op_id, **fields}, mode=UpdateMode.MERGE)
-        if fields.get("status", "running") != "running":
+        if fields.get("status", OperationStatus.RUNNING) != OperationStatus.RUNNING:
             op = self.get(op_id)
             if op is not None:
                 self.release(op["subscriptionId"], op_id)
@@ -115,8 +117,8 @@ class Operations:
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue  # another start got there first: look again
             old = self.get(holder)
-            if old is not None and old["status"] == "running":
-                self._table.update_entity({"PartitionKey": PARTITION, "RowKey": holder, "status": "failed",
+            if old is not None and old["status"] == OperationStatus.RUNNING:
+                self._table.update_entity({"PartitionKey": PARTITION, "RowKey": holder, "status": OperationStatus.FAILED,
                                            "code": SUPERSEDED, "error": "the replay stopped without finishing "
                                            "(its lease ran out) and a newer replay took over"},
                                           mode=UpdateMode.MERGE)
@@ -127,7 +129,7 @@ class Operations:
         if now >= clock.parse_rfc3339(lock["expiresAt"]):
             return False
         op = self.get(lock["operationId"])
-        return op is None or op["status"] == "running"  # None: its start is still under way
+        return op is None or op["status"] == OperationStatus.RUNNING  # None: its start is still under way
 
     def renew(self, sub_id: str, op_id: str, now: datetime | None = None) -> bool:
         """Extend this replay's lease; False when it no longer holds the lock (it must stop)."""
@@ -166,12 +168,12 @@ ABANDONED_AFTER = timedelta(minutes=45)
 
 
 def view(op: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
-    if op["status"] == "running" and (now or clock.utcnow()) - clock.parse_rfc3339(op["createdAt"]) > ABANDONED_AFTER:
-        op = {**op, "status": "failed", "code": CRASHED, "error": "the replay did not finish; start it again"}
+    if op["status"] == OperationStatus.RUNNING and (now or clock.utcnow()) - clock.parse_rfc3339(op["createdAt"]) > ABANDONED_AFTER:
+        op = {**op, "status": OperationStatus.FAILED, "code": CRASHED, "error": "the replay did not finish; start it again"}
     out: dict[str, Any] = {"id": op["RowKey"], "status": op["status"]}
-    if op["status"] == "succeeded":
+    if op["status"] == OperationStatus.SUCCEEDED:
         out["replayed"] = int(op.get("replayed") or 0)
-    if op["status"] == "failed":
+    if op["status"] == OperationStatus.FAILED:
         out["error"] = op.get("error") or "the replay could not finish"
         out["code"] = op.get("code") or CRASHED
     return out
@@ -182,7 +184,7 @@ def _log_time(log_rk: str) -> datetime:
 
 
 def _failed(log: DeliveryLog, sub_id: str, since: datetime, until: datetime) -> Iterator[tuple[str, str, str, str]]:
-    for row in log.rows(sub_id, "failed"):
+    for row in log.rows(sub_id, DeliveryStatus.FAILED):
         if since <= _log_time(row["logRk"]) <= until:
             yield row["eventId"], row["eventType"], row["logPk"], row["logRk"]
 
@@ -213,14 +215,14 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
     ops = Operations(storage)
     op_id = message.operationId
     op = ops.get(op_id)
-    if op is None or op["status"] != "running":
+    if op is None or op["status"] != OperationStatus.RUNNING:
         return
     sub = SubscriptionStore(storage).get(op["subscriptionId"])
-    if sub is None or sub.get("status") != "active":
-        ops.finish(op_id, status="failed", code=GONE, error="the subscription was deleted or disabled")
+    if sub is None or sub.get("status") != SubscriptionStatus.ACTIVE:
+        ops.finish(op_id, status=OperationStatus.FAILED, code=GONE, error="the subscription was deleted or disabled")
         return
     if not ops.renew(sub["id"], op_id):
-        ops.finish(op_id, status="failed", code=SUPERSEDED,
+        ops.finish(op_id, status=OperationStatus.FAILED, code=SUPERSEDED,
                    error="another replay of this subscription took over before this one could run")
         return
     now = clock.utcnow()
@@ -248,8 +250,8 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
     for eid, etype, pk, rk in found:
         batch.append(DeliveryMessage(eventId=eid, eventType=etype, log=(pk, rk), since=planned, targets=[target]))
         if len(batch) >= RENEW_EVERY and not flush():
-            ops.finish(op_id, status="failed", code=SUPERSEDED, replayed=sent,
+            ops.finish(op_id, status=OperationStatus.FAILED, code=SUPERSEDED, replayed=sent,
                        error="the replay lost its lease and a newer replay took over")
             return
     flush()
-    ops.finish(op_id, status="succeeded", replayed=sent, finishedAt=clock.rfc3339(clock.utcnow()))
+    ops.finish(op_id, status=OperationStatus.SUCCEEDED, replayed=sent, finishedAt=clock.rfc3339(clock.utcnow()))

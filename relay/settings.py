@@ -1,18 +1,29 @@
 """Every setting the relay reads, read here and nowhere else.
 
-App settings arrive as environment variables in Azure; locally the dev host copies
-`local.settings.json` `Values` into the environment before anything reads them.
+App settings arrive as environment variables in Azure; locally `local.settings.json` `Values`
+fill in what the environment leaves unset (a pydantic-settings source; the dev host also copies
+them into the environment, for what reads it directly).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
 from .errors import ConfigurationError
+
+# The function app's root (function_app.py, host.json and, locally, local.settings.json).
+APP_DIR = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,9 @@ STORAGE_IDENTITY_SUFFIXES = (
 # Optional settings: read when present, never required.
 OPTIONAL_SETTINGS = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "RELAY_FUNCTION_KEY", "RELAY_PUBLIC_URL",
                      "WEBSITE_HOSTNAME",
+                     # The key that signs continuation tokens and trigger states (relay/tokens.py);
+                     # unset: a key the relay creates once in its own table.
+                     "RELAY_TOKEN_KEY",
                      # The dev host's stand-in for Easy Auth (RELAY_AUTH=entra, local work only).
                      "RELAY_ENTRA_ISSUER", "RELAY_ENTRA_AUDIENCE", "RELAY_ENTRA_JWKS")
 
@@ -111,6 +125,19 @@ def parse_public_url(text: str) -> str | None:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+TOKEN_KEY_MIN = 32
+
+
+def parse_token_key(text: str) -> str | None:
+    """RELAY_TOKEN_KEY: any text of at least 32 characters (e.g. `openssl rand -base64 32`)."""
+    if not text:
+        return None
+    if len(text.strip()) < TOKEN_KEY_MIN:
+        # The value itself is a secret: the message names the setting, never the text.
+        raise ConfigurationError(f"RELAY_TOKEN_KEY: must be at least {TOKEN_KEY_MIN} characters")
+    return text.strip()
+
+
 def _positive(name: str, text: str, kind: type = float) -> float:
     try:
         value = kind(text)
@@ -121,20 +148,111 @@ def _positive(name: str, text: str, kind: type = float) -> float:
     return value
 
 
-@dataclass(frozen=True)
-class Settings:
-    storage: Mapping[str, str] = field(repr=False)
-    retry_schedule: tuple[float, ...]
-    delivery_timeout: float
-    allow_private_targets: bool
-    max_event_bytes: int
-    event_retention_days: float
-    auth_mode: str = "keys"
-    max_batch_bytes: int = 4 * 1024 * 1024
-    appinsights_connection_string: str | None = field(default=None, repr=False)
+def local_settings_values(app_dir: Path | None = None) -> dict[str, str]:
+    """`local.settings.json` `Values` (Core Tools' file for local work); {} where there is none,
+    as in Azure, whose package never holds it."""
+    path = (app_dir or APP_DIR) / "local.settings.json"
+    if not path.exists():
+        return {}
+    try:
+        values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
+    except (ValueError, AttributeError):
+        raise ConfigurationError(f"{path}: is not JSON with a Values object") from None
+    return {str(key): str(value) for key, value in values.items()}
+
+
+class _NamedSettings(PydanticBaseSettingsSource):
+    """The relay's settings by their app-setting names, from one mapping (the environment, or
+    `local.settings.json` Values). An empty value is unset, as an emptied app setting is in Azure."""
+
+    NAMES = tuple(s.name for s in SETTINGS) + OPTIONAL_SETTINGS
+
+    def __init__(self, settings_cls: type[BaseSettings], values: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._values = values
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        name = field.alias or field_name
+        return self._values.get(name), name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {name: self._values[name] for name in self.NAMES
+                                 if name != "AzureWebJobsStorage" and self._values.get(name)}
+        storage = {key: value for key, value in self._values.items()
+                   if key == "AzureWebJobsStorage" or key.startswith("AzureWebJobsStorage__")}
+        if storage:
+            found["storage"] = storage
+        return found
+
+
+# The mapping `Settings.from_environ` was given, for the sources it builds (None: the process's).
+_given: ContextVar[Mapping[str, str] | None] = ContextVar("relay_settings_given", default=None)
+
+
+def _default(name: str) -> str | None:
+    return next(s.default for s in SETTINGS if s.name == name)
+
+
+def _checked(parse: Callable[[str], Any]) -> Any:
+    """A parser of a setting's text as a pydantic validator (a value built in code passes as is)."""
+    return BeforeValidator(lambda value: parse(value) if isinstance(value, str) else value)
+
+
+class Settings(BaseSettings):
+    """One settings object, read by pydantic-settings from the environment (Azure's app
+    settings), falling back to `local.settings.json` Values. Each parser raises a
+    ConfigurationError naming its setting, so a malformed one stops the app at start."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    storage: Mapping[str, str] = Field(default_factory=dict, repr=False)
+    retry_schedule: Annotated[tuple[float, ...], _checked(parse_schedule)] = Field(
+        _default("RELAY_RETRY_SCHEDULE"), alias="RELAY_RETRY_SCHEDULE", validate_default=True)
+    delivery_timeout: Annotated[float, _checked(lambda t: _positive("RELAY_DELIVERY_TIMEOUT", t))] = Field(
+        _default("RELAY_DELIVERY_TIMEOUT"), alias="RELAY_DELIVERY_TIMEOUT", validate_default=True)
+    allow_private_targets: Annotated[bool, _checked(lambda t: _bool("RELAY_ALLOW_PRIVATE_TARGETS", t))] = Field(
+        _default("RELAY_ALLOW_PRIVATE_TARGETS"), alias="RELAY_ALLOW_PRIVATE_TARGETS", validate_default=True)
+    max_event_bytes: Annotated[int, _checked(lambda t: int(_positive("RELAY_MAX_EVENT_BYTES", t, int)))] = Field(
+        _default("RELAY_MAX_EVENT_BYTES"), alias="RELAY_MAX_EVENT_BYTES", validate_default=True)
+    event_retention_days: Annotated[float, _checked(lambda t: _positive("RELAY_EVENT_RETENTION_DAYS", t))] = Field(
+        _default("RELAY_EVENT_RETENTION_DAYS"), alias="RELAY_EVENT_RETENTION_DAYS", validate_default=True)
+    auth_mode: Annotated[str, _checked(lambda t: auth_mode({"RELAY_AUTH": t}))] = Field(
+        _default("RELAY_AUTH"), alias="RELAY_AUTH", validate_default=True)
+    max_batch_bytes: Annotated[int, _checked(lambda t: int(_positive("RELAY_MAX_BATCH_BYTES", t, int)))] = Field(
+        _default("RELAY_MAX_BATCH_BYTES"), alias="RELAY_MAX_BATCH_BYTES", validate_default=True)
+    appinsights_connection_string: str | None = Field(
+        None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING", repr=False)
     # Where every absolute URL the relay writes starts (RELAY_PUBLIC_URL, else https:// +
     # WEBSITE_HOSTNAME in Azure); None: the request's own scheme and host (local work).
     public_url: str | None = None
+    # RELAY_TOKEN_KEY: signs continuation tokens and trigger states; None: the stored key.
+    token_key: Annotated[str | None, _checked(parse_token_key)] = Field(None, alias="RELAY_TOKEN_KEY", repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _public_url(cls, data: Any) -> Any:
+        """RELAY_PUBLIC_URL, checked, else the platform's WEBSITE_HOSTNAME (taken as it is)."""
+        if not isinstance(data, dict) or "public_url" in data:
+            return data
+        data = dict(data)
+        host = str(data.pop("WEBSITE_HOSTNAME", "") or "").strip()
+        data["public_url"] = parse_public_url(str(data.pop("RELAY_PUBLIC_URL", "") or "")) or (
+            f"https://{host}" if host else None)
+        return data
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        given = _given.get()
+        if given is not None:  # exactly the mapping given (tests), nothing else
+            return (init_settings, _NamedSettings(settings_cls, given))
+        # The environment first; local.settings.json only for what it leaves unset (the dev host
+        # also copies the file into the environment, for what reads it directly).
+        return (init_settings, _NamedSettings(settings_cls, os.environ),
+                _NamedSettings(settings_cls, local_settings_values()))
 
     @property
     def max_attempts(self) -> int:
@@ -142,30 +260,15 @@ class Settings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str:
-            default = next(s.default for s in SETTINGS if s.name == name)
-            value = env.get(name)
-            return default if value is None or value == "" else value  # type: ignore[return-value]
-
-        storage = {
-            key: value for key, value in env.items()
-            if key == "AzureWebJobsStorage" or key.startswith("AzureWebJobsStorage__")
-        }
-        return cls(
-            storage=storage,
-            retry_schedule=parse_schedule(get("RELAY_RETRY_SCHEDULE")),
-            delivery_timeout=_positive("RELAY_DELIVERY_TIMEOUT", get("RELAY_DELIVERY_TIMEOUT")),
-            allow_private_targets=_bool("RELAY_ALLOW_PRIVATE_TARGETS", get("RELAY_ALLOW_PRIVATE_TARGETS")),
-            max_event_bytes=int(_positive("RELAY_MAX_EVENT_BYTES", get("RELAY_MAX_EVENT_BYTES"), int)),
-            event_retention_days=_positive("RELAY_EVENT_RETENTION_DAYS", get("RELAY_EVENT_RETENTION_DAYS")),
-            auth_mode=auth_mode(env),
-            max_batch_bytes=int(_positive("RELAY_MAX_BATCH_BYTES", get("RELAY_MAX_BATCH_BYTES"), int)),
-            appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
-            public_url=parse_public_url(env.get("RELAY_PUBLIC_URL") or "") or (
-                f"https://{env['WEBSITE_HOSTNAME'].strip()}" if (env.get("WEBSITE_HOSTNAME") or "").strip() else None),
-        )
+        token = _given.set(environ)
+        try:
+            return cls()
+        except ValidationError as exc:  # what no parser above caught (a parser names its setting)
+            error = exc.errors()[0]
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            raise ConfigurationError(f"{name}: {error['msg']}") from None
+        finally:
+            _given.reset(token)
 
 
 _current: Settings | None = None

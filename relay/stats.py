@@ -36,6 +36,7 @@ from azure.data.tables import UpdateMode
 
 from . import clock
 from .storage import DELIVERIES_TABLE, SUBSCRIPTIONS_TABLE, Storage
+from .statuses import SubscriptionStatus
 
 log = logging.getLogger("relay.stats")
 
@@ -200,7 +201,7 @@ def _floor(moment: datetime, unit: str) -> datetime:
 
 
 def _count_subscriptions(storage: Storage) -> dict[str, Any]:
-    counts = {"active": 0, "disabled": 0}
+    counts = {str(s): 0 for s in SubscriptionStatus}
     seen = 0
     pages = storage.table(SUBSCRIPTIONS_TABLE).query_entities(
         "PartitionKey eq 's' and RowKey ge 'i:' and RowKey lt 'i;'", select=["status"],
@@ -208,7 +209,7 @@ def _count_subscriptions(storage: Storage) -> dict[str, Any]:
     complete = True
     for page in pages:
         for row in page:
-            status = row.get("status") or "active"
+            status = row.get("status") or SubscriptionStatus.ACTIVE
             counts[status] = counts.get(status, 0) + 1
             seen += 1
         if seen >= MAX_SUBSCRIPTIONS_COUNTED:

@@ -52,6 +52,7 @@ from .matching import patterns_for_type, subject_matches, type_matches
 from .models import SubscriptionRequest, Target
 from .outbound import mask_url
 from .storage import SUBSCRIPTIONS_TABLE, Storage
+from .statuses import SubscriptionStatus
 
 ID_RE = re.compile(r"[0-9a-f]{32}")  # always fullmatch: `$` lets a trailing newline in
 SUB_PARTITION = "s"
@@ -92,8 +93,8 @@ def public_view(entity: dict[str, Any], *, with_secret: bool = False, full_url: 
             view[name] = entity[name]
     view["once"] = bool(entity.get("once", False))
     view["contentMode"] = entity.get("contentMode") or "json"  # rows from before the field: json
-    view["status"] = entity.get("status", "active")
-    if view["status"] == "disabled" and entity.get("disabledReason"):
+    view["status"] = entity.get("status", SubscriptionStatus.ACTIVE)
+    if view["status"] == SubscriptionStatus.DISABLED and entity.get("disabledReason"):
         view["disabledReason"] = entity["disabledReason"]
     view["createdAt"] = entity["createdAt"]
     if with_secret:
@@ -134,7 +135,7 @@ class SubscriptionStore:
             "description": request.description,
             "once": request.once,
             "contentMode": request.contentMode,
-            "status": "active",
+            "status": SubscriptionStatus.ACTIVE,
             "disabledReason": None,
             "updatedAt": now,
             **(caller or {}),
@@ -188,9 +189,9 @@ class SubscriptionStore:
             self._write_owner(sub_id, owner)
             write = ("upsert", None, {"mode": UpdateMode.REPLACE})
             made_whole = True
-        old_patterns = json.loads(current.get("eventTypes") or "[]") if current.get("status") != "disabled" else []
+        old_patterns = json.loads(current.get("eventTypes") or "[]") if current.get("status") != SubscriptionStatus.DISABLED else []
         entity = {**current, **fields}
-        if current.get("status") == "disabled":
+        if current.get("status") == SubscriptionStatus.DISABLED:
             # A new generation, so tombstones of the disabled one no longer stop its deliveries.
             entity["gen"] = int(current.get("gen") or 0) + 1
         # One transaction with a check that the URL row still points here: a DELETE that got in
@@ -205,7 +206,7 @@ class SubscriptionStore:
             raise
         self._write_index(entity, patterns)
         now = self._get_entity(sub_id)
-        if now is not None and now.get("secret") != entity["secret"] and now.get("status") != "disabled":
+        if now is not None and now.get("secret") != entity["secret"] and now.get("status") != SubscriptionStatus.DISABLED:
             # A rotation committed between our transaction and our index write: its secret wins.
             entity["secret"] = now["secret"]
             self._write_index(entity, patterns)
@@ -239,11 +240,11 @@ class SubscriptionStore:
                     continue  # changed meanwhile (a subscribe, a disable): read it again
                 raise
             patterns = json.loads(entity.get("eventTypes") or "[]")
-            if entity.get("status") != "disabled":
+            if entity.get("status") != SubscriptionStatus.DISABLED:
                 self._write_index(entity, patterns)
                 # A DELETE or a disable that removed the index rows meanwhile must not be undone.
                 now = self._get_entity(sub_id)
-                if now is None or now.get("status") == "disabled":
+                if now is None or now.get("status") == SubscriptionStatus.DISABLED:
                     self._delete_index(sub_id, patterns)
             self._table.upsert_entity({"PartitionKey": TOMB_PARTITION,
                                        "RowKey": f"{clock.time_key(clock.utcnow())}_{sub_id}_secret",
@@ -462,13 +463,13 @@ class SubscriptionStore:
     def disable(self, sub_id: str, reason: str) -> None:
         """Stop deliveries to a subscription whose receiver said it is gone; keep it visible."""
         entity = self._get_entity(sub_id)
-        if entity is None or entity.get("status") == "disabled":
+        if entity is None or entity.get("status") == SubscriptionStatus.DISABLED:
             return
         self._tombstone(entity)
         self._delete_index(sub_id, json.loads(entity.get("eventTypes") or "[]"))
         try:
             self._table.update_entity({"PartitionKey": SUB_PARTITION, "RowKey": f"i:{sub_id}",
-                                       "status": "disabled", "disabledReason": reason[:1024],
+                                       "status": SubscriptionStatus.DISABLED, "disabledReason": reason[:1024],
                                        "updatedAt": clock.rfc3339(clock.utcnow())}, mode=UpdateMode.MERGE)
         except ResourceNotFoundError:
             pass
@@ -482,7 +483,7 @@ class SubscriptionStore:
             entity = self._get_entity(sub_id)
             if entity is None:
                 return None
-            fields = {"status": "active", "disabledReason": None,
+            fields = {"status": SubscriptionStatus.ACTIVE, "disabledReason": None,
                       "updatedAt": clock.rfc3339(clock.utcnow())}
             updated = self._update(sub_id, entity["notificationUrl"], fields, json.loads(entity["eventTypes"]))
             if updated is not None:

@@ -23,6 +23,7 @@ from .delivery import Deliverer
 from .replay import Operations, run_replay
 from .retention import sweep
 from .settings import get_settings
+from .statuses import OperationStatus
 from .storage import (
     DELIVERY_QUEUE, FANOUT_QUEUE, NEVER_EXPIRE, REPLAY_QUEUE, Storage, get_storage, is_outage,
 )
@@ -93,7 +94,7 @@ def on_replay(msg: func.QueueMessage) -> None:
 
     def give_up(storage: Storage, exc: Exception) -> None:
         message = ReplayMessage.model_validate_json(msg.get_body())
-        Operations(storage).finish(message.operationId, status="failed",
+        Operations(storage).finish(message.operationId, status=OperationStatus.FAILED,
                                    error=f"the replay failed repeatedly: {type(exc).__name__}")
     patiently(REPLAY_QUEUE, msg, work, give_up)
 

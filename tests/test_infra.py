@@ -269,7 +269,7 @@ def test_relay_tables_are_declared():
     declared = child_names(STORAGE, "Microsoft.Storage/storageAccounts/tableServices/tables")
     assert declared == set(relay_storage.TABLES)
     assert declared == {"relaysubscriptions", "relayevents", "relaydeliveries",
-                        "relayeventtypes", "relayoperations"}
+                        "relayeventtypes", "relayoperations", "relaykeys"}
 
 
 def test_relay_queues_and_poison_queues_are_declared():

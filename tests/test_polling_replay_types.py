@@ -15,6 +15,7 @@ from relay.bench.pollcost import CountingStorage, log_events
 from relay.events import EventLog, indexed_patterns
 from relay.models import EventRecord, ReplayRequest
 from relay.storage import Endpoints, Storage
+from relay.tokens import TokenCodec, stored_key
 from tests.helpers import InProcessApp, wait_until
 
 
@@ -230,7 +231,9 @@ def test_polling_chain_starts_exactly_at_the_first_call(relay, unique_type) -> N
         seen += [e["id"] for e in page.json()["value"]]
     assert seen == [after, last] and before not in seen
 
-    forged = polling.PollState(clock.time_key(clock.utcnow() - timedelta(days=300))).encode()
+    # Signed with the relay's own key (as a state it issued long ago would be): only its age is odd.
+    key = stored_key(Storage(Endpoints(connection_string=relay.azurite.connection_string)))
+    forged = polling.PollState(clock.time_key(clock.utcnow() - timedelta(days=300))).encode(TokenCodec(key))
     answer = relay.get(f"events/poll?eventType=nothing.{unique_type}&triggerState={forged}")
     assert answer.status_code == 202 and answer.headers["Retry-After"] == "0"
     assert parse_qs(urlsplit(answer.headers["Location"]).query)["triggerState"] != [forged]

@@ -113,3 +113,15 @@ def test_time_keys_sort_as_time() -> None:
     assert clock.parse_rfc3339("2026-01-01T01:00:00+01:00") == a
     with pytest.raises(ValueError):
         clock.parse_rfc3339("2026-01-01")
+
+
+def test_replay_times_are_aware_utc_instants_from_the_edge_on() -> None:
+    """`since`/`until` are read once into UTC datetimes; the wire and the connector keep a string."""
+    from datetime import datetime, timezone
+
+    from relay.models import ReplayRequest
+
+    request = ReplayRequest.model_validate({"since": "2026-01-01T01:00:00+01:00", "until": "2026-01-01T00:30:00Z"})
+    assert request.since == datetime(2026, 1, 1, tzinfo=timezone.utc) and request.since.tzinfo is timezone.utc
+    assert request.until is not None and request.until > request.since  # as instants, not as text
+    assert ReplayRequest.model_json_schema()["properties"]["since"]["type"] == "string"

@@ -86,7 +86,7 @@ resource queueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-0
   }
 }
 
-// The relay's tables (subscriptions, events, deliveries, event types, operations).
+// The relay's tables (subscriptions, events, deliveries, event types, operations, keys).
 resource tableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storageAccount.id, principalId, storageTableDataContributor)
   scope: storageAccount

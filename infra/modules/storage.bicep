@@ -35,6 +35,7 @@ var tableNames = [
   'relaydeliveries'
   'relayeventtypes'
   'relayoperations'
+  'relaykeys'
 ]
 
 // Work queues and their poison queues (`<queue>-poison`, where the host moves messages that

@@ -1,0 +1,26 @@
+"""The statuses the relay stores and shows, one enumeration each. They are `StrEnum`s, so a
+stored row, a JSON body and a query parameter hold the same plain string as before."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DeliveryStatus(StrEnum):
+    """A delivery in the delivery log (`GET /api/subscriptions/{id}/deliveries?status=`)."""
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class SubscriptionStatus(StrEnum):
+    """Whether a subscription receives events (`disabled` ones carry a `disabledReason`)."""
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class OperationStatus(StrEnum):
+    """An asynchronous operation (a replay) behind `GET /api/operations/{id}`."""
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
