@@ -14,6 +14,8 @@ ends before now leaves the state at its end and asks to be called again at once.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +39,11 @@ SLICE_DAYS = 3
 READ_BUDGET = 4 * PAGE
 
 
+# Unsigned states of the first release: how far back their position is trusted, and their size.
+LEGACY_WINDOW = timedelta(hours=1)
+LEGACY_MAX_CHARS = 200
+
+
 @dataclass(frozen=True)
 class PollState:
     key: str  # everything at or below this log key has been returned
@@ -47,7 +54,9 @@ class PollState:
         return (codec or get_codec()).seal(Purpose.TRIGGER_STATE, doc)
 
     @classmethod
-    def decode(cls, text: str, codec: TokenCodec | None = None) -> "PollState":
+    def decode(cls, text: str, codec: TokenCodec | None = None, now: datetime | None = None) -> "PollState":
+        if "." not in text:
+            return cls._first_release(text, now or clock.utcnow())
         # The codec checks the MAC before anything is decoded, so a forged state never gets here.
         doc = (codec or get_codec()).open(Purpose.TRIGGER_STATE, text, "triggerState")
         try:
@@ -58,6 +67,25 @@ class PollState:
         except (ValueError, KeyError, TypeError, AttributeError):
             raise invalid("triggerState", "is not a state this API issued") from None
         return cls(key, start)
+
+    @classmethod
+    def _first_release(cls, text: str, now: datetime) -> "PollState":
+        """A state the first release (0.1.0) issued: unsigned base64url JSON `{"k": key}` (a signed
+        token always holds a `.`, which base64url never does). Flows saved then hold such states,
+        and must keep polling after an upgrade. Unsigned, its position is trusted only within
+        LEGACY_WINDOW: an older (or forged) one starts that far back, so it can never reach into
+        history; a flow that polled within the window loses nothing."""
+        try:
+            if len(text) > LEGACY_MAX_CHARS:
+                raise ValueError("too long")
+            doc = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+            if set(doc) != {"k"}:  # exactly what 0.1.0 wrote: a signed state stripped of its MAC is not
+                raise ValueError("not a first-release state")
+            key = doc["k"]
+            clock.from_time_key(key.split("_", 1)[0])
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+            raise invalid("triggerState", "is not a state this API issued") from None
+        return cls(max(key, clock.time_key(now - LEGACY_WINDOW)))
 
     @classmethod
     def starting(cls, now: datetime) -> "PollState":

@@ -299,3 +299,45 @@ def test_a_crashed_replay_holds_its_subscription_only_for_its_lease(azurite) -> 
     second = ops.start(sub_id, request, now=t0 + replay.LEASE + timedelta(seconds=1))
     assert second != first and ops.get(first)["status"] == "failed"
     assert ops.renew(sub_id, first) is False and ops.renew(sub_id, second) is True
+
+
+def _v010_state(key: str) -> str:
+    """A triggerState as the first released version (0.1.0) wrote it: unsigned base64url JSON."""
+    import base64
+
+    return base64.urlsafe_b64encode(json.dumps({"k": key}).encode()).decode().rstrip("=")
+
+
+def test_a_flow_holding_a_state_from_the_first_release_keeps_polling(relay, unique_type) -> None:
+    """Flows saved on 0.1.0 hold unsigned states in their trigger: after the upgrade their polls go
+    on (the next Location carries a signed state) instead of failing until someone re-saves them.
+    Unsigned, such a state is trusted for its position only within the last hour: an older or
+    forged one reads no further back than that."""
+    recent = _v010_state(clock.time_key(clock.utcnow() - timedelta(seconds=2)))
+    first = relay.get(f"events/poll?eventType={unique_type}&triggerState={recent}")
+    assert first.status_code == 202, first.text
+    signed = parse_qs(urlsplit(first.headers["Location"]).query)["triggerState"][0]
+    assert "." in signed and signed != recent
+    fresh = relay.publish({"type": unique_type, "data": "after the upgrade"}).json()["id"]
+    page = _until_200(relay, first.headers["Location"])
+    assert [e["id"] for e in page.json()["value"]] == [fresh]
+
+    # An event logged two hours ago (the log's clock set back for this one write, as a slow
+    # instance's would be): a legacy state from last week must not reach it.
+    from unittest import mock
+
+    two_hours_ago = clock.utcnow() - timedelta(hours=2)
+    stale = EventRecord(id=f"old-{uuid.uuid4().hex[:8]}", type=unique_type, source="urn:test", data=1,
+                        time=clock.rfc3339(two_hours_ago), acceptedAt=clock.rfc3339_precise(two_hours_ago))
+    with mock.patch("relay.clock.utcnow", return_value=two_hours_ago):
+        EventLog(Storage(Endpoints(connection_string=relay.azurite.connection_string))).record(
+            stale, uuid.uuid4().hex, seen_before=False)
+    week_old = _v010_state(clock.time_key(clock.utcnow() - timedelta(days=7)))
+    seen: list[str] = []
+    url = f"{relay.base}/events/poll?eventType={unique_type}&triggerState={week_old}"
+    for _ in range(5):
+        answer = _poll(relay, url)
+        url = answer.headers["Location"]
+        if answer.status_code == 200:
+            seen += [e["id"] for e in answer.json()["value"]]
+    assert stale.id not in seen and fresh in seen
