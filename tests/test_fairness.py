@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from conftest import wait_until
-from relay.outbound import DeliveryError, OriginBusy, Sender, _OriginGate
+from relay.origins import ORIGINS_KEPT, OriginGate
+from relay.outbound import BreakerOpen, DeliveryError, DeliveryTimeout, OriginBusy, Sender
 from test_outbound import senders  # noqa: F401 - the fixture, shared
 
 SECRET = "s3cr3tSIG"
@@ -106,7 +107,7 @@ def test_full_origin_that_stalls_hands_attempts_back_and_other_origins_go_on() -
     """With every slot of A held and none freed for `stall` seconds, an attempt to A is handed back
     at once (OriginBusy), while B still gets a slot."""
     clock = FakeClock()
-    gate = _OriginGate(cap=2, wait=2.0, stall=1.0, trip=3, window=60, cooloff=30, now=clock)
+    gate = OriginGate(cap=2, wait=2.0, stall=1.0, trip=3, window=60, cooloff=30, now=clock)
     assert gate.acquire(A, "a") is False and gate.acquire(A, "a") is False
     clock.now += 1.5
     with pytest.raises(OriginBusy, match="in flight"):
@@ -120,7 +121,7 @@ def test_breaker_opens_after_timeouts_and_one_probe_closes_it() -> None:
     """`trip` timeouts within the window open the breaker (kind "breaker", nothing sent); after the
     cool-off one probe goes through, the others are still held off; its success closes it."""
     clock = FakeClock()
-    gate = _OriginGate(cap=4, wait=2.0, stall=1.0, trip=2, window=60, cooloff=30, now=clock)
+    gate = OriginGate(cap=4, wait=2.0, stall=1.0, trip=2, window=60, cooloff=30, now=clock)
     for _ in range(2):
         gate.acquire(A, "a")
         gate.release(A, False, timed_out=True)
@@ -138,7 +139,7 @@ def test_breaker_opens_after_timeouts_and_one_probe_closes_it() -> None:
 
 def test_breaker_probe_that_times_out_opens_it_again_and_old_timeouts_expire() -> None:
     clock = FakeClock()
-    gate = _OriginGate(cap=4, wait=2.0, stall=1.0, trip=2, window=60, cooloff=30, now=clock)
+    gate = OriginGate(cap=4, wait=2.0, stall=1.0, trip=2, window=60, cooloff=30, now=clock)
     gate.acquire(A, "a")
     gate.release(A, False, timed_out=True)
     clock.now += 61  # the first timeout has left the window: one more does not trip it
@@ -155,13 +156,12 @@ def test_breaker_probe_that_times_out_opens_it_again_and_old_timeouts_expire() -
 
 def test_gate_forgets_origins_whose_timeouts_have_expired() -> None:
     """Each origin that timed out is remembered for the window; thousands of them do not pile up."""
-    from relay.outbound import _ORIGINS_KEPT
     clock = FakeClock()
-    gate = _OriginGate(cap=4, wait=2.0, stall=1.0, trip=5, window=60, cooloff=30, now=clock)
-    for n in range(_ORIGINS_KEPT):
+    gate = OriginGate(cap=4, wait=2.0, stall=1.0, trip=5, window=60, cooloff=30, now=clock)
+    for n in range(ORIGINS_KEPT):
         gate.acquire(("http", f"h{n}.example.test", 80), "h")
         gate.release(("http", f"h{n}.example.test", 80), False, timed_out=True)
-    assert len(gate._origins) == _ORIGINS_KEPT
+    assert len(gate._origins) == ORIGINS_KEPT
     clock.now += 61
     gate.acquire(A, "a")
     assert list(gate._origins) == [A]
