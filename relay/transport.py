@@ -45,6 +45,7 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.response import BaseHTTPResponse
+from urllib3.util.ssl_ import create_urllib3_context
 from urllib3.util.ssl_match_hostname import CertificateError
 
 from .guard import DEFAULT_PORTS, Target, bracketed, request_target
@@ -119,33 +120,32 @@ class Exchange:
         """`conn` is this attempt's from now on (None: it went back to the idle set or was closed)."""
         with self._lock:
             self._conn = None if self._finished else conn
-            if self._expired and self._conn is not None:
-                _cut(self._conn)
+            if self._expired:
+                self._cut()
 
     def expire(self) -> None:
         with self._lock:
             if self._finished:
                 return
             self._expired = True
-            if self._conn is not None:
-                _cut(self._conn)
+            self._cut()
 
     def finish(self) -> None:
         with self._lock:
             self._finished = True
             self._conn = None
 
-
-def _cut(conn: HTTPConnection) -> None:
-    # `sock` is http.client's public attribute. During a TLS handshake it is the TCP socket the TLS
-    # one is being made from, already detached, so the cut fails there: the handshake is bounded by
-    # the connect timeout per read instead (see Transport.post), and the expired flag ends the attempt.
-    sock = conn.sock
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+    def _cut(self) -> None:
+        # `sock` is http.client's public attribute: the socket the exchange reads and writes.
+        # (During a TLS handshake it is the TCP socket already handed over to the TLS one, so this
+        # cut does nothing there; it need not: CPython's do_handshake holds the socket timeout, set
+        # to what was left of the attempt, for the whole handshake, not per read.)
+        sock = self._conn.sock if self._conn is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class Deadlines:
@@ -251,14 +251,19 @@ class _IdleConnections:
 
 
 def _tls_options(verify: bool | str) -> dict[str, Any]:
-    """urllib3's documented HTTPSConnection arguments for certificate checks."""
-    if verify is False:
-        return {"cert_reqs": "CERT_NONE"}
+    """urllib3's documented HTTPSConnection arguments for certificate checks: one SSL context for
+    every connection (built by urllib3's public `create_urllib3_context`, the trust store loaded
+    once rather than per connection), and `cert_reqs`."""
+    cert_reqs = ssl.CERT_NONE if verify is False else ssl.CERT_REQUIRED
+    context = create_urllib3_context(cert_reqs=cert_reqs)
     if verify is True:
-        return {"cert_reqs": "CERT_REQUIRED", "ca_certs": DEFAULT_CA_BUNDLE_PATH}
-    if os.path.isdir(verify):
-        return {"cert_reqs": "CERT_REQUIRED", "ca_cert_dir": verify}
-    return {"cert_reqs": "CERT_REQUIRED", "ca_certs": verify}
+        context.load_verify_locations(cafile=DEFAULT_CA_BUNDLE_PATH)
+    elif isinstance(verify, str):
+        if os.path.isdir(verify):
+            context.load_verify_locations(capath=verify)
+        else:
+            context.load_verify_locations(cafile=verify)
+    return {"ssl_context": context, "cert_reqs": cert_reqs}
 
 
 class PinnedAdapter(HTTPAdapter):
