@@ -55,7 +55,8 @@ class OriginGate:
         self._origins: dict[Origin, _OriginState] = {}
 
     def acquire(self, origin: Origin, label: str) -> bool:
-        """Take a slot; True when this attempt is the breaker's probe. Raises `OriginBusy` or `BreakerOpen` when nothing may be sent now."""
+        """Take a slot; True when this attempt is the breaker's probe. Raises `OriginBusy` or
+        `BreakerOpen` when nothing may be sent now."""
         with self._lock:
             now = self._now()
             state = self._origins.get(origin)

@@ -279,9 +279,9 @@ class PinnedAdapter(HTTPAdapter):
         self.idle = _IdleConnections(per_key, keys)
 
     def send(self, request: requests.PreparedRequest, stream: bool = False,
-             timeout: None | float | tuple[float, float] | tuple[float, None] = None,
-             verify: bool | str = True, cert: None | bytes | str | tuple[bytes | str, bytes | str] = None,
-             proxies: Mapping[str, str] | None = None, *, exchange: Exchange | None = None) -> requests.Response:
+             timeout: float | tuple[float | None, float | None] | None = None, verify: bool | str = True,
+             cert: str | tuple[str, str] | None = None, proxies: dict[str, str] | None = None,
+             *, exchange: Exchange | None = None) -> requests.Response:
         """Send `request` on a connection to `exchange.target.address`; the answer's body is left
         unread (`response.raw`), and `release` decides what becomes of the connection."""
         if exchange is None:
@@ -296,8 +296,11 @@ class PinnedAdapter(HTTPAdapter):
                 conn.connect()
             exchange.connected = True
             conn.timeout = exchange.remaining()
-            conn.request(request.method or "POST", exchange.request_target, body=request.body,
-                         headers=dict(request.headers), preload_content=False, decode_content=False)
+            # Transport.prepare gave the request a bytes body (or none) and str headers.
+            body = request.body if isinstance(request.body, bytes) else None
+            headers = {name: str(value) for name, value in request.headers.items()}
+            conn.request(request.method or "POST", exchange.request_target, body=body, headers=headers,
+                         preload_content=False, decode_content=False)
             conn.timeout = exchange.remaining()
             raw = conn.getresponse()
         except BaseException:

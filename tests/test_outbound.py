@@ -206,6 +206,17 @@ def read_whole_request(conn: socket.socket) -> bytes:
     return data
 
 
+def trickle_after(server: RawServer, conn: socket.socket, start: bytes, byte: bytes) -> None:
+    """Send `start`, then `byte` again and again. Pacing, not synchronisation: one byte per 0.1 s
+    for up to 10 s, well inside each 0.5 s socket timeout; ends as soon as the test tears the
+    server down."""
+    conn.sendall(start)
+    for _ in range(100):
+        if server.stopped.wait(0.1):
+            return
+        conn.sendall(byte)
+
+
 def no_secret_anywhere(exc: BaseException) -> bool:
     text = "".join(traceback.format_exception(exc))
     return SECRET not in text and SECRET not in str(exc)
@@ -704,13 +715,7 @@ def test_trickling_server_is_cut_off_at_the_deadline(
     """A server sending a header byte more often than the read timeout still cannot hold an attempt past its timeout."""
     def trickle(conn: socket.socket) -> None:
         read_whole_request(conn)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Trickle: ")
-        # Pacing, not synchronisation: one byte per 0.1 s for up to 10 s, well inside each 0.5 s
-        # socket timeout; ends as soon as the test tears the server down.
-        for _ in range(100):
-            if trickler.stopped.wait(0.1):
-                return
-            conn.sendall(b"a")
+        trickle_after(trickler, conn, b"HTTP/1.1 200 OK\r\nX-Trickle: ", b"a")
 
     trickler = raw_servers(trickle)
     started = time.monotonic()
@@ -743,13 +748,7 @@ def test_trickling_tls_handshake_is_cut_off_at_the_deadline(
     hold an attempt past its timeout: the handshake is inside the attempt's deadline too."""
     def trickle(conn: socket.socket) -> None:
         conn.recv(65536)  # the ClientHello
-        conn.sendall(b"\x16\x03\x03\x40\x00")  # a handshake record of 16 KiB is coming…
-        # Pacing, not synchronisation: one byte per 0.1 s for up to 10 s, well inside each 0.5 s
-        # socket timeout; ends as soon as the test tears the server down.
-        for _ in range(100):
-            if trickler.stopped.wait(0.1):
-                return
-            conn.sendall(b"\x00")
+        trickle_after(trickler, conn, b"\x16\x03\x03\x40\x00", b"\x00")  # a 16 KiB handshake record…
 
     trickler = raw_servers(trickle)
     started = time.monotonic()
