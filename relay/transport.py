@@ -95,16 +95,20 @@ _Key = tuple[str, str, int, str]  # (scheme, address, port, TLS server name or "
 # ---- one attempt and its deadline ---------------------------------------------------------------
 
 class Exchange:
-    """One attempt: the checked target, its deadline, and the connection it is using."""
+    """One attempt: the checked target, its deadline, and the socket the deadline thread may cut."""
 
     def __init__(self, target: Target, deadline: float) -> None:
         self.target = target
         self.request_target = request_target(target.url)
         self.deadline = deadline
-        self._lock = threading.Lock()
-        self._conn: HTTPConnection | None = None
         self.connected = False  # a connection was made: from here on the request may have been sent
         self.held: tuple[_Key, HTTPConnection] | None = None  # set by the adapter once there is an answer
+        self._lock = threading.Lock()
+        # A duplicate of the connection's socket, owned by this exchange alone: shutting it down
+        # stops a blocked read on the original from another thread, and since only this exchange
+        # closes it, the cut can never land on a descriptor http.client closed and the process
+        # reused meanwhile.
+        self._twin: socket.socket | None = None
         self._expired = False
         self._finished = False
 
@@ -116,36 +120,45 @@ class Exchange:
         with self._lock:
             return self._expired
 
-    def use(self, conn: HTTPConnection | None) -> None:
-        """`conn` is this attempt's from now on (None: it went back to the idle set or was closed)."""
+    def attach(self, sock: socket.socket | None) -> None:
+        """`sock` (a connection's public `sock`, once connected) carries this attempt from now on."""
+        if sock is None:
+            return
         with self._lock:
-            self._conn = None if self._finished else conn
+            if self._finished or self._twin is not None:
+                return
+            self._twin = socket.fromfd(sock.fileno(), sock.family, sock.type, sock.proto)
             if self._expired:
-                self._cut()
+                _cut(self._twin)
+
+    def detach(self) -> None:
+        """The connection is no longer this attempt's (closed, or back among the idle ones)."""
+        with self._lock:
+            twin, self._twin = self._twin, None
+        if twin is not None:
+            twin.close()
 
     def expire(self) -> None:
         with self._lock:
             if self._finished:
                 return
             self._expired = True
-            self._cut()
+            if self._twin is not None:
+                _cut(self._twin)
 
     def finish(self) -> None:
         with self._lock:
             self._finished = True
-            self._conn = None
+        self.detach()
 
-    def _cut(self) -> None:
-        # `sock` is http.client's public attribute: the socket the exchange reads and writes.
-        # (During a TLS handshake it is the TCP socket already handed over to the TLS one, so this
-        # cut does nothing there; it need not: CPython's do_handshake holds the socket timeout, set
-        # to what was left of the attempt, for the whole handshake, not per read.)
-        sock = self._conn.sock if self._conn is not None else None
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+
+def _cut(sock: socket.socket) -> None:
+    # A TLS handshake needs no cut: CPython's do_handshake holds the socket timeout (what was left
+    # of the attempt at connect) for the whole handshake, not per read.
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class Deadlines:
@@ -289,11 +302,11 @@ class PinnedAdapter(HTTPAdapter):
         target = exchange.target
         key: _Key = (target.scheme, target.address, target.port, target.host if target.scheme == "https" else "")
         conn = self.idle.take(key) or self.connection_to(target)
-        exchange.use(conn)
         try:
             if conn.is_closed:
                 conn.timeout = exchange.remaining()
                 conn.connect()
+            exchange.attach(conn.sock)
             exchange.connected = True
             conn.timeout = exchange.remaining()
             # Transport.prepare gave the request a bytes body (or none) and str headers.
@@ -304,7 +317,7 @@ class PinnedAdapter(HTTPAdapter):
             conn.timeout = exchange.remaining()
             raw = conn.getresponse()
         except BaseException:
-            exchange.use(None)
+            exchange.detach()
             conn.close()
             raise
         exchange.held = (key, conn)
@@ -322,6 +335,7 @@ class PinnedAdapter(HTTPAdapter):
         """The attempt is done: its connection goes back to the idle set when the answer was read
         whole on a connection the receiver keeps open, and is closed otherwise."""
         response.raw.close()
+        exchange.detach()
         if exchange.held is None:
             return
         key, conn = exchange.held
