@@ -24,7 +24,7 @@ from .backoff import parse_retry_after, retry_delay
 from .deliverylog import Attempt, DeliveryLog, FirstTry
 from .errors import TargetRefused
 from .models import DeliveryMessage, EventRecord, Target
-from .outbound import DeliveryError, OriginBusy, Sender, redact_url, scrub
+from .outbound import DeliveryError, OriginBusy, Sender, TLSError, redact_url, scrub
 from .outcomes import Outcome, Verdict, classify
 from .settings import Settings
 from .storage import DELIVERY_QUEUE, NEVER_EXPIRE, Storage
@@ -56,6 +56,21 @@ def get_sender(settings: Settings) -> Sender:
         return _sender
 
 
+# What an attempt that got no answer means for the delivery: the one table. The first row whose
+# class the exception is an instance of wins. The contract retries timeouts and refused or reset
+# connections; a certificate that does not verify, or a URL the guard refuses, will not get
+# better by trying again. (OriginBusy is not an attempt: it is deferred, see `attempt`.)
+OUTCOMES: tuple[tuple[type[Exception], Outcome], ...] = (
+    (TargetRefused, Outcome.FAILED),
+    (TLSError, Outcome.FAILED),
+    (DeliveryError, Outcome.RETRY),
+)
+
+
+def outcome_of(exc: TargetRefused | DeliveryError) -> Outcome:
+    return next(outcome for kind, outcome in OUTCOMES if isinstance(exc, kind))
+
+
 @dataclass
 class Result:
     """What one attempt came to."""
@@ -73,12 +88,9 @@ def attempt(sender: Sender, target: Target, event_id: str, note: signing.Notific
     except OriginBusy as exc:
         return Result(Verdict(Outcome.RETRY, exc.message), deferred=True)
     except TargetRefused as exc:
-        return Result(Verdict(Outcome.FAILED, f"refused by the outbound guard: {exc.reason}"))
+        return Result(Verdict(outcome_of(exc), f"refused by the outbound guard: {exc.reason}"))
     except DeliveryError as exc:
-        # The contract retries timeouts and refused or reset connections; a certificate that
-        # does not verify will not get better by trying again.
-        outcome = Outcome.FAILED if exc.kind == "tls" else Outcome.RETRY
-        return Result(Verdict(outcome, f"{exc.kind}: {exc.message}"))
+        return Result(Verdict(outcome_of(exc), f"{exc.kind}: {exc.message}"))
     return Result(classify(reply.status, reply.body), reply.status,
                   parse_retry_after(reply.headers.get("retry-after")))
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from relay.origins import ORIGINS_KEPT, OriginGate
+from relay.outbound import BreakerOpen, DeliveryError, DeliveryTimeout, OriginBusy, Sender
 from tests.helpers import wait_until
-from relay.outbound import DeliveryError, OriginBusy, Sender, _OriginGate
 from tests.test_outbound import senders  # noqa: F401 - the fixture, shared
 
 SECRET = "s3cr3tSIG"
@@ -106,7 +107,7 @@ def test_full_origin_that_stalls_hands_attempts_back_and_other_origins_go_on() -
     """With every slot of A held and none freed for `stall` seconds, an attempt to A is handed back
     at once (OriginBusy), while B still gets a slot."""
     clock = FakeClock()
-    gate = _OriginGate(cap=2, wait=2.0, stall=1.0, trip=3, window=60, cooloff=30, now=clock)
+    gate = OriginGate(cap=2, wait=2.0, stall=1.0, trip=3, window=60, cooloff=30, now=clock)
     assert gate.acquire(A, "a") is False and gate.acquire(A, "a") is False
     clock.now += 1.5
     with pytest.raises(OriginBusy, match="in flight"):
@@ -117,16 +118,16 @@ def test_full_origin_that_stalls_hands_attempts_back_and_other_origins_go_on() -
 
 
 def test_breaker_opens_after_timeouts_and_one_probe_closes_it() -> None:
-    """`trip` timeouts within the window open the breaker (kind "breaker", nothing sent); after the
+    """`trip` timeouts within the window open the breaker (BreakerOpen, nothing sent); after the
     cool-off one probe goes through, the others are still held off; its success closes it."""
     clock = FakeClock()
-    gate = _OriginGate(cap=4, wait=2.0, stall=1.0, trip=2, window=60, cooloff=30, now=clock)
+    gate = OriginGate(cap=4, wait=2.0, stall=1.0, trip=2, window=60, cooloff=30, now=clock)
     for _ in range(2):
         gate.acquire(A, "a")
         gate.release(A, False, timed_out=True)
     with pytest.raises(DeliveryError) as held_off:
         gate.acquire(A, "a")
-    assert held_off.value.kind == "breaker"
+    assert isinstance(held_off.value, BreakerOpen)
     assert gate.acquire(B, "b") is False  # only A is affected
     clock.now += 31
     assert gate.acquire(A, "a") is True  # the probe
@@ -138,7 +139,7 @@ def test_breaker_opens_after_timeouts_and_one_probe_closes_it() -> None:
 
 def test_breaker_probe_that_times_out_opens_it_again_and_old_timeouts_expire() -> None:
     clock = FakeClock()
-    gate = _OriginGate(cap=4, wait=2.0, stall=1.0, trip=2, window=60, cooloff=30, now=clock)
+    gate = OriginGate(cap=4, wait=2.0, stall=1.0, trip=2, window=60, cooloff=30, now=clock)
     gate.acquire(A, "a")
     gate.release(A, False, timed_out=True)
     clock.now += 61  # the first timeout has left the window: one more does not trip it
@@ -155,13 +156,12 @@ def test_breaker_probe_that_times_out_opens_it_again_and_old_timeouts_expire() -
 
 def test_gate_forgets_origins_whose_timeouts_have_expired() -> None:
     """Each origin that timed out is remembered for the window; thousands of them do not pile up."""
-    from relay.outbound import _ORIGINS_KEPT
     clock = FakeClock()
-    gate = _OriginGate(cap=4, wait=2.0, stall=1.0, trip=5, window=60, cooloff=30, now=clock)
-    for n in range(_ORIGINS_KEPT):
+    gate = OriginGate(cap=4, wait=2.0, stall=1.0, trip=5, window=60, cooloff=30, now=clock)
+    for n in range(ORIGINS_KEPT):
         gate.acquire(("http", f"h{n}.example.test", 80), "h")
         gate.release(("http", f"h{n}.example.test", 80), False, timed_out=True)
-    assert len(gate._origins) == _ORIGINS_KEPT
+    assert len(gate._origins) == ORIGINS_KEPT
     clock.now += 61
     gate.acquire(A, "a")
     assert list(gate._origins) == [A]
@@ -200,18 +200,18 @@ def test_breaker_stops_connecting_to_an_origin_that_keeps_timing_out(
     for _ in range(2):
         with pytest.raises(DeliveryError) as failed:
             sender.post(dead, b"{}", {})
-        assert failed.value.kind == "timeout"
+        assert isinstance(failed.value, DeliveryTimeout)
     started = time.monotonic()
     with pytest.raises(DeliveryError) as held_off:
         sender.post(dead, b"{}", {})
-    assert held_off.value.kind == "breaker"
+    assert isinstance(held_off.value, BreakerOpen)
     assert time.monotonic() - started < 0.2
     assert hanging.accepted == 2
 
 
 @pytest.mark.timeout(30)
 def test_dns_lookup_is_inside_the_attempts_deadline(senders: Callable[..., Sender]) -> None:
-    """A resolver that never answers ends the attempt at its deadline with kind "timeout"."""
+    """A resolver that never answers ends the attempt at its deadline with DeliveryTimeout."""
     unblock = threading.Event()
 
     def stuck_resolver(host: str, port: int) -> list[str]:
@@ -225,7 +225,7 @@ def test_dns_lookup_is_inside_the_attempts_deadline(senders: Callable[..., Sende
             sender.post(f"http://slow-dns.example.test/hook?sig={SECRET}", b"{}", {})
     finally:
         unblock.set()
-    assert failed.value.kind == "timeout" and "resolved" in failed.value.message
+    assert isinstance(failed.value, DeliveryTimeout) and "resolved" in failed.value.message
     assert SECRET not in failed.value.message
     assert 0.4 <= time.monotonic() - started < 2.0
 

@@ -1,0 +1,127 @@
+"""Fairness between origins: per-origin slots and a circuit breaker, shared by a sender's threads.
+
+One origin (scheme, host, port) cannot take every delivery thread: attempts to it share a few
+slots, an attempt that cannot get one soon is handed back (`OriginBusy`) instead of waiting, and
+an origin that keeps timing out is not connected to for a while (`BreakerOpen`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .guard import Origin
+from .sendererrors import BreakerOpen, OriginBusy
+
+__all__ = ["ORIGINS_KEPT", "OriginGate"]
+
+@dataclass
+class _OriginState:
+    cond: threading.Condition      # on the gate's one lock; wakes only this origin's waiters
+    in_flight: int = 0
+    waiters: int = 0
+    full_since: float = 0.0        # when the slots last became all taken
+    timeouts: deque[float] = field(default_factory=deque)
+    open_until: float = 0.0        # breaker: no connection before this; 0 = closed
+    probing: bool = False          # breaker half-open: one attempt is finding out
+
+
+# Origins remembered before idle ones are swept (each remembered one had a recent timeout).
+ORIGINS_KEPT = 4096
+
+
+class OriginGate:
+    """Per-origin slots and circuit breaker, shared by every thread of one sender.
+
+    Slots: at most `cap` attempts to one origin at a time. A thread that finds them all taken
+    waits only while the origin is making progress (a slot was freed within `stall` seconds) and
+    at most `wait` seconds; otherwise `OriginBusy` hands the delivery back at once, so a receiver
+    that never answers holds `cap` threads and no more.
+
+    Breaker: `trip` timeouts within `window` seconds open it for `cooloff` seconds, during which
+    attempts fail at once with `BreakerOpen` without connecting. After that one attempt (a probe)
+    goes through; its success closes the breaker, another timeout opens it again.
+    """
+
+    def __init__(self, *, cap: int, wait: float, stall: float, trip: int, window: float, cooloff: float,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.cap, self.wait, self.stall = cap, wait, stall
+        self.trip, self.window, self.cooloff = trip, window, cooloff
+        self._now = now
+        self._lock = threading.Lock()
+        self._origins: dict[Origin, _OriginState] = {}
+
+    def acquire(self, origin: Origin, label: str) -> bool:
+        """Take a slot; True when this attempt is the breaker's probe. Raises `OriginBusy` or
+        `BreakerOpen` when nothing may be sent now."""
+        with self._lock:
+            now = self._now()
+            state = self._origins.get(origin)
+            if state is None:
+                if len(self._origins) >= ORIGINS_KEPT:
+                    self._forget_idle(now)
+                state = self._origins[origin] = _OriginState(threading.Condition(self._lock))
+            give_up_at = now + self.wait
+            while True:
+                if state.open_until:
+                    if now < state.open_until or state.probing:
+                        raise BreakerOpen(f"not sent: {label} timed out {self.trip} times within "
+                                                       f"{self.window:g} s, so it is left alone for a while")
+                    state.probing = True  # half-open: this attempt finds out whether it is back
+                    self._take(state, now)
+                    return True
+                if state.in_flight < self.cap:
+                    self._take(state, now)
+                    return False
+                stalled_at = state.full_since + self.stall
+                if now >= stalled_at or now >= give_up_at:
+                    raise OriginBusy(f"not sent: {state.in_flight} attempts to {label} are in flight and "
+                                     f"none finished within {self.stall:g} s")
+                # While this thread waits, the entry stays (release keeps entries with waiters).
+                state.waiters += 1
+                try:
+                    state.cond.wait(min(stalled_at, give_up_at) - now)
+                finally:
+                    state.waiters -= 1
+                now = self._now()
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop origins with nothing in flight whose timeouts and breaker have all expired."""
+        for origin, state in list(self._origins.items()):
+            if (not state.in_flight and not state.waiters and now >= state.open_until
+                    and not state.probing and all(t <= now - self.window for t in state.timeouts)):
+                del self._origins[origin]
+
+    def _take(self, state: _OriginState, now: float) -> None:
+        state.in_flight += 1
+        if state.in_flight >= self.cap:
+            state.full_since = now
+
+    def release(self, origin: Origin, probe: bool, timed_out: bool) -> None:
+        with self._lock:
+            state = self._origins[origin]
+            now = self._now()
+            state.in_flight -= 1
+            if timed_out:
+                state.timeouts.append(now)
+            while state.timeouts and state.timeouts[0] <= now - self.window:
+                state.timeouts.popleft()
+            was_open = bool(state.open_until)
+            if probe:
+                state.probing = False
+                if timed_out:
+                    state.open_until = now + self.cooloff
+                else:
+                    state.open_until = 0.0
+                    state.timeouts.clear()
+            elif timed_out and not state.open_until and len(state.timeouts) >= self.trip:
+                state.open_until = now + self.cooloff
+            if bool(state.open_until) != was_open:
+                state.cond.notify_all()  # waiters learn of the breaker now, not at their deadline
+            else:
+                state.cond.notify()  # one slot freed: one waiter
+            if not (state.in_flight or state.waiters or state.timeouts or state.open_until):
+                del self._origins[origin]  # keep the table to origins with something to remember
