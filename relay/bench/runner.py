@@ -33,11 +33,12 @@ from requests.adapters import HTTPAdapter
 
 from ..azurite import Azurite, connection_string, free_port, stop_group
 from ..azurite import wait_until as _wait_until
+from ..storage import DELIVERY_QUEUE, FANOUT_QUEUE
 from .receiver import Receiver
 from .costmodel import event_grid_cost, load_prices, relay_cost
 
 ROOT = Path(__file__).resolve().parents[2]
-WORK_QUEUES = ("relay-fanout", "relay-deliveries")
+WORK_QUEUES = (FANOUT_QUEUE, DELIVERY_QUEUE)
 ALL_SCENARIOS = ("throughput", "scaleout", "latency", "cost", "scale")
 LATENCY_RATE = 50.0
 WARMUP_SECONDS = 2.0
