@@ -136,10 +136,6 @@ class Settings:
     # WEBSITE_HOSTNAME in Azure); None: the request's own scheme and host (local work).
     public_url: str | None = None
 
-    @property
-    def max_attempts(self) -> int:
-        return 1 + len(self.retry_schedule)
-
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if environ is None else environ

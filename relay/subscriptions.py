@@ -418,10 +418,6 @@ class SubscriptionStore:
                 removed[sub_id] = max(removed.get(sub_id, -1), int(row.get("gen") or 0))
         return removed, rotated
 
-    def removed_since(self, since_key: str) -> dict[str, int]:
-        """Subscription id -> newest removed generation, for removals at or after `since_key`."""
-        return self.changes_since(since_key)[0]
-
     # ---- removal --------------------------------------------------------------------------
 
     def _tombstone(self, entity: dict[str, Any]) -> None:
