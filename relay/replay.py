@@ -13,7 +13,6 @@ from __future__ import annotations
 import heapq
 import json
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
@@ -27,7 +26,8 @@ from .errors import RelayError
 from .events import read_log
 from .matching import subject_matches
 from .models import DeliveryMessage, ReplayMessage, ReplayRequest, Target
-from .storage import DELIVERY_QUEUE, NEVER_EXPIRE, OPERATIONS_TABLE, REPLAY_QUEUE, Storage
+from .outbox import Outbox
+from .storage import OPERATIONS_TABLE, Storage
 from .subscriptions import SubscriptionStore
 
 PARTITION = "op"
@@ -40,8 +40,6 @@ LEASE = timedelta(minutes=5)
 RENEW_EVERY = 200  # messages sent between lease renewals
 # Why a replay failed, and so how GET /api/operations/{id} answers it (see relay.api).
 GONE, SUPERSEDED, CRASHED = "subscription-gone", "superseded", "crashed"
-
-_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="replay")
 
 
 class ReplayRunning(RelayError):
@@ -69,8 +67,7 @@ class Operations:
             "since": request.since, "until": request.until or "", "filter": request.status,
             "createdAt": clock.rfc3339(now),
         })
-        self._storage.queue(REPLAY_QUEUE).send_message(ReplayMessage(operationId=op_id).model_dump_json(),
-                                                       time_to_live=NEVER_EXPIRE)
+        Outbox(self._storage).replay(ReplayMessage(operationId=op_id))
         return op_id
 
     def get(self, op_id: str) -> dict[str, Any] | None:
@@ -231,15 +228,13 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
     target = Target(sub=sub["id"], url=sub["notificationUrl"], secret=sub["secret"], once=bool(sub.get("once")),
                     gen=int(sub.get("gen") or 0), attempt=1, logged=True, mode=sub.get("contentMode") or "json")
     planned = clock.time_key(clock.utcnow())
-    queue = storage.queue(DELIVERY_QUEUE)
+    outbox = Outbox(storage)
     sent = 0
     batch: list[DeliveryMessage] = []
 
     def flush() -> bool:
         nonlocal sent, batch
-        for future in [_pool.submit(queue.send_message, m.model_dump_json(), time_to_live=NEVER_EXPIRE)
-                       for m in batch]:
-            future.result()
+        outbox.deliveries(batch)
         sent, batch = sent + len(batch), []
         return ops.renew(sub["id"], op_id)
 

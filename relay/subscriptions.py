@@ -37,7 +37,6 @@ import json
 import re
 import secrets
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator
 
@@ -51,6 +50,8 @@ from .paging import decode_token, encode_token
 from .matching import patterns_for_type, subject_matches, type_matches
 from .models import SubscriptionRequest, Target
 from .outbound import mask_url
+from .pools import get_pools
+from .settings import get_settings
 from .storage import SUBSCRIPTIONS_TABLE, Storage
 
 ID_RE = re.compile(r"[0-9a-f]{32}")  # always fullmatch: `$` lets a trailing newline in
@@ -59,8 +60,6 @@ TOMB_PARTITION = "t"
 # Clocks of different instances disagree a little; tombstones this much older than a reader's
 # index read still count, at the price of reading a few more rows.
 CLOCK_SKEW = timedelta(minutes=5)
-# Point reads of one owner's page of subscriptions run side by side.
-_owned_reads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="owned-read")
 # Reading only these spares parsing the rest (Timestamp, etag) of every index row.
 _INDEX_FIELDS = ("RowKey", "url", "secret", "once", "gen", "subjectBeginsWith", "subjectEndsWith", "contentMode")
 
@@ -370,7 +369,8 @@ class SubscriptionStore:
             "PartitionKey eq @pk", parameters={"pk": owner_partition(owner)}, results_per_page=limit,
             select=["RowKey"]).by_page(continuation_token=decode_token(token))
         ids = [row["RowKey"] for row in next(pages, [])]
-        found = list(_owned_reads.map(self._get_entity, ids)) if ids else []
+        # Point reads of one owner's page run side by side.
+        found = list(get_pools(get_settings()).reads.map(self._get_entity, ids)) if ids else []
         # An index row outlives a subscription deleted meanwhile; the owner check guards hash reuse.
         page = [e for e in found if e is not None and e.get("owner") == owner]
         if event_type is not None:

@@ -26,9 +26,8 @@ from .delivery import Deliverer
 from .replay import Operations, run_replay
 from .retention import sweep
 from .settings import get_settings
-from .storage import (
-    DELIVERY_QUEUE, FANOUT_QUEUE, NEVER_EXPIRE, REPLAY_QUEUE, Storage, get_storage, is_outage,
-)
+from .outbox import Outbox
+from .storage import DELIVERY_QUEUE, FANOUT_QUEUE, REPLAY_QUEUE, Storage, get_storage, is_outage
 
 log = logging.getLogger("relay.worker")
 queues = func.Blueprint()
@@ -62,8 +61,7 @@ def _patiently(queue: str, msg: func.QueueMessage, work: Callable[[Storage], Non
         body = json.loads(msg.get_body())
         if queue == FANOUT_QUEUE and not body.get("origin"):
             body["origin"] = msg.id
-        storage.queue(queue).send_message(json.dumps(body), visibility_timeout=REQUEUE_DELAY,
-                                          time_to_live=NEVER_EXPIRE)
+        Outbox(storage).put_back(queue, json.dumps(body), REQUEUE_DELAY)
         log.warning("queue %s: storage unavailable (%s); message %s put back for %ss",
                     queue, type(exc).__name__, msg.id, REQUEUE_DELAY)
 
