@@ -35,8 +35,7 @@ from azure.data.tables import UpdateMode
 
 from . import clock
 from .matching import patterns_for_type
-from .models import EventIn, EventRecord, FanoutMessage
-from .outbox import Outbox
+from .models import EventIn, EventRecord
 from .storage import EVENTS_TABLE, Storage
 
 # Data up to this many bytes of JSON travels inline in queue messages (48 KiB of data after
@@ -102,11 +101,6 @@ def load_data(storage: Storage, record: EventRecord) -> Any:
     if record.blob is None:
         return record.data
     return json.loads(storage.container().download_blob(record.blob).readall())
-
-
-def publish(storage: Storage, records: list[EventRecord]) -> None:
-    """Make accepted events durable: after this returns, each will be fanned out."""
-    Outbox(storage).fanout(records, lambda record: FanoutMessage(event=claim_check(storage, record)))
 
 
 class EventLog:

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import Future
-from typing import Any, Callable, TypeVar
+from typing import Any
 
-from .models import DeliveryMessage, FanoutMessage, ReplayMessage
+from .events import claim_check
+from .models import DeliveryMessage, EventRecord, FanoutMessage, ReplayMessage
 from .pools import get_pools
 from .settings import Settings, get_settings
 from .storage import DELIVERY_QUEUE, FANOUT_QUEUE, NEVER_EXPIRE, POISON_SUFFIX, REPLAY_QUEUE, Storage
-
-T = TypeVar("T")
-
 
 class Outbox:
     def __init__(self, storage: Storage, settings: Settings | None = None) -> None:
@@ -36,17 +34,18 @@ class Outbox:
 
     # ---- fan-out --------------------------------------------------------------------------
 
-    def fanout(self, items: list[T], message: Callable[[T], FanoutMessage]) -> None:
-        """One fan-out message per item, built by `message` (which may store a claim check) and
-        sent; after this returns, each will be fanned out. Items are built and sent side by side."""
-        def one(item: T) -> None:
-            self._send(FANOUT_QUEUE, message(item).model_dump_json(exclude_none=True))
+    def publish(self, records: list[EventRecord]) -> None:
+        """Make accepted events durable: after this returns, each will be fanned out. Large data
+        goes to a blob first (its claim check); events are stored and sent side by side."""
+        def one(record: EventRecord) -> None:
+            message = FanoutMessage(event=claim_check(self._storage, record))
+            self._send(FANOUT_QUEUE, message.model_dump_json(exclude_none=True))
 
-        if len(items) == 1:
-            one(items[0])  # the common case: no thread hand-off
+        if len(records) == 1:
+            one(records[0])  # the common case: no thread hand-off
             return
         sends = get_pools(self._settings or get_settings()).sends
-        wait([sends.submit(one, item) for item in items])
+        wait([sends.submit(one, record) for record in records])
 
     # ---- deliveries -----------------------------------------------------------------------
 
