@@ -25,10 +25,10 @@ from .deliverylog import DeliveryLog
 from .errors import RelayError
 from .events import read_log
 from .matching import subject_matches
-from .models import DeliveryMessage, ReplayMessage, ReplayRequest, Target
+from .models import DeliveryMessage, ReplayMessage, ReplayRequest
 from .outbox import Outbox
 from .storage import OPERATIONS_TABLE, Storage
-from .subscriptions import SubscriptionStore
+from .subscriptions import SubscriptionStore, replay_target
 
 PARTITION = "op"
 LOCK_PARTITION = "lock"
@@ -225,8 +225,7 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
     until = min(clock.parse_rfc3339(op["until"]), now) if op.get("until") else now
     found = _failed(DeliveryLog(storage, retention_days), sub["id"], since, until) if op["filter"] == "failed" \
         else _all(storage, sub, since, until)
-    target = Target(sub=sub["id"], url=sub["notificationUrl"], secret=sub["secret"], once=bool(sub.get("once")),
-                    gen=int(sub.get("gen") or 0), attempt=1, logged=True, mode=sub.get("contentMode") or "json")
+    target = replay_target(sub)
     planned = clock.time_key(clock.utcnow())
     outbox = Outbox(storage)
     sent = 0

@@ -38,7 +38,7 @@ import re
 import secrets
 import uuid
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -62,6 +62,18 @@ TOMB_PARTITION = "t"
 CLOCK_SKEW = timedelta(minutes=5)
 # Reading only these spares parsing the rest (Timestamp, etag) of every index row.
 _INDEX_FIELDS = ("RowKey", "url", "secret", "once", "gen", "subjectBeginsWith", "subjectEndsWith", "contentMode")
+
+
+def generation(row: Mapping[str, Any]) -> int:
+    """A subscription row's generation (index and tombstone rows carry it too); 0 where unset."""
+    return int(row.get("gen") or 0)
+
+
+def replay_target(entity: Mapping[str, Any]) -> Target:
+    """Where a replay of this subscription delivers: every attempt logged, as retries are."""
+    return Target(sub=entity["id"], url=entity["notificationUrl"], secret=entity["secret"],
+                  once=bool(entity.get("once")), gen=generation(entity), attempt=1, logged=True,
+                  mode=entity.get("contentMode") or "json")
 
 
 def new_secret() -> str:
@@ -191,7 +203,7 @@ class SubscriptionStore:
         entity = {**current, **fields}
         if current.get("status") == "disabled":
             # A new generation, so tombstones of the disabled one no longer stop its deliveries.
-            entity["gen"] = int(current.get("gen") or 0) + 1
+            entity["gen"] = generation(current) + 1
         # One transaction with a check that the URL row still points here: a DELETE that got in
         # between fails it, rather than this bringing back a subscription its URL no longer finds.
         link = {"PartitionKey": SUB_PARTITION, "RowKey": url_key(url), "id": sub_id}
@@ -259,7 +271,7 @@ class SubscriptionStore:
             self._table.upsert_entity(_clean({
                 "PartitionKey": f"x:{pattern}", "RowKey": entity["id"],
                 "url": entity["notificationUrl"], "secret": entity["secret"],
-                "once": bool(entity.get("once")), "gen": int(entity.get("gen") or 0),
+                "once": bool(entity.get("once")), "gen": generation(entity),
                 "subjectBeginsWith": entity.get("subjectBeginsWith"),
                 "subjectEndsWith": entity.get("subjectEndsWith"),
                 "contentMode": entity.get("contentMode") or "json",
@@ -397,7 +409,7 @@ class SubscriptionStore:
                         continue
                     seen.add(row["RowKey"])
                     found.append(Target(sub=row["RowKey"], url=row["url"], secret=row["secret"],
-                                        once=bool(row.get("once")), gen=int(row.get("gen") or 0),
+                                        once=bool(row.get("once")), gen=generation(row),
                                         mode=row.get("contentMode") or "json"))
                 if found:
                     yield found
@@ -415,7 +427,7 @@ class SubscriptionStore:
             if row.get("kind") == "secret":
                 rotated.add(sub_id)
             else:
-                removed[sub_id] = max(removed.get(sub_id, -1), int(row.get("gen") or 0))
+                removed[sub_id] = max(removed.get(sub_id, -1), generation(row))
         return removed, rotated
 
     # ---- removal --------------------------------------------------------------------------
@@ -423,7 +435,7 @@ class SubscriptionStore:
     def _tombstone(self, entity: dict[str, Any]) -> None:
         key = clock.time_key(clock.utcnow())
         self._table.upsert_entity({"PartitionKey": TOMB_PARTITION, "RowKey": f"{key}_{entity['id']}",
-                                   "id": entity["id"], "gen": int(entity.get("gen") or 0)})
+                                   "id": entity["id"], "gen": generation(entity)})
 
     def delete(self, sub_id: str) -> None:
         entity = self._get_entity(sub_id)
