@@ -79,7 +79,7 @@ def _rule(*roles: str, owned: str | None = None) -> Rule:
     return Rule(frozenset(roles) | {ADMIN}, owned)
 
 
-# The contract's table, by route handler (relay.api). A handler not named here is admin-only,
+# The contract's table, by route handler (relay.routes.*). A handler not named here is admin-only,
 # so a route added later is closed until someone decides who may use it.
 RULES: dict[str, Rule] = {
     "create_subscription": _rule(SUBSCRIBER),

@@ -11,10 +11,8 @@ disables the subscription.
 from __future__ import annotations
 
 import logging
-import math
 import random
-import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -25,35 +23,22 @@ from .deliverylog import Attempt, DeliveryLog, FirstTry
 from .errors import TargetRefused
 from .models import DeliveryMessage, EventRecord, Target
 from .outbound import DeliveryError, OriginBusy, Sender, TLSError, redact_url, scrub
+from .outbox import Outbox
 from .outcomes import Outcome, Verdict, classify
+from .pools import get_pools
 from .settings import Settings
-from .storage import DELIVERY_QUEUE, NEVER_EXPIRE, Storage
+from .storage import Storage
 from .subscriptions import SubscriptionStore
 from . import stats, telemetry
 from .statuses import DeliveryStatus
 
 log = logging.getLogger("relay.delivery")
 
-# Threads for concurrent attempts in this process; attempts mostly wait on the network.
-CONCURRENCY = 64
-_pool = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="deliver")
 # An attempt handed back because its origin had no free slot waits this share of the delivery
 # timeout (with jitter) in the queue, and is handed back at most this many times before it counts
 # as an attempt that timed out, so every delivery still ends delivered or failed.
 DEFER_FACTOR = 1.0
 MAX_DEFERRALS = 10
-_sender_lock = threading.Lock()
-_sender: Sender | None = None
-
-
-def get_sender(settings: Settings) -> Sender:
-    """The process's one pooled sender."""
-    global _sender
-    with _sender_lock:
-        if _sender is None:
-            _sender = Sender(allow_private=settings.allow_private_targets, timeout=settings.delivery_timeout,
-                             user_agent=signing.USER_AGENT, pool_size=CONCURRENCY)
-        return _sender
 
 
 # What an attempt that got no answer means for the delivery: the one table. The first row whose
@@ -100,7 +85,9 @@ class Deliverer:
                  rand: Callable[[], float] = random.random) -> None:
         self._storage = storage
         self._settings = settings
-        self._sender = sender or get_sender(settings)
+        self._pools = get_pools(settings)
+        self._sender = sender or self._pools.sender
+        self._outbox = Outbox(storage, settings)
         self._subs = SubscriptionStore(storage)
         self._log = DeliveryLog(storage, settings.event_retention_days)
         self._rand = rand
@@ -108,13 +95,24 @@ class Deliverer:
     def deliver(self, event: EventRecord, data: Any, log_key: tuple[str, str], since: str,
                 targets: list[Target]) -> None:
         """Make one attempt per target and record what follows; raises only if recording fails."""
+        self.start(event, data, log_key, since, targets).finish()
+
+    def start(self, event: EventRecord, data: Any, log_key: tuple[str, str], since: str,
+              targets: list[Target]) -> Attempts:
+        """Hand one attempt per target to the attempt threads and return at once; `finish()` waits
+        for them. Called from a function's own thread, never from a pool's (see relay.pools)."""
         notes = signing.Notifications(event_id=event.id, event_type=event.type, source=event.source,
                                       time=event.time, subject=event.subject, data=data)
         for mode in {t.mode for t in targets}:
             notes.get(mode)  # built here, once, not by racing attempt threads (a body can be 1 MiB)
+        futures = [self._pools.attempts.submit(self._one, event, notes, log_key, since, t) for t in targets]
+        return Attempts(self, event, log_key, futures)
+
+    def _finish(self, event: EventRecord, log_key: tuple[str, str],
+                futures: list[Future[FirstTry | None]]) -> None:
         first_tries: list[FirstTry] = []
         failure: BaseException | None = None
-        for future in [_pool.submit(self._one, event, notes, log_key, since, t) for t in targets]:
+        for future in futures:
             error = future.exception()
             if error is not None:
                 failure = failure or error
@@ -201,8 +199,7 @@ class Deliverer:
     def _requeue(self, event: EventRecord, log_key: tuple[str, str], since: str, target: Target,
                  delay: float) -> None:
         retry = DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since, targets=[target])
-        self._storage.queue(DELIVERY_QUEUE).send_message(
-            retry.model_dump_json(), visibility_timeout=math.ceil(delay), time_to_live=NEVER_EXPIRE)
+        self._outbox.delivery_later(retry, delay)
 
     def skip_removed(self, message: DeliveryMessage) -> list[Target]:
         """Targets whose subscription was not deleted or disabled after the work was planned,
@@ -241,3 +238,16 @@ class Deliverer:
         self._log.write(target.sub, message.eventId, message.eventType, message.log,
                         Attempt(status=DeliveryStatus.FAILED, attempts=target.attempt - 1,
                                 attempted_at=clock.utcnow(), error=reason))
+
+
+@dataclass
+class Attempts:
+    """The attempts `Deliverer.start` handed to the attempt threads."""
+    deliverer: Deliverer
+    event: EventRecord
+    log_key: tuple[str, str]
+    futures: list[Future[FirstTry | None]]
+
+    def finish(self) -> None:
+        """Wait for every attempt and write the batch's receipt; raises only if recording failed."""
+        self.deliverer._finish(self.event, self.log_key, self.futures)

@@ -643,6 +643,9 @@ class DevHost:
             self.server.server_close()
         for worker in self.workers:
             worker.drain(drain_seconds)
+        # The app's threads and HTTP connections end with the host, as a worker process's do.
+        from .pools import close_pools
+        close_pools()
 
 
 def run(app_dir: Path, host: str, port: int, function_key: str | None) -> int:

@@ -27,7 +27,6 @@ import hashlib
 import json
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Iterator
 
@@ -36,8 +35,8 @@ from azure.data.tables import UpdateMode
 
 from . import clock
 from .matching import patterns_for_type
-from .models import EventIn, EventRecord, FanoutMessage
-from .storage import EVENTS_TABLE, FANOUT_QUEUE, NEVER_EXPIRE, Storage
+from .models import EventIn, EventRecord
+from .storage import EVENTS_TABLE, Storage
 
 # Data up to this many bytes of JSON travels inline in queue messages (48 KiB of data after
 # base64) and in table rows (64 KiB per string property); larger data goes to a blob.
@@ -102,23 +101,6 @@ def load_data(storage: Storage, record: EventRecord) -> Any:
     if record.blob is None:
         return record.data
     return json.loads(storage.container().download_blob(record.blob).readall())
-
-
-_publish_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="publish")
-
-
-def publish(storage: Storage, records: list[EventRecord]) -> None:
-    """Make accepted events durable: after this returns, each will be fanned out."""
-    def one(record: EventRecord) -> None:
-        message = FanoutMessage(event=claim_check(storage, record))
-        storage.queue(FANOUT_QUEUE).send_message(message.model_dump_json(exclude_none=True),
-                                                 time_to_live=NEVER_EXPIRE)
-
-    if len(records) == 1:
-        one(records[0])
-        return
-    for future in [_publish_pool.submit(one, r) for r in records]:
-        future.result()
 
 
 class EventLog:

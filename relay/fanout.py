@@ -7,24 +7,22 @@ are packed into delivery work items of up to a hundred targets each.
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from . import clock
-from .delivery import Deliverer
+from .delivery import Attempts, Deliverer
 from .events import EventLog, load_data
 from .models import DeliveryMessage, FanoutMessage, Target
+from .outbox import Outbox, wait
 from .settings import Settings
-from .storage import DELIVERY_QUEUE, NEVER_EXPIRE, Storage
+from .storage import Storage
 from .subscriptions import SubscriptionStore
 
 DIRECT_LIMIT = 100
 ITEM_TARGETS = 100
 # Bytes of targets per work item, leaving room for the envelope inside 48 KiB of message data.
 ITEM_BYTES = 40_000
-
-_enqueue_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fanout")
-_inline_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="inline")
 
 
 def pack(targets: list[Target]) -> list[list[Target]]:
@@ -52,20 +50,21 @@ def fan_out(storage: Storage, settings: Settings, message: FanoutMessage, messag
     if log_key is None:
         return  # the same event id was published before: delivered once, not again
     since = clock.time_key(clock.utcnow())
-    queue = storage.queue(DELIVERY_QUEUE)
+    outbox = Outbox(storage, settings)
     direct: list[Target] = []
     rest: list[Target] = []
-    inline: Future[None] | None = None
+    inline: Attempts | None = None
     sends: list[Future[Any]] = []
 
-    def start_inline() -> Future[None]:
-        data = load_data(storage, event)
-        return _inline_pool.submit(Deliverer(storage, settings).deliver, event, data, log_key, since, direct)
+    def start_inline() -> Attempts:
+        # The attempts start on the attempt threads from this (the invocation's) thread, which
+        # reads on and then waits for them: no pool thread waits on another pool's work.
+        return Deliverer(storage, settings).start(event, load_data(storage, event), log_key, since, direct)
 
     def send(chunks: list[list[Target]]) -> None:
-        for chunk in chunks:
-            item = DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since, targets=chunk)
-            sends.append(_enqueue_pool.submit(queue.send_message, item.model_dump_json(), time_to_live=NEVER_EXPIRE))
+        sends.extend(outbox.submit_deliveries([
+            DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since, targets=chunk)
+            for chunk in chunks]))
 
     # The first hundred are delivered here while the index is still being read; the others go
     # out as work items page by page, so deliveries start before a large index is read whole.
@@ -81,10 +80,11 @@ def fan_out(storage: Storage, settings: Settings, message: FanoutMessage, messag
     send(pack(rest) if rest else [])
     if inline is None and direct:
         inline = start_inline()
-    for future in sends:
-        future.result()
-    if inline is not None:
-        inline.result()
+    try:
+        wait(sends)
+    finally:
+        if inline is not None:
+            inline.finish()
 
 
 def deliver_item(storage: Storage, settings: Settings, message: DeliveryMessage) -> None:

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from .outbox import Outbox
 from .storage import POISON_SUFFIX, Storage
 
 log = logging.getLogger("relay.queues")
@@ -20,6 +21,6 @@ def parse_or_poison(storage: Storage, queue: str, model: type[M], body: bytes | 
     except ValidationError as exc:
         reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors()[:5])
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        storage.queue(queue + POISON_SUFFIX).send_message(text)
+        Outbox(storage).poison(queue, text)
         log.error("unreadable message on %s moved to %s%s: %s", queue, queue, POISON_SUFFIX, reason)
         return None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import heapq
 import json
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
@@ -26,10 +25,11 @@ from .deliverylog import DeliveryLog
 from .errors import RelayError
 from .events import read_log
 from .matching import subject_matches
-from .models import DeliveryMessage, ReplayMessage, ReplayRequest, Target
-from .storage import DELIVERY_QUEUE, NEVER_EXPIRE, OPERATIONS_TABLE, REPLAY_QUEUE, Storage
-from .subscriptions import SubscriptionStore
+from .models import DeliveryMessage, ReplayMessage, ReplayRequest
+from .outbox import Outbox
 from .statuses import DeliveryStatus, OperationStatus, SubscriptionStatus
+from .storage import OPERATIONS_TABLE, Storage
+from .subscriptions import SubscriptionStore, replay_target
 
 PARTITION = "op"
 LOCK_PARTITION = "lock"
@@ -41,8 +41,6 @@ LEASE = timedelta(minutes=5)
 RENEW_EVERY = 200  # messages sent between lease renewals
 # Why a replay failed, and so how GET /api/operations/{id} answers it (see relay.api).
 GONE, SUPERSEDED, CRASHED = "subscription-gone", "superseded", "crashed"
-
-_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="replay")
 
 
 class ReplayRunning(RelayError):
@@ -71,8 +69,7 @@ class Operations:
             "until": clock.rfc3339_precise(request.until) if request.until else "", "filter": request.status,
             "createdAt": clock.rfc3339(now),
         })
-        self._storage.queue(REPLAY_QUEUE).send_message(ReplayMessage(operationId=op_id).model_dump_json(),
-                                                       time_to_live=NEVER_EXPIRE)
+        Outbox(self._storage).replay(ReplayMessage(operationId=op_id))
         return op_id
 
     def get(self, op_id: str) -> dict[str, Any] | None:
@@ -232,18 +229,15 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
     until = min(clock.parse_rfc3339(op["until"]), now) if op.get("until") else now
     found = _failed(DeliveryLog(storage, retention_days), sub["id"], since, until) if op["filter"] == "failed" \
         else replayed_events(storage, sub, since, until)
-    target = Target(sub=sub["id"], url=sub["notificationUrl"], secret=sub["secret"], once=bool(sub.get("once")),
-                    gen=int(sub.get("gen") or 0), attempt=1, logged=True, mode=sub.get("contentMode") or "json")
+    target = replay_target(sub)
     planned = clock.time_key(clock.utcnow())
-    queue = storage.queue(DELIVERY_QUEUE)
+    outbox = Outbox(storage)
     sent = 0
     batch: list[DeliveryMessage] = []
 
     def flush() -> bool:
         nonlocal sent, batch
-        for future in [_pool.submit(queue.send_message, m.model_dump_json(), time_to_live=NEVER_EXPIRE)
-                       for m in batch]:
-            future.result()
+        outbox.deliveries(batch)
         sent, batch = sent + len(batch), []
         return ops.renew(sub["id"], op_id)
 

@@ -254,10 +254,6 @@ class Settings(BaseSettings):
         return (init_settings, _NamedSettings(settings_cls, os.environ),
                 _NamedSettings(settings_cls, local_settings_values()))
 
-    @property
-    def max_attempts(self) -> int:
-        return 1 + len(self.retry_schedule)
-
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         token = _given.set(environ)

@@ -37,9 +37,8 @@ import json
 import re
 import secrets
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -51,6 +50,8 @@ from .paging import decode_token, encode_token
 from .matching import patterns_for_type, subject_matches, type_matches
 from .models import SubscriptionRequest, Target
 from .outbound import mask_url
+from .pools import get_pools
+from .settings import get_settings
 from .storage import SUBSCRIPTIONS_TABLE, Storage
 from .statuses import SubscriptionStatus
 
@@ -60,10 +61,20 @@ TOMB_PARTITION = "t"
 # Clocks of different instances disagree a little; tombstones this much older than a reader's
 # index read still count, at the price of reading a few more rows.
 CLOCK_SKEW = timedelta(minutes=5)
-# Point reads of one owner's page of subscriptions run side by side.
-_owned_reads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="owned-read")
 # Reading only these spares parsing the rest (Timestamp, etag) of every index row.
 _INDEX_FIELDS = ("RowKey", "url", "secret", "once", "gen", "subjectBeginsWith", "subjectEndsWith", "contentMode")
+
+
+def generation(row: Mapping[str, Any]) -> int:
+    """A subscription row's generation (index and tombstone rows carry it too); 0 where unset."""
+    return int(row.get("gen") or 0)
+
+
+def replay_target(entity: Mapping[str, Any]) -> Target:
+    """Where a replay of this subscription delivers: every attempt logged, as retries are."""
+    return Target(sub=entity["id"], url=entity["notificationUrl"], secret=entity["secret"],
+                  once=bool(entity.get("once")), gen=generation(entity), attempt=1, logged=True,
+                  mode=entity.get("contentMode") or "json")
 
 
 def new_secret() -> str:
@@ -193,7 +204,7 @@ class SubscriptionStore:
         entity = {**current, **fields}
         if current.get("status") == SubscriptionStatus.DISABLED:
             # A new generation, so tombstones of the disabled one no longer stop its deliveries.
-            entity["gen"] = int(current.get("gen") or 0) + 1
+            entity["gen"] = generation(current) + 1
         # One transaction with a check that the URL row still points here: a DELETE that got in
         # between fails it, rather than this bringing back a subscription its URL no longer finds.
         link = {"PartitionKey": SUB_PARTITION, "RowKey": url_key(url), "id": sub_id}
@@ -261,7 +272,7 @@ class SubscriptionStore:
             self._table.upsert_entity(_clean({
                 "PartitionKey": f"x:{pattern}", "RowKey": entity["id"],
                 "url": entity["notificationUrl"], "secret": entity["secret"],
-                "once": bool(entity.get("once")), "gen": int(entity.get("gen") or 0),
+                "once": bool(entity.get("once")), "gen": generation(entity),
                 "subjectBeginsWith": entity.get("subjectBeginsWith"),
                 "subjectEndsWith": entity.get("subjectEndsWith"),
                 "contentMode": entity.get("contentMode") or "json",
@@ -371,7 +382,8 @@ class SubscriptionStore:
             "PartitionKey eq @pk", parameters={"pk": owner_partition(owner)}, results_per_page=limit,
             select=["RowKey"]).by_page(continuation_token=decode_token(token))
         ids = [row["RowKey"] for row in next(pages, [])]
-        found = list(_owned_reads.map(self._get_entity, ids)) if ids else []
+        # Point reads of one owner's page run side by side.
+        found = list(get_pools(get_settings()).reads.map(self._get_entity, ids)) if ids else []
         # An index row outlives a subscription deleted meanwhile; the owner check guards hash reuse.
         page = [e for e in found if e is not None and e.get("owner") == owner]
         if event_type is not None:
@@ -398,7 +410,7 @@ class SubscriptionStore:
                         continue
                     seen.add(row["RowKey"])
                     found.append(Target(sub=row["RowKey"], url=row["url"], secret=row["secret"],
-                                        once=bool(row.get("once")), gen=int(row.get("gen") or 0),
+                                        once=bool(row.get("once")), gen=generation(row),
                                         mode=row.get("contentMode") or "json"))
                 if found:
                     yield found
@@ -416,19 +428,15 @@ class SubscriptionStore:
             if row.get("kind") == "secret":
                 rotated.add(sub_id)
             else:
-                removed[sub_id] = max(removed.get(sub_id, -1), int(row.get("gen") or 0))
+                removed[sub_id] = max(removed.get(sub_id, -1), generation(row))
         return removed, rotated
-
-    def removed_since(self, since_key: str) -> dict[str, int]:
-        """Subscription id -> newest removed generation, for removals at or after `since_key`."""
-        return self.changes_since(since_key)[0]
 
     # ---- removal --------------------------------------------------------------------------
 
     def _tombstone(self, entity: dict[str, Any]) -> None:
         key = clock.time_key(clock.utcnow())
         self._table.upsert_entity({"PartitionKey": TOMB_PARTITION, "RowKey": f"{key}_{entity['id']}",
-                                   "id": entity["id"], "gen": int(entity.get("gen") or 0)})
+                                   "id": entity["id"], "gen": generation(entity)})
 
     def delete(self, sub_id: str) -> None:
         entity = self._get_entity(sub_id)

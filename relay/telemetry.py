@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import Counter
 from typing import Any
 
 log = logging.getLogger("relay")
@@ -32,7 +31,6 @@ INSTRUMENTATION_OPTIONS: dict[str, dict[str, bool]] = {
     name: {"enabled": False} for name in ("requests", "urllib", "urllib3", "azure_sdk")}
 
 _lock = threading.Lock()
-_attempts: Counter[str] = Counter()
 _instruments: dict[str, Any] = {}
 _configured = False
 
@@ -81,14 +79,9 @@ def configure() -> bool:
 
 def record_attempt(outcome: str, seconds: float) -> None:
     """Count one delivery attempt by outcome, and its latency."""
-    with _lock:
-        _attempts[outcome] += 1
-        counter, histogram = _instruments.get("deliveries"), _instruments.get("latency")
+    # Set once by configure(); reading a dict needs no lock, and an attempt takes none.
+    counter, histogram = _instruments.get("deliveries"), _instruments.get("latency")
     if counter is not None:
         counter.add(1, {"outcome": outcome})
         histogram.record(seconds, {"outcome": outcome})
 
-
-def attempt_counts() -> dict[str, int]:
-    with _lock:
-        return dict(_attempts)

@@ -6,6 +6,9 @@ retries would send good work to the poison queue. So when an execution fails bec
 is unreachable and the message has already come back a few times, the message is put back as a
 fresh one, due in half a minute, and the execution ends normally. A real bug still fails every
 time and ends in the poison queue.
+
+The bindings are here too, beside their bodies: `queues` (one queue-triggered function per queue,
+each queue named once, in `relay.storage`) and `timers` (the retention sweep).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from .delivery import Deliverer
 from .replay import Operations, run_replay
 from .retention import sweep
 from .settings import get_settings
+from .outbox import Outbox
 from .statuses import OperationStatus
-from .storage import (
-    DELIVERY_QUEUE, FANOUT_QUEUE, NEVER_EXPIRE, REPLAY_QUEUE, Storage, get_storage, is_outage,
-)
+from .storage import DELIVERY_QUEUE, FANOUT_QUEUE, REPLAY_QUEUE, Storage, get_storage, is_outage
 
 log = logging.getLogger("relay.worker")
+queues = func.Blueprint()
+timers = func.Blueprint()
+STORAGE_CONNECTION = "AzureWebJobsStorage"
 
 REQUEUE_AFTER_DEQUEUES = 3
 # host.json's queues.maxDequeueCount (a test keeps the two equal): the host's last try.
@@ -60,12 +65,13 @@ def patiently(queue: str, msg: func.QueueMessage, work: Callable[[Storage], None
         body = json.loads(msg.get_body())
         if queue == FANOUT_QUEUE and not body.get("origin"):
             body["origin"] = msg.id
-        storage.queue(queue).send_message(json.dumps(body), visibility_timeout=REQUEUE_DELAY,
-                                          time_to_live=NEVER_EXPIRE)
+        Outbox(storage).put_back(queue, json.dumps(body), REQUEUE_DELAY)
         log.warning("queue %s: storage unavailable (%s); message %s put back for %ss",
                     queue, type(exc).__name__, msg.id, REQUEUE_DELAY)
 
 
+@queues.function_name("fanout")
+@queues.queue_trigger(arg_name="msg", queue_name=FANOUT_QUEUE, connection=STORAGE_CONNECTION)
 def on_fanout(msg: func.QueueMessage) -> None:
     def work(storage: Storage) -> None:
         message = parse_or_poison(storage, FANOUT_QUEUE, FanoutMessage, msg.get_body())
@@ -74,6 +80,8 @@ def on_fanout(msg: func.QueueMessage) -> None:
     patiently(FANOUT_QUEUE, msg, work)
 
 
+@queues.function_name("deliver")
+@queues.queue_trigger(arg_name="msg", queue_name=DELIVERY_QUEUE, connection=STORAGE_CONNECTION)
 def on_delivery(msg: func.QueueMessage) -> None:
     def work(storage: Storage) -> None:
         message = parse_or_poison(storage, DELIVERY_QUEUE, DeliveryMessage, msg.get_body())
@@ -86,6 +94,8 @@ def on_delivery(msg: func.QueueMessage) -> None:
     patiently(DELIVERY_QUEUE, msg, work, give_up)
 
 
+@queues.function_name("replayer")
+@queues.queue_trigger(arg_name="msg", queue_name=REPLAY_QUEUE, connection=STORAGE_CONNECTION)
 def on_replay(msg: func.QueueMessage) -> None:
     def work(storage: Storage) -> None:
         message = parse_or_poison(storage, REPLAY_QUEUE, ReplayMessage, msg.get_body())
@@ -99,5 +109,7 @@ def on_replay(msg: func.QueueMessage) -> None:
     patiently(REPLAY_QUEUE, msg, work, give_up)
 
 
+@timers.function_name("retention")
+@timers.timer_trigger(arg_name="timer", schedule="0 5 * * * *", run_on_startup=False)
 def on_sweep(timer: func.TimerRequest) -> None:
     sweep(get_storage(), get_settings().event_retention_days)

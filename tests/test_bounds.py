@@ -213,8 +213,10 @@ def test_batch_limit_is_a_setting(relay_factory, unique_type) -> None:
 def test_function_refuses_by_content_length_without_reading_the_body(monkeypatch) -> None:
     """In Azure the host hands the function the body; the relay looks at the header first and
     refuses without touching (parsing) it."""
-    from relay import api
+    import function_app
     from relay.settings import reset_settings
+
+    events = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}["events"]
 
     class Untouchable(func.HttpRequest):
         def get_body(self) -> bytes:
@@ -225,7 +227,7 @@ def test_function_refuses_by_content_length_without_reading_the_body(monkeypatch
     try:
         req = Untouchable(method="POST", url="https://relay.example/api/events", body=b"",
                           headers={"Content-Type": "application/json", "Content-Length": "1001"})
-        response = api.events(req)
+        response = events(req)
     finally:
         reset_settings()
     assert response.status_code == 413

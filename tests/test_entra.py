@@ -401,7 +401,8 @@ def test_the_dev_hosts_principal_is_what_the_relay_reads() -> None:
 def test_keys_mode_ignores_the_easy_auth_header(monkeypatch: pytest.MonkeyPatch) -> None:
     """RELAY_AUTH=keys (the default): the principal plays no part, whatever a caller sends."""
     from relay import settings
-    from relay.api import Request, list_subscriptions
+    from relay.api import Request
+    from relay.routes.subscriptions import list_subscriptions
 
     monkeypatch.setenv("RELAY_AUTH", "keys")
     monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")

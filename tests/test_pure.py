@@ -18,7 +18,7 @@ def test_schedule_parses_every_unit() -> None:
     """The retry schedule accepts ms, s, m and h, and counts attempts as one plus its delays."""
     assert parse_schedule("500ms, 5s,5m,2h") == (0.5, 5.0, 300.0, 7200.0)
     settings = Settings.from_environ({"RELAY_RETRY_SCHEDULE": "1s,2s"})
-    assert settings.max_attempts == 3
+    assert settings.retry_schedule == (1.0, 2.0)  # three attempts: the first and one per delay
 
 
 def test_default_settings_match_the_contract() -> None:

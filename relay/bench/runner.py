@@ -33,11 +33,12 @@ from requests.adapters import HTTPAdapter
 
 from ..azurite import Azurite, connection_string, free_port, stop_group
 from ..azurite import wait_until as _wait_until
+from ..storage import DELIVERY_QUEUE, FANOUT_QUEUE
 from .receiver import Receiver
 from .costmodel import event_grid_cost, load_prices, relay_cost
 
 ROOT = Path(__file__).resolve().parents[2]
-WORK_QUEUES = ("relay-fanout", "relay-deliveries")
+WORK_QUEUES = (FANOUT_QUEUE, DELIVERY_QUEUE)
 ALL_SCENARIOS = ("throughput", "scaleout", "latency", "cost", "scale")
 LATENCY_RATE = 50.0
 WARMUP_SECONDS = 2.0
@@ -450,7 +451,7 @@ class Bench:
 
     def _raw(self, source_tag: str, tag: str, subscribers: int, event_ids: list[str]) -> dict[str, Any]:
         """The same bodies (as the receiver got them from the relay) posted by a plain sender."""
-        from relay.delivery import CONCURRENCY
+        from relay.pools import ATTEMPT_THREADS as CONCURRENCY
 
         assert self.receiver
         stats = self.receiver.stats(source_tag)
@@ -758,7 +759,7 @@ class Bench:
 NOTES = {
     "throughput": "deliveries per second from just before the first publish until the last delivery arrives; "
                   "raw = the same bodies and headers posted to the same receiver by a plain requests.Session "
-                  "with relay.delivery.CONCURRENCY threads, in its own process, timed from its start to the "
+                  "with relay.pools.ATTEMPT_THREADS threads, in its own process, timed from its start to the "
                   "last arrival.",
     "latency": "open-loop publisher at 50 events/s; latency from each event's scheduled publish time to its "
                "arrival at the receiver. The target is judged on all events; p99_after_warmup_ms leaves out "

@@ -1,0 +1,83 @@
+"""Every queue message the relay sends, and how: the one module that calls `send_message`.
+
+How a message is sent is decided here for all of them:
+- the text is base64 (the encode policy `Storage.queue` sets; the Functions host expects it);
+- work never expires (a time-to-live of -1): a message waits for the relay however long it is down;
+- a message due later (a retry, a deferral, a put-back) is sent invisible until then;
+- several messages go out side by side on the pools' send threads, and the caller waits for them.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import Future
+from typing import Any
+
+from .events import claim_check
+from .models import DeliveryMessage, EventRecord, FanoutMessage, ReplayMessage
+from .pools import get_pools
+from .settings import Settings, get_settings
+from .storage import DELIVERY_QUEUE, FANOUT_QUEUE, NEVER_EXPIRE, POISON_SUFFIX, REPLAY_QUEUE, Storage
+
+class Outbox:
+    def __init__(self, storage: Storage, settings: Settings | None = None) -> None:
+        self._storage = storage
+        self._settings = settings
+
+    def _send(self, queue: str, text: str, delay: float = 0) -> None:
+        self._storage.queue(queue).send_message(text, visibility_timeout=math.ceil(delay) or None,
+                                                time_to_live=NEVER_EXPIRE)
+
+    def _submit(self, queue: str, texts: list[str]) -> list[Future[Any]]:
+        sends = get_pools(self._settings or get_settings()).sends
+        return [sends.submit(self._send, queue, text) for text in texts]
+
+    # ---- fan-out --------------------------------------------------------------------------
+
+    def publish(self, records: list[EventRecord]) -> None:
+        """Make accepted events durable: after this returns, each will be fanned out. Large data
+        goes to a blob first (its claim check); events are stored and sent side by side."""
+        def one(record: EventRecord) -> None:
+            message = FanoutMessage(event=claim_check(self._storage, record))
+            self._send(FANOUT_QUEUE, message.model_dump_json(exclude_none=True))
+
+        if len(records) == 1:
+            one(records[0])  # the common case: no thread hand-off
+            return
+        sends = get_pools(self._settings or get_settings()).sends
+        wait([sends.submit(one, record) for record in records])
+
+    # ---- deliveries -----------------------------------------------------------------------
+
+    def submit_deliveries(self, items: list[DeliveryMessage]) -> list[Future[Any]]:
+        """Start sending work items; the caller waits for the futures (see `wait`)."""
+        return self._submit(DELIVERY_QUEUE, [item.model_dump_json() for item in items])
+
+    def deliveries(self, items: list[DeliveryMessage]) -> None:
+        wait(self.submit_deliveries(items))
+
+    def delivery_later(self, item: DeliveryMessage, delay: float) -> None:
+        """A retry or a deferred attempt, invisible until `delay` seconds have passed."""
+        self._send(DELIVERY_QUEUE, item.model_dump_json(), delay)
+
+    # ---- replays --------------------------------------------------------------------------
+
+    def replay(self, message: ReplayMessage) -> None:
+        self._send(REPLAY_QUEUE, message.model_dump_json())
+
+    # ---- the queue triggers' own messages -------------------------------------------------
+
+    def put_back(self, queue: str, text: str, delay: float) -> None:
+        """A message taken off `queue` sent again as a fresh one, due in `delay` seconds."""
+        self._send(queue, text, delay)
+
+    def poison(self, queue: str, text: str) -> None:
+        """A message nobody can read, set aside as the host would after its last try (no TTL:
+        the host's own poison messages keep the storage default)."""
+        self._storage.queue(queue + POISON_SUFFIX).send_message(text)
+
+
+def wait(futures: list[Future[Any]]) -> None:
+    """Wait for every send; raise the first failure."""
+    for future in futures:
+        future.result()

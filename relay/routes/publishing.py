@@ -1,0 +1,93 @@
+"""Routes of the events group: publish one event or a batch, and the polling trigger. What they
+store is `relay.events`'s; what the polling trigger reads, `relay.polling`'s."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from .. import clock, polling
+from .. import events as events_mod
+from ..api import Reply, Request, http
+from ..errors import BadRequest, FieldError, PayloadTooLarge, invalid
+from ..eventtypes import validate_data
+from ..models import EventIn
+from ..outbox import Outbox
+from ..settings import get_settings
+from ..storage import get_storage
+
+MAX_BATCH = 100
+bp = func.Blueprint()
+
+
+# ---- events ------------------------------------------------------------------------------------
+
+def publish_events(request: Request) -> Reply:
+    settings = get_settings()
+    # The whole body is bounded first (RELAY_MAX_BATCH_BYTES); the per-event limit is below.
+    raw = request.json(limit=settings.max_batch_bytes)
+    batch = isinstance(raw, list)
+    items = raw if batch else [raw]
+    if batch and not 1 <= len(items) <= MAX_BATCH:
+        raise invalid("body", f"an array must hold 1 to {MAX_BATCH} events")
+    accepted: list[EventIn] = []
+    errors: list[FieldError] = []
+    for index, item in enumerate(items):
+        prefix = f"[{index}]." if batch else ""
+        if not isinstance(item, dict):
+            errors.append(FieldError(prefix.rstrip(".") or "body", "must be a JSON object"))
+            continue
+        size = events_mod.event_size(item)
+        if size > settings.max_event_bytes:
+            raise PayloadTooLarge(f"{prefix.rstrip('.') or 'the event'} is {size} bytes of JSON; "
+                                  f"the limit is {settings.max_event_bytes}")
+        if "data" not in item:  # `data: null` is valid data; only a missing member is an error
+            errors.append(FieldError(prefix + "data", "is required"))
+            continue
+        try:
+            accepted.append(request.model(EventIn, item, prefix))
+        except BadRequest as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors[:5]), errors)
+    storage = get_storage("fast")
+    validate_data(storage, accepted, batch)
+    # The default source is stored and sent to every subscriber: never with the caller's `?code=`.
+    records = [events_mod.accept(e, source=request.public_link("events")) for e in accepted]
+    Outbox(storage, settings).publish(records)
+    if batch:
+        return Reply(202, {"value": [{"id": r.id} for r in records]})
+    return Reply(202, {"id": records[0].id})
+
+
+def publish_batch(request: Request) -> Reply:
+    """`POST /api/events/batch`: the array form of `POST /api/events` only, so the connector can
+    describe it as an operation of its own (Swagger 2.0 has no "object or array")."""
+    if not request.body.lstrip()[:1] == b"[":
+        raise invalid("body", f"must be a JSON array of 1 to {MAX_BATCH} events")
+    return publish_events(request)
+
+
+# ---- polling trigger ---------------------------------------------------------------------------
+
+def poll_events(request: Request) -> Reply:
+    pattern = polling.check_pattern(request.params.get("eventType") or "*")
+    text = request.params.get("triggerState")
+    if not text:
+        state = polling.PollState.starting(clock.utcnow())
+        location = request.link("events/poll", {"eventType": pattern, "triggerState": state.encode()})
+        return Reply(202, None, {"Location": location, "Retry-After": str(polling.IDLE_RETRY_AFTER)})
+    result = polling.poll(get_storage("fast"), pattern, polling.PollState.decode(text), get_settings().event_retention_days)
+    location = request.link("events/poll", {"eventType": pattern, "triggerState": result.state.encode()})
+    if not result.events:
+        # Nothing matched in this slice; when the slice ended before now, the rest is read at once.
+        return Reply(202, None, {"Location": location,
+                                 "Retry-After": "0" if result.more else str(polling.IDLE_RETRY_AFTER)})
+    headers = {"Location": location}
+    if result.more:
+        headers["Retry-After"] = "0"
+    return Reply(200, {"value": result.events}, headers)
+
+
+http(bp, "events", "events", {"POST": publish_events})
+http(bp, "events_batch", "events/batch", {"POST": publish_batch})
+http(bp, "poll", "events/poll", {"GET": poll_events})
