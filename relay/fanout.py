@@ -45,7 +45,7 @@ def pack(targets: list[Target]) -> list[list[Target]]:
 def fan_out(storage: Storage, settings: Settings, message: FanoutMessage, message_id: str,
             dequeue_count: int = 1) -> None:
     event = message.event
-    seen_before = dequeue_count > 1 or message.origin is not None
+    seen_before = dequeue_count > 1 or message.origin is not None or message.kicked
     log_key = EventLog(storage).record(event, message.origin or message_id, seen_before)
     if log_key is None:
         return  # the same event id was published before: delivered once, not again

@@ -198,6 +198,9 @@ class FanoutMessage(BaseModel):
     # The id of the first queue message of this publish, kept when an outage re-enqueues it, so
     # fan-out still recognises its own event rather than taking it for a duplicate publish.
     origin: Optional[str] = None
+    # Sent for the publishing process to fan out itself (relay.kick): when the queue trigger gets
+    # it, that kick did not finish, so the event may be logged already.
+    kicked: bool = False
 
 
 class Target(BaseModel):

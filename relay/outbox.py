@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from .events import claim_check
@@ -19,14 +20,23 @@ from .pools import get_pools
 from .settings import Settings, get_settings
 from .storage import DELIVERY_QUEUE, FANOUT_QUEUE, NEVER_EXPIRE, POISON_SUFFIX, REPLAY_QUEUE, Storage
 
+
+@dataclass
+class Sent:
+    """A fan-out message as sent: what a kick needs to work on it and then delete it."""
+    message_id: str
+    pop_receipt: str
+    message: FanoutMessage
+
+
 class Outbox:
     def __init__(self, storage: Storage, settings: Settings | None = None) -> None:
         self._storage = storage
         self._settings = settings
 
-    def _send(self, queue: str, text: str, delay: float = 0) -> None:
-        self._storage.queue(queue).send_message(text, visibility_timeout=math.ceil(delay) or None,
-                                                time_to_live=NEVER_EXPIRE)
+    def _send(self, queue: str, text: str, delay: float = 0) -> Any:
+        return self._storage.queue(queue).send_message(text, visibility_timeout=math.ceil(delay) or None,
+                                                       time_to_live=NEVER_EXPIRE)
 
     def _submit(self, queue: str, texts: list[str]) -> list[Future[Any]]:
         sends = get_pools(self._settings or get_settings()).sends
@@ -34,18 +44,22 @@ class Outbox:
 
     # ---- fan-out --------------------------------------------------------------------------
 
-    def publish(self, records: list[EventRecord]) -> None:
+    def publish(self, records: list[EventRecord], lease: float = 0) -> list[Sent]:
         """Make accepted events durable: after this returns, each will be fanned out. Large data
-        goes to a blob first (its claim check); events are stored and sent side by side."""
-        def one(record: EventRecord) -> None:
-            message = FanoutMessage(event=claim_check(self._storage, record))
-            self._send(FANOUT_QUEUE, message.model_dump_json(exclude_none=True))
+        goes to a blob first (its claim check); events are stored and sent side by side. With a
+        `lease`, the messages are sent `kicked` and invisible that long: the caller fans them
+        out itself (relay.kick) and the queue trigger sees them only if that does not finish."""
+        def one(record: EventRecord) -> Sent:
+            message = FanoutMessage(event=claim_check(self._storage, record), kicked=bool(lease))
+            answer = self._send(FANOUT_QUEUE, message.model_dump_json(exclude_none=True), lease)
+            return Sent(answer.id, answer.pop_receipt, message)
 
         if len(records) == 1:
-            one(records[0])  # the common case: no thread hand-off
-            return
+            return [one(records[0])]  # the common case: no thread hand-off
         sends = get_pools(self._settings or get_settings()).sends
-        wait([sends.submit(one, record) for record in records])
+        futures = [sends.submit(one, record) for record in records]
+        wait(futures)
+        return [future.result() for future in futures]
 
     # ---- deliveries -----------------------------------------------------------------------
 

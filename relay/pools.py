@@ -3,8 +3,9 @@ that send queue messages or read rows side by side, and the one HTTP sender the 
 
 Rules that keep them from starving:
 - work running on a pool thread never submits to a pool and waits: an attempt sends its retry
-  message itself, a queue send is one call. Only a function's own thread (a host invocation)
-  submits, and waits for what it submitted;
+  message itself, a queue send is one call. Only a function's own thread (a host invocation) or
+  a kick (a fan-out started by a publish, relay.kick) submits, and waits for what it submitted,
+  always to another pool than its own;
 - the sender's connection pool holds as many connections as there are attempt threads, so an
   attempt never waits for a connection another attempt holds.
 
@@ -29,6 +30,9 @@ ATTEMPT_THREADS = 64
 SEND_THREADS = 16
 # Threads for storage point reads done side by side (one owner's page of subscriptions).
 READ_THREADS = 8
+# Threads fanning out just-published events in the publishing process (relay.kick). A kick is an
+# invocation of its own: it submits to the attempt and send pools, never to this one.
+KICK_THREADS = 16
 
 
 class Pools:
@@ -37,11 +41,13 @@ class Pools:
         self.attempts = ThreadPoolExecutor(max_workers=attempt_threads, thread_name_prefix="deliver")
         self.sends = ThreadPoolExecutor(max_workers=send_threads, thread_name_prefix="send")
         self.reads = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="read")
+        self.kicks = ThreadPoolExecutor(max_workers=KICK_THREADS, thread_name_prefix="kick")
         self.sender = Sender(allow_private=settings.allow_private_targets, timeout=settings.delivery_timeout,
                              user_agent=signing.USER_AGENT, pool_size=attempt_threads)
 
     def close(self) -> None:
         """Finish what was submitted, then release the threads and connections."""
+        self.kicks.shutdown(wait=True)  # first: kicks submit to the pools below
         self.attempts.shutdown(wait=True)
         self.sends.shutdown(wait=True)
         self.reads.shutdown(wait=True)

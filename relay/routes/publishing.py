@@ -11,6 +11,7 @@ from ..api import Reply, Request, http
 from ..errors import BadRequest, FieldError, PayloadTooLarge, invalid
 from ..eventtypes import validate_data
 from ..models import EventIn
+from .. import kick
 from ..outbox import Outbox
 from ..settings import get_settings
 from ..storage import get_storage
@@ -53,7 +54,9 @@ def publish_events(request: Request) -> Reply:
     validate_data(storage, accepted, batch)
     # The default source is stored and sent to every subscriber: never with the caller's `?code=`.
     records = [events_mod.accept(e, source=request.public_link("events")) for e in accepted]
-    Outbox(storage, settings).publish(records)
+    sent = Outbox(storage, settings).publish(records, lease=kick.LEASE)
+    # Fanned out here and now; the message, durable already, is the fallback (relay.kick).
+    kick.Kicker(get_storage(), settings).start(sent)
     if batch:
         return Reply(202, {"value": [{"id": r.id} for r in records]})
     return Reply(202, {"id": records[0].id})

@@ -1,0 +1,85 @@
+"""A publish fans its events out itself (relay.kick): the first delivery does not wait for the
+fan-out queue's next poll. The queue message is the fallback: kept invisible while the kick
+works, deleted when it is done, and taken over by the queue trigger when a kick never finishes."""
+
+from __future__ import annotations
+
+import threading
+
+from azure.storage.queue import QueueServiceClient
+
+from relay import events, kick, pools, settings
+from relay.models import EventIn, SubscriptionRequest
+from relay.outbox import Outbox
+from relay.storage import FANOUT_QUEUE
+from relay.subscriptions import SubscriptionStore
+from tests.helpers import wait_until
+
+
+def _fanout_queue(azurite):
+    return QueueServiceClient.from_connection_string(azurite.connection_string).get_queue_client(FANOUT_QUEUE)
+
+
+def _count(queue) -> int:
+    return queue.get_queue_properties().approximate_message_count
+
+
+def test_a_publish_is_delivered_with_no_queue_worker_running(app, azurite, receiver_factory, unique_type) -> None:
+    """In this process there is no host and no queue worker: only the publish's own kick can deliver,
+    and it deletes the fan-out message once done."""
+    pools.close_pools()  # built again with this test's settings
+    receiver = receiver_factory()
+    queue = _fanout_queue(azurite)
+    queue.clear_messages()
+    subscribed = app.request("POST", "subscriptions", {"notificationUrl": receiver.url, "eventTypes": [unique_type]})
+    assert subscribed.status_code == 201
+    answer = app.request("POST", "events", {"type": unique_type, "data": {"n": 1}})
+    assert answer.status_code == 202
+    (got,) = receiver.wait_for(1)
+    assert got.headers["webhook-id"] == answer.json()["id"]
+    wait_until(lambda: _count(queue) == 0, 30, "the kicked fan-out message to be deleted")
+
+
+def test_the_lease_holds_the_message_while_a_slow_kick_works(app_storage, azurite, receiver_factory,
+                                                             unique_type) -> None:
+    """A kick that outlasts the lease keeps its message invisible (renewed), so the queue trigger of
+    another instance cannot fan the event out a second time meanwhile."""
+    pools.close_pools()
+    release = threading.Event()
+    receiver = receiver_factory(lambda item, n: (200, {}, b"") if release.wait(60) else (500, {}, b""))
+    queue = _fanout_queue(azurite)
+    queue.clear_messages()
+    from relay.models import SubscriptionRequest
+    from relay.subscriptions import SubscriptionStore
+
+    SubscriptionStore(app_storage).subscribe(
+        SubscriptionRequest(notificationUrl=receiver.url, eventTypes=[unique_type]))
+    current = settings.get_settings()
+    record = events.accept(EventIn(type=unique_type, data=1), source="urn:test")
+    sent = Outbox(app_storage, current).publish([record], lease=1)
+    keeper = kick.Keeper(app_storage, lease=1, every=0.2)
+    try:
+        kick.Kicker(app_storage, current, keeper=keeper).start(sent)
+        receiver.wait_for(1)  # the kick is now inside its delivery, which waits for `release`
+        wait_until(lambda: keeper.renewals >= 8, 30, "the lease to be renewed past its first second")
+        assert _count(queue) == 1 and not queue.peek_messages(max_messages=32)  # there, and invisible
+        release.set()
+        wait_until(lambda: _count(queue) == 0, 30, "the kicked fan-out message to be deleted")
+        assert len(receiver.requests) == 1
+    finally:
+        release.set()
+        keeper.stop()
+
+
+def test_a_kick_that_never_finished_is_taken_over_by_the_queue_trigger(relay, app_storage, receiver_factory,
+                                                                      unique_type) -> None:
+    """A message sent for a kick that died with its process: once its lease lapses, the host's
+    fan-out trigger delivers the event, once."""
+    receiver = receiver_factory()
+    relay.subscribe(receiver.url, eventTypes=[unique_type])
+    record = events.accept(EventIn(type=unique_type, data=1), source="urn:test")
+    Outbox(app_storage, settings.get_settings()).publish([record], lease=1)  # no kick started
+    (got,) = receiver.wait_for(1, timeout=60)
+    assert got.headers["webhook-id"] == record.id
+    wait_until(relay.queue_idle, 60, "the queues to drain")
+    assert len(receiver.requests) == 1
