@@ -36,6 +36,7 @@ RENEW_EVERY = 10.0
 @dataclass
 class _Lease:
     """One kicked message's hold on its queue message; the lock orders renewals and the delete."""
+
     sent: Sent
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: bool = False
@@ -84,8 +85,9 @@ class Keeper:
                     if lease.done:
                         continue
                     try:
-                        renewed = self._queue.update_message(lease.sent.message_id, lease.sent.pop_receipt,
-                                                             visibility_timeout=self._lease)
+                        renewed = self._queue.update_message(
+                            lease.sent.message_id, lease.sent.pop_receipt, visibility_timeout=self._lease
+                        )
                         lease.sent.pop_receipt = renewed.pop_receipt or lease.sent.pop_receipt
                         self.renewals += 1
                     except Exception as exc:  # noqa: BLE001 - a lapsed lease is recovered by the trigger
@@ -112,8 +114,9 @@ class Kicker:
         sent = lease.sent
         try:
             # This is the message's first working, whatever its `kicked` mark says to a later one.
-            fan_out(self._storage, self._settings, sent.message.model_copy(update={"kicked": False}),
-                    sent.message_id, 1)
+            fan_out(
+                self._storage, self._settings, sent.message.model_copy(update={"kicked": False}), sent.message_id, 1
+            )
         except Exception:  # noqa: BLE001 - the message reappears when its lease lapses: no loss
             log.exception("kicked fan-out failed event=%s; the queue trigger takes it over", sent.message.event.id)
             self._keeper.release(lease, delete=False)

@@ -40,8 +40,9 @@ def test_a_publish_is_delivered_with_no_queue_worker_running(app, azurite, recei
     wait_until(lambda: _count(queue) == 0, 30, "the kicked fan-out message to be deleted")
 
 
-def test_the_lease_holds_the_message_while_a_slow_kick_works(app_storage, azurite, receiver_factory,
-                                                             unique_type) -> None:
+def test_the_lease_holds_the_message_while_a_slow_kick_works(
+    app_storage, azurite, receiver_factory, unique_type
+) -> None:
     """A kick that outlasts the lease keeps its message invisible (renewed), so the queue trigger of
     another instance cannot fan the event out a second time meanwhile."""
     pools.close_pools()
@@ -49,11 +50,10 @@ def test_the_lease_holds_the_message_while_a_slow_kick_works(app_storage, azurit
     receiver = receiver_factory(lambda item, n: (200, {}, b"") if release.wait(60) else (500, {}, b""))
     queue = _fanout_queue(azurite)
     queue.clear_messages()
-    from relay.models import SubscriptionRequest
-    from relay.subscriptions import SubscriptionStore
 
     SubscriptionStore(app_storage).subscribe(
-        SubscriptionRequest(notificationUrl=receiver.url, eventTypes=[unique_type]))
+        SubscriptionRequest(notificationUrl=receiver.url, eventTypes=[unique_type])
+    )
     current = settings.get_settings()
     record = events.accept(EventIn(type=unique_type, data=1), source="urn:test")
     sent = Outbox(app_storage, current).publish([record], lease=1)
@@ -71,8 +71,9 @@ def test_the_lease_holds_the_message_while_a_slow_kick_works(app_storage, azurit
         keeper.stop()
 
 
-def test_a_kick_that_never_finished_is_taken_over_by_the_queue_trigger(relay, app_storage, receiver_factory,
-                                                                      unique_type) -> None:
+def test_a_kick_that_never_finished_is_taken_over_by_the_queue_trigger(
+    relay, app_storage, receiver_factory, unique_type
+) -> None:
     """A message sent for a kick that died with its process: once its lease lapses, the host's
     fan-out trigger delivers the event, once."""
     receiver = receiver_factory()
