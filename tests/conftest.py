@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from relay import pools, settings, storage
 from relay.azurite import Azurite
-from relay import settings, storage
-from tests.helpers import FUNCTION_KEY, InProcessApp, Receiver, Received, RelayProcess, Reply
+from tests.helpers import FUNCTION_KEY, InProcessApp, Received, Receiver, RelayProcess, Reply
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +47,12 @@ def app_storage(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     this module's Azurite with the dev host's test settings; forgotten again afterwards."""
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     monkeypatch.setenv("RELAY_ALLOW_PRIVATE_TARGETS", "true")
+    # The pools' sender is built from the settings of its first use: rebuilt with these.
+    pools.close_pools()
     settings.reset_settings()
     storage.reset_storage()
     yield storage.get_storage()
+    pools.close_pools()
     settings.reset_settings()
     storage.reset_storage()
 

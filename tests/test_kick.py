@@ -8,7 +8,7 @@ import threading
 
 from azure.storage.queue import QueueServiceClient
 
-from relay import events, kick, pools, settings
+from relay import events, kick, settings
 from relay.models import EventIn, SubscriptionRequest
 from relay.outbox import Outbox
 from relay.storage import FANOUT_QUEUE
@@ -27,7 +27,6 @@ def _count(queue) -> int:
 def test_a_publish_is_delivered_with_no_queue_worker_running(app, azurite, receiver_factory, unique_type) -> None:
     """In this process there is no host and no queue worker: only the publish's own kick can deliver,
     and it deletes the fan-out message once done."""
-    pools.close_pools()  # built again with this test's settings
     receiver = receiver_factory()
     queue = _fanout_queue(azurite)
     queue.clear_messages()
@@ -45,7 +44,6 @@ def test_the_lease_holds_the_message_while_a_slow_kick_works(
 ) -> None:
     """A kick that outlasts the lease keeps its message invisible (renewed), so the queue trigger of
     another instance cannot fan the event out a second time meanwhile."""
-    pools.close_pools()
     release = threading.Event()
     receiver = receiver_factory(lambda item, n: (200, {}, b"") if release.wait(60) else (500, {}, b""))
     queue = _fanout_queue(azurite)
