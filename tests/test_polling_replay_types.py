@@ -12,7 +12,7 @@ import pytest
 
 from relay import clock, polling, replay
 from relay.bench.pollcost import CountingStorage, log_events
-from relay.events import EventLog, indexed_patterns
+from relay.eventlog import EventLog, indexed_patterns
 from relay.models import EventRecord, ReplayRequest
 from relay.storage import Endpoints, Storage
 from relay.tokens import TokenCodec, stored_key
