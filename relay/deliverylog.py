@@ -12,22 +12,25 @@ Failures and retries, the part an operator looks for, stay one cheap partition q
 Listing successes also reads the receipts of the retention window, a bounded slice per page.
 Nothing is written before an attempt: the queue message, not a row, keeps unfinished work.
 
-| partition   | row key                        | what                                        |
-|-------------|--------------------------------|---------------------------------------------|
-| `{sub id}`  | `{inverted time}_{event id}`   | one subscription's delivery of one event    |
-| `r:{day}`   | `{time}_{event id}_{random}`   | a receipt: a batch's first-try successes    |
+| partition  | row key                          | what                                             |
+|------------|----------------------------------|--------------------------------------------------|
+| `{sub id}` | `{inverted time}_{event id}`     | one subscription's delivery of one event         |
+| `r:{day}`  | `{time}_{event id}_{random}`     | a receipt: a batch's first-try successes         |
+| `c:{hour}` | `m{MM}_{process}`, `h_{process}` | a process's counters for a minute or the hour    |
+|            |                                  | (`relay.stats`, for the console's overview)      |
 
-(`relay.stats` keeps its counter rows, `c:{hour}`, in the same table: they carry `lastAttemptAt`
-and a `status`, so `sweep` forgets them with the rest.) This module alone builds and reads these
-keys and columns; callers get `Delivery` records.
+Counter rows carry `lastAttemptAt` and a `status`, so `sweep` forgets them with the rest. This
+module alone builds and reads these keys and columns; callers get `Delivery` and `CounterRow`
+records.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from azure.core.paging import ItemPaged, PageIterator
@@ -314,3 +317,74 @@ class DeliveryLog:
                 select=["PartitionKey", "RowKey"],
             ),
         )
+
+
+# ---- delivery counters (relay.stats) --------------------------------------------------------
+
+COUNTER_PREFIX = "c:"
+_HOUR_FORMAT = "%Y%m%d%H"
+
+
+@dataclass(frozen=True)
+class CounterRow:
+    """One process's running totals of attempt outcomes for a minute or a whole hour."""
+
+    hour: datetime  # the hour counted (UTC, on the hour)
+    minute: int | None  # the minute of that hour, or None for the hour's row
+    process: str
+    totals: Mapping[str, int]  # outcome -> attempts
+    untracked: int  # attempts of subscriptions beyond what a row keeps per subscription
+    subs: Mapping[str, list[Any]]  # subscription id -> its figures (relay.stats.SubCounts)
+
+    @property
+    def start(self) -> datetime:
+        return self.hour if self.minute is None else self.hour.replace(minute=self.minute)
+
+
+class Counters:
+    """The counter rows of the delivery log table: a partition per hour, a row per process and
+    minute or hour, written whole (so a repeated write counts nothing twice)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._table: TableClient = storage.table(DELIVERIES_TABLE)
+
+    def write(self, rows: Iterable[CounterRow], at: datetime) -> None:
+        """Replace the given rows; one table transaction per hour."""
+        batches: dict[str, list[Any]] = {}
+        for row in rows:
+            part = "h" if row.minute is None else f"m{row.minute:02d}"
+            partition = COUNTER_PREFIX + row.hour.strftime(_HOUR_FORMAT)
+            entity = {
+                "PartitionKey": partition,
+                "RowKey": f"{part}_{row.process}",
+                **row.totals,
+                "untracked": row.untracked,
+                "subs": json.dumps(row.subs, separators=(",", ":")),
+                # The retention sweep removes delivery log rows by these two.
+                "lastAttemptAt": clock.rfc3339(at),
+                "status": "counted",
+            }
+            batches.setdefault(partition, []).append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
+        for ops in batches.values():
+            self._table.submit_transaction(ops)  # one partition, usually two rows: one transaction
+
+    def read(self, unit: str, first: datetime, last: datetime, outcomes: Iterable[str]) -> Iterator[CounterRow]:
+        """Every process's rows of a unit (`minute` or `hour`) whose hour is that of `first`,
+        of `last`, or (for hours) between them."""
+        hours = {"a": COUNTER_PREFIX + first.strftime(_HOUR_FORMAT), "b": COUNTER_PREFIX + last.strftime(_HOUR_FORMAT)}
+        if unit == "minute":
+            flt = "( PartitionKey eq @a or PartitionKey eq @b ) and RowKey ge 'm' and RowKey lt 'n'"
+        else:
+            flt = "PartitionKey ge @a and PartitionKey le @b and RowKey ge 'h_' and RowKey lt 'h`'"
+        names = list(outcomes)
+        for row in self._table.query_entities(flt, parameters=hours, results_per_page=1000):
+            hour = datetime.strptime(row["PartitionKey"][len(COUNTER_PREFIX) :], _HOUR_FORMAT)
+            part, process = row["RowKey"].split("_", 1)
+            yield CounterRow(
+                hour=hour.replace(tzinfo=UTC),
+                minute=None if part == "h" else int(part[1:3]),
+                process=process,
+                totals={name: int(row.get(name) or 0) for name in names},
+                untracked=int(row.get("untracked") or 0),
+                subs=json.loads(row.get("subs") or "{}"),
+            )
