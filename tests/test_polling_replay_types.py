@@ -170,6 +170,17 @@ def test_poll_and_replay_read_only_matching_events(azurite) -> None:
     assert sorted(f[0] for f in found) == sorted(rare_ids) and read == 6
 
 
+def test_the_poll_cost_bench_measures_a_poll_and_a_replay(azurite) -> None:
+    """`python -m relay.bench.pollcost` runs through: its replay reads the rare events only."""
+    from relay.bench import pollcost
+
+    storage = CountingStorage(azurite.connection_string)
+    storage.ensure()
+    out = pollcost.measure(storage, noise=40, rare=2)
+    assert out["poll_rare"]["returned"] == 2 and out["poll_rare"]["rows_read"] == 2
+    assert out["replay_all_rare"]["returned"] == 2 and out["replay_all_rare"]["rows_read"] == 2
+
+
 def test_the_deepest_type_with_large_data_is_logged_and_polled(azurite) -> None:
     """A 61-segment type has 61 index rows: its event (28 KB of 4-byte characters, which the SDK
     escapes to 84 KB a row) still fits one transaction, and polls read it back whole."""
