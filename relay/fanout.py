@@ -12,7 +12,8 @@ from typing import Any
 
 from . import clock
 from .delivery import Attempts, Deliverer
-from .events import EventLog, load_data
+from .eventlog import EventLog
+from .events import load_data
 from .models import DeliveryMessage, FanoutMessage, Target
 from .outbox import Outbox, wait
 from .settings import Settings
@@ -92,8 +93,8 @@ def deliver_item(storage: Storage, settings: Settings, message: DeliveryMessage)
     targets = deliverer.skip_removed(message)
     if not targets:
         return
-    record = EventLog(storage).get(message.log)
-    if record is None:
+    logged = EventLog(storage).get(message.log)
+    if logged is None:
         deliverer.expired(message, targets)
         return
-    deliverer.deliver(record, load_data(storage, record), message.log, message.since, targets)
+    deliverer.deliver(logged.record(), load_data(storage, logged), logged.key, message.since, targets)

@@ -19,11 +19,13 @@ import binascii
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from . import clock
 from .errors import invalid
-from .events import load_data, read_log, row_to_record
+from .eventlog import EventLog, LoggedEvent, position, position_time
+from .events import load_data
 from .matching import NAME_RULE, is_pattern
 from .signing import cloudevent
 from .storage import Storage
@@ -46,7 +48,7 @@ LEGACY_MAX_CHARS = 200
 
 @dataclass(frozen=True)
 class PollState:
-    key: str  # everything at or below this log key has been returned
+    key: str  # everything at or below this log position has been returned
     start: str | None = None  # the chain's first call (time key): events accepted before it are not in it
 
     def encode(self, codec: TokenCodec | None = None) -> str:
@@ -54,14 +56,14 @@ class PollState:
         return (codec or get_codec()).seal(Purpose.TRIGGER_STATE, doc)
 
     @classmethod
-    def decode(cls, text: str, codec: TokenCodec | None = None, now: datetime | None = None) -> "PollState":
+    def decode(cls, text: str, codec: TokenCodec | None = None, now: datetime | None = None) -> PollState:
         if "." not in text:
             return cls._first_release(text, now or clock.utcnow())
         # The codec checks the MAC before anything is decoded, so a forged state never gets here.
         doc = (codec or get_codec()).open(Purpose.TRIGGER_STATE, text, "triggerState")
         try:
             key, start = doc["k"], doc.get("s")
-            clock.from_time_key(key.split("_", 1)[0])
+            position_time(key)
             if start is not None:
                 clock.from_time_key(start)
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -69,7 +71,7 @@ class PollState:
         return cls(key, start)
 
     @classmethod
-    def _first_release(cls, text: str, now: datetime) -> "PollState":
+    def _first_release(cls, text: str, now: datetime) -> PollState:
         """A state the first release (0.1.0) issued: unsigned base64url JSON `{"k": key}` (a signed
         token always holds a `.`, which base64url never does). Flows saved then hold such states,
         and must keep polling after an upgrade. Unsigned, its position is trusted only within
@@ -82,25 +84,20 @@ class PollState:
             if set(doc) != {"k"}:  # exactly what 0.1.0 wrote: a signed state stripped of its MAC is not
                 raise ValueError("not a first-release state")
             key = doc["k"]
-            clock.from_time_key(key.split("_", 1)[0])
+            position_time(key)
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
             raise invalid("triggerState", "is not a state this API issued") from None
-        return cls(max(key, clock.time_key(now - LEGACY_WINDOW)))
+        return cls(max(key, position(now - LEGACY_WINDOW)))
 
     @classmethod
-    def starting(cls, now: datetime) -> "PollState":
+    def starting(cls, now: datetime) -> PollState:
         # The key starts MARGIN early (an event accepted after `now` on an instance whose clock
         # is a little behind still has a key after it); `start` decides what belongs to the chain.
-        return cls(clock.time_key(now - MARGIN), clock.time_key(now))
+        return cls(position(now - MARGIN), clock.time_key(now))
 
-    def admits(self, row: dict[str, Any]) -> bool:
+    def admits(self, event: LoggedEvent) -> bool:
         """Whether an event was accepted after this chain started (old states admit everything)."""
-        if self.start is None:
-            return True
-        try:
-            return clock.time_key(clock.parse_rfc3339(row["acceptedAt"])) > self.start
-        except (KeyError, ValueError):
-            return True
+        return self.start is None or clock.time_key(event.accepted_at) > self.start
 
 
 def check_pattern(pattern: str) -> str:
@@ -116,26 +113,26 @@ class PollResult:
     more: bool
 
 
-def poll(storage: Storage, pattern: str, state: PollState, retention_days: float,
-         now: datetime | None = None) -> PollResult:
+def poll(
+    storage: Storage, pattern: str, state: PollState, retention_days: float, now: datetime | None = None
+) -> PollResult:
     now = now or clock.utcnow()
-    upper = clock.time_key(now - MARGIN)
+    upper = position(now - MARGIN)
     if upper <= state.key:
         return PollResult([], state, False)
-    # A state older than retention (or forged) starts at the oldest day still kept, not year 1.
-    start = max(clock.from_time_key(state.key.split("_", 1)[0]), now - timedelta(days=retention_days + 1))
-    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
-    found: list[tuple[str, dict[str, Any]]] = []
+    found: list[LoggedEvent] = []
     read = 0
-    last = read_to = state.key  # the last key read; the end of the slice read so far
+    last = read_to = state.key  # the last position read; the end of the slice read so far
     full = False
-    for _ in range(SLICE_DAYS):
-        next_day = day + timedelta(days=1)
-        before = min(upper, clock.time_key(next_day))
-        for key, row in read_log(storage, pattern, day, state.key, before, page=PAGE + 1):
-            read, last = read + 1, key
-            if state.admits(row):
-                found.append((key, row))
+    # A state older than retention (or forged) starts at the oldest day still kept, not year 1.
+    days = EventLog(storage).walk(
+        [pattern], state.key, upper, first_day=now - timedelta(days=retention_days + 1), page=PAGE + 1
+    )
+    for day in islice(days, SLICE_DAYS):
+        for event in day.events:
+            read, last = read + 1, event.key.row
+            if state.admits(event):
+                found.append(event)
             # Rows the chain does not admit (accepted before its start) count against the
             # slice too, so a backlog of them is read a bounded part at a time.
             if len(found) > PAGE or read >= READ_BUDGET:
@@ -143,21 +140,26 @@ def poll(storage: Storage, pattern: str, state: PollState, retention_days: float
                 break
         if full:
             break
-        read_to = before
-        if before == upper:
-            break
-        day = next_day
+        read_to = day.end
     if len(found) > PAGE:
         found = found[:PAGE]
-        next_state, more = PollState(found[-1][0], state.start), True
+        next_state, more = PollState(found[-1].key.row, state.start), True
     elif full:
         next_state, more = PollState(last, state.start), True
     else:
         next_state, more = PollState(max(read_to, state.key), state.start), read_to < upper
-    return PollResult([as_cloudevent(storage, row) for _, row in found], next_state, more)
+    return PollResult([as_cloudevent(storage, event) for event in found], next_state, more)
 
 
-def as_cloudevent(storage: Storage, row: dict[str, Any]) -> dict[str, Any]:
-    record = row_to_record(row)
-    return json.loads(cloudevent(event_id=record.id, event_type=record.type, source=record.source,
-                                 time=record.time, subject=record.subject, data=load_data(storage, record)))
+def as_cloudevent(storage: Storage, event: LoggedEvent) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(
+        cloudevent(
+            event_id=event.id,
+            event_type=event.type,
+            source=event.source,
+            time=event.time,
+            subject=event.subject,
+            data=load_data(storage, event),
+        )
+    )
+    return body

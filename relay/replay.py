@@ -10,11 +10,11 @@ whose process died stops holding it when the lease runs out, and the next replay
 
 from __future__ import annotations
 
-import heapq
 import json
 import uuid
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Iterator
+from typing import Any, NamedTuple
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -23,12 +23,12 @@ from azure.data.tables import UpdateMode
 from . import clock
 from .deliverylog import DeliveryLog
 from .errors import RelayError
-from .events import read_log
+from .eventlog import EventLog, LogKey, position, position_after
 from .matching import subject_matches
 from .models import DeliveryMessage, ReplayMessage, ReplayRequest
 from .outbox import Outbox
-from .statuses import DeliveryStatus, OperationStatus, SubscriptionStatus
-from .storage import OPERATIONS_TABLE, Storage
+from .statuses import OperationStatus, SubscriptionStatus
+from .storage import OPERATIONS_TABLE, Storage, delete_rows
 from .subscriptions import SubscriptionStore, replay_target
 
 PARTITION = "op"
@@ -63,12 +63,18 @@ class Operations:
         # The lock first: a replay that cannot get it leaves nothing behind. Until the operation
         # row exists, the lock (within its lease) counts as held, so a racing start waits its turn.
         self._acquire(sub_id, op_id, now)
-        self._table.create_entity({
-            "PartitionKey": PARTITION, "RowKey": op_id, "subscriptionId": sub_id, "status": OperationStatus.RUNNING,
-            "since": clock.rfc3339_precise(request.since),
-            "until": clock.rfc3339_precise(request.until) if request.until else "", "filter": request.status,
-            "createdAt": clock.rfc3339(now),
-        })
+        self._table.create_entity(
+            {
+                "PartitionKey": PARTITION,
+                "RowKey": op_id,
+                "subscriptionId": sub_id,
+                "status": OperationStatus.RUNNING,
+                "since": clock.rfc3339_precise(request.since),
+                "until": clock.rfc3339_precise(request.until) if request.until else "",
+                "filter": request.status,
+                "createdAt": clock.rfc3339(now),
+            }
+        )
         Outbox(self._storage).replay(ReplayMessage(operationId=op_id))
         return op_id
 
@@ -90,8 +96,14 @@ class Operations:
     def _lock_row(self, sub_id: str, op_id: str, now: datetime) -> dict[str, Any]:
         # createdAt and a status other than `running` let the retention sweep forget a lock
         # row a crashed replay left behind, as it does finished operations.
-        return {"PartitionKey": LOCK_PARTITION, "RowKey": sub_id, "operationId": op_id,
-                "expiresAt": clock.rfc3339(now + LEASE), "createdAt": clock.rfc3339(now), "status": "lock"}
+        return {
+            "PartitionKey": LOCK_PARTITION,
+            "RowKey": sub_id,
+            "operationId": op_id,
+            "expiresAt": clock.rfc3339(now + LEASE),
+            "createdAt": clock.rfc3339(now),
+            "status": "lock",
+        }
 
     def _acquire(self, sub_id: str, op_id: str, now: datetime) -> None:
         row = self._lock_row(sub_id, op_id, now)
@@ -109,16 +121,27 @@ class Operations:
             if self._held(held, now):
                 raise ReplayRunning(holder)
             try:
-                self._table.update_entity(row, mode=UpdateMode.REPLACE, etag=held.metadata["etag"],
-                                          match_condition=MatchConditions.IfNotModified)
+                self._table.update_entity(
+                    row,
+                    mode=UpdateMode.REPLACE,
+                    etag=held.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue  # another start got there first: look again
             old = self.get(holder)
             if old is not None and old["status"] == OperationStatus.RUNNING:
-                self._table.update_entity({"PartitionKey": PARTITION, "RowKey": holder, "status": OperationStatus.FAILED,
-                                           "code": SUPERSEDED, "error": "the replay stopped without finishing "
-                                           "(its lease ran out) and a newer replay took over"},
-                                          mode=UpdateMode.MERGE)
+                self._table.update_entity(
+                    {
+                        "PartitionKey": PARTITION,
+                        "RowKey": holder,
+                        "status": OperationStatus.FAILED,
+                        "code": SUPERSEDED,
+                        "error": "the replay stopped without finishing "
+                        "(its lease ran out) and a newer replay took over",
+                    },
+                    mode=UpdateMode.MERGE,
+                )
             return
         raise ReplayRunning(self._table.get_entity(LOCK_PARTITION, sub_id)["operationId"])
 
@@ -142,19 +165,35 @@ class Operations:
         if held["operationId"] != op_id:
             return False
         try:
-            self._table.update_entity({"PartitionKey": LOCK_PARTITION, "RowKey": sub_id,
-                                       "expiresAt": clock.rfc3339(now + LEASE)}, mode=UpdateMode.MERGE,
-                                      etag=held.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+            self._table.update_entity(
+                {"PartitionKey": LOCK_PARTITION, "RowKey": sub_id, "expiresAt": clock.rfc3339(now + LEASE)},
+                mode=UpdateMode.MERGE,
+                etag=held.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
         except (ResourceModifiedError, ResourceNotFoundError):
             return False
         return True
+
+    def sweep(self, cutoff: datetime) -> int:
+        """Forget operations (and lock rows) created before the cutoff that are not running;
+        returns how many."""
+        return delete_rows(
+            self._table,
+            self._table.query_entities(
+                "createdAt lt @cut and status ne @running",
+                parameters={"cut": clock.rfc3339(cutoff), "running": OperationStatus.RUNNING},
+                select=["PartitionKey", "RowKey"],
+            ),
+        )
 
     def release(self, sub_id: str, op_id: str) -> None:
         try:
             held = self._table.get_entity(LOCK_PARTITION, sub_id)
             if held["operationId"] == op_id:
-                self._table.delete_entity(LOCK_PARTITION, sub_id, etag=held.metadata["etag"],
-                                          match_condition=MatchConditions.IfNotModified)
+                self._table.delete_entity(
+                    LOCK_PARTITION, sub_id, etag=held.metadata["etag"], match_condition=MatchConditions.IfNotModified
+                )
         except (ResourceNotFoundError, ResourceModifiedError):
             pass  # gone already, or taken over: either way no longer ours
 
@@ -165,8 +204,16 @@ ABANDONED_AFTER = timedelta(minutes=45)
 
 
 def view(op: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
-    if op["status"] == OperationStatus.RUNNING and (now or clock.utcnow()) - clock.parse_rfc3339(op["createdAt"]) > ABANDONED_AFTER:
-        op = {**op, "status": OperationStatus.FAILED, "code": CRASHED, "error": "the replay did not finish; start it again"}
+    if (
+        op["status"] == OperationStatus.RUNNING
+        and (now or clock.utcnow()) - clock.parse_rfc3339(op["createdAt"]) > ABANDONED_AFTER
+    ):
+        op = {
+            **op,
+            "status": OperationStatus.FAILED,
+            "code": CRASHED,
+            "error": "the replay did not finish; start it again",
+        }
     out: dict[str, Any] = {"id": op["RowKey"], "status": op["status"]}
     if op["status"] == OperationStatus.SUCCEEDED:
         out["replayed"] = int(op.get("replayed") or 0)
@@ -176,36 +223,28 @@ def view(op: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
     return out
 
 
-def _log_time(log_rk: str) -> datetime:
-    return clock.from_time_key(log_rk.split("_", 1)[0])
+class Replayed(NamedTuple):
+    """An event a replay sends again, and where the log holds it."""
+
+    event_id: str
+    event_type: str
+    log: LogKey
 
 
-def _failed(log: DeliveryLog, sub_id: str, since: datetime, until: datetime) -> Iterator[tuple[str, str, str, str]]:
-    for row in log.rows(sub_id, DeliveryStatus.FAILED):
-        if since <= _log_time(row["logRk"]) <= until:
-            yield row["eventId"], row["eventType"], row["logPk"], row["logRk"]
+def _failed(log: DeliveryLog, sub_id: str, since: datetime, until: datetime) -> Iterator[Replayed]:
+    for delivery in log.failed(sub_id, since, until):
+        if delivery.log is not None:  # always, for a failed delivery's row
+            yield Replayed(delivery.event_id, delivery.event_type, delivery.log)
 
 
-def replayed_events(storage: Storage, sub: dict[str, Any], since: datetime,
-                    until: datetime) -> Iterator[tuple[str, str, str, str]]:
-    """(id, type, log partition, log row) of each logged event `sub` matches between the two
-    times, in log order, each once: what a replay of everything sends again."""
-    patterns = sorted(set(json.loads(sub["eventTypes"])))
-    if "*" in patterns:
-        patterns = ["*"]
-    lo, hi = clock.time_key(since), clock.time_key(until) + "~"
-    day = since.replace(hour=0, minute=0, second=0, microsecond=0)
-    while day <= until:
-        # Each pattern's index rows (only matching events), merged in log order; an event that
-        # two patterns match (`order.*` and `order.created`) comes once.
-        previous = None
-        for key, row in heapq.merge(*(read_log(storage, p, day, lo, hi) for p in patterns), key=lambda kr: kr[0]):
-            if key == previous:
-                continue
-            previous = key
-            if subject_matches(row.get("subject"), sub.get("subjectBeginsWith"), sub.get("subjectEndsWith")):
-                yield row["id"], row["type"], row["PartitionKey"], key
-        day += timedelta(days=1)
+def replayed_events(storage: Storage, sub: Mapping[str, Any], since: datetime, until: datetime) -> Iterator[Replayed]:
+    """Each logged event `sub` matches between the two times, in log order, each once: what a
+    replay of everything sends again."""
+    patterns = json.loads(sub["eventTypes"])
+    for day in EventLog(storage).walk(patterns, position(since), position_after(until)):
+        for event in day.events:
+            if subject_matches(event.subject, sub.get("subjectBeginsWith"), sub.get("subjectEndsWith")):
+                yield Replayed(event.id, event.type, event.key)
 
 
 def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) -> None:
@@ -219,16 +258,26 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
         ops.finish(op_id, status=OperationStatus.FAILED, code=GONE, error="the subscription was deleted or disabled")
         return
     if not ops.renew(sub["id"], op_id):
-        ops.finish(op_id, status=OperationStatus.FAILED, code=SUPERSEDED,
-                   error="another replay of this subscription took over before this one could run")
+        ops.finish(
+            op_id,
+            status=OperationStatus.FAILED,
+            code=SUPERSEDED,
+            error="another replay of this subscription took over before this one could run",
+        )
         return
     now = clock.utcnow()
     # Nothing older than retention, newer than now, or from before the subscription existed.
-    since = max(clock.parse_rfc3339(op["since"]), now - timedelta(days=retention_days + 1),
-                clock.parse_rfc3339(sub["createdAt"]))
+    since = max(
+        clock.parse_rfc3339(op["since"]),
+        now - timedelta(days=retention_days + 1),
+        clock.parse_rfc3339(sub["createdAt"]),
+    )
     until = min(clock.parse_rfc3339(op["until"]), now) if op.get("until") else now
-    found = _failed(DeliveryLog(storage, retention_days), sub["id"], since, until) if op["filter"] == "failed" \
+    found = (
+        _failed(DeliveryLog(storage, retention_days), sub["id"], since, until)
+        if op["filter"] == "failed"
         else replayed_events(storage, sub, since, until)
+    )
     target = replay_target(sub)
     planned = clock.time_key(clock.utcnow())
     outbox = Outbox(storage)
@@ -241,11 +290,24 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
         sent, batch = sent + len(batch), []
         return ops.renew(sub["id"], op_id)
 
-    for eid, etype, pk, rk in found:
-        batch.append(DeliveryMessage(eventId=eid, eventType=etype, log=(pk, rk), since=planned, targets=[target]))
+    for found_event in found:
+        batch.append(
+            DeliveryMessage(
+                eventId=found_event.event_id,
+                eventType=found_event.event_type,
+                log=found_event.log,
+                since=planned,
+                targets=[target],
+            )
+        )
         if len(batch) >= RENEW_EVERY and not flush():
-            ops.finish(op_id, status=OperationStatus.FAILED, code=SUPERSEDED, replayed=sent,
-                       error="the replay lost its lease and a newer replay took over")
+            ops.finish(
+                op_id,
+                status=OperationStatus.FAILED,
+                code=SUPERSEDED,
+                replayed=sent,
+                error="the replay lost its lease and a newer replay took over",
+            )
             return
     flush()
     ops.finish(op_id, status=OperationStatus.SUCCEEDED, replayed=sent, finishedAt=clock.rfc3339(clock.utcnow()))

@@ -4,13 +4,9 @@ per subscription, at a bounded cost to write and to read.
 Scanning the delivery log for a chart would cost O(deliveries), and a counter row updated by
 every attempt would be a hot row fought over by every instance. Instead each process adds up
 what its own attempts came to, in memory, and every `FLUSH_SECONDS` (when anything changed)
-writes its running totals for the current minute and hour as two rows of one partition, in one
-table transaction:
-
-| partition (delivery log table) | row key            | what                                |
-|--------------------------------|--------------------|-------------------------------------|
-| `c:{YYYYMMDDHH}`               | `m{MM}_{process}`  | this process's totals for a minute  |
-| `c:{YYYYMMDDHH}`               | `h_{process}`      | this process's totals for the hour  |
+writes its running totals for the current minute and hour as two rows of one partition (the
+hour's) of the delivery log table, in one table transaction (`relay.deliverylog.Counters` keeps
+those rows).
 
 A write replaces the process's own rows with its running totals, so a failed or repeated flush
 is corrected by the next one and no two writers ever touch one row. What is lost is at most the
@@ -24,7 +20,6 @@ Reading `window=1h` reads the minute rows of two hour partitions, `window=24h` t
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
@@ -32,16 +27,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from azure.data.tables import UpdateMode
-
 from . import clock
-from .storage import DELIVERIES_TABLE, SUBSCRIPTIONS_TABLE, Storage
+from .deliverylog import CounterRow, Counters
+from .storage import SUBSCRIPTIONS_TABLE, Storage
 from .statuses import SubscriptionStatus
 
 log = logging.getLogger("relay.stats")
 
 OUTCOMES = ("succeeded", "retrying", "failed")
-PREFIX = "c:"
 FLUSH_SECONDS = 2.0
 # Per-subscription figures kept per row: a row stays far below the 64 KiB a property may hold.
 MAX_SUBS_PER_ROW = 300
@@ -49,6 +42,7 @@ MAX_SUBS_PER_ROW = 300
 MAX_SUBSCRIPTIONS_COUNTED = 5000
 TOP = 5
 WINDOWS = {"1h": ("minute", 60), "24h": ("hour", 24)}
+HOUR = -1  # the bucket of a whole hour (the others are minutes 0 to 59)
 
 PROCESS = uuid.uuid4().hex[:12]
 
@@ -105,15 +99,13 @@ class Bucket:
         if outcome == "succeeded":
             counts.last_success = at
 
-    def entity(self, partition: str, row: str, at: str) -> dict[str, Any]:
-        return {"PartitionKey": partition, "RowKey": row, **self.totals, "untracked": self.untracked,
-                "subs": json.dumps({k: v.to_list() for k, v in self.subs.items()}, separators=(",", ":")),
-                # The retention sweep removes delivery log rows by these two.
-                "lastAttemptAt": at, "status": "counted"}
+    def row(self, hour: datetime, minute: int | None, process: str) -> CounterRow:
+        return CounterRow(hour=hour, minute=minute, process=process, totals=dict(self.totals),
+                          untracked=self.untracked, subs={k: v.to_list() for k, v in self.subs.items()})
 
 
-def _hour_key(moment: datetime) -> str:
-    return moment.strftime("%Y%m%d%H")
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 class Recorder:
@@ -122,8 +114,8 @@ class Recorder:
     def __init__(self, process: str = PROCESS) -> None:
         self.process = process
         self._lock = threading.Lock()
-        self._buckets: dict[tuple[str, str], Bucket] = {}  # (hour key, "m{MM}" or "h") -> bucket
-        self._dirty: set[tuple[str, str]] = set()  # buckets changed since the last flush
+        self._buckets: dict[tuple[datetime, int], Bucket] = {}  # (hour, minute or HOUR) -> bucket
+        self._dirty: set[tuple[datetime, int]] = set()  # buckets changed since the last flush
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._storage: Storage | None = None
@@ -131,10 +123,10 @@ class Recorder:
     def record(self, storage: Storage, sub_id: str, outcome: str, elapsed: float | None = None,
                at: datetime | None = None) -> None:
         at = at or clock.utcnow()
-        hour, stamp = _hour_key(at), clock.rfc3339(at)
+        hour, stamp = _hour(at), clock.rfc3339(at)
         elapsed_ms = None if elapsed is None else int(elapsed * 1000)
         with self._lock:
-            for part in (f"m{at.minute:02d}", "h"):
+            for part in (at.minute, HOUR):
                 self._buckets.setdefault((hour, part), Bucket()).record(sub_id, outcome, elapsed_ms, stamp)
                 self._dirty.add((hour, part))
             self._storage = storage
@@ -156,19 +148,14 @@ class Recorder:
         with self._lock:
             storage, dirty = self._storage, sorted(self._dirty)
             self._dirty.clear()
-            at = clock.rfc3339(clock.utcnow())
-            batches: dict[str, list[Any]] = {}
-            for hour, part in dirty:
-                entity = self._buckets[(hour, part)].entity(PREFIX + hour, f"{part}_{self.process}", at)
-                batches.setdefault(hour, []).append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
+            rows = [self._buckets[(hour, part)].row(hour, None if part == HOUR else part, self.process)
+                    for hour, part in dirty]
             # Older hours are final once written: keep only the current and the previous one.
-            keep = {_hour_key(clock.utcnow()), _hour_key(clock.utcnow() - timedelta(hours=1))}
-        if storage is None or not batches:
+            keep = {_hour(clock.utcnow()), _hour(clock.utcnow() - timedelta(hours=1))}
+        if storage is None or not rows:
             return
-        table = storage.table(DELIVERIES_TABLE)
         try:
-            for ops in batches.values():
-                table.submit_transaction(ops)  # one partition, usually two rows: one transaction
+            Counters(storage).write(rows, clock.utcnow())
         except Exception:
             with self._lock:
                 self._dirty.update(dirty)
@@ -228,22 +215,14 @@ def read(storage: Storage, window: str, now: datetime | None = None) -> dict[str
     series = {first + step * i: dict.fromkeys(OUTCOMES, 0) for i in range(count)}
     subs: dict[str, SubCounts] = {}
     untracked = 0
-    table = storage.table(DELIVERIES_TABLE)
-    if unit == "minute":
-        flt = "( PartitionKey eq @a or PartitionKey eq @b ) and RowKey ge 'm' and RowKey lt 'n'"
-        params = {"a": PREFIX + _hour_key(first), "b": PREFIX + _hour_key(last)}
-    else:
-        flt = "PartitionKey ge @a and PartitionKey le @b and RowKey ge 'h_' and RowKey lt 'h`'"
-        params = {"a": PREFIX + _hour_key(first), "b": PREFIX + _hour_key(last)}
-    for row in table.query_entities(flt, parameters=params, results_per_page=1000):
-        hour = datetime.strptime(row["PartitionKey"][len(PREFIX):], "%Y%m%d%H").replace(tzinfo=now.tzinfo)
-        start = hour if unit == "hour" else hour.replace(minute=int(row["RowKey"][1:3]))
+    for row in Counters(storage).read(unit, first, last, OUTCOMES):
+        start = row.start
         if start not in series:
             continue
         for outcome in OUTCOMES:
-            series[start][outcome] += int(row.get(outcome) or 0)
-        untracked += int(row.get("untracked") or 0)
-        for sub_id, raw in json.loads(row.get("subs") or "{}").items():
+            series[start][outcome] += row.totals[outcome]
+        untracked += row.untracked
+        for sub_id, raw in row.subs.items():
             subs.setdefault(sub_id, SubCounts()).add(SubCounts.from_list(raw))
     totals = {o: sum(point[o] for point in series.values()) for o in OUTCOMES}
     by_sub = {sub_id: _sub_view(c) for sub_id, c in subs.items()}

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from collections import defaultdict
+from typing import Any, Callable, Iterable, Mapping
 
 import requests
 from azure.core.credentials import TokenCredential
@@ -222,3 +223,21 @@ def reset_storage() -> None:
     with _lock:
         _instances.clear()
         _ensured = False
+
+
+BATCH = 100  # a table transaction holds at most 100 operations, all in one partition
+
+
+def delete_rows(table: TableClient, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Delete rows (that carry their keys) a transaction per partition and hundred rows; returns how many.
+    For the stores' sweeps: each store says which of its rows go, this deletes them."""
+    by_partition: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        by_partition[row["PartitionKey"]].append(row["RowKey"])
+    count = 0
+    for pk, keys in by_partition.items():
+        for start in range(0, len(keys), BATCH):
+            chunk = keys[start:start + BATCH]
+            table.submit_transaction([("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in chunk])
+            count += len(chunk)
+    return count

@@ -37,7 +37,7 @@ import json
 import re
 import secrets
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from azure.core import MatchConditions
@@ -52,7 +52,7 @@ from .models import SubscriptionRequest, Target
 from .outbound import mask_url
 from .pools import get_pools
 from .settings import get_settings
-from .storage import SUBSCRIPTIONS_TABLE, Storage
+from .storage import SUBSCRIPTIONS_TABLE, Storage, delete_rows
 from .statuses import SubscriptionStatus
 
 ID_RE = re.compile(r"[0-9a-f]{32}")  # always fullmatch: `$` lets a trailing newline in
@@ -430,6 +430,12 @@ class SubscriptionStore:
             else:
                 removed[sub_id] = max(removed.get(sub_id, -1), generation(row))
         return removed, rotated
+
+    def forget_tombstones(self, before: datetime) -> int:
+        """Delete the tombstones written before a moment (for retention); returns how many."""
+        return delete_rows(self._table, self._table.query_entities(
+            "PartitionKey eq @pk and RowKey lt @key", parameters={"pk": TOMB_PARTITION, "key": clock.time_key(before)},
+            select=["PartitionKey", "RowKey"]))
 
     # ---- removal --------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import pytest
 
 from relay import clock, polling, replay
 from relay.bench.pollcost import CountingStorage, log_events
-from relay.events import EventLog, indexed_patterns
+from relay.eventlog import EventLog, indexed_patterns
 from relay.models import EventRecord, ReplayRequest
 from relay.storage import Endpoints, Storage
 from relay.tokens import TokenCodec, stored_key
@@ -168,6 +168,17 @@ def test_poll_and_replay_read_only_matching_events(azurite) -> None:
     sub = {"id": "x", "eventTypes": json.dumps([rare, f"rare.{tag}.*"])}
     found, read = storage.reads(lambda: list(replay.replayed_events(storage, sub, started, later)))
     assert sorted(f[0] for f in found) == sorted(rare_ids) and read == 6
+
+
+def test_the_poll_cost_bench_measures_a_poll_and_a_replay(azurite) -> None:
+    """`python -m relay.bench.pollcost` runs through: its replay reads the rare events only."""
+    from relay.bench import pollcost
+
+    storage = CountingStorage(azurite.connection_string)
+    storage.ensure()
+    out = pollcost.measure(storage, noise=40, rare=2)
+    assert out["poll_rare"]["returned"] == 2 and out["poll_rare"]["rows_read"] == 2
+    assert out["replay_all_rare"]["returned"] == 2 and out["replay_all_rare"]["rows_read"] == 2
 
 
 def test_the_deepest_type_with_large_data_is_logged_and_polled(azurite) -> None:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from tests.helpers import wait_until
 from relay import clock
-from relay.events import INDEX_PREFIX, indexed_patterns
+from relay.eventlog import INDEX_PREFIX, indexed_patterns
 from relay.retention import sweep
 from relay.storage import EVENTS_TABLE, Endpoints, Storage
 

@@ -46,7 +46,7 @@ def test_requeued_event_is_fanned_out_not_taken_for_a_duplicate(app_storage, rec
                                                                  unique_type) -> None:
     """A re-enqueued fan-out message (new id, same origin) still logs and delivers its event;
     another publish of the same event does not."""
-    from relay.events import EventLog
+    from relay.eventlog import EventLog
     from relay.models import SubscriptionRequest
     from relay.subscriptions import SubscriptionStore
 
@@ -67,7 +67,7 @@ def test_requeued_event_is_fanned_out_not_taken_for_a_duplicate(app_storage, rec
 
 def test_generated_ids_skip_dedupe_but_a_crash_retry_finds_its_log_row(app_storage) -> None:
     """An event whose id the relay made up is logged once, even when its message comes back after a crash."""
-    from relay.events import INDEX_PREFIX, EventLog, dedupe_key_of, indexed_patterns
+    from relay.eventlog import INDEX_PREFIX, EventLog, dedupe_key_of, indexed_patterns
     from relay.storage import EVENTS_TABLE
 
     record = accept(EventIn(type="t.generated", data=1), "urn:test")
@@ -99,4 +99,4 @@ def test_last_try_of_a_failing_delivery_is_recorded_as_failed(app_storage) -> No
     worker.patiently("relay-deliveries", msg, lambda s: 1 / 0,
                       lambda s, exc: Deliverer(s, settings.get_settings()).abandon(item, f"failed: {type(exc).__name__}"))
     rows, _ = DeliveryLog(app_storage, 7).list(sub, status="failed", limit=10, token=None)
-    assert rows and rows[0]["eventId"] == "e-last" and "ZeroDivisionError" in rows[0]["lastError"]
+    assert rows and rows[0].event_id == "e-last" and "ZeroDivisionError" in (rows[0].last_error or "")

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 from .. import clock, polling, replay
 from ..azurite import Azurite
-from ..events import EventLog
+from ..eventlog import EventLog, position
 from ..models import EventRecord
 from ..storage import Endpoints, Storage
 
@@ -92,15 +92,15 @@ def measure(storage: CountingStorage, noise: int, rare: int) -> dict[str, Any]:
         out[name] = {"rows_read": rows, "ms": round((time.perf_counter() - t) * 1000, 1)}
         return result
 
-    state = polling.PollState(clock.time_key(started))
+    state = polling.PollState(position(started))
     result = timed("poll_rare", lambda: polling.poll(storage, rare_type, state, 7, now=now))
     out["poll_rare"]["returned"] = len(result.events)
-    forged = polling.PollState(clock.time_key(now - timedelta(days=300)))
+    forged = polling.PollState(position(now - timedelta(days=300)))
     timed("poll_forged_old_state_nothing_matches", lambda: polling.poll(storage, f"none.{tag}", forged, 7, now=now))
     result = timed("poll_star", lambda: polling.poll(storage, "*", state, 7, now=now))
     out["poll_star"]["returned"] = len(result.events)
     sub = {"id": "bench", "eventTypes": json.dumps([rare_type])}
-    found = timed("replay_all_rare", lambda: list(replay._all(storage, sub, started, now)))
+    found = timed("replay_all_rare", lambda: list(replay.replayed_events(storage, sub, started, now)))
     out["replay_all_rare"]["returned"] = len(found)
     return out
 

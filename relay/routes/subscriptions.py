@@ -121,7 +121,7 @@ def list_deliveries(request: Request) -> Reply:
         raise NotFound("no subscription has this id")
     rows, next_token = DeliveryLog(get_storage("fast"), get_settings().event_retention_days).list(
         sub_id, status=status, limit=limit, token=request.params.get("continuationToken") or None)
-    body: dict[str, Any] = {"value": rows}
+    body: dict[str, Any] = {"value": [row.view() for row in rows]}
     if next_token:
         query = {k: v for k, v in (("status", status), ("limit", str(limit))) if v}
         body["nextLink"] = request.link(f"subscriptions/{sub_id}/deliveries",
