@@ -24,8 +24,9 @@ import base64
 import binascii
 import json
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .errors import Forbidden, NotFound, Unauthorized
@@ -152,7 +153,7 @@ def principal_of(headers: Mapping[str, str]) -> Principal | None:
     return parse_principal(header) if header else None
 
 
-def admit(request: "Request", handler: Callable[..., Any]) -> Principal | None:
+def admit(request: Request, handler: Callable[..., Any]) -> Principal | None:
     """The dispatch-time check of every call: 401 without a principal, 403 when its roles do not
     allow the operation, 404 for another owner's subscription. None in keys mode and on the
     anonymous paths."""
@@ -171,7 +172,7 @@ def admit(request: "Request", handler: Callable[..., Any]) -> Principal | None:
     return principal
 
 
-def owner_scope(request: "Request") -> str | None:
+def owner_scope(request: Request) -> str | None:
     """Whose subscriptions a call may reach: the caller's own id, or None for all (keys mode, admin)."""
     principal = request.principal
     return None if principal is None or principal.is_admin else principal.id

@@ -13,9 +13,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import requests
@@ -138,9 +139,9 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], out: Any =
         return
     cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
     widths = [max(len(title), *(len(c[i]) for c in cells)) for i, (_, title) in enumerate(columns)]
-    print("  ".join(title.ljust(w) for (_, title), w in zip(columns, widths)).rstrip(), file=out)
+    print("  ".join(title.ljust(w) for (_, title), w in zip(columns, widths, strict=True)).rstrip(), file=out)
     for line in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip(), file=out)
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip(), file=out)
 
 
 def emit(args: argparse.Namespace, doc: Any, people: Any) -> None:
@@ -256,7 +257,7 @@ def replay(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK if op.get("status") == OperationStatus.SUCCEEDED else EXIT_REPLAY_FAILED
 
 
-def _sleep(seconds: float, progress: "Progress", started: float) -> None:
+def _sleep(seconds: float, progress: Progress, started: float) -> None:
     end = time.monotonic() + seconds
     while (left := end - time.monotonic()) > 0:
         time.sleep(min(left, 0.2))

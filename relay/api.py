@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
@@ -21,7 +22,13 @@ from pydantic import BaseModel, ValidationError
 
 from . import access
 from .errors import (
-    BadRequest, FieldError, MethodNotAllowed, PayloadTooLarge, Problem, ServiceUnavailable, UnsupportedMediaType,
+    BadRequest,
+    FieldError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    Problem,
+    ServiceUnavailable,
+    UnsupportedMediaType,
     invalid,
 )
 from .settings import Settings, get_settings
@@ -54,7 +61,7 @@ class Request:
     _body: bytes | None = field(default=None, repr=False)
 
     @classmethod
-    def from_func(cls, req: func.HttpRequest) -> "Request":
+    def from_func(cls, req: func.HttpRequest) -> Request:
         return cls(method=req.method.upper(), url=req.url, base=public_base(req.url, get_settings()),
                    params=dict(req.params), route=dict(req.route_params), headers=req.headers,
                    read_body=lambda: req.get_body() or b"")
@@ -257,7 +264,7 @@ def route(handlers: Mapping[str, Handler]) -> Callable[[func.HttpRequest], func.
             return _json_response(reply.status, reply.body, reply.headers, "application/json")
         except Problem as problem:
             return problem_response(problem)
-        except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are answered
+        except Exception as exc:  # the one place unexpected errors are answered
             if is_outage(exc):
                 log.warning("storage unavailable: %s", type(exc).__name__)
                 return problem_response(ServiceUnavailable(

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
-from . import clock, signing
+from . import clock, signing, stats, telemetry
 from .backoff import parse_retry_after, retry_delay
 from .deliverylog import Attempt, DeliveryLog, FirstTry
 from .errors import TargetRefused
@@ -27,10 +28,9 @@ from .outbox import Outbox
 from .outcomes import Outcome, Verdict, classify
 from .pools import get_pools
 from .settings import Settings
+from .statuses import DeliveryStatus
 from .storage import Storage
 from .subscriptions import SubscriptionStore
-from . import stats, telemetry
-from .statuses import DeliveryStatus
 
 log = logging.getLogger("relay.delivery")
 
@@ -128,7 +128,7 @@ class Deliverer:
         started = clock.utcnow()
         try:
             result = attempt(self._sender, target, event.id, notes.get(target.mode))
-        except Exception as exc:  # noqa: BLE001 - one target's surprise must not fail its batch
+        except Exception as exc:  # one target's surprise must not fail its batch
             log.exception("delivery attempt failed unexpectedly event=%s subscription=%s", event.id, target.sub)
             result = Result(Verdict(Outcome.RETRY, f"unexpected error: {type(exc).__name__}"))
         elapsed = (clock.utcnow() - started).total_seconds()

@@ -26,18 +26,19 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import azure.functions as func
+from azure.core.exceptions import ResourceExistsError
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
-from azure.core.exceptions import ResourceExistsError
 
 log = logging.getLogger("relay.devhost")
 
@@ -78,7 +79,7 @@ class QueueOptions:
     max_polling_interval: float = 60.0
 
     @classmethod
-    def from_host_json(cls, host: dict[str, Any]) -> "QueueOptions":
+    def from_host_json(cls, host: dict[str, Any]) -> QueueOptions:
         q = host.get("extensions", {}).get("queues", {})
         batch = int(q.get("batchSize", 16))
         return cls(
@@ -341,7 +342,7 @@ def make_handler(dispatcher: HttpDispatcher) -> type[BaseHTTPRequestHandler]:
                 try:
                     status, headers, body = dispatcher.dispatch(
                         self.command, self.path, self.headers.get("Host") or "localhost", headers_in, reader)
-                except Exception:  # noqa: BLE001 - the host answers 500 for a function that throws
+                except Exception:  # the host answers 500 for a function that throws
                     log.exception("function failed")
                     status, headers, body = _problem(500, "Internal error", "the function failed")
                 if length and not read:
@@ -437,7 +438,7 @@ class QueueWorker:
     def _renew(self) -> None:
         while not self.stop.wait(1.0):
             with self.leases_lock:
-                due = [l for l in self.leases.values() if l.renew_at <= time.monotonic()]
+                due = [held for held in self.leases.values() if held.renew_at <= time.monotonic()]
             for lease in due:
                 with lease.lock:
                     try:
@@ -465,7 +466,7 @@ class QueueWorker:
                                    pop_receipt=lease.pop_receipt)
             try:
                 self.call(qm)
-            except Exception:  # noqa: BLE001 - the host logs, then lets the message come back
+            except Exception:  # the host logs, then lets the message come back
                 log.exception("queue %s: function failed on message %s (dequeue %s)",
                               self.name, message.id, message.dequeue_count)
                 if message.dequeue_count >= self.options.max_dequeue_count:
@@ -527,28 +528,28 @@ def cron_matches(schedule: str, moment: datetime) -> bool:
         raise ValueError(f"not a six-field NCRONTAB schedule: {schedule!r}")
     values = [(moment.second, 0), (moment.minute, 0), (moment.hour, 0), (moment.day, 1),
               (moment.month, 1), ((moment.weekday() + 1) % 7, 0)]
-    return all(_cron_field(f, v, low) for f, (v, low) in zip(fields, values))
+    return all(_cron_field(f, v, low) for f, (v, low) in zip(fields, values, strict=True))
 
 
 class TimerWorker:
     def __init__(self, name: str, schedule: str, call: Callable[[Any], Any], stop: threading.Event) -> None:
         self.name, self.schedule, self.call, self.stop = name, schedule, call, stop
-        cron_matches(schedule, datetime.now(timezone.utc))  # refuse a bad schedule at start-up
+        cron_matches(schedule, datetime.now(UTC))  # refuse a bad schedule at start-up
         self.thread = threading.Thread(target=self._run, name=f"timer-{name}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
     def _run(self) -> None:
-        last = datetime.now(timezone.utc).replace(microsecond=0)
+        last = datetime.now(UTC).replace(microsecond=0)
         while not self.stop.wait(0.5):
-            now = datetime.now(timezone.utc).replace(microsecond=0)
+            now = datetime.now(UTC).replace(microsecond=0)
             while last < now and not self.stop.is_set():
                 last += timedelta(seconds=1)
                 if cron_matches(self.schedule, last):
                     try:
                         self.call(TimerRequest(past_due=False))
-                    except Exception:  # noqa: BLE001
+                    except Exception:  # a timer that throws runs again at its next tick
                         log.exception("timer %s failed", self.name)
 
 

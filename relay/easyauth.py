@@ -22,9 +22,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jwt
 
@@ -62,7 +63,7 @@ class EasyAuth:
     jwks: str
 
     @classmethod
-    def from_environ(cls, env: Mapping[str, str]) -> "EasyAuth | None":
+    def from_environ(cls, env: Mapping[str, str]) -> EasyAuth | None:
         """Configured when RELAY_AUTH=entra and RELAY_ENTRA_JWKS is set; issuer and audience are then required."""
         if (env.get("RELAY_AUTH") or "").strip().lower() != "entra" or not env.get("RELAY_ENTRA_JWKS"):
             return None

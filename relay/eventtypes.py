@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-from functools import lru_cache
 import time
+from functools import lru_cache
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError

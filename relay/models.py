@@ -6,12 +6,19 @@ Validation errors become problem+json naming each field (`relay.api.validation_p
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
-from typing import Annotated, Any, ClassVar, Literal, Optional
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, ValidationInfo, WithJsonSchema,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -56,16 +63,16 @@ class _Edge(BaseModel):
 class SubscriptionRequest(_Edge):
     notificationUrl: StrictStr = Field(min_length=1, max_length=MAX_URL_LENGTH,
                                        description="Callback URL that receives each matching event.")
-    eventTypes: Optional[list[StrictStr]] = Field(
+    eventTypes: list[StrictStr] | None = Field(
         default=None, min_length=1, max_length=100,
         description="Event types to receive: names, `*` for all, or prefixes such as `order.*`.")
-    eventType: Optional[StrictStr] = Field(
+    eventType: StrictStr | None = Field(
         default=None, description="One event type name, a prefix pattern such as `order.*`, or `*` for all.")
-    subjectBeginsWith: Optional[StrictStr] = Field(default=None, max_length=1024,
+    subjectBeginsWith: StrictStr | None = Field(default=None, max_length=1024,
                                                    description="Deliver only events whose subject begins with this.")
-    subjectEndsWith: Optional[StrictStr] = Field(default=None, max_length=1024,
+    subjectEndsWith: StrictStr | None = Field(default=None, max_length=1024,
                                                  description="Deliver only events whose subject ends with this.")
-    description: Optional[StrictStr] = Field(default=None, max_length=1024,
+    description: StrictStr | None = Field(default=None, max_length=1024,
                                              description="What this subscription is for.")
     once: StrictBool = Field(default=False,
                              description="Remove the subscription after its first successful delivery.")
@@ -77,7 +84,7 @@ class SubscriptionRequest(_Edge):
 
     @field_validator("eventTypes")
     @classmethod
-    def _patterns(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+    def _patterns(cls, value: list[str] | None) -> list[str] | None:
         if value is not None:
             for item in value:
                 if not is_pattern(item):
@@ -86,7 +93,7 @@ class SubscriptionRequest(_Edge):
 
     @field_validator("eventType")
     @classmethod
-    def _pattern(cls, value: Optional[str]) -> Optional[str]:
+    def _pattern(cls, value: str | None) -> str | None:
         if value is not None and not is_pattern(value):
             raise ValueError(f"not '*', a type name ({NAME_RULE}) or a prefix ending in '.*'")
         return value
@@ -101,20 +108,20 @@ class SubscriptionRequest(_Edge):
 class UnsubscribeRequest(_Edge):
     # Optional: a Logic Apps HTTP Webhook cannot send its callback URL when it unsubscribes, and is
     # found by its x-ms-workflow-* headers instead.
-    notificationUrl: Optional[StrictStr] = Field(default=None, min_length=1, max_length=MAX_URL_LENGTH)
+    notificationUrl: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_URL_LENGTH)
 
 
 class EventIn(_Edge):
     NULLABLE = frozenset({"data"})
     type: StrictStr = Field(description="The event type.")
     data: Any = Field(description="The event's payload, any JSON.")
-    id: Optional[StrictStr] = Field(default=None, description="Unique id; generated when absent.")
-    source: Optional[StrictStr] = Field(
+    id: StrictStr | None = Field(default=None, description="Unique id; generated when absent.")
+    source: StrictStr | None = Field(
         default=None, min_length=1, max_length=MAX_SOURCE_LENGTH,
         description="URI-reference of the system the event comes from; the relay's events URL when absent.")
-    subject: Optional[StrictStr] = Field(default=None, min_length=1, max_length=1024,
+    subject: StrictStr | None = Field(default=None, min_length=1, max_length=1024,
                                          description="What the event is about.")
-    time: Optional[StrictStr] = Field(default=None, max_length=64, description="When it happened (RFC 3339).")
+    time: StrictStr | None = Field(default=None, max_length=64, description="When it happened (RFC 3339).")
 
     @field_validator("type")
     @classmethod
@@ -125,14 +132,14 @@ class EventIn(_Edge):
 
     @field_validator("id")
     @classmethod
-    def _id(cls, value: Optional[str]) -> Optional[str]:
+    def _id(cls, value: str | None) -> str | None:
         if value is not None and not is_event_id(value):
             raise ValueError(f"must be {ID_RULE}")
         return value
 
     @field_validator("source")
     @classmethod
-    def _source(cls, value: Optional[str]) -> Optional[str]:
+    def _source(cls, value: str | None) -> str | None:
         if value is not None and not is_uri_reference(value):
             raise ValueError("must be a URI-reference (RFC 3986): no spaces or control characters, "
                              "`%` only as an escape")
@@ -140,7 +147,7 @@ class EventIn(_Edge):
 
     @field_validator("time")
     @classmethod
-    def _time(cls, value: Optional[str]) -> Optional[str]:
+    def _time(cls, value: str | None) -> str | None:
         if value is not None:
             parse_rfc3339(value)
         return value
@@ -148,7 +155,7 @@ class EventIn(_Edge):
 
 def _instant(value: Any) -> datetime:
     if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
     if not isinstance(value, str):
         raise ValueError("must be an RFC 3339 date-time string")
     return parse_rfc3339(value)
@@ -161,16 +168,16 @@ Instant = Annotated[datetime, BeforeValidator(_instant), WithJsonSchema({"type":
 
 class ReplayRequest(_Edge):
     since: Instant = Field(description="Replay events from this time on (RFC 3339).")
-    until: Optional[Instant] = Field(default=None,
+    until: Instant | None = Field(default=None,
                                      description="Replay events up to this time (RFC 3339); now when absent.")
     status: Literal["failed", "all"] = Field(
         default="failed", description="Which deliveries to replay: `failed` ones only, or `all` matching events.")
 
 
 class EventTypeRequest(_Edge):
-    description: Optional[StrictStr] = Field(default=None, max_length=1024,
+    description: StrictStr | None = Field(default=None, max_length=1024,
                                              description="What events of this type mean.")
-    schema_: Optional[dict[str, Any]] = Field(
+    schema_: dict[str, Any] | None = Field(
         default=None, alias="schema", description="JSON Schema that the `data` of events of this type must match.")
 
 
@@ -183,9 +190,9 @@ class EventRecord(BaseModel):
     type: str
     source: str
     time: str
-    subject: Optional[str] = None
+    subject: str | None = None
     data: Any = None
-    blob: Optional[str] = None
+    blob: str | None = None
     acceptedAt: str
     # The relay made the id up: no other publish can carry it, so there is nothing to de-duplicate.
     generated: bool = False
@@ -197,7 +204,7 @@ class FanoutMessage(BaseModel):
     event: EventRecord
     # The id of the first queue message of this publish, kept when an outage re-enqueues it, so
     # fan-out still recognises its own event rather than taking it for a duplicate publish.
-    origin: Optional[str] = None
+    origin: str | None = None
 
 
 class Target(BaseModel):

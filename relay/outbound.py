@@ -27,14 +27,33 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 from .guard import (
-    MAX_URL_LENGTH, IPAddress, Resolver, Target, Unresolvable, bracketed, check_target, inspect_target,
-    is_public_address, origin_of, parse_host_literal, system_resolver,
+    MAX_URL_LENGTH,
+    IPAddress,
+    Resolver,
+    Target,
+    Unresolvable,
+    bracketed,
+    check_target,
+    inspect_target,
+    is_public_address,
+    origin_of,
+    parse_host_literal,
+    system_resolver,
 )
 from .origins import OriginGate
 from .redaction import MASK, mask_url, redact_url, scrub
 from .sendererrors import (
-    BreakerOpen, ConnectError, ConnectionBroken, DeliveryError, DeliveryTimeout, NetworkError, OriginBusy,
-    ProtocolError, SenderClosed, TLSError, TransportError,
+    BreakerOpen,
+    ConnectError,
+    ConnectionBroken,
+    DeliveryError,
+    DeliveryTimeout,
+    NetworkError,
+    OriginBusy,
+    ProtocolError,
+    SenderClosed,
+    TLSError,
+    TransportError,
 )
 from .transport import Reply, Transport
 

@@ -19,6 +19,7 @@ from .pools import get_pools
 from .settings import Settings, get_settings
 from .storage import DELIVERY_QUEUE, FANOUT_QUEUE, NEVER_EXPIRE, POISON_SUFFIX, REPLAY_QUEUE, Storage
 
+
 class Outbox:
     def __init__(self, storage: Storage, settings: Settings | None = None) -> None:
         self._storage = storage

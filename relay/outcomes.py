@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     DELIVERED = "delivered"
     GONE = "gone"        # the flow is deleted or off: disable the subscription, no retry
     RETRY = "retry"      # worth trying again later

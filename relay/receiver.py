@@ -14,7 +14,7 @@ def serve(host: str, port: int, secret: str | None, status: int = 202) -> None:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             verdict = "not checked (no --secret)"
             if secret:

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
-from typing import Any, Callable
+from functools import cache, lru_cache
+from typing import Any
 
 import re2
 from jsonschema import validators
@@ -159,7 +159,7 @@ def _counted(keyword: Callable[..., Any]) -> Callable[..., Any]:
     return evaluate
 
 
-@lru_cache(maxsize=None)
+@cache
 def bounded(cls: type) -> type:
     """The validator class `cls` with RE2 regexes, linear uniqueItems and every keyword counted."""
     keywords = {name: _REPLACED.get(name, fn) for name, fn in cls.VALIDATORS.items()}
@@ -198,7 +198,7 @@ def check_regexes(schema: Any) -> None:
                 reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) \
                     else str(exc)
                 raise SchemaRefused(field, f"{pattern[:100]!r} cannot run in linear time "
-                                           f"(backreferences and lookaround are not supported): {reason[:200]}")
+                                           f"(backreferences and lookaround are not supported): {reason[:200]}") from exc
     if uses_unevaluated and uses_patterns:
         # jsonschema matches patternProperties with Python's `re` when working out which
         # properties are unevaluated; that path cannot be bounded, so the pair is refused.

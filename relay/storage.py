@@ -9,21 +9,28 @@ otherwise account URLs reached with a managed identity (`__credential=managedide
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
-    HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError,
+    HttpResponseError,
+    ResourceExistsError,
+    ServiceRequestError,
+    ServiceResponseError,
 )
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import (
-    ExponentialRetry, QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy,
+    ExponentialRetry,
+    QueueClient,
+    QueueServiceClient,
+    TextBase64DecodePolicy,
+    TextBase64EncodePolicy,
 )
-
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -80,7 +87,10 @@ def endpoints_from_settings(storage: Mapping[str, str]) -> Endpoints:
     if conn:
         return Endpoints(connection_string=conn)
     prefix = "AzureWebJobsStorage__"
-    get = lambda key: (storage.get(prefix + key) or "").strip() or None  # noqa: E731
+
+    def get(key: str) -> str | None:
+        return (storage.get(prefix + key) or "").strip() or None
+
     account = get("accountName")
     urls = {svc: get(f"{svc}ServiceUri") for svc in ("table", "queue", "blob")}
     for svc, url in urls.items():

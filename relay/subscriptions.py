@@ -37,8 +37,9 @@ import json
 import re
 import secrets
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -46,14 +47,14 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from . import clock
 from .errors import Conflict, NotFound
-from .paging import decode_token, encode_token
 from .matching import patterns_for_type, subject_matches, type_matches
 from .models import SubscriptionRequest, Target
 from .outbound import mask_url
+from .paging import decode_token, encode_token
 from .pools import get_pools
 from .settings import get_settings
-from .storage import SUBSCRIPTIONS_TABLE, Storage
 from .statuses import SubscriptionStatus
+from .storage import SUBSCRIPTIONS_TABLE, Storage
 
 ID_RE = re.compile(r"[0-9a-f]{32}")  # always fullmatch: `$` lets a trailing newline in
 SUB_PARTITION = "s"

@@ -22,8 +22,9 @@ import hmac
 import json
 import secrets
 import threading
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 

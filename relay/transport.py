@@ -50,7 +50,13 @@ from urllib3.util.ssl_match_hostname import CertificateError
 
 from .guard import DEFAULT_PORTS, Target, bracketed, request_target
 from .sendererrors import (
-    ConnectError, ConnectionBroken, DeliveryError, DeliveryTimeout, ProtocolError, SenderClosed, TLSError,
+    ConnectError,
+    ConnectionBroken,
+    DeliveryError,
+    DeliveryTimeout,
+    ProtocolError,
+    SenderClosed,
+    TLSError,
 )
 
 __all__ = ["PinnedAdapter", "Reply", "Transport"]

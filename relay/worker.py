@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import azure.functions as func
 
+from .delivery import Deliverer
 from .fanout import deliver_item, fan_out
 from .models import DeliveryMessage, FanoutMessage, ReplayMessage
+from .outbox import Outbox
 from .queues import parse_or_poison
-from .delivery import Deliverer
 from .replay import Operations, run_replay
 from .retention import sweep
 from .settings import get_settings
-from .outbox import Outbox
 from .statuses import OperationStatus
 from .storage import DELIVERY_QUEUE, FANOUT_QUEUE, REPLAY_QUEUE, Storage, get_storage, is_outage
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from relay.azurite import Azurite
 from relay import settings, storage
-from tests.helpers import FUNCTION_KEY, InProcessApp, Receiver, Received, RelayProcess, Reply
+from relay.azurite import Azurite
+from relay.outbound import Sender
+from tests.helpers import FUNCTION_KEY, FakeResolver, InProcessApp, Received, Receiver, RelayProcess, Reply
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +80,22 @@ def receiver_factory() -> Iterator[Callable[..., Receiver]]:
 def unique_type() -> str:
     """An event type no other test uses, so tests sharing one Azurite do not see each other's events."""
     return f"test.{uuid.uuid4().hex[:10]}.happened"
+
+
+@pytest.fixture
+def senders() -> Iterator[Callable[..., Sender]]:
+    """Outbound clients allowed to reach loopback, with `hooks.example.test` resolving to it;
+    closed afterwards."""
+    made: list[Sender] = []
+
+    def make(**kwargs: Any) -> Sender:
+        options: dict[str, Any] = {"allow_private": True, "timeout": 5.0, "user_agent": "relay-test/1",
+                                   "resolver": FakeResolver({"hooks.example.test": ["127.0.0.1"]})}
+        options.update(kwargs)
+        sender = Sender(**options)
+        made.append(sender)
+        return sender
+
+    yield make
+    for sender in made:
+        sender.close()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import requests
@@ -25,7 +25,7 @@ from relay.azurite import Azurite, free_port, stop_group
 from relay.azurite import wait_until as _wait_until
 from relay.storage import DELIVERY_QUEUE, FANOUT_QUEUE
 
-__all__ = ["FUNCTION_KEY", "ROOT", "Answer", "Azurite", "InProcessApp", "Received", "Receiver", "RelayProcess", "Reply", "free_port",
+__all__ = ["FUNCTION_KEY", "ROOT", "Answer", "Azurite", "FakeResolver", "InProcessApp", "Received", "Receiver", "RelayProcess", "Reply", "free_port",
            "nullable_as_draft4", "problem_of", "wait_until"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +35,29 @@ FUNCTION_KEY = "test-function-key"
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     """Await a condition that has no event to block on (a queue draining, a process starting)."""
     return _wait_until(predicate, timeout, what, error=AssertionError)
+
+
+class FakeResolver:
+    """A resolver for the outbound client answering from a table; a name not in the table (an IP
+    literal, say) fails the test outright."""
+
+    def __init__(self, table: dict[str, list[str] | list[list[str]]], sequence: bool = False) -> None:
+        self.table = table
+        self.sequence = sequence
+        self.calls: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        with self._lock:
+            self.calls.append((host, port))
+            if host not in self.table:
+                raise AssertionError(f"resolver asked about {host!r}, which it should never need")
+            answers = self.table[host]
+            if self.sequence:
+                # One answer list per call, the last one repeating: a name that changes its mind.
+                index = min(sum(1 for h, _ in self.calls if h == host) - 1, len(answers) - 1)
+                return list(cast(list[str], answers[index]))
+            return list(cast(list[str], answers))
 
 
 class RelayProcess:
@@ -58,7 +81,7 @@ class RelayProcess:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
-    def start(self) -> "RelayProcess":
+    def start(self) -> RelayProcess:
         args = [sys.executable, "-m", "relay", "dev", "--port", str(self.port)]
         if self.function_key:
             args += ["--function-key", self.function_key]
@@ -156,7 +179,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 item = Received(self.path, {k.lower(): v for k, v in self.headers.items()},
                                 self.rfile.read(length), time.monotonic())
@@ -244,7 +267,7 @@ class HttpFunction:
         if len(segments) != len(parts):
             return None
         params: dict[str, str] = {}
-        for segment, part in zip(segments, parts):
+        for segment, part in zip(segments, parts, strict=True):
             if part.startswith("{") and part.endswith("}"):
                 if not segment:
                     return None

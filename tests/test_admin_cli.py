@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import FUNCTION_KEY, ROOT, RelayProcess, Receiver, wait_until
 from relay.azurite import free_port
+from tests.helpers import FUNCTION_KEY, ROOT, Receiver, RelayProcess, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def admin(relay: RelayProcess | None, *args: str, key: str | None = FUNCTION_KEY
     base = {k: v for k, v in os.environ.items() if k not in ("RELAY_URL", "RELAY_ADMIN_KEY")}
     command = [sys.executable, "-m", "relay", "admin"]
     if url or relay:
-        command += ["--url", url or f"http://127.0.0.1:{relay.port}"]  # type: ignore[union-attr]
+        command += ["--url", url or f"http://127.0.0.1:{relay.port}"]
     if key:
         command += ["--key", key]
     return subprocess.run(command + list(args), cwd=ROOT, env={**base, **(env or {})}, capture_output=True,
@@ -69,7 +69,7 @@ def test_subscriptions_list_show_delete(relay: RelayProcess, receiver_factory: C
     shown = json.loads(ok(admin(relay, "--json", "subscriptions", "show", sub["id"])))
     assert shown["id"] == sub["id"] and shown["description"] == "CLI test"
     people = ok(admin(relay, "subscriptions", "show", sub["id"]))
-    assert f"id:" in people and sub["id"] in people and "CLI test" in people
+    assert "id:" in people and sub["id"] in people and "CLI test" in people
     assert ok(admin(relay, "subscriptions", "delete", sub["id"])).strip() == f"deleted subscription {sub['id']}"
     one_line_error(admin(relay, "subscriptions", "show", sub["id"]), 1, "404", "no subscription has this id")
 
@@ -173,7 +173,7 @@ def answering() -> Iterator[Callable[[int, bytes], str]]:
 
     def make(status: int, body: bytes) -> str:
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/problem+json")
                 self.send_header("Content-Length", str(len(body)))

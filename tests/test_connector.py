@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -15,11 +16,16 @@ import requests
 from jsonschema import Draft4Validator, Draft7Validator
 from openapi_spec_validator import OpenAPIV2SpecValidator, validate
 
-from tests.helpers import nullable_as_draft4
-
 from relay.connector import (
-    DEFINITION_FILE, EXAMPLE_HOST, ICON_FILE, PROPERTIES_FILE, definition, properties, write_files,
+    DEFINITION_FILE,
+    EXAMPLE_HOST,
+    ICON_FILE,
+    PROPERTIES_FILE,
+    definition,
+    properties,
+    write_files,
 )
+from tests.helpers import nullable_as_draft4
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "connector"

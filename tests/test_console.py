@@ -17,13 +17,14 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.helpers import FUNCTION_KEY, ROOT, RelayProcess, Receiver, wait_until
+from tests.helpers import FUNCTION_KEY, ROOT, Receiver, RelayProcess, wait_until
 
 CHROMIUM = os.environ.get("RELAY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -33,7 +34,7 @@ ARTIFACTS = Path(os.environ.get("RELAY_TEST_ARTIFACTS") or Path(os.environ.get("
 
 def _no_browser_reason() -> str | None:
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.sync_api  # noqa: F401 - imported only to learn whether it is installed
     except ImportError:
         return "Python playwright is not installed (pip install -r requirements-dev.txt)"
     if not os.path.exists(CHROMIUM):
@@ -421,7 +422,7 @@ def test_every_control_has_a_label(page: Any, relay: RelayProcess) -> None:
 
 def test_counters_add_up_across_writers_and_expire_with_the_log(azurite: Any) -> None:
     """Two processes' rows add up; a repeated flush does not count twice; the sweep removes them."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from relay import stats
     from relay.retention import sweep
@@ -430,7 +431,7 @@ def test_counters_add_up_across_writers_and_expire_with_the_log(azurite: Any) ->
     storage = Storage(Endpoints(connection_string=azurite.connection_string))
     storage.ensure()
     # A fixed hour far from today's rows: 2031-05-01 10:00 to 10:59.
-    base = datetime(2031, 5, 1, 10, 0, tzinfo=timezone.utc)
+    base = datetime(2031, 5, 1, 10, 0, tzinfo=UTC)
     sub_a, sub_b = uuid.uuid4().hex, uuid.uuid4().hex
     first, second = stats.Recorder(process="first"), stats.Recorder(process="second")
     first.record(storage, sub_a, "retrying", 0.25, at=base + timedelta(minutes=58, seconds=1))
@@ -467,8 +468,8 @@ def test_counters_add_up_across_writers_and_expire_with_the_log(azurite: Any) ->
 
 
 def clock_in(*parts: int) -> Any:
-    from datetime import datetime, timezone
-    return datetime(*parts, tzinfo=timezone.utc)
+    from datetime import datetime
+    return datetime(*parts, tzinfo=UTC)
 
 
 def test_entra_mode_offers_sign_in_and_sends_the_token(browser: Any, azurite: Any, tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ import json
 import shutil
 import subprocess
 import uuid
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -120,7 +120,7 @@ def test_each_mode_is_stored_returned_and_delivered_as_the_sdks_read_it(
     assert event.data == DATA
 
     # The JavaScript SDK: no CloudEvent in the json mode (why the modes exist), both others read.
-    js = dict(zip(["json", "structured", "binary"], js_read([got["json"], got["structured"], got["binary"]])))
+    js = dict(zip(["json", "structured", "binary"], js_read([got["json"], got["structured"], got["binary"]]), strict=True))
     assert js["json"]["ok"] is False
     for mode in ("structured", "binary"):
         assert js[mode]["ok"], js[mode]

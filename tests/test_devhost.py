@@ -9,15 +9,15 @@ import subprocess
 import sys
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import requests
 from azure.storage.queue import QueueServiceClient
 from standardwebhooks.webhooks import Webhook
 
-from tests.helpers import ROOT, free_port, wait_until
 from relay.devhost import QueueOptions, QueueWorker, compile_template, cron_matches, parse_timespan
+from tests.helpers import ROOT, free_port, wait_until
 
 
 def test_route_templates_and_precedence() -> None:
@@ -39,7 +39,7 @@ def test_host_json_settings_are_read() -> None:
 
 def test_ncrontab_schedules() -> None:
     """Six-field NCRONTAB schedules fire at the right seconds."""
-    at = datetime(2026, 11, 22, 10, 5, 0, tzinfo=timezone.utc)
+    at = datetime(2026, 11, 22, 10, 5, 0, tzinfo=UTC)
     assert cron_matches("0 5 * * * *", at)
     assert not cron_matches("0 5 * * * *", at.replace(minute=6))
     assert cron_matches("*/15 * * * * *", at.replace(second=45))
@@ -92,7 +92,7 @@ def test_receive_command_verifies_signatures(tmp_path) -> None:
     try:
         wait_until(lambda: "receiving on" in out.read_text(), 30, "the receiver to start")
         body = '{"specversion":"1.0","id":"e1"}'
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         headers = {"webhook-id": "e1", "webhook-timestamp": str(int(now.timestamp())),
                    "webhook-signature": Webhook(secret).sign("e1", now, body)}
         assert requests.post(f"http://127.0.0.1:{port}/x", data=body, headers=headers, timeout=10).status_code == 202
@@ -201,7 +201,7 @@ def test_a_burst_of_new_connections_is_served(relay) -> None:
     for _ in range(rounds):
         barrier = threading.Barrier(clients)
 
-        def one() -> None:
+        def one(barrier: threading.Barrier) -> None:
             barrier.wait()
             try:
                 status, _, _ = _raw(relay.port, b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -210,7 +210,7 @@ def test_a_burst_of_new_connections_is_served(relay) -> None:
             except OSError as exc:
                 failures.append(repr(exc))
 
-        threads = [threading.Thread(target=one) for _ in range(clients)]
+        threads = [threading.Thread(target=one, args=(barrier,)) for _ in range(clients)]
         for t in threads:
             t.start()
         for t in threads:

@@ -9,9 +9,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.test_infra import INFRA, MAIN, parsed, resources  # helpers only, no tests
-
 from relay import access
+from tests.test_infra import INFRA, MAIN, parsed, resources  # helpers only, no tests
 
 EASYAUTH = INFRA / "modules" / "easyauth.bicep"
 ENTRA = INFRA / "entra"

@@ -17,7 +17,6 @@ import pytest
 from relay.origins import ORIGINS_KEPT, OriginGate
 from relay.outbound import BreakerOpen, DeliveryError, DeliveryTimeout, OriginBusy, Sender
 from tests.helpers import wait_until
-from tests.test_outbound import senders  # noqa: F401 - the fixture, shared
 
 SECRET = "s3cr3tSIG"
 
@@ -62,7 +61,7 @@ class HangingServer:
 class _Ok(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.send_response(200)
         self.send_header("Content-Length", "0")

@@ -17,6 +17,7 @@ from azure.storage.queue import QueueServiceClient
 
 from tests.helpers import FUNCTION_KEY, Azurite, InProcessApp, RelayProcess, free_port, problem_of, wait_until
 
+
 def test_rebinding_name_is_refused_at_delivery(azurite, receiver_factory) -> None:
     """A name public at subscribe and 127.0.0.1 at delivery is refused at delivery, nothing is sent.
 
@@ -31,7 +32,10 @@ def test_rebinding_name_is_refused_at_delivery(azurite, receiver_factory) -> Non
     receiver = receiver_factory()
     port = receiver.server.server_address[1]
     answers = iter([["93.184.216.34"], ["127.0.0.1"]])
-    resolver = lambda host, p: next(answers)  # noqa: E731
+
+    def resolver(host: str, port: int) -> list[str]:
+        return next(answers)
+
     url = f"https://rebind.example.test:{port}/hook"
     check_target(url, allow_private=False, resolver=resolver)  # what subscribe does: public, accepted
     settings = Settings.from_environ({"RELAY_RETRY_SCHEDULE": ""})
@@ -286,12 +290,15 @@ def test_three_sigkills_during_two_thousand_deliveries(relay_factory, receiver_f
     for n in range(20):
         relay.subscribe(f"{receiver.url}/{n}", eventTypes=[unique_type])
     ids = []
-    for chunk in range(2):
+    for _ in range(2):
         ids += [v["id"] for v in relay.publish([{"type": unique_type, "data": {"i": i}}
                                                 for i in range(50)]).json()["value"]]
     expected = {(f"/hook/{n}", i) for n in range(20) for i in ids}
-    delivered = lambda: {(r.path, r.headers["webhook-id"]) for r in list(receiver.requests)}  # noqa: E731
-    for kill in range(3):
+
+    def delivered() -> set[tuple[str, str]]:
+        return {(r.path, r.headers["webhook-id"]) for r in list(receiver.requests)}
+
+    for _ in range(3):
         receiver.wait_for(len(receiver.requests) + 150, timeout=120)
         relay.kill()
         relay.start()

@@ -619,7 +619,10 @@ def test_relay_function_key_is_not_set():
 def test_storage_settings_use_the_identity():
     """AzureWebJobsStorage__* name the account, its three service URIs and the user-assigned identity."""
     settings = template_app_settings()
-    value = lambda name: settings[name][1]  # noqa: E731
+
+    def value(name: str) -> Any:
+        return settings[name][1]
+
     assert value("AzureWebJobsStorage__credential") == "managedidentity"
     assert value("AzureWebJobsStorage__clientId") == "identityClientId"
     assert dotted(value("AzureWebJobsStorage__accountName")) == "storageAccount.name"

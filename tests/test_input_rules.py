@@ -18,7 +18,6 @@ from relay.outbound import mask_url, scrub
 from relay.settings import Settings
 from tests.helpers import Answer, InProcessApp, problem_of, wait_until
 
-
 # ---- pure rules ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text", ["x\n", "a\tb", "a\x00", "\n", "é", "a b", "", "a" * 129])
@@ -133,7 +132,7 @@ def test_an_id_with_a_newline_in_a_path_is_404(app: InProcessApp) -> None:
 
 def test_a_body_that_is_not_json_is_415_and_nothing_is_done(app: InProcessApp) -> None:
     """No Content-Type or a non-JSON one is a 415 before anything happens; +json types are JSON."""
-    body = ('{"notificationUrl": "%s"}' % fresh_url()).encode()
+    body = f'{{"notificationUrl": "{fresh_url()}"}}'.encode()
     _problem(app.post("subscriptions", data=body), 415)  # no Content-Type at all
     _problem(app.post("subscriptions", data=body, headers={"Content-Type": "text/plain"}), 415)
     _problem(app.post("events", data=b'{"type": "a.b", "data": 1}'), 415)

@@ -20,10 +20,24 @@ import trustme
 
 from relay.errors import TargetRefused
 from relay.outbound import (
-    BreakerOpen, ConnectError, ConnectionBroken, DeliveryError, DeliveryTimeout, ProtocolError, Reply, Sender,
-    SenderClosed, Target, TLSError, check_target, is_public_address, parse_host_literal, redact_url,
+    BreakerOpen,
+    ConnectError,
+    ConnectionBroken,
+    DeliveryError,
+    DeliveryTimeout,
+    ProtocolError,
+    Reply,
+    Sender,
+    SenderClosed,
+    Target,
+    TLSError,
+    check_target,
+    is_public_address,
+    parse_host_literal,
+    redact_url,
     system_resolver,
 )
+from tests.helpers import FakeResolver
 
 SECRET = "s3cr3tSIG"
 PUBLIC_V4 = "93.184.216.34"
@@ -31,28 +45,6 @@ PUBLIC_V6 = "2606:2800::1"
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-
-class FakeResolver:
-    """Answers from a table; a name not in the table (an IP literal, say) fails the test outright."""
-
-    def __init__(self, table: dict[str, list[str] | list[list[str]]], sequence: bool = False) -> None:
-        self.table = table
-        self.sequence = sequence
-        self.calls: list[tuple[str, int]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, host: str, port: int) -> list[str]:
-        with self._lock:
-            self.calls.append((host, port))
-            if host not in self.table:
-                raise AssertionError(f"resolver asked about {host!r}, which it should never need")
-            answers = self.table[host]
-            if self.sequence:
-                # One answer list per call, the last one repeating: a name that changes its mind.
-                index = min(sum(1 for h, _ in self.calls if h == host) - 1, len(answers) - 1)
-                return list(answers[index])  # type: ignore[arg-type]
-            return list(answers)  # type: ignore[arg-type]
-
 
 class Recorded:
     def __init__(self, requestline: bytes, headers: dict[str, str], body: bytes, client: tuple[str, int]) -> None:
@@ -121,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: LoopbackHTTP
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         record = Recorded(self.raw_requestline, dict(self.headers.items()), self.rfile.read(length),
                           self.client_address)
@@ -129,7 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.records.append(record)
         self.server.answer(self, record)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(204)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -249,23 +241,6 @@ def raw_servers() -> Iterator[Callable[..., RawServer]]:
     yield make
     for server in made:
         server.stop()
-
-
-@pytest.fixture
-def senders() -> Iterator[Callable[..., Sender]]:
-    made: list[Sender] = []
-
-    def make(**kwargs: Any) -> Sender:
-        options: dict[str, Any] = {"allow_private": True, "timeout": 5.0, "user_agent": "relay-test/1",
-                                   "resolver": FakeResolver({"hooks.example.test": ["127.0.0.1"]})}
-        options.update(kwargs)
-        sender = Sender(**options)
-        made.append(sender)
-        return sender
-
-    yield make
-    for sender in made:
-        sender.close()
 
 
 @pytest.fixture(scope="module")
@@ -560,7 +535,7 @@ def test_https_pins_the_address_but_verifies_the_url_host(
     """Over TLS the connection goes to the resolved address while SNI and the certificate check use the URL host."""
     seen_sni: list[str | None] = []
     context = server_tls(ca, "hooks.example.test")
-    context.sni_callback = lambda sock, name, ctx: seen_sni.append(name)  # type: ignore[assignment]
+    context.sni_callback = lambda sock, name, ctx: seen_sni.append(name)
     server = servers(tls=context)
     sender = senders(verify=ca_file)
     reply = sender.post(f"https://hooks.example.test:{server.port}/tls?sig=a%2Fb", b"x", {})
@@ -829,7 +804,7 @@ def test_endless_chunked_body_is_cut(servers: Callable[..., LoopbackHTTP], sende
         handler.send_header("Transfer-Encoding", "chunked")
         handler.end_headers()
         chunk = b"%x\r\n%s\r\n" % (4096, b"y" * 4096)
-        while not handler.server.release.is_set():  # type: ignore[attr-defined]
+        while not handler.server.release.is_set():
             handler.wfile.write(chunk)
 
     server = servers(endless)
@@ -848,7 +823,7 @@ def test_stalled_body_keeps_what_arrived(servers: Callable[..., LoopbackHTTP], s
         handler.end_headers()
         handler.wfile.write(b"partial")
         handler.wfile.flush()
-        handler.server.release.wait()  # type: ignore[attr-defined]
+        handler.server.release.wait()
 
     server = servers(stall)
     started = time.monotonic()
@@ -968,4 +943,4 @@ def test_each_error_class_has_one_delivery_outcome(error: Exception, outcome: st
     """The one table in relay.delivery: a certificate that does not verify and a refused URL fail
     for good, everything else that got no answer is retried on the schedule."""
     from relay.delivery import outcome_of
-    assert outcome_of(error).value == outcome  # type: ignore[arg-type]
+    assert outcome_of(error).value == outcome

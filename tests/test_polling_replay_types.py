@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -80,7 +81,7 @@ def test_replay_redelivers_failed_events_with_their_original_id(relay_factory, r
     healthy = {"now": False}
     receiver = receiver_factory(lambda req, i: (200, {}, b"") if healthy["now"] else (500, {}, b""))
     sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
-    since = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+    since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
     event_id = relay.publish({"type": unique_type, "data": 1}).json()["id"]
     wait_until(lambda: relay.get(f"subscriptions/{sub['id']}/deliveries?status=failed").json()["value"], 30,
                "the delivery to fail")
@@ -154,7 +155,7 @@ def test_poll_and_replay_read_only_matching_events(azurite) -> None:
     state = polling.PollState(clock.time_key(started))
 
     for pattern in (rare, f"rare.{tag}.*"):
-        result, read = storage.reads(lambda: polling.poll(storage, pattern, state, 7, now=later))
+        result, read = storage.reads(functools.partial(polling.poll, storage, pattern, state, 7, now=later))
         assert sorted(e["id"] for e in result.events) == sorted(rare_ids)
         assert read == 3, f"{pattern}: read {read} rows for 3 matching events"
         assert {e["type"] for e in result.events} == {rare} and result.events[0]["data"] == {"t": rare}
@@ -200,7 +201,7 @@ def test_a_poll_reads_a_bounded_slice(azurite, monkeypatch) -> None:
     state = polling.PollState(clock.time_key(now - timedelta(days=300)))
     polls = 0
     while True:
-        result, read = storage.reads(lambda: polling.poll(storage, f"nothing.{tag}", state, 7, now=now))
+        result, read = storage.reads(functools.partial(polling.poll, storage, f"nothing.{tag}", state, 7, now=now))
         polls += 1
         assert result.events == [] and read == 0 and result.state.key > state.key
         state = result.state
@@ -257,7 +258,7 @@ def test_replay_is_clamped_to_the_subscription_and_runs_one_at_a_time(relay, rec
     for batch in range(3):
         relay.publish([{"type": unique_type, "data": batch * 100 + i} for i in range(100)])
     receiver.wait_for(300, 60)
-    since = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
 
     first = relay.post(f"subscriptions/{sub['id']}/replay", {"since": since, "status": "all"})
     assert first.status_code == 202
@@ -268,7 +269,7 @@ def test_replay_is_clamped_to_the_subscription_and_runs_one_at_a_time(relay, rec
 
     done = _await_operation(relay, first.headers["Location"])
     assert done.status_code == 200 and done.json()["replayed"] == 300, done.text
-    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     assert relay.post(f"subscriptions/{sub['id']}/replay", {"since": now, "status": "all"}).status_code == 202
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -63,7 +63,7 @@ def test_odd_receiver_answers_do_not_raise() -> None:
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
     """Retry-After is delta-seconds or an HTTP date."""
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after("120") == 120.0
     assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now) == 30.0
     assert parse_retry_after("soon") is None
@@ -104,7 +104,7 @@ def test_subject_filters() -> None:
 
 def test_time_keys_sort_as_time() -> None:
     """Row keys sort like the moments they encode, and inverted keys sort newest first."""
-    a = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    a = datetime(2026, 1, 1, tzinfo=UTC)
     b = a + timedelta(microseconds=1)
     assert clock.time_key(a) < clock.time_key(b)
     assert clock.inverted_key(a) > clock.inverted_key(b)
@@ -117,11 +117,11 @@ def test_time_keys_sort_as_time() -> None:
 
 def test_replay_times_are_aware_utc_instants_from_the_edge_on() -> None:
     """`since`/`until` are read once into UTC datetimes; the wire and the connector keep a string."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from relay.models import ReplayRequest
 
     request = ReplayRequest.model_validate({"since": "2026-01-01T01:00:00+01:00", "until": "2026-01-01T00:30:00Z"})
-    assert request.since == datetime(2026, 1, 1, tzinfo=timezone.utc) and request.since.tzinfo is timezone.utc
+    assert request.since == datetime(2026, 1, 1, tzinfo=UTC) and request.since.tzinfo is UTC
     assert request.until is not None and request.until > request.since  # as instants, not as text
     assert ReplayRequest.model_json_schema()["properties"]["since"]["type"] == "string"

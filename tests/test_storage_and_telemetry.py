@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 from azure.core.credentials import AccessToken
 
-from tests.helpers import wait_until
 from relay import telemetry
 from relay.errors import ConfigurationError
 from relay.storage import Endpoints, Storage, endpoints_from_settings, make_credential
+from tests.helpers import wait_until
 
 
 class FakeCredential:
@@ -76,6 +76,7 @@ def test_app_insights_export_uses_the_managed_identity(monkeypatch) -> None:
     from opentelemetry import metrics
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
     from relay import settings as settings_mod
 
     seen: dict[str, object] = {}
@@ -112,7 +113,7 @@ def test_delivery_logs_name_ids_but_never_the_signature(relay_factory, receiver_
     event_id = relay.publish({"type": unique_type, "data": 1}).json()["id"]
     got = receiver.wait_for(1)[0]
     assert got.path.endswith(f"sig={secret_sig}")  # sent byte for byte ...
-    line = wait_until(lambda: next((l for l in relay.logs().splitlines() if f"event={event_id}" in l), None),
+    line = wait_until(lambda: next((row for row in relay.logs().splitlines() if f"event={event_id}" in row), None),
                       10, "the delivery log line")
     assert f"subscription={sub['id']}" in line and "attempt=1" in line
     assert secret_sig not in relay.logs()  # ... and never logged

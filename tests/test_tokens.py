@@ -11,11 +11,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.helpers import wait_until
 from relay.errors import BadRequest, ConfigurationError
 from relay.settings import Settings
 from relay.storage import KEYS_TABLE, Endpoints, Storage
 from relay.tokens import KEY_PARTITION, KEY_ROW, Purpose, TokenCodec, stored_key
+from tests.helpers import wait_until
 
 KEY = b"k" * 32
 

@@ -9,9 +9,10 @@ event and one per delivery.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 PRICES = Path(__file__).with_name("prices.json")
 

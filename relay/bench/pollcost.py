@@ -15,9 +15,10 @@ import argparse
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .. import clock, polling, replay
 from ..azurite import Azurite

@@ -361,7 +361,7 @@ def serve_control(proxy: CountingProxy, host: str = "127.0.0.1") -> ThreadingHTT
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path.split("?")[0] != "/counts":
                 body, status = b'{"error": "not found"}', 404
             else:

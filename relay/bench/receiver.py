@@ -99,7 +99,7 @@ class Receiver:
         finally:
             try:
                 writer.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - the client may be gone already: closing is best effort
                 pass
 
     @staticmethod

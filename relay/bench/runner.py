@@ -11,6 +11,7 @@ Every wait below is for a condition (deliveries counted, queues drained), never 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -23,10 +24,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -34,8 +36,8 @@ from requests.adapters import HTTPAdapter
 from ..azurite import Azurite, connection_string, free_port, stop_group
 from ..azurite import wait_until as _wait_until
 from ..storage import DELIVERY_QUEUE, FANOUT_QUEUE
-from .receiver import Receiver
 from .costmodel import event_grid_cost, load_prices, relay_cost
+from .receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK_QUEUES = (FANOUT_QUEUE, DELIVERY_QUEUE)
@@ -294,7 +296,7 @@ class Bench:
             if part is not None:
                 try:
                     part.stop()
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:  # noqa: BLE001 - report a part that will not stop and stop the others
                     say(f"stopping {type(part).__name__}: {exc}")
         if self.receiver is not None:
             self.receiver.close()
@@ -594,10 +596,10 @@ class Bench:
         f["latency.max_ms"] = max(lat)
         # The first seconds carry the dev host's idle poll backoff (up to host.json maxPollingInterval)
         # and the backlog it builds; shown apart, never used for the target.
-        warm = [x for i, x in zip(order, lat) if scheduled[i] - run_start[0] >= WARMUP_SECONDS] or lat
+        warm = [x for i, x in zip(order, lat, strict=True) if scheduled[i] - run_start[0] >= WARMUP_SECONDS] or lat
         f["latency.p99_after_warmup_ms"] = percentile(warm, 99)
         f["latency.first_second_mean_ms"] = statistics.fmean(
-            [x for i, x in zip(order, lat) if scheduled[i] - run_start[0] < 1.0] or lat)
+            [x for i, x in zip(order, lat, strict=True) if scheduled[i] - run_start[0] < 1.0] or lat)
         f["latency.publish_p50_ms"] = percentile(publish_ms, 50)
         f["latency.publish_p99_ms"] = percentile(publish_ms, 99)
         f["latency.publisher_lag_p99_ms"] = percentile(lag_ms, 99)
@@ -622,7 +624,7 @@ class Bench:
             # its de-duplication row, one transaction per event.
             events = [{k: v for k, v in ev.items() if k != "id"} for ev in self._events(tag, etype, e)]
             deliveries = fanout * e
-            m = self._measure(tag, deliveries, lambda: self._publish_all(events), f"cost-f{fanout}")
+            m = self._measure(tag, deliveries, functools.partial(self._publish_all, events), f"cost-f{fanout}")
             cost = self._cost(m["before"], m["settled"], deliveries)
             at_last = self._cost(m["before"], m["at_last"], deliveries)
             key = f"cost.f{fanout}"
@@ -740,7 +742,10 @@ class Bench:
             met = "" if r.met is None else ("yes" if r.met else "NO")
             body.append((r.figure, f"{value} {r.unit}", r.target, met))
         widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(4)]
-        line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+
+        def line(cells: list[Any] | tuple[Any, ...]) -> str:
+            return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
         return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
 
     def results(self, info: dict[str, Any], error: str | None) -> dict[str, Any]:
