@@ -42,15 +42,27 @@ ROLES = (PUBLISHER, SUBSCRIBER, ADMIN)
 
 PRINCIPAL_HEADER = "x-ms-client-principal"
 # The headers Easy Auth sets for the application; a caller's own copies never count.
-EASY_AUTH_HEADERS = (PRINCIPAL_HEADER, "x-ms-client-principal-id", "x-ms-client-principal-name",
-                     "x-ms-client-principal-idp", "x-ms-token-aad-access-token", "x-ms-token-aad-id-token")
+EASY_AUTH_HEADERS = (
+    PRINCIPAL_HEADER,
+    "x-ms-client-principal-id",
+    "x-ms-client-principal-name",
+    "x-ms-client-principal-idp",
+    "x-ms-token-aad-access-token",
+    "x-ms-token-aad-id-token",
+)
 PLATFORM_FLAG = "WEBSITE_AUTH_ENABLED"
 
 # Paths anyone may call in entra mode: the same list is Easy Auth's `excludedPaths` in
 # infra/modules/easyauth.bicep (a test compares them). A path and everything below it.
 # Easy Auth's excludedPaths match whole paths, so the console's own files are listed one by one.
-ANONYMOUS_PATHS = ("/api/health", "/api/openapi.json", "/api/console", "/api/console/app.js",
-                   "/api/console/app.css", "/api/console/config.json")
+ANONYMOUS_PATHS = (
+    "/api/health",
+    "/api/openapi.json",
+    "/api/console",
+    "/api/console/app.js",
+    "/api/console/app.css",
+    "/api/console/config.json",
+)
 
 OBJECT_ID_CLAIMS = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
 SUBJECT_CLAIMS = ("sub", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier")
@@ -61,6 +73,7 @@ DEFAULT_ROLE_TYPE = "http://schemas.microsoft.com/ws/2008/06/identity/claims/rol
 @dataclass(frozen=True)
 class Principal:
     """A caller Easy Auth vouched for: its owner id (`oid`, else `sub`) and its app roles."""
+
     id: str
     roles: frozenset[str]
     name: str = ""
@@ -161,8 +174,7 @@ def admit(request: Request, handler: Callable[..., Any]) -> Principal | None:
         return None
     principal = principal_of(request.headers)
     if principal is None:
-        raise Unauthorized("sign in: send a Microsoft Entra ID access token for the relay "
-                           "(Authorization: Bearer)")
+        raise Unauthorized("sign in: send a Microsoft Entra ID access token for the relay (Authorization: Bearer)")
     rule = RULES.get(getattr(handler, "__name__", ""), ADMIN_ONLY)
     if not principal.roles & rule.roles:
         needed = " or ".join(sorted(rule.roles))

@@ -14,8 +14,13 @@ RETRY_AFTER_CAP = 3600.0
 MAX_VISIBILITY = 7 * 24 * 3600
 
 
-def retry_delay(schedule: Sequence[float], attempts_made: int, *, retry_after: float | None = None,
-                rand: Callable[[], float] = random.random) -> float | None:
+def retry_delay(
+    schedule: Sequence[float],
+    attempts_made: int,
+    *,
+    retry_after: float | None = None,
+    rand: Callable[[], float] = random.random,
+) -> float | None:
     """Seconds to wait before the next attempt, or None when the schedule is used up.
 
     `attempts_made` counts the attempts so far (1 after the first). The scheduled delay gets

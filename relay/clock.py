@@ -27,7 +27,8 @@ def rfc3339_precise(moment: datetime) -> str:
 # fromisoformat alone also takes ISO 8601 forms (week dates, `,5` fractions, no offset) that
 # other readers of the event (the connector's `date-time`, CloudEvents SDKs) refuse.
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))", re.ASCII)
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))", re.ASCII
+)
 
 
 def parse_rfc3339(text: str) -> datetime:

@@ -69,7 +69,9 @@ class EasyAuth:
             return None
         issuers, audiences = _listed(env.get("RELAY_ENTRA_ISSUER", "")), _listed(env.get("RELAY_ENTRA_AUDIENCE", ""))
         if not issuers or not audiences:
-            raise ConfigurationError("RELAY_ENTRA_JWKS is set: RELAY_ENTRA_ISSUER and RELAY_ENTRA_AUDIENCE are required")
+            raise ConfigurationError(
+                "RELAY_ENTRA_JWKS is set: RELAY_ENTRA_ISSUER and RELAY_ENTRA_AUDIENCE are required"
+            )
         auth = cls(issuers, audiences, env["RELAY_ENTRA_JWKS"])
         auth._load()
         return auth
@@ -115,9 +117,15 @@ class EasyAuth:
         if not isinstance(kid, str) or not kid:
             raise TokenRefused("the token names no signing key (kid)")
         try:
-            return jwt.decode(token, self._key(kid), algorithms=ALGORITHMS, audience=self.audiences,
-                              issuer=self.issuers, leeway=LEEWAY_SECONDS,
-                              options={"require": ["exp", "iss", "aud"]})
+            return jwt.decode(
+                token,
+                self._key(kid),
+                algorithms=ALGORITHMS,
+                audience=self.audiences,
+                issuer=self.issuers,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iss", "aud"]},
+            )
         except jwt.ExpiredSignatureError:
             raise TokenRefused("the token has expired") from None
         except jwt.ImmatureSignatureError:

@@ -61,26 +61,32 @@ class _Edge(BaseModel):
 
 
 class SubscriptionRequest(_Edge):
-    notificationUrl: StrictStr = Field(min_length=1, max_length=MAX_URL_LENGTH,
-                                       description="Callback URL that receives each matching event.")
+    notificationUrl: StrictStr = Field(
+        min_length=1, max_length=MAX_URL_LENGTH, description="Callback URL that receives each matching event."
+    )
     eventTypes: list[StrictStr] | None = Field(
-        default=None, min_length=1, max_length=100,
-        description="Event types to receive: names, `*` for all, or prefixes such as `order.*`.")
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="Event types to receive: names, `*` for all, or prefixes such as `order.*`.",
+    )
     eventType: StrictStr | None = Field(
-        default=None, description="One event type name, a prefix pattern such as `order.*`, or `*` for all.")
-    subjectBeginsWith: StrictStr | None = Field(default=None, max_length=1024,
-                                                   description="Deliver only events whose subject begins with this.")
-    subjectEndsWith: StrictStr | None = Field(default=None, max_length=1024,
-                                                 description="Deliver only events whose subject ends with this.")
-    description: StrictStr | None = Field(default=None, max_length=1024,
-                                             description="What this subscription is for.")
-    once: StrictBool = Field(default=False,
-                             description="Remove the subscription after its first successful delivery.")
+        default=None, description="One event type name, a prefix pattern such as `order.*`, or `*` for all."
+    )
+    subjectBeginsWith: StrictStr | None = Field(
+        default=None, max_length=1024, description="Deliver only events whose subject begins with this."
+    )
+    subjectEndsWith: StrictStr | None = Field(
+        default=None, max_length=1024, description="Deliver only events whose subject ends with this."
+    )
+    description: StrictStr | None = Field(default=None, max_length=1024, description="What this subscription is for.")
+    once: StrictBool = Field(default=False, description="Remove the subscription after its first successful delivery.")
     contentMode: ContentMode = Field(
         default="json",
         description="How each event is sent: `json` (the CloudEvent as application/json, what Power "
-                    "Automate and Logic Apps need), `structured` (application/cloudevents+json) or "
-                    "`binary` (attributes as ce-* headers, the body is data alone).")
+        "Automate and Logic Apps need), `structured` (application/cloudevents+json) or "
+        "`binary` (attributes as ce-* headers, the body is data alone).",
+    )
 
     @field_validator("eventTypes")
     @classmethod
@@ -117,10 +123,14 @@ class EventIn(_Edge):
     data: Any = Field(description="The event's payload, any JSON.")
     id: StrictStr | None = Field(default=None, description="Unique id; generated when absent.")
     source: StrictStr | None = Field(
-        default=None, min_length=1, max_length=MAX_SOURCE_LENGTH,
-        description="URI-reference of the system the event comes from; the relay's events URL when absent.")
-    subject: StrictStr | None = Field(default=None, min_length=1, max_length=1024,
-                                         description="What the event is about.")
+        default=None,
+        min_length=1,
+        max_length=MAX_SOURCE_LENGTH,
+        description="URI-reference of the system the event comes from; the relay's events URL when absent.",
+    )
+    subject: StrictStr | None = Field(
+        default=None, min_length=1, max_length=1024, description="What the event is about."
+    )
     time: StrictStr | None = Field(default=None, max_length=64, description="When it happened (RFC 3339).")
 
     @field_validator("type")
@@ -141,8 +151,9 @@ class EventIn(_Edge):
     @classmethod
     def _source(cls, value: str | None) -> str | None:
         if value is not None and not is_uri_reference(value):
-            raise ValueError("must be a URI-reference (RFC 3986): no spaces or control characters, "
-                             "`%` only as an escape")
+            raise ValueError(
+                "must be a URI-reference (RFC 3986): no spaces or control characters, `%` only as an escape"
+            )
         return value
 
     @field_validator("time")
@@ -168,23 +179,27 @@ Instant = Annotated[datetime, BeforeValidator(_instant), WithJsonSchema({"type":
 
 class ReplayRequest(_Edge):
     since: Instant = Field(description="Replay events from this time on (RFC 3339).")
-    until: Instant | None = Field(default=None,
-                                     description="Replay events up to this time (RFC 3339); now when absent.")
+    until: Instant | None = Field(
+        default=None, description="Replay events up to this time (RFC 3339); now when absent."
+    )
     status: Literal["failed", "all"] = Field(
-        default="failed", description="Which deliveries to replay: `failed` ones only, or `all` matching events.")
+        default="failed", description="Which deliveries to replay: `failed` ones only, or `all` matching events."
+    )
 
 
 class EventTypeRequest(_Edge):
-    description: StrictStr | None = Field(default=None, max_length=1024,
-                                             description="What events of this type mean.")
+    description: StrictStr | None = Field(default=None, max_length=1024, description="What events of this type mean.")
     schema_: dict[str, Any] | None = Field(
-        default=None, alias="schema", description="JSON Schema that the `data` of events of this type must match.")
+        default=None, alias="schema", description="JSON Schema that the `data` of events of this type must match."
+    )
 
 
 # ---- queue messages -------------------------------------------------------------------------
 
+
 class EventRecord(BaseModel):
     """An accepted event as it travels: the data inline, or a blob name when it is large."""
+
     model_config = ConfigDict(extra="ignore")
     id: str
     type: str
@@ -209,6 +224,7 @@ class FanoutMessage(BaseModel):
 
 class Target(BaseModel):
     """One subscriber of one delivery work item, with what is needed to sign and send."""
+
     model_config = ConfigDict(extra="ignore")
     sub: str
     url: str
@@ -227,6 +243,7 @@ class Target(BaseModel):
 
 class DeliveryMessage(BaseModel):
     """Deliveries of one event to up to a hundred subscribers, or a retry for one."""
+
     model_config = ConfigDict(extra="ignore")
     v: Literal[1] = 1
     eventId: str

@@ -26,8 +26,9 @@ class Outbox:
         self._settings = settings
 
     def _send(self, queue: str, text: str, delay: float = 0) -> None:
-        self._storage.queue(queue).send_message(text, visibility_timeout=math.ceil(delay) or None,
-                                                time_to_live=NEVER_EXPIRE)
+        self._storage.queue(queue).send_message(
+            text, visibility_timeout=math.ceil(delay) or None, time_to_live=NEVER_EXPIRE
+        )
 
     def _submit(self, queue: str, texts: list[str]) -> list[Future[Any]]:
         sends = get_pools(self._settings or get_settings()).sends
@@ -38,6 +39,7 @@ class Outbox:
     def publish(self, records: list[EventRecord]) -> None:
         """Make accepted events durable: after this returns, each will be fanned out. Large data
         goes to a blob first (its claim check); events are stored and sent side by side."""
+
         def one(record: EventRecord) -> None:
             message = FanoutMessage(event=claim_check(self._storage, record))
             self._send(FANOUT_QUEUE, message.model_dump_json(exclude_none=True))

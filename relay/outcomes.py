@@ -9,9 +9,9 @@ from enum import StrEnum
 
 class Outcome(StrEnum):
     DELIVERED = "delivered"
-    GONE = "gone"        # the flow is deleted or off: disable the subscription, no retry
-    RETRY = "retry"      # worth trying again later
-    FAILED = "failed"    # will not get better by trying again
+    GONE = "gone"  # the flow is deleted or off: disable the subscription, no retry
+    RETRY = "retry"  # worth trying again later
+    FAILED = "failed"  # will not get better by trying again
 
 
 # Power Automate and Logic Apps answer these when the flow behind a callback no longer exists.

@@ -21,8 +21,7 @@ from .events import compact
 USER_AGENT = f"event-relay/{__version__}"
 
 
-def cloudevent(*, event_id: str, event_type: str, source: str, time: str,
-               subject: str | None, data: Any) -> bytes:
+def cloudevent(*, event_id: str, event_type: str, source: str, time: str, subject: str | None, data: Any) -> bytes:
     """The notification body; built once per event and sent to every subscriber byte for byte."""
     doc: dict[str, Any] = {"specversion": "1.0", "id": event_id, "source": source, "type": event_type}
     if subject is not None:
@@ -48,8 +47,9 @@ class Notifications:
     """One event's notification in each content mode, each built once per event and then sent
     byte for byte to every subscriber that asked for that mode."""
 
-    def __init__(self, *, event_id: str, event_type: str, source: str, time: str,
-                 subject: str | None, data: Any) -> None:
+    def __init__(
+        self, *, event_id: str, event_type: str, source: str, time: str, subject: str | None, data: Any
+    ) -> None:
         self._attributes = {"id": event_id, "source": source, "type": event_type, "subject": subject, "time": time}
         self._data = data
         self._built: dict[str, Notification] = {}
@@ -70,8 +70,14 @@ class Notifications:
                 if a[name] is not None:
                     headers["ce-" + name] = quote(a[name], safe=_HEADER_SAFE)
             return Notification(compact(self._data).encode("utf-8"), headers)
-        body = cloudevent(event_id=a["id"], event_type=a["type"], source=a["source"], time=a["time"],
-                          subject=a["subject"], data=self._data)
+        body = cloudevent(
+            event_id=a["id"],
+            event_type=a["type"],
+            source=a["source"],
+            time=a["time"],
+            subject=a["subject"],
+            data=self._data,
+        )
         return Notification(body, {"Content-Type": STRUCTURED_TYPE if mode == "structured" else JSON_TYPE})
 
 

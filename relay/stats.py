@@ -64,8 +64,7 @@ class SubCounts:
     last_success: str | None = None
 
     def to_list(self) -> list[Any]:
-        return [self.succeeded, self.retrying, self.failed, self.total_ms, self.timed, self.max_ms,
-                self.last_success]
+        return [self.succeeded, self.retrying, self.failed, self.total_ms, self.timed, self.max_ms, self.last_success]
 
     @classmethod
     def from_list(cls, raw: list[Any]) -> SubCounts:
@@ -85,6 +84,7 @@ class SubCounts:
 @dataclass
 class Bucket:
     """One process's running totals for a minute or an hour."""
+
     totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     subs: dict[str, SubCounts] = field(default_factory=dict)
     untracked: int = 0  # attempts of subscriptions beyond MAX_SUBS_PER_ROW
@@ -106,10 +106,16 @@ class Bucket:
             counts.last_success = at
 
     def entity(self, partition: str, row: str, at: str) -> dict[str, Any]:
-        return {"PartitionKey": partition, "RowKey": row, **self.totals, "untracked": self.untracked,
-                "subs": json.dumps({k: v.to_list() for k, v in self.subs.items()}, separators=(",", ":")),
-                # The retention sweep removes delivery log rows by these two.
-                "lastAttemptAt": at, "status": "counted"}
+        return {
+            "PartitionKey": partition,
+            "RowKey": row,
+            **self.totals,
+            "untracked": self.untracked,
+            "subs": json.dumps({k: v.to_list() for k, v in self.subs.items()}, separators=(",", ":")),
+            # The retention sweep removes delivery log rows by these two.
+            "lastAttemptAt": at,
+            "status": "counted",
+        }
 
 
 def _hour_key(moment: datetime) -> str:
@@ -128,8 +134,9 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._storage: Storage | None = None
 
-    def record(self, storage: Storage, sub_id: str, outcome: str, elapsed: float | None = None,
-               at: datetime | None = None) -> None:
+    def record(
+        self, storage: Storage, sub_id: str, outcome: str, elapsed: float | None = None, at: datetime | None = None
+    ) -> None:
         at = at or clock.utcnow()
         hour, stamp = _hour_key(at), clock.rfc3339(at)
         elapsed_ms = None if elapsed is None else int(elapsed * 1000)
@@ -195,6 +202,7 @@ def flush() -> None:
 
 # ---- reading --------------------------------------------------------------------------------------
 
+
 def _floor(moment: datetime, unit: str) -> datetime:
     moment = moment.replace(second=0, microsecond=0)
     return moment.replace(minute=0) if unit == "hour" else moment
@@ -203,9 +211,13 @@ def _floor(moment: datetime, unit: str) -> datetime:
 def _count_subscriptions(storage: Storage) -> dict[str, Any]:
     counts = {str(s): 0 for s in SubscriptionStatus}
     seen = 0
-    pages = storage.table(SUBSCRIPTIONS_TABLE).query_entities(
-        "PartitionKey eq 's' and RowKey ge 'i:' and RowKey lt 'i;'", select=["status"],
-        results_per_page=1000).by_page()
+    pages = (
+        storage.table(SUBSCRIPTIONS_TABLE)
+        .query_entities(
+            "PartitionKey eq 's' and RowKey ge 'i:' and RowKey lt 'i;'", select=["status"], results_per_page=1000
+        )
+        .by_page()
+    )
     complete = True
     for page in pages:
         for row in page:
@@ -236,7 +248,7 @@ def read(storage: Storage, window: str, now: datetime | None = None) -> dict[str
         flt = "PartitionKey ge @a and PartitionKey le @b and RowKey ge 'h_' and RowKey lt 'h`'"
         params = {"a": PREFIX + _hour_key(first), "b": PREFIX + _hour_key(last)}
     for row in table.query_entities(flt, parameters=params, results_per_page=1000):
-        hour = datetime.strptime(row["PartitionKey"][len(PREFIX):], "%Y%m%d%H").replace(tzinfo=now.tzinfo)
+        hour = datetime.strptime(row["PartitionKey"][len(PREFIX) :], "%Y%m%d%H").replace(tzinfo=now.tzinfo)
         start = hour if unit == "hour" else hour.replace(minute=int(row["RowKey"][1:3]))
         if start not in series:
             continue
@@ -247,13 +259,18 @@ def read(storage: Storage, window: str, now: datetime | None = None) -> dict[str
             subs.setdefault(sub_id, SubCounts()).add(SubCounts.from_list(raw))
     totals = {o: sum(point[o] for point in series.values()) for o in OUTCOMES}
     by_sub = {sub_id: _sub_view(c) for sub_id, c in subs.items()}
-    slowest = sorted((s for s in by_sub.items() if s[1]["averageMs"] is not None),
-                     key=lambda s: -s[1]["averageMs"])[:TOP]
-    failing = sorted((s for s in by_sub.items() if s[1]["failed"] + s[1]["retrying"]),
-                     key=lambda s: (-s[1]["failed"], -s[1]["retrying"]))[:TOP]
+    slowest = sorted((s for s in by_sub.items() if s[1]["averageMs"] is not None), key=lambda s: -s[1]["averageMs"])[
+        :TOP
+    ]
+    failing = sorted(
+        (s for s in by_sub.items() if s[1]["failed"] + s[1]["retrying"]),
+        key=lambda s: (-s[1]["failed"], -s[1]["retrying"]),
+    )[:TOP]
     return {
-        "window": window, "bucket": unit,
-        "from": clock.rfc3339(first), "to": clock.rfc3339(last + step),
+        "window": window,
+        "bucket": unit,
+        "from": clock.rfc3339(first),
+        "to": clock.rfc3339(last + step),
         "series": [{"start": clock.rfc3339(start), **point} for start, point in series.items()],
         "totals": totals,
         "subscriptions": _count_subscriptions(storage),
@@ -265,9 +282,13 @@ def read(storage: Storage, window: str, now: datetime | None = None) -> dict[str
 
 
 def _sub_view(counts: SubCounts) -> dict[str, Any]:
-    view: dict[str, Any] = {"succeeded": counts.succeeded, "retrying": counts.retrying, "failed": counts.failed,
-                            "averageMs": round(counts.total_ms / counts.timed) if counts.timed else None,
-                            "maxMs": counts.max_ms}
+    view: dict[str, Any] = {
+        "succeeded": counts.succeeded,
+        "retrying": counts.retrying,
+        "failed": counts.failed,
+        "averageMs": round(counts.total_ms / counts.timed) if counts.timed else None,
+        "maxMs": counts.max_ms,
+    }
     if counts.last_success:
         view["lastSuccessAt"] = counts.last_success
     return view

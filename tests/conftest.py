@@ -89,8 +89,12 @@ def senders() -> Iterator[Callable[..., Sender]]:
     made: list[Sender] = []
 
     def make(**kwargs: Any) -> Sender:
-        options: dict[str, Any] = {"allow_private": True, "timeout": 5.0, "user_agent": "relay-test/1",
-                                   "resolver": FakeResolver({"hooks.example.test": ["127.0.0.1"]})}
+        options: dict[str, Any] = {
+            "allow_private": True,
+            "timeout": 5.0,
+            "user_agent": "relay-test/1",
+            "resolver": FakeResolver({"hooks.example.test": ["127.0.0.1"]}),
+        }
         options.update(kwargs)
         sender = Sender(**options)
         made.append(sender)

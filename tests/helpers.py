@@ -25,8 +25,22 @@ from relay.azurite import Azurite, free_port, stop_group
 from relay.azurite import wait_until as _wait_until
 from relay.storage import DELIVERY_QUEUE, FANOUT_QUEUE
 
-__all__ = ["FUNCTION_KEY", "ROOT", "Answer", "Azurite", "FakeResolver", "InProcessApp", "Received", "Receiver", "RelayProcess", "Reply", "free_port",
-           "nullable_as_draft4", "problem_of", "wait_until"]
+__all__ = [
+    "FUNCTION_KEY",
+    "ROOT",
+    "Answer",
+    "Azurite",
+    "FakeResolver",
+    "InProcessApp",
+    "Received",
+    "Receiver",
+    "RelayProcess",
+    "Reply",
+    "free_port",
+    "nullable_as_draft4",
+    "problem_of",
+    "wait_until",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_KEY = "test-function-key"
@@ -67,9 +81,15 @@ class RelayProcess:
         self.port = free_port()
         self.azurite = azurite
         self.function_key = function_key
-        self.env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string,
-                    "RELAY_ALLOW_PRIVATE_TARGETS": "true", "RELAY_RETRY_SCHEDULE": "100ms,100ms,100ms",
-                    "RELAY_DELIVERY_TIMEOUT": "5", "PYTHONUNBUFFERED": "1", **env}
+        self.env = {
+            **os.environ,
+            "AzureWebJobsStorage": azurite.connection_string,
+            "RELAY_ALLOW_PRIVATE_TARGETS": "true",
+            "RELAY_RETRY_SCHEDULE": "100ms,100ms,100ms",
+            "RELAY_DELIVERY_TIMEOUT": "5",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
         self.proc: subprocess.Popen[bytes] | None = None
         self._queues: list[Any] | None = None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"relay-dev-{self.port}-{uuid.uuid4().hex[:6]}.log"
@@ -86,8 +106,9 @@ class RelayProcess:
         if self.function_key:
             args += ["--function-key", self.function_key]
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         wait_until(self._healthy, 60, "the dev host to answer")
         return self
 
@@ -145,6 +166,7 @@ class RelayProcess:
 
 # ---- receivers ----------------------------------------------------------------------------------
 
+
 @dataclass
 class Received:
     path: str
@@ -169,6 +191,7 @@ class _QuietServer(ThreadingHTTPServer):
 @dataclass
 class Receiver:
     """A loopback webhook receiver; `script` answers each request (default 200)."""
+
     script: Callable[[Received, int], Reply] | None = None
     requests: list[Received] = field(default_factory=list)
 
@@ -181,8 +204,12 @@ class Receiver:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                item = Received(self.path, {k.lower(): v for k, v in self.headers.items()},
-                                self.rfile.read(length), time.monotonic())
+                item = Received(
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    self.rfile.read(length),
+                    time.monotonic(),
+                )
                 with receiver.cond:
                     receiver.requests.append(item)
                     index = len(receiver.requests) - 1
@@ -228,8 +255,10 @@ def nullable_as_draft4(schema: Any) -> Any:
         return [nullable_as_draft4(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: (nullable_as_draft4(v) if isinstance(v, (dict, list)) and k not in ("enum", "required") else v)
-           for k, v in schema.items()}
+    out = {
+        k: (nullable_as_draft4(v) if isinstance(v, (dict, list)) and k not in ("enum", "required") else v)
+        for k, v in schema.items()
+    }
     if out.pop("x-nullable", False):
         if "type" in out:
             out["type"] = [out["type"], "null"]
@@ -240,9 +269,11 @@ def nullable_as_draft4(schema: Any) -> Any:
 
 # ---- the function app in this process -----------------------------------------------------------
 
+
 @dataclass
 class Answer:
     """What a registered HTTP function answered, with the Content-Type the host would send."""
+
     status_code: int
     headers: dict[str, str]  # lower-case names
     body: bytes
@@ -290,11 +321,15 @@ def http_functions() -> list[HttpFunction]:
     once per app object (a second call refuses the names it has seen), as the worker calls it."""
     if not _http_functions:
         import function_app
+
         for fn in function_app.app.get_functions():
             trigger = fn.get_trigger()
             if trigger.get_binding_name() == "httpTrigger":
-                _http_functions.append(HttpFunction(fn.get_function_name(), trigger.route or fn.get_function_name(),
-                                                    fn.get_user_function()))
+                _http_functions.append(
+                    HttpFunction(
+                        fn.get_function_name(), trigger.route or fn.get_function_name(), fn.get_user_function()
+                    )
+                )
         _http_functions.sort(key=lambda f: f.precedence)
     return _http_functions
 
@@ -309,11 +344,19 @@ class InProcessApp:
 
     def __init__(self) -> None:
         import azure.functions as func
+
         self._request_type = func.HttpRequest
         self.functions = http_functions()
 
-    def request(self, method: str, path: str, json_body: Any = None, *, data: bytes | None = None,
-                headers: dict[str, str] | None = None) -> Answer:
+    def request(
+        self,
+        method: str,
+        path: str,
+        json_body: Any = None,
+        *,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
         """`path` as it follows /api/, query included and percent-encoded as on the wire;
         `json_body` is sent as application/json unless `data` is given."""
         headers = {k.lower(): v for k, v in (headers or {}).items()}
@@ -325,9 +368,14 @@ class InProcessApp:
             route_params = function.match(split.path.strip("/"))
             if route_params is None:
                 continue
-            request = self._request_type(method=method.upper(), url=f"{self.base}/{path}", headers=headers,
-                                         params=dict(parse_qsl(split.query, keep_blank_values=True)),
-                                         route_params=route_params, body=data or b"")
+            request = self._request_type(
+                method=method.upper(),
+                url=f"{self.base}/{path}",
+                headers=headers,
+                params=dict(parse_qsl(split.query, keep_blank_values=True)),
+                route_params=route_params,
+                body=data or b"",
+            )
             response = function.call(request)
             out = {k.lower(): v for k, v in response.headers.items()}
             if response.mimetype and "content-type" not in out:

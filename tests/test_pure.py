@@ -25,12 +25,23 @@ def test_default_settings_match_the_contract() -> None:
     """With nothing set, every setting takes the contract's default."""
     s = Settings.from_environ({})
     assert s.retry_schedule == (5, 300, 1800, 7200, 18000, 36000, 36000)
-    assert (s.delivery_timeout, s.allow_private_targets, s.max_event_bytes, s.event_retention_days) == \
-        (30, False, 1048576, 7)
+    assert (s.delivery_timeout, s.allow_private_targets, s.max_event_bytes, s.event_retention_days) == (
+        30,
+        False,
+        1048576,
+        7,
+    )
 
 
-@pytest.mark.parametrize("env", [{"RELAY_RETRY_SCHEDULE": "5 parsecs"}, {"RELAY_DELIVERY_TIMEOUT": "-1"},
-                                 {"RELAY_ALLOW_PRIVATE_TARGETS": "maybe"}, {"RELAY_MAX_EVENT_BYTES": "big"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"RELAY_RETRY_SCHEDULE": "5 parsecs"},
+        {"RELAY_DELIVERY_TIMEOUT": "-1"},
+        {"RELAY_ALLOW_PRIVATE_TARGETS": "maybe"},
+        {"RELAY_MAX_EVENT_BYTES": "big"},
+    ],
+)
 def test_bad_settings_name_themselves(env: dict[str, str]) -> None:
     """A malformed setting fails with a message naming it."""
     with pytest.raises(ConfigurationError, match=next(iter(env))):
@@ -69,16 +80,25 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert parse_retry_after("soon") is None
 
 
-@pytest.mark.parametrize("status,body,outcome", [
-    (200, b"", Outcome.DELIVERED), (202, b"", Outcome.DELIVERED),
-    (410, b"", Outcome.GONE),
-    (404, b'{"error":{"code":"WorkflowNotFound","message":"x"}}', Outcome.GONE),
-    (404, b'{"error":{"code":"WorkflowTriggerVersionNotFound"}}', Outcome.GONE),
-    (400, b'{"error":{"code":"WorkflowTriggerIsNotEnabled"}}', Outcome.GONE),
-    (404, b"not json", Outcome.FAILED), (400, b"{}", Outcome.FAILED),
-    (408, b"", Outcome.RETRY), (429, b"", Outcome.RETRY), (500, b"", Outcome.RETRY), (503, b"", Outcome.RETRY),
-    (302, b"", Outcome.FAILED), (401, b"", Outcome.FAILED),
-])
+@pytest.mark.parametrize(
+    "status,body,outcome",
+    [
+        (200, b"", Outcome.DELIVERED),
+        (202, b"", Outcome.DELIVERED),
+        (410, b"", Outcome.GONE),
+        (404, b'{"error":{"code":"WorkflowNotFound","message":"x"}}', Outcome.GONE),
+        (404, b'{"error":{"code":"WorkflowTriggerVersionNotFound"}}', Outcome.GONE),
+        (400, b'{"error":{"code":"WorkflowTriggerIsNotEnabled"}}', Outcome.GONE),
+        (404, b"not json", Outcome.FAILED),
+        (400, b"{}", Outcome.FAILED),
+        (408, b"", Outcome.RETRY),
+        (429, b"", Outcome.RETRY),
+        (500, b"", Outcome.RETRY),
+        (503, b"", Outcome.RETRY),
+        (302, b"", Outcome.FAILED),
+        (401, b"", Outcome.FAILED),
+    ],
+)
 def test_outcomes_follow_the_contract(status: int, body: bytes, outcome: Outcome) -> None:
     """Each receiver answer maps to delivered, gone, retry or failed exactly as the contract lists."""
     assert classify(status, body).outcome is outcome

@@ -24,12 +24,18 @@ def test_sweep_forgets_only_what_is_past_retention(relay, receiver_factory, uniq
         return relay.get(f"subscriptions/{sub['id']}/deliveries").json()["value"]
 
     def logged() -> list[Any]:
-        return [e for e in storage.table(EVENTS_TABLE).list_entities()
-                if e.get("id") == f"keep-{unique_type}" and not e["RowKey"].startswith(INDEX_PREFIX)]
+        return [
+            e
+            for e in storage.table(EVENTS_TABLE).list_entities()
+            if e.get("id") == f"keep-{unique_type}" and not e["RowKey"].startswith(INDEX_PREFIX)
+        ]
 
     def indexed() -> list[Any]:
-        return [e for e in storage.table(EVENTS_TABLE).list_entities()
-                if e.get("id") == f"keep-{unique_type}" and e["RowKey"].startswith(INDEX_PREFIX)]
+        return [
+            e
+            for e in storage.table(EVENTS_TABLE).list_entities()
+            if e.get("id") == f"keep-{unique_type}" and e["RowKey"].startswith(INDEX_PREFIX)
+        ]
 
     wait_until(listed, 10, "the delivery's receipt")
     assert len(logged()) == 1 and len(indexed()) == len(indexed_patterns(unique_type))
@@ -38,5 +44,11 @@ def test_sweep_forgets_only_what_is_past_retention(relay, receiver_factory, uniq
     assert listed() and logged()
 
     counts = sweep(storage, 7, now=clock.utcnow() + timedelta(days=8))
-    assert counts["events"] >= 1 and counts["eventIndex"] >= 3 and counts["dedupe"] >= 1 and counts["deliveries"] >= 1 and counts["blobs"] >= 1
+    assert (
+        counts["events"] >= 1
+        and counts["eventIndex"] >= 3
+        and counts["dedupe"] >= 1
+        and counts["deliveries"] >= 1
+        and counts["blobs"] >= 1
+    )
     assert listed() == [] and logged() == [] and indexed() == []

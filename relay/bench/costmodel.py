@@ -24,6 +24,7 @@ def load_prices(path: Path = PRICES) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Breakdown:
     """Dollars per million deliveries, by what is billed."""
+
     executions: float
     compute: float
     queue: float
@@ -35,8 +36,12 @@ class Breakdown:
         return self.executions + self.compute + self.queue + self.table + self.blob
 
 
-def relay_cost(tx_per_delivery: Mapping[str, float], executions_per_delivery: float,
-               busy_seconds_per_delivery: float, prices: Mapping[str, Any]) -> Breakdown:
+def relay_cost(
+    tx_per_delivery: Mapping[str, float],
+    executions_per_delivery: float,
+    busy_seconds_per_delivery: float,
+    prices: Mapping[str, Any],
+) -> Breakdown:
     """Price one delivery's share of the work, times a million.
 
     `tx_per_delivery` is keyed like the proxy's counters (`service kind resource`).
@@ -61,7 +66,8 @@ def relay_cost(tx_per_delivery: Mapping[str, float], executions_per_delivery: fl
     return Breakdown(
         executions=executions_per_delivery * flex["per_million_executions"],
         compute=busy_seconds_per_delivery * flex["instance_memory_gb"] * flex["on_demand_gb_second"] * million,
-        **cost)
+        **cost,
+    )
 
 
 def event_grid_cost(fanout: int, prices: Mapping[str, Any]) -> float:

@@ -39,6 +39,7 @@ _BATCH_OP = re.compile(rb"^(GET|POST|PUT|MERGE|PATCH|DELETE) \S*?/([A-Za-z][A-Za
 
 # ---- classification -----------------------------------------------------------------------------
 
+
 def classify(service: str, method: str, target: str) -> tuple[str, str]:
     """(kind, resource) of one storage request, from its method and request target."""
     path, _, query = target.partition("?")
@@ -74,22 +75,24 @@ def classify(service: str, method: str, target: str) -> tuple[str, str]:
         name, paren, keys = first.partition("(")
         if name == "Tables":
             return {"POST": "create-table", "GET": "list-tables", "DELETE": "delete-table"}.get(
-                method, f"tables-{method.lower()}"), keys.strip("')")
+                method, f"tables-{method.lower()}"
+            ), keys.strip("')")
         if method == "GET":
             return ("get" if "PartitionKey=" in keys or "partitionkey=" in keys.lower() else "query"), name
-        return {"POST": "insert", "PUT": "upsert-replace", "MERGE": "merge", "PATCH": "merge",
-                "DELETE": "delete"}.get(method, method.lower()), name
+        return {"POST": "insert", "PUT": "upsert-replace", "MERGE": "merge", "PATCH": "merge", "DELETE": "delete"}.get(
+            method, method.lower()
+        ), name
     # blob
     container = rest[0] if rest else ""
     if "restype=container" in query:
         if "comp=list" in query:
             return "list-blobs", container
-        return {"PUT": "create-container", "DELETE": "delete-container"}.get(
-            method, "container-properties"), container
+        return {"PUT": "create-container", "DELETE": "delete-container"}.get(method, "container-properties"), container
     if len(rest) <= 1:
         return ("list-containers" if "comp=list" in query else f"service-{method.lower()}"), container
-    return {"PUT": "put-blob", "GET": "get-blob", "HEAD": "blob-properties",
-            "DELETE": "delete-blob"}.get(method, method.lower()), container
+    return {"PUT": "put-blob", "GET": "get-blob", "HEAD": "blob-properties", "DELETE": "delete-blob"}.get(
+        method, method.lower()
+    ), container
 
 
 # ---- table query filters ------------------------------------------------------------------------
@@ -124,15 +127,16 @@ def within_one_partition(flt: str | None) -> bool:
 
 # ---- counters -----------------------------------------------------------------------------------
 
+
 class Counts:
     """Transactions by `service kind resource`, plus failures and a few non-billed facts."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.transactions: Counter[str] = Counter()
-        self.failures: Counter[str] = Counter()   # answered >= 400, by key and status
-        self.info: Counter[str] = Counter()       # connections, messages received, batch operations
-        self.queries: Counter[str] = Counter()    # table queries by `table filter-shape`
+        self.failures: Counter[str] = Counter()  # answered >= 400, by key and status
+        self.info: Counter[str] = Counter()  # connections, messages received, batch operations
+        self.queries: Counter[str] = Counter()  # table queries by `table filter-shape`
 
     def request(self, key: str, status: int) -> None:
         with self.lock:
@@ -150,11 +154,17 @@ class Counts:
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            return {"at": time.monotonic(), "transactions": dict(self.transactions),
-                    "failures": dict(self.failures), "info": dict(self.info), "queries": dict(self.queries)}
+            return {
+                "at": time.monotonic(),
+                "transactions": dict(self.transactions),
+                "failures": dict(self.failures),
+                "info": dict(self.info),
+                "queries": dict(self.queries),
+            }
 
 
 # ---- forwarding ---------------------------------------------------------------------------------
+
 
 def _read_head(f: BinaryIO, first: bytes) -> tuple[list[bytes], int | None, bool, bool] | None:
     """The header lines after `first`; (lines, content-length, chunked, close) or None on EOF."""
@@ -242,8 +252,7 @@ class CountingProxy:
             sock.listen(1024)
             self.ports[service] = sock.getsockname()[1]
             self._listeners.append(sock)
-            threading.Thread(target=self._accept, args=(sock, service), name=f"accept-{service}",
-                             daemon=True).start()
+            threading.Thread(target=self._accept, args=(sock, service), name=f"accept-{service}", daemon=True).start()
 
     def _accept(self, sock: socket.socket, service: str) -> None:
         while not self._stopped.is_set():
@@ -357,6 +366,7 @@ class CountingProxy:
 
 # ---- control endpoint and process entry point --------------------------------------------------
 
+
 def serve_control(proxy: CountingProxy, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -389,8 +399,9 @@ def _address(text: str) -> tuple[str, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m relay.bench.proxy", description=__doc__.split("\n\n")[0])
     for service in SERVICES:
-        parser.add_argument(f"--{service}", type=_address, required=True, metavar="HOST:PORT",
-                            help=f"Azurite's {service} endpoint")
+        parser.add_argument(
+            f"--{service}", type=_address, required=True, metavar="HOST:PORT", help=f"Azurite's {service} endpoint"
+        )
     args = parser.parse_args(argv)
     proxy = CountingProxy({s: getattr(args, s) for s in SERVICES})
     control = serve_control(proxy)

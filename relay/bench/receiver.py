@@ -49,7 +49,8 @@ class Receiver:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, self.host, 0, backlog=1024, limit=1 << 20))
+            asyncio.start_server(self._handle, self.host, 0, backlog=1024, limit=1 << 20)
+        )
         self._ready.set()
         self._loop.run_forever()
 
@@ -168,5 +169,6 @@ class Receiver:
         def stop() -> None:
             self._server.close()
             self._loop.stop()
+
         self._loop.call_soon_threadsafe(stop)
         self._thread.join(5)

@@ -21,6 +21,7 @@ bp = func.Blueprint()
 
 # ---- events ------------------------------------------------------------------------------------
 
+
 def publish_events(request: Request) -> Reply:
     settings = get_settings()
     # The whole body is bounded first (RELAY_MAX_BATCH_BYTES); the per-event limit is below.
@@ -38,8 +39,9 @@ def publish_events(request: Request) -> Reply:
             continue
         size = events_mod.event_size(item)
         if size > settings.max_event_bytes:
-            raise PayloadTooLarge(f"{prefix.rstrip('.') or 'the event'} is {size} bytes of JSON; "
-                                  f"the limit is {settings.max_event_bytes}")
+            raise PayloadTooLarge(
+                f"{prefix.rstrip('.') or 'the event'} is {size} bytes of JSON; the limit is {settings.max_event_bytes}"
+            )
         if "data" not in item:  # `data: null` is valid data; only a missing member is an error
             errors.append(FieldError(prefix + "data", "is required"))
             continue
@@ -69,6 +71,7 @@ def publish_batch(request: Request) -> Reply:
 
 # ---- polling trigger ---------------------------------------------------------------------------
 
+
 def poll_events(request: Request) -> Reply:
     pattern = polling.check_pattern(request.params.get("eventType") or "*")
     text = request.params.get("triggerState")
@@ -76,12 +79,15 @@ def poll_events(request: Request) -> Reply:
         state = polling.PollState.starting(clock.utcnow())
         location = request.link("events/poll", {"eventType": pattern, "triggerState": state.encode()})
         return Reply(202, None, {"Location": location, "Retry-After": str(polling.IDLE_RETRY_AFTER)})
-    result = polling.poll(get_storage("fast"), pattern, polling.PollState.decode(text), get_settings().event_retention_days)
+    result = polling.poll(
+        get_storage("fast"), pattern, polling.PollState.decode(text), get_settings().event_retention_days
+    )
     location = request.link("events/poll", {"eventType": pattern, "triggerState": result.state.encode()})
     if not result.events:
         # Nothing matched in this slice; when the slice ended before now, the rest is read at once.
-        return Reply(202, None, {"Location": location,
-                                 "Retry-After": "0" if result.more else str(polling.IDLE_RETRY_AFTER)})
+        return Reply(
+            202, None, {"Location": location, "Retry-After": "0" if result.more else str(polling.IDLE_RETRY_AFTER)}
+        )
     headers = {"Location": location}
     if result.more:
         headers["Retry-After"] = "0"
