@@ -152,7 +152,9 @@ def parse_principal(header: str) -> Principal | None:
     owner = first(OBJECT_ID_CLAIMS) or first(SUBJECT_CLAIMS)
     if not owner:
         return None
-    role_typ = doc.get("role_typ") if isinstance(doc.get("role_typ"), str) else DEFAULT_ROLE_TYPE
+    role_typ = doc.get("role_typ")
+    if not isinstance(role_typ, str):
+        role_typ = DEFAULT_ROLE_TYPE
     roles = frozenset(claims.get("roles", []) + claims.get(role_typ, []))
     name_typ = doc.get("name_typ") if isinstance(doc.get("name_typ"), str) else ""
     return Principal(owner, roles, first((name_typ, *NAME_CLAIMS) if name_typ else NAME_CLAIMS))

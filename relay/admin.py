@@ -458,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = getattr(args, "token", None)
     key = getattr(args, "key", None) or (None if token else os.environ.get("RELAY_ADMIN_KEY"))
     try:
-        return args.run(Client(url, key, token), args)
+        code: int = args.run(Client(url, key, token), args)
+        return code
     except AdminError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code

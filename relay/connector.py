@@ -179,7 +179,7 @@ def described(model: type[BaseModel], name: str) -> str:
     text = props[name].get("description")
     if not text:
         raise ValueError(f"{model.__name__}.{name} has no description")
-    return text
+    return str(text)
 
 
 def model_schema(
@@ -539,6 +539,11 @@ def _subscribe_trigger() -> dict[str, Any]:
 
 
 def _poll_trigger() -> dict[str, Any]:
+    trigger: dict[str, Any] = {
+        "x-ms-trigger": "batch",
+        "x-ms-trigger-metadata": {"kind": "query", "mode": "polling"},
+        "x-ms-trigger-hint": "To see it work now, publish an event of the chosen type.",
+    }
     events = obj(
         {
             "value": prop(
@@ -578,11 +583,7 @@ def _poll_trigger() -> dict[str, Any]:
             "200": response("New events.", events, {"Location": LOCATION, "Retry-After": RETRY_AFTER}),
             "202": response("Nothing new yet.", None, {"Location": LOCATION, "Retry-After": RETRY_AFTER}),
         },
-        **{
-            "x-ms-trigger": "batch",
-            "x-ms-trigger-metadata": {"kind": "query", "mode": "polling"},
-            "x-ms-trigger-hint": "To see it work now, publish an event of the chosen type.",
-        },
+        **trigger,
     )
 
 
@@ -671,6 +672,7 @@ def _publish_batch() -> dict[str, Any]:
 
 
 def _data_schema() -> dict[str, Any]:
+    nullable: dict[str, Any] = {"x-nullable": True}
     answer = obj(
         {
             "name": prop("string", "The event type or pattern asked about.", "name"),
@@ -679,7 +681,7 @@ def _data_schema() -> dict[str, Any]:
                 "The Swagger 2.0 form of the registered schema of data; null when the "
                 "type has none, is not registered, or is a pattern.",
                 "schema",
-                **{"x-nullable": True},
+                **nullable,
             ),
         },
         "The schema of the data of an event type.",

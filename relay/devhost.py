@@ -26,7 +26,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,7 +52,7 @@ UNREAD_DRAIN_BYTES = 64 * 1024  # a body the function left unread: drained up to
 # ---- settings and host.json ---------------------------------------------------------------------
 
 
-def load_local_settings(app_dir: Path, environ: dict[str, str] | os._Environ = os.environ) -> None:
+def load_local_settings(app_dir: Path, environ: MutableMapping[str, str] = os.environ) -> None:
     """Copy `local.settings.json` Values into the environment, never over what is already set
     (for what reads the environment directly: the function app's auth level, Easy Auth, keys)."""
     from relay.settings import local_settings_values
@@ -254,11 +254,14 @@ class HttpDispatcher:
         return hmac.compare_digest(given.encode(), (self.function_key or "").encode())
 
 
-def make_handler(dispatcher: HttpDispatcher) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+class HostCheckedHandler(BaseHTTPRequestHandler):
+    host_check: HostCheck | None = None  # set once the server is bound (DevHost.start)
+
+
+def make_handler(dispatcher: HttpDispatcher) -> type[HostCheckedHandler]:
+    class Handler(HostCheckedHandler):
         protocol_version = "HTTP/1.1"
         server_version = "relay-devhost"
-        host_check: HostCheck | None = None  # set once the server is bound (DevHost.start)
 
         def handle(self) -> None:
             # A TLS ClientHello (https:// to this plain-http port) has no line end to wait for:

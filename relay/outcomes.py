@@ -35,10 +35,12 @@ def error_code(body: bytes) -> str | None:
         return None  # whatever a receiver sends, it is only ever "no code"
     if isinstance(doc, dict):
         err = doc.get("error")
-        if isinstance(err, dict) and isinstance(err.get("code"), str):
-            return err["code"]
-        if isinstance(doc.get("code"), str):
-            return doc["code"]
+        code = err.get("code") if isinstance(err, dict) else None
+        if isinstance(code, str):
+            return code
+        code = doc.get("code")
+        if isinstance(code, str):
+            return code
     return None
 
 

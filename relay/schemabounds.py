@@ -165,10 +165,11 @@ def _counted(keyword: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @cache
-def bounded(cls: type) -> type:
+def bounded(cls: type[Any]) -> type[Any]:
     """The validator class `cls` with RE2 regexes, linear uniqueItems and every keyword counted."""
     keywords = {name: _REPLACED.get(name, fn) for name, fn in cls.VALIDATORS.items()}
-    return validators.extend(cls, {name: _counted(fn) for name, fn in keywords.items()})
+    extended: type[Any] = validators.extend(cls, {name: _counted(fn) for name, fn in keywords.items()})
+    return extended
 
 
 # ---- checks at registration ---------------------------------------------------------------------

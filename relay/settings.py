@@ -171,7 +171,7 @@ def parse_token_key(text: str) -> str | None:
     return text.strip()
 
 
-def _positive(name: str, text: str, kind: type = float) -> float:
+def _positive(name: str, text: str, kind: Callable[[str], float] = float) -> float:
     try:
         value = kind(text)
     except ValueError:

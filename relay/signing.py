@@ -50,7 +50,7 @@ class Notifications:
     def __init__(
         self, *, event_id: str, event_type: str, source: str, time: str, subject: str | None, data: Any
     ) -> None:
-        self._attributes = {"id": event_id, "source": source, "type": event_type, "subject": subject, "time": time}
+        self._id, self._source, self._type, self._subject, self._time = event_id, source, event_type, subject, time
         self._data = data
         self._built: dict[str, Notification] = {}
 
@@ -63,19 +63,25 @@ class Notifications:
         return found
 
     def _build(self, mode: str) -> Notification:
-        a = self._attributes
         if mode == "binary":
             headers = {"Content-Type": DATA_TYPE, "ce-specversion": "1.0"}
-            for name in ("id", "source", "type", "subject", "time"):
-                if a[name] is not None:
-                    headers["ce-" + name] = quote(a[name], safe=_HEADER_SAFE)
+            attributes = {
+                "id": self._id,
+                "source": self._source,
+                "type": self._type,
+                "subject": self._subject,
+                "time": self._time,
+            }
+            for name, value in attributes.items():
+                if value is not None:
+                    headers["ce-" + name] = quote(value, safe=_HEADER_SAFE)
             return Notification(compact(self._data).encode("utf-8"), headers)
         body = cloudevent(
-            event_id=a["id"],
-            event_type=a["type"],
-            source=a["source"],
-            time=a["time"],
-            subject=a["subject"],
+            event_id=self._id,
+            event_type=self._type,
+            source=self._source,
+            time=self._time,
+            subject=self._subject,
             data=self._data,
         )
         return Notification(body, {"Content-Type": STRUCTURED_TYPE if mode == "structured" else JSON_TYPE})

@@ -30,9 +30,10 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from azure.data.tables import UpdateMode
+from azure.core.paging import PageIterator
+from azure.data.tables import TableEntity, UpdateMode
 
 from . import clock
 from .statuses import SubscriptionStatus
@@ -211,12 +212,15 @@ def _floor(moment: datetime, unit: str) -> datetime:
 def _count_subscriptions(storage: Storage) -> dict[str, Any]:
     counts = {str(s): 0 for s in SubscriptionStatus}
     seen = 0
-    pages = (
-        storage.table(SUBSCRIPTIONS_TABLE)
-        .query_entities(
-            "PartitionKey eq 's' and RowKey ge 'i:' and RowKey lt 'i;'", select=["status"], results_per_page=1000
-        )
-        .by_page()
+    pages = cast(
+        "PageIterator[TableEntity]",
+        (
+            storage.table(SUBSCRIPTIONS_TABLE)
+            .query_entities(
+                "PartitionKey eq 's' and RowKey ge 'i:' and RowKey lt 'i;'", select=["status"], results_per_page=1000
+            )
+            .by_page()
+        ),
     )
     complete = True
     for page in pages:

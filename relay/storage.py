@@ -174,10 +174,12 @@ class Storage:
         common = {**profile, "transport": _transport(profile)}
         # The queue and blob SDKs have their own retry policy (15 s first back-off by default)
         # and ignore the azure-core back-off settings that the tables client honours.
-        storage_retry = (
+        storage_retry: dict[str, Any] = (
             {
                 "retry_policy": ExponentialRetry(
-                    initial_backoff=0.5, increment_base=2, retry_total=profile["retry_total"]
+                    initial_backoff=0.5,  # type: ignore[arg-type]  # annotated int, computed as any number
+                    increment_base=2,
+                    retry_total=profile["retry_total"],
                 )
             }
             if profile is FAST
@@ -189,6 +191,8 @@ class Storage:
             self.queues = QueueServiceClient.from_connection_string(cs, **common, **storage_retry)
             self.blobs = BlobServiceClient.from_connection_string(cs, **common, **storage_retry)
         else:
+            if not (endpoints.table_url and endpoints.queue_url and endpoints.blob_url):
+                raise ConfigurationError("storage endpoints need a connection string or all three service URLs")
             credential = credential_factory(endpoints)
             self.tables = TableServiceClient(endpoints.table_url, credential=credential, **common)
             self.queues = QueueServiceClient(endpoints.queue_url, credential=credential, **common, **storage_retry)

@@ -32,6 +32,7 @@ ownership decides who may manage a subscription, not which events it receives.
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import json
 import re
@@ -39,11 +40,12 @@ import secrets
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from azure.core.paging import PageIterator
+from azure.data.tables import TableClient, TableEntity, TableTransactionError, UpdateMode
 
 from . import clock
 from .errors import Conflict, NotFound
@@ -197,7 +199,7 @@ class SubscriptionStore:
             try:
                 self._table.submit_transaction([("create", _clean(entity)), ("create", link)])
             except TableTransactionError as exc:
-                if exc.error_code != "EntityAlreadyExists":
+                if _error_code(exc) != "EntityAlreadyExists":
                     raise
                 self._delete_owner(sub_id, owner)
                 return None  # someone subscribed the same URL a moment ago: theirs is the one
@@ -264,7 +266,7 @@ class SubscriptionStore:
                 [(write[0], _clean(entity), write[2]), ("update", link, {"mode": UpdateMode.MERGE})]
             )
         except TableTransactionError as exc:
-            if exc.error_code in ("ResourceNotFound", "UpdateConditionNotSatisfied", "EntityAlreadyExists"):
+            if _error_code(exc) in ("ResourceNotFound", "UpdateConditionNotSatisfied", "EntityAlreadyExists"):
                 return None
             raise
         self._write_index(entity, patterns)
@@ -422,9 +424,10 @@ class SubscriptionStore:
 
     def _id_for_url(self, url: str) -> str | None:
         try:
-            return self._table.get_entity(SUB_PARTITION, url_key(url))["id"]
+            sub_id: str = self._table.get_entity(SUB_PARTITION, url_key(url))["id"]
         except ResourceNotFoundError:
             return None
+        return sub_id
 
     def _get_raw(self, sub_id: str) -> Any:
         if not ID_RE.fullmatch(sub_id):
@@ -443,16 +446,19 @@ class SubscriptionStore:
 
     def list(
         self, *, limit: int, token: str | None, event_type: str | None = None, owner: str | None = None
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
         """One page of subscriptions; with `event_type`, those that would receive such an event;
         with `owner`, only that owner's, read through the owner index."""
         if owner is not None:
             return self._list_owned(owner, limit=limit, token=token, event_type=event_type)
-        pages = self._table.query_entities(
-            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-            parameters={"pk": SUB_PARTITION, "lo": "i:", "hi": "i;"},
-            results_per_page=limit,
-        ).by_page(continuation_token=decode_token(token))
+        pages = cast(
+            "PageIterator[TableEntity]",
+            self._table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                parameters={"pk": SUB_PARTITION, "lo": "i:", "hi": "i;"},
+                results_per_page=limit,
+            ).by_page(continuation_token=decode_token(token)),
+        )
         page = [dict(e) for e in next(pages, [])]
         if event_type is not None:
             page = [e for e in page if type_matches(json.loads(e["eventTypes"]), event_type)]
@@ -460,10 +466,16 @@ class SubscriptionStore:
 
     def _list_owned(
         self, owner: str, *, limit: int, token: str | None, event_type: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        pages = self._table.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": owner_partition(owner)}, results_per_page=limit, select=["RowKey"]
-        ).by_page(continuation_token=decode_token(token))
+    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
+        pages = cast(
+            "PageIterator[TableEntity]",
+            self._table.query_entities(
+                "PartitionKey eq @pk",
+                parameters={"pk": owner_partition(owner)},
+                results_per_page=limit,
+                select=["RowKey"],
+            ).by_page(continuation_token=decode_token(token)),
+        )
         ids = [row["RowKey"] for row in next(pages, [])]
         # Point reads of one owner's page run side by side.
         found = list(get_pools(get_settings()).reads.map(self._get_entity, ids)) if ids else []
@@ -473,7 +485,7 @@ class SubscriptionStore:
             page = [e for e in page if type_matches(json.loads(e["eventTypes"]), event_type)]
         return page, encode_token(pages.continuation_token)
 
-    def matching(self, event_type: str, subject: str | None) -> Iterator[list[Target]]:
+    def matching(self, event_type: str, subject: str | None) -> Iterator[builtins.list[Target]]:
         """The active subscriptions an event goes to, a page at a time, read from the index
         partitions its type matches; a subscription matching several patterns comes once.
 
@@ -483,12 +495,15 @@ class SubscriptionStore:
         O(matching) however many subscriptions there are."""
         seen: set[str] = set()
         for pattern in patterns_for_type(event_type):
-            pages = self._table.query_entities(
-                "PartitionKey eq @pk",
-                parameters={"pk": f"x:{pattern}"},
-                results_per_page=1000,
-                select=list(_INDEX_FIELDS),
-            ).by_page()
+            pages = cast(
+                "PageIterator[TableEntity]",
+                self._table.query_entities(
+                    "PartitionKey eq @pk",
+                    parameters={"pk": f"x:{pattern}"},
+                    results_per_page=1000,
+                    select=list(_INDEX_FIELDS),
+                ).by_page(),
+            )
             for page in pages:
                 found = []
                 for row in page:
@@ -556,7 +571,7 @@ class SubscriptionStore:
         try:
             self._table.submit_transaction(ops)
         except TableTransactionError as exc:
-            if exc.error_code != "ResourceNotFound":
+            if _error_code(exc) != "ResourceNotFound":
                 raise
         self._delete_owner(sub_id, entity.get("owner"))
 
@@ -610,6 +625,13 @@ class SubscriptionStore:
             if updated is not None:
                 return updated[0]
         raise RuntimeError("the subscription kept changing under this activate; try again")
+
+
+def _error_code(exc: TableTransactionError) -> str | None:
+    """The storage error code of a failed transaction: the tables SDK sets it on the error while
+    decoding the answer, but the class does not declare it."""
+    code = getattr(exc, "error_code", None)
+    return code if isinstance(code, str) else None
 
 
 def _clean(entity: dict[str, Any]) -> dict[str, Any]:

@@ -85,6 +85,6 @@ def record_attempt(outcome: str, seconds: float) -> None:
     """Count one delivery attempt by outcome, and its latency."""
     # Set once by configure(); reading a dict needs no lock, and an attempt takes none.
     counter, histogram = _instruments.get("deliveries"), _instruments.get("latency")
-    if counter is not None:
+    if counter is not None and histogram is not None:
         counter.add(1, {"outcome": outcome})
         histogram.record(seconds, {"outcome": outcome})

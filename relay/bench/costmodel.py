@@ -18,7 +18,8 @@ PRICES = Path(__file__).with_name("prices.json")
 
 
 def load_prices(path: Path = PRICES) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    prices: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return prices
 
 
 @dataclass(frozen=True)
@@ -72,4 +73,5 @@ def relay_cost(
 
 def event_grid_cost(fanout: int, prices: Mapping[str, Any]) -> float:
     """Event Grid for the same deliveries: (1 publish + F deliveries) operations per F deliveries."""
-    return (1 + fanout) / fanout * prices["event_grid"]["per_million_operations"]
+    per_million: float = prices["event_grid"]["per_million_operations"]
+    return (1 + fanout) / fanout * per_million

@@ -108,7 +108,7 @@ def measure(storage: CountingStorage, noise: int, rare: int) -> dict[str, Any]:
     result = timed("poll_star", lambda: polling.poll(storage, "*", state, 7, now=now))
     out["poll_star"]["returned"] = len(result.events)
     sub = {"id": "bench", "eventTypes": json.dumps([rare_type])}
-    found = timed("replay_all_rare", lambda: list(replay._all(storage, sub, started, now)))
+    found = timed("replay_all_rare", lambda: list(replay.replayed_events(storage, sub, started, now)))
     out["replay_all_rare"]["returned"] = len(found)
     return out
 

@@ -30,7 +30,7 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 SERVICES = ("blob", "queue", "table")
 _MAX_LINE = 65536
@@ -224,7 +224,8 @@ class _Upstream:
     def connect(self) -> None:
         self.sock = socket.create_connection(self.address, timeout=120)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.file = self.sock.makefile("rb", buffering=65536)
+        # A buffered binary reader; typeshed types makefile() with a buffering argument as IOBase.
+        self.file = cast(BinaryIO, self.sock.makefile("rb", buffering=65536))
 
     def close(self) -> None:
         for closable in (self.file, self.sock):
@@ -265,7 +266,7 @@ class CountingProxy:
 
     def _serve(self, client: socket.socket, service: str) -> None:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        cf = client.makefile("rb", buffering=65536)
+        cf = cast(BinaryIO, client.makefile("rb", buffering=65536))
         up = _Upstream(self.upstreams[service])
         try:
             while True:
@@ -315,26 +316,28 @@ class CountingProxy:
             up.close()
             if attempt:
                 raise ConnectionError("upstream closed the connection")
+        upstream = up.file
+        assert upstream is not None  # connected above
         parts: list[bytes] = []
         while True:
-            head = _read_head(up.file, status_line)
+            head = _read_head(upstream, status_line)
             if head is None:
                 raise ConnectionError("upstream closed mid-answer")
             lines, length, chunked, close = head
             status = int(status_line.split(b" ", 2)[1])
             parts.extend(lines)
             if 100 <= status < 200:  # an interim answer: pass it on and read the real one
-                status_line = up.file.readline(_MAX_LINE)
+                status_line = upstream.readline(_MAX_LINE)
                 continue
             break
         if head_only or status in (204, 304):
             pass
         elif chunked:
-            parts.append(_read_chunked(up.file))
+            parts.append(_read_chunked(upstream))
         elif length is not None:
-            parts.append(_read_exact(up.file, length))
+            parts.append(_read_exact(upstream, length))
         else:  # delimited by the end of the connection
-            parts.append(up.file.read())
+            parts.append(upstream.read())
             close = True
         return status, b"".join(parts), close
 

@@ -186,7 +186,8 @@ class Proxy:
         return connection_string(self.ports)
 
     def counts(self) -> dict[str, Any]:
-        return self.session.get(f"http://127.0.0.1:{self.ports['control']}/counts", timeout=10).json()
+        counts: dict[str, Any] = self.session.get(f"http://127.0.0.1:{self.ports['control']}/counts", timeout=10).json()
+        return counts
 
     def stop(self) -> None:
         stop_group(self.proc, 5)
@@ -273,7 +274,8 @@ class Relay:
         )
         if r.status_code != 201:
             raise BenchError(f"subscribe answered {r.status_code}: {r.text[:300]}")
-        return r.json()["id"]
+        sub_id: str = r.json()["id"]
+        return sub_id
 
     def publish(self, event: dict[str, Any]) -> None:
         r = self.session().post(f"{self.base}/events", json=event, timeout=60)
@@ -679,7 +681,7 @@ class Bench:
 
         m = self._measure(tag, n, run, "latency")
         arrivals = {wid: at for (wid, _path), at in self.receiver.arrivals(tag).items()}
-        order = sorted(scheduled, key=scheduled.get)
+        order = sorted(scheduled, key=scheduled.__getitem__)
         lat = [(arrivals[i] - scheduled[i]) * 1000 for i in order]
         publish_ms = [(answered[i] - sent[i]) * 1000 for i in sent]
         lag_ms = [(sent[i] - scheduled[i]) * 1000 for i in sent]
