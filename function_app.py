@@ -15,6 +15,14 @@ telemetry.configure()
 AUTH_LEVEL = func.AuthLevel.ANONYMOUS if auth_mode() == "entra" else func.AuthLevel.FUNCTION
 app = func.FunctionApp(http_auth_level=AUTH_LEVEL)
 
-for blueprint in (subscriptions.bp, publishing.bp, replays.bp, event_types.bp, meta.bp, operator.bp,
-                  worker.queues, worker.timers):
+for blueprint in (
+    subscriptions.bp,
+    publishing.bp,
+    replays.bp,
+    event_types.bp,
+    meta.bp,
+    operator.bp,
+    worker.queues,
+    worker.timers,
+):
     app.register_functions(blueprint)

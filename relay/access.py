@@ -24,8 +24,9 @@ import base64
 import binascii
 import json
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .errors import Forbidden, NotFound, Unauthorized
@@ -41,15 +42,27 @@ ROLES = (PUBLISHER, SUBSCRIBER, ADMIN)
 
 PRINCIPAL_HEADER = "x-ms-client-principal"
 # The headers Easy Auth sets for the application; a caller's own copies never count.
-EASY_AUTH_HEADERS = (PRINCIPAL_HEADER, "x-ms-client-principal-id", "x-ms-client-principal-name",
-                     "x-ms-client-principal-idp", "x-ms-token-aad-access-token", "x-ms-token-aad-id-token")
+EASY_AUTH_HEADERS = (
+    PRINCIPAL_HEADER,
+    "x-ms-client-principal-id",
+    "x-ms-client-principal-name",
+    "x-ms-client-principal-idp",
+    "x-ms-token-aad-access-token",
+    "x-ms-token-aad-id-token",
+)
 PLATFORM_FLAG = "WEBSITE_AUTH_ENABLED"
 
 # Paths anyone may call in entra mode: the same list is Easy Auth's `excludedPaths` in
 # infra/modules/easyauth.bicep (a test compares them). A path and everything below it.
 # Easy Auth's excludedPaths match whole paths, so the console's own files are listed one by one.
-ANONYMOUS_PATHS = ("/api/health", "/api/openapi.json", "/api/console", "/api/console/app.js",
-                   "/api/console/app.css", "/api/console/config.json")
+ANONYMOUS_PATHS = (
+    "/api/health",
+    "/api/openapi.json",
+    "/api/console",
+    "/api/console/app.js",
+    "/api/console/app.css",
+    "/api/console/config.json",
+)
 
 OBJECT_ID_CLAIMS = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
 SUBJECT_CLAIMS = ("sub", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier")
@@ -60,6 +73,7 @@ DEFAULT_ROLE_TYPE = "http://schemas.microsoft.com/ws/2008/06/identity/claims/rol
 @dataclass(frozen=True)
 class Principal:
     """A caller Easy Auth vouched for: its owner id (`oid`, else `sub`) and its app roles."""
+
     id: str
     roles: frozenset[str]
     name: str = ""
@@ -138,7 +152,9 @@ def parse_principal(header: str) -> Principal | None:
     owner = first(OBJECT_ID_CLAIMS) or first(SUBJECT_CLAIMS)
     if not owner:
         return None
-    role_typ = doc.get("role_typ") if isinstance(doc.get("role_typ"), str) else DEFAULT_ROLE_TYPE
+    role_typ = doc.get("role_typ")
+    if not isinstance(role_typ, str):
+        role_typ = DEFAULT_ROLE_TYPE
     roles = frozenset(claims.get("roles", []) + claims.get(role_typ, []))
     name_typ = doc.get("name_typ") if isinstance(doc.get("name_typ"), str) else ""
     return Principal(owner, roles, first((name_typ, *NAME_CLAIMS) if name_typ else NAME_CLAIMS))
@@ -152,7 +168,7 @@ def principal_of(headers: Mapping[str, str]) -> Principal | None:
     return parse_principal(header) if header else None
 
 
-def admit(request: "Request", handler: Callable[..., Any]) -> Principal | None:
+def admit(request: Request, handler: Callable[..., Any]) -> Principal | None:
     """The dispatch-time check of every call: 401 without a principal, 403 when its roles do not
     allow the operation, 404 for another owner's subscription. None in keys mode and on the
     anonymous paths."""
@@ -160,8 +176,7 @@ def admit(request: "Request", handler: Callable[..., Any]) -> Principal | None:
         return None
     principal = principal_of(request.headers)
     if principal is None:
-        raise Unauthorized("sign in: send a Microsoft Entra ID access token for the relay "
-                           "(Authorization: Bearer)")
+        raise Unauthorized("sign in: send a Microsoft Entra ID access token for the relay (Authorization: Bearer)")
     rule = RULES.get(getattr(handler, "__name__", ""), ADMIN_ONLY)
     if not principal.roles & rule.roles:
         needed = " or ".join(sorted(rule.roles))
@@ -171,7 +186,7 @@ def admit(request: "Request", handler: Callable[..., Any]) -> Principal | None:
     return principal
 
 
-def owner_scope(request: "Request") -> str | None:
+def owner_scope(request: Request) -> str | None:
     """Whose subscriptions a call may reach: the caller's own id, or None for all (keys mode, admin)."""
     principal = request.principal
     return None if principal is None or principal.is_admin else principal.id

@@ -13,9 +13,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import requests
@@ -24,11 +25,11 @@ from . import clock
 from .statuses import DeliveryStatus, OperationStatus, SubscriptionStatus
 
 EXIT_OK = 0
-EXIT_CLIENT = 1        # the relay refused the request: 400, 404, 409, 413, ...
-EXIT_USAGE = 2         # argparse's own code for a bad command line
-EXIT_AUTH = 3          # 401 or 403: no, wrong or insufficient credentials
-EXIT_SERVER = 4        # the relay failed: 5xx
-EXIT_UNREACHABLE = 5   # nothing answered at --url
+EXIT_CLIENT = 1  # the relay refused the request: 400, 404, 409, 413, ...
+EXIT_USAGE = 2  # argparse's own code for a bad command line
+EXIT_AUTH = 3  # 401 or 403: no, wrong or insufficient credentials
+EXIT_SERVER = 4  # the relay failed: 5xx
+EXIT_UNREACHABLE = 5  # nothing answered at --url
 EXIT_REPLAY_FAILED = 6  # replay --wait: the operation ended in a problem
 
 DEFAULT_URL = "http://127.0.0.1:7071"
@@ -43,6 +44,7 @@ class AdminError(Exception):
 
 
 # ---- the relay's API ----------------------------------------------------------------------------
+
 
 class Client:
     def __init__(self, url: str, key: str | None, token: str | None) -> None:
@@ -69,8 +71,9 @@ class Client:
 
     def call(self, method: str, path: str, body: Any = None) -> requests.Response:
         try:
-            response = self.session.request(method, self.url(path), timeout=TIMEOUT,
-                                            json=body if body is not None else None)
+            response = self.session.request(
+                method, self.url(path), timeout=TIMEOUT, json=body if body is not None else None
+            )
         except requests.RequestException as exc:
             reason = type(exc).__name__
             raise AdminError(f"cannot reach the relay at {self.origin} ({reason})", EXIT_UNREACHABLE) from None
@@ -85,8 +88,11 @@ class Client:
         try:
             return response.json() if response.content else {}
         except ValueError:
-            raise AdminError(f"the relay answered {response.status_code} with something that is not JSON "
-                             f"(is {self.origin} a relay?)", EXIT_SERVER) from None
+            raise AdminError(
+                f"the relay answered {response.status_code} with something that is not JSON "
+                f"(is {self.origin} a relay?)",
+                EXIT_SERVER,
+            ) from None
 
     def pages(self, path: str, limit: int | None) -> Iterator[dict[str, Any]]:
         """Every item of a listing, following nextLink, at most `limit`."""
@@ -113,22 +119,28 @@ def _problem(response: requests.Response) -> AdminError:
     status = response.status_code
     detail = " ".join(detail.split())[:300]
     if status == 401:
-        return AdminError(f"the relay refused the credentials (401): give a function key with --key or "
-                          f"RELAY_ADMIN_KEY, or a token with --token{': ' + detail if detail else ''}", EXIT_AUTH)
+        return AdminError(
+            f"the relay refused the credentials (401): give a function key with --key or "
+            f"RELAY_ADMIN_KEY, or a token with --token{': ' + detail if detail else ''}",
+            EXIT_AUTH,
+        )
     if status == 403:
         return AdminError(f"not allowed (403): {detail or 'your roles do not allow this'}", EXIT_AUTH)
     if status >= 500:
         return AdminError(f"the relay failed ({status}): {detail or 'try again later'}", EXIT_SERVER)
-    running = f" (running: {response.headers['Location']})" if status == 409 and response.headers.get("Location") else ""
+    running = (
+        f" (running: {response.headers['Location']})" if status == 409 and response.headers.get("Location") else ""
+    )
     return AdminError(f"{status}: {detail or response.reason}{running}", EXIT_CLIENT)
 
 
 # ---- output -------------------------------------------------------------------------------------
 
+
 def _cell(value: Any, width: int = 70) -> str:
     text = "" if value is None else ", ".join(map(str, value)) if isinstance(value, list) else str(value)
     text = " ".join(text.split())
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], out: Any = None) -> None:
@@ -138,9 +150,9 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], out: Any =
         return
     cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
     widths = [max(len(title), *(len(c[i]) for c in cells)) for i, (_, title) in enumerate(columns)]
-    print("  ".join(title.ljust(w) for (_, title), w in zip(columns, widths)).rstrip(), file=out)
+    print("  ".join(title.ljust(w) for (_, title), w in zip(columns, widths, strict=True)).rstrip(), file=out)
     for line in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip(), file=out)
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip(), file=out)
 
 
 def emit(args: argparse.Namespace, doc: Any, people: Any) -> None:
@@ -153,11 +165,23 @@ def emit(args: argparse.Namespace, doc: Any, people: Any) -> None:
 
 # ---- commands -----------------------------------------------------------------------------------
 
-SUB_COLUMNS = [("id", "ID"), ("status", "STATUS"), ("eventTypes", "EVENT TYPES"), ("notificationUrl", "URL"),
-               ("disabledReason", "REASON")]
-DELIVERY_COLUMNS = [("eventId", "EVENT"), ("eventType", "TYPE"), ("status", "STATUS"), ("attempts", "ATTEMPTS"),
-                    ("lastStatusCode", "CODE"), ("lastAttemptAt", "LAST ATTEMPT"), ("nextAttemptAt", "NEXT ATTEMPT"),
-                    ("lastError", "LAST ERROR")]
+SUB_COLUMNS = [
+    ("id", "ID"),
+    ("status", "STATUS"),
+    ("eventTypes", "EVENT TYPES"),
+    ("notificationUrl", "URL"),
+    ("disabledReason", "REASON"),
+]
+DELIVERY_COLUMNS = [
+    ("eventId", "EVENT"),
+    ("eventType", "TYPE"),
+    ("status", "STATUS"),
+    ("attempts", "ATTEMPTS"),
+    ("lastStatusCode", "CODE"),
+    ("lastAttemptAt", "LAST ATTEMPT"),
+    ("nextAttemptAt", "NEXT ATTEMPT"),
+    ("lastError", "LAST ERROR"),
+]
 
 
 def _query(path: str, **params: Any) -> str:
@@ -166,8 +190,11 @@ def _query(path: str, **params: Any) -> str:
 
 
 def subscriptions_list(client: Client, args: argparse.Namespace) -> int:
-    items = [s for s in client.pages(_query("subscriptions", eventType=args.event_type, limit=min(args.limit, 1000)),
-                                     None) if not args.status or s.get("status") == args.status][:args.limit]
+    items = [
+        s
+        for s in client.pages(_query("subscriptions", eventType=args.event_type, limit=min(args.limit, 1000)), None)
+        if not args.status or s.get("status") == args.status
+    ][: args.limit]
     emit(args, items, lambda: table(items, SUB_COLUMNS))
     return EXIT_OK
 
@@ -178,6 +205,7 @@ def subscriptions_show(client: Client, args: argparse.Namespace) -> int:
     def people() -> None:
         for key, value in sub.items():
             print(f"{key + ':':<20}{_cell(value, 10_000)}")
+
     emit(args, sub, people)
     return EXIT_OK
 
@@ -196,8 +224,11 @@ def subscriptions_activate(client: Client, args: argparse.Namespace) -> int:
 
 def subscriptions_rotate(client: Client, args: argparse.Namespace) -> int:
     doc = client.json("POST", f"subscriptions/{args.id}/secret", {})
-    emit(args, doc, lambda: print(f"new signing secret of {args.id} (shown once; give it to the receiver):\n"
-                                  f"{doc.get('secret')}"))
+    emit(
+        args,
+        doc,
+        lambda: print(f"new signing secret of {args.id} (shown once; give it to the receiver):\n{doc.get('secret')}"),
+    )
     return EXIT_OK
 
 
@@ -218,8 +249,8 @@ def parse_time(text: str) -> str:
         return clock.rfc3339(clock.parse_rfc3339(text))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: give RFC 3339 (2026-01-31T12:00:00Z) or a span back from now (24h, 30m, 7d)") \
-            from None
+            f"{text!r} is not a time: give RFC 3339 (2026-01-31T12:00:00Z) or a span back from now (24h, 30m, 7d)"
+        ) from None
 
 
 def replay(client: Client, args: argparse.Namespace) -> int:
@@ -230,8 +261,11 @@ def replay(client: Client, args: argparse.Namespace) -> int:
     location = response.headers.get("Location", "")
     op = client.read(response)
     if not args.wait:
-        emit(args, {**op, "location": location},
-             lambda: print(f"replay {op.get('id')} started; follow it at {location}, or run with --wait"))
+        emit(
+            args,
+            {**op, "location": location},
+            lambda: print(f"replay {op.get('id')} started; follow it at {location}, or run with --wait"),
+        )
         return EXIT_OK
     progress = Progress(sys.stderr, enabled=not args.json)
     started = time.monotonic()
@@ -251,12 +285,15 @@ def replay(client: Client, args: argparse.Namespace) -> int:
             raise AdminError(f"the replay did not finish: {exc}", EXIT_REPLAY_FAILED) from None
         raise
     progress.done(op.get("status", "done"))
-    emit(args, op, lambda: print(f"replay {op.get('id')} {op.get('status')}: {op.get('replayed', 0)} "
-                                 f"deliveries queued again"))
+    emit(
+        args,
+        op,
+        lambda: print(f"replay {op.get('id')} {op.get('status')}: {op.get('replayed', 0)} deliveries queued again"),
+    )
     return EXIT_OK if op.get("status") == OperationStatus.SUCCEEDED else EXIT_REPLAY_FAILED
 
 
-def _sleep(seconds: float, progress: "Progress", started: float) -> None:
+def _sleep(seconds: float, progress: Progress, started: float) -> None:
     end = time.monotonic() + seconds
     while (left := end - time.monotonic()) > 0:
         time.sleep(min(left, 0.2))
@@ -344,19 +381,21 @@ def publish(client: Client, args: argparse.Namespace) -> int:
 
 # ---- the command line ---------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
     # The connection options and --json are taken before the group and after the command alike.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=argparse.SUPPRESS,
-                        help=f"the relay (default: RELAY_URL, else {DEFAULT_URL})")
+    common.add_argument("--url", default=argparse.SUPPRESS, help=f"the relay (default: RELAY_URL, else {DEFAULT_URL})")
     auth = common.add_mutually_exclusive_group()
     auth.add_argument("--key", default=argparse.SUPPRESS, help="a function key (default: RELAY_ADMIN_KEY)")
     auth.add_argument("--token", default=argparse.SUPPRESS, help="an Entra ID access token (RELAY_AUTH=entra)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
 
-    parser = argparse.ArgumentParser(prog="python -m relay admin", parents=[common],
-                                     description="Operate a running relay: subscriptions, deliveries, replay, "
-                                                 "event types and test events.")
+    parser = argparse.ArgumentParser(
+        prog="python -m relay admin",
+        parents=[common],
+        description="Operate a running relay: subscriptions, deliveries, replay, event types and test events.",
+    )
     groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
 
     subs = groups.add_parser("subscriptions", help="list, show, delete, re-activate, rotate-secret")
@@ -366,10 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=list(SubscriptionStatus))
     p.add_argument("--limit", type=int, default=10_000)
     p.set_defaults(run=subscriptions_list)
-    for name, run, text in (("show", subscriptions_show, "show one subscription"),
-                            ("delete", subscriptions_delete, "delete a subscription"),
-                            ("activate", subscriptions_activate, "re-activate a disabled subscription"),
-                            ("rotate-secret", subscriptions_rotate, "replace the signing secret; prints the new one")):
+    for name, run, text in (
+        ("show", subscriptions_show, "show one subscription"),
+        ("delete", subscriptions_delete, "delete a subscription"),
+        ("activate", subscriptions_activate, "re-activate a disabled subscription"),
+        ("rotate-secret", subscriptions_rotate, "replace the signing secret; prints the new one"),
+    ):
         p = sub_cmds.add_parser(name, parents=[common], help=text)
         p.add_argument("id")
         p.set_defaults(run=run)
@@ -417,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = getattr(args, "token", None)
     key = getattr(args, "key", None) or (None if token else os.environ.get("RELAY_ADMIN_KEY"))
     try:
-        return args.run(Client(url, key, token), args)
+        code: int = args.run(Client(url, key, token), args)
+        return code
     except AdminError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code

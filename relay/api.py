@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
@@ -21,7 +22,13 @@ from pydantic import BaseModel, ValidationError
 
 from . import access
 from .errors import (
-    BadRequest, FieldError, MethodNotAllowed, PayloadTooLarge, Problem, ServiceUnavailable, UnsupportedMediaType,
+    BadRequest,
+    FieldError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    Problem,
+    ServiceUnavailable,
+    UnsupportedMediaType,
     invalid,
 )
 from .settings import Settings, get_settings
@@ -54,10 +61,16 @@ class Request:
     _body: bytes | None = field(default=None, repr=False)
 
     @classmethod
-    def from_func(cls, req: func.HttpRequest) -> "Request":
-        return cls(method=req.method.upper(), url=req.url, base=public_base(req.url, get_settings()),
-                   params=dict(req.params), route=dict(req.route_params), headers=req.headers,
-                   read_body=lambda: req.get_body() or b"")
+    def from_func(cls, req: func.HttpRequest) -> Request:
+        return cls(
+            method=req.method.upper(),
+            url=req.url,
+            base=public_base(req.url, get_settings()),
+            params=dict(req.params),
+            route=dict(req.route_params),
+            headers=req.headers,
+            read_body=lambda: req.get_body() or b"",
+        )
 
     @property
     def body(self) -> bytes:
@@ -89,11 +102,12 @@ class Request:
         # A body without a JSON media type is refused before it is read: a web page can post
         # text/plain (or nothing) cross-site without a preflight. No body at all is the 400 below.
         if (self.body or ctype) and ctype != "application/json" and not ctype.endswith("+json"):
-            raise UnsupportedMediaType(f"send Content-Type: application/json, not {ctype[:100] or 'none'}",
-                                       [FieldError("Content-Type", "must be application/json or end in +json")])
+            raise UnsupportedMediaType(
+                f"send Content-Type: application/json, not {ctype[:100] or 'none'}",
+                [FieldError("Content-Type", "must be application/json or end in +json")],
+            )
         if not self.body.strip():
-            raise BadRequest("the body is empty: send a JSON document",
-                             [FieldError("body", "is required")])
+            raise BadRequest("the body is empty: send a JSON document", [FieldError("body", "is required")])
         try:
             text = self.body.decode("utf-8")
             _check_nodes(self.body)
@@ -103,15 +117,22 @@ class Request:
         except UnicodeError:
             raise BadRequest("the body is not UTF-8 text", [FieldError("body", "is not UTF-8 text")]) from None
         except RecursionError:
-            raise BadRequest(f"the body nests deeper than {MAX_DEPTH} levels",
-                             [FieldError("body", f"nests deeper than {MAX_DEPTH} levels")]) from None
+            raise BadRequest(
+                f"the body nests deeper than {MAX_DEPTH} levels",
+                [FieldError("body", f"nests deeper than {MAX_DEPTH} levels")],
+            ) from None
         except ValueError as exc:
-            detail = f": {exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) \
+            detail = (
+                f": {exc.msg} at line {exc.lineno} column {exc.colno}"
+                if isinstance(exc, json.JSONDecodeError)
                 else f": {exc}"
+            )
             raise BadRequest(f"the body is not valid JSON{detail}", [FieldError("body", "is not valid JSON")]) from None
         if _depth(doc) > MAX_DEPTH:
-            raise BadRequest(f"the body nests deeper than {MAX_DEPTH} levels",
-                             [FieldError("body", f"nests deeper than {MAX_DEPTH} levels")])
+            raise BadRequest(
+                f"the body nests deeper than {MAX_DEPTH} levels",
+                [FieldError("body", f"nests deeper than {MAX_DEPTH} levels")],
+            )
         return doc
 
     def model(self, model: type[BaseModel], raw: Any = None, prefix: str = "") -> Any:
@@ -133,8 +154,9 @@ class Request:
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"the body is larger than {limit} bytes",
-                           [FieldError("body", f"is larger than {limit} bytes")])
+    return PayloadTooLarge(
+        f"the body is larger than {limit} bytes", [FieldError("body", f"is larger than {limit} bytes")]
+    )
 
 
 # A JSON string, escapes included; possessive, so it runs in one pass without backtracking. An
@@ -160,8 +182,10 @@ def _check_nodes(body: bytes) -> None:
     of Python objects (memory, and seconds of every later walk over them). A 400 like the depth
     limit: a structural bound, where 413 is kept for size in bytes."""
     if _count_nodes(body) > MAX_NODES:
-        raise BadRequest(f"the body holds more than {MAX_NODES} JSON values; send fewer or smaller events",
-                         [FieldError("body", f"holds more than {MAX_NODES} JSON values")])
+        raise BadRequest(
+            f"the body holds more than {MAX_NODES} JSON values; send fewer or smaller events",
+            [FieldError("body", f"holds more than {MAX_NODES} JSON values")],
+        )
 
 
 def public_base(request_url: str, settings: Settings) -> str:
@@ -209,8 +233,7 @@ def validation_problem(exc: ValidationError, prefix: str = "") -> BadRequest:
 
 def _json_response(status: int, body: Any, headers: Mapping[str, str], media: str) -> func.HttpResponse:
     payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
-    return func.HttpResponse(payload, status_code=status, headers=dict(headers), mimetype=media,
-                             charset="utf-8")
+    return func.HttpResponse(payload, status_code=status, headers=dict(headers), mimetype=media, charset="utf-8")
 
 
 def problem_response(problem: Problem) -> func.HttpResponse:
@@ -223,8 +246,7 @@ Handler = Callable[[Request], Reply]
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-def http(bp: func.Blueprint, name: str, path: str, handlers: Mapping[str, Handler],
-         anonymous: bool = False) -> None:
+def http(bp: func.Blueprint, name: str, path: str, handlers: Mapping[str, Handler], anonymous: bool = False) -> None:
     """Bind one route of the contract to `bp` as the function `name` (the host's and the dev
     host's name for it; `app.get_functions()` finds it by that name).
 
@@ -244,8 +266,9 @@ def route(handlers: Mapping[str, Handler]) -> Callable[[func.HttpRequest], func.
             request = Request.from_func(req)
             handler = handlers.get(request.method)
             if handler is None:
-                raise MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}",
-                                       headers={"Allow": allowed})
+                raise MethodNotAllowed(
+                    f"{request.method} is not allowed here; use {allowed}", headers={"Allow": allowed}
+                )
             request.principal = access.admit(request, handler)
             try:
                 reply = handler(request)
@@ -257,13 +280,15 @@ def route(handlers: Mapping[str, Handler]) -> Callable[[func.HttpRequest], func.
             return _json_response(reply.status, reply.body, reply.headers, "application/json")
         except Problem as problem:
             return problem_response(problem)
-        except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are answered
+        except Exception as exc:  # the one place unexpected errors are answered
             if is_outage(exc):
                 log.warning("storage unavailable: %s", type(exc).__name__)
-                return problem_response(ServiceUnavailable(
-                    "storage is unavailable; try again shortly", retry_after=RETRY_AFTER_SECONDS))
+                return problem_response(
+                    ServiceUnavailable("storage is unavailable; try again shortly", retry_after=RETRY_AFTER_SECONDS)
+                )
             log.exception("unhandled error in %s", req.url.split("?")[0])
             return _internal_error()
+
     return serve
 
 

@@ -8,8 +8,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "devstoreaccount1"
@@ -21,7 +22,8 @@ SERVICES = ("blob", "queue", "table")
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def port_open(port: int) -> bool:
@@ -30,8 +32,9 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
-               error: type[Exception] = TimeoutError) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition", error: type[Exception] = TimeoutError
+) -> Any:
     """Await a condition that has no event to block on (a process starting, a queue draining)."""
     deadline = time.monotonic() + timeout
     delay = 0.01
@@ -46,8 +49,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = 
 
 
 def connection_string(ports: dict[str, int]) -> str:
-    return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-            + "".join(f"{svc.capitalize()}Endpoint=http://127.0.0.1:{ports[svc]}/{ACCOUNT};" for svc in SERVICES))
+    return f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};" + "".join(
+        f"{svc.capitalize()}Endpoint=http://127.0.0.1:{ports[svc]}/{ACCOUNT};" for svc in SERVICES
+    )
 
 
 def stop_group(proc: subprocess.Popen[Any] | None, grace: float) -> None:
@@ -80,11 +84,23 @@ class Azurite:
         if not exe.exists():
             raise RuntimeError("Azurite is not installed: run `npm ci` in the repository root")
         storage = ["--location", str(self.location)] if self.location else ["--inMemoryPersistence"]
-        hosts_and_ports = [arg for svc in SERVICES
-                           for arg in (f"--{svc}Host", "127.0.0.1", f"--{svc}Port", str(self.ports[svc]))]
+        hosts_and_ports = [
+            arg for svc in SERVICES for arg in (f"--{svc}Host", "127.0.0.1", f"--{svc}Port", str(self.ports[svc]))
+        ]
         self.proc = subprocess.Popen(
-            [str(exe), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose", *hosts_and_ports, *storage],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                str(exe),
+                "--silent",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+                "--loose",
+                *hosts_and_ports,
+                *storage,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_until(lambda: all(port_open(p) for p in self.ports.values()), 30, "Azurite to listen")
 
     def stop(self) -> None:

@@ -4,9 +4,9 @@ receiver's Retry-After, so it is tested without waiting."""
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Callable, Sequence
 
 JITTER = 0.2
 RETRY_AFTER_CAP = 3600.0
@@ -14,8 +14,13 @@ RETRY_AFTER_CAP = 3600.0
 MAX_VISIBILITY = 7 * 24 * 3600
 
 
-def retry_delay(schedule: Sequence[float], attempts_made: int, *, retry_after: float | None = None,
-                rand: Callable[[], float] = random.random) -> float | None:
+def retry_delay(
+    schedule: Sequence[float],
+    attempts_made: int,
+    *,
+    retry_after: float | None = None,
+    rand: Callable[[], float] = random.random,
+) -> float | None:
     """Seconds to wait before the next attempt, or None when the schedule is used up.
 
     `attempts_made` counts the attempts so far (1 after the first). The scheduled delay gets
@@ -43,6 +48,6 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+        when = when.replace(tzinfo=UTC)
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
     return max(seconds, 0.0)

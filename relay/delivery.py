@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
-from . import clock, signing
+from . import clock, signing, stats, telemetry
 from .backoff import parse_retry_after, retry_delay
 from .deliverylog import Attempt, DeliveryLog, FirstTry
 from .errors import TargetRefused
@@ -27,10 +28,9 @@ from .outbox import Outbox
 from .outcomes import Outcome, Verdict, classify
 from .pools import get_pools
 from .settings import Settings
+from .statuses import DeliveryStatus
 from .storage import Storage
 from .subscriptions import SubscriptionStore
-from . import stats, telemetry
-from .statuses import DeliveryStatus
 
 log = logging.getLogger("relay.delivery")
 
@@ -59,6 +59,7 @@ def outcome_of(exc: TargetRefused | DeliveryError) -> Outcome:
 @dataclass
 class Result:
     """What one attempt came to."""
+
     verdict: Verdict
     status_code: int | None = None
     retry_after: float | None = None
@@ -66,8 +67,10 @@ class Result:
 
 
 def attempt(sender: Sender, target: Target, event_id: str, note: signing.Notification) -> Result:
-    headers = {**note.headers,
-               **signing.headers(secret=target.secret, event_id=event_id, body=note.body, now=clock.utcnow())}
+    headers = {
+        **note.headers,
+        **signing.headers(secret=target.secret, event_id=event_id, body=note.body, now=clock.utcnow()),
+    }
     try:
         reply = sender.post(target.url, note.body, headers)
     except OriginBusy as exc:
@@ -76,13 +79,17 @@ def attempt(sender: Sender, target: Target, event_id: str, note: signing.Notific
         return Result(Verdict(outcome_of(exc), f"refused by the outbound guard: {exc.reason}"))
     except DeliveryError as exc:
         return Result(Verdict(outcome_of(exc), f"{exc.kind}: {exc.message}"))
-    return Result(classify(reply.status, reply.body), reply.status,
-                  parse_retry_after(reply.headers.get("retry-after")))
+    return Result(classify(reply.status, reply.body), reply.status, parse_retry_after(reply.headers.get("retry-after")))
 
 
 class Deliverer:
-    def __init__(self, storage: Storage, settings: Settings, sender: Sender | None = None,
-                 rand: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        settings: Settings,
+        sender: Sender | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         self._storage = storage
         self._settings = settings
         self._pools = get_pools(settings)
@@ -92,24 +99,31 @@ class Deliverer:
         self._log = DeliveryLog(storage, settings.event_retention_days)
         self._rand = rand
 
-    def deliver(self, event: EventRecord, data: Any, log_key: tuple[str, str], since: str,
-                targets: list[Target]) -> None:
+    def deliver(
+        self, event: EventRecord, data: Any, log_key: tuple[str, str], since: str, targets: list[Target]
+    ) -> None:
         """Make one attempt per target and record what follows; raises only if recording fails."""
         self.start(event, data, log_key, since, targets).finish()
 
-    def start(self, event: EventRecord, data: Any, log_key: tuple[str, str], since: str,
-              targets: list[Target]) -> Attempts:
+    def start(
+        self, event: EventRecord, data: Any, log_key: tuple[str, str], since: str, targets: list[Target]
+    ) -> Attempts:
         """Hand one attempt per target to the attempt threads and return at once; `finish()` waits
         for them. Called from a function's own thread, never from a pool's (see relay.pools)."""
-        notes = signing.Notifications(event_id=event.id, event_type=event.type, source=event.source,
-                                      time=event.time, subject=event.subject, data=data)
+        notes = signing.Notifications(
+            event_id=event.id,
+            event_type=event.type,
+            source=event.source,
+            time=event.time,
+            subject=event.subject,
+            data=data,
+        )
         for mode in {t.mode for t in targets}:
             notes.get(mode)  # built here, once, not by racing attempt threads (a body can be 1 MiB)
         futures = [self._pools.attempts.submit(self._one, event, notes, log_key, since, t) for t in targets]
         return Attempts(self, event, log_key, futures)
 
-    def _finish(self, event: EventRecord, log_key: tuple[str, str],
-                futures: list[Future[FirstTry | None]]) -> None:
+    def _finish(self, event: EventRecord, log_key: tuple[str, str], futures: list[Future[FirstTry | None]]) -> None:
         first_tries: list[FirstTry] = []
         failure: BaseException | None = None
         for future in futures:
@@ -123,12 +137,13 @@ class Deliverer:
         if failure is not None:
             raise failure
 
-    def _one(self, event: EventRecord, notes: signing.Notifications, log_key: tuple[str, str], since: str,
-             target: Target) -> FirstTry | None:
+    def _one(
+        self, event: EventRecord, notes: signing.Notifications, log_key: tuple[str, str], since: str, target: Target
+    ) -> FirstTry | None:
         started = clock.utcnow()
         try:
             result = attempt(self._sender, target, event.id, notes.get(target.mode))
-        except Exception as exc:  # noqa: BLE001 - one target's surprise must not fail its batch
+        except Exception as exc:  # one target's surprise must not fail its batch
             log.exception("delivery attempt failed unexpectedly event=%s subscription=%s", event.id, target.sub)
             result = Result(Verdict(Outcome.RETRY, f"unexpected error: {type(exc).__name__}"))
         elapsed = (clock.utcnow() - started).total_seconds()
@@ -144,13 +159,31 @@ class Deliverer:
         level = logging.DEBUG if outcome is Outcome.DELIVERED else logging.INFO
         if log.isEnabledFor(level):
             url = redact_url(target.url)
-            log.log(level, "delivery %s event=%s subscription=%s attempt=%d status=%s url=%s reason=%s",
-                    outcome.value, event.id, target.sub, target.attempt, result.status_code, url,
-                    result.verdict.reason or "-",
-                    extra={"eventId": event.id, "subscriptionId": target.sub, "attempt": target.attempt,
-                           "outcome": outcome.value, "notificationUrl": url})
-        done = Attempt(status=DeliveryStatus.SUCCEEDED, attempts=target.attempt, attempted_at=started,
-                       status_code=result.status_code, error=result.verdict.reason)
+            log.log(
+                level,
+                "delivery %s event=%s subscription=%s attempt=%d status=%s url=%s reason=%s",
+                outcome.value,
+                event.id,
+                target.sub,
+                target.attempt,
+                result.status_code,
+                url,
+                result.verdict.reason or "-",
+                extra={
+                    "eventId": event.id,
+                    "subscriptionId": target.sub,
+                    "attempt": target.attempt,
+                    "outcome": outcome.value,
+                    "notificationUrl": url,
+                },
+            )
+        done = Attempt(
+            status=DeliveryStatus.SUCCEEDED,
+            attempts=target.attempt,
+            attempted_at=started,
+            status_code=result.status_code,
+            error=result.verdict.reason,
+        )
         if outcome is Outcome.DELIVERED:
             stats.record(self._storage, target.sub, "succeeded", elapsed)
             if target.once:
@@ -167,8 +200,9 @@ class Deliverer:
             return None
         delay = None
         if outcome is Outcome.RETRY:
-            delay = retry_delay(self._settings.retry_schedule, target.attempt, retry_after=result.retry_after,
-                                rand=self._rand)
+            delay = retry_delay(
+                self._settings.retry_schedule, target.attempt, retry_after=result.retry_after, rand=self._rand
+            )
         stats.record(self._storage, target.sub, "failed" if delay is None else "retrying", elapsed)
         if delay is None:
             done.status = DeliveryStatus.FAILED
@@ -179,25 +213,46 @@ class Deliverer:
         done.status = DeliveryStatus.PENDING
         done.next_attempt_at = started + timedelta(seconds=elapsed + delay)
         self._log.write(target.sub, event.id, event.type, log_key, done)
-        self._requeue(event, log_key, since, target.model_copy(
-            update={"attempt": target.attempt + 1, "logged": True, "deferred": 0}), delay)
+        self._requeue(
+            event,
+            log_key,
+            since,
+            target.model_copy(update={"attempt": target.attempt + 1, "logged": True, "deferred": 0}),
+            delay,
+        )
         return None
 
-    def _defer(self, event: EventRecord, log_key: tuple[str, str], since: str, target: Target,
-               started: datetime, reason: str) -> None:
+    def _defer(
+        self, event: EventRecord, log_key: tuple[str, str], since: str, target: Target, started: datetime, reason: str
+    ) -> None:
         """Put an attempt that was not sent (its origin's slots are held) back in the queue for a
         little while, without counting it; the pending row says why it waits."""
         delay = max(self._settings.delivery_timeout * DEFER_FACTOR, 1.0) * (1 + 0.5 * self._rand())
-        log.info("delivery deferred event=%s subscription=%s attempt=%d reason=%s",
-                 event.id, target.sub, target.attempt, reason)
-        self._log.write(target.sub, event.id, event.type, log_key,
-                        Attempt(status=DeliveryStatus.PENDING, attempts=target.attempt - 1, attempted_at=started,
-                                error=reason, next_attempt_at=started + timedelta(seconds=delay)))
-        self._requeue(event, log_key, since,
-                      target.model_copy(update={"logged": True, "deferred": target.deferred + 1}), delay)
+        log.info(
+            "delivery deferred event=%s subscription=%s attempt=%d reason=%s",
+            event.id,
+            target.sub,
+            target.attempt,
+            reason,
+        )
+        self._log.write(
+            target.sub,
+            event.id,
+            event.type,
+            log_key,
+            Attempt(
+                status=DeliveryStatus.PENDING,
+                attempts=target.attempt - 1,
+                attempted_at=started,
+                error=reason,
+                next_attempt_at=started + timedelta(seconds=delay),
+            ),
+        )
+        self._requeue(
+            event, log_key, since, target.model_copy(update={"logged": True, "deferred": target.deferred + 1}), delay
+        )
 
-    def _requeue(self, event: EventRecord, log_key: tuple[str, str], since: str, target: Target,
-                 delay: float) -> None:
+    def _requeue(self, event: EventRecord, log_key: tuple[str, str], since: str, target: Target, delay: float) -> None:
         retry = DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since, targets=[target])
         self._outbox.delivery_later(retry, delay)
 
@@ -229,20 +284,36 @@ class Deliverer:
         """Record every target of a work item that cannot be processed as failed."""
         for target in message.targets:
             stats.record(self._storage, target.sub, "failed")
-            self._log.write(target.sub, message.eventId, message.eventType, message.log,
-                            Attempt(status=DeliveryStatus.FAILED, attempts=max(target.attempt - 1, 0),
-                                    attempted_at=clock.utcnow(), error=reason))
+            self._log.write(
+                target.sub,
+                message.eventId,
+                message.eventType,
+                message.log,
+                Attempt(
+                    status=DeliveryStatus.FAILED,
+                    attempts=max(target.attempt - 1, 0),
+                    attempted_at=clock.utcnow(),
+                    error=reason,
+                ),
+            )
 
     def _give_up(self, message: DeliveryMessage, target: Target, reason: str) -> None:
         stats.record(self._storage, target.sub, "failed")
-        self._log.write(target.sub, message.eventId, message.eventType, message.log,
-                        Attempt(status=DeliveryStatus.FAILED, attempts=target.attempt - 1,
-                                attempted_at=clock.utcnow(), error=reason))
+        self._log.write(
+            target.sub,
+            message.eventId,
+            message.eventType,
+            message.log,
+            Attempt(
+                status=DeliveryStatus.FAILED, attempts=target.attempt - 1, attempted_at=clock.utcnow(), error=reason
+            ),
+        )
 
 
 @dataclass
 class Attempts:
     """The attempts `Deliverer.start` handed to the attempt threads."""
+
     deliverer: Deliverer
     event: EventRecord
     log_key: tuple[str, str]

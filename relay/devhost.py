@@ -26,18 +26,19 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import azure.functions as func
+from azure.core.exceptions import ResourceExistsError
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
-from azure.core.exceptions import ResourceExistsError
 
 log = logging.getLogger("relay.devhost")
 
@@ -50,7 +51,8 @@ UNREAD_DRAIN_BYTES = 64 * 1024  # a body the function left unread: drained up to
 
 # ---- settings and host.json ---------------------------------------------------------------------
 
-def load_local_settings(app_dir: Path, environ: dict[str, str] | os._Environ = os.environ) -> None:
+
+def load_local_settings(app_dir: Path, environ: MutableMapping[str, str] = os.environ) -> None:
     """Copy `local.settings.json` Values into the environment, never over what is already set
     (for what reads the environment directly: the function app's auth level, Easy Auth, keys)."""
     from relay.settings import local_settings_values
@@ -78,7 +80,7 @@ class QueueOptions:
     max_polling_interval: float = 60.0
 
     @classmethod
-    def from_host_json(cls, host: dict[str, Any]) -> "QueueOptions":
+    def from_host_json(cls, host: dict[str, Any]) -> QueueOptions:
         q = host.get("extensions", {}).get("queues", {})
         batch = int(q.get("batchSize", 16))
         return cls(
@@ -92,6 +94,7 @@ class QueueOptions:
 
 # ---- HTTP routing -------------------------------------------------------------------------------
 
+
 @dataclass
 class HttpRoute:
     name: str
@@ -104,8 +107,7 @@ class HttpRoute:
     @property
     def precedence(self) -> tuple[int, ...]:
         # ASP.NET-style: literal segments win over parameters, parameters over catch-alls.
-        return tuple(2 if s.startswith("{*") else 1 if s.startswith("{") else 0
-                     for s in self.template.split("/"))
+        return tuple(2 if s.startswith("{*") else 1 if s.startswith("{") else 0 for s in self.template.split("/"))
 
 
 def compile_template(template: str) -> re.Pattern[str]:
@@ -123,10 +125,15 @@ def compile_template(template: str) -> re.Pattern[str]:
     return re.compile("^" + "/".join(parts) + r"\Z", re.IGNORECASE)
 
 
-def _problem(status: int, title: str, detail: str,
-             errors: list[dict[str, str]] | None = None) -> tuple[int, dict[str, str], bytes]:
-    problem: dict[str, Any] = {"type": f"urn:event-relay:problem:{title.lower().replace(' ', '-')}",
-                               "title": title, "status": status, "detail": detail}
+def _problem(
+    status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    problem: dict[str, Any] = {
+        "type": f"urn:event-relay:problem:{title.lower().replace(' ', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     if errors:
         problem["errors"] = errors
     return status, {"Content-Type": "application/problem+json; charset=utf-8"}, json.dumps(problem).encode()
@@ -198,15 +205,15 @@ class StreamedHttpRequest(func.HttpRequest):
 
 
 class HttpDispatcher:
-    def __init__(self, routes: list[HttpRoute], prefix: str, function_key: str | None,
-                 easy_auth: Any = None) -> None:
+    def __init__(self, routes: list[HttpRoute], prefix: str, function_key: str | None, easy_auth: Any = None) -> None:
         self.routes = sorted(routes, key=lambda r: r.precedence)
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.function_key = function_key
         self.easy_auth = easy_auth  # relay.easyauth.EasyAuth when playing App Service Authentication
 
-    def dispatch(self, method: str, raw_path: str, host: str, headers: dict[str, str],
-                 body: bytes | Callable[[], bytes]) -> tuple[int, dict[str, str], bytes]:
+    def dispatch(
+        self, method: str, raw_path: str, host: str, headers: dict[str, str], body: bytes | Callable[[], bytes]
+    ) -> tuple[int, dict[str, str], bytes]:
         """`body` may be a reader: the function then reads it only if it asks for it."""
         split = urlsplit(raw_path)
         path = split.path
@@ -218,19 +225,22 @@ class HttpDispatcher:
             if refused is not None:
                 status, out, text = _problem(401, "Unauthorized", refused)
                 return status, {**out, "WWW-Authenticate": 'Bearer realm="relay"'}, text
-        rel = path[len(self.prefix) + 1:].strip("/")
+        rel = path[len(self.prefix) + 1 :].strip("/")
         for route in self.routes:
             match = route.pattern.fullmatch(rel)
             if not match or (route.methods is not None and method not in route.methods):
                 continue
             params = dict(parse_qsl(split.query, keep_blank_values=True))
             if route.needs_key and self.function_key and not self._key_ok(headers, params):
-                return _problem(401, "Unauthorized",
-                                "send the function key in x-functions-key or ?code=")
+                return _problem(401, "Unauthorized", "send the function key in x-functions-key or ?code=")
             request = StreamedHttpRequest(
-                method=method, url=f"http://{host}{raw_path}", headers=headers, params=params,
+                method=method,
+                url=f"http://{host}{raw_path}",
+                headers=headers,
+                params=params,
                 route_params={k: unquote(v) for k, v in match.groupdict().items() if v is not None},
-                body=body)
+                body=body,
+            )
             response = route.call(request)
             out_headers = {k: v for k, v in response.headers.items()}
             if response.mimetype and "content-type" not in {k.lower() for k in out_headers}:
@@ -244,11 +254,14 @@ class HttpDispatcher:
         return hmac.compare_digest(given.encode(), (self.function_key or "").encode())
 
 
-def make_handler(dispatcher: HttpDispatcher) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+class HostCheckedHandler(BaseHTTPRequestHandler):
+    host_check: HostCheck | None = None  # set once the server is bound (DevHost.start)
+
+
+def make_handler(dispatcher: HttpDispatcher) -> type[HostCheckedHandler]:
+    class Handler(HostCheckedHandler):
         protocol_version = "HTTP/1.1"
         server_version = "relay-devhost"
-        host_check: HostCheck | None = None  # set once the server is bound (DevHost.start)
 
         def handle(self) -> None:
             # A TLS ClientHello (https:// to this plain-http port) has no line end to wait for:
@@ -316,9 +329,11 @@ def make_handler(dispatcher: HttpDispatcher) -> type[BaseHTTPRequestHandler]:
             length = int(text) if text.isascii() and text.isdigit() else -1
             if self.host_check is not None and not self.host_check.allows(self.headers.get("Host")):
                 status, headers, body = _problem(
-                    400, "Host not allowed",
+                    400,
+                    "Host not allowed",
                     "the dev host answers only requests for its own address or localhost",
-                    [{"field": "Host", "message": "must be the address the dev host listens on, or localhost"}])
+                    [{"field": "Host", "message": "must be the address the dev host listens on, or localhost"}],
+                )
                 self.close_connection = True  # the body is left unread
             elif self.headers.get("Transfer-Encoding") or length < 0:
                 # The Functions front end takes chunked bodies; this stand-in asks for a length.
@@ -340,8 +355,9 @@ def make_handler(dispatcher: HttpDispatcher) -> type[BaseHTTPRequestHandler]:
                 headers_in = {k.lower(): v for k, v in self.headers.items()}
                 try:
                     status, headers, body = dispatcher.dispatch(
-                        self.command, self.path, self.headers.get("Host") or "localhost", headers_in, reader)
-                except Exception:  # noqa: BLE001 - the host answers 500 for a function that throws
+                        self.command, self.path, self.headers.get("Host") or "localhost", headers_in, reader
+                    )
+                except Exception:  # the host answers 500 for a function that throws
                     log.exception("function failed")
                     status, headers, body = _problem(500, "Internal error", "the function failed")
                 if length and not read:
@@ -376,6 +392,7 @@ class DevHTTPServer(ThreadingHTTPServer):
 
 # ---- queue triggers -----------------------------------------------------------------------------
 
+
 class Lease:
     """A received message and its current pop receipt, renewed while the function runs."""
 
@@ -387,21 +404,31 @@ class Lease:
 
 
 class QueueWorker:
-    def __init__(self, name: str, queue_client: Any, poison_client: Any,
-                 call: Callable[[func.QueueMessage], Any], options: QueueOptions, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        name: str,
+        queue_client: Any,
+        poison_client: Any,
+        call: Callable[[func.QueueMessage], Any],
+        options: QueueOptions,
+        stop: threading.Event,
+    ) -> None:
         self.name = name
         self.queue = queue_client
         self.poison = poison_client
         self.call = call
         self.options = options
         self.stop = stop
-        self.pool = ThreadPoolExecutor(max_workers=options.batch_size + options.new_batch_threshold,
-                                       thread_name_prefix=f"q-{name}")
+        self.pool = ThreadPoolExecutor(
+            max_workers=options.batch_size + options.new_batch_threshold, thread_name_prefix=f"q-{name}"
+        )
         self.leases: dict[str, Lease] = {}
         self.leases_lock = threading.Lock()
         self.room = threading.Condition(self.leases_lock)
-        self.threads = [threading.Thread(target=self._poll, name=f"poll-{name}", daemon=True),
-                        threading.Thread(target=self._renew, name=f"renew-{name}", daemon=True)]
+        self.threads = [
+            threading.Thread(target=self._poll, name=f"poll-{name}", daemon=True),
+            threading.Thread(target=self._renew, name=f"renew-{name}", daemon=True),
+        ]
 
     def start(self) -> None:
         for t in self.threads:
@@ -417,8 +444,9 @@ class QueueWorker:
             if self.stop.is_set():
                 return
             try:
-                messages = list(self.queue.receive_messages(
-                    max_messages=self.options.batch_size, visibility_timeout=LEASE_SECONDS))
+                messages = list(
+                    self.queue.receive_messages(max_messages=self.options.batch_size, visibility_timeout=LEASE_SECONDS)
+                )
             except Exception as exc:  # noqa: BLE001 - storage down: wait and poll again
                 log.warning("queue %s: receive failed (%s); retrying", self.name, type(exc).__name__)
                 self.stop.wait(min(self.options.max_polling_interval, 2.0))
@@ -437,12 +465,13 @@ class QueueWorker:
     def _renew(self) -> None:
         while not self.stop.wait(1.0):
             with self.leases_lock:
-                due = [l for l in self.leases.values() if l.renew_at <= time.monotonic()]
+                due = [held for held in self.leases.values() if held.renew_at <= time.monotonic()]
             for lease in due:
                 with lease.lock:
                     try:
-                        receipt = self.queue.update_message(lease.message.id, lease.pop_receipt,
-                                                            visibility_timeout=LEASE_SECONDS)
+                        receipt = self.queue.update_message(
+                            lease.message.id, lease.pop_receipt, visibility_timeout=LEASE_SECONDS
+                        )
                         lease.pop_receipt = receipt.pop_receipt
                     except Exception as exc:  # noqa: BLE001 - the message will simply reappear
                         log.warning("queue %s: lease renewal failed (%s)", self.name, type(exc).__name__)
@@ -460,26 +489,34 @@ class QueueWorker:
             if message.dequeue_count > self.options.max_dequeue_count:
                 self._to_poison(lease)
                 return
-            qm = QueueMessage(id=message.id, body=body, dequeue_count=message.dequeue_count,
-                                   insertion_time=message.inserted_on, expiration_time=message.expires_on,
-                                   pop_receipt=lease.pop_receipt)
+            qm = QueueMessage(
+                id=message.id,
+                body=body,
+                dequeue_count=message.dequeue_count,
+                insertion_time=message.inserted_on,
+                expiration_time=message.expires_on,
+                pop_receipt=lease.pop_receipt,
+            )
             try:
                 self.call(qm)
-            except Exception:  # noqa: BLE001 - the host logs, then lets the message come back
-                log.exception("queue %s: function failed on message %s (dequeue %s)",
-                              self.name, message.id, message.dequeue_count)
+            except Exception:  # the host logs, then lets the message come back
+                log.exception(
+                    "queue %s: function failed on message %s (dequeue %s)", self.name, message.id, message.dequeue_count
+                )
                 if message.dequeue_count >= self.options.max_dequeue_count:
                     self._to_poison(lease)
                 else:
                     with lease.lock:
-                        self.queue.update_message(message.id, lease.pop_receipt,
-                                                  visibility_timeout=int(self.options.visibility_timeout))
+                        self.queue.update_message(
+                            message.id, lease.pop_receipt, visibility_timeout=int(self.options.visibility_timeout)
+                        )
                 return
             with lease.lock:
                 self.queue.delete_message(message.id, lease.pop_receipt)
         except Exception as exc:  # noqa: BLE001 - storage trouble while settling: it reappears
-            log.warning("queue %s: could not settle message %s (%s: %s)", self.name, message.id,
-                        type(exc).__name__, exc)
+            log.warning(
+                "queue %s: could not settle message %s (%s: %s)", self.name, message.id, type(exc).__name__, exc
+            )
         finally:
             with self.room:
                 self.leases.pop(message.id, None)
@@ -500,6 +537,7 @@ class QueueWorker:
 
 
 # ---- timer triggers -----------------------------------------------------------------------------
+
 
 def _cron_field(spec: str, value: int, low: int) -> bool:
     for part in spec.split(","):
@@ -525,38 +563,46 @@ def cron_matches(schedule: str, moment: datetime) -> bool:
     fields = schedule.split()
     if len(fields) != 6:
         raise ValueError(f"not a six-field NCRONTAB schedule: {schedule!r}")
-    values = [(moment.second, 0), (moment.minute, 0), (moment.hour, 0), (moment.day, 1),
-              (moment.month, 1), ((moment.weekday() + 1) % 7, 0)]
-    return all(_cron_field(f, v, low) for f, (v, low) in zip(fields, values))
+    values = [
+        (moment.second, 0),
+        (moment.minute, 0),
+        (moment.hour, 0),
+        (moment.day, 1),
+        (moment.month, 1),
+        ((moment.weekday() + 1) % 7, 0),
+    ]
+    return all(_cron_field(f, v, low) for f, (v, low) in zip(fields, values, strict=True))
 
 
 class TimerWorker:
     def __init__(self, name: str, schedule: str, call: Callable[[Any], Any], stop: threading.Event) -> None:
         self.name, self.schedule, self.call, self.stop = name, schedule, call, stop
-        cron_matches(schedule, datetime.now(timezone.utc))  # refuse a bad schedule at start-up
+        cron_matches(schedule, datetime.now(UTC))  # refuse a bad schedule at start-up
         self.thread = threading.Thread(target=self._run, name=f"timer-{name}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
     def _run(self) -> None:
-        last = datetime.now(timezone.utc).replace(microsecond=0)
+        last = datetime.now(UTC).replace(microsecond=0)
         while not self.stop.wait(0.5):
-            now = datetime.now(timezone.utc).replace(microsecond=0)
+            now = datetime.now(UTC).replace(microsecond=0)
             while last < now and not self.stop.is_set():
                 last += timedelta(seconds=1)
                 if cron_matches(self.schedule, last):
                     try:
                         self.call(TimerRequest(past_due=False))
-                    except Exception:  # noqa: BLE001
+                    except Exception:  # a timer that throws runs again at its next tick
                         log.exception("timer %s failed", self.name)
 
 
 # ---- the host -----------------------------------------------------------------------------------
 
+
 class DevHost:
-    def __init__(self, app_dir: Path, host: str = "127.0.0.1", port: int = 7071,
-                 function_key: str | None = None) -> None:
+    def __init__(
+        self, app_dir: Path, host: str = "127.0.0.1", port: int = 7071, function_key: str | None = None
+    ) -> None:
         self.app_dir = app_dir.resolve()
         self.host, self.port = host, port
         self.function_key = function_key
@@ -576,10 +622,13 @@ class DevHost:
         if easy_auth is not None:
             # This host now is the platform's authentication: tell the app, as App Service does.
             os.environ["WEBSITE_AUTH_ENABLED"] = "True"
-        elif (os.environ.get("RELAY_AUTH") or "").strip().lower() == "entra" and \
-                (os.environ.get("WEBSITE_AUTH_ENABLED") or "").lower() != "true":
-            log.warning("RELAY_AUTH=entra without RELAY_ENTRA_JWKS: no caller can be admitted, "
-                        "every route but the anonymous ones answers 401")
+        elif (os.environ.get("RELAY_AUTH") or "").strip().lower() == "entra" and (
+            os.environ.get("WEBSITE_AUTH_ENABLED") or ""
+        ).lower() != "true":
+            log.warning(
+                "RELAY_AUTH=entra without RELAY_ENTRA_JWKS: no caller can be admitted, "
+                "every route but the anonymous ones answers 401"
+            )
         host_json = json.loads((self.app_dir / "host.json").read_text(encoding="utf-8"))
         prefix = host_json.get("extensions", {}).get("http", {}).get("routePrefix", "api")
         options = QueueOptions.from_host_json(host_json)
@@ -595,8 +644,11 @@ class DevHost:
                 methods = {str(getattr(m, "value", m)).upper() for m in trigger.methods} if trigger.methods else None
                 auth = str(getattr(trigger.auth_level, "value", trigger.auth_level) or "function").lower()
                 template = trigger.route or fn.get_function_name()
-                routes.append(HttpRoute(fn.get_function_name(), template, compile_template(template), methods,
-                                        auth != "anonymous", call))
+                routes.append(
+                    HttpRoute(
+                        fn.get_function_name(), template, compile_template(template), methods, auth != "anonymous", call
+                    )
+                )
             elif kind == "queueTrigger":
                 self.workers.append(self._queue_worker(trigger, call, options))
             elif kind == "timerTrigger":
@@ -614,8 +666,15 @@ class DevHost:
             worker.start()
         for timer in self.timers:
             timer.start()
-        log.info("listening on http://%s:%s/%s (%d HTTP routes, %d queue triggers, %d timers)",
-                 self.host, self.port, prefix, len(routes), len(self.workers), len(self.timers))
+        log.info(
+            "listening on http://%s:%s/%s (%d HTTP routes, %d queue triggers, %d timers)",
+            self.host,
+            self.port,
+            prefix,
+            len(routes),
+            len(self.workers),
+            len(self.timers),
+        )
 
     def _queue_worker(self, trigger: Any, call: Callable[..., Any], options: QueueOptions) -> QueueWorker:
         from relay.storage import Storage, endpoints_from_settings
@@ -623,8 +682,11 @@ class DevHost:
         connection = trigger.connection or "AzureWebJobsStorage"
         storage = self._connections.get(connection)
         if storage is None:
-            settings = {("AzureWebJobsStorage" + k[len(connection):]): v for k, v in os.environ.items()
-                        if k == connection or k.startswith(connection + "__")}
+            settings = {
+                ("AzureWebJobsStorage" + k[len(connection) :]): v
+                for k, v in os.environ.items()
+                if k == connection or k.startswith(connection + "__")
+            }
             storage = self._connections[connection] = Storage(endpoints_from_settings(settings))
         # Raw clients: the host decodes base64 itself, so a bad message poisons only itself.
         queue = storage.queues.get_queue_client(trigger.queue_name)
@@ -645,12 +707,14 @@ class DevHost:
             worker.drain(drain_seconds)
         # The app's threads and HTTP connections end with the host, as a worker process's do.
         from .pools import close_pools
+
         close_pools()
 
 
 def run(app_dir: Path, host: str, port: int, function_key: str | None) -> int:
-    logging.basicConfig(level=os.environ.get("RELAY_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("RELAY_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     dev = DevHost(app_dir, host, port, function_key)
     dev.start()
     print(f"relay dev host: http://{dev.host}:{dev.port}/api (Ctrl+C to stop)", flush=True)

@@ -22,9 +22,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jwt
 
@@ -62,13 +63,15 @@ class EasyAuth:
     jwks: str
 
     @classmethod
-    def from_environ(cls, env: Mapping[str, str]) -> "EasyAuth | None":
+    def from_environ(cls, env: Mapping[str, str]) -> EasyAuth | None:
         """Configured when RELAY_AUTH=entra and RELAY_ENTRA_JWKS is set; issuer and audience are then required."""
         if (env.get("RELAY_AUTH") or "").strip().lower() != "entra" or not env.get("RELAY_ENTRA_JWKS"):
             return None
         issuers, audiences = _listed(env.get("RELAY_ENTRA_ISSUER", "")), _listed(env.get("RELAY_ENTRA_AUDIENCE", ""))
         if not issuers or not audiences:
-            raise ConfigurationError("RELAY_ENTRA_JWKS is set: RELAY_ENTRA_ISSUER and RELAY_ENTRA_AUDIENCE are required")
+            raise ConfigurationError(
+                "RELAY_ENTRA_JWKS is set: RELAY_ENTRA_ISSUER and RELAY_ENTRA_AUDIENCE are required"
+            )
         auth = cls(issuers, audiences, env["RELAY_ENTRA_JWKS"])
         auth._load()
         return auth
@@ -114,9 +117,15 @@ class EasyAuth:
         if not isinstance(kid, str) or not kid:
             raise TokenRefused("the token names no signing key (kid)")
         try:
-            return jwt.decode(token, self._key(kid), algorithms=ALGORITHMS, audience=self.audiences,
-                              issuer=self.issuers, leeway=LEEWAY_SECONDS,
-                              options={"require": ["exp", "iss", "aud"]})
+            return jwt.decode(
+                token,
+                self._key(kid),
+                algorithms=ALGORITHMS,
+                audience=self.audiences,
+                issuer=self.issuers,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iss", "aud"]},
+            )
         except jwt.ExpiredSignatureError:
             raise TokenRefused("the token has expired") from None
         except jwt.ImmatureSignatureError:

@@ -33,8 +33,9 @@ class Problem(RelayError):
     title: str = "Bad request"
     slug: str = "bad-request"
 
-    def __init__(self, detail: str, errors: list[FieldError] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str, errors: list[FieldError] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or []
@@ -89,6 +90,7 @@ class OperationFailed(Problem):
     """An asynchronous operation that could not finish: its status URL answers this, so a flow's
     action fails rather than succeeds. `status` is 409 when the state of things stopped it (its
     subscription went away, another replay took over), 500 when it broke."""
+
     title, slug = "Operation failed", "operation-failed"
 
     def __init__(self, detail: str, operation_id: str, status: int = 500) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-from functools import lru_cache
 import time
+from functools import lru_cache
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -150,8 +150,7 @@ class EventTypes:
         forget()
 
     def all(self) -> dict[str, dict[str, Any]]:
-        rows = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION},
-                                          results_per_page=1000)
+        rows = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION}, results_per_page=1000)
         return {r["RowKey"]: view(r) for r in rows}
 
 
@@ -191,9 +190,13 @@ def validate_data(storage: Storage, events: list[EventIn], batch: bool) -> None:
                 validator = _compiled(json.dumps(schema, sort_keys=True))
                 found = sorted(validator.iter_errors(event.data), key=lambda e: list(e.path))[:10]
             except schemabounds.BudgetExceeded:
-                errors.append(FieldError(
-                    f"{prefix}data", f"checking it against the schema of {event.type} took longer than "
-                                     f"{schemabounds.VALIDATION_SECONDS:g} s; the data or the schema is too costly"))
+                errors.append(
+                    FieldError(
+                        f"{prefix}data",
+                        f"checking it against the schema of {event.type} took longer than "
+                        f"{schemabounds.VALIDATION_SECONDS:g} s; the data or the schema is too costly",
+                    )
+                )
                 break  # the budget is spent: no further event can be checked in time
             except Exception:  # noqa: BLE001 - a schema registered before the checks above were added
                 errors.append(FieldError(f"{prefix}type", "its registered schema cannot be applied; register it again"))

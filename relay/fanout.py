@@ -43,8 +43,9 @@ def pack(targets: list[Target]) -> list[list[Target]]:
     return items
 
 
-def fan_out(storage: Storage, settings: Settings, message: FanoutMessage, message_id: str,
-            dequeue_count: int = 1) -> None:
+def fan_out(
+    storage: Storage, settings: Settings, message: FanoutMessage, message_id: str, dequeue_count: int = 1
+) -> None:
     event = message.event
     seen_before = dequeue_count > 1 or message.origin is not None or message.kicked
     log_key = EventLog(storage).record(event, message.origin or message_id, seen_before)
@@ -63,9 +64,14 @@ def fan_out(storage: Storage, settings: Settings, message: FanoutMessage, messag
         return Deliverer(storage, settings).start(event, load_data(storage, event), log_key, since, direct)
 
     def send(chunks: list[list[Target]]) -> None:
-        sends.extend(outbox.submit_deliveries([
-            DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since, targets=chunk)
-            for chunk in chunks]))
+        sends.extend(
+            outbox.submit_deliveries(
+                [
+                    DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since, targets=chunk)
+                    for chunk in chunks
+                ]
+            )
+        )
 
     # The first hundred are delivered here while the index is still being read; the others go
     # out as work items page by page, so deliveries start before a large index is read whole.

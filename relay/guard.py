@@ -26,9 +26,21 @@ from urllib3.util import parse_url
 from .errors import TargetRefused
 
 __all__ = [
-    "DEFAULT_PORTS", "MAX_URL_LENGTH", "IPAddress", "Origin", "Resolver", "Target", "Unresolvable",
-    "bracketed", "check_target", "inspect_target", "is_public_address", "origin_of", "parse_host_literal",
-    "request_target", "system_resolver",
+    "DEFAULT_PORTS",
+    "MAX_URL_LENGTH",
+    "IPAddress",
+    "Origin",
+    "Resolver",
+    "Target",
+    "Unresolvable",
+    "bracketed",
+    "check_target",
+    "inspect_target",
+    "is_public_address",
+    "origin_of",
+    "parse_host_literal",
+    "request_target",
+    "system_resolver",
 ]
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -42,36 +54,48 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 # Address ranges refused on top of what `ipaddress` calls non-global, spelled out so the list
 # does not shift with the Python version's idea of "private".
-_DENIED_V4 = tuple(ipaddress.IPv4Network(n) for n in (
-    "0.0.0.0/8",          # "this network"; connecting to 0.0.0.0 reaches the local host
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
-    "100.64.0.0/10",      # shared address space (carrier-grade NAT)
-    "127.0.0.0/8",
-    "169.254.0.0/16",     # link-local, including the instance metadata service 169.254.169.254
-    "168.63.129.16/32",   # Azure platform address: DNS, health probes, WireServer
-    "192.0.0.0/24",       # IETF protocol assignments
-    "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",  # documentation
-    "198.18.0.0/15",      # benchmarking
-    "192.88.99.0/24",     # former 6to4 relay anycast
-    "224.0.0.0/4",        # multicast
-    "240.0.0.0/4",        # reserved, including the broadcast address
-))
-_DENIED_V6 = tuple(ipaddress.IPv6Network(n) for n in (
-    "::/96",              # unspecified, loopback and the deprecated IPv4-compatible form
-    "64:ff9b:1::/48",     # local-use NAT64
-    "100::/64",           # discard-only
-    "2001::/23",          # IETF protocol assignments, including Teredo 2001::/32
-    "2001:db8::/32", "3fff::/20",  # documentation
-    "fc00::/7",           # unique local
-    "fe80::/10",          # link-local
-    "fec0::/10",          # site-local (deprecated)
-    "ff00::/8",           # multicast
-))
+_DENIED_V4 = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "0.0.0.0/8",  # "this network"; connecting to 0.0.0.0 reaches the local host
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",  # shared address space (carrier-grade NAT)
+        "127.0.0.0/8",
+        "169.254.0.0/16",  # link-local, including the instance metadata service 169.254.169.254
+        "168.63.129.16/32",  # Azure platform address: DNS, health probes, WireServer
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",  # documentation
+        "198.18.0.0/15",  # benchmarking
+        "192.88.99.0/24",  # former 6to4 relay anycast
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, including the broadcast address
+    )
+)
+_DENIED_V6 = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "::/96",  # unspecified, loopback and the deprecated IPv4-compatible form
+        "64:ff9b:1::/48",  # local-use NAT64
+        "100::/64",  # discard-only
+        "2001::/23",  # IETF protocol assignments, including Teredo 2001::/32
+        "2001:db8::/32",
+        "3fff::/20",  # documentation
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated)
+        "ff00::/8",  # multicast
+    )
+)
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 _PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]*")
 _DNS_NAME = re.compile(
-    r"(?=.{1,253}\.?\Z)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?")
+    r"(?=.{1,253}\.?\Z)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?"
+)
 # One part of an IPv4 address as inet_aton reads it: hex, octal (leading 0) or decimal.
 _V4_PART = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*")
 # WHATWG: a host whose last label is a number is meant as an IPv4 address, valid or not.
@@ -79,6 +103,7 @@ _NUMERIC_LABEL = re.compile(r"0[xX][0-9a-fA-F]*|[0-9]+")
 
 
 # ---- address checks (no I/O) --------------------------------------------------------------------
+
 
 def parse_host_literal(host: str) -> IPAddress | None:
     """The IP address a URL host spells, in any form a resolver or inet_aton accepts; None for a name.
@@ -138,8 +163,9 @@ def is_public_address(ip: IPAddress) -> bool:
             return False
     elif any(ip in net for net in _DENIED_V4):
         return False
-    return ip.is_global and not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-                                 or ip.is_reserved or ip.is_unspecified)
+    return ip.is_global and not (
+        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+    )
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -155,8 +181,9 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 # ---- resolution and the target check ------------------------------------------------------------
 
 # getaddrinfo errors that mean "this name has no address", as opposed to "DNS is unwell".
-_NO_SUCH_NAME = {code for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
-                 if code is not None}
+_NO_SUCH_NAME = {
+    code for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None)) if code is not None
+}
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -180,9 +207,10 @@ def system_resolver(host: str, port: int) -> list[str]:
 @dataclass(frozen=True)
 class Target:
     """A URL that passed the guard, and the one address it may be reached at."""
+
     url: str
     scheme: str
-    host: str     # as in the URL, lower-cased, without IPv6 brackets
+    host: str  # as in the URL, lower-cased, without IPv6 brackets
     port: int
     address: str  # the IP to connect to
 
@@ -211,8 +239,10 @@ def inspect_target(url: str, allow_private: bool, resolver: Resolver) -> tuple[T
     if not _PRINTABLE_ASCII.fullmatch(url):
         # Anything else would have to be re-encoded before sending, and then the request would not
         # be the one the subscriber wrote (or signed).
-        raise TargetRefused("the URL must be printable ASCII: percent-encode the path and query, "
-                            "and write international host names in punycode")
+        raise TargetRefused(
+            "the URL must be printable ASCII: percent-encode the path and query, "
+            "and write international host names in punycode"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -221,7 +251,7 @@ def inspect_target(url: str, allow_private: bool, resolver: Resolver) -> tuple[T
     schemes = ("https", "http") if allow_private else ("https",)
     if parts.scheme not in schemes:
         raise TargetRefused("the URL scheme must be " + " or ".join(schemes))
-    if not url[len(parts.scheme):].startswith("://"):
+    if not url[len(parts.scheme) :].startswith("://"):
         raise TargetRefused("the URL must start with " + parts.scheme + "://")
     if "@" in parts.netloc:
         raise TargetRefused("the URL must not contain a user name or password")
@@ -259,8 +289,11 @@ def inspect_target(url: str, allow_private: bool, resolver: Resolver) -> tuple[T
                 raise TargetRefused("the host name resolved to something that is not an IP address") from None
 
     if not allow_private and not all(is_public_address(ip) for ip in found):
-        raise TargetRefused("the address is not public" if literal is not None
-                            else "the host name resolves to an address that is not public")
+        raise TargetRefused(
+            "the address is not public"
+            if literal is not None
+            else "the host name resolves to an address that is not public"
+        )
     addresses = tuple(dict.fromkeys(_dialable(ip) for ip in found))
     return Target(url=url, scheme=parts.scheme, host=host, port=port, address=addresses[0]), addresses
 
@@ -297,7 +330,7 @@ def _dialable(ip: IPAddress) -> str:
 def request_target(url: str) -> str:
     """The path and query exactly as written in the URL (only the fragment, never sent, is dropped)."""
     parts = urlsplit(url)
-    rest = url[len(parts.scheme) + 3 + len(parts.netloc):]
+    rest = url[len(parts.scheme) + 3 + len(parts.netloc) :]
     rest = rest.split("#", 1)[0]
     return rest if rest.startswith("/") else "/" + rest
 

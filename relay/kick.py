@@ -117,7 +117,7 @@ class Kicker:
             fan_out(
                 self._storage, self._settings, sent.message.model_copy(update={"kicked": False}), sent.message_id, 1
             )
-        except Exception:  # noqa: BLE001 - the message reappears when its lease lapses: no loss
+        except Exception:
             log.exception("kicked fan-out failed event=%s; the queue trigger takes it over", sent.message.event.id)
             self._keeper.release(lease, delete=False)
             return

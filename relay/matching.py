@@ -6,7 +6,7 @@ Pure functions, so the rules are tested without storage.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 # Matched with fullmatch, never `match` + `$`: `$` also matches before a trailing newline, and
 # "x\n" as a table key or a blob name is refused by storage long after the 202 was sent.

@@ -6,12 +6,19 @@ Validation errors become problem+json naming each field (`relay.api.validation_p
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
-from typing import Annotated, Any, ClassVar, Literal, Optional
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, ValidationInfo, WithJsonSchema,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -54,30 +61,36 @@ class _Edge(BaseModel):
 
 
 class SubscriptionRequest(_Edge):
-    notificationUrl: StrictStr = Field(min_length=1, max_length=MAX_URL_LENGTH,
-                                       description="Callback URL that receives each matching event.")
-    eventTypes: Optional[list[StrictStr]] = Field(
-        default=None, min_length=1, max_length=100,
-        description="Event types to receive: names, `*` for all, or prefixes such as `order.*`.")
-    eventType: Optional[StrictStr] = Field(
-        default=None, description="One event type name, a prefix pattern such as `order.*`, or `*` for all.")
-    subjectBeginsWith: Optional[StrictStr] = Field(default=None, max_length=1024,
-                                                   description="Deliver only events whose subject begins with this.")
-    subjectEndsWith: Optional[StrictStr] = Field(default=None, max_length=1024,
-                                                 description="Deliver only events whose subject ends with this.")
-    description: Optional[StrictStr] = Field(default=None, max_length=1024,
-                                             description="What this subscription is for.")
-    once: StrictBool = Field(default=False,
-                             description="Remove the subscription after its first successful delivery.")
+    notificationUrl: StrictStr = Field(
+        min_length=1, max_length=MAX_URL_LENGTH, description="Callback URL that receives each matching event."
+    )
+    eventTypes: list[StrictStr] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="Event types to receive: names, `*` for all, or prefixes such as `order.*`.",
+    )
+    eventType: StrictStr | None = Field(
+        default=None, description="One event type name, a prefix pattern such as `order.*`, or `*` for all."
+    )
+    subjectBeginsWith: StrictStr | None = Field(
+        default=None, max_length=1024, description="Deliver only events whose subject begins with this."
+    )
+    subjectEndsWith: StrictStr | None = Field(
+        default=None, max_length=1024, description="Deliver only events whose subject ends with this."
+    )
+    description: StrictStr | None = Field(default=None, max_length=1024, description="What this subscription is for.")
+    once: StrictBool = Field(default=False, description="Remove the subscription after its first successful delivery.")
     contentMode: ContentMode = Field(
         default="json",
         description="How each event is sent: `json` (the CloudEvent as application/json, what Power "
-                    "Automate and Logic Apps need), `structured` (application/cloudevents+json) or "
-                    "`binary` (attributes as ce-* headers, the body is data alone).")
+        "Automate and Logic Apps need), `structured` (application/cloudevents+json) or "
+        "`binary` (attributes as ce-* headers, the body is data alone).",
+    )
 
     @field_validator("eventTypes")
     @classmethod
-    def _patterns(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+    def _patterns(cls, value: list[str] | None) -> list[str] | None:
         if value is not None:
             for item in value:
                 if not is_pattern(item):
@@ -86,7 +99,7 @@ class SubscriptionRequest(_Edge):
 
     @field_validator("eventType")
     @classmethod
-    def _pattern(cls, value: Optional[str]) -> Optional[str]:
+    def _pattern(cls, value: str | None) -> str | None:
         if value is not None and not is_pattern(value):
             raise ValueError(f"not '*', a type name ({NAME_RULE}) or a prefix ending in '.*'")
         return value
@@ -101,20 +114,24 @@ class SubscriptionRequest(_Edge):
 class UnsubscribeRequest(_Edge):
     # Optional: a Logic Apps HTTP Webhook cannot send its callback URL when it unsubscribes, and is
     # found by its x-ms-workflow-* headers instead.
-    notificationUrl: Optional[StrictStr] = Field(default=None, min_length=1, max_length=MAX_URL_LENGTH)
+    notificationUrl: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_URL_LENGTH)
 
 
 class EventIn(_Edge):
     NULLABLE = frozenset({"data"})
     type: StrictStr = Field(description="The event type.")
     data: Any = Field(description="The event's payload, any JSON.")
-    id: Optional[StrictStr] = Field(default=None, description="Unique id; generated when absent.")
-    source: Optional[StrictStr] = Field(
-        default=None, min_length=1, max_length=MAX_SOURCE_LENGTH,
-        description="URI-reference of the system the event comes from; the relay's events URL when absent.")
-    subject: Optional[StrictStr] = Field(default=None, min_length=1, max_length=1024,
-                                         description="What the event is about.")
-    time: Optional[StrictStr] = Field(default=None, max_length=64, description="When it happened (RFC 3339).")
+    id: StrictStr | None = Field(default=None, description="Unique id; generated when absent.")
+    source: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SOURCE_LENGTH,
+        description="URI-reference of the system the event comes from; the relay's events URL when absent.",
+    )
+    subject: StrictStr | None = Field(
+        default=None, min_length=1, max_length=1024, description="What the event is about."
+    )
+    time: StrictStr | None = Field(default=None, max_length=64, description="When it happened (RFC 3339).")
 
     @field_validator("type")
     @classmethod
@@ -125,22 +142,23 @@ class EventIn(_Edge):
 
     @field_validator("id")
     @classmethod
-    def _id(cls, value: Optional[str]) -> Optional[str]:
+    def _id(cls, value: str | None) -> str | None:
         if value is not None and not is_event_id(value):
             raise ValueError(f"must be {ID_RULE}")
         return value
 
     @field_validator("source")
     @classmethod
-    def _source(cls, value: Optional[str]) -> Optional[str]:
+    def _source(cls, value: str | None) -> str | None:
         if value is not None and not is_uri_reference(value):
-            raise ValueError("must be a URI-reference (RFC 3986): no spaces or control characters, "
-                             "`%` only as an escape")
+            raise ValueError(
+                "must be a URI-reference (RFC 3986): no spaces or control characters, `%` only as an escape"
+            )
         return value
 
     @field_validator("time")
     @classmethod
-    def _time(cls, value: Optional[str]) -> Optional[str]:
+    def _time(cls, value: str | None) -> str | None:
         if value is not None:
             parse_rfc3339(value)
         return value
@@ -148,7 +166,7 @@ class EventIn(_Edge):
 
 def _instant(value: Any) -> datetime:
     if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
     if not isinstance(value, str):
         raise ValueError("must be an RFC 3339 date-time string")
     return parse_rfc3339(value)
@@ -161,31 +179,35 @@ Instant = Annotated[datetime, BeforeValidator(_instant), WithJsonSchema({"type":
 
 class ReplayRequest(_Edge):
     since: Instant = Field(description="Replay events from this time on (RFC 3339).")
-    until: Optional[Instant] = Field(default=None,
-                                     description="Replay events up to this time (RFC 3339); now when absent.")
+    until: Instant | None = Field(
+        default=None, description="Replay events up to this time (RFC 3339); now when absent."
+    )
     status: Literal["failed", "all"] = Field(
-        default="failed", description="Which deliveries to replay: `failed` ones only, or `all` matching events.")
+        default="failed", description="Which deliveries to replay: `failed` ones only, or `all` matching events."
+    )
 
 
 class EventTypeRequest(_Edge):
-    description: Optional[StrictStr] = Field(default=None, max_length=1024,
-                                             description="What events of this type mean.")
-    schema_: Optional[dict[str, Any]] = Field(
-        default=None, alias="schema", description="JSON Schema that the `data` of events of this type must match.")
+    description: StrictStr | None = Field(default=None, max_length=1024, description="What events of this type mean.")
+    schema_: dict[str, Any] | None = Field(
+        default=None, alias="schema", description="JSON Schema that the `data` of events of this type must match."
+    )
 
 
 # ---- queue messages -------------------------------------------------------------------------
 
+
 class EventRecord(BaseModel):
     """An accepted event as it travels: the data inline, or a blob name when it is large."""
+
     model_config = ConfigDict(extra="ignore")
     id: str
     type: str
     source: str
     time: str
-    subject: Optional[str] = None
+    subject: str | None = None
     data: Any = None
-    blob: Optional[str] = None
+    blob: str | None = None
     acceptedAt: str
     # The relay made the id up: no other publish can carry it, so there is nothing to de-duplicate.
     generated: bool = False
@@ -197,7 +219,7 @@ class FanoutMessage(BaseModel):
     event: EventRecord
     # The id of the first queue message of this publish, kept when an outage re-enqueues it, so
     # fan-out still recognises its own event rather than taking it for a duplicate publish.
-    origin: Optional[str] = None
+    origin: str | None = None
     # Sent for the publishing process to fan out itself (relay.kick): when the queue trigger gets
     # it, that kick did not finish, so the event may be logged already.
     kicked: bool = False
@@ -205,6 +227,7 @@ class FanoutMessage(BaseModel):
 
 class Target(BaseModel):
     """One subscriber of one delivery work item, with what is needed to sign and send."""
+
     model_config = ConfigDict(extra="ignore")
     sub: str
     url: str
@@ -223,6 +246,7 @@ class Target(BaseModel):
 
 class DeliveryMessage(BaseModel):
     """Deliveries of one event to up to a hundred subscribers, or a retry for one."""
+
     model_config = ConfigDict(extra="ignore")
     v: Literal[1] = 1
     eventId: str

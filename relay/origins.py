@@ -18,15 +18,16 @@ from .sendererrors import BreakerOpen, OriginBusy
 
 __all__ = ["ORIGINS_KEPT", "OriginGate"]
 
+
 @dataclass
 class _OriginState:
-    cond: threading.Condition      # on the gate's one lock; wakes only this origin's waiters
+    cond: threading.Condition  # on the gate's one lock; wakes only this origin's waiters
     in_flight: int = 0
     waiters: int = 0
-    full_since: float = 0.0        # when the slots last became all taken
+    full_since: float = 0.0  # when the slots last became all taken
     timeouts: deque[float] = field(default_factory=deque)
-    open_until: float = 0.0        # breaker: no connection before this; 0 = closed
-    probing: bool = False          # breaker half-open: one attempt is finding out
+    open_until: float = 0.0  # breaker: no connection before this; 0 = closed
+    probing: bool = False  # breaker half-open: one attempt is finding out
 
 
 # Origins remembered before idle ones are swept (each remembered one had a recent timeout).
@@ -46,8 +47,17 @@ class OriginGate:
     goes through; its success closes the breaker, another timeout opens it again.
     """
 
-    def __init__(self, *, cap: int, wait: float, stall: float, trip: int, window: float, cooloff: float,
-                 now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        cap: int,
+        wait: float,
+        stall: float,
+        trip: int,
+        window: float,
+        cooloff: float,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cap, self.wait, self.stall = cap, wait, stall
         self.trip, self.window, self.cooloff = trip, window, cooloff
         self._now = now
@@ -68,8 +78,10 @@ class OriginGate:
             while True:
                 if state.open_until:
                     if now < state.open_until or state.probing:
-                        raise BreakerOpen(f"not sent: {label} timed out {self.trip} times within "
-                                                       f"{self.window:g} s, so it is left alone for a while")
+                        raise BreakerOpen(
+                            f"not sent: {label} timed out {self.trip} times within "
+                            f"{self.window:g} s, so it is left alone for a while"
+                        )
                     state.probing = True  # half-open: this attempt finds out whether it is back
                     self._take(state, now)
                     return True
@@ -78,8 +90,10 @@ class OriginGate:
                     return False
                 stalled_at = state.full_since + self.stall
                 if now >= stalled_at or now >= give_up_at:
-                    raise OriginBusy(f"not sent: {state.in_flight} attempts to {label} are in flight and "
-                                     f"none finished within {self.stall:g} s")
+                    raise OriginBusy(
+                        f"not sent: {state.in_flight} attempts to {label} are in flight and "
+                        f"none finished within {self.stall:g} s"
+                    )
                 # While this thread waits, the entry stays (release keeps entries with waiters).
                 state.waiters += 1
                 try:
@@ -91,8 +105,13 @@ class OriginGate:
     def _forget_idle(self, now: float) -> None:
         """Drop origins with nothing in flight whose timeouts and breaker have all expired."""
         for origin, state in list(self._origins.items()):
-            if (not state.in_flight and not state.waiters and now >= state.open_until
-                    and not state.probing and all(t <= now - self.window for t in state.timeouts)):
+            if (
+                not state.in_flight
+                and not state.waiters
+                and now >= state.open_until
+                and not state.probing
+                and all(t <= now - self.window for t in state.timeouts)
+            ):
                 del self._origins[origin]
 
     def _take(self, state: _OriginState, now: float) -> None:

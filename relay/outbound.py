@@ -27,22 +27,62 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 from .guard import (
-    MAX_URL_LENGTH, IPAddress, Resolver, Target, Unresolvable, bracketed, check_target, inspect_target,
-    is_public_address, origin_of, parse_host_literal, system_resolver,
+    MAX_URL_LENGTH,
+    IPAddress,
+    Resolver,
+    Target,
+    Unresolvable,
+    bracketed,
+    check_target,
+    inspect_target,
+    is_public_address,
+    origin_of,
+    parse_host_literal,
+    system_resolver,
 )
 from .origins import OriginGate
 from .redaction import MASK, mask_url, redact_url, scrub
 from .sendererrors import (
-    BreakerOpen, ConnectError, ConnectionBroken, DeliveryError, DeliveryTimeout, NetworkError, OriginBusy,
-    ProtocolError, SenderClosed, TLSError, TransportError,
+    BreakerOpen,
+    ConnectError,
+    ConnectionBroken,
+    DeliveryError,
+    DeliveryTimeout,
+    NetworkError,
+    OriginBusy,
+    ProtocolError,
+    SenderClosed,
+    TLSError,
+    TransportError,
 )
 from .transport import Reply, Transport
 
 __all__ = [
-    "MASK", "MAX_URL_LENGTH", "BreakerOpen", "ConnectError", "ConnectionBroken", "DeliveryError",
-    "DeliveryTimeout", "IPAddress", "NetworkError", "OriginBusy", "ProtocolError", "Reply", "Resolver",
-    "Sender", "SenderClosed", "TLSError", "Target", "TransportError", "check_target", "is_public_address",
-    "mask_url", "parse_host_literal", "redact_url", "scrub", "system_resolver",
+    "MASK",
+    "MAX_URL_LENGTH",
+    "BreakerOpen",
+    "ConnectError",
+    "ConnectionBroken",
+    "DeliveryError",
+    "DeliveryTimeout",
+    "IPAddress",
+    "NetworkError",
+    "OriginBusy",
+    "ProtocolError",
+    "Reply",
+    "Resolver",
+    "Sender",
+    "SenderClosed",
+    "TLSError",
+    "Target",
+    "TransportError",
+    "check_target",
+    "is_public_address",
+    "mask_url",
+    "parse_host_literal",
+    "redact_url",
+    "scrub",
+    "system_resolver",
 ]
 
 # Checked addresses tried in turn when connecting to one fails (say an IPv6 address on a host
@@ -57,12 +97,23 @@ class _ResolveTimeout(Exception):
 class Sender:
     """The process's one pooled HTTP client for deliveries; safe to call from many threads."""
 
-    def __init__(self, *, allow_private: bool, timeout: float, user_agent: str,
-                 resolver: Resolver | None = None, max_response_bytes: int = 65536,
-                 pool_size: int = 100, verify: bool | str = True,
-                 origin_slots: int = 32, slot_wait: float = 2.0, stall: float = 1.0,
-                 breaker_timeouts: int = 5, breaker_window: float = 60.0,
-                 breaker_cooloff: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        timeout: float,
+        user_agent: str,
+        resolver: Resolver | None = None,
+        max_response_bytes: int = 65536,
+        pool_size: int = 100,
+        verify: bool | str = True,
+        origin_slots: int = 32,
+        slot_wait: float = 2.0,
+        stall: float = 1.0,
+        breaker_timeouts: int = 5,
+        breaker_window: float = 60.0,
+        breaker_cooloff: float = 30.0,
+    ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if max_response_bytes < 0 or pool_size < 1:
@@ -73,13 +124,20 @@ class Sender:
         self._timeout = timeout
         self._resolver = resolver or system_resolver
         self._closed = False
-        self._gate = OriginGate(cap=origin_slots, wait=slot_wait, stall=stall, trip=breaker_timeouts,
-                                window=breaker_window, cooloff=breaker_cooloff)
+        self._gate = OriginGate(
+            cap=origin_slots,
+            wait=slot_wait,
+            stall=stall,
+            trip=breaker_timeouts,
+            window=breaker_window,
+            cooloff=breaker_cooloff,
+        )
         # Lookups run here so the attempt can stop waiting at its deadline; a lookup that hangs
         # keeps its thread, the attempt does not.
         self._dns = ThreadPoolExecutor(max_workers=8, thread_name_prefix="relay-dns")
-        self._transport = Transport(user_agent=user_agent, max_response_bytes=max_response_bytes,
-                                    pool_size=pool_size, verify=verify)
+        self._transport = Transport(
+            user_agent=user_agent, max_response_bytes=max_response_bytes, pool_size=pool_size, verify=verify
+        )
 
     def __enter__(self) -> Sender:
         return self
@@ -113,6 +171,7 @@ class Sender:
             except FutureTimeout:
                 future.cancel()
                 raise _ResolveTimeout() from None
+
         return resolve
 
     def _post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
@@ -122,13 +181,13 @@ class Sender:
         except Unresolvable:
             raise ConnectError(f"the host name {urlsplit(url).hostname} could not be resolved right now") from None
         except _ResolveTimeout:
-            raise DeliveryTimeout(f"the host name {urlsplit(url).hostname} was not resolved "
-                                  f"within {self._timeout:g} s") from None
+            raise DeliveryTimeout(
+                f"the host name {urlsplit(url).hostname} was not resolved within {self._timeout:g} s"
+            ) from None
         failure: ConnectError | None = None
         for address in addresses[:_ADDRESSES_TRIED]:
             try:
-                return self._transport.post(replace(target, address=address), body, headers, deadline,
-                                            self._timeout)
+                return self._transport.post(replace(target, address=address), body, headers, deadline, self._timeout)
             except ConnectError as exc:
                 # Only a failed TCP connect is safe to try at the next address: nothing was sent.
                 if time.monotonic() >= deadline:

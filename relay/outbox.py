@@ -24,6 +24,7 @@ from .storage import DELIVERY_QUEUE, FANOUT_QUEUE, NEVER_EXPIRE, POISON_SUFFIX, 
 @dataclass
 class Sent:
     """A fan-out message as sent: what a kick needs to work on it and then delete it."""
+
     message_id: str
     pop_receipt: str
     message: FanoutMessage
@@ -35,8 +36,9 @@ class Outbox:
         self._settings = settings
 
     def _send(self, queue: str, text: str, delay: float = 0) -> Any:
-        return self._storage.queue(queue).send_message(text, visibility_timeout=math.ceil(delay) or None,
-                                                       time_to_live=NEVER_EXPIRE)
+        return self._storage.queue(queue).send_message(
+            text, visibility_timeout=math.ceil(delay) or None, time_to_live=NEVER_EXPIRE
+        )
 
     def _submit(self, queue: str, texts: list[str]) -> list[Future[Any]]:
         sends = get_pools(self._settings or get_settings()).sends
@@ -49,6 +51,7 @@ class Outbox:
         goes to a blob first (its claim check); events are stored and sent side by side. With a
         `lease`, the messages are sent `kicked` and invisible that long: the caller fans them
         out itself (relay.kick) and the queue trigger sees them only if that does not finish."""
+
         def one(record: EventRecord) -> Sent:
             message = FanoutMessage(event=claim_check(self._storage, record), kicked=bool(lease))
             answer = self._send(FANOUT_QUEUE, message.model_dump_json(exclude_none=True), lease)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     DELIVERED = "delivered"
-    GONE = "gone"        # the flow is deleted or off: disable the subscription, no retry
-    RETRY = "retry"      # worth trying again later
-    FAILED = "failed"    # will not get better by trying again
+    GONE = "gone"  # the flow is deleted or off: disable the subscription, no retry
+    RETRY = "retry"  # worth trying again later
+    FAILED = "failed"  # will not get better by trying again
 
 
 # Power Automate and Logic Apps answer these when the flow behind a callback no longer exists.
@@ -35,10 +35,12 @@ def error_code(body: bytes) -> str | None:
         return None  # whatever a receiver sends, it is only ever "no code"
     if isinstance(doc, dict):
         err = doc.get("error")
-        if isinstance(err, dict) and isinstance(err.get("code"), str):
-            return err["code"]
-        if isinstance(doc.get("code"), str):
-            return doc["code"]
+        code = err.get("code") if isinstance(err, dict) else None
+        if isinstance(code, str):
+            return code
+        code = doc.get("code")
+        if isinstance(code, str):
+            return code
     return None
 
 

@@ -36,14 +36,19 @@ KICK_THREADS = 16
 
 
 class Pools:
-    def __init__(self, settings: Settings, attempt_threads: int = ATTEMPT_THREADS,
-                 send_threads: int = SEND_THREADS) -> None:
+    def __init__(
+        self, settings: Settings, attempt_threads: int = ATTEMPT_THREADS, send_threads: int = SEND_THREADS
+    ) -> None:
         self.attempts = ThreadPoolExecutor(max_workers=attempt_threads, thread_name_prefix="deliver")
         self.sends = ThreadPoolExecutor(max_workers=send_threads, thread_name_prefix="send")
         self.reads = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="read")
         self.kicks = ThreadPoolExecutor(max_workers=KICK_THREADS, thread_name_prefix="kick")
-        self.sender = Sender(allow_private=settings.allow_private_targets, timeout=settings.delivery_timeout,
-                             user_agent=signing.USER_AGENT, pool_size=attempt_threads)
+        self.sender = Sender(
+            allow_private=settings.allow_private_targets,
+            timeout=settings.delivery_timeout,
+            user_agent=signing.USER_AGENT,
+            pool_size=attempt_threads,
+        )
 
     def close(self) -> None:
         """Finish what was submitted, then release the threads and connections."""

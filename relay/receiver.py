@@ -14,7 +14,7 @@ def serve(host: str, port: int, secret: str | None, status: int = 202) -> None:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             verdict = "not checked (no --secret)"
             if secret:
@@ -27,8 +27,10 @@ def serve(host: str, port: int, secret: str | None, status: int = 202) -> None:
                 shown: Any = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
             except ValueError:
                 shown = body[:2000]
-            print(f"--- {self.path}  webhook-id={self.headers.get('webhook-id')}  signature {verdict}\n{shown}",
-                  flush=True)
+            print(
+                f"--- {self.path}  webhook-id={self.headers.get('webhook-id')}  signature {verdict}\n{shown}",
+                flush=True,
+            )
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()

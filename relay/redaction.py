@@ -24,7 +24,7 @@ def redact_url(url: str) -> str:
         authority_end = len(head) if slash < 0 else slash
         at = head.rfind("@", authority_start, authority_end)
         if at >= 0:
-            head = head[:authority_start] + "…redacted@" + head[at + 1:]
+            head = head[:authority_start] + "…redacted@" + head[at + 1 :]
     return head + marker
 
 
@@ -37,7 +37,7 @@ def mask_url(url: str) -> str:
     names kept so people can still tell callbacks apart. A query part without `=` may itself be a
     token, so it is masked whole."""
     cut = url.find("#")
-    head, fragment = (url, None) if cut < 0 else (url[:cut], url[cut + 1:])
+    head, fragment = (url, None) if cut < 0 else (url[:cut], url[cut + 1 :])
     base, sep, query = head.partition("?")
     scheme_end = base.find("://")
     if scheme_end >= 0:
@@ -47,7 +47,7 @@ def mask_url(url: str) -> str:
         at = base.rfind("@", start, end)
         colon = base.find(":", start, at) if at >= 0 else -1
         if colon >= 0:
-            base = base[:colon + 1] + MASK + base[at:]
+            base = base[: colon + 1] + MASK + base[at:]
     if sep:
         parts = [p.split("=", 1)[0] + "=" + MASK if "=" in p else (MASK if p else p) for p in query.split("&")]
         base += "?" + "&".join(parts)

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
-from typing import Any, Callable
+from functools import cache, lru_cache
+from typing import Any
 
 import re2
 from jsonschema import validators
@@ -60,6 +60,7 @@ class SchemaRefused(ValueError):
 
 # ---- linear-time regexes ------------------------------------------------------------------------
 
+
 @lru_cache(maxsize=1024)
 def linear_regex(pattern: str) -> Any:
     """The pattern compiled by RE2; `re2.error` for what RE2 cannot run (backreferences, lookaround)."""
@@ -71,8 +72,9 @@ def _pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator
         yield ValidationError(f"{instance!r} does not match {patrn!r}")
 
 
-def _pattern_properties(validator: Any, patterns: dict[str, Any], instance: Any,
-                        schema: Any) -> Iterator[ValidationError]:
+def _pattern_properties(
+    validator: Any, patterns: dict[str, Any], instance: Any, schema: Any
+) -> Iterator[ValidationError]:
     if not validator.is_type(instance, "object"):
         return
     for pattern, subschema in patterns.items():
@@ -123,8 +125,10 @@ def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> It
 
 
 _REPLACED: dict[str, Callable[..., Any]] = {
-    "pattern": _pattern, "patternProperties": _pattern_properties,
-    "additionalProperties": _additional_properties, "uniqueItems": _unique_items,
+    "pattern": _pattern,
+    "patternProperties": _pattern_properties,
+    "additionalProperties": _additional_properties,
+    "uniqueItems": _unique_items,
 }
 
 
@@ -156,17 +160,20 @@ def _counted(keyword: Callable[..., Any]) -> Callable[..., Any]:
     def evaluate(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
         _tick()
         return keyword(validator, value, instance, schema)
+
     return evaluate
 
 
-@lru_cache(maxsize=None)
-def bounded(cls: type) -> type:
+@cache
+def bounded(cls: type[Any]) -> type[Any]:
     """The validator class `cls` with RE2 regexes, linear uniqueItems and every keyword counted."""
     keywords = {name: _REPLACED.get(name, fn) for name, fn in cls.VALIDATORS.items()}
-    return validators.extend(cls, {name: _counted(fn) for name, fn in keywords.items()})
+    extended: type[Any] = validators.extend(cls, {name: _counted(fn) for name, fn in keywords.items()})
+    return extended
 
 
 # ---- checks at registration ---------------------------------------------------------------------
+
 
 def _walk(node: Any, path: str) -> Iterator[tuple[dict[str, Any], str]]:
     """Every object of the schema outside data-valued keywords, with its dotted path."""
@@ -195,10 +202,14 @@ def check_regexes(schema: Any) -> None:
             try:
                 linear_regex(pattern)
             except re2.error as exc:
-                reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) \
-                    else str(exc)
-                raise SchemaRefused(field, f"{pattern[:100]!r} cannot run in linear time "
-                                           f"(backreferences and lookaround are not supported): {reason[:200]}")
+                reason = (
+                    exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+                )
+                raise SchemaRefused(
+                    field,
+                    f"{pattern[:100]!r} cannot run in linear time "
+                    f"(backreferences and lookaround are not supported): {reason[:200]}",
+                ) from exc
     if uses_unevaluated and uses_patterns:
         # jsonschema matches patternProperties with Python's `re` when working out which
         # properties are unevaluated; that path cannot be bounded, so the pair is refused.
@@ -246,5 +257,7 @@ def count_paths(schema: Any, lookup: Callable[[str], Any], limit: int = MAX_SCHE
 
 def check_paths(schema: Any, lookup: Callable[[str], Any]) -> None:
     if count_paths(schema, lookup) > MAX_SCHEMA_PATHS:
-        raise SchemaRefused("schema", f"its $ref graph fans out to more than {MAX_SCHEMA_PATHS} subschemas; "
-                                      "evaluating it could take years")
+        raise SchemaRefused(
+            "schema",
+            f"its $ref graph fans out to more than {MAX_SCHEMA_PATHS} subschemas; evaluating it could take years",
+        )

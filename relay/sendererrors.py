@@ -24,8 +24,17 @@ from __future__ import annotations
 from .errors import RelayError
 
 __all__ = [
-    "BreakerOpen", "ConnectError", "ConnectionBroken", "DeliveryError", "DeliveryTimeout", "NetworkError",
-    "OriginBusy", "ProtocolError", "SenderClosed", "TLSError", "TransportError",
+    "BreakerOpen",
+    "ConnectError",
+    "ConnectionBroken",
+    "DeliveryError",
+    "DeliveryTimeout",
+    "NetworkError",
+    "OriginBusy",
+    "ProtocolError",
+    "SenderClosed",
+    "TLSError",
+    "TransportError",
 ]
 
 

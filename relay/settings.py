@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Mapping
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
@@ -35,37 +36,58 @@ class Setting:
 
 # One list, so the README, the Bicep template and the code can be compared against it.
 SETTINGS: tuple[Setting, ...] = (
-    Setting("AzureWebJobsStorage", None,
-            "storage connection string, or the identity-based AzureWebJobsStorage__* forms"),
-    Setting("RELAY_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h",
-            "delays between delivery attempts (units ms, s, m, h)"),
+    Setting(
+        "AzureWebJobsStorage", None, "storage connection string, or the identity-based AzureWebJobsStorage__* forms"
+    ),
+    Setting("RELAY_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h", "delays between delivery attempts (units ms, s, m, h)"),
     Setting("RELAY_DELIVERY_TIMEOUT", "30", "seconds one delivery attempt may take"),
-    Setting("RELAY_ALLOW_PRIVATE_TARGETS", "false",
-            "true allows plain http and non-public notification addresses (local work only)"),
+    Setting(
+        "RELAY_ALLOW_PRIVATE_TARGETS",
+        "false",
+        "true allows plain http and non-public notification addresses (local work only)",
+    ),
     Setting("RELAY_MAX_EVENT_BYTES", "1048576", "largest event accepted, in bytes of its JSON"),
-    Setting("RELAY_EVENT_RETENTION_DAYS", "7",
-            "days published events stay readable for polling, replay and de-duplication"),
-    Setting("RELAY_AUTH", "keys",
-            "keys: function keys, any key may do everything; entra: Microsoft Entra ID principals with app roles"),
-    Setting("RELAY_MAX_BATCH_BYTES", "4194304",
-            "largest request body of POST /api/events, in bytes (413 above, from Content-Length before reading)"),
+    Setting(
+        "RELAY_EVENT_RETENTION_DAYS", "7", "days published events stay readable for polling, replay and de-duplication"
+    ),
+    Setting(
+        "RELAY_AUTH",
+        "keys",
+        "keys: function keys, any key may do everything; entra: Microsoft Entra ID principals with app roles",
+    ),
+    Setting(
+        "RELAY_MAX_BATCH_BYTES",
+        "4194304",
+        "largest request body of POST /api/events, in bytes (413 above, from Content-Length before reading)",
+    ),
 )
 
 AUTH_MODES = ("keys", "entra")
 
 # Identity-based storage: the suffixes the Functions host itself understands.
 STORAGE_IDENTITY_SUFFIXES = (
-    "accountName", "queueServiceUri", "tableServiceUri", "blobServiceUri", "credential", "clientId",
+    "accountName",
+    "queueServiceUri",
+    "tableServiceUri",
+    "blobServiceUri",
+    "credential",
+    "clientId",
 )
 
 # Optional settings: read when present, never required.
-OPTIONAL_SETTINGS = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "RELAY_FUNCTION_KEY", "RELAY_PUBLIC_URL",
-                     "WEBSITE_HOSTNAME",
-                     # The key that signs continuation tokens and trigger states (relay/tokens.py);
-                     # unset: a key the relay creates once in its own table.
-                     "RELAY_TOKEN_KEY",
-                     # The dev host's stand-in for Easy Auth (RELAY_AUTH=entra, local work only).
-                     "RELAY_ENTRA_ISSUER", "RELAY_ENTRA_AUDIENCE", "RELAY_ENTRA_JWKS")
+OPTIONAL_SETTINGS = (
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "RELAY_FUNCTION_KEY",
+    "RELAY_PUBLIC_URL",
+    "WEBSITE_HOSTNAME",
+    # The key that signs continuation tokens and trigger states (relay/tokens.py);
+    # unset: a key the relay creates once in its own table.
+    "RELAY_TOKEN_KEY",
+    # The dev host's stand-in for Easy Auth (RELAY_AUTH=entra, local work only).
+    "RELAY_ENTRA_ISSUER",
+    "RELAY_ENTRA_AUDIENCE",
+    "RELAY_ENTRA_JWKS",
+)
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DELAY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*")
@@ -80,7 +102,8 @@ def parse_schedule(text: str) -> tuple[float, ...]:
         match = _DELAY.fullmatch(part)
         if not match:
             raise ConfigurationError(
-                f"RELAY_RETRY_SCHEDULE: {part.strip()!r} is not a delay such as 500ms, 5s, 5m or 2h")
+                f"RELAY_RETRY_SCHEDULE: {part.strip()!r} is not a delay such as 500ms, 5s, 5m or 2h"
+            )
         delays.append(float(match.group(1)) * _UNITS[match.group(2)])
     return tuple(delays)
 
@@ -118,10 +141,20 @@ def parse_public_url(text: str) -> str | None:
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
         parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.username \
-            or parts.path not in ("", "/") or parts.query or parts.fragment or "?" in text or "#" in text:
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or "?" in text
+        or "#" in text
+    ):
         raise ConfigurationError(
-            f"RELAY_PUBLIC_URL: {text!r} is not a scheme and host such as https://events.contoso.com")
+            f"RELAY_PUBLIC_URL: {text!r} is not a scheme and host such as https://events.contoso.com"
+        )
     return f"{parts.scheme}://{parts.netloc}"
 
 
@@ -138,7 +171,7 @@ def parse_token_key(text: str) -> str | None:
     return text.strip()
 
 
-def _positive(name: str, text: str, kind: type = float) -> float:
+def _positive(name: str, text: str, kind: Callable[[str], float] = float) -> float:
     try:
         value = kind(text)
     except ValueError:
@@ -176,10 +209,14 @@ class _NamedSettings(PydanticBaseSettingsSource):
         return self._values.get(name), name, False
 
     def __call__(self) -> dict[str, Any]:
-        found: dict[str, Any] = {name: self._values[name] for name in self.NAMES
-                                 if name != "AzureWebJobsStorage" and self._values.get(name)}
-        storage = {key: value for key, value in self._values.items()
-                   if key == "AzureWebJobsStorage" or key.startswith("AzureWebJobsStorage__")}
+        found: dict[str, Any] = {
+            name: self._values[name] for name in self.NAMES if name != "AzureWebJobsStorage" and self._values.get(name)
+        }
+        storage = {
+            key: value
+            for key, value in self._values.items()
+            if key == "AzureWebJobsStorage" or key.startswith("AzureWebJobsStorage__")
+        }
         if storage:
             found["storage"] = storage
         return found
@@ -207,21 +244,27 @@ class Settings(BaseSettings):
 
     storage: Mapping[str, str] = Field(default_factory=dict, repr=False)
     retry_schedule: Annotated[tuple[float, ...], _checked(parse_schedule)] = Field(
-        _default("RELAY_RETRY_SCHEDULE"), alias="RELAY_RETRY_SCHEDULE", validate_default=True)
+        _default("RELAY_RETRY_SCHEDULE"), alias="RELAY_RETRY_SCHEDULE", validate_default=True
+    )
     delivery_timeout: Annotated[float, _checked(lambda t: _positive("RELAY_DELIVERY_TIMEOUT", t))] = Field(
-        _default("RELAY_DELIVERY_TIMEOUT"), alias="RELAY_DELIVERY_TIMEOUT", validate_default=True)
+        _default("RELAY_DELIVERY_TIMEOUT"), alias="RELAY_DELIVERY_TIMEOUT", validate_default=True
+    )
     allow_private_targets: Annotated[bool, _checked(lambda t: _bool("RELAY_ALLOW_PRIVATE_TARGETS", t))] = Field(
-        _default("RELAY_ALLOW_PRIVATE_TARGETS"), alias="RELAY_ALLOW_PRIVATE_TARGETS", validate_default=True)
+        _default("RELAY_ALLOW_PRIVATE_TARGETS"), alias="RELAY_ALLOW_PRIVATE_TARGETS", validate_default=True
+    )
     max_event_bytes: Annotated[int, _checked(lambda t: int(_positive("RELAY_MAX_EVENT_BYTES", t, int)))] = Field(
-        _default("RELAY_MAX_EVENT_BYTES"), alias="RELAY_MAX_EVENT_BYTES", validate_default=True)
+        _default("RELAY_MAX_EVENT_BYTES"), alias="RELAY_MAX_EVENT_BYTES", validate_default=True
+    )
     event_retention_days: Annotated[float, _checked(lambda t: _positive("RELAY_EVENT_RETENTION_DAYS", t))] = Field(
-        _default("RELAY_EVENT_RETENTION_DAYS"), alias="RELAY_EVENT_RETENTION_DAYS", validate_default=True)
+        _default("RELAY_EVENT_RETENTION_DAYS"), alias="RELAY_EVENT_RETENTION_DAYS", validate_default=True
+    )
     auth_mode: Annotated[str, _checked(lambda t: auth_mode({"RELAY_AUTH": t}))] = Field(
-        _default("RELAY_AUTH"), alias="RELAY_AUTH", validate_default=True)
+        _default("RELAY_AUTH"), alias="RELAY_AUTH", validate_default=True
+    )
     max_batch_bytes: Annotated[int, _checked(lambda t: int(_positive("RELAY_MAX_BATCH_BYTES", t, int)))] = Field(
-        _default("RELAY_MAX_BATCH_BYTES"), alias="RELAY_MAX_BATCH_BYTES", validate_default=True)
-    appinsights_connection_string: str | None = Field(
-        None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING", repr=False)
+        _default("RELAY_MAX_BATCH_BYTES"), alias="RELAY_MAX_BATCH_BYTES", validate_default=True
+    )
+    appinsights_connection_string: str | None = Field(None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING", repr=False)
     # Where every absolute URL the relay writes starts (RELAY_PUBLIC_URL, else https:// +
     # WEBSITE_HOSTNAME in Azure); None: the request's own scheme and host (local work).
     public_url: str | None = None
@@ -237,25 +280,32 @@ class Settings(BaseSettings):
         data = dict(data)
         host = str(data.pop("WEBSITE_HOSTNAME", "") or "").strip()
         data["public_url"] = parse_public_url(str(data.pop("RELAY_PUBLIC_URL", "") or "")) or (
-            f"https://{host}" if host else None)
+            f"https://{host}" if host else None
+        )
         return data
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         given = _given.get()
         if given is not None:  # exactly the mapping given (tests), nothing else
             return (init_settings, _NamedSettings(settings_cls, given))
         # The environment first; local.settings.json only for what it leaves unset (the dev host
         # also copies the file into the environment, for what reads it directly).
-        return (init_settings, _NamedSettings(settings_cls, os.environ),
-                _NamedSettings(settings_cls, local_settings_values()))
+        return (
+            init_settings,
+            _NamedSettings(settings_cls, os.environ),
+            _NamedSettings(settings_cls, local_settings_values()),
+        )
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         token = _given.set(environ)
         try:
             return cls()

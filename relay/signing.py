@@ -21,8 +21,7 @@ from .events import compact
 USER_AGENT = f"event-relay/{__version__}"
 
 
-def cloudevent(*, event_id: str, event_type: str, source: str, time: str,
-               subject: str | None, data: Any) -> bytes:
+def cloudevent(*, event_id: str, event_type: str, source: str, time: str, subject: str | None, data: Any) -> bytes:
     """The notification body; built once per event and sent to every subscriber byte for byte."""
     doc: dict[str, Any] = {"specversion": "1.0", "id": event_id, "source": source, "type": event_type}
     if subject is not None:
@@ -48,9 +47,10 @@ class Notifications:
     """One event's notification in each content mode, each built once per event and then sent
     byte for byte to every subscriber that asked for that mode."""
 
-    def __init__(self, *, event_id: str, event_type: str, source: str, time: str,
-                 subject: str | None, data: Any) -> None:
-        self._attributes = {"id": event_id, "source": source, "type": event_type, "subject": subject, "time": time}
+    def __init__(
+        self, *, event_id: str, event_type: str, source: str, time: str, subject: str | None, data: Any
+    ) -> None:
+        self._id, self._source, self._type, self._subject, self._time = event_id, source, event_type, subject, time
         self._data = data
         self._built: dict[str, Notification] = {}
 
@@ -63,15 +63,27 @@ class Notifications:
         return found
 
     def _build(self, mode: str) -> Notification:
-        a = self._attributes
         if mode == "binary":
             headers = {"Content-Type": DATA_TYPE, "ce-specversion": "1.0"}
-            for name in ("id", "source", "type", "subject", "time"):
-                if a[name] is not None:
-                    headers["ce-" + name] = quote(a[name], safe=_HEADER_SAFE)
+            attributes = {
+                "id": self._id,
+                "source": self._source,
+                "type": self._type,
+                "subject": self._subject,
+                "time": self._time,
+            }
+            for name, value in attributes.items():
+                if value is not None:
+                    headers["ce-" + name] = quote(value, safe=_HEADER_SAFE)
             return Notification(compact(self._data).encode("utf-8"), headers)
-        body = cloudevent(event_id=a["id"], event_type=a["type"], source=a["source"], time=a["time"],
-                          subject=a["subject"], data=self._data)
+        body = cloudevent(
+            event_id=self._id,
+            event_type=self._type,
+            source=self._source,
+            time=self._time,
+            subject=self._subject,
+            data=self._data,
+        )
         return Notification(body, {"Content-Type": STRUCTURED_TYPE if mode == "structured" else JSON_TYPE})
 
 

@@ -25,12 +25,15 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
+
+from azure.core.paging import PageIterator
+from azure.data.tables import TableEntity
 
 from . import clock
 from .deliverylog import CounterRow, Counters
-from .storage import SUBSCRIPTIONS_TABLE, Storage
 from .statuses import SubscriptionStatus
+from .storage import SUBSCRIPTIONS_TABLE, Storage
 
 log = logging.getLogger("relay.stats")
 
@@ -58,14 +61,13 @@ class SubCounts:
     last_success: str | None = None
 
     def to_list(self) -> list[Any]:
-        return [self.succeeded, self.retrying, self.failed, self.total_ms, self.timed, self.max_ms,
-                self.last_success]
+        return [self.succeeded, self.retrying, self.failed, self.total_ms, self.timed, self.max_ms, self.last_success]
 
     @classmethod
-    def from_list(cls, raw: list[Any]) -> "SubCounts":
+    def from_list(cls, raw: list[Any]) -> SubCounts:
         return cls(*raw[:7])
 
-    def add(self, other: "SubCounts") -> None:
+    def add(self, other: SubCounts) -> None:
         self.succeeded += other.succeeded
         self.retrying += other.retrying
         self.failed += other.failed
@@ -79,6 +81,7 @@ class SubCounts:
 @dataclass
 class Bucket:
     """One process's running totals for a minute or an hour."""
+
     totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     subs: dict[str, SubCounts] = field(default_factory=dict)
     untracked: int = 0  # attempts of subscriptions beyond MAX_SUBS_PER_ROW
@@ -100,8 +103,14 @@ class Bucket:
             counts.last_success = at
 
     def row(self, hour: datetime, minute: int | None, process: str) -> CounterRow:
-        return CounterRow(hour=hour, minute=minute, process=process, totals=dict(self.totals),
-                          untracked=self.untracked, subs={k: v.to_list() for k, v in self.subs.items()})
+        return CounterRow(
+            hour=hour,
+            minute=minute,
+            process=process,
+            totals=dict(self.totals),
+            untracked=self.untracked,
+            subs={k: v.to_list() for k, v in self.subs.items()},
+        )
 
 
 def _hour(moment: datetime) -> datetime:
@@ -120,8 +129,9 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._storage: Storage | None = None
 
-    def record(self, storage: Storage, sub_id: str, outcome: str, elapsed: float | None = None,
-               at: datetime | None = None) -> None:
+    def record(
+        self, storage: Storage, sub_id: str, outcome: str, elapsed: float | None = None, at: datetime | None = None
+    ) -> None:
         at = at or clock.utcnow()
         hour, stamp = _hour(at), clock.rfc3339(at)
         elapsed_ms = None if elapsed is None else int(elapsed * 1000)
@@ -148,8 +158,10 @@ class Recorder:
         with self._lock:
             storage, dirty = self._storage, sorted(self._dirty)
             self._dirty.clear()
-            rows = [self._buckets[(hour, part)].row(hour, None if part == HOUR else part, self.process)
-                    for hour, part in dirty]
+            rows = [
+                self._buckets[(hour, part)].row(hour, None if part == HOUR else part, self.process)
+                for hour, part in dirty
+            ]
             # Older hours are final once written: keep only the current and the previous one.
             keep = {_hour(clock.utcnow()), _hour(clock.utcnow() - timedelta(hours=1))}
         if storage is None or not rows:
@@ -172,7 +184,7 @@ def record(storage: Storage, sub_id: str, outcome: str, elapsed: float | None = 
     """Count one attempt's outcome (`succeeded`, `retrying` or `failed`) for a subscription."""
     try:
         _recorder.record(storage, sub_id, outcome, elapsed)
-    except Exception:  # noqa: BLE001 - a counter must never fail a delivery
+    except Exception:
         log.exception("stats: could not count an attempt")
 
 
@@ -182,6 +194,7 @@ def flush() -> None:
 
 # ---- reading --------------------------------------------------------------------------------------
 
+
 def _floor(moment: datetime, unit: str) -> datetime:
     moment = moment.replace(second=0, microsecond=0)
     return moment.replace(minute=0) if unit == "hour" else moment
@@ -190,9 +203,16 @@ def _floor(moment: datetime, unit: str) -> datetime:
 def _count_subscriptions(storage: Storage) -> dict[str, Any]:
     counts = {str(s): 0 for s in SubscriptionStatus}
     seen = 0
-    pages = storage.table(SUBSCRIPTIONS_TABLE).query_entities(
-        "PartitionKey eq 's' and RowKey ge 'i:' and RowKey lt 'i;'", select=["status"],
-        results_per_page=1000).by_page()
+    # by_page() is typed as a plain iterator; it is a PageIterator, whose continuation_token says
+    # whether rows were left uncounted.
+    pages = cast(
+        "PageIterator[TableEntity]",
+        storage.table(SUBSCRIPTIONS_TABLE)
+        .query_entities(
+            "PartitionKey eq 's' and RowKey ge 'i:' and RowKey lt 'i;'", select=["status"], results_per_page=1000
+        )
+        .by_page(),
+    )
     complete = True
     for page in pages:
         for row in page:
@@ -226,13 +246,18 @@ def read(storage: Storage, window: str, now: datetime | None = None) -> dict[str
             subs.setdefault(sub_id, SubCounts()).add(SubCounts.from_list(raw))
     totals = {o: sum(point[o] for point in series.values()) for o in OUTCOMES}
     by_sub = {sub_id: _sub_view(c) for sub_id, c in subs.items()}
-    slowest = sorted((s for s in by_sub.items() if s[1]["averageMs"] is not None),
-                     key=lambda s: -s[1]["averageMs"])[:TOP]
-    failing = sorted((s for s in by_sub.items() if s[1]["failed"] + s[1]["retrying"]),
-                     key=lambda s: (-s[1]["failed"], -s[1]["retrying"]))[:TOP]
+    slowest = sorted((s for s in by_sub.items() if s[1]["averageMs"] is not None), key=lambda s: -s[1]["averageMs"])[
+        :TOP
+    ]
+    failing = sorted(
+        (s for s in by_sub.items() if s[1]["failed"] + s[1]["retrying"]),
+        key=lambda s: (-s[1]["failed"], -s[1]["retrying"]),
+    )[:TOP]
     return {
-        "window": window, "bucket": unit,
-        "from": clock.rfc3339(first), "to": clock.rfc3339(last + step),
+        "window": window,
+        "bucket": unit,
+        "from": clock.rfc3339(first),
+        "to": clock.rfc3339(last + step),
         "series": [{"start": clock.rfc3339(start), **point} for start, point in series.items()],
         "totals": totals,
         "subscriptions": _count_subscriptions(storage),
@@ -244,9 +269,13 @@ def read(storage: Storage, window: str, now: datetime | None = None) -> dict[str
 
 
 def _sub_view(counts: SubCounts) -> dict[str, Any]:
-    view: dict[str, Any] = {"succeeded": counts.succeeded, "retrying": counts.retrying, "failed": counts.failed,
-                            "averageMs": round(counts.total_ms / counts.timed) if counts.timed else None,
-                            "maxMs": counts.max_ms}
+    view: dict[str, Any] = {
+        "succeeded": counts.succeeded,
+        "retrying": counts.retrying,
+        "failed": counts.failed,
+        "averageMs": round(counts.total_ms / counts.timed) if counts.timed else None,
+        "maxMs": counts.max_ms,
+    }
     if counts.last_success:
         view["lastSuccessAt"] = counts.last_success
     return view

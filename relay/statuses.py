@@ -8,6 +8,7 @@ from enum import StrEnum
 
 class DeliveryStatus(StrEnum):
     """A delivery in the delivery log (`GET /api/subscriptions/{id}/deliveries?status=`)."""
+
     PENDING = "pending"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -15,12 +16,14 @@ class DeliveryStatus(StrEnum):
 
 class SubscriptionStatus(StrEnum):
     """Whether a subscription receives events (`disabled` ones carry a `disabledReason`)."""
+
     ACTIVE = "active"
     DISABLED = "disabled"
 
 
 class OperationStatus(StrEnum):
     """An asynchronous operation (a replay) behind `GET /api/operations/{id}`."""
+
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"

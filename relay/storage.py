@@ -9,22 +9,29 @@ otherwise account URLs reached with a managed identity (`__credential=managedide
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
-    HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError,
+    HttpResponseError,
+    ResourceExistsError,
+    ServiceRequestError,
+    ServiceResponseError,
 )
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import (
-    ExponentialRetry, QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy,
+    ExponentialRetry,
+    QueueClient,
+    QueueServiceClient,
+    TextBase64DecodePolicy,
+    TextBase64EncodePolicy,
 )
-
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -51,10 +58,20 @@ NEVER_EXPIRE = -1
 
 # The HTTP routes must answer 503 quickly when storage is down, so their clients give up fast;
 # the queue functions can afford to wait out a short outage instead of failing the message.
-FAST = {"retry_total": 1, "retry_backoff_factor": 0.2, "retry_backoff_max": 1,
-        "connection_timeout": 3, "read_timeout": 10}
-PATIENT = {"retry_total": 4, "retry_backoff_factor": 0.5, "retry_backoff_max": 8,
-           "connection_timeout": 5, "read_timeout": 30}
+FAST = {
+    "retry_total": 1,
+    "retry_backoff_factor": 0.2,
+    "retry_backoff_max": 1,
+    "connection_timeout": 3,
+    "read_timeout": 10,
+}
+PATIENT = {
+    "retry_total": 4,
+    "retry_backoff_factor": 0.5,
+    "retry_backoff_max": 8,
+    "connection_timeout": 5,
+    "read_timeout": 30,
+}
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -67,6 +84,7 @@ def is_outage(exc: BaseException) -> bool:
 @dataclass(frozen=True)
 class Endpoints:
     """Where the three services are and how to authenticate to them."""
+
     connection_string: str | None
     table_url: str | None = None
     queue_url: str | None = None
@@ -81,7 +99,10 @@ def endpoints_from_settings(storage: Mapping[str, str]) -> Endpoints:
     if conn:
         return Endpoints(connection_string=conn)
     prefix = "AzureWebJobsStorage__"
-    get = lambda key: (storage.get(prefix + key) or "").strip() or None  # noqa: E731
+
+    def get(key: str) -> str | None:
+        return (storage.get(prefix + key) or "").strip() or None
+
     account = get("accountName")
     urls = {svc: get(f"{svc}ServiceUri") for svc in ("table", "queue", "blob")}
     for svc, url in urls.items():
@@ -92,10 +113,16 @@ def endpoints_from_settings(storage: Mapping[str, str]) -> Endpoints:
         raise ConfigurationError(
             "AzureWebJobsStorage is not set: give a connection string, or "
             "AzureWebJobsStorage__accountName, or the service URIs "
-            + ", ".join(f"AzureWebJobsStorage__{svc}ServiceUri" for svc in missing))
-    return Endpoints(connection_string=None, table_url=urls["table"], queue_url=urls["queue"],
-                     blob_url=urls["blob"], credential_kind=(get("credential") or "").lower() or None,
-                     client_id=get("clientId"))
+            + ", ".join(f"AzureWebJobsStorage__{svc}ServiceUri" for svc in missing)
+        )
+    return Endpoints(
+        connection_string=None,
+        table_url=urls["table"],
+        queue_url=urls["queue"],
+        blob_url=urls["blob"],
+        credential_kind=(get("credential") or "").lower() or None,
+        client_id=get("clientId"),
+    )
 
 
 def make_credential(endpoints: Endpoints) -> TokenCredential:
@@ -120,32 +147,53 @@ def _transport(profile: Mapping[str, Any]) -> RequestsTransport:
     """
     session = requests.Session()
     session.trust_env = False
-    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=128,
-                          max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+    adapter = HTTPAdapter(
+        pool_connections=8, pool_maxsize=128, max_retries=Retry(total=False, redirect=False, raise_on_status=False)
+    )
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    return RequestsTransport(session=session, session_owner=False, use_env_settings=False,
-                             connection_timeout=profile["connection_timeout"], read_timeout=profile["read_timeout"])
+    return RequestsTransport(
+        session=session,
+        session_owner=False,
+        use_env_settings=False,
+        connection_timeout=profile["connection_timeout"],
+        read_timeout=profile["read_timeout"],
+    )
 
 
 class Storage:
     """Clients for one storage account, built once and shared by every thread of a process."""
 
-    def __init__(self, endpoints: Endpoints, *, profile: Mapping[str, Any] = PATIENT,
-                 credential_factory: Callable[[Endpoints], TokenCredential] = make_credential) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        *,
+        profile: Mapping[str, Any] = PATIENT,
+        credential_factory: Callable[[Endpoints], TokenCredential] = make_credential,
+    ) -> None:
         self.endpoints = endpoints
         common = {**profile, "transport": _transport(profile)}
         # The queue and blob SDKs have their own retry policy (15 s first back-off by default)
         # and ignore the azure-core back-off settings that the tables client honours.
-        storage_retry = {"retry_policy": ExponentialRetry(initial_backoff=0.5, increment_base=2,
-                                                          retry_total=profile["retry_total"])} \
-            if profile is FAST else {}
+        storage_retry: dict[str, Any] = (
+            {
+                "retry_policy": ExponentialRetry(
+                    initial_backoff=0.5,  # type: ignore[arg-type]  # annotated int, computed as any number
+                    increment_base=2,
+                    retry_total=profile["retry_total"],
+                )
+            }
+            if profile is FAST
+            else {}
+        )
         if endpoints.connection_string:
             cs = endpoints.connection_string
             self.tables = TableServiceClient.from_connection_string(cs, **common)
             self.queues = QueueServiceClient.from_connection_string(cs, **common, **storage_retry)
             self.blobs = BlobServiceClient.from_connection_string(cs, **common, **storage_retry)
         else:
+            if not (endpoints.table_url and endpoints.queue_url and endpoints.blob_url):
+                raise ConfigurationError("storage endpoints need a connection string or all three service URLs")
             credential = credential_factory(endpoints)
             self.tables = TableServiceClient(endpoints.table_url, credential=credential, **common)
             self.queues = QueueServiceClient(endpoints.queue_url, credential=credential, **common, **storage_retry)
@@ -168,8 +216,8 @@ class Storage:
             client = self._queue_clients.get(name)
             if client is None:
                 client = self._queue_clients[name] = self.queues.get_queue_client(
-                    name, message_encode_policy=TextBase64EncodePolicy(),
-                    message_decode_policy=TextBase64DecodePolicy())
+                    name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
+                )
             return client
 
     def container(self, name: str = PAYLOAD_CONTAINER) -> ContainerClient:
@@ -237,7 +285,7 @@ def delete_rows(table: TableClient, rows: Iterable[Mapping[str, Any]]) -> int:
     count = 0
     for pk, keys in by_partition.items():
         for start in range(0, len(keys), BATCH):
-            chunk = keys[start:start + BATCH]
+            chunk = keys[start : start + BATCH]
             table.submit_transaction([("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in chunk])
             count += len(chunk)
     return count

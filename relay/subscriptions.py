@@ -32,28 +32,31 @@ ownership decides who may manage a subscription, not which events it receives.
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import json
 import re
 import secrets
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from azure.core.paging import PageIterator
+from azure.data.tables import TableClient, TableEntity, TableTransactionError, UpdateMode
 
 from . import clock
 from .errors import Conflict, NotFound
-from .paging import decode_token, encode_token
 from .matching import patterns_for_type, subject_matches, type_matches
 from .models import SubscriptionRequest, Target
 from .outbound import mask_url
+from .paging import decode_token, encode_token
 from .pools import get_pools
 from .settings import get_settings
-from .storage import SUBSCRIPTIONS_TABLE, Storage, delete_rows
 from .statuses import SubscriptionStatus
+from .storage import SUBSCRIPTIONS_TABLE, Storage, delete_rows
 
 ID_RE = re.compile(r"[0-9a-f]{32}")  # always fullmatch: `$` lets a trailing newline in
 SUB_PARTITION = "s"
@@ -72,9 +75,16 @@ def generation(row: Mapping[str, Any]) -> int:
 
 def replay_target(entity: Mapping[str, Any]) -> Target:
     """Where a replay of this subscription delivers: every attempt logged, as retries are."""
-    return Target(sub=entity["id"], url=entity["notificationUrl"], secret=entity["secret"],
-                  once=bool(entity.get("once")), gen=generation(entity), attempt=1, logged=True,
-                  mode=entity.get("contentMode") or "json")
+    return Target(
+        sub=entity["id"],
+        url=entity["notificationUrl"],
+        secret=entity["secret"],
+        once=bool(entity.get("once")),
+        gen=generation(entity),
+        attempt=1,
+        logged=True,
+        mode=entity.get("contentMode") or "json",
+    )
 
 
 def new_secret() -> str:
@@ -115,8 +125,11 @@ def public_view(entity: dict[str, Any], *, with_secret: bool = False, full_url: 
 
 # The Logic Apps headers that identify a subscriber (not secrets: ids and names), and the
 # subscription fields they are stored in.
-CALLER_HEADERS = {"x-ms-workflow-id": "workflowId", "x-ms-workflow-operation-name": "workflowOperationName",
-                  "x-ms-client-tracking-id": "clientTrackingId"}
+CALLER_HEADERS = {
+    "x-ms-workflow-id": "workflowId",
+    "x-ms-workflow-operation-name": "workflowOperationName",
+    "x-ms-client-tracking-id": "clientTrackingId",
+}
 
 
 def _caller_key(*values: str) -> str:
@@ -129,8 +142,13 @@ class SubscriptionStore:
 
     # ---- create / update ----------------------------------------------------------------
 
-    def subscribe(self, request: SubscriptionRequest, caller: dict[str, str] | None = None,
-                  owner: str | None = None, scope: str | None = None) -> tuple[dict[str, Any], bool]:
+    def subscribe(
+        self,
+        request: SubscriptionRequest,
+        caller: dict[str, str] | None = None,
+        owner: str | None = None,
+        scope: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
         """Create, or update the existing subscription of this URL; returns (entity, created).
 
         `caller`: the Logic Apps identification (`CALLER_HEADERS` fields) the subscribe came with.
@@ -158,21 +176,30 @@ class SubscriptionStore:
                 return found
         raise RuntimeError("the subscription kept changing under this subscribe; try again")
 
-    def _create_or_update(self, url: str, fields: dict[str, Any], patterns: list[str], now: str,
-                          owner: str | None, scope: str | None) -> tuple[dict[str, Any], bool] | None:
+    def _create_or_update(
+        self, url: str, fields: dict[str, Any], patterns: list[str], now: str, owner: str | None, scope: str | None
+    ) -> tuple[dict[str, Any], bool] | None:
         """One try; None when a concurrent change (a DELETE of the same URL) got in between."""
         existing_id = self._id_for_url(url)
         if existing_id is None:
             sub_id = uuid.uuid4().hex
-            entity = {"PartitionKey": SUB_PARTITION, "RowKey": f"i:{sub_id}", "id": sub_id,
-                      "notificationUrl": url, "secret": new_secret(), "createdAt": now, "gen": 0,
-                      "owner": owner, **fields}
+            entity = {
+                "PartitionKey": SUB_PARTITION,
+                "RowKey": f"i:{sub_id}",
+                "id": sub_id,
+                "notificationUrl": url,
+                "secret": new_secret(),
+                "createdAt": now,
+                "gen": 0,
+                "owner": owner,
+                **fields,
+            }
             link = {"PartitionKey": SUB_PARTITION, "RowKey": url_key(url), "id": sub_id}
             self._write_owner(sub_id, owner)
             try:
                 self._table.submit_transaction([("create", _clean(entity)), ("create", link)])
             except TableTransactionError as exc:
-                if exc.error_code != "EntityAlreadyExists":
+                if _error_code(exc) != "EntityAlreadyExists":
                     raise
                 self._delete_owner(sub_id, owner)
                 return None  # someone subscribed the same URL a moment ago: theirs is the one
@@ -180,8 +207,15 @@ class SubscriptionStore:
             return entity, True
         return self._update(existing_id, url, fields, patterns, owner, scope)
 
-    def _update(self, sub_id: str, url: str, fields: dict[str, Any], patterns: list[str],
-                owner: str | None = None, scope: str | None = None) -> tuple[dict[str, Any], bool] | None:
+    def _update(
+        self,
+        sub_id: str,
+        url: str,
+        fields: dict[str, Any],
+        patterns: list[str],
+        owner: str | None = None,
+        scope: str | None = None,
+    ) -> tuple[dict[str, Any], bool] | None:
         """Take the new filters; (entity, made anew) or None if the subscription or its URL row
         changed meanwhile. Made anew: its secret is new, so the caller must be told it."""
         made_whole = False
@@ -190,17 +224,36 @@ class SubscriptionStore:
             current: dict[str, Any] = dict(raw)
             if scope is not None and current.get("owner") != scope:
                 raise Conflict("another owner has subscribed this notificationUrl")
-            write: tuple[Any, ...] = ("update", None, {"mode": UpdateMode.REPLACE, "etag": raw.metadata["etag"],
-                                                       "match_condition": MatchConditions.IfNotModified})
+            write: tuple[Any, ...] = (
+                "update",
+                None,
+                {
+                    "mode": UpdateMode.REPLACE,
+                    "etag": raw.metadata["etag"],
+                    "match_condition": MatchConditions.IfNotModified,
+                },
+            )
         except ResourceNotFoundError:
             # The URL row outlived its subscription (a crash between writes): make it whole.
-            current = {"PartitionKey": SUB_PARTITION, "RowKey": f"i:{sub_id}", "id": sub_id,
-                       "notificationUrl": url, "secret": new_secret(), "createdAt": fields["updatedAt"],
-                       "gen": 0, "eventTypes": "[]", "owner": owner}
+            current = {
+                "PartitionKey": SUB_PARTITION,
+                "RowKey": f"i:{sub_id}",
+                "id": sub_id,
+                "notificationUrl": url,
+                "secret": new_secret(),
+                "createdAt": fields["updatedAt"],
+                "gen": 0,
+                "eventTypes": "[]",
+                "owner": owner,
+            }
             self._write_owner(sub_id, owner)
             write = ("upsert", None, {"mode": UpdateMode.REPLACE})
             made_whole = True
-        old_patterns = json.loads(current.get("eventTypes") or "[]") if current.get("status") != SubscriptionStatus.DISABLED else []
+        old_patterns = (
+            json.loads(current.get("eventTypes") or "[]")
+            if current.get("status") != SubscriptionStatus.DISABLED
+            else []
+        )
         entity = {**current, **fields}
         if current.get("status") == SubscriptionStatus.DISABLED:
             # A new generation, so tombstones of the disabled one no longer stop its deliveries.
@@ -209,15 +262,20 @@ class SubscriptionStore:
         # between fails it, rather than this bringing back a subscription its URL no longer finds.
         link = {"PartitionKey": SUB_PARTITION, "RowKey": url_key(url), "id": sub_id}
         try:
-            self._table.submit_transaction([(write[0], _clean(entity), write[2]),
-                                            ("update", link, {"mode": UpdateMode.MERGE})])
+            self._table.submit_transaction(
+                [(write[0], _clean(entity), write[2]), ("update", link, {"mode": UpdateMode.MERGE})]
+            )
         except TableTransactionError as exc:
-            if exc.error_code in ("ResourceNotFound", "UpdateConditionNotSatisfied", "EntityAlreadyExists"):
+            if _error_code(exc) in ("ResourceNotFound", "UpdateConditionNotSatisfied", "EntityAlreadyExists"):
                 return None
             raise
         self._write_index(entity, patterns)
         now = self._get_entity(sub_id)
-        if now is not None and now.get("secret") != entity["secret"] and now.get("status") != SubscriptionStatus.DISABLED:
+        if (
+            now is not None
+            and now.get("secret") != entity["secret"]
+            and now.get("status") != SubscriptionStatus.DISABLED
+        ):
             # A rotation committed between our transaction and our index write: its secret wins.
             entity["secret"] = now["secret"]
             self._write_index(entity, patterns)
@@ -240,10 +298,17 @@ class SubscriptionStore:
                 return None
             entity = {**dict(raw), "secret": new_secret(), "updatedAt": clock.rfc3339(clock.utcnow())}
             try:
-                self._table.update_entity({"PartitionKey": SUB_PARTITION, "RowKey": f"i:{sub_id}",
-                                           "secret": entity["secret"], "updatedAt": entity["updatedAt"]},
-                                          mode=UpdateMode.MERGE, etag=raw.metadata["etag"],
-                                          match_condition=MatchConditions.IfNotModified)
+                self._table.update_entity(
+                    {
+                        "PartitionKey": SUB_PARTITION,
+                        "RowKey": f"i:{sub_id}",
+                        "secret": entity["secret"],
+                        "updatedAt": entity["updatedAt"],
+                    },
+                    mode=UpdateMode.MERGE,
+                    etag=raw.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
             except ResourceNotFoundError:
                 return None
             except HttpResponseError as exc:
@@ -257,9 +322,14 @@ class SubscriptionStore:
                 now = self._get_entity(sub_id)
                 if now is None or now.get("status") == SubscriptionStatus.DISABLED:
                     self._delete_index(sub_id, patterns)
-            self._table.upsert_entity({"PartitionKey": TOMB_PARTITION,
-                                       "RowKey": f"{clock.time_key(clock.utcnow())}_{sub_id}_secret",
-                                       "id": sub_id, "kind": "secret"})
+            self._table.upsert_entity(
+                {
+                    "PartitionKey": TOMB_PARTITION,
+                    "RowKey": f"{clock.time_key(clock.utcnow())}_{sub_id}_secret",
+                    "id": sub_id,
+                    "kind": "secret",
+                }
+            )
             return entity
         raise RuntimeError("the subscription kept changing during the rotation; try again")
 
@@ -269,14 +339,22 @@ class SubscriptionStore:
 
     def _write_index(self, entity: dict[str, Any], patterns: Iterable[str]) -> None:
         for pattern in patterns:
-            self._table.upsert_entity(_clean({
-                "PartitionKey": f"x:{pattern}", "RowKey": entity["id"],
-                "url": entity["notificationUrl"], "secret": entity["secret"],
-                "once": bool(entity.get("once")), "gen": generation(entity),
-                "subjectBeginsWith": entity.get("subjectBeginsWith"),
-                "subjectEndsWith": entity.get("subjectEndsWith"),
-                "contentMode": entity.get("contentMode") or "json",
-            }), mode=UpdateMode.REPLACE)
+            self._table.upsert_entity(
+                _clean(
+                    {
+                        "PartitionKey": f"x:{pattern}",
+                        "RowKey": entity["id"],
+                        "url": entity["notificationUrl"],
+                        "secret": entity["secret"],
+                        "once": bool(entity.get("once")),
+                        "gen": generation(entity),
+                        "subjectBeginsWith": entity.get("subjectBeginsWith"),
+                        "subjectEndsWith": entity.get("subjectEndsWith"),
+                        "contentMode": entity.get("contentMode") or "json",
+                    }
+                ),
+                mode=UpdateMode.REPLACE,
+            )
 
     def _caller_partitions(self, entity: dict[str, Any]) -> list[str]:
         found = []
@@ -293,8 +371,11 @@ class SubscriptionStore:
     def _by_caller(self, partition: str, matches: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         """The subscriptions a caller partition names that still record this caller; stale rows go."""
         found = []
-        for row in list(self._table.query_entities("PartitionKey eq @pk", parameters={"pk": partition},
-                                                   results_per_page=1000, select=["RowKey"])):
+        for row in list(
+            self._table.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": partition}, results_per_page=1000, select=["RowKey"]
+            )
+        ):
             entity = self._get_entity(row["RowKey"])
             if entity is not None and matches(entity):
                 found.append(entity)
@@ -302,8 +383,9 @@ class SubscriptionStore:
                 self._table.delete_entity(partition, row["RowKey"])
         return found
 
-    def unsubscribe_caller(self, workflow_id: str | None, operation: str | None,
-                           tracking_id: str | None, scope: str | None = None) -> list[str]:
+    def unsubscribe_caller(
+        self, workflow_id: str | None, operation: str | None, tracking_id: str | None, scope: str | None = None
+    ) -> list[str]:
         """Remove what a Logic Apps HTTP Webhook subscribed, found by the headers of its
         unsubscribe call: workflow id + operation name, else the client tracking id. Runs of one
         workflow's action share the first two, so where several match, the tracking id (one per
@@ -311,14 +393,15 @@ class SubscriptionStore:
         candidates. Returns the ids removed."""
         found: list[dict[str, Any]] = []
         if workflow_id and operation:
-            found = self._by_caller("w:" + _caller_key(workflow_id, operation), lambda e: (
-                e.get("workflowId") == workflow_id and e.get("workflowOperationName") == operation))
+            found = self._by_caller(
+                "w:" + _caller_key(workflow_id, operation),
+                lambda e: e.get("workflowId") == workflow_id and e.get("workflowOperationName") == operation,
+            )
             same_run = [e for e in found if tracking_id and e.get("clientTrackingId") == tracking_id]
             if len(found) > 1 and same_run:
                 found = same_run
         if not found and tracking_id:
-            found = self._by_caller("k:" + _caller_key(tracking_id),
-                                    lambda e: e.get("clientTrackingId") == tracking_id)
+            found = self._by_caller("k:" + _caller_key(tracking_id), lambda e: e.get("clientTrackingId") == tracking_id)
         if scope is not None:
             found = [e for e in found if e.get("owner") == scope]
         for entity in found:
@@ -341,9 +424,10 @@ class SubscriptionStore:
 
     def _id_for_url(self, url: str) -> str | None:
         try:
-            return self._table.get_entity(SUB_PARTITION, url_key(url))["id"]
+            sub_id: str = self._table.get_entity(SUB_PARTITION, url_key(url))["id"]
         except ResourceNotFoundError:
             return None
+        return sub_id
 
     def _get_raw(self, sub_id: str) -> Any:
         if not ID_RE.fullmatch(sub_id):
@@ -360,27 +444,38 @@ class SubscriptionStore:
     def get(self, sub_id: str) -> dict[str, Any] | None:
         return self._get_entity(sub_id)
 
-    def list(self, *, limit: int, token: str | None, event_type: str | None = None,
-             owner: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    def list(
+        self, *, limit: int, token: str | None, event_type: str | None = None, owner: str | None = None
+    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
         """One page of subscriptions; with `event_type`, those that would receive such an event;
         with `owner`, only that owner's, read through the owner index."""
         if owner is not None:
             return self._list_owned(owner, limit=limit, token=token, event_type=event_type)
-        pages = self._table.query_entities(
-            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-            parameters={"pk": SUB_PARTITION, "lo": "i:", "hi": "i;"},
-            results_per_page=limit,
-        ).by_page(continuation_token=decode_token(token))
+        pages = cast(
+            "PageIterator[TableEntity]",
+            self._table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                parameters={"pk": SUB_PARTITION, "lo": "i:", "hi": "i;"},
+                results_per_page=limit,
+            ).by_page(continuation_token=decode_token(token)),
+        )
         page = [dict(e) for e in next(pages, [])]
         if event_type is not None:
             page = [e for e in page if type_matches(json.loads(e["eventTypes"]), event_type)]
         return page, encode_token(pages.continuation_token)
 
-    def _list_owned(self, owner: str, *, limit: int, token: str | None,
-                    event_type: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        pages = self._table.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": owner_partition(owner)}, results_per_page=limit,
-            select=["RowKey"]).by_page(continuation_token=decode_token(token))
+    def _list_owned(
+        self, owner: str, *, limit: int, token: str | None, event_type: str | None
+    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
+        pages = cast(
+            "PageIterator[TableEntity]",
+            self._table.query_entities(
+                "PartitionKey eq @pk",
+                parameters={"pk": owner_partition(owner)},
+                results_per_page=limit,
+                select=["RowKey"],
+            ).by_page(continuation_token=decode_token(token)),
+        )
         ids = [row["RowKey"] for row in next(pages, [])]
         # Point reads of one owner's page run side by side.
         found = list(get_pools(get_settings()).reads.map(self._get_entity, ids)) if ids else []
@@ -390,7 +485,7 @@ class SubscriptionStore:
             page = [e for e in page if type_matches(json.loads(e["eventTypes"]), event_type)]
         return page, encode_token(pages.continuation_token)
 
-    def matching(self, event_type: str, subject: str | None) -> Iterator[list[Target]]:
+    def matching(self, event_type: str, subject: str | None) -> Iterator[builtins.list[Target]]:
         """The active subscriptions an event goes to, a page at a time, read from the index
         partitions its type matches; a subscription matching several patterns comes once.
 
@@ -400,18 +495,33 @@ class SubscriptionStore:
         O(matching) however many subscriptions there are."""
         seen: set[str] = set()
         for pattern in patterns_for_type(event_type):
-            pages = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": f"x:{pattern}"},
-                                               results_per_page=1000, select=list(_INDEX_FIELDS)).by_page()
+            pages = cast(
+                "PageIterator[TableEntity]",
+                self._table.query_entities(
+                    "PartitionKey eq @pk",
+                    parameters={"pk": f"x:{pattern}"},
+                    results_per_page=1000,
+                    select=list(_INDEX_FIELDS),
+                ).by_page(),
+            )
             for page in pages:
                 found = []
                 for row in page:
                     if row["RowKey"] in seen or not subject_matches(
-                            subject, row.get("subjectBeginsWith"), row.get("subjectEndsWith")):
+                        subject, row.get("subjectBeginsWith"), row.get("subjectEndsWith")
+                    ):
                         continue
                     seen.add(row["RowKey"])
-                    found.append(Target(sub=row["RowKey"], url=row["url"], secret=row["secret"],
-                                        once=bool(row.get("once")), gen=generation(row),
-                                        mode=row.get("contentMode") or "json"))
+                    found.append(
+                        Target(
+                            sub=row["RowKey"],
+                            url=row["url"],
+                            secret=row["secret"],
+                            once=bool(row.get("once")),
+                            gen=generation(row),
+                            mode=row.get("contentMode") or "json",
+                        )
+                    )
                 if found:
                     yield found
 
@@ -422,8 +532,10 @@ class SubscriptionStore:
         removed: dict[str, int] = {}
         rotated: set[str] = set()
         for row in self._table.query_entities(
-                "PartitionKey eq @pk and RowKey ge @since",
-                parameters={"pk": TOMB_PARTITION, "since": since}, results_per_page=1000):
+            "PartitionKey eq @pk and RowKey ge @since",
+            parameters={"pk": TOMB_PARTITION, "since": since},
+            results_per_page=1000,
+        ):
             sub_id = row["id"]
             if row.get("kind") == "secret":
                 rotated.add(sub_id)
@@ -431,18 +543,27 @@ class SubscriptionStore:
                 removed[sub_id] = max(removed.get(sub_id, -1), generation(row))
         return removed, rotated
 
-    def forget_tombstones(self, before: datetime) -> int:
-        """Delete the tombstones written before a moment (for retention); returns how many."""
-        return delete_rows(self._table, self._table.query_entities(
-            "PartitionKey eq @pk and RowKey lt @key", parameters={"pk": TOMB_PARTITION, "key": clock.time_key(before)},
-            select=["PartitionKey", "RowKey"]))
-
     # ---- removal --------------------------------------------------------------------------
 
     def _tombstone(self, entity: dict[str, Any]) -> None:
         key = clock.time_key(clock.utcnow())
-        self._table.upsert_entity({"PartitionKey": TOMB_PARTITION, "RowKey": f"{key}_{entity['id']}",
-                                   "id": entity["id"], "gen": generation(entity)})
+        self._table.upsert_entity(
+            {
+                "PartitionKey": TOMB_PARTITION,
+                "RowKey": f"{key}_{entity['id']}",
+                "id": entity["id"],
+                "gen": generation(entity),
+            }
+        )
+
+    def forget_tombstones(self, before: datetime) -> int:
+        """Delete the tombstones written before a moment (for retention); returns how many."""
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk and RowKey lt @key",
+            parameters={"pk": TOMB_PARTITION, "key": clock.time_key(before)},
+            select=["PartitionKey", "RowKey"],
+        )
+        return delete_rows(self._table, rows)
 
     def delete(self, sub_id: str) -> None:
         entity = self._get_entity(sub_id)
@@ -459,7 +580,7 @@ class SubscriptionStore:
         try:
             self._table.submit_transaction(ops)
         except TableTransactionError as exc:
-            if exc.error_code != "ResourceNotFound":
+            if _error_code(exc) != "ResourceNotFound":
                 raise
         self._delete_owner(sub_id, entity.get("owner"))
 
@@ -482,9 +603,16 @@ class SubscriptionStore:
         self._tombstone(entity)
         self._delete_index(sub_id, json.loads(entity.get("eventTypes") or "[]"))
         try:
-            self._table.update_entity({"PartitionKey": SUB_PARTITION, "RowKey": f"i:{sub_id}",
-                                       "status": SubscriptionStatus.DISABLED, "disabledReason": reason[:1024],
-                                       "updatedAt": clock.rfc3339(clock.utcnow())}, mode=UpdateMode.MERGE)
+            self._table.update_entity(
+                {
+                    "PartitionKey": SUB_PARTITION,
+                    "RowKey": f"i:{sub_id}",
+                    "status": SubscriptionStatus.DISABLED,
+                    "disabledReason": reason[:1024],
+                    "updatedAt": clock.rfc3339(clock.utcnow()),
+                },
+                mode=UpdateMode.MERGE,
+            )
         except ResourceNotFoundError:
             pass
 
@@ -497,15 +625,24 @@ class SubscriptionStore:
             entity = self._get_entity(sub_id)
             if entity is None:
                 return None
-            fields = {"status": SubscriptionStatus.ACTIVE, "disabledReason": None,
-                      "updatedAt": clock.rfc3339(clock.utcnow())}
+            fields = {
+                "status": SubscriptionStatus.ACTIVE,
+                "disabledReason": None,
+                "updatedAt": clock.rfc3339(clock.utcnow()),
+            }
             updated = self._update(sub_id, entity["notificationUrl"], fields, json.loads(entity["eventTypes"]))
             if updated is not None:
                 return updated[0]
         raise RuntimeError("the subscription kept changing under this activate; try again")
 
 
+def _error_code(exc: TableTransactionError) -> str | None:
+    """The storage error code of a failed transaction: the tables SDK sets it on the error while
+    decoding the answer, but the class does not declare it."""
+    code = getattr(exc, "error_code", None)
+    return code if isinstance(code, str) else None
+
+
 def _clean(entity: dict[str, Any]) -> dict[str, Any]:
     """Tables cannot store None; an absent property reads back as absent."""
     return {k: v for k, v in entity.items() if v is not None}
-

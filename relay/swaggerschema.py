@@ -19,8 +19,23 @@ MAX_NODES = 2000
 MAX_REF_DEPTH = 4
 SWAGGER_TYPES = ("string", "number", "integer", "boolean", "array", "object")
 # Keywords with the same meaning in Swagger 2.0 (draft-04) as in 2020-12.
-SAME = ("title", "description", "format", "default", "multipleOf", "maximum", "minimum", "maxLength",
-        "minLength", "pattern", "maxItems", "minItems", "uniqueItems", "maxProperties", "minProperties")
+SAME = (
+    "title",
+    "description",
+    "format",
+    "default",
+    "multipleOf",
+    "maximum",
+    "minimum",
+    "maxLength",
+    "minLength",
+    "pattern",
+    "maxItems",
+    "minItems",
+    "uniqueItems",
+    "maxProperties",
+    "minProperties",
+)
 
 
 class _Budget:
@@ -103,8 +118,7 @@ def _convert(node: Any, root: Any, refs: int, budget: _Budget) -> dict[str, Any]
         out["type"] = types
 
     for key in SAME:
-        if key in node and (key == "default" or not isinstance(node[key], (dict, list, bool))
-                            or key == "uniqueItems"):
+        if key in node and (key == "default" or not isinstance(node[key], (dict, list, bool)) or key == "uniqueItems"):
             out[key] = node[key]
     if isinstance(out.get("title"), str):
         out["x-ms-summary"] = out["title"]

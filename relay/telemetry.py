@@ -28,7 +28,8 @@ log = logging.getLogger("relay")
 #   carries the relay's metrics only. The distro takes this from the standard
 #   `OTEL_LOGS_EXPORTER=none` (it has no argument for it); an app setting of another value wins.
 INSTRUMENTATION_OPTIONS: dict[str, dict[str, bool]] = {
-    name: {"enabled": False} for name in ("requests", "urllib", "urllib3", "azure_sdk")}
+    name: {"enabled": False} for name in ("requests", "urllib", "urllib3", "azure_sdk")
+}
 
 _lock = threading.Lock()
 _instruments: dict[str, Any] = {}
@@ -66,14 +67,17 @@ def configure() -> bool:
     client_id = _client_id()
     credential = ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
     os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
-    configure_azure_monitor(connection_string=connection_string, credential=credential,
-                            instrumentation_options=INSTRUMENTATION_OPTIONS)
+    configure_azure_monitor(
+        connection_string=connection_string, credential=credential, instrumentation_options=INSTRUMENTATION_OPTIONS
+    )
     meter = metrics.get_meter("relay")
     with _lock:
         _instruments["deliveries"] = meter.create_counter(
-            "relay.deliveries", unit="{attempt}", description="Delivery attempts by outcome.")
+            "relay.deliveries", unit="{attempt}", description="Delivery attempts by outcome."
+        )
         _instruments["latency"] = meter.create_histogram(
-            "relay.delivery.duration", unit="s", description="Time one delivery attempt took.")
+            "relay.delivery.duration", unit="s", description="Time one delivery attempt took."
+        )
     return True
 
 
@@ -81,7 +85,6 @@ def record_attempt(outcome: str, seconds: float) -> None:
     """Count one delivery attempt by outcome, and its latency."""
     # Set once by configure(); reading a dict needs no lock, and an attempt takes none.
     counter, histogram = _instruments.get("deliveries"), _instruments.get("latency")
-    if counter is not None:
+    if counter is not None and histogram is not None:
         counter.add(1, {"outcome": outcome})
         histogram.record(seconds, {"outcome": outcome})
-

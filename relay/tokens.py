@@ -22,8 +22,9 @@ import hmac
 import json
 import secrets
 import threading
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
@@ -37,6 +38,7 @@ KEY_BYTES = 32
 
 class Purpose(StrEnum):
     """What a token is for; part of its MAC, so a token is only good where it was issued."""
+
     SUBSCRIPTIONS_PAGE = "subscriptions-page"
     DELIVERIES_PAGE = "deliveries-page"
     TRIGGER_STATE = "trigger-state"
@@ -67,8 +69,7 @@ class TokenCodec:
     def open(self, purpose: Purpose, text: str, field: str) -> dict[str, Any]:
         """The object sealed in `text`, or a 400 naming `field`: the MAC is checked first."""
         payload, dot, mac = text.rpartition(".")
-        if not (dot and payload.isascii() and mac.isascii()
-                and hmac.compare_digest(mac, self._mac(purpose, payload))):
+        if not (dot and payload.isascii() and mac.isascii() and hmac.compare_digest(mac, self._mac(purpose, payload))):
             raise invalid(field, "is not a token this API issued")
         try:
             doc = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -88,8 +89,13 @@ def stored_key(storage: Storage) -> bytes:
     except ResourceNotFoundError:
         pass
     try:
-        table.create_entity({"PartitionKey": KEY_PARTITION, "RowKey": KEY_ROW,
-                             "key": base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")})
+        table.create_entity(
+            {
+                "PartitionKey": KEY_PARTITION,
+                "RowKey": KEY_ROW,
+                "key": base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii"),
+            }
+        )
     except ResourceExistsError:
         pass  # another instance created it first: use theirs
     return base64.b64decode(table.get_entity(KEY_PARTITION, KEY_ROW)["key"])

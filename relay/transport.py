@@ -50,7 +50,13 @@ from urllib3.util.ssl_match_hostname import CertificateError
 
 from .guard import DEFAULT_PORTS, Target, bracketed, request_target
 from .sendererrors import (
-    ConnectError, ConnectionBroken, DeliveryError, DeliveryTimeout, ProtocolError, SenderClosed, TLSError,
+    ConnectError,
+    ConnectionBroken,
+    DeliveryError,
+    DeliveryTimeout,
+    ProtocolError,
+    SenderClosed,
+    TLSError,
 )
 
 __all__ = ["PinnedAdapter", "Reply", "Transport"]
@@ -84,6 +90,7 @@ for _name in ("urllib3.connection", "urllib3.connectionpool", "urllib3.response"
 @dataclass
 class Reply:
     """The receiver's answer; `body` is cut at the sender's `max_response_bytes`."""
+
     status: int
     headers: dict[str, str]  # keys lower-cased
     body: bytes
@@ -93,6 +100,7 @@ _Key = tuple[str, str, int, str]  # (scheme, address, port, TLS server name or "
 
 
 # ---- one attempt and its deadline ---------------------------------------------------------------
+
 
 class Exchange:
     """One attempt: the checked target, its deadline, and the socket the deadline thread may cut."""
@@ -214,6 +222,7 @@ class Deadlines:
 
 # ---- keep-alive connections ----------------------------------------------------------------------
 
+
 class _IdleConnections:
     """Connections whose last answer was read whole, by (scheme, address, port, server name).
 
@@ -291,10 +300,17 @@ class PinnedAdapter(HTTPAdapter):
         self.tls_options = _tls_options(verify)
         self.idle = _IdleConnections(per_key, keys)
 
-    def send(self, request: requests.PreparedRequest, stream: bool = False,
-             timeout: float | tuple[float | None, float | None] | None = None, verify: bool | str = True,
-             cert: str | tuple[str, str] | None = None, proxies: dict[str, str] | None = None,
-             *, exchange: Exchange | None = None) -> requests.Response:
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float | None, float | None] | None = None,
+        verify: bool | str = True,
+        cert: str | tuple[str, str] | None = None,
+        proxies: dict[str, str] | None = None,
+        *,
+        exchange: Exchange | None = None,
+    ) -> requests.Response:
         """Send `request` on a connection to `exchange.target.address`; the answer's body is left
         unread (`response.raw`), and `release` decides what becomes of the connection."""
         if exchange is None:
@@ -312,8 +328,14 @@ class PinnedAdapter(HTTPAdapter):
             # Transport.prepare gave the request a bytes body (or none) and str headers.
             body = request.body if isinstance(request.body, bytes) else None
             headers = {name: str(value) for name, value in request.headers.items()}
-            conn.request(request.method or "POST", exchange.request_target, body=body, headers=headers,
-                         preload_content=False, decode_content=False)
+            conn.request(
+                request.method or "POST",
+                exchange.request_target,
+                body=body,
+                headers=headers,
+                preload_content=False,
+                decode_content=False,
+            )
             conn.timeout = exchange.remaining()
             raw = conn.getresponse()
         except BaseException:
@@ -352,6 +374,7 @@ class PinnedAdapter(HTTPAdapter):
 
 # ---- the transport -------------------------------------------------------------------------------
 
+
 class Transport:
     """Sends one attempt to one checked target: the `requests.Session`, the adapter, the deadlines."""
 
@@ -377,8 +400,7 @@ class Transport:
         self._session.close()
         self._deadlines.stop()
 
-    def post(self, target: Target, body: bytes, headers: Mapping[str, str], deadline: float,
-             timeout: float) -> Reply:
+    def post(self, target: Target, body: bytes, headers: Mapping[str, str], deadline: float, timeout: float) -> Reply:
         """POST `body` to the checked `target` by `deadline` (`timeout` is only for messages);
         raises a `DeliveryError` subclass, whose message never quotes the URL's query."""
         if self._closed:
@@ -389,8 +411,7 @@ class Transport:
         response: requests.Response | None = None
         reusable = False
         try:
-            response = self._session.send(request, stream=True, allow_redirects=False, proxies={},
-                                          exchange=exchange)
+            response = self._session.send(request, stream=True, allow_redirects=False, proxies={}, exchange=exchange)
             if exchange.expired:
                 # Cutting the socket can end a header block early, and http.client takes that EOF
                 # for the end of the headers: what was parsed is not the receiver's answer.
@@ -398,10 +419,15 @@ class Transport:
             reply_headers = {name.lower(): value for name, value in response.headers.items()}
             content, reusable = self._read_capped(response.raw, exchange)
             return Reply(response.status_code, reply_headers, content)
-        except (requests.RequestException, u3.HTTPError, http.client.HTTPException, OSError, ValueError,
-                CertificateError) as exc:
-            raise classify(exc, target, exchange.expired, timeout,
-                           connected=exchange.connected) from None
+        except (
+            requests.RequestException,
+            u3.HTTPError,
+            http.client.HTTPException,
+            OSError,
+            ValueError,
+            CertificateError,
+        ) as exc:
+            raise classify(exc, target, exchange.expired, timeout, connected=exchange.connected) from None
         finally:
             exchange.finish()
             if response is not None:
@@ -433,10 +459,14 @@ class Transport:
 
     def _prepare(self, target: Target, body: bytes, headers: Mapping[str, str]) -> requests.PreparedRequest:
         merged: CaseInsensitiveDict[str] = CaseInsensitiveDict(
-            {"User-Agent": self._user_agent, "Accept": "*/*",
-             # The body is only kept for the delivery log; reading it compressed would let a small
-             # answer inflate past max_response_bytes.
-             "Accept-Encoding": "identity"})
+            {
+                "User-Agent": self._user_agent,
+                "Accept": "*/*",
+                # The body is only kept for the delivery log; reading it compressed would let a small
+                # answer inflate past max_response_bytes.
+                "Accept-Encoding": "identity",
+            }
+        )
         for name, value in headers.items():
             if name.lower() not in _OWN_HEADERS:
                 merged[name] = value
@@ -466,11 +496,23 @@ _TABLE: tuple[tuple[tuple[type[BaseException], ...], type[DeliveryError], str], 
     ((u3.NewConnectionError, ConnectionRefusedError), ConnectError, "could not connect to {where}: {why}"),
     ((TimeoutError, u3.TimeoutError), DeliveryTimeout, "no answer from {where} within {timeout:g} s"),
     ((ssl.SSLCertVerificationError, CertificateError), TLSError, "TLS with {where} failed: {why}"),
-    ((ssl.SSLEOFError, ssl.SSLZeroReturnError), ConnectionBroken,
-     "{where} closed the TLS connection without answering"),
+    (
+        (ssl.SSLEOFError, ssl.SSLZeroReturnError),
+        ConnectionBroken,
+        "{where} closed the TLS connection without answering",
+    ),
     ((ssl.SSLError,), TLSError, "TLS with {where} failed: {why}"),
-    ((http.client.RemoteDisconnected, ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
-      http.client.IncompleteRead), ConnectionBroken, "the connection to {where} broke: {why}"),
+    (
+        (
+            http.client.RemoteDisconnected,
+            ConnectionResetError,
+            ConnectionAbortedError,
+            BrokenPipeError,
+            http.client.IncompleteRead,
+        ),
+        ConnectionBroken,
+        "the connection to {where} broke: {why}",
+    ),
     ((http.client.HTTPException, u3.HTTPError, ValueError), ProtocolError, "{where} did not answer with valid HTTP"),
 )
 _UNREACHABLE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ECONNREFUSED)

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import azure.functions as func
 
+from .delivery import Deliverer
 from .fanout import deliver_item, fan_out
 from .models import DeliveryMessage, FanoutMessage, ReplayMessage
+from .outbox import Outbox
 from .queues import parse_or_poison
-from .delivery import Deliverer
 from .replay import Operations, run_replay
 from .retention import sweep
 from .settings import get_settings
-from .outbox import Outbox
 from .statuses import OperationStatus
 from .storage import DELIVERY_QUEUE, FANOUT_QUEUE, REPLAY_QUEUE, Storage, get_storage, is_outage
 
@@ -41,8 +41,12 @@ MAX_DEQUEUE_COUNT = 5
 REQUEUE_DELAY = 30
 
 
-def patiently(queue: str, msg: func.QueueMessage, work: Callable[[Storage], None],
-              give_up: Callable[[Storage, Exception], None] | None = None) -> None:
+def patiently(
+    queue: str,
+    msg: func.QueueMessage,
+    work: Callable[[Storage], None],
+    give_up: Callable[[Storage, Exception], None] | None = None,
+) -> None:
     """Run a queue message's `work`, deciding what a failure becomes: the host's retry, a
     re-enqueued copy during a storage outage (after REQUEUE_AFTER_DEQUEUES tries, keeping the
     fan-out origin), or `give_up` on the host's last try."""
@@ -55,8 +59,13 @@ def patiently(queue: str, msg: func.QueueMessage, work: Callable[[Storage], None
             if give_up is not None and dequeues >= MAX_DEQUEUE_COUNT:
                 # The host's last try: record the failure where people look for it (the delivery
                 # log, the operation) rather than leave the work to a poison queue nobody reads.
-                log.error("queue %s: message %s failed %d times (%s); recorded as failed",
-                          queue, msg.id, dequeues, type(exc).__name__)
+                log.error(
+                    "queue %s: message %s failed %d times (%s); recorded as failed",
+                    queue,
+                    msg.id,
+                    dequeues,
+                    type(exc).__name__,
+                )
                 give_up(storage, exc)
                 return
             raise
@@ -66,8 +75,13 @@ def patiently(queue: str, msg: func.QueueMessage, work: Callable[[Storage], None
         if queue == FANOUT_QUEUE and not body.get("origin"):
             body["origin"] = msg.id
         Outbox(storage).put_back(queue, json.dumps(body), REQUEUE_DELAY)
-        log.warning("queue %s: storage unavailable (%s); message %s put back for %ss",
-                    queue, type(exc).__name__, msg.id, REQUEUE_DELAY)
+        log.warning(
+            "queue %s: storage unavailable (%s); message %s put back for %ss",
+            queue,
+            type(exc).__name__,
+            msg.id,
+            REQUEUE_DELAY,
+        )
 
 
 @queues.function_name("fanout")
@@ -76,7 +90,9 @@ def on_fanout(msg: func.QueueMessage) -> None:
     def work(storage: Storage) -> None:
         message = parse_or_poison(storage, FANOUT_QUEUE, FanoutMessage, msg.get_body())
         if message is not None:
-            fan_out(storage, get_settings(), message, msg.id, msg.dequeue_count or 1)
+            # The host gives every message it triggers on an id; the type allows none for messages built by hand.
+            fan_out(storage, get_settings(), message, msg.id or "", msg.dequeue_count or 1)
+
     patiently(FANOUT_QUEUE, msg, work)
 
 
@@ -91,6 +107,7 @@ def on_delivery(msg: func.QueueMessage) -> None:
     def give_up(storage: Storage, exc: Exception) -> None:
         message = DeliveryMessage.model_validate_json(msg.get_body())
         Deliverer(storage, get_settings()).abandon(message, f"delivery failed repeatedly: {type(exc).__name__}")
+
     patiently(DELIVERY_QUEUE, msg, work, give_up)
 
 
@@ -104,8 +121,12 @@ def on_replay(msg: func.QueueMessage) -> None:
 
     def give_up(storage: Storage, exc: Exception) -> None:
         message = ReplayMessage.model_validate_json(msg.get_body())
-        Operations(storage).finish(message.operationId, status=OperationStatus.FAILED,
-                                   error=f"the replay failed repeatedly: {type(exc).__name__}")
+        Operations(storage).finish(
+            message.operationId,
+            status=OperationStatus.FAILED,
+            error=f"the replay failed repeatedly: {type(exc).__name__}",
+        )
+
     patiently(REPLAY_QUEUE, msg, work, give_up)
 
 

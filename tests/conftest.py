@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from relay import pools, settings, storage
 from relay.azurite import Azurite
-from tests.helpers import FUNCTION_KEY, InProcessApp, Received, Receiver, RelayProcess, Reply
+from relay.outbound import Sender
+from tests.helpers import FUNCTION_KEY, FakeResolver, InProcessApp, Received, Receiver, RelayProcess, Reply
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +45,14 @@ def relay(relay_factory: Callable[..., RelayProcess]) -> RelayProcess:
 
 @pytest.fixture
 def app_storage(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[storage.Storage]:
-    """This process's own settings and storage clients (what the app's functions use), pointed at
-    this module's Azurite with the dev host's test settings; forgotten again afterwards."""
+    """This process's own settings, storage clients and pools (what the app's functions use),
+    pointed at this module's Azurite with the dev host's test settings; forgotten again afterwards.
+    The pools hold a sender built from the settings of their first use, so they go too."""
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     monkeypatch.setenv("RELAY_ALLOW_PRIVATE_TARGETS", "true")
-    # The pools' sender is built from the settings of its first use: rebuilt with these.
-    pools.close_pools()
     settings.reset_settings()
     storage.reset_storage()
+    pools.close_pools()
     yield storage.get_storage()
     pools.close_pools()
     settings.reset_settings()
@@ -81,3 +83,26 @@ def receiver_factory() -> Iterator[Callable[..., Receiver]]:
 def unique_type() -> str:
     """An event type no other test uses, so tests sharing one Azurite do not see each other's events."""
     return f"test.{uuid.uuid4().hex[:10]}.happened"
+
+
+@pytest.fixture
+def senders() -> Iterator[Callable[..., Sender]]:
+    """Outbound clients allowed to reach loopback, with `hooks.example.test` resolving to it;
+    closed afterwards."""
+    made: list[Sender] = []
+
+    def make(**kwargs: Any) -> Sender:
+        options: dict[str, Any] = {
+            "allow_private": True,
+            "timeout": 5.0,
+            "user_agent": "relay-test/1",
+            "resolver": FakeResolver({"hooks.example.test": ["127.0.0.1"]}),
+        }
+        options.update(kwargs)
+        sender = Sender(**options)
+        made.append(sender)
+        return sender
+
+    yield make
+    for sender in made:
+        sender.close()

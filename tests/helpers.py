@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import requests
@@ -25,8 +25,22 @@ from relay.azurite import Azurite, free_port, stop_group
 from relay.azurite import wait_until as _wait_until
 from relay.storage import DELIVERY_QUEUE, FANOUT_QUEUE
 
-__all__ = ["FUNCTION_KEY", "ROOT", "Answer", "Azurite", "InProcessApp", "Received", "Receiver", "RelayProcess", "Reply", "free_port",
-           "nullable_as_draft4", "problem_of", "wait_until"]
+__all__ = [
+    "FUNCTION_KEY",
+    "ROOT",
+    "Answer",
+    "Azurite",
+    "FakeResolver",
+    "InProcessApp",
+    "Received",
+    "Receiver",
+    "RelayProcess",
+    "Reply",
+    "free_port",
+    "nullable_as_draft4",
+    "problem_of",
+    "wait_until",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_KEY = "test-function-key"
@@ -37,6 +51,29 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = 
     return _wait_until(predicate, timeout, what, error=AssertionError)
 
 
+class FakeResolver:
+    """A resolver for the outbound client answering from a table; a name not in the table (an IP
+    literal, say) fails the test outright."""
+
+    def __init__(self, table: dict[str, list[str] | list[list[str]]], sequence: bool = False) -> None:
+        self.table = table
+        self.sequence = sequence
+        self.calls: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        with self._lock:
+            self.calls.append((host, port))
+            if host not in self.table:
+                raise AssertionError(f"resolver asked about {host!r}, which it should never need")
+            answers = self.table[host]
+            if self.sequence:
+                # One answer list per call, the last one repeating: a name that changes its mind.
+                index = min(sum(1 for h, _ in self.calls if h == host) - 1, len(answers) - 1)
+                return list(cast(list[str], answers[index]))
+            return list(cast(list[str], answers))
+
+
 class RelayProcess:
     """`python -m relay dev` in its own process group, so a test can SIGKILL it and restart it."""
 
@@ -44,9 +81,15 @@ class RelayProcess:
         self.port = free_port()
         self.azurite = azurite
         self.function_key = function_key
-        self.env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string,
-                    "RELAY_ALLOW_PRIVATE_TARGETS": "true", "RELAY_RETRY_SCHEDULE": "100ms,100ms,100ms",
-                    "RELAY_DELIVERY_TIMEOUT": "5", "PYTHONUNBUFFERED": "1", **env}
+        self.env = {
+            **os.environ,
+            "AzureWebJobsStorage": azurite.connection_string,
+            "RELAY_ALLOW_PRIVATE_TARGETS": "true",
+            "RELAY_RETRY_SCHEDULE": "100ms,100ms,100ms",
+            "RELAY_DELIVERY_TIMEOUT": "5",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
         self.proc: subprocess.Popen[bytes] | None = None
         self._queues: list[Any] | None = None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"relay-dev-{self.port}-{uuid.uuid4().hex[:6]}.log"
@@ -58,13 +101,14 @@ class RelayProcess:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
-    def start(self) -> "RelayProcess":
+    def start(self) -> RelayProcess:
         args = [sys.executable, "-m", "relay", "dev", "--port", str(self.port)]
         if self.function_key:
             args += ["--function-key", self.function_key]
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         wait_until(self._healthy, 60, "the dev host to answer")
         return self
 
@@ -122,6 +166,7 @@ class RelayProcess:
 
 # ---- receivers ----------------------------------------------------------------------------------
 
+
 @dataclass
 class Received:
     path: str
@@ -146,6 +191,7 @@ class _QuietServer(ThreadingHTTPServer):
 @dataclass
 class Receiver:
     """A loopback webhook receiver; `script` answers each request (default 200)."""
+
     script: Callable[[Received, int], Reply] | None = None
     requests: list[Received] = field(default_factory=list)
 
@@ -156,10 +202,14 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                item = Received(self.path, {k.lower(): v for k, v in self.headers.items()},
-                                self.rfile.read(length), time.monotonic())
+                item = Received(
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    self.rfile.read(length),
+                    time.monotonic(),
+                )
                 with receiver.cond:
                     receiver.requests.append(item)
                     index = len(receiver.requests) - 1
@@ -205,8 +255,10 @@ def nullable_as_draft4(schema: Any) -> Any:
         return [nullable_as_draft4(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: (nullable_as_draft4(v) if isinstance(v, (dict, list)) and k not in ("enum", "required") else v)
-           for k, v in schema.items()}
+    out = {
+        k: (nullable_as_draft4(v) if isinstance(v, (dict, list)) and k not in ("enum", "required") else v)
+        for k, v in schema.items()
+    }
     if out.pop("x-nullable", False):
         if "type" in out:
             out["type"] = [out["type"], "null"]
@@ -217,9 +269,11 @@ def nullable_as_draft4(schema: Any) -> Any:
 
 # ---- the function app in this process -----------------------------------------------------------
 
+
 @dataclass
 class Answer:
     """What a registered HTTP function answered, with the Content-Type the host would send."""
+
     status_code: int
     headers: dict[str, str]  # lower-case names
     body: bytes
@@ -244,7 +298,7 @@ class HttpFunction:
         if len(segments) != len(parts):
             return None
         params: dict[str, str] = {}
-        for segment, part in zip(segments, parts):
+        for segment, part in zip(segments, parts, strict=True):
             if part.startswith("{") and part.endswith("}"):
                 if not segment:
                     return None
@@ -267,11 +321,15 @@ def http_functions() -> list[HttpFunction]:
     once per app object (a second call refuses the names it has seen), as the worker calls it."""
     if not _http_functions:
         import function_app
+
         for fn in function_app.app.get_functions():
             trigger = fn.get_trigger()
             if trigger.get_binding_name() == "httpTrigger":
-                _http_functions.append(HttpFunction(fn.get_function_name(), trigger.route or fn.get_function_name(),
-                                                    fn.get_user_function()))
+                _http_functions.append(
+                    HttpFunction(
+                        fn.get_function_name(), trigger.route or fn.get_function_name(), fn.get_user_function()
+                    )
+                )
         _http_functions.sort(key=lambda f: f.precedence)
     return _http_functions
 
@@ -286,11 +344,19 @@ class InProcessApp:
 
     def __init__(self) -> None:
         import azure.functions as func
+
         self._request_type = func.HttpRequest
         self.functions = http_functions()
 
-    def request(self, method: str, path: str, json_body: Any = None, *, data: bytes | None = None,
-                headers: dict[str, str] | None = None) -> Answer:
+    def request(
+        self,
+        method: str,
+        path: str,
+        json_body: Any = None,
+        *,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
         """`path` as it follows /api/, query included and percent-encoded as on the wire;
         `json_body` is sent as application/json unless `data` is given."""
         headers = {k.lower(): v for k, v in (headers or {}).items()}
@@ -302,9 +368,14 @@ class InProcessApp:
             route_params = function.match(split.path.strip("/"))
             if route_params is None:
                 continue
-            request = self._request_type(method=method.upper(), url=f"{self.base}/{path}", headers=headers,
-                                         params=dict(parse_qsl(split.query, keep_blank_values=True)),
-                                         route_params=route_params, body=data or b"")
+            request = self._request_type(
+                method=method.upper(),
+                url=f"{self.base}/{path}",
+                headers=headers,
+                params=dict(parse_qsl(split.query, keep_blank_values=True)),
+                route_params=route_params,
+                body=data or b"",
+            )
             response = function.call(request)
             out = {k.lower(): v for k, v in response.headers.items()}
             if response.mimetype and "content-type" not in out:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import FUNCTION_KEY, ROOT, RelayProcess, Receiver, wait_until
 from relay.azurite import free_port
+from tests.helpers import FUNCTION_KEY, ROOT, Receiver, RelayProcess, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +26,22 @@ def relay(azurite: Any) -> Iterator[RelayProcess]:
     process.stop()
 
 
-def admin(relay: RelayProcess | None, *args: str, key: str | None = FUNCTION_KEY, url: str | None = None,
-          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def admin(
+    relay: RelayProcess | None,
+    *args: str,
+    key: str | None = FUNCTION_KEY,
+    url: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in ("RELAY_URL", "RELAY_ADMIN_KEY")}
     command = [sys.executable, "-m", "relay", "admin"]
     if url or relay:
-        command += ["--url", url or f"http://127.0.0.1:{relay.port}"]  # type: ignore[union-attr]
+        command += ["--url", url or f"http://127.0.0.1:{relay.port}"]
     if key:
         command += ["--key", key]
-    return subprocess.run(command + list(args), cwd=ROOT, env={**base, **(env or {})}, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        command + list(args), cwd=ROOT, env={**base, **(env or {})}, capture_output=True, text=True, timeout=60
+    )
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -53,8 +59,9 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, *words: 
     return lines[0]
 
 
-def test_subscriptions_list_show_delete(relay: RelayProcess, receiver_factory: Callable[..., Receiver],
-                                        unique_type: str) -> None:
+def test_subscriptions_list_show_delete(
+    relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
     receiver = receiver_factory()
     sub = relay.subscribe(receiver.url, eventTypes=[unique_type], description="CLI test")
     table = ok(admin(relay, "subscriptions", "list", "--event-type", unique_type))
@@ -63,19 +70,24 @@ def test_subscriptions_list_show_delete(relay: RelayProcess, receiver_factory: C
     assert any(sub["id"] in row and receiver.url in row and "active" in row for row in rows)
     listed = json.loads(ok(admin(relay, "subscriptions", "list", "--event-type", unique_type, "--json")))
     assert [s["id"] for s in listed] == [sub["id"]] and "secret" not in listed[0]
-    assert json.loads(ok(admin(relay, "subscriptions", "list", "--status", "disabled", "--event-type", unique_type,
-                               "--json"))) == []
+    assert (
+        json.loads(
+            ok(admin(relay, "subscriptions", "list", "--status", "disabled", "--event-type", unique_type, "--json"))
+        )
+        == []
+    )
     # --json after the command or before the group, as the contract writes it.
     shown = json.loads(ok(admin(relay, "--json", "subscriptions", "show", sub["id"])))
     assert shown["id"] == sub["id"] and shown["description"] == "CLI test"
     people = ok(admin(relay, "subscriptions", "show", sub["id"]))
-    assert f"id:" in people and sub["id"] in people and "CLI test" in people
+    assert "id:" in people and sub["id"] in people and "CLI test" in people
     assert ok(admin(relay, "subscriptions", "delete", sub["id"])).strip() == f"deleted subscription {sub['id']}"
     one_line_error(admin(relay, "subscriptions", "show", sub["id"]), 1, "404", "no subscription has this id")
 
 
-def test_rotate_secret_and_activate(relay: RelayProcess, receiver_factory: Callable[..., Receiver],
-                                    unique_type: str) -> None:
+def test_rotate_secret_and_activate(
+    relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
     state = {"gone": True}
     receiver = receiver_factory(lambda item, index: (410, {}, b"") if state["gone"] else (200, {}, b""))
     sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
@@ -91,15 +103,19 @@ def test_rotate_secret_and_activate(relay: RelayProcess, receiver_factory: Calla
     one_line_error(admin(relay, "subscriptions", "rotate-secret", uuid.uuid4().hex), 1, "404")
 
 
-def test_deliveries_and_replay_with_progress(relay: RelayProcess, receiver_factory: Callable[..., Receiver],
-                                             unique_type: str) -> None:
+def test_deliveries_and_replay_with_progress(
+    relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
     state = {"healthy": False}
     receiver = receiver_factory(lambda item, index: (200, {}, b"") if state["healthy"] else (503, {}, b""))
     sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
     for n in range(2):
         relay.publish({"type": unique_type, "data": {"n": n}})
-    wait_until(lambda: len(relay.get(f"subscriptions/{sub['id']}/deliveries?status=failed").json()["value"]) == 2,
-               30, "two failed deliveries")
+    wait_until(
+        lambda: len(relay.get(f"subscriptions/{sub['id']}/deliveries?status=failed").json()["value"]) == 2,
+        30,
+        "two failed deliveries",
+    )
     table = ok(admin(relay, "deliveries", "list", sub["id"], "--status", "failed"))
     header, *rows = table.splitlines()
     assert header.split()[:5] == ["EVENT", "TYPE", "STATUS", "ATTEMPTS", "CODE"]
@@ -113,8 +129,11 @@ def test_deliveries_and_replay_with_progress(relay: RelayProcess, receiver_facto
     assert "succeeded: 2 deliveries queued again" in out
     assert "replay" in result.stderr and "succeeded" in result.stderr  # the progress, on stderr
     receiver.wait_for(3 * 2 + 2)
-    wait_until(lambda: json.loads(ok(admin(relay, "deliveries", "list", sub["id"], "--status", "failed",
-                                           "--json"))) == [], 30, "the failures to clear")
+    wait_until(
+        lambda: json.loads(ok(admin(relay, "deliveries", "list", sub["id"], "--status", "failed", "--json"))) == [],
+        30,
+        "the failures to clear",
+    )
 
     started = json.loads(ok(admin(relay, "replay", sub["id"], "--since", "2026-01-01T00:00:00Z", "--all", "--json")))
     assert started["location"].endswith(f"/api/operations/{started['id']}")
@@ -123,22 +142,30 @@ def test_deliveries_and_replay_with_progress(relay: RelayProcess, receiver_facto
     assert bad.returncode == 2 and "RFC 3339" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_event_types_and_publish(relay: RelayProcess, receiver_factory: Callable[..., Receiver],
-                                 unique_type: str, tmp_path: Any) -> None:
+def test_event_types_and_publish(
+    relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str, tmp_path: Any
+) -> None:
     receiver = receiver_factory()
     relay.subscribe(receiver.url, eventTypes=[unique_type])
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps({"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}))
-    assert ok(admin(relay, "event-types", "put", unique_type, "--description", "CLI type",
-                    "--schema", str(schema))).strip() == f"registered event type {unique_type}"
-    assert ok(admin(relay, "event-types", "put", unique_type, "--schema", f"@{schema}")).strip() == \
-        f"updated event type {unique_type}"
+    assert (
+        ok(
+            admin(relay, "event-types", "put", unique_type, "--description", "CLI type", "--schema", str(schema))
+        ).strip()
+        == f"registered event type {unique_type}"
+    )
+    assert (
+        ok(admin(relay, "event-types", "put", unique_type, "--schema", f"@{schema}")).strip()
+        == f"updated event type {unique_type}"
+    )
     line = [r for r in ok(admin(relay, "event-types", "list")).splitlines() if r.startswith(unique_type + " ")]
     assert len(line) == 1 and "yes" in line[0]
     types = json.loads(ok(admin(relay, "event-types", "list", "--json")))
     assert any(t["name"] == unique_type and t["schema"]["required"] == ["n"] for t in types)
-    one_line_error(admin(relay, "event-types", "put", unique_type, "--schema", '{"type": "nummber"}'), 1,
-                   "400", "schema")
+    one_line_error(
+        admin(relay, "event-types", "put", unique_type, "--schema", '{"type": "nummber"}'), 1, "400", "schema"
+    )
     one_line_error(admin(relay, "event-types", "put", unique_type, "--schema", "{not json"), 2, "--schema")
 
     out = ok(admin(relay, "publish", unique_type, "--data", '{"n": 7}', "--subject", "cli"))
@@ -151,16 +178,23 @@ def test_event_types_and_publish(relay: RelayProcess, receiver_factory: Callable
 
 
 def test_credentials_from_the_environment(relay: RelayProcess) -> None:
-    result = admin(None, "event-types", "list", "--json", key=None,
-                   env={"RELAY_URL": f"http://127.0.0.1:{relay.port}/api", "RELAY_ADMIN_KEY": FUNCTION_KEY})
+    result = admin(
+        None,
+        "event-types",
+        "list",
+        "--json",
+        key=None,
+        env={"RELAY_URL": f"http://127.0.0.1:{relay.port}/api", "RELAY_ADMIN_KEY": FUNCTION_KEY},
+    )
     assert isinstance(json.loads(ok(result)), list)
 
 
 def test_error_exits(relay: RelayProcess) -> None:
     one_line_error(admin(relay, "subscriptions", "list", key="wrong-key"), 3, "401", "--key")
     one_line_error(admin(relay, "event-types", "list", key=None), 3, "401")
-    one_line_error(admin(None, "subscriptions", "list", url=f"http://127.0.0.1:{free_port()}"), 5,
-                   "cannot reach the relay")
+    one_line_error(
+        admin(None, "subscriptions", "list", url=f"http://127.0.0.1:{free_port()}"), 5, "cannot reach the relay"
+    )
     one_line_error(admin(None, "subscriptions", "list", url="ftp://example"), 2, "--url")
     usage = admin(relay, "subscriptions", "frobnicate")
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
@@ -173,7 +207,7 @@ def answering() -> Iterator[Callable[[int, bytes], str]]:
 
     def make(status: int, body: bytes) -> str:
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/problem+json")
                 self.send_header("Content-Length", str(len(body)))
@@ -196,8 +230,12 @@ def answering() -> Iterator[Callable[[int, bytes], str]]:
 
 def test_forbidden_and_server_errors(answering: Callable[[int, bytes], str]) -> None:
     forbidden = answering(403, json.dumps({"status": 403, "detail": "needs Relay.Admin"}).encode())
-    one_line_error(admin(None, "subscriptions", "list", url=forbidden, key=None, env={"RELAY_ADMIN_KEY": ""}),
-                   3, "403", "needs Relay.Admin")
+    one_line_error(
+        admin(None, "subscriptions", "list", url=forbidden, key=None, env={"RELAY_ADMIN_KEY": ""}),
+        3,
+        "403",
+        "needs Relay.Admin",
+    )
     failing = answering(503, json.dumps({"status": 503, "detail": "storage is\nunavailable"}).encode())
     one_line_error(admin(None, "event-types", "list", url=failing), 4, "503", "storage is unavailable")
     not_json = answering(200, b"<html>hello</html>")

@@ -75,12 +75,16 @@ EVIL = "^(a+)+$"
 SLOW = "a" * 29 + "b"  # 20 s in Python's re, holding the GIL
 
 
-@pytest.mark.parametrize("schema, data, field", [
-    ({"pattern": EVIL}, SLOW, "data"),
-    ({"type": "object", "patternProperties": {EVIL: {"type": "integer"}}}, {SLOW: "x"}, None),
-    ({"type": "object", "patternProperties": {EVIL: {}}, "additionalProperties": False}, {SLOW: 1}, "data"),
-    ({"type": "object", "propertyNames": {"pattern": EVIL}}, {SLOW: 1}, "data"),
-], ids=["pattern", "patternProperties", "additionalProperties", "propertyNames"])
+@pytest.mark.parametrize(
+    "schema, data, field",
+    [
+        ({"pattern": EVIL}, SLOW, "data"),
+        ({"type": "object", "patternProperties": {EVIL: {"type": "integer"}}}, {SLOW: "x"}, None),
+        ({"type": "object", "patternProperties": {EVIL: {}}, "additionalProperties": False}, {SLOW: 1}, "data"),
+        ({"type": "object", "propertyNames": {"pattern": EVIL}}, {SLOW: 1}, "data"),
+    ],
+    ids=["pattern", "patternProperties", "additionalProperties", "propertyNames"],
+)
 def test_catastrophic_pattern_is_answered_within_2s(relay, unique_type, schema, data, field) -> None:
     """`^(a+)+$` against a..ab runs on a linear-time engine: a 400 at once, health meanwhile."""
     assert put_type(relay, unique_type, schema).status_code in (200, 201)
@@ -94,15 +98,20 @@ def test_catastrophic_pattern_is_answered_within_2s(relay, unique_type, schema, 
         assert field in fields(response)
     # The same engine still matches what it should.
     ok = "a" * 29 if isinstance(data, str) else {"a" * 29: 1}
-    assert relay.session.post(f"{relay.base}/events", json={"type": unique_type, "data": ok},
-                              timeout=30).status_code == 202
+    assert (
+        relay.session.post(f"{relay.base}/events", json={"type": unique_type, "data": ok}, timeout=30).status_code
+        == 202
+    )
 
 
-@pytest.mark.parametrize("schema, field", [
-    ({"pattern": "^(a)\\1$"}, "schema.pattern"),
-    ({"properties": {"code": {"type": "string", "pattern": "^(?=.*[0-9]).+$"}}}, "schema.properties.code.pattern"),
-    ({"patternProperties": {"^(?!x)": {}}}, "schema.patternProperties"),
-])
+@pytest.mark.parametrize(
+    "schema, field",
+    [
+        ({"pattern": "^(a)\\1$"}, "schema.pattern"),
+        ({"properties": {"code": {"type": "string", "pattern": "^(?=.*[0-9]).+$"}}}, "schema.properties.code.pattern"),
+        ({"patternProperties": {"^(?!x)": {}}}, "schema.patternProperties"),
+    ],
+)
 def test_regex_the_linear_engine_cannot_run_is_refused_at_put(relay, unique_type, schema, field) -> None:
     """Backreferences and lookaround have no linear-time engine: 400 at PUT naming the field."""
     response = put_type(relay, unique_type, schema)
@@ -113,9 +122,11 @@ def test_regex_the_linear_engine_cannot_run_is_refused_at_put(relay, unique_type
 
 # ---- item 8: $ref fan-out ---------------------------------------------------------------------
 
+
 def fan_out_bomb(depth: int = 40) -> dict[str, Any]:
-    defs: dict[str, Any] = {f"n{i}": {"anyOf": [{"$ref": f"#/$defs/n{i + 1}"}, {"$ref": f"#/$defs/n{i + 1}"}]}
-                            for i in range(depth)}
+    defs: dict[str, Any] = {
+        f"n{i}": {"anyOf": [{"$ref": f"#/$defs/n{i + 1}"}, {"$ref": f"#/$defs/n{i + 1}"}]} for i in range(depth)
+    }
     defs[f"n{depth}"] = {"type": "integer"}
     return {"$defs": defs, "$ref": "#/$defs/n0"}
 
@@ -136,8 +147,9 @@ def test_ref_fan_out_bomb_is_refused_at_put(relay, unique_type) -> None:
 def test_recursive_schema_that_runs_away_on_the_data_is_cut_off_within_2s(relay, unique_type) -> None:
     """A recursive $ref counts as small statically; its cost grows with the data (2^40 here). The
     evaluation budget cuts it off: 400 naming `data` within 2 s, health answering meanwhile."""
-    node = {"anyOf": [{"type": "array", "items": {"$ref": "#/$defs/n"}},
-                      {"type": "array", "items": {"$ref": "#/$defs/n"}}]}
+    node = {
+        "anyOf": [{"type": "array", "items": {"$ref": "#/$defs/n"}}, {"type": "array", "items": {"$ref": "#/$defs/n"}}]
+    }
     assert put_type(relay, unique_type, {"$defs": {"n": node}, "$ref": "#/$defs/n"}).status_code in (200, 201)
     data: Any = "leaf"  # fails both branches at the bottom, so every level tries both
     for _ in range(40):
@@ -151,8 +163,10 @@ def test_recursive_schema_that_runs_away_on_the_data_is_cut_off_within_2s(relay,
     ok: Any = []
     for _ in range(40):
         ok = [ok]
-    assert relay.session.post(f"{relay.base}/events", json={"type": unique_type, "data": ok},
-                              timeout=30).status_code == 202
+    assert (
+        relay.session.post(f"{relay.base}/events", json={"type": unique_type, "data": ok}, timeout=30).status_code
+        == 202
+    )
 
 
 def test_unique_items_over_many_objects_is_linear(relay, unique_type) -> None:
@@ -167,6 +181,7 @@ def test_unique_items_over_many_objects_is_linear(relay, unique_type) -> None:
 
 
 # ---- item 9: batch bytes and values -------------------------------------------------------------
+
 
 def raw_request(relay: Any, head: str, body: bytes = b"", timeout: float = BOUND) -> tuple[int, bytes, float]:
     """Send a request by hand (a Content-Length larger than what follows) and read the answer."""
@@ -191,8 +206,10 @@ def raw_request(relay: Any, head: str, body: bytes = b"", timeout: float = BOUND
 def test_batch_over_the_limit_is_413_before_the_body_is_read(relay) -> None:
     """A Content-Length above RELAY_MAX_BATCH_BYTES (4 MiB) is answered 413 with none of the body
     sent: the dev host never waits for it."""
-    head = (f"POST /api/events HTTP/1.1\r\nHost: 127.0.0.1:{relay.port}\r\nContent-Type: application/json\r\n"
-            f"x-functions-key: {FUNCTION_KEY}\r\nContent-Length: {4 * 1024 * 1024 + 1}\r\n\r\n")
+    head = (
+        f"POST /api/events HTTP/1.1\r\nHost: 127.0.0.1:{relay.port}\r\nContent-Type: application/json\r\n"
+        f"x-functions-key: {FUNCTION_KEY}\r\nContent-Length: {4 * 1024 * 1024 + 1}\r\n\r\n"
+    )
     status, body, elapsed = raw_request(relay, head, b"[")
     assert status == 413 and elapsed < BOUND
     doc = json.loads(body)
@@ -216,7 +233,7 @@ def test_function_refuses_by_content_length_without_reading_the_body(monkeypatch
     from relay.settings import reset_settings
     from tests.helpers import http_functions
 
-    # The app's function index is built once per process (a second get_functions() refuses).
+    # The index the in-process app uses: `get_functions()` refuses a second call on one app object.
     events = next(f.call for f in http_functions() if f.name == "events")
 
     class Untouchable(func.HttpRequest):
@@ -226,8 +243,12 @@ def test_function_refuses_by_content_length_without_reading_the_body(monkeypatch
     monkeypatch.setenv("RELAY_MAX_BATCH_BYTES", "1000")
     reset_settings()
     try:
-        req = Untouchable(method="POST", url="https://relay.example/api/events", body=b"",
-                          headers={"Content-Type": "application/json", "Content-Length": "1001"})
+        req = Untouchable(
+            method="POST",
+            url="https://relay.example/api/events",
+            body=b"",
+            headers={"Content-Type": "application/json", "Content-Length": "1001"},
+        )
         response = events(req)
     finally:
         reset_settings()
@@ -244,8 +265,9 @@ def test_batch_of_a_million_tiny_objects_is_refused_quickly(relay, unique_type) 
     assert 4 * 1024 * 1024 - 1000 < len(body) <= 4 * 1024 * 1024
     with health_meanwhile(relay):
         started = time.monotonic()
-        response = relay.session.post(f"{relay.base}/events", data=body, timeout=60,
-                                      headers={"Content-Type": "application/json"})
+        response = relay.session.post(
+            f"{relay.base}/events", data=body, timeout=60, headers={"Content-Type": "application/json"}
+        )
         elapsed = time.monotonic() - started
     assert elapsed < BOUND, elapsed
     assert response.status_code == 400, response.text
@@ -276,8 +298,9 @@ def test_bomb_stored_before_these_checks_is_refused_at_publish_within_2s(relay, 
     from relay.storage import EVENT_TYPES_TABLE
 
     table = TableClient.from_connection_string(relay.azurite.connection_string, EVENT_TYPES_TABLE)
-    table.upsert_entity({"PartitionKey": PARTITION, "RowKey": unique_type,
-                         "schema": json.dumps(fan_out_bomb(), separators=(",", ":"))})
+    table.upsert_entity(
+        {"PartitionKey": PARTITION, "RowKey": unique_type, "schema": json.dumps(fan_out_bomb(), separators=(",", ":"))}
+    )
     fresh = relay_factory()  # a process whose schema cache has never seen the old catalogue
     with health_meanwhile(fresh):
         response, elapsed = timed_post(fresh, "events", {"type": unique_type, "data": "x"})
@@ -304,8 +327,9 @@ def test_unterminated_string_cannot_make_the_count_quadratic(relay) -> None:
     body = b"," * 200_000 + b'["' + b'\\"' * 1_500_000 + b"\\"
     with health_meanwhile(relay):
         started = time.monotonic()
-        response = relay.session.post(f"{relay.base}/events", data=body, timeout=60,
-                                      headers={"Content-Type": "application/json"})
+        response = relay.session.post(
+            f"{relay.base}/events", data=body, timeout=60, headers={"Content-Type": "application/json"}
+        )
         elapsed = time.monotonic() - started
     assert elapsed < BOUND, elapsed
     assert response.status_code == 400 and fields(response) == ["body"], response.text
@@ -314,6 +338,7 @@ def test_unterminated_string_cannot_make_the_count_quadratic(relay) -> None:
 def test_schema_bounds_in_process(app: InProcessApp, unique_type: str) -> None:
     """The app's own answers, no host: the static path count at registration, JSON equality for
     uniqueItems at publish, and the publish's validation deadline."""
+
     def put(name: str, schema: Any) -> Any:
         return app.put(f"event-types/{name}", {"schema": schema})
 
@@ -324,9 +349,15 @@ def test_schema_bounds_in_process(app: InProcessApp, unique_type: str) -> None:
     assert refused.status_code == 400 and fields(refused) and fields(refused)[0].startswith("schema"), refused.text
     assert put(f"{unique_type}.small", fan_out_bomb(depth=8)).status_code in (200, 201)  # 2^8 paths: fine
     assert put(f"{unique_type}.unique", {"uniqueItems": True}).status_code in (200, 201)
-    for data, unique in (([1, 1.0], False), ([1, True], True), ([0, False], True),
-                         ([{"a": [1]}, {"a": [1.0]}], False), ([{"a": 1}, {"a": 1, "b": 2}], True),
-                         (["1", 1], True), ([[1, 2], [2, 1]], True)):
+    for data, unique in (
+        ([1, 1.0], False),
+        ([1, True], True),
+        ([0, False], True),
+        ([{"a": [1]}, {"a": [1.0]}], False),
+        ([{"a": 1}, {"a": 1, "b": 2}], True),
+        (["1", 1], True),
+        ([[1, 2], [2, 1]], True),
+    ):
         response = publish(f"{unique_type}.unique", data)
         assert response.status_code == (202 if unique else 400), (data, response.text)
     node = {"anyOf": [{"items": {"$ref": "#/$defs/n"}}, {"items": {"$ref": "#/$defs/n"}}], "type": "array"}

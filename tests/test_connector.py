@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -15,11 +16,16 @@ import requests
 from jsonschema import Draft4Validator, Draft7Validator
 from openapi_spec_validator import OpenAPIV2SpecValidator, validate
 
-from tests.helpers import nullable_as_draft4
-
 from relay.connector import (
-    DEFINITION_FILE, EXAMPLE_HOST, ICON_FILE, PROPERTIES_FILE, definition, properties, write_files,
+    DEFINITION_FILE,
+    EXAMPLE_HOST,
+    ICON_FILE,
+    PROPERTIES_FILE,
+    definition,
+    properties,
+    write_files,
 )
+from tests.helpers import nullable_as_draft4
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "connector"
@@ -40,8 +46,9 @@ def resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def properties_in(doc: dict[str, Any], schema: dict[str, Any], where: str,
-                  seen: frozenset[str] = frozenset()) -> Iterator[tuple[str, dict[str, Any]]]:
+def properties_in(
+    doc: dict[str, Any], schema: dict[str, Any], where: str, seen: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every property of a schema and of the schemas nested in it, with a path naming it."""
     ref = schema.get("$ref")
     if ref in seen:
@@ -94,6 +101,7 @@ def shared() -> Path:
 
 # ---- the committed files ------------------------------------------------------------------------
 
+
 def test_committed_files_are_what_the_code_generates(tmp_path: Path) -> None:
     """connector/*.json equal, byte for byte, what `python -m relay connector` writes for the same host."""
     written = write_files(EXAMPLE_HOST, tmp_path)
@@ -102,10 +110,11 @@ def test_committed_files_are_what_the_code_generates(tmp_path: Path) -> None:
         committed = COMMITTED / path.name
         assert committed.exists(), f"{committed} is missing: run python -m relay connector --host {EXAMPLE_HOST}"
         assert committed.read_bytes() == path.read_bytes(), (
-            f"{committed} differs from the code: run python -m relay connector --host {EXAMPLE_HOST} --out connector/")
+            f"{committed} differs from the code: run python -m relay connector --host {EXAMPLE_HOST} --out connector/"
+        )
         if path.suffix == ".json":
             text = path.read_text(encoding="utf-8")
-            assert text.endswith("}\n") and "\n  \"" in text
+            assert text.endswith("}\n") and '\n  "' in text
 
 
 def test_the_command_line_writes_the_files(tmp_path: Path) -> None:
@@ -118,6 +127,7 @@ def test_the_command_line_writes_the_files(tmp_path: Path) -> None:
 
 
 # ---- validity -----------------------------------------------------------------------------------
+
 
 def test_definition_is_valid_swagger_2(doc: dict[str, Any]) -> None:
     """The definition passes the OpenAPI 2.0 (Swagger) validator."""
@@ -150,11 +160,17 @@ def test_the_schema_check_would_catch_an_invalid_extension(doc: dict[str, Any], 
 
 # ---- security and connection --------------------------------------------------------------------
 
+
 def test_the_function_key_is_the_connection_parameter(doc: dict[str, Any]) -> None:
     """Security is an API key in x-functions-key, named api_key, asked for as a secure string."""
-    assert doc["securityDefinitions"] == {"api_key": {
-        "type": "apiKey", "in": "header", "name": "x-functions-key",
-        "description": doc["securityDefinitions"]["api_key"]["description"]}}
+    assert doc["securityDefinitions"] == {
+        "api_key": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "x-functions-key",
+            "description": doc["securityDefinitions"]["api_key"]["description"],
+        }
+    }
     assert doc["security"] == [{"api_key": []}]
     param = properties()["properties"]["connectionParameters"]["api_key"]
     assert param["type"] == "securestring"
@@ -164,6 +180,7 @@ def test_the_function_key_is_the_connection_parameter(doc: dict[str, Any]) -> No
 
 
 # ---- the certification rules, in code -----------------------------------------------------------
+
 
 def test_operation_ids_are_unique_and_alphanumeric(doc: dict[str, Any]) -> None:
     """Every operation has an operationId of letters and digits, and no two share one."""
@@ -217,7 +234,15 @@ def test_the_notification_url_is_internal_and_required_all_the_way_down(doc: dic
     assert "201" in op["responses"] and "Location" in op["responses"]["201"]["headers"]
     content = doc["paths"][path]["x-ms-notification-content"]
     assert content["description"] and set(content["schema"]["properties"]) >= {
-        "specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data"}
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "subject",
+        "time",
+        "datacontenttype",
+        "data",
+    }
 
 
 def test_the_event_type_is_a_dropdown_and_types_the_data(doc: dict[str, Any]) -> None:
@@ -225,8 +250,12 @@ def test_the_event_type_is_a_dropdown_and_types_the_data(doc: dict[str, Any]) ->
     ops = {op["operationId"]: (path, method, op) for path, method, op in operations(doc)}
     body = resolve(doc, next(p for p in ops["OnEventPublished"][2]["parameters"] if p["in"] == "body")["schema"])
     dropdown = body["properties"]["eventType"]["x-ms-dynamic-values"]
-    assert dropdown == {"operationId": "ListEventTypes", "value-collection": "value",
-                        "value-path": "name", "value-title": "name"}
+    assert dropdown == {
+        "operationId": "ListEventTypes",
+        "value-collection": "value",
+        "value-path": "name",
+        "value-title": "name",
+    }
     assert "eventType" in body["required"]
     lister = ops["ListEventTypes"][2]
     assert lister["x-ms-visibility"] == "internal"
@@ -277,8 +306,13 @@ def test_contract_operations_are_all_there(doc: dict[str, Any]) -> None:
     assert state["in"] == "query" and state["x-ms-visibility"] == "internal"
     assert {"200", "202"} <= set(poll["responses"])
     assert "value" in poll["responses"]["200"]["schema"]["properties"]
-    for key in (("post", "/events"), ("get", "/subscriptions"), ("get", "/subscriptions/{id}"),
-                ("get", "/subscriptions/{id}/deliveries"), ("post", "/subscriptions/{id}/replay")):
+    for key in (
+        ("post", "/events"),
+        ("get", "/subscriptions"),
+        ("get", "/subscriptions/{id}"),
+        ("get", "/subscriptions/{id}/deliveries"),
+        ("post", "/subscriptions/{id}/replay"),
+    ):
         assert ops[key].get("x-ms-visibility") != "internal", key
     replay = ops[("post", "/subscriptions/{id}/replay")]
     assert "Location" in replay["responses"]["202"]["headers"] and "200" in replay["responses"]
@@ -298,6 +332,7 @@ def test_exactly_one_internal_delete(doc: dict[str, Any]) -> None:
 
 
 # ---- against the running relay ------------------------------------------------------------------
+
 
 def test_the_delete_path_matches_the_location_the_relay_returns(relay, receiver_factory) -> None:
     """host + basePath + the DELETE path template matches the Location of a real subscription, which DELETE removes."""
@@ -329,8 +364,11 @@ def test_openapi_json_is_served_anonymously_with_the_request_host(relay) -> None
 
 # ---- certification hygiene (issue 10 item 5) ------------------------------------------------------
 
-PRODUCT_NAMES = re.compile(r"power\s*automate|logic\s*apps?|power\s*apps|power\s*platform|microsoft\s*flow|"
-                           r"copilot|power\s*virtual\s*agents|dynamics\s*365", re.IGNORECASE)
+PRODUCT_NAMES = re.compile(
+    r"power\s*automate|logic\s*apps?|power\s*apps|power\s*platform|microsoft\s*flow|"
+    r"copilot|power\s*virtual\s*agents|dynamics\s*365",
+    re.IGNORECASE,
+)
 
 
 def test_no_default_response_carries_a_schema(doc: dict[str, Any]) -> None:
@@ -359,15 +397,35 @@ def test_the_website_and_contact_are_settable_from_the_command_line(tmp_path: Pa
     """--website, --privacy-policy, --contact-name and --contact-email land in the definition."""
     from relay.__main__ import main
 
-    assert main(["connector", "--host", "relay.example.net", "--out", str(tmp_path),
-                 "--website", "https://contoso.example/relay", "--privacy-policy", "https://contoso.example/privacy",
-                 "--contact-name", "Contoso", "--contact-email", "relay@contoso.example"]) == 0
+    assert (
+        main(
+            [
+                "connector",
+                "--host",
+                "relay.example.net",
+                "--out",
+                str(tmp_path),
+                "--website",
+                "https://contoso.example/relay",
+                "--privacy-policy",
+                "https://contoso.example/privacy",
+                "--contact-name",
+                "Contoso",
+                "--contact-email",
+                "relay@contoso.example",
+            ]
+        )
+        == 0
+    )
     doc = json.loads((tmp_path / DEFINITION_FILE).read_text())
     meta = {m["propertyName"]: m["propertyValue"] for m in doc["x-ms-connector-metadata"]}
     assert meta["Website"] == "https://contoso.example/relay"
     assert meta["Privacy policy"] == "https://contoso.example/privacy"
-    assert doc["info"]["contact"] == {"name": "Contoso", "url": "https://contoso.example/relay",
-                                      "email": "relay@contoso.example"}
+    assert doc["info"]["contact"] == {
+        "name": "Contoso",
+        "url": "https://contoso.example/relay",
+        "email": "relay@contoso.example",
+    }
 
 
 def test_the_description_names_no_product(doc: dict[str, Any]) -> None:
@@ -386,9 +444,9 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, header = 8, b"", b""
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(kind + body)
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        assert struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0] == zlib.crc32(kind + body)
         if kind == b"IHDR":
             header = body
         elif kind == b"IDAT":
@@ -398,13 +456,14 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
     assert (depth, colour) == (8, 2)
     raw = zlib.decompress(idat)
     stride = 1 + 3 * width
-    rows = [raw[i * stride:(i + 1) * stride] for i in range(height)]
+    rows = [raw[i * stride : (i + 1) * stride] for i in range(height)]
     assert all(r[0] == 0 for r in rows)
     return width, height, [r[1:] for r in rows]
 
 
 def test_the_icon_is_square_on_the_brand_colour() -> None:
-    """connector/icon.png: PNG, 1:1, 100 to 230 px, under 1 MB, its edge the apiProperties brand colour, a mark on it."""
+    """connector/icon.png: PNG, 1:1, 100 to 230 px, under 1 MB, its edge the apiProperties brand colour, a mark
+    on it."""
     data = (COMMITTED / ICON_FILE).read_bytes()
     assert len(data) < 1024 * 1024
     width, height, rows = png_pixels(data)
@@ -412,26 +471,42 @@ def test_the_icon_is_square_on_the_brand_colour() -> None:
     brand = bytes.fromhex(properties()["properties"]["iconBrandColor"].lstrip("#"))
     edge = [rows[0], rows[-1]] + [r[:3] for r in rows] + [r[-3:] for r in rows]
     assert all(row == brand * (len(row) // 3) for row in edge)
-    colours = {row[i:i + 3] for row in rows for i in range(0, len(row), 3)}
+    colours = {row[i : i + 3] for row in rows for i in range(0, len(row), 3)}
     assert colours == {brand, b"\xff\xff\xff"}
 
 
 # ---- apiProperties: stackOwner, --host-parameter (items 6 and 7) ------------------------------------
 
+
 def test_no_stack_owner_unless_certification_asks(tmp_path: Path) -> None:
-    """apiProperties.json carries no publisher/stackOwner (paconn update refuses stackOwner), except with --certification."""
+    """apiProperties.json carries no publisher/stackOwner (paconn update refuses stackOwner), except with
+    --certification."""
     from relay.__main__ import main
 
     committed = json.loads((COMMITTED / PROPERTIES_FILE).read_text())["properties"]
     assert "stackOwner" not in committed and "publisher" not in committed
-    assert main(["connector", "--host", "h.example.net", "--out", str(tmp_path), "--certification",
-                 "--publisher", "Contoso"]) == 0
+    assert (
+        main(
+            [
+                "connector",
+                "--host",
+                "h.example.net",
+                "--out",
+                str(tmp_path),
+                "--certification",
+                "--publisher",
+                "Contoso",
+            ]
+        )
+        == 0
+    )
     certified = json.loads((tmp_path / PROPERTIES_FILE).read_text())["properties"]
     assert certified["stackOwner"] == certified["publisher"] == "Contoso"
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"host_parameter": True}, {"certification": True},
-                                    {"host_parameter": True, "certification": True}])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"host_parameter": True}, {"certification": True}, {"host_parameter": True, "certification": True}]
+)
 def test_every_properties_variant_is_valid(kwargs: dict[str, bool], shared: Path) -> None:
     """Every apiProperties variant the command writes is valid against the Power Platform schema."""
     schema = json.loads((shared / "apiProperties.schema.json").read_text(encoding="utf-8"))
@@ -458,6 +533,7 @@ def test_host_parameter_routes_calls_to_the_connection_host(tmp_path: Path) -> N
 
 
 # ---- definition details (item 20) ------------------------------------------------------------------
+
 
 def test_errors_are_declared_as_problem_json(doc: dict[str, Any]) -> None:
     """`produces` names application/problem+json, the media type of every error."""
@@ -501,13 +577,20 @@ def test_rotate_secret_is_an_advanced_action(doc: dict[str, Any]) -> None:
 
 # ---- data is any JSON (item 2) ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("data", [{"n": 1}, [1, 2], "text", 42, 1.5, True, None, {}])
 def test_the_notification_content_accepts_any_data(doc: dict[str, Any], data: Any) -> None:
     """x-ms-notification-content accepts a CloudEvent whose data is any JSON value."""
     content = doc["paths"]["/subscriptions"]["x-ms-notification-content"]["schema"]
-    event = {"specversion": "1.0", "id": "e1", "source": "https://relay.example.net/api/events",
-             "type": "order.created", "time": "2026-01-31T12:00:00Z", "datacontenttype": "application/json",
-             "data": data}
+    event = {
+        "specversion": "1.0",
+        "id": "e1",
+        "source": "https://relay.example.net/api/events",
+        "type": "order.created",
+        "time": "2026-01-31T12:00:00Z",
+        "datacontenttype": "application/json",
+        "data": data,
+    }
     assert not list(Draft4Validator(content, format_checker=Draft4Validator.FORMAT_CHECKER).iter_errors(event))
     publish = next(p for p in doc["paths"]["/events"]["post"]["parameters"] if p["in"] == "body")["schema"]
     assert not list(Draft4Validator(publish).iter_errors({"type": "order.created", "data": data}))
@@ -515,7 +598,9 @@ def test_the_notification_content_accepts_any_data(doc: dict[str, Any], data: An
 
 def test_the_publish_action_types_data_from_the_chosen_type(doc: dict[str, Any]) -> None:
     """The publish action's data input takes its schema from the type chosen in body/type."""
-    data = next(p for p in doc["paths"]["/events"]["post"]["parameters"] if p["in"] == "body")["schema"]["properties"]["data"]
+    data = next(p for p in doc["paths"]["/events"]["post"]["parameters"] if p["in"] == "body")["schema"]["properties"][
+        "data"
+    ]
     assert "type" not in data
     assert data["x-ms-dynamic-schema"]["parameters"] == {"name": {"parameter": "type"}}
     assert data["x-ms-dynamic-properties"]["parameters"] == {"name": {"parameterReference": "body/type"}}
@@ -525,9 +610,13 @@ def test_the_publish_action_types_data_from_the_chosen_type(doc: dict[str, Any])
 
 REGISTERED = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$defs": {"money": {"type": "object", "properties": {"amount": {"type": "number", "exclusiveMinimum": 0},
-                                                          "currency": {"const": "EUR"}},
-                        "required": ["amount"]}},
+    "$defs": {
+        "money": {
+            "type": "object",
+            "properties": {"amount": {"type": "number", "exclusiveMinimum": 0}, "currency": {"const": "EUR"}},
+            "required": ["amount"],
+        }
+    },
     "type": "object",
     "properties": {
         "orderId": {"type": "string", "maxLength": 20, "title": "Order"},
@@ -543,8 +632,15 @@ REGISTERED = {
 }
 VALID = [
     {"orderId": "o1", "total": {"amount": 5, "currency": "EUR"}},
-    {"orderId": "o2", "total": {"amount": 0.5}, "note": None, "pair": ["x", 1], "kind": None, "either": 3,
-     "tree": {"orderId": "o3", "total": {"amount": 1}, "tree": {"orderId": "o4", "total": {"amount": 2}}}},
+    {
+        "orderId": "o2",
+        "total": {"amount": 0.5},
+        "note": None,
+        "pair": ["x", 1],
+        "kind": None,
+        "either": 3,
+        "tree": {"orderId": "o3", "total": {"amount": 1}, "tree": {"orderId": "o4", "total": {"amount": 2}}},
+    },
     {"orderId": "o5", "total": {"amount": 1}, "note": "n", "kind": "a", "either": "s"},
 ]
 
@@ -583,8 +679,10 @@ def test_the_conversion_is_bounded() -> None:
 
     bomb: dict[str, Any] = {"$defs": {"d0": {"type": "string"}}}
     for i in range(1, 30):
-        bomb["$defs"][f"d{i}"] = {"type": "object", "properties": {
-            k: {"$ref": f"#/$defs/d{i - 1}"} for k in "abcdefgh"}}
+        bomb["$defs"][f"d{i}"] = {
+            "type": "object",
+            "properties": {k: {"$ref": f"#/$defs/d{i - 1}"} for k in "abcdefgh"},
+        }
     bomb["$ref"] = "#/$defs/d29"
     started = time.monotonic()
     converted = to_swagger(bomb)
@@ -593,18 +691,22 @@ def test_the_conversion_is_bounded() -> None:
 
 
 def test_the_dynamic_schema_source_answers_200_for_every_designer_value(relay) -> None:
-    """`*`, a prefix pattern, an unregistered type, a schema-less type (null schema) and a registered one (converted)."""
+    """`*`, a prefix pattern, an unregistered type, a schema-less type (null schema) and a registered one
+    (converted)."""
     doc = requests.get(f"{relay.base}/openapi.json", timeout=30).json()
     dynamic = doc["paths"]["/subscriptions"]["x-ms-notification-content"]["schema"]["properties"]["data"][
-        "x-ms-dynamic-schema"]
+        "x-ms-dynamic-schema"
+    ]
     path, method = next((p, m) for p, m, op in operations(doc) if op["operationId"] == dynamic["operationId"])
     assert method == "get"
     suffix = re.sub(r"[^a-z0-9]", "", relay.base)[-12:]
     bare, typed = f"bare.{suffix}", f"typed.{suffix}"
-    assert relay.session.put(f"{relay.base}/event-types/{bare}", json={"description": "no schema"},
-                             timeout=30).status_code in (200, 201)
-    assert relay.session.put(f"{relay.base}/event-types/{typed}", json={"schema": REGISTERED},
-                             timeout=30).status_code in (200, 201)
+    assert relay.session.put(
+        f"{relay.base}/event-types/{bare}", json={"description": "no schema"}, timeout=30
+    ).status_code in (200, 201)
+    assert relay.session.put(
+        f"{relay.base}/event-types/{typed}", json={"schema": REGISTERED}, timeout=30
+    ).status_code in (200, 201)
 
     def ask(value: str) -> Any:
         answer = relay.get(path.lstrip("/").replace("{name}", requests.utils.quote(value, safe="")))

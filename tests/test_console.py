@@ -17,23 +17,31 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.helpers import FUNCTION_KEY, ROOT, RelayProcess, Receiver, wait_until
+from tests.helpers import FUNCTION_KEY, ROOT, Receiver, RelayProcess, wait_until
 
 CHROMIUM = os.environ.get("RELAY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 ARTIFACTS = Path(os.environ.get("RELAY_TEST_ARTIFACTS") or Path(os.environ.get("TMPDIR", "/tmp")) / "relay-console")
 
 
 def _no_browser_reason() -> str | None:
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.sync_api  # noqa: F401 - imported only to learn whether it is installed
     except ImportError:
         return "Python playwright is not installed (pip install -r requirements-dev.txt)"
     if not os.path.exists(CHROMIUM):
@@ -100,6 +108,7 @@ def stats_show(relay: RelayProcess, sub_id: str, outcome: str, at_least: int) ->
 
 # ---- served files (no browser needed) -----------------------------------------------------------
 
+
 def test_console_is_anonymous_cached_and_names_no_other_host(relay: RelayProcess) -> None:
     page = requests.get(f"{relay.base}/console", timeout=10)
     assert page.status_code == 200
@@ -116,8 +125,12 @@ def test_console_is_anonymous_cached_and_names_no_other_host(relay: RelayProcess
         assert reply.status_code == 200
         assert reply.headers["Cache-Control"] == "public, max-age=31536000, immutable"
         assert reply.headers["Content-Type"].split(";")[0] in ("text/javascript", "text/css")
-        assert requests.get(f"http://127.0.0.1:{relay.port}{asset}", timeout=10,
-                            headers={"If-None-Match": reply.headers["ETag"]}).status_code == 304
+        assert (
+            requests.get(
+                f"http://127.0.0.1:{relay.port}{asset}", timeout=10, headers={"If-None-Match": reply.headers["ETag"]}
+            ).status_code
+            == 304
+        )
         # Nothing from another host: no absolute URL to anything but the relay's own paths.
         assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", reply.text), asset
     # An asset asked for without its current hash is not cached for long.
@@ -149,8 +162,9 @@ def test_stats_needs_a_key_and_a_known_window(relay: RelayProcess) -> None:
     assert set(day["totals"]) == {"succeeded", "retrying", "failed"}
 
 
-def test_stats_count_attempts_per_subscription(relay: RelayProcess, receiver_factory: Callable[..., Receiver],
-                                               unique_type: str) -> None:
+def test_stats_count_attempts_per_subscription(
+    relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
     good = receiver_factory()
     bad, _ = failing_receiver(receiver_factory)
     ok_sub = relay.subscribe(good.url, eventTypes=[unique_type])
@@ -173,8 +187,9 @@ def test_stats_count_attempts_per_subscription(relay: RelayProcess, receiver_fac
         assert body["subscriptions"]["active"] >= 2 and body["subscriptions"]["complete"] is True
 
 
-def test_activate_brings_back_a_disabled_subscription(relay: RelayProcess, receiver_factory: Callable[..., Receiver],
-                                                      unique_type: str) -> None:
+def test_activate_brings_back_a_disabled_subscription(
+    relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
     state = {"gone": True}
     receiver = receiver_factory(lambda item, index: (410, {}, b"") if state["gone"] else (200, {}, b""))
     sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
@@ -190,6 +205,7 @@ def test_activate_brings_back_a_disabled_subscription(relay: RelayProcess, recei
 
 
 # ---- the console in Chromium --------------------------------------------------------------------
+
 
 def test_sign_in_with_a_key(page: Any, relay: RelayProcess) -> None:
     sign_in(page, relay, key="not-the-key")
@@ -209,6 +225,7 @@ def test_sign_in_with_a_key(page: Any, relay: RelayProcess) -> None:
     page.get_by_role("heading", name="Subscriptions", exact=True).wait_for()
     # Focus follows the navigation to the new view's heading, for keyboard and screen reader users.
     from playwright.sync_api import expect
+
     expect(page.get_by_role("heading", name="Subscriptions", exact=True)).to_be_focused()
     # A key revoked mid-session: the next call's 401 brings back the sign-in, saying why.
     page.evaluate("sessionStorage.setItem('relay.console.key', 'revoked-key')")
@@ -223,15 +240,18 @@ def test_sign_in_with_a_key(page: Any, relay: RelayProcess) -> None:
     assert page.evaluate("sessionStorage.length") == 0
 
 
-def test_failing_subscription_found_replayed_and_cleared(page: Any, relay: RelayProcess,
-                                                         receiver_factory: Callable[..., Receiver],
-                                                         unique_type: str) -> None:
+def test_failing_subscription_found_replayed_and_cleared(
+    page: Any, relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
     receiver, state = failing_receiver(receiver_factory)
     sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
     for n in range(2):
         relay.publish({"type": unique_type, "data": {"n": n}})
-    wait_until(lambda: len(relay.get(f"subscriptions/{sub['id']}/deliveries?status=failed").json()["value"]) == 2,
-               30, "both deliveries to fail")
+    wait_until(
+        lambda: len(relay.get(f"subscriptions/{sub['id']}/deliveries?status=failed").json()["value"]) == 2,
+        30,
+        "both deliveries to fail",
+    )
     wait_until(lambda: stats_show(relay, sub["id"], "failed", 2), 30, "the failures to be counted")
 
     sign_in(page, relay)
@@ -283,8 +303,9 @@ def _verify(secret: str, received: Any) -> bool:
     return any(sig.split(",", 1)[1] == expected for sig in received.headers["webhook-signature"].split())
 
 
-def test_rotate_a_secret_shown_once(page: Any, relay: RelayProcess, receiver_factory: Callable[..., Receiver],
-                                    unique_type: str) -> None:
+def test_rotate_a_secret_shown_once(
+    page: Any, relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
     receiver = receiver_factory()
     sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
     sign_in(page, relay)
@@ -307,8 +328,9 @@ def test_rotate_a_secret_shown_once(page: Any, relay: RelayProcess, receiver_fac
     assert "secret" not in relay.get(f"subscriptions/{sub['id']}").json()
 
 
-def test_reactivate_and_delete_from_the_list(page: Any, relay: RelayProcess,
-                                             receiver_factory: Callable[..., Receiver], unique_type: str) -> None:
+def test_reactivate_and_delete_from_the_list(
+    page: Any, relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
     receiver = receiver_factory(lambda item, index: (410, {}, b""))
     sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
     relay.publish({"type": unique_type, "data": {}})
@@ -331,9 +353,9 @@ def test_reactivate_and_delete_from_the_list(page: Any, relay: RelayProcess,
     assert relay.get(f"subscriptions/{sub['id']}").status_code == 404
 
 
-def test_schema_mistake_shown_then_sample_event_delivered(page: Any, relay: RelayProcess,
-                                                          receiver_factory: Callable[..., Receiver],
-                                                          unique_type: str) -> None:
+def test_schema_mistake_shown_then_sample_event_delivered(
+    page: Any, relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
     receiver = receiver_factory()
     relay.subscribe(receiver.url, eventTypes=[unique_type])
     sign_in(page, relay)
@@ -355,9 +377,16 @@ def test_schema_mistake_shown_then_sample_event_delivered(page: Any, relay: Rela
     error.filter(has_text="not a valid JSON Schema").wait_for()
     assert relay.get(f"event-types/{unique_type}").status_code == 404
 
-    good = {"type": "object", "required": ["amount", "currency"],
-            "properties": {"amount": {"type": "integer", "minimum": 1}, "currency": {"enum": ["EUR", "USD"]},
-                           "note": {"type": "string"}, "rush": {"type": "boolean"}}}
+    good = {
+        "type": "object",
+        "required": ["amount", "currency"],
+        "properties": {
+            "amount": {"type": "integer", "minimum": 1},
+            "currency": {"enum": ["EUR", "USD"]},
+            "note": {"type": "string"},
+            "rush": {"type": "boolean"},
+        },
+    }
     page.get_by_label("Description").fill("An order was paid")
     schema.fill(json.dumps(good))
     page.get_by_role("button", name="Save").click()
@@ -384,16 +413,20 @@ def test_schema_mistake_shown_then_sample_event_delivered(page: Any, relay: Rela
     assert delivered["subject"] == "console-sample"
 
 
-def test_readable_on_a_phone(browser: Any, relay: RelayProcess, receiver_factory: Callable[..., Receiver],
-                             unique_type: str) -> None:
+def test_readable_on_a_phone(
+    browser: Any, relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
     relay.subscribe(receiver_factory().url, eventTypes=[unique_type])
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     page = context.new_page()
     try:
         sign_in(page, relay)
         page.get_by_role("heading", name="Overview", exact=True).wait_for()
-        for hash_, heading in (("#/overview", "Overview"), ("#/subscriptions", "Subscriptions"),
-                               ("#/event-types", "Event types")):
+        for hash_, heading in (
+            ("#/overview", "Overview"),
+            ("#/subscriptions", "Subscriptions"),
+            ("#/event-types", "Event types"),
+        ):
             page.goto(f"{relay.base}/console{hash_}")
             page.get_by_role("heading", name=heading, exact=True).wait_for()
             page.wait_for_load_state("networkidle")
@@ -421,7 +454,7 @@ def test_every_control_has_a_label(page: Any, relay: RelayProcess) -> None:
 
 def test_counters_add_up_across_writers_and_expire_with_the_log(azurite: Any) -> None:
     """Two processes' rows add up; a repeated flush does not count twice; the sweep removes them."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from relay import stats
     from relay.retention import sweep
@@ -430,7 +463,7 @@ def test_counters_add_up_across_writers_and_expire_with_the_log(azurite: Any) ->
     storage = Storage(Endpoints(connection_string=azurite.connection_string))
     storage.ensure()
     # A fixed hour far from today's rows: 2031-05-01 10:00 to 10:59.
-    base = datetime(2031, 5, 1, 10, 0, tzinfo=timezone.utc)
+    base = datetime(2031, 5, 1, 10, 0, tzinfo=UTC)
     sub_a, sub_b = uuid.uuid4().hex, uuid.uuid4().hex
     first, second = stats.Recorder(process="first"), stats.Recorder(process="second")
     first.record(storage, sub_a, "retrying", 0.25, at=base + timedelta(minutes=58, seconds=1))
@@ -444,13 +477,16 @@ def test_counters_add_up_across_writers_and_expire_with_the_log(azurite: Any) ->
 
     hour = stats.read(storage, "1h", now=base + timedelta(minutes=59, seconds=59))
     by_minute = {p["start"]: p for p in hour["series"]}
-    assert by_minute["2031-05-01T10:58:00.000Z"] == {"start": "2031-05-01T10:58:00.000Z", "succeeded": 0,
-                                                     "retrying": 1, "failed": 1}
+    assert by_minute["2031-05-01T10:58:00.000Z"] == {
+        "start": "2031-05-01T10:58:00.000Z",
+        "succeeded": 0,
+        "retrying": 1,
+        "failed": 1,
+    }
     assert by_minute["2031-05-01T10:59:00.000Z"]["succeeded"] == 2
     day = stats.read(storage, "24h", now=base + timedelta(minutes=59, seconds=59))
     assert day["series"][-1]["start"] == "2031-05-01T10:00:00.000Z"
-    assert day["bySubscription"][sub_a] == {"succeeded": 0, "retrying": 1, "failed": 1, "averageMs": 500,
-                                            "maxMs": 750}
+    assert day["bySubscription"][sub_a] == {"succeeded": 0, "retrying": 1, "failed": 1, "averageMs": 500, "maxMs": 750}
     assert day["bySubscription"][sub_b]["succeeded"] == 2 and day["bySubscription"][sub_b]["maxMs"] == 30
     assert day["bySubscription"][sub_b]["lastSuccessAt"] == "2031-05-01T10:59:30.000Z"
     assert day["totals"] == {"succeeded": 2, "retrying": 1, "failed": 1}
@@ -467,8 +503,9 @@ def test_counters_add_up_across_writers_and_expire_with_the_log(azurite: Any) ->
 
 
 def clock_in(*parts: int) -> Any:
-    from datetime import datetime, timezone
-    return datetime(*parts, tzinfo=timezone.utc)
+    from datetime import datetime
+
+    return datetime(*parts, tzinfo=UTC)
 
 
 def test_entra_mode_offers_sign_in_and_sends_the_token(browser: Any, azurite: Any, tmp_path: Path) -> None:
@@ -478,8 +515,9 @@ def test_entra_mode_offers_sign_in_and_sends_the_token(browser: Any, azurite: An
     from tests.test_entra import ENTRA_ENV, Tokens, jwks_file
 
     token = Tokens().mint(["Relay.Admin"])
-    relay = RelayProcess(azurite, {**ENTRA_ENV, "RELAY_ENTRA_JWKS": str(jwks_file(tmp_path))},
-                         function_key=None).start()
+    relay = RelayProcess(
+        azurite, {**ENTRA_ENV, "RELAY_ENTRA_JWKS": str(jwks_file(tmp_path))}, function_key=None
+    ).start()
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     page.set_default_timeout(20_000)

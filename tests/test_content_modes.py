@@ -8,8 +8,8 @@ import json
 import shutil
 import subprocess
 import uuid
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -37,7 +37,7 @@ for (const message of input) {
 console.log(JSON.stringify(out));
 """
 
-SUBJECT = "orders/Größe 42 \"x\" 100%"
+SUBJECT = 'orders/Größe 42 "x" 100%'
 DATA = {"orderId": "A-1", "total": 12.5, "lines": [1, 2]}
 
 
@@ -48,8 +48,12 @@ def js_read(tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[Received
     if not npm or not node:
         pytest.skip("node and npm are needed for the CloudEvents JavaScript SDK")
     where = tmp_path_factory.mktemp("cloudevents-js")
-    installed = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix",
-                                str(where), JS_SDK], capture_output=True, text=True, timeout=180)
+    installed = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix", str(where), JS_SDK],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     if installed.returncode != 0:
         pytest.skip(f"could not install {JS_SDK}: {installed.stderr[-500:]}")
     script = where / "read.js"
@@ -57,9 +61,17 @@ def js_read(tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[Received
 
     def read(messages: list[Received]) -> list[dict[str, Any]]:
         payload = [{"headers": m.headers, "body": m.body.decode("utf-8")} for m in messages]
-        done = subprocess.run([node, str(script)], input=json.dumps(payload), capture_output=True, text=True,
-                              cwd=where, timeout=60, check=True)
+        done = subprocess.run(
+            [node, str(script)],
+            input=json.dumps(payload),
+            capture_output=True,
+            text=True,
+            cwd=where,
+            timeout=60,
+            check=True,
+        )
         return json.loads(done.stdout)
+
     return read
 
 
@@ -78,12 +90,14 @@ def three(relay, receiver_factory, unique_type: str) -> Iterator[dict[str, Any]]
 
 def _verify(message: Received, secret: str) -> None:
     """Standard Webhooks verification over the body as it arrived."""
-    Webhook(secret).verify(message.body, {k: message.headers[k] for k in
-                                          ("webhook-id", "webhook-timestamp", "webhook-signature")})
+    Webhook(secret).verify(
+        message.body, {k: message.headers[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
+    )
 
 
 def test_each_mode_is_stored_returned_and_delivered_as_the_sdks_read_it(
-        relay, three: dict[str, Any], unique_type: str, js_read: Callable[..., Any]) -> None:
+    relay, three: dict[str, Any], unique_type: str, js_read: Callable[..., Any]
+) -> None:
     for mode, (_receiver, sub) in three.items():
         assert sub["contentMode"] == mode
         assert relay.get(f"subscriptions/{sub['id']}").json()["contentMode"] == mode
@@ -103,8 +117,13 @@ def test_each_mode_is_stored_returned_and_delivered_as_the_sdks_read_it(
     assert got["structured"].headers["content-type"] == "application/cloudevents+json; charset=utf-8"
     assert got["structured"].json() == plain
     event = from_http(got["structured"].headers, got["structured"].body)
-    assert (event["id"], event["type"], event["source"], event["subject"], event["time"]) == \
-        (published, unique_type, plain["source"], SUBJECT, plain["time"])
+    assert (event["id"], event["type"], event["source"], event["subject"], event["time"]) == (
+        published,
+        unique_type,
+        plain["source"],
+        SUBJECT,
+        plain["time"],
+    )
     assert event.data == DATA
 
     # binary: attributes in ce-* headers (percent-encoded as the binding says), data alone as the body.
@@ -113,27 +132,39 @@ def test_each_mode_is_stored_returned_and_delivered_as_the_sdks_read_it(
     assert json.loads(binary.body) == DATA
     assert "specversion" not in binary.json()
     event = from_http(binary.headers, binary.body)
-    assert (event["specversion"], event["id"], event["type"], event["source"], event["time"]) == \
-        ("1.0", published, unique_type, plain["source"], plain["time"])
+    assert (event["specversion"], event["id"], event["type"], event["source"], event["time"]) == (
+        "1.0",
+        published,
+        unique_type,
+        plain["source"],
+        plain["time"],
+    )
     assert unquote(event["subject"]) == SUBJECT
     assert all(ord(c) < 0x7F and c not in ' "' for c in binary.headers["ce-subject"])
     assert event.data == DATA
 
     # The JavaScript SDK: no CloudEvent in the json mode (why the modes exist), both others read.
-    js = dict(zip(["json", "structured", "binary"], js_read([got["json"], got["structured"], got["binary"]])))
+    js = dict(
+        zip(["json", "structured", "binary"], js_read([got["json"], got["structured"], got["binary"]]), strict=True)
+    )
     assert js["json"]["ok"] is False
     for mode in ("structured", "binary"):
         assert js[mode]["ok"], js[mode]
         read = js[mode]["event"]
-        assert (read["id"], read["type"], read["source"], read["specversion"]) == \
-            (published, unique_type, plain["source"], "1.0")
+        assert (read["id"], read["type"], read["source"], read["specversion"]) == (
+            published,
+            unique_type,
+            plain["source"],
+            "1.0",
+        )
         assert read["data"] == DATA
     assert js["structured"]["event"]["subject"] == SUBJECT
     assert unquote(js["binary"]["event"]["subject"]) == SUBJECT
 
 
 def test_binary_body_is_data_alone_whatever_json_it_is(
-        relay, three: dict[str, Any], unique_type: str, js_read: Callable[..., Any]) -> None:
+    relay, three: dict[str, Any], unique_type: str, js_read: Callable[..., Any]
+) -> None:
     receiver, sub = three["binary"]
     for n, data in enumerate([[1, "two", None], "text", 7, None]):
         relay.publish({"type": unique_type, "data": data})

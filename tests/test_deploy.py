@@ -52,20 +52,34 @@ def test_package_holds_the_app_and_no_local_tools() -> None:
     files = package_files()
     for needed in ("function_app.py", "host.json", "requirements.txt", "relay/__init__.py", "relay/api.py"):
         assert needed in files, needed
-    leaked = sorted(f for f in files if f.startswith(LOCAL_ONLY) or f.startswith(
-        ("tests/", "infra/", "node_modules/", ".venv/", ".azurite/", "connector/")) or "local.settings" in f)
+    leaked = sorted(
+        f
+        for f in files
+        if f.startswith(LOCAL_ONLY)
+        or f.startswith(("tests/", "infra/", "node_modules/", ".venv/", ".azurite/", "connector/"))
+        or "local.settings" in f
+    )
     assert leaked == []
 
 
-@pytest.mark.parametrize("path", [
-    "event-relay_env/lib/python3.11/site-packages/x.py",  # azd's virtual environment
-    "h7_env/bin/python",
-    ".azure/dev/.env",  # azd's environment state
-    ".python_packages/lib/site-packages/requests/__init__.py",
-    "relay/__main__.py", "relay/devhost.py", "relay/azurite.py", "relay/receiver.py", "relay/bench/__main__.py",
-    "relay/__pycache__/api.cpython-311.pyc",
-    ".hypothesis/examples/x", ".mypy_cache/3.11/x.json", ".ruff_cache/x",  # tool caches
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "event-relay_env/lib/python3.11/site-packages/x.py",  # azd's virtual environment
+        "h7_env/bin/python",
+        ".azure/dev/.env",  # azd's environment state
+        ".python_packages/lib/site-packages/requests/__init__.py",
+        "relay/__main__.py",
+        "relay/devhost.py",
+        "relay/azurite.py",
+        "relay/receiver.py",
+        "relay/bench/__main__.py",
+        "relay/__pycache__/api.cpython-311.pyc",
+        ".hypothesis/examples/x",
+        ".mypy_cache/3.11/x.json",
+        ".ruff_cache/x",  # tool caches
+    ],
+)
 def test_funcignore_leaves_out(path: str) -> None:
     """azd's `<project>_env/`, `.azure/`, `.python_packages/` and the local tools never ship."""
     assert funcignore().match_file(path), path
@@ -92,8 +106,14 @@ def test_function_app_imports_without_the_local_tools(tmp_path: Path) -> None:
         "'relay.receiver', 'relay.bench'))))"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "APPLICATIONINSIGHTS_CONNECTION_STRING")}
-    done = subprocess.run([sys.executable, "-I", "-c", probe, str(tmp_path)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", probe, str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[]"
 
@@ -116,6 +136,7 @@ def test_no_packaged_module_refers_to_a_local_tool() -> None:
 
 
 # ---- requirements ---------------------------------------------------------------------------------
+
 
 def _is_module(name: str) -> bool:
     try:
@@ -190,12 +211,12 @@ def test_every_import_of_the_deployed_code_is_a_declared_requirement() -> None:
 
 # ---- the README's publish command -----------------------------------------------------------------
 
+
 def test_readme_publish_command_names_the_worker_runtime() -> None:
     """`func azure functionapp publish` from a fresh clone (no local.settings.json) needs
     `--python`: every such command in the README carries it."""
     blocks = re.findall(r"^```[^\n]*\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
-    commands = [line for block in blocks for line in block.splitlines()
-                if "func azure functionapp publish" in line]
+    commands = [line for block in blocks for line in block.splitlines() if "func azure functionapp publish" in line]
     assert commands, "the README shows how to publish with Core Tools"
     for command in commands:
         assert "--python" in command.split(), command

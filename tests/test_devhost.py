@@ -9,15 +9,15 @@ import subprocess
 import sys
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import requests
 from azure.storage.queue import QueueServiceClient
 from standardwebhooks.webhooks import Webhook
 
-from tests.helpers import ROOT, free_port, wait_until
 from relay.devhost import QueueOptions, QueueWorker, compile_template, cron_matches, parse_timespan
+from tests.helpers import ROOT, free_port, wait_until
 
 
 def test_route_templates_and_precedence() -> None:
@@ -31,15 +31,20 @@ def test_route_templates_and_precedence() -> None:
 def test_host_json_settings_are_read() -> None:
     """host.json's queue settings and timespans are understood as the host reads them."""
     assert parse_timespan("00:00:01") == 1 and parse_timespan("1.02:00:00") == 93600
-    opts = QueueOptions.from_host_json({"extensions": {"queues": {"batchSize": 4, "maxDequeueCount": 2,
-                                                                  "maxPollingInterval": "00:00:02"}}})
-    assert (opts.batch_size, opts.new_batch_threshold, opts.max_dequeue_count, opts.max_polling_interval) == \
-        (4, 2, 2, 2.0)
+    opts = QueueOptions.from_host_json(
+        {"extensions": {"queues": {"batchSize": 4, "maxDequeueCount": 2, "maxPollingInterval": "00:00:02"}}}
+    )
+    assert (opts.batch_size, opts.new_batch_threshold, opts.max_dequeue_count, opts.max_polling_interval) == (
+        4,
+        2,
+        2,
+        2.0,
+    )
 
 
 def test_ncrontab_schedules() -> None:
     """Six-field NCRONTAB schedules fire at the right seconds."""
-    at = datetime(2026, 11, 22, 10, 5, 0, tzinfo=timezone.utc)
+    at = datetime(2026, 11, 22, 10, 5, 0, tzinfo=UTC)
     assert cron_matches("0 5 * * * *", at)
     assert not cron_matches("0 5 * * * *", at.replace(minute=6))
     assert cron_matches("*/15 * * * * *", at.replace(second=45))
@@ -61,9 +66,14 @@ def test_failing_function_retries_then_poisons(azurite) -> None:
         raise RuntimeError("always fails")
 
     stop = threading.Event()
-    worker = QueueWorker(name, queue, poison, failing, QueueOptions(batch_size=2, new_batch_threshold=1,
-                                                                    max_dequeue_count=3, max_polling_interval=0.2),
-                         stop)
+    worker = QueueWorker(
+        name,
+        queue,
+        poison,
+        failing,
+        QueueOptions(batch_size=2, new_batch_threshold=1, max_dequeue_count=3, max_polling_interval=0.2),
+        stop,
+    )
     worker.start()
     try:
         poisoned = wait_until(lambda: list(poison.peek_messages()), 30, "the poison queue")
@@ -87,14 +97,21 @@ def test_receive_command_verifies_signatures(tmp_path) -> None:
     port, secret = free_port(), "whsec_" + base64.b64encode(b"k" * 32).decode()
     out = tmp_path / "out.txt"
     with open(out, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "relay", "receive", "--port", str(port), "--secret", secret],
-                                cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "relay", "receive", "--port", str(port), "--secret", secret],
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_until(lambda: "receiving on" in out.read_text(), 30, "the receiver to start")
         body = '{"specversion":"1.0","id":"e1"}'
-        now = datetime.now(timezone.utc)
-        headers = {"webhook-id": "e1", "webhook-timestamp": str(int(now.timestamp())),
-                   "webhook-signature": Webhook(secret).sign("e1", now, body)}
+        now = datetime.now(UTC)
+        headers = {
+            "webhook-id": "e1",
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(secret).sign("e1", now, body),
+        }
         assert requests.post(f"http://127.0.0.1:{port}/x", data=body, headers=headers, timeout=10).status_code == 202
         headers["webhook-signature"] = "v1,AAAA"
         requests.post(f"http://127.0.0.1:{port}/x", data=body, headers=headers, timeout=10)
@@ -114,6 +131,7 @@ def test_unknown_paths_are_404_problems(relay, path) -> None:
 
 
 # ---- what a browser or a stray client can send to the dev host ---------------------------------
+
 
 def _raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send raw bytes to the dev host; the status, headers and body of its answer (it closes)."""
@@ -136,8 +154,19 @@ def test_host_check_rules() -> None:
 
     check = HostCheck("127.0.0.1", "127.0.0.1", 7071)
     assert check.allows("127.0.0.1:7071") and check.allows("localhost:7071") and check.allows("LOCALHOST")
-    for foreign in ("evil.example:7071", "evil.example", "127.0.0.1:7072", "localhost:80", "127.0.0.1",
-                    "127.0.0.1.nip.io:7071", "", None, "127.0.0.1:7071 x", "user@127.0.0.1:7071", "[::1]:7071"):
+    for foreign in (
+        "evil.example:7071",
+        "evil.example",
+        "127.0.0.1:7072",
+        "localhost:80",
+        "127.0.0.1",
+        "127.0.0.1.nip.io:7071",
+        "",
+        None,
+        "127.0.0.1:7071 x",
+        "user@127.0.0.1:7071",
+        "[::1]:7071",
+    ):
         assert not check.allows(foreign), foreign
     wildcard = HostCheck("0.0.0.0", "0.0.0.0", 7071)
     assert wildcard.allows("192.168.1.20:7071") and wildcard.allows("[fe80::1]:7071")
@@ -166,17 +195,23 @@ def test_foreign_host_header_is_refused(relay) -> None:
     status, headers, body = _raw(relay.port, b"GET /api/health HTTP/1.1\r\n\r\n")  # no Host at all
     assert status == 400 and headers["content-type"].startswith("application/problem+json")
     for host in (f"localhost:{relay.port}", f"127.0.0.1:{relay.port}"):
-        assert requests.get(f"http://127.0.0.1:{relay.port}/api/health", headers={"Host": host},
-                            timeout=10).status_code == 200
+        assert (
+            requests.get(f"http://127.0.0.1:{relay.port}/api/health", headers={"Host": host}, timeout=10).status_code
+            == 200
+        )
 
 
-@pytest.mark.parametrize("request_bytes, status", [
-    (b"TRACE /api/health HTTP/1.1\r\nHost: localhost\r\n\r\n", 405),
-    (b"BREW /api/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc", 405),
-    (b"GARBAGE\r\n\r\n", 400),
-    (b"GET /api/health?code=SECRETKEY HTTP/9.x\r\n\r\n", 400),
-    (bytes.fromhex("16030100a5010000a10303") + bytes(range(32)) + b"\x00" * 140, 400),  # a TLS ClientHello
-], ids=["trace", "unknown-method", "no-version", "bad-version", "tls-handshake"])
+@pytest.mark.parametrize(
+    "request_bytes, status",
+    [
+        (b"TRACE /api/health HTTP/1.1\r\nHost: localhost\r\n\r\n", 405),
+        (b"BREW /api/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc", 405),
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /api/health?code=SECRETKEY HTTP/9.x\r\n\r\n", 400),
+        (bytes.fromhex("16030100a5010000a10303") + bytes(range(32)) + b"\x00" * 140, 400),  # a TLS ClientHello
+    ],
+    ids=["trace", "unknown-method", "no-version", "bad-version", "tls-handshake"],
+)
 def test_odd_requests_get_a_problem_and_one_log_line(relay, request_bytes: bytes, status: int) -> None:
     """Unknown methods are 405 problem+json with Allow, a malformed request line or a TLS handshake
     on the plain port a 400 problem+json; one log line, no traceback, no query; the host goes on."""
@@ -188,7 +223,7 @@ def test_odd_requests_get_a_problem_and_one_log_line(relay, request_bytes: bytes
     if status == 405:
         assert "POST" in headers["allow"] and "TRACE" not in headers["allow"]
     assert relay.get("health").status_code == 200
-    new = wait_until(lambda: relay.logs()[len(before):].strip(), 10, "the log line")
+    new = wait_until(lambda: relay.logs()[len(before) :].strip(), 10, "the log line")
     assert "Traceback" not in new and "AttributeError" not in new and "SECRETKEY" not in new
     assert len([line for line in new.splitlines() if f" {status} " in line]) == 1, new
 
@@ -201,16 +236,18 @@ def test_a_burst_of_new_connections_is_served(relay) -> None:
     for _ in range(rounds):
         barrier = threading.Barrier(clients)
 
-        def one() -> None:
+        def one(barrier: threading.Barrier) -> None:
             barrier.wait()
             try:
-                status, _, _ = _raw(relay.port, b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                status, _, _ = _raw(
+                    relay.port, b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                )
                 if status != 200:
                     failures.append(str(status))
             except OSError as exc:
                 failures.append(repr(exc))
 
-        threads = [threading.Thread(target=one) for _ in range(clients)]
+        threads = [threading.Thread(target=one, args=(barrier,)) for _ in range(clients)]
         for t in threads:
             t.start()
         for t in threads:

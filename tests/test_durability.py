@@ -11,8 +11,9 @@ EVENTS = 50
 def _fan(relay, receiver, unique_type) -> set[tuple[str, str]]:
     for n in range(SUBSCRIBERS):
         relay.subscribe(f"{receiver.url}/{n}", eventTypes=[unique_type])
-    ids = [v["id"] for v in relay.publish([{"type": unique_type, "data": {"i": i}} for i in range(EVENTS)])
-           .json()["value"]]
+    ids = [
+        v["id"] for v in relay.publish([{"type": unique_type, "data": {"i": i}} for i in range(EVENTS)]).json()["value"]
+    ]
     return {(f"/hook/{n}", i) for n in range(SUBSCRIBERS) for i in ids}
 
 

@@ -26,11 +26,16 @@ import requests
 import trustme
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.helpers import Receiver, RelayProcess, wait_until
 from relay.access import (
-    ADMIN, PUBLISHER, SUBSCRIBER, Principal, admit, parse_principal,
+    ADMIN,
+    PUBLISHER,
+    SUBSCRIBER,
+    Principal,
+    admit,
+    parse_principal,
 )
 from relay.easyauth import client_principal
+from tests.helpers import Receiver, RelayProcess
 
 TENANT = "72f988bf-0000-4000-8000-2d7cd011db47"
 ISSUER = f"https://login.microsoftonline.com/{TENANT}/v2.0"
@@ -52,12 +57,28 @@ class Tokens:
     def __init__(self, key: rsa.RSAPrivateKey = SIGNING_KEY) -> None:
         self.key = key
 
-    def mint(self, roles: list[str] | None = None, *, oid: str | None = None, key: Any = None,
-             alg: str = "RS256", kid: str | None = KID, **overrides: Any) -> str:
+    def mint(
+        self,
+        roles: list[str] | None = None,
+        *,
+        oid: str | None = None,
+        key: Any = None,
+        alg: str = "RS256",
+        kid: str | None = KID,
+        **overrides: Any,
+    ) -> str:
         now = int(time.time())
-        claims: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "nbf": now - 5, "exp": now + 3600,
-                                  "tid": TENANT, "oid": oid or str(uuid.uuid4()), "sub": uuid.uuid4().hex,
-                                  "ver": "2.0"}
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "iat": now,
+            "nbf": now - 5,
+            "exp": now + 3600,
+            "tid": TENANT,
+            "oid": oid or str(uuid.uuid4()),
+            "sub": uuid.uuid4().hex,
+            "ver": "2.0",
+        }
         if roles is not None:
             claims["roles"] = roles
         claims.update(overrides)
@@ -83,8 +104,9 @@ def entra(azurite: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Re
     is given a function key too, which no caller below sends: in entra mode the HTTP functions
     are anonymous to the host (function_app.py's auth level follows RELAY_AUTH)."""
     jwks = jwks_file(tmp_path_factory.mktemp("entra"))
-    relay = RelayProcess(azurite, {**ENTRA_ENV, "RELAY_ENTRA_JWKS": str(jwks)},
-                         function_key="a-key-nobody-sends").start()
+    relay = RelayProcess(
+        azurite, {**ENTRA_ENV, "RELAY_ENTRA_JWKS": str(jwks)}, function_key="a-key-nobody-sends"
+    ).start()
     yield relay
     relay.stop()
 
@@ -123,6 +145,7 @@ def _problem(response: requests.Response, status: int) -> dict[str, Any]:
 
 # ---- who is calling: 401s -----------------------------------------------------------------------
 
+
 def _forged_principal(roles: list[str], oid: str | None = None) -> str:
     return client_principal({"oid": oid or str(uuid.uuid4()), "roles": roles, "aud": AUDIENCE})
 
@@ -131,21 +154,37 @@ UNAUTHENTICATED: dict[str, Callable[[], dict[str, str]]] = {
     "no token": lambda: {},
     "not a bearer token": lambda: {"Authorization": "Basic dXNlcjpwYXNz"},
     "not a JWT": lambda: {"Authorization": "Bearer not.a.jwt"},
-    "expired": lambda: {"Authorization": "Bearer " + Tokens().mint([ADMIN], exp=int(time.time()) - 3600,
-                                                                   nbf=int(time.time()) - 7200)},
+    "expired": lambda: {
+        "Authorization": "Bearer " + Tokens().mint([ADMIN], exp=int(time.time()) - 3600, nbf=int(time.time()) - 7200)
+    },
     "not yet valid": lambda: {"Authorization": "Bearer " + Tokens().mint([ADMIN], nbf=int(time.time()) + 3600)},
     "no exp": lambda: {"Authorization": "Bearer " + Tokens().mint([ADMIN], exp=None)},
     "foreign audience": lambda: {"Authorization": "Bearer " + Tokens().mint([ADMIN], aud="api://another-app")},
-    "foreign issuer": lambda: {"Authorization": "Bearer " + Tokens().mint(
-        [ADMIN], iss="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/v2.0")},
+    "foreign issuer": lambda: {
+        "Authorization": "Bearer "
+        + Tokens().mint([ADMIN], iss="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/v2.0")
+    },
     "wrongly signed": lambda: {"Authorization": "Bearer " + Tokens(OTHER_KEY).mint([ADMIN])},
     "unknown kid": lambda: {"Authorization": "Bearer " + Tokens().mint([ADMIN], kid="another-key")},
     "no kid": lambda: {"Authorization": "Bearer " + Tokens().mint([ADMIN], kid=None)},
-    "alg none": lambda: {"Authorization": "Bearer " + jwt.encode(
-        {"iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 3600, "oid": str(uuid.uuid4()),
-         "roles": [ADMIN]}, None, algorithm="none", headers={"kid": KID})},
-    "HS256 with a guessable secret": lambda: {"Authorization": "Bearer " + Tokens().mint(
-        [ADMIN], key=b"k" * 32, alg="HS256")},
+    "alg none": lambda: {
+        "Authorization": "Bearer "
+        + jwt.encode(
+            {
+                "iss": ISSUER,
+                "aud": AUDIENCE,
+                "exp": int(time.time()) + 3600,
+                "oid": str(uuid.uuid4()),
+                "roles": [ADMIN],
+            },
+            None,
+            algorithm="none",
+            headers={"kid": KID},
+        )
+    },
+    "HS256 with a guessable secret": lambda: {
+        "Authorization": "Bearer " + Tokens().mint([ADMIN], key=b"k" * 32, alg="HS256")
+    },
     "forged Easy Auth header": lambda: {"X-MS-CLIENT-PRINCIPAL": _forged_principal([ADMIN])},
 }
 
@@ -153,8 +192,13 @@ UNAUTHENTICATED: dict[str, Callable[[], dict[str, str]]] = {
 @pytest.mark.parametrize("case", list(UNAUTHENTICATED), ids=list(UNAUTHENTICATED))
 def test_a_call_without_a_valid_token_is_a_401(entra: RelayProcess, case: str) -> None:
     for method, path in (("GET", "subscriptions"), ("POST", "events"), ("GET", "event-types")):
-        response = requests.request(method, f"{entra.base}/{path}", headers=UNAUTHENTICATED[case](),
-                                    json={"type": "x", "data": {}} if method == "POST" else None, timeout=30)
+        response = requests.request(
+            method,
+            f"{entra.base}/{path}",
+            headers=UNAUTHENTICATED[case](),
+            json={"type": "x", "data": {}} if method == "POST" else None,
+            timeout=30,
+        )
         body = _problem(response, 401)
         assert "Bearer" in response.headers.get("WWW-Authenticate", "")
         assert "eyJ" not in json.dumps(body)  # the token is never echoed back
@@ -189,16 +233,21 @@ OPERATIONS: list[tuple[str, str, Any, tuple[bool, bool, bool, bool]]] = [
     ("GET", "subscriptions/0123456789abcdef0123456789abcdef", None, (DENY, ALLOW, ALLOW, DENY)),
     ("DELETE", "subscriptions/0123456789abcdef0123456789abcdef", None, (DENY, ALLOW, ALLOW, DENY)),
     ("GET", "subscriptions/0123456789abcdef0123456789abcdef/deliveries", None, (DENY, ALLOW, ALLOW, DENY)),
-    ("POST", "subscriptions/0123456789abcdef0123456789abcdef/replay", {"since": "2026-01-01T00:00:00Z"},
-     (DENY, ALLOW, ALLOW, DENY)),
+    (
+        "POST",
+        "subscriptions/0123456789abcdef0123456789abcdef/replay",
+        {"since": "2026-01-01T00:00:00Z"},
+        (DENY, ALLOW, ALLOW, DENY),
+    ),
     ("GET", "operations/0123456789abcdef0123456789abcdef", None, (DENY, ALLOW, ALLOW, DENY)),
 ]
 PRINCIPALS = {"publisher": [PUBLISHER], "subscriber": [SUBSCRIBER], "admin": [ADMIN], "no role": []}
 
 
 @pytest.mark.parametrize("who", list(PRINCIPALS))
-def test_each_role_is_allowed_and_refused_per_the_table(caller: Callable[..., Caller], receiver_factory: Any,
-                                                         who: str) -> None:
+def test_each_role_is_allowed_and_refused_per_the_table(
+    caller: Callable[..., Caller], receiver_factory: Any, who: str
+) -> None:
     me = caller(*PRINCIPALS[who])
     column = list(PRINCIPALS).index(who)
     hook = receiver_factory().url
@@ -216,24 +265,31 @@ def test_each_role_is_allowed_and_refused_per_the_table(caller: Callable[..., Ca
 
 # ---- owned subscriptions ------------------------------------------------------------------------
 
-def test_subscribers_see_only_their_own_and_an_admin_sees_all(caller: Callable[..., Caller],
-                                                              receiver_factory: Any) -> None:
+
+def test_subscribers_see_only_their_own_and_an_admin_sees_all(
+    caller: Callable[..., Caller], receiver_factory: Any
+) -> None:
     alice, bob, admin = caller(SUBSCRIBER), caller(SUBSCRIBER), caller(ADMIN)
     hook_a, hook_b = receiver_factory().url, receiver_factory().url + "?b=1"
     mine = alice.subscribe(hook_a, eventTypes=["entra.owned.*"])
     theirs = bob.subscribe(hook_b)
 
     # Bob can neither see, nor delete, nor replay, nor read the deliveries of Alice's: 404 each.
-    for method, path, body in (("GET", f"subscriptions/{mine['id']}", None),
-                               ("DELETE", f"subscriptions/{mine['id']}", None),
-                               ("GET", f"subscriptions/{mine['id']}/deliveries", None),
-                               ("POST", f"subscriptions/{mine['id']}/replay", {"since": "2026-01-01T00:00:00Z"})):
+    for method, path, body in (
+        ("GET", f"subscriptions/{mine['id']}", None),
+        ("DELETE", f"subscriptions/{mine['id']}", None),
+        ("GET", f"subscriptions/{mine['id']}/deliveries", None),
+        ("POST", f"subscriptions/{mine['id']}/replay", {"since": "2026-01-01T00:00:00Z"}),
+    ):
         _problem(bob.call(method, path, body), 404)
     _problem(bob.call("POST", "unsubscribe", {"notificationUrl": hook_a}), 404)
     assert alice.call("GET", f"subscriptions/{mine['id']}").status_code == 200  # still there
 
     # Lists show one's own only.
-    listed = lambda who: {s["id"] for s in who.call("GET", "subscriptions?limit=1000").json()["value"]}  # noqa: E731
+
+    def listed(who: Any) -> set[str]:
+        return {s["id"] for s in who.call("GET", "subscriptions?limit=1000").json()["value"]}
+
     assert listed(alice) == {mine["id"]}
     assert listed(bob) == {theirs["id"]}
     assert {mine["id"], theirs["id"]} <= listed(admin)
@@ -275,8 +331,9 @@ def test_one_owners_list_pages_through_its_own_only(caller: Callable[..., Caller
     assert sorted(seen) == sorted(made)
 
 
-def test_a_publishers_event_reaches_a_subscribers_callback(caller: Callable[..., Caller], receiver_factory: Any,
-                                                           unique_type: str) -> None:
+def test_a_publishers_event_reaches_a_subscribers_callback(
+    caller: Callable[..., Caller], receiver_factory: Any, unique_type: str
+) -> None:
     publisher, subscriber = caller(PUBLISHER), caller(SUBSCRIBER)
     receiver: Receiver = receiver_factory()
     subscriber.subscribe(receiver.url, eventTypes=[unique_type])
@@ -292,8 +349,12 @@ def test_a_publishers_event_reaches_a_subscribers_callback(caller: Callable[...,
 def test_the_dev_host_replaces_a_forged_principal_with_the_tokens(caller: Callable[..., Caller]) -> None:
     """A valid subscriber token plus a forged admin principal: the forged header is dropped."""
     me = caller(SUBSCRIBER)
-    response = me.call("PUT", "event-types/entra.forged", {"description": "x"},
-                       headers={"X-MS-CLIENT-PRINCIPAL": _forged_principal([ADMIN])})
+    response = me.call(
+        "PUT",
+        "event-types/entra.forged",
+        {"description": "x"},
+        headers={"X-MS-CLIENT-PRINCIPAL": _forged_principal([ADMIN])},
+    )
     _problem(response, 403)
 
 
@@ -307,7 +368,7 @@ def test_signing_keys_come_from_an_https_jwks_url(azurite: Any, tmp_path: Path) 
     fetched: list[str] = []
 
     class Keys(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             fetched.append(self.path)
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -324,8 +385,9 @@ def test_signing_keys_come_from_an_https_jwks_url(azurite: Any, tmp_path: Path) 
     server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"https://127.0.0.1:{server.server_address[1]}/discovery/v2.0/keys"
-    relay = RelayProcess(azurite, {**ENTRA_ENV, "RELAY_ENTRA_JWKS": url, "SSL_CERT_FILE": str(ca_file)},
-                         function_key=None).start()
+    relay = RelayProcess(
+        azurite, {**ENTRA_ENV, "RELAY_ENTRA_JWKS": url, "SSL_CERT_FILE": str(ca_file)}, function_key=None
+    ).start()
     try:
         good = {"Authorization": "Bearer " + Tokens().mint([SUBSCRIBER])}
         assert requests.get(f"{relay.base}/subscriptions", headers=good, timeout=30).status_code == 200
@@ -340,6 +402,7 @@ def test_signing_keys_come_from_an_https_jwks_url(azurite: Any, tmp_path: Path) 
 
 
 # ---- the Azure path: the platform header, trusted only with the platform flag ------------------
+
 
 @pytest.mark.parametrize("flag", ["True", "true"])
 def test_easy_auth_header_is_honoured_when_the_platform_says_auth_is_on(azurite: Any, flag: str) -> None:
@@ -362,8 +425,7 @@ def test_easy_auth_header_is_refused_without_the_platform_flag(azurite: Any) -> 
     try:
         headers = {"X-MS-CLIENT-PRINCIPAL": _forged_principal([ADMIN])}
         _problem(requests.get(f"{relay.base}/subscriptions", headers=headers, timeout=30), 401)
-        _problem(requests.post(f"{relay.base}/events", json={"type": "x", "data": 1}, headers=headers,
-                               timeout=30), 401)
+        _problem(requests.post(f"{relay.base}/events", json={"type": "x", "data": 1}, headers=headers, timeout=30), 401)
         assert requests.get(f"{relay.base}/health", timeout=30).status_code == 200
     finally:
         relay.stop()
@@ -371,21 +433,30 @@ def test_easy_auth_header_is_refused_without_the_platform_flag(azurite: Any) -> 
 
 # ---- the principal, parsed (no I/O) ---------------------------------------------------------------
 
+
 def _encode(doc: dict[str, Any]) -> str:
     return base64.b64encode(json.dumps(doc).encode()).decode()
 
 
 def test_principal_takes_the_object_id_else_the_subject_and_roles_from_either_claim_type() -> None:
     role_typ = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
-    doc = {"auth_typ": "aad", "name_typ": "name", "role_typ": role_typ, "claims": [
-        {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": "oid-1"},
-        {"typ": "sub", "val": "sub-1"}, {"typ": "roles", "val": PUBLISHER}, {"typ": role_typ, "val": ADMIN},
-        {"typ": "name", "val": "Alice"}]}
+    doc = {
+        "auth_typ": "aad",
+        "name_typ": "name",
+        "role_typ": role_typ,
+        "claims": [
+            {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": "oid-1"},
+            {"typ": "sub", "val": "sub-1"},
+            {"typ": "roles", "val": PUBLISHER},
+            {"typ": role_typ, "val": ADMIN},
+            {"typ": "name", "val": "Alice"},
+        ],
+    }
     assert parse_principal(_encode(doc)) == Principal("oid-1", frozenset({PUBLISHER, ADMIN}), "Alice")
     doc["claims"] = [{"typ": "oid", "val": "oid-2"}]
-    assert parse_principal(_encode(doc)).id == "oid-2"  # type: ignore[union-attr]
+    assert parse_principal(_encode(doc)).id == "oid-2"
     doc["claims"] = [{"typ": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier", "val": "s"}]
-    assert parse_principal(_encode(doc)).id == "s"  # type: ignore[union-attr]
+    assert parse_principal(_encode(doc)).id == "s"
     doc["claims"] = [{"typ": "roles", "val": ADMIN}]
     assert parse_principal(_encode(doc)) is None  # names nobody
     for bad in ("", "***", _encode({"claims": "x"}), base64.b64encode(b"[1]").decode()):
@@ -393,8 +464,9 @@ def test_principal_takes_the_object_id_else_the_subject_and_roles_from_either_cl
 
 
 def test_the_dev_hosts_principal_is_what_the_relay_reads() -> None:
-    principal = parse_principal(client_principal({"oid": "o", "sub": "s", "roles": [SUBSCRIBER, PUBLISHER],
-                                                  "name": "App", "exp": 1}))
+    principal = parse_principal(
+        client_principal({"oid": "o", "sub": "s", "roles": [SUBSCRIBER, PUBLISHER], "name": "App", "exp": 1})
+    )
     assert principal == Principal("o", frozenset({SUBSCRIBER, PUBLISHER}), "App")
 
 
@@ -408,8 +480,15 @@ def test_keys_mode_ignores_the_easy_auth_header(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
     settings.reset_settings()
     try:
-        request = Request("GET", "http://h/api/subscriptions", "http://h", {}, {},
-                          {"x-ms-client-principal": _forged_principal([PUBLISHER])}, b"")
+        request = Request(
+            "GET",
+            "http://h/api/subscriptions",
+            "http://h",
+            {},
+            {},
+            {"x-ms-client-principal": _forged_principal([PUBLISHER])},
+            b"",
+        )
         assert admit(request, list_subscriptions) is None
     finally:
         settings.reset_settings()
@@ -430,6 +509,7 @@ def test_the_dev_host_refuses_an_incomplete_or_plain_http_configuration(tmp_path
         EasyAuth.from_environ({**ENTRA_ENV, "RELAY_ENTRA_JWKS": str(tmp_path / "missing.json")})
     with pytest.raises(ConfigurationError, match="RELAY_AUTH"):
         from relay.settings import auth_mode
+
         auth_mode({"RELAY_AUTH": "aad"})
 
 
@@ -448,10 +528,12 @@ def test_the_owner_index_survives_a_crash_between_writes_and_keeps_fan_out_owner
     kind = f"owned.{uuid.uuid4().hex[:8]}"
     table = storage.table(SUBSCRIPTIONS_TABLE)
     table.upsert_entity({"PartitionKey": owner_partition(owner), "RowKey": uuid.uuid4().hex, "owner": owner})
-    mine, _ = store.subscribe(SubscriptionRequest(notificationUrl=f"https://a.example/{kind}", eventTypes=[kind]),
-                              owner=owner, scope=owner)
-    theirs, _ = store.subscribe(SubscriptionRequest(notificationUrl=f"https://b.example/{kind}", eventTypes=[kind]),
-                                owner=other, scope=other)
+    mine, _ = store.subscribe(
+        SubscriptionRequest(notificationUrl=f"https://a.example/{kind}", eventTypes=[kind]), owner=owner, scope=owner
+    )
+    theirs, _ = store.subscribe(
+        SubscriptionRequest(notificationUrl=f"https://b.example/{kind}", eventTypes=[kind]), owner=other, scope=other
+    )
     assert [e["id"] for e in store.list(limit=10, token=None, owner=owner)[0]] == [mine["id"]]
     assert [e["id"] for e in store.list(limit=10, token=None, owner=other)[0]] == [theirs["id"]]
     assert {mine["id"], theirs["id"]} <= {t.sub for page in store.matching(kind, None) for t in page}

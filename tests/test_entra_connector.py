@@ -26,10 +26,30 @@ METHODS = ("get", "put", "post", "delete", "patch")
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
     out = tmp_path_factory.mktemp("entra-connector")
-    assert main(["connector", "--host", "relay.example.net", "--out", str(out), "--auth", "entra",
-                 "--client-id", CLIENT_ID, "--resource", RESOURCE, "--tenant", TENANT]) == 0
-    return (json.loads((out / DEFINITION_FILE).read_text(encoding="utf-8")),
-            json.loads((out / PROPERTIES_FILE).read_text(encoding="utf-8")))
+    assert (
+        main(
+            [
+                "connector",
+                "--host",
+                "relay.example.net",
+                "--out",
+                str(out),
+                "--auth",
+                "entra",
+                "--client-id",
+                CLIENT_ID,
+                "--resource",
+                RESOURCE,
+                "--tenant",
+                TENANT,
+            ]
+        )
+        == 0
+    )
+    return (
+        json.loads((out / DEFINITION_FILE).read_text(encoding="utf-8")),
+        json.loads((out / PROPERTIES_FILE).read_text(encoding="utf-8")),
+    )
 
 
 def _schema(name: str) -> dict[str, Any]:
@@ -72,9 +92,11 @@ def test_properties_use_the_aad_identity_provider(written: Any) -> None:
     assert settings["clientId"] == CLIENT_ID
     assert settings["scopes"] == [f"{RESOURCE}/user_impersonation"]
     assert settings["redirectMode"] == "GlobalPerConnector"
-    assert settings["customParameters"] == {"resourceUri": {"value": RESOURCE},
-                                            "loginUri": {"value": "https://login.microsoftonline.com"},
-                                            "tenantId": {"value": TENANT}}
+    assert settings["customParameters"] == {
+        "resourceUri": {"value": RESOURCE},
+        "loginUri": {"value": "https://login.microsoftonline.com"},
+        "tenantId": {"value": TENANT},
+    }
     assert "clientSecret" not in settings  # the maker enters it when creating the connector, never committed
     assert token["uiDefinition"]["displayName"] and token["uiDefinition"]["constraints"]["required"] == "true"
 

@@ -9,17 +9,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.test_infra import INFRA, MAIN, parsed, resources  # helpers only, no tests
-
 from relay import access
+from tests.test_infra import INFRA, MAIN, parsed, resources  # helpers only, no tests
 
 EASYAUTH = INFRA / "modules" / "easyauth.bicep"
 ENTRA = INFRA / "entra"
 
 
 def _easyauth_call() -> dict[str, Any]:
-    calls = [m for m in parsed(MAIN)["modules"].values()
-             if (INFRA / m["detail"]["path"]).resolve() == EASYAUTH.resolve()]
+    calls = [
+        m for m in parsed(MAIN)["modules"].values() if (INFRA / m["detail"]["path"]).resolve() == EASYAUTH.resolve()
+    ]
     assert len(calls) == 1, "main.bicep deploys modules/easyauth.bicep once"
     return calls[0]["config"]
 
@@ -32,8 +32,9 @@ def test_easy_auth_is_deployed_only_in_entra_mode() -> None:
     assert {d["type"]: d.get("argument") for d in mode["decorators"]}["allowed"] == ["keys", "entra"]
     assert parsed(MAIN)["variables"]["relayAppSettings"]["value"]["RELAY_AUTH"] == "authMode"
     call = _easyauth_call()
-    assert call["condition"] == {"operator": {"type": "equals",
-                                              "operands": {"operand_1": "authMode", "operand_2": "entra"}}}
+    assert call["condition"] == {
+        "operator": {"type": "equals", "operands": {"operand_1": "authMode", "operand_2": "entra"}}
+    }
     passed = call["config"]["params"]
     assert passed["clientId"] == "entraClientId" and passed["audience"] == "entraAudience"
     assert passed["tenantId"] == "entraTenantId"
@@ -94,8 +95,14 @@ def test_the_api_manifest_exposes_one_scope_and_asks_for_v2_tokens() -> None:
 
 def test_readme_walks_through_the_entra_setup() -> None:
     text = (INFRA.parent / "README.md").read_text(encoding="utf-8")
-    for needle in ("az ad app create", "--app-roles @infra/entra/app-roles.json", "appRoleAssignedTo",
-                   "az account get-access-token --resource", "authMode=entra",
-                   "global.consent.azure-apim.net/redirect", "--auth entra"):
+    for needle in (
+        "az ad app create",
+        "--app-roles @infra/entra/app-roles.json",
+        "appRoleAssignedTo",
+        "az account get-access-token --resource",
+        "authMode=entra",
+        "global.consent.azure-apim.net/redirect",
+        "--auth entra",
+    ):
         assert needle in text, needle
     assert Path(ENTRA / "app-roles.json").is_file()

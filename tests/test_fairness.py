@@ -17,7 +17,6 @@ import pytest
 from relay.origins import ORIGINS_KEPT, OriginGate
 from relay.outbound import BreakerOpen, DeliveryError, DeliveryTimeout, OriginBusy, Sender
 from tests.helpers import wait_until
-from tests.test_outbound import senders  # noqa: F401 - the fixture, shared
 
 SECRET = "s3cr3tSIG"
 
@@ -62,7 +61,7 @@ class HangingServer:
 class _Ok(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.send_response(200)
         self.send_header("Content-Length", "0")
@@ -90,6 +89,7 @@ def healthy() -> Iterator[ThreadingHTTPServer]:
 
 
 # ---- the gate alone, on a clock the test moves ------------------------------------------------
+
 
 class FakeClock:
     def __init__(self) -> None:
@@ -169,9 +169,11 @@ def test_gate_forgets_origins_whose_timeouts_have_expired() -> None:
 
 # ---- the sender against real loopback sockets -------------------------------------------------
 
+
 @pytest.mark.timeout(30)
-def test_dead_origin_holds_only_its_slots(senders: Callable[..., Sender], hanging: HangingServer,
-                                          healthy: ThreadingHTTPServer) -> None:
+def test_dead_origin_holds_only_its_slots(
+    senders: Callable[..., Sender], hanging: HangingServer, healthy: ThreadingHTTPServer
+) -> None:
     """Two attempts hang on a receiver that never answers; a third to it is handed back within a
     second without connecting, and a healthy receiver on another port is served meanwhile."""
     sender = senders(origin_slots=2, stall=0.3, timeout=5.0)
@@ -194,7 +196,8 @@ def test_dead_origin_holds_only_its_slots(senders: Callable[..., Sender], hangin
 
 @pytest.mark.timeout(30)
 def test_breaker_stops_connecting_to_an_origin_that_keeps_timing_out(
-        senders: Callable[..., Sender], hanging: HangingServer) -> None:
+    senders: Callable[..., Sender], hanging: HangingServer
+) -> None:
     sender = senders(timeout=0.3, breaker_timeouts=2)
     dead = f"http://127.0.0.1:{hanging.port}/hook"
     for _ in range(2):
@@ -232,16 +235,20 @@ def test_dns_lookup_is_inside_the_attempts_deadline(senders: Callable[..., Sende
 
 # ---- end to end ----------------------------------------------------------------------------------
 
+
 @pytest.mark.timeout(240)
 def test_healthy_receiver_is_served_while_150_subscriptions_hang(
-        relay, receiver_factory, hanging: HangingServer, unique_type: str) -> None:
+    relay, receiver_factory, hanging: HangingServer, unique_type: str
+) -> None:
     """150 subscriptions on a receiver that accepts and never answers, one healthy receiver on another
     port: the healthy one gets its event within 5 s, and every hanging delivery ends failed in the
     delivery log after the whole schedule, none lost, without a connection per attempt."""
     good = receiver_factory()
     dead_type, good_type = unique_type, unique_type + ".other"
-    subs = [relay.subscribe(f"http://127.0.0.1:{hanging.port}/hook/{i}?sig={SECRET}",
-                            eventTypes=[dead_type])["id"] for i in range(150)]
+    subs = [
+        relay.subscribe(f"http://127.0.0.1:{hanging.port}/hook/{i}?sig={SECRET}", eventTypes=[dead_type])["id"]
+        for i in range(150)
+    ]
     relay.subscribe(good.url, eventTypes=[good_type])
 
     relay.publish({"type": dead_type, "data": {"n": 1}})

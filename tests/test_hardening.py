@@ -17,6 +17,7 @@ from azure.storage.queue import QueueServiceClient
 
 from tests.helpers import FUNCTION_KEY, Azurite, InProcessApp, RelayProcess, free_port, problem_of, wait_until
 
+
 def test_rebinding_name_is_refused_at_delivery(azurite, receiver_factory) -> None:
     """A name public at subscribe and 127.0.0.1 at delivery is refused at delivery, nothing is sent.
 
@@ -31,7 +32,10 @@ def test_rebinding_name_is_refused_at_delivery(azurite, receiver_factory) -> Non
     receiver = receiver_factory()
     port = receiver.server.server_address[1]
     answers = iter([["93.184.216.34"], ["127.0.0.1"]])
-    resolver = lambda host, p: next(answers)  # noqa: E731
+
+    def resolver(host: str, port: int) -> list[str]:
+        return next(answers)
+
     url = f"https://rebind.example.test:{port}/hook"
     check_target(url, allow_private=False, resolver=resolver)  # what subscribe does: public, accepted
     settings = Settings.from_environ({"RELAY_RETRY_SCHEDULE": ""})
@@ -39,8 +43,9 @@ def test_rebinding_name_is_refused_at_delivery(azurite, receiver_factory) -> Non
     storage.ensure()
     sender = Sender(allow_private=False, timeout=2, user_agent="t", resolver=resolver)
     deliverer = Deliverer(storage, settings, sender=sender)
-    event = EventRecord(id="e1", type="t.x", source="s", time="2026-01-01T00:00:00Z", data=1,
-                        acceptedAt="2026-01-01T00:00:00Z")
+    event = EventRecord(
+        id="e1", type="t.x", source="s", time="2026-01-01T00:00:00Z", data=1, acceptedAt="2026-01-01T00:00:00Z"
+    )
     sub_id = uuid.uuid4().hex
     log = ("e:20260101", "20260101T000000.000000Z_e1")
     deliverer.deliver(event, 1, log, log[1][:23], [Target(sub=sub_id, url=url, secret="whsec_" + "A" * 32)])
@@ -50,8 +55,11 @@ def test_rebinding_name_is_refused_at_delivery(azurite, receiver_factory) -> Non
 
 
 def _last_delivery(relay, sub_id: str, status: str) -> dict:
-    return wait_until(lambda: next(iter(relay.get(f"subscriptions/{sub_id}/deliveries?status={status}")
-                                        .json()["value"]), None), 60, f"a {status} delivery")
+    return wait_until(
+        lambda: next(iter(relay.get(f"subscriptions/{sub_id}/deliveries?status={status}").json()["value"]), None),
+        60,
+        f"a {status} delivery",
+    )
 
 
 def _silent_server() -> tuple[int, socket.socket]:
@@ -79,6 +87,7 @@ def _resetting_server() -> tuple[int, socket.socket]:
             conn.recv(65536)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             conn.close()
+
     threading.Thread(target=serve, daemon=True).start()
     return sock.getsockname()[1], sock
 
@@ -95,10 +104,18 @@ def test_receiver_faults_end_as_the_contract_says(relay_factory, receiver_factor
     silent_port, silent = _silent_server()
     reset_port, resetting = _resetting_server()
     refused_port = free_port()
-    subs = {name: relay.subscribe(url, eventTypes=[unique_type])["id"] for name, url in {
-        "500": r500.url, "503": r503.url, "429": r429.url, "big": rbig.url,
-        "silent": f"http://127.0.0.1:{silent_port}/hook", "reset": f"http://127.0.0.1:{reset_port}/hook",
-        "refused": f"http://127.0.0.1:{refused_port}/hook"}.items()}
+    subs = {
+        name: relay.subscribe(url, eventTypes=[unique_type])["id"]
+        for name, url in {
+            "500": r500.url,
+            "503": r503.url,
+            "429": r429.url,
+            "big": rbig.url,
+            "silent": f"http://127.0.0.1:{silent_port}/hook",
+            "reset": f"http://127.0.0.1:{reset_port}/hook",
+            "refused": f"http://127.0.0.1:{refused_port}/hook",
+        }.items()
+    }
     relay.publish({"type": unique_type, "data": "fault"})
 
     assert relay.get("health").status_code == 200  # responsive while attempts are under way
@@ -129,12 +146,22 @@ def test_redirects_are_not_followed(relay, receiver_factory, unique_type) -> Non
 # ---- input ------------------------------------------------------------------------------------
 
 FUNCTION_ROUTES = [
-    ("POST", "subscriptions"), ("GET", "subscriptions"), ("GET", f"subscriptions/{'a' * 32}"),
-    ("DELETE", f"subscriptions/{'a' * 32}"), ("POST", "unsubscribe"), ("POST", "events"),
-    ("GET", f"subscriptions/{'a' * 32}/deliveries"), ("POST", f"subscriptions/{'a' * 32}/replay"),
-    ("GET", f"operations/{'a' * 32}"), ("GET", "events/poll"), ("GET", "event-types"),
-    ("PUT", "event-types/x"), ("GET", "event-types/x"), ("DELETE", "event-types/x"),
-    ("GET", "event-types/x/schema"), ("POST", "events/batch"),
+    ("POST", "subscriptions"),
+    ("GET", "subscriptions"),
+    ("GET", f"subscriptions/{'a' * 32}"),
+    ("DELETE", f"subscriptions/{'a' * 32}"),
+    ("POST", "unsubscribe"),
+    ("POST", "events"),
+    ("GET", f"subscriptions/{'a' * 32}/deliveries"),
+    ("POST", f"subscriptions/{'a' * 32}/replay"),
+    ("GET", f"operations/{'a' * 32}"),
+    ("GET", "events/poll"),
+    ("GET", "event-types"),
+    ("PUT", "event-types/x"),
+    ("GET", "event-types/x"),
+    ("DELETE", "event-types/x"),
+    ("GET", "event-types/x/schema"),
+    ("POST", "events/batch"),
 ]
 
 
@@ -167,8 +194,14 @@ JSON = {"Content-Type": "application/json"}
 # (method, path after /api/, body bytes or None, headers, status): each answered by the app itself.
 BAD_REQUESTS = [
     pytest.param("POST", "subscriptions", b"x" * 70_000, JSON, 413, id="oversized"),
-    pytest.param("POST", "subscriptions", b"notificationUrl=x", {"Content-Type": "application/x-www-form-urlencoded"},
-                 415, id="form-encoded"),
+    pytest.param(
+        "POST",
+        "subscriptions",
+        b"notificationUrl=x",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        415,
+        id="form-encoded",
+    ),
     pytest.param("POST", "events", b'{"type": "a", "data": ', JSON, 400, id="truncated-json"),
     pytest.param("POST", "events", b"\xff\xfe", JSON, 400, id="not-utf8"),
     pytest.param("PUT", "events", b"{}", JSON, 405, id="put-events"),
@@ -185,21 +218,35 @@ BAD_REQUESTS = [
     pytest.param("GET", "events/poll?triggerState=nonsense", None, {}, 400, id="bad-trigger-state"),
     pytest.param("GET", "events/poll?eventType=a*", None, {}, 400, id="bad-poll-pattern"),
     pytest.param("GET", "subscriptions?limit=%C2%B2", None, {}, 400, id="superscript-limit"),
-    pytest.param("POST", "events", b'{"type": "a", "data": ' + b"[" * 300 + b"]" * 300 + b"}", JSON, 400,
-                 id="deep-300"),
-    pytest.param("POST", "events", b'{"type": "a", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", JSON, 400,
-                 id="deep-100000"),
+    pytest.param(
+        "POST", "events", b'{"type": "a", "data": ' + b"[" * 300 + b"]" * 300 + b"}", JSON, 400, id="deep-300"
+    ),
+    pytest.param(
+        "POST",
+        "events",
+        b'{"type": "a", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        JSON,
+        400,
+        id="deep-100000",
+    ),
     pytest.param("POST", "events", b'{"type": "a", "data": NaN}', JSON, 400, id="nan"),
     pytest.param("POST", "events", b'{"type": "a", "data": Infinity}', JSON, 400, id="infinity"),
     pytest.param("POST", "events", b'{"type": "a", "data": "\\ud800"}', JSON, 400, id="lone-surrogate"),
-    pytest.param("POST", "events", b'{"type": "a", "data": 1, "time": "0001-01-01T00:00:00+01:00"}', JSON, 400,
-                 id="time-before-year-1"),
+    pytest.param(
+        "POST",
+        "events",
+        b'{"type": "a", "data": 1, "time": "0001-01-01T00:00:00+01:00"}',
+        JSON,
+        400,
+        id="time-before-year-1",
+    ),
 ]
 
 
 @pytest.mark.parametrize("method, path, body, headers, status", BAD_REQUESTS)
-def test_bad_requests_get_the_right_status(app: InProcessApp, method: str, path: str, body: bytes | None,
-                                           headers: dict[str, str], status: int) -> None:
+def test_bad_requests_get_the_right_status(
+    app: InProcessApp, method: str, path: str, body: bytes | None, headers: dict[str, str], status: int
+) -> None:
     """Oversized, wrongly typed, malformed, wrong-method and ill-formed requests each get their
     status as problem+json, with no key or traceback in it."""
     problem_of(app.request(method, path, data=body, headers=headers), status)
@@ -212,8 +259,9 @@ def test_a_wrong_method_names_the_allowed_ones(app: InProcessApp) -> None:
 
 def test_a_replay_ending_before_it_starts_is_400(app: InProcessApp) -> None:
     sub = app.subscribe("http://127.0.0.1:9/unused")["id"]
-    problem_of(app.post(f"subscriptions/{sub}/replay", {"since": "2026-01-02T00:00:00Z",
-                                                        "until": "2026-01-01T00:00:00Z"}), 400)
+    problem_of(
+        app.post(f"subscriptions/{sub}/replay", {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}), 400
+    )
 
 
 def test_secrets_are_shown_once_and_never_logged(relay, receiver_factory, unique_type) -> None:
@@ -233,15 +281,22 @@ def test_unreadable_queue_message_goes_to_poison_once(relay, azurite) -> None:
     marker = f"garbage-{uuid.uuid4().hex}"
     service.get_queue_client("relay-fanout").send_message(base64.b64encode(marker.encode()).decode())
     poison = service.get_queue_client("relay-fanout-poison")
-    found = wait_until(lambda: [m for m in poison.peek_messages(max_messages=32)
-                                if marker in base64.b64decode(m.content).decode(errors="replace")], 30,
-                       "the message in the poison queue")
+    found = wait_until(
+        lambda: [
+            m
+            for m in poison.peek_messages(max_messages=32)
+            if marker in base64.b64decode(m.content).decode(errors="replace")
+        ],
+        30,
+        "the message in the poison queue",
+    )
     assert len(found) == 1
     # The line is written once the move is done, so it may trail the message by a moment.
     wait_until(lambda: "moved to relay-fanout-poison" in relay.logs(), 10, "the poison move to be logged")
 
 
 # ---- storage outages and kills ------------------------------------------------------------------
+
 
 def test_storage_down_during_publish_is_503_never_202(relay_factory, tmp_path: Path) -> None:
     """With storage unreachable, publish answers 503 with a short Retry-After, and health is 503."""
@@ -273,8 +328,11 @@ def test_storage_restart_during_delivery_loses_nothing(receiver_factory, tmp_pat
         own.stop()
         own.start()
         expected = {(f"/hook/{n}", i) for n in range(5) for i in ids}
-        wait_until(lambda: {(r.path, r.headers["webhook-id"]) for r in receiver.requests} >= expected, 180,
-                   "every delivery after storage came back")
+        wait_until(
+            lambda: {(r.path, r.headers["webhook-id"]) for r in receiver.requests} >= expected,
+            180,
+            "every delivery after storage came back",
+        )
     finally:
         relay.stop()
         own.stop()
@@ -287,12 +345,16 @@ def test_three_sigkills_during_two_thousand_deliveries(relay_factory, receiver_f
     for n in range(20):
         relay.subscribe(f"{receiver.url}/{n}", eventTypes=[unique_type])
     ids = []
-    for chunk in range(2):
-        ids += [v["id"] for v in relay.publish([{"type": unique_type, "data": {"i": i}}
-                                                for i in range(50)]).json()["value"]]
+    for _ in range(2):
+        ids += [
+            v["id"] for v in relay.publish([{"type": unique_type, "data": {"i": i}} for i in range(50)]).json()["value"]
+        ]
     expected = {(f"/hook/{n}", i) for n in range(20) for i in ids}
-    delivered = lambda: {(r.path, r.headers["webhook-id"]) for r in list(receiver.requests)}  # noqa: E731
-    for kill in range(3):
+
+    def delivered() -> set[tuple[str, str]]:
+        return {(r.path, r.headers["webhook-id"]) for r in list(receiver.requests)}
+
+    for _ in range(3):
         receiver.wait_for(len(receiver.requests) + 150, timeout=120)
         relay.kill()
         relay.start()

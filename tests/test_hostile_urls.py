@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import RelayProcess
 
 HOSTILE_URLS = [
-    "http://example.com/hook",                 # plain http
+    "http://example.com/hook",  # plain http
     "https://127.0.0.1/hook",
     "https://localhost/hook",
     "https://sub.localhost/hook",
@@ -27,15 +27,15 @@ HOSTILE_URLS = [
     "https://[fe80::1]/hook",
     "https://[::ffff:127.0.0.1]/hook",
     "https://[::ffff:a9fe:a9fe]/hook",
-    "https://2130706433/hook",                 # 127.0.0.1 as one decimal number
-    "https://0177.0.0.1/hook",                 # octal
-    "https://0x7f.0.0.1/hook",                 # hex
+    "https://2130706433/hook",  # 127.0.0.1 as one decimal number
+    "https://0177.0.0.1/hook",  # octal
+    "https://0x7f.0.0.1/hook",  # hex
     "https://0x7f000001/hook",
-    "https://127.1/hook",                      # short form
-    "https://0xa9.0xfe.0xa9.0xfe/hook",        # metadata address in hex
-    "https://224.0.0.1/hook",                  # multicast
+    "https://127.1/hook",  # short form
+    "https://0xa9.0xfe.0xa9.0xfe/hook",  # metadata address in hex
+    "https://224.0.0.1/hook",  # multicast
     "https://255.255.255.255/hook",
-    "https://[64:ff9b::a9fe:a9fe]/hook",       # NAT64 of the metadata address
+    "https://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 of the metadata address
     "https://user:pass@example.com/hook",
     "ftp://example.com/hook",
     "file:///etc/passwd",

@@ -52,9 +52,15 @@ MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 # Settings the Flex Consumption plan rejects (it takes them from functionAppConfig) or that would
 # bring back shared-key storage.
 FORBIDDEN_SETTINGS = (
-    "FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "FUNCTIONS_WORKER_RUNTIME_VERSION",
-    "WEBSITE_RUN_FROM_PACKAGE", "WEBSITE_CONTENTSHARE", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
-    "SCM_DO_BUILD_DURING_DEPLOYMENT", "ENABLE_ORYX_BUILD", "DEPLOYMENT_STORAGE_CONNECTION_STRING",
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "FUNCTIONS_WORKER_RUNTIME_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_CONTENTSHARE",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT",
+    "ENABLE_ORYX_BUILD",
+    "DEPLOYMENT_STORAGE_CONNECTION_STRING",
     "AzureWebJobsStorage",
 )
 
@@ -74,8 +80,7 @@ def parsed(path: Path) -> dict[str, Any]:
 def module_call(path: Path) -> dict[str, Any]:
     """The `module` declaration of main.bicep that deploys `path` (its name, params, dependsOn)."""
     main = parsed(MAIN)
-    calls = [m for m in main["modules"].values()
-             if (INFRA / m["detail"]["path"]).resolve() == path.resolve()]
+    calls = [m for m in main["modules"].values() if (INFRA / m["detail"]["path"]).resolve() == path.resolve()]
     assert len(calls) == 1, f"main.bicep deploys {path.name} {len(calls)} times"
     config = calls[0]["config"]
     return config["config"] if "condition" in config else config  # `module x '...' = if (...)`
@@ -83,8 +88,7 @@ def module_call(path: Path) -> dict[str, Any]:
 
 def module_condition(path: Path) -> Any:
     """The `if (...)` condition main.bicep deploys a module under, or None when it always does."""
-    [call] = [m for m in parsed(MAIN)["modules"].values()
-              if (INFRA / m["detail"]["path"]).resolve() == path.resolve()]
+    [call] = [m for m in parsed(MAIN)["modules"].values() if (INFRA / m["detail"]["path"]).resolve() == path.resolve()]
     return call["config"].get("condition")
 
 
@@ -130,8 +134,11 @@ def body(resource: dict[str, Any]) -> dict[str, Any]:
 
 def resources(path: Path, rtype: str, *, existing: bool = False) -> dict[str, dict[str, Any]]:
     """Resources of one type declared (or, with existing=True, referenced) in a file."""
-    return {name: res for name, res in parsed(path)["resources"].items()
-            if res["type"].lower() == rtype.lower() and res["existing"] == existing}
+    return {
+        name: res
+        for name, res in parsed(path)["resources"].items()
+        if res["type"].lower() == rtype.lower() and res["existing"] == existing
+    }
 
 
 def only(path: Path, rtype: str) -> dict[str, Any]:
@@ -268,8 +275,14 @@ def test_relay_tables_are_declared():
     """The template creates exactly the tables the relay uses."""
     declared = child_names(STORAGE, "Microsoft.Storage/storageAccounts/tableServices/tables")
     assert declared == set(relay_storage.TABLES)
-    assert declared == {"relaysubscriptions", "relayevents", "relaydeliveries",
-                        "relayeventtypes", "relayoperations", "relaykeys"}
+    assert declared == {
+        "relaysubscriptions",
+        "relayevents",
+        "relaydeliveries",
+        "relayeventtypes",
+        "relayoperations",
+        "relaykeys",
+    }
 
 
 def test_relay_queues_and_poison_queues_are_declared():
@@ -277,8 +290,14 @@ def test_relay_queues_and_poison_queues_are_declared():
     declared = child_names(STORAGE, "Microsoft.Storage/storageAccounts/queueServices/queues")
     expected = set(relay_storage.QUEUES) | {q + relay_storage.POISON_SUFFIX for q in relay_storage.QUEUES}
     assert declared == expected
-    assert {"relay-fanout", "relay-deliveries", "relay-replays", "relay-fanout-poison",
-            "relay-deliveries-poison", "relay-replays-poison"} == declared
+    assert {
+        "relay-fanout",
+        "relay-deliveries",
+        "relay-replays",
+        "relay-fanout-poison",
+        "relay-deliveries-poison",
+        "relay-replays-poison",
+    } == declared
 
 
 def test_blob_containers_are_declared_private():
@@ -366,19 +385,24 @@ def test_identity_is_user_assigned_and_feeds_the_role_assignments():
     assert dotted(outputs["clientId"]["value"]) == "identity.properties.clientId"
     assert dotted(outputs["id"]["value"]) == "identity.id"
     assert dotted(module_call(RBAC)["params"]["principalId"]) == "identity.outputs.principalId"
-    assert any(dotted(d) == "rbac" for d in module_call(FUNCTIONAPP).get("dependsOn", [])), \
+    assert any(dotted(d) == "rbac" for d in module_call(FUNCTIONAPP).get("dependsOn", [])), (
         "the function app waits for its role assignments"
+    )
 
 
-@pytest.mark.parametrize("role_id, scope_type", [
-    (STORAGE_BLOB_DATA_OWNER, "Microsoft.Storage/storageAccounts"),
-    (STORAGE_QUEUE_DATA_CONTRIBUTOR, "Microsoft.Storage/storageAccounts"),
-    (STORAGE_TABLE_DATA_CONTRIBUTOR, "Microsoft.Storage/storageAccounts"),
-    (MONITORING_METRICS_PUBLISHER, "Microsoft.Insights/components"),
-], ids=["blob-data-owner", "queue-data-contributor", "table-data-contributor",
-        "monitoring-metrics-publisher"])
+@pytest.mark.parametrize(
+    "role_id, scope_type",
+    [
+        (STORAGE_BLOB_DATA_OWNER, "Microsoft.Storage/storageAccounts"),
+        (STORAGE_QUEUE_DATA_CONTRIBUTOR, "Microsoft.Storage/storageAccounts"),
+        (STORAGE_TABLE_DATA_CONTRIBUTOR, "Microsoft.Storage/storageAccounts"),
+        (MONITORING_METRICS_PUBLISHER, "Microsoft.Insights/components"),
+    ],
+    ids=["blob-data-owner", "queue-data-contributor", "table-data-contributor", "monitoring-metrics-publisher"],
+)
 def test_role_is_assigned_to_the_identity(role_id: str, scope_type: str):
-    """The role is assigned to the identity's service principal on the right resource under a deterministic guid() name."""
+    """The role is assigned to the identity's service principal on the right resource under a deterministic
+    guid() name."""
     assignments = _role_assignments()
     assert role_id in assignments, f"role {role_id} is not assigned"
     config = assignments[role_id]
@@ -444,11 +468,15 @@ def test_deployment_storage_uses_the_user_assigned_identity():
     app = site()
     storage = app["properties"]["functionAppConfig"]["deployment"]["storage"]
     assert storage["type"] == "blobContainer"
-    assert storage["authentication"] == {"type": "UserAssignedIdentity",
-                                         "userAssignedIdentityResourceId": "deploymentIdentityId"}
+    assert storage["authentication"] == {
+        "type": "UserAssignedIdentity",
+        "userAssignedIdentityResourceId": "deploymentIdentityId",
+    }
     assert app["identity"]["type"] == "UserAssigned"
-    assert {k.strip("'") for k in app["identity"]["userAssignedIdentities"]} == \
-        {"${identityId}", "${deploymentIdentityId}"}
+    assert {k.strip("'") for k in app["identity"]["userAssignedIdentities"]} == {
+        "${identityId}",
+        "${deploymentIdentityId}",
+    }
     call = module_call(FUNCTIONAPP)["params"]
     assert dotted(call["identityId"]) == "identity.outputs.id"
     assert dotted(call["deploymentIdentityId"]) == "identity.outputs.deploymentId"
@@ -462,16 +490,23 @@ def test_app_identity_reads_but_never_replaces_its_package():
     owner = _role_assignments()[STORAGE_BLOB_DATA_OWNER]["properties"]
     assert owner["conditionVersion"] == "2.0"
     condition = resolve(RBAC, owner["condition"])
-    for action in ("blobs/write", "blobs/add/action", "blobs/delete", "blobs/deleteBlobVersion/action",
-                   "blobs/permanentDelete/action"):
-        assert f"!(ActionMatches{{\\'Microsoft.Storage/storageAccounts/blobServices/containers/{action}\\'}})" \
-            in condition, action
+    for action in (
+        "blobs/write",
+        "blobs/add/action",
+        "blobs/delete",
+        "blobs/deleteBlobVersion/action",
+        "blobs/permanentDelete/action",
+    ):
+        assert (
+            f"!(ActionMatches{{\\'Microsoft.Storage/storageAccounts/blobServices/containers/{action}\\'}})" in condition
+        ), action
     assert "ActionMatches{\\'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read" not in condition
     container = resolve(MAIN, module_call(RBAC)["params"]["deploymentContainerName"])
     assert container == resolve(MAIN, module_call(STORAGE)["params"]["deploymentContainerName"]) == "app-package"
     assert condition.endswith(
         "OR (@Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringNotEquals "
-        f"\\'{container}\\'))")
+        f"\\'{container}\\'))"
+    )
     deploy = _role_assignments("deploymentPrincipalId")
     assert set(deploy) == {STORAGE_BLOB_DATA_CONTRIBUTOR}, "the deployment identity has one role"
     grant = deploy[STORAGE_BLOB_DATA_CONTRIBUTOR]
@@ -492,8 +527,14 @@ def test_deploying_user_gets_data_roles_only_when_named():
     for res in resources(RBAC, "Microsoft.Authorization/roleAssignments").values():
         if body(res)["properties"]["principalId"] != "userPrincipalId":
             continue
-        assert res["config"]["condition"] == {"operator": {"type": "not", "operands": {"bool_value": {
-            "function": {"type": "empty", "parameters": {"item_to_test": "userPrincipalId"}}}}}}
+        assert res["config"]["condition"] == {
+            "operator": {
+                "type": "not",
+                "operands": {
+                    "bool_value": {"function": {"type": "empty", "parameters": {"item_to_test": "userPrincipalId"}}}
+                },
+            }
+        }
         assert body(res)["properties"]["principalType"] == "User"
         assert body(res)["scope"] == "storageAccount"
 
@@ -501,8 +542,10 @@ def test_deploying_user_gets_data_roles_only_when_named():
 def test_basic_publishing_credentials_are_off():
     """FTP and SCM basic-auth publishing are disabled (top-level basicPublishingCredentialsPolicies)."""
     policies = resources(FUNCTIONAPP, "Microsoft.Web/sites/basicPublishingCredentialsPolicies")
-    assert {body(p)["name"]: body(p)["properties"] for p in policies.values()} == \
-        {"ftp": {"allow": False}, "scm": {"allow": False}}
+    assert {body(p)["name"]: body(p)["properties"] for p in policies.values()} == {
+        "ftp": {"allow": False},
+        "scm": {"allow": False},
+    }
     assert all(body(p)["parent"] == "functionApp" for p in policies.values())
 
 
@@ -522,8 +565,10 @@ def test_private_networking_is_a_parameter():
     props = only(STORAGE, "Microsoft.Storage/storageAccounts")["properties"]
     assert props["publicNetworkAccess"] == "publicNetworkAccess"
     acl = props["networkAcls"]["defaultAction"]["operator"]["operands"]
-    assert acl["condition"]["operator"] == {"type": "equals", "operands": {
-        "operand_1": "publicNetworkAccess", "operand_2": "Enabled"}}
+    assert acl["condition"]["operator"] == {
+        "type": "equals",
+        "operands": {"operand_1": "publicNetworkAccess", "operand_2": "Enabled"},
+    }
     assert (acl["true_value"], acl["false_value"]) == ("Allow", "Deny")
     assert parsed(STORAGE)["parameters"]["publicNetworkAccess"]["default"] == "Enabled"
 
@@ -533,7 +578,9 @@ def test_private_networking_is_a_parameter():
     assert dotted(subnet["true_value"]) == "network.outputs.appSubnetId"
     joined = site()["properties"]["virtualNetworkSubnetId"]["operator"]["operands"]
     assert (joined["true_value"], joined["false_value"]) == (None, "subnetId")  # empty(subnetId) ? null : subnetId
-    subnets = {body(r)["name"]: body(r) for r in resources(NETWORK, "Microsoft.Network/virtualNetworks/subnets").values()}
+    subnets = {
+        body(r)["name"]: body(r) for r in resources(NETWORK, "Microsoft.Network/virtualNetworks/subnets").values()
+    }
     assert subnets["app"]["properties"]["delegations"][0]["properties"]["serviceName"] == "Microsoft.App/environments"
     assert dotted(parsed(NETWORK)["outputs"]["appSubnetId"]["value"]) == "appSubnet.id"
 
@@ -619,7 +666,10 @@ def test_relay_function_key_is_not_set():
 def test_storage_settings_use_the_identity():
     """AzureWebJobsStorage__* name the account, its three service URIs and the user-assigned identity."""
     settings = template_app_settings()
-    value = lambda name: settings[name][1]  # noqa: E731
+
+    def value(name: str) -> Any:
+        return settings[name][1]
+
     assert value("AzureWebJobsStorage__credential") == "managedidentity"
     assert value("AzureWebJobsStorage__clientId") == "identityClientId"
     assert dotted(value("AzureWebJobsStorage__accountName")) == "storageAccount.name"

@@ -18,8 +18,8 @@ from relay.outbound import mask_url, scrub
 from relay.settings import Settings
 from tests.helpers import Answer, InProcessApp, problem_of, wait_until
 
-
 # ---- pure rules ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("text", ["x\n", "a\tb", "a\x00", "\n", "é", "a b", "", "a" * 129])
 def test_names_are_matched_whole(text: str) -> None:
@@ -32,10 +32,23 @@ def test_dot_only_ids_are_refused(text: str) -> None:
     assert is_event_id("a.b") and is_event_id(".a")
 
 
-@pytest.mark.parametrize("text", ["2026-W05-6T12:00:00Z", "2026-01-31T12:00:00,5Z", "2026-01-31T12:00:00",
-                                  "2026-01-31 12:00:00Z", "2026-01-31T12:00Z", "20260131T120000Z",
-                                  "2026-01-31T12:00:00Z\n", "2026-01-31T12:00:00+0100", "2026-02-30T00:00:00Z",
-                                  "2026-01-31T12:00:00+24:00", "２026-01-31T12:00:00Z", "2026-1-31T12:00:00Z"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-W05-6T12:00:00Z",
+        "2026-01-31T12:00:00,5Z",
+        "2026-01-31T12:00:00",
+        "2026-01-31 12:00:00Z",
+        "2026-01-31T12:00Z",
+        "20260131T120000Z",
+        "2026-01-31T12:00:00Z\n",
+        "2026-01-31T12:00:00+0100",
+        "2026-02-30T00:00:00Z",
+        "2026-01-31T12:00:00+24:00",
+        "２026-01-31T12:00:00Z",
+        "2026-1-31T12:00:00Z",
+    ],
+)
 def test_time_is_rfc3339_exactly(text: str) -> None:
     with pytest.raises(ValueError):
         parse_rfc3339(text)
@@ -47,8 +60,13 @@ def test_rfc3339_forms_are_read() -> None:
 
 
 def test_uri_references() -> None:
-    for good in ("https://shop.example/orders", "urn:event:1", "/relative/path", "mailto:a@b.example",
-                 "https://x.example/a?b=%20#c"):
+    for good in (
+        "https://shop.example/orders",
+        "urn:event:1",
+        "/relative/path",
+        "mailto:a@b.example",
+        "https://x.example/a?b=%20#c",
+    ):
         assert is_uri_reference(good), good
     for bad in ("has space", "a\nb", "%zz", "é", "http://[::1"):
         assert not is_uri_reference(bad), bad
@@ -62,24 +80,38 @@ def test_mask_keeps_names_and_hides_values() -> None:
 
 def test_errors_about_an_attempt_are_scrubbed_of_query_values() -> None:
     url = "https://x.example/p?sig=S3CRETVALUE&sv=1.0"
-    assert scrub(f"connect to {url} failed: S3CRETVALUE", url) == \
-        "connect to https://x.example/p?sig=***&sv=1.0 failed: ***"
+    assert (
+        scrub(f"connect to {url} failed: S3CRETVALUE", url)
+        == "connect to https://x.example/p?sig=***&sv=1.0 failed: ***"
+    )
     assert scrub(None, url) is None
 
 
 def test_public_url_setting() -> None:
     assert Settings.from_environ({}).public_url is None
-    assert Settings.from_environ({"WEBSITE_HOSTNAME": "app.azurewebsites.net"}).public_url == \
-        "https://app.azurewebsites.net"
-    assert Settings.from_environ({"RELAY_PUBLIC_URL": "https://events.contoso.com/",
-                                  "WEBSITE_HOSTNAME": "app.azurewebsites.net"}).public_url == "https://events.contoso.com"
-    for bad in ("events.contoso.com", "ftp://x.example", "https://x.example/api", "https://x.example?a=1",
-                "https://x.example:port"):
+    assert (
+        Settings.from_environ({"WEBSITE_HOSTNAME": "app.azurewebsites.net"}).public_url
+        == "https://app.azurewebsites.net"
+    )
+    assert (
+        Settings.from_environ(
+            {"RELAY_PUBLIC_URL": "https://events.contoso.com/", "WEBSITE_HOSTNAME": "app.azurewebsites.net"}
+        ).public_url
+        == "https://events.contoso.com"
+    )
+    for bad in (
+        "events.contoso.com",
+        "ftp://x.example",
+        "https://x.example/api",
+        "https://x.example?a=1",
+        "https://x.example:port",
+    ):
         with pytest.raises(ConfigurationError):
             Settings.from_environ({"RELAY_PUBLIC_URL": bad})
 
 
 # ---- HTTP answers --------------------------------------------------------------------------------
+
 
 def _problem(response: Answer | requests.Response, status: int, field: str | None = None) -> None:
     problem_of(response, status, field)
@@ -105,17 +137,21 @@ def test_event_types_with_a_control_character_are_400(app: InProcessApp, event_t
     _problem(app.post("events", {"type": event_type, "data": 1}), 400, "type")
 
 
-@pytest.mark.parametrize("method, path, body, field", [
-    ("POST", "subscriptions", {"notificationUrl": URL, "eventType": "foo\n"}, "eventType"),
-    ("POST", "subscriptions", {"notificationUrl": URL, "eventTypes": ["foo.*\n"]}, "eventTypes"),
-    ("PUT", "event-types/abc%0A", {}, "name"),
-    ("GET", "event-types/abc%0A", None, "name"),
-    ("DELETE", "event-types/abc%0A", None, "name"),
-    ("GET", "subscriptions?eventType=abc%0A", None, "eventType"),
-    ("GET", "events/poll?eventType=abc%0A", None, "eventType"),
-])
-def test_names_with_a_newline_are_400_naming_the_field(app: InProcessApp, method: str, path: str, body: object,
-                                                      field: str) -> None:
+@pytest.mark.parametrize(
+    "method, path, body, field",
+    [
+        ("POST", "subscriptions", {"notificationUrl": URL, "eventType": "foo\n"}, "eventType"),
+        ("POST", "subscriptions", {"notificationUrl": URL, "eventTypes": ["foo.*\n"]}, "eventTypes"),
+        ("PUT", "event-types/abc%0A", {}, "name"),
+        ("GET", "event-types/abc%0A", None, "name"),
+        ("DELETE", "event-types/abc%0A", None, "name"),
+        ("GET", "subscriptions?eventType=abc%0A", None, "eventType"),
+        ("GET", "events/poll?eventType=abc%0A", None, "eventType"),
+    ],
+)
+def test_names_with_a_newline_are_400_naming_the_field(
+    app: InProcessApp, method: str, path: str, body: object, field: str
+) -> None:
     """A trailing newline in a type, a pattern or a name is a 400, never a 202 that cannot be
     processed later or a 500."""
     _problem(app.request(method, path, body), 400, field)
@@ -133,14 +169,15 @@ def test_an_id_with_a_newline_in_a_path_is_404(app: InProcessApp) -> None:
 
 def test_a_body_that_is_not_json_is_415_and_nothing_is_done(app: InProcessApp) -> None:
     """No Content-Type or a non-JSON one is a 415 before anything happens; +json types are JSON."""
-    body = ('{"notificationUrl": "%s"}' % fresh_url()).encode()
+    body = f'{{"notificationUrl": "{fresh_url()}"}}'.encode()
     _problem(app.post("subscriptions", data=body), 415)  # no Content-Type at all
     _problem(app.post("subscriptions", data=body, headers={"Content-Type": "text/plain"}), 415)
     _problem(app.post("events", data=b'{"type": "a.b", "data": 1}'), 415)
     _problem(app.put("event-types/no.ctype", data=b"{}"), 415)
     assert app.get("event-types/no.ctype").status_code == 404
-    created = app.post("subscriptions", data=body,
-                       headers={"Content-Type": "application/merge-patch+json; charset=utf-8"})
+    created = app.post(
+        "subscriptions", data=body, headers={"Content-Type": "application/merge-patch+json; charset=utf-8"}
+    )
     assert created.status_code == 201 and "secret" in created.json()  # the 415s created nothing
     _problem(app.post("events", data=b""), 400, "body")
 
@@ -148,8 +185,15 @@ def test_a_body_that_is_not_json_is_415_and_nothing_is_done(app: InProcessApp) -
 def test_null_is_not_absent(app: InProcessApp) -> None:
     """`null` for a field that is not nullable is a 400 naming it; `data: null` is data."""
     url = fresh_url()
-    for name in ("eventType", "eventTypes", "subjectBeginsWith", "subjectEndsWith", "description", "once",
-                 "notificationUrl"):
+    for name in (
+        "eventType",
+        "eventTypes",
+        "subjectBeginsWith",
+        "subjectEndsWith",
+        "description",
+        "once",
+        "notificationUrl",
+    ):
         _problem(app.post("subscriptions", {"notificationUrl": url, name: None}), 400, name)
     sub = app.subscribe(url)
     assert "secret" in sub and sub["eventTypes"] == ["*"]  # created now: none of the 400s subscribed it
@@ -160,8 +204,9 @@ def test_null_is_not_absent(app: InProcessApp) -> None:
     _problem(app.put("event-types/null.schema", {"schema": None}), 400, "schema")
     _problem(app.put("event-types/null.schema", {"description": None}), 400, "description")
     for name in ("since", "until", "status"):
-        _problem(app.post(f"subscriptions/{sub['id']}/replay", {"since": "2026-01-01T00:00:00Z", name: None}),
-                 400, name)
+        _problem(
+            app.post(f"subscriptions/{sub['id']}/replay", {"since": "2026-01-01T00:00:00Z", name: None}), 400, name
+        )
 
 
 def test_subject_and_time_follow_cloudevents(app: InProcessApp) -> None:
@@ -169,12 +214,14 @@ def test_subject_and_time_follow_cloudevents(app: InProcessApp) -> None:
     _problem(app.post("events", {"type": "a.b", "data": 1, "subject": ""}), 400, "subject")
     for text in ("2026-W05-6T12:00:00Z", "2026-01-31T12:00:00,5Z", "2026-01-31T12:00:00"):
         _problem(app.post("events", {"type": "a.b", "data": 1, "time": text}), 400, "time")
-    _problem(app.post("events", [{"type": "a.b", "data": 1}, {"type": "a.b", "data": 1, "subject": ""}]),
-             400, "[1].subject")
+    _problem(
+        app.post("events", [{"type": "a.b", "data": 1}, {"type": "a.b", "data": 1, "subject": ""}]), 400, "[1].subject"
+    )
     assert app.post("events", {"type": "a.b", "data": 1, "time": "2026-01-31T12:00:00.5Z"}).status_code == 202
 
 
 # ---- against the dev host -----------------------------------------------------------------------
+
 
 def test_an_event_is_its_source_type_and_id(relay, receiver_factory, unique_type) -> None:
     """The same id with another type or source is another event, delivered in full; the same
@@ -197,21 +244,33 @@ def test_an_event_is_its_source_type_and_id(relay, receiver_factory, unique_type
     wait_until(relay.queue_idle, 30, "work queues to drain")
     got = sorted((r.json()["source"], r.json()["type"], r.json()["data"]) for r in receiver.requests)
     events_url = f"{relay.base}/events"
-    assert got == sorted([(events_url, f"{prefix}.a", "default source, type a"),
-                          (events_url, f"{prefix}.b", "default source, type b"),
-                          ("urn:shop:one", f"{prefix}.a", "source one"),
-                          ("https://two.example/orders?x=1", f"{prefix}.a", "source two")])
+    assert got == sorted(
+        [
+            (events_url, f"{prefix}.a", "default source, type a"),
+            (events_url, f"{prefix}.b", "default source, type b"),
+            ("urn:shop:one", f"{prefix}.a", "source one"),
+            ("https://two.example/orders?x=1", f"{prefix}.a", "source two"),
+        ]
+    )
     _problem(relay.post("events", {"type": "a.b", "data": 1, "source": "not a uri"}), 400, "source")
     _problem(relay.post("events", {"type": "a.b", "data": 1, "source": ""}), 400, "source")
     _problem(relay.post("events", {"type": "a.b", "data": 1, "source": "urn:" + "x" * 1024}), 400, "source")
 
 
-@pytest.mark.parametrize("env, base", [
-    ({"RELAY_PUBLIC_URL": "https://events.contoso.example"}, "https://events.contoso.example"),
-    ({"WEBSITE_HOSTNAME": "relay-test.azurewebsites.net"}, "https://relay-test.azurewebsites.net"),
-    ({"RELAY_PUBLIC_URL": "https://events.contoso.example:8443", "WEBSITE_HOSTNAME": "relay-test.azurewebsites.net"},
-     "https://events.contoso.example:8443"),
-])
+@pytest.mark.parametrize(
+    "env, base",
+    [
+        ({"RELAY_PUBLIC_URL": "https://events.contoso.example"}, "https://events.contoso.example"),
+        ({"WEBSITE_HOSTNAME": "relay-test.azurewebsites.net"}, "https://relay-test.azurewebsites.net"),
+        (
+            {
+                "RELAY_PUBLIC_URL": "https://events.contoso.example:8443",
+                "WEBSITE_HOSTNAME": "relay-test.azurewebsites.net",
+            },
+            "https://events.contoso.example:8443",
+        ),
+    ],
+)
 def test_absolute_urls_start_at_the_public_url(relay_factory, receiver_factory, unique_type, env, base) -> None:
     """Location, nextLink, the default source, the poll and replay Locations and the definition's
     host all start at RELAY_PUBLIC_URL, else https:// + WEBSITE_HOSTNAME."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,6 +34,7 @@ def _until_200(relay, url: str):
         response = _poll(relay, state["url"])
         state["url"] = response.headers["Location"]
         return response if response.status_code == 200 else None
+
     return wait_until(step, 60, "new events from the polling trigger")
 
 
@@ -58,8 +60,11 @@ def test_polling_trigger_returns_each_event_once_oldest_first(relay, unique_type
     assert [e["id"] for e in events] == [early, later]
     assert events[0]["specversion"] == "1.0" and events[0]["data"] == "first"
 
-    ids = [v["id"] for batch in range(2) for v in relay.publish(
-        [{"type": unique_type, "data": batch * 100 + i} for i in range(75)]).json()["value"]]
+    ids = [
+        v["id"]
+        for batch in range(2)
+        for v in relay.publish([{"type": unique_type, "data": batch * 100 + i} for i in range(75)]).json()["value"]
+    ]
     wait_until(relay.queue_idle, 60, "150 events to be logged")
     seen: list[str] = []
     while not set(seen) >= set(ids):
@@ -73,17 +78,19 @@ def test_polling_trigger_returns_each_event_once_oldest_first(relay, unique_type
     assert sorted(seen) == sorted(ids), "every event in exactly one 200 of the chain"
 
 
-def test_replay_redelivers_failed_events_with_their_original_id(relay_factory, receiver_factory,
-                                                                unique_type) -> None:
+def test_replay_redelivers_failed_events_with_their_original_id(relay_factory, receiver_factory, unique_type) -> None:
     """Failed deliveries replayed through 202 + Location + Retry-After arrive with their webhook-id."""
     relay = relay_factory({"RELAY_RETRY_SCHEDULE": "100ms"})
     healthy = {"now": False}
     receiver = receiver_factory(lambda req, i: (200, {}, b"") if healthy["now"] else (500, {}, b""))
     sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
-    since = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+    since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
     event_id = relay.publish({"type": unique_type, "data": 1}).json()["id"]
-    wait_until(lambda: relay.get(f"subscriptions/{sub['id']}/deliveries?status=failed").json()["value"], 30,
-               "the delivery to fail")
+    wait_until(
+        lambda: relay.get(f"subscriptions/{sub['id']}/deliveries?status=failed").json()["value"],
+        30,
+        "the delivery to fail",
+    )
     healthy["now"] = True
 
     started = relay.post(f"subscriptions/{sub['id']}/replay", {"since": since})
@@ -95,21 +102,27 @@ def test_replay_redelivers_failed_events_with_their_original_id(relay_factory, r
         response = relay.session.get(operation, timeout=10)
         assert response.status_code in (200, 202)
         return response.json() if response.status_code == 200 else None
+
     result = wait_until(done, 30, "the replay to finish")
     assert result["status"] == "succeeded" and result["replayed"] == 1
     replayed = receiver.wait_for(3)[2]
     assert replayed.headers["webhook-id"] == event_id
-    wait_until(lambda: relay.get(f"subscriptions/{sub['id']}/deliveries?status=succeeded").json()["value"], 30,
-               "the replayed delivery to be logged")
+    wait_until(
+        lambda: relay.get(f"subscriptions/{sub['id']}/deliveries?status=succeeded").json()["value"],
+        30,
+        "the replayed delivery to be logged",
+    )
     assert relay.post(f"subscriptions/{'0' * 32}/replay", {"since": since}).status_code == 404
     assert relay.post(f"subscriptions/{sub['id']}/replay", {"since": "last week"}).status_code == 400
 
 
 def test_event_types_validate_published_data(app: InProcessApp, unique_type: str) -> None:
     """A registered schema makes non-matching data a 400 naming the failing path; the catalogue round-trips."""
-    schema = {"type": "object", "required": ["total"], "properties": {"total": {"type": "number"},
-                                                                      "lines": {"type": "array",
-                                                                                "items": {"type": "string"}}}}
+    schema = {
+        "type": "object",
+        "required": ["total"],
+        "properties": {"total": {"type": "number"}, "lines": {"type": "array", "items": {"type": "string"}}},
+    }
     put = app.put(f"event-types/{unique_type}", {"description": "An order.", "schema": schema})
     assert put.status_code == 201 and put.json()["schema"] == schema
     again = app.put(f"event-types/{unique_type}", {"description": "An order.", "schema": schema})
@@ -123,8 +136,14 @@ def test_event_types_validate_published_data(app: InProcessApp, unique_type: str
     assert app.post("events", {"type": unique_type, "data": {"total": 10}}).status_code == 202
     assert app.post("events", {"type": "unregistered." + unique_type, "data": "anything"}).status_code == 202
 
-    for broken in ({"type": 5}, {"$schema": 5}, {"$schema": {}}, {"$ref": "#/$defs/missing"},
-                   {"$ref": "http://127.0.0.1:9/internal.json"}, {"properties": {"a": {"$ref": "file:///etc/passwd"}}}):
+    for broken in (
+        {"type": 5},
+        {"$schema": 5},
+        {"$schema": {}},
+        {"$ref": "#/$defs/missing"},
+        {"$ref": "http://127.0.0.1:9/internal.json"},
+        {"properties": {"a": {"$ref": "file:///etc/passwd"}}},
+    ):
         answer = app.put(f"event-types/{unique_type}", {"schema": broken})
         assert answer.status_code == 400, (broken, answer.text)
         assert answer.json()["errors"][0]["field"].startswith("schema")
@@ -137,6 +156,7 @@ def test_event_types_validate_published_data(app: InProcessApp, unique_type: str
 
 
 # ---- what a poll or a replay reads, and where a chain starts ---------------------------------------
+
 
 def test_poll_and_replay_read_only_matching_events(azurite) -> None:
     """A rare type among many others: a poll and a replay read its rows only, not the log window."""
@@ -154,7 +174,7 @@ def test_poll_and_replay_read_only_matching_events(azurite) -> None:
     state = polling.PollState(clock.time_key(started))
 
     for pattern in (rare, f"rare.{tag}.*"):
-        result, read = storage.reads(lambda: polling.poll(storage, pattern, state, 7, now=later))
+        result, read = storage.reads(functools.partial(polling.poll, storage, pattern, state, 7, now=later))
         assert sorted(e["id"] for e in result.events) == sorted(rare_ids)
         assert read == 3, f"{pattern}: read {read} rows for 3 matching events"
         assert {e["type"] for e in result.events} == {rare} and result.events[0]["data"] == {"t": rare}
@@ -190,8 +210,15 @@ def test_the_deepest_type_with_large_data_is_logged_and_polled(azurite) -> None:
     assert len(deep) <= 128 and len(indexed_patterns(deep)) == 61
     started = clock.utcnow() - timedelta(seconds=1)
     now = clock.utcnow()
-    record = EventRecord(id=uuid.uuid4().hex, generated=True, type=deep, source="urn:test", time=clock.rfc3339(now),
-                         data="\U0001F600" * 7000, acceptedAt=clock.rfc3339_precise(now))
+    record = EventRecord(
+        id=uuid.uuid4().hex,
+        generated=True,
+        type=deep,
+        source="urn:test",
+        time=clock.rfc3339(now),
+        data="\U0001f600" * 7000,
+        acceptedAt=clock.rfc3339_precise(now),
+    )
     EventLog(storage).record(record, uuid.uuid4().hex, seen_before=False)
     later = clock.utcnow() + polling.MARGIN + timedelta(seconds=1)
     for pattern in (deep, deep.split(".")[0] + ".*"):
@@ -211,7 +238,7 @@ def test_a_poll_reads_a_bounded_slice(azurite, monkeypatch) -> None:
     state = polling.PollState(clock.time_key(now - timedelta(days=300)))
     polls = 0
     while True:
-        result, read = storage.reads(lambda: polling.poll(storage, f"nothing.{tag}", state, 7, now=now))
+        result, read = storage.reads(functools.partial(polling.poll, storage, f"nothing.{tag}", state, 7, now=now))
         polls += 1
         assert result.events == [] and read == 0 and result.state.key > state.key
         state = result.state
@@ -254,11 +281,11 @@ def _await_operation(relay, url: str) -> Any:
     def done() -> Any:
         response = relay.session.get(url, timeout=10)
         return [response] if response.status_code != 202 else None  # a 4xx Response is falsy
+
     return wait_until(done, 60, "the replay to finish")[0]
 
 
-def test_replay_is_clamped_to_the_subscription_and_runs_one_at_a_time(relay, receiver_factory,
-                                                                       unique_type) -> None:
+def test_replay_is_clamped_to_the_subscription_and_runs_one_at_a_time(relay, receiver_factory, unique_type) -> None:
     """Events from before the subscription are never replayed; a second replay while one runs is a
     409 naming the running one; once it is done the next is accepted."""
     relay.publish({"type": unique_type, "data": "before the subscription"})
@@ -268,7 +295,7 @@ def test_replay_is_clamped_to_the_subscription_and_runs_one_at_a_time(relay, rec
     for batch in range(3):
         relay.publish([{"type": unique_type, "data": batch * 100 + i} for i in range(100)])
     receiver.wait_for(300, 60)
-    since = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
 
     first = relay.post(f"subscriptions/{sub['id']}/replay", {"since": since, "status": "all"})
     assert first.status_code == 202
@@ -279,7 +306,7 @@ def test_replay_is_clamped_to_the_subscription_and_runs_one_at_a_time(relay, rec
 
     done = _await_operation(relay, first.headers["Location"])
     assert done.status_code == 200 and done.json()["replayed"] == 300, done.text
-    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     assert relay.post(f"subscriptions/{sub['id']}/replay", {"since": now, "status": "all"}).status_code == 202
 
 
@@ -338,11 +365,18 @@ def test_a_flow_holding_a_state_from_the_first_release_keeps_polling(relay, uniq
     from unittest import mock
 
     two_hours_ago = clock.utcnow() - timedelta(hours=2)
-    stale = EventRecord(id=f"old-{uuid.uuid4().hex[:8]}", type=unique_type, source="urn:test", data=1,
-                        time=clock.rfc3339(two_hours_ago), acceptedAt=clock.rfc3339_precise(two_hours_ago))
+    stale = EventRecord(
+        id=f"old-{uuid.uuid4().hex[:8]}",
+        type=unique_type,
+        source="urn:test",
+        data=1,
+        time=clock.rfc3339(two_hours_ago),
+        acceptedAt=clock.rfc3339_precise(two_hours_ago),
+    )
     with mock.patch("relay.clock.utcnow", return_value=two_hours_ago):
         EventLog(Storage(Endpoints(connection_string=relay.azurite.connection_string))).record(
-            stale, uuid.uuid4().hex, seen_before=False)
+            stale, uuid.uuid4().hex, seen_before=False
+        )
     week_old = _v010_state(clock.time_key(clock.utcnow() - timedelta(days=7)))
     seen: list[str] = []
     url = f"{relay.base}/events/poll?eventType={unique_type}&triggerState={week_old}"

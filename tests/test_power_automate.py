@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -58,8 +59,12 @@ class Connector:
         self.headers = {security["name"]: FUNCTION_KEY}
 
     def operations(self) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
-        return [(path, method, op, item) for path, item in self.doc["paths"].items()
-                for method, op in item.items() if method in METHODS]
+        return [
+            (path, method, op, item)
+            for path, item in self.doc["paths"].items()
+            for method, op in item.items()
+            if method in METHODS
+        ]
 
     def operation(self, predicate: Callable[[str, str, dict[str, Any]], bool]) -> tuple[str, str, dict, dict]:
         (found,) = [o for o in self.operations() if predicate(o[0], o[1], o[2])]
@@ -107,8 +112,9 @@ class Flow:
 
     def save(self, callback: str) -> str:
         """The platform registers the trigger's callback URL; the 201's Location is how it unsubscribes."""
-        answer = self.connector.call(self.method, self.path,
-                                     json={self.url_property: callback, self.type_property: self.event_type})
+        answer = self.connector.call(
+            self.method, self.path, json={self.url_property: callback, self.type_property: self.event_type}
+        )
         assert answer.status_code == 201 and "201" in self.op["responses"], answer.text
         location = answer.headers["Location"]
         assert self.delete_path.fullmatch(urlsplit(location).path), location
@@ -136,8 +142,12 @@ def connector(relay: Any, request: pytest.FixtureRequest) -> Connector:
     return Connector(relay, request.param)
 
 
-ORDER_SCHEMA = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
-                "properties": {"n": {"type": "integer"}, "note": {"type": ["string", "null"]}}, "required": ["n"]}
+ORDER_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {"n": {"type": "integer"}, "note": {"type": ["string", "null"]}},
+    "required": ["n"],
+}
 
 
 def register(relay: Any, event_type: str, schema: dict[str, Any] | None = ORDER_SCHEMA) -> None:
@@ -162,7 +172,8 @@ def settle(relay: Any, sentinel: Receiver, ids: list[str]) -> None:
 
 
 def test_a_flow_is_subscribed_resaved_and_removed_through_the_definition(
-        relay, connector, receiver_factory, unique_type) -> None:
+    relay, connector, receiver_factory, unique_type
+) -> None:
     """Driven only by the definition: saving, re-saving (both orders) and deleting a flow loses and doubles nothing."""
     sentinel = receiver_factory()
     relay.subscribe(sentinel.url, eventTypes=[unique_type])
@@ -212,8 +223,9 @@ def test_the_polling_trigger_follows_location_and_sees_each_event_once(relay, co
     path, method, op, _ = connector.operation(lambda p, m, o: o.get("x-ms-trigger") == "batch")
     names = {p["name"]: p for p in op["parameters"]}
     assert names["triggerState"]["x-ms-visibility"] == "internal"
-    items = Draft4Validator(op["responses"]["200"]["schema"]["properties"]["value"]["items"],
-                            format_checker=Draft4Validator.FORMAT_CHECKER)
+    items = Draft4Validator(
+        op["responses"]["200"]["schema"]["properties"]["value"]["items"], format_checker=Draft4Validator.FORMAT_CHECKER
+    )
 
     first = connector.call(method, path, params={"eventType": unique_type})
     assert first.status_code == 202 and first.headers["Retry-After"]
@@ -247,8 +259,11 @@ def test_replay_is_an_async_action_the_platform_polls(relay, connector, receiver
     sub = relay.subscribe(refuse_first.url, eventTypes=[unique_type])
     event_id = publish(relay, unique_type, 1)
     refuse_first.wait_for(1)
-    wait_until(lambda: relay.get(f"subscriptions/{sub['id']}/deliveries", params={"status": "failed"}).json()["value"],
-               30, "the delivery to be logged as failed")
+    wait_until(
+        lambda: relay.get(f"subscriptions/{sub['id']}/deliveries", params={"status": "failed"}).json()["value"],
+        30,
+        "the delivery to be logged as failed",
+    )
 
     path, method, op, _ = connector.operation(lambda p, m, o: o["operationId"] == "ReplayDeliveries")
     started = connector.call(method, path.replace("{id}", sub["id"]), json={"since": "2000-01-01T00:00:00Z"})
@@ -268,7 +283,8 @@ def test_replay_is_an_async_action_the_platform_polls(relay, connector, receiver
 
 
 def test_logic_apps_http_webhook_trigger_subscribes_and_unsubscribes_by_url(
-        relay, receiver_factory, unique_type) -> None:
+    relay, receiver_factory, unique_type
+) -> None:
     """The HTTP Webhook trigger subscribes with its callback URL and unsubscribes by POSTing the same URL."""
     sentinel, callback = receiver_factory(), receiver_factory(accept_as_a_flow)
     relay.subscribe(sentinel.url, eventTypes=[unique_type])
@@ -292,8 +308,11 @@ def test_logic_apps_http_webhook_action_is_called_back_once(relay, receiver_fact
     assert sub["once"] is True
     first = publish(relay, unique_type, 1)
     assert callback.wait_for(1)[0].headers["webhook-id"] == first
-    wait_until(lambda: relay.get(f"subscriptions/{sub['id']}").status_code == 404, 30,
-               "the once subscription to be removed after its delivery")
+    wait_until(
+        lambda: relay.get(f"subscriptions/{sub['id']}").status_code == 404,
+        30,
+        "the once subscription to be removed after its delivery",
+    )
 
     settle(relay, sentinel, [first, publish(relay, unique_type, 2)])
     assert callback.ids() == [first]
@@ -340,8 +359,12 @@ def test_every_released_operation_is_still_there() -> None:
     current = definition(EXAMPLE_HOST)
     assert current["info"]["version"] == __version__
     changelog = (Path(__file__).resolve().parent.parent / "CHANGELOG.md").read_text(encoding="utf-8")
-    now = {op["operationId"]: (path, method, op) for path, item in current["paths"].items()
-           for method, op in item.items() if method in METHODS}
+    now = {
+        op["operationId"]: (path, method, op)
+        for path, item in current["paths"].items()
+        for method, op in item.items()
+        if method in METHODS
+    }
     for version in RELEASED:
         assert f"## {version}" in changelog and f"## {__version__}" in changelog
         frozen = json.loads((FIXTURES / f"connector-v{version}" / "apiDefinition.swagger.json").read_text())
@@ -361,23 +384,34 @@ def test_every_released_operation_is_still_there() -> None:
 
 # ---- Logic Apps HTTP Webhook: unsubscribe by the workflow headers ---------------------------------
 
+
 def logic_apps_headers(workflow: str, operation: str, tracking: str) -> dict[str, str]:
     """What Logic Apps sends with the HTTP Webhook's subscribe and unsubscribe calls."""
-    return {"x-ms-workflow-id": workflow, "x-ms-workflow-operation-name": operation,
-            "x-ms-client-tracking-id": tracking}
+    return {
+        "x-ms-workflow-id": workflow,
+        "x-ms-workflow-operation-name": operation,
+        "x-ms-client-tracking-id": tracking,
+    }
 
 
-def test_logic_apps_webhook_unsubscribes_by_workflow_headers_without_a_url(relay, receiver_factory,
-                                                                            unique_type) -> None:
+def test_logic_apps_webhook_unsubscribes_by_workflow_headers_without_a_url(
+    relay, receiver_factory, unique_type
+) -> None:
     """The trigger subscribes with its headers; its unsubscribe (no listCallbackUrl(), another tracking id)
     removes that subscription and no other workflow's; a second one is still 200."""
     mine, other = receiver_factory(accept_as_a_flow), receiver_factory(accept_as_a_flow)
     workflow = f"/workflows/{unique_type}"
-    sub = relay.post("subscriptions", {"notificationUrl": mine.url, "eventType": unique_type},
-                     headers=logic_apps_headers(workflow, "When_an_event_arrives", "t-1"))
+    sub = relay.post(
+        "subscriptions",
+        {"notificationUrl": mine.url, "eventType": unique_type},
+        headers=logic_apps_headers(workflow, "When_an_event_arrives", "t-1"),
+    )
     assert sub.status_code == 201, sub.text
-    kept = relay.post("subscriptions", {"notificationUrl": other.url, "eventType": unique_type},
-                      headers=logic_apps_headers(workflow + "-other", "When_an_event_arrives", "t-2"))
+    kept = relay.post(
+        "subscriptions",
+        {"notificationUrl": other.url, "eventType": unique_type},
+        headers=logic_apps_headers(workflow + "-other", "When_an_event_arrives", "t-2"),
+    )
     assert kept.status_code == 201
 
     # The unsubscribe body the README shows: no callback URL.
@@ -385,8 +419,9 @@ def test_logic_apps_webhook_unsubscribes_by_workflow_headers_without_a_url(relay
     assert gone.status_code == 200, gone.text
     assert relay.get(f"subscriptions/{sub.json()['id']}").status_code == 404
     assert relay.get(f"subscriptions/{kept.json()['id']}").status_code == 200
-    again = relay.session.post(f"{relay.base}/unsubscribe", timeout=30,
-                               headers=logic_apps_headers(workflow, "When_an_event_arrives", "t-9"))
+    again = relay.session.post(
+        f"{relay.base}/unsubscribe", timeout=30, headers=logic_apps_headers(workflow, "When_an_event_arrives", "t-9")
+    )
     assert again.status_code == 200  # no body at all, nothing left: still 200
     assert relay.post("unsubscribe", {}).status_code == 400  # neither a URL nor headers
 
@@ -396,13 +431,17 @@ def test_logic_apps_webhook_action_runs_are_told_apart_by_tracking_id(relay, rec
     workflow = f"/workflows/{unique_type}"
     runs = {}
     for run in ("run-a", "run-b"):
-        answer = relay.post("subscriptions", {"notificationUrl": receiver_factory().url, "eventType": unique_type,
-                                              "once": True},
-                            headers=logic_apps_headers(workflow, "Wait_for_the_event", run))
+        answer = relay.post(
+            "subscriptions",
+            {"notificationUrl": receiver_factory().url, "eventType": unique_type, "once": True},
+            headers=logic_apps_headers(workflow, "Wait_for_the_event", run),
+        )
         assert answer.status_code == 201
         runs[run] = answer.json()["id"]
-    assert relay.post("unsubscribe", {}, headers=logic_apps_headers(workflow, "Wait_for_the_event",
-                                                                     "run-a")).status_code == 200
+    assert (
+        relay.post("unsubscribe", {}, headers=logic_apps_headers(workflow, "Wait_for_the_event", "run-a")).status_code
+        == 200
+    )
     assert relay.get(f"subscriptions/{runs['run-a']}").status_code == 404
     assert relay.get(f"subscriptions/{runs['run-b']}").status_code == 200
     # Only the tracking id (no workflow headers): found by it.
@@ -413,7 +452,7 @@ def test_logic_apps_webhook_action_runs_are_told_apart_by_tracking_id(relay, rec
 def readme_webhooks() -> dict[str, dict[str, Any]]:
     """The HTTP Webhook trigger and action as the README gives them, by name."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("### Logic Apps without the connector"):]
+    section = readme[readme.index("### Logic Apps without the connector") :]
     found: dict[str, dict[str, Any]] = {}
 
     def visit(node: Any) -> None:
@@ -439,12 +478,18 @@ def test_the_readme_webhook_snippets_subscribe_and_unsubscribe(relay, receiver_f
         subscribe, unsubscribe = webhook["inputs"]["subscribe"], webhook["inputs"]["unsubscribe"]
         assert "listCallbackUrl" not in json.dumps(unsubscribe)
         # The relay answers a body without a JSON Content-Type with 415, so the snippets name it.
-        assert subscribe["headers"] == unsubscribe["headers"] == {"x-functions-key": "@parameters('relayKey')",
-                                                                   "Content-Type": "application/json"}
+        assert (
+            subscribe["headers"]
+            == unsubscribe["headers"]
+            == {"x-functions-key": "@parameters('relayKey')", "Content-Type": "application/json"}
+        )
 
         callback = receiver_factory(accept_as_a_flow)
-        body = json.loads(json.dumps(subscribe["body"]).replace("@{listCallbackUrl()}", callback.url)
-                          .replace("@{triggerBody()?['data']?['orderId']}", "1042"))
+        body = json.loads(
+            json.dumps(subscribe["body"])
+            .replace("@{listCallbackUrl()}", callback.url)
+            .replace("@{triggerBody()?['data']?['orderId']}", "1042")
+        )
         body["eventTypes"] = [unique_type]
         headers = {"x-functions-key": FUNCTION_KEY, **logic_apps_headers(f"/workflows/{unique_type}", name, "r-1")}
         path = urlsplit(subscribe["uri"]).path
@@ -452,7 +497,8 @@ def test_the_readme_webhook_snippets_subscribe_and_unsubscribe(relay, receiver_f
         assert made.status_code == 201, made.text
         headers["x-ms-client-tracking-id"] = "r-2"
         path = urlsplit(unsubscribe["uri"]).path
-        gone = requests.post(relay.base.removesuffix("/api") + path, json=unsubscribe["body"], headers=headers,
-                             timeout=30)
+        gone = requests.post(
+            relay.base.removesuffix("/api") + path, json=unsubscribe["body"], headers=headers, timeout=30
+        )
         assert gone.status_code == 200, gone.text
         assert relay.get(f"subscriptions/{made.json()['id']}").status_code == 404, name

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -25,12 +25,23 @@ def test_default_settings_match_the_contract() -> None:
     """With nothing set, every setting takes the contract's default."""
     s = Settings.from_environ({})
     assert s.retry_schedule == (5, 300, 1800, 7200, 18000, 36000, 36000)
-    assert (s.delivery_timeout, s.allow_private_targets, s.max_event_bytes, s.event_retention_days) == \
-        (30, False, 1048576, 7)
+    assert (s.delivery_timeout, s.allow_private_targets, s.max_event_bytes, s.event_retention_days) == (
+        30,
+        False,
+        1048576,
+        7,
+    )
 
 
-@pytest.mark.parametrize("env", [{"RELAY_RETRY_SCHEDULE": "5 parsecs"}, {"RELAY_DELIVERY_TIMEOUT": "-1"},
-                                 {"RELAY_ALLOW_PRIVATE_TARGETS": "maybe"}, {"RELAY_MAX_EVENT_BYTES": "big"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"RELAY_RETRY_SCHEDULE": "5 parsecs"},
+        {"RELAY_DELIVERY_TIMEOUT": "-1"},
+        {"RELAY_ALLOW_PRIVATE_TARGETS": "maybe"},
+        {"RELAY_MAX_EVENT_BYTES": "big"},
+    ],
+)
 def test_bad_settings_name_themselves(env: dict[str, str]) -> None:
     """A malformed setting fails with a message naming it."""
     with pytest.raises(ConfigurationError, match=next(iter(env))):
@@ -63,22 +74,31 @@ def test_odd_receiver_answers_do_not_raise() -> None:
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
     """Retry-After is delta-seconds or an HTTP date."""
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after("120") == 120.0
     assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now) == 30.0
     assert parse_retry_after("soon") is None
 
 
-@pytest.mark.parametrize("status,body,outcome", [
-    (200, b"", Outcome.DELIVERED), (202, b"", Outcome.DELIVERED),
-    (410, b"", Outcome.GONE),
-    (404, b'{"error":{"code":"WorkflowNotFound","message":"x"}}', Outcome.GONE),
-    (404, b'{"error":{"code":"WorkflowTriggerVersionNotFound"}}', Outcome.GONE),
-    (400, b'{"error":{"code":"WorkflowTriggerIsNotEnabled"}}', Outcome.GONE),
-    (404, b"not json", Outcome.FAILED), (400, b"{}", Outcome.FAILED),
-    (408, b"", Outcome.RETRY), (429, b"", Outcome.RETRY), (500, b"", Outcome.RETRY), (503, b"", Outcome.RETRY),
-    (302, b"", Outcome.FAILED), (401, b"", Outcome.FAILED),
-])
+@pytest.mark.parametrize(
+    "status,body,outcome",
+    [
+        (200, b"", Outcome.DELIVERED),
+        (202, b"", Outcome.DELIVERED),
+        (410, b"", Outcome.GONE),
+        (404, b'{"error":{"code":"WorkflowNotFound","message":"x"}}', Outcome.GONE),
+        (404, b'{"error":{"code":"WorkflowTriggerVersionNotFound"}}', Outcome.GONE),
+        (400, b'{"error":{"code":"WorkflowTriggerIsNotEnabled"}}', Outcome.GONE),
+        (404, b"not json", Outcome.FAILED),
+        (400, b"{}", Outcome.FAILED),
+        (408, b"", Outcome.RETRY),
+        (429, b"", Outcome.RETRY),
+        (500, b"", Outcome.RETRY),
+        (503, b"", Outcome.RETRY),
+        (302, b"", Outcome.FAILED),
+        (401, b"", Outcome.FAILED),
+    ],
+)
 def test_outcomes_follow_the_contract(status: int, body: bytes, outcome: Outcome) -> None:
     """Each receiver answer maps to delivered, gone, retry or failed exactly as the contract lists."""
     assert classify(status, body).outcome is outcome
@@ -104,7 +124,7 @@ def test_subject_filters() -> None:
 
 def test_time_keys_sort_as_time() -> None:
     """Row keys sort like the moments they encode, and inverted keys sort newest first."""
-    a = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    a = datetime(2026, 1, 1, tzinfo=UTC)
     b = a + timedelta(microseconds=1)
     assert clock.time_key(a) < clock.time_key(b)
     assert clock.inverted_key(a) > clock.inverted_key(b)
@@ -117,11 +137,11 @@ def test_time_keys_sort_as_time() -> None:
 
 def test_replay_times_are_aware_utc_instants_from_the_edge_on() -> None:
     """`since`/`until` are read once into UTC datetimes; the wire and the connector keep a string."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from relay.models import ReplayRequest
 
     request = ReplayRequest.model_validate({"since": "2026-01-01T01:00:00+01:00", "until": "2026-01-01T00:30:00Z"})
-    assert request.since == datetime(2026, 1, 1, tzinfo=timezone.utc) and request.since.tzinfo is timezone.utc
+    assert request.since == datetime(2026, 1, 1, tzinfo=UTC) and request.since.tzinfo is UTC
     assert request.until is not None and request.until > request.since  # as instants, not as text
     assert ReplayRequest.model_json_schema()["properties"]["since"]["type"] == "string"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-
 from typing import Any
 
 import pytest
@@ -51,8 +50,9 @@ def test_delete_stops_deliveries_and_is_idempotent(relay, receiver_factory, uniq
     assert relay.delete(f"subscriptions/{uuid.uuid4().hex}").status_code == 200
 
 
-def test_repeated_subscribe_returns_the_same_subscription_and_delivers_once(relay, receiver_factory,
-                                                                           unique_type) -> None:
+def test_repeated_subscribe_returns_the_same_subscription_and_delivers_once(
+    relay, receiver_factory, unique_type
+) -> None:
     """Subscribing a URL twice gives the same id and Location (not the secret again), the new
     filters, one delivery."""
     receiver = receiver_factory()
@@ -74,8 +74,12 @@ def test_patterns_and_subject_filters_select_events(relay, receiver_factory, uni
     relay.subscribe(exact.url, eventType=unique_type)
     relay.subscribe(pattern.url, eventTypes=[f"{prefix}.*"])
     relay.subscribe(subject.url, eventTypes=[f"{prefix}.*"], subjectBeginsWith="orders/", subjectEndsWith=".json")
-    relay.publish([{"type": unique_type, "subject": "orders/1.json", "data": 1},
-                   {"type": f"{prefix}.other", "subject": "orders/2.xml", "data": 2}])
+    relay.publish(
+        [
+            {"type": unique_type, "subject": "orders/1.json", "data": 1},
+            {"type": f"{prefix}.other", "subject": "orders/2.xml", "data": 2},
+        ]
+    )
     pattern.wait_for(2)
     exact.wait_for(1)
     subject.wait_for(1)
@@ -110,6 +114,7 @@ def test_retries_until_delivered_and_logs_attempts(relay, receiver_factory, uniq
     def logged():
         rows = relay.get(f"subscriptions/{sub['id']}/deliveries").json()["value"]
         return rows if rows and rows[0]["status"] == "succeeded" else None
+
     row = wait_until(logged, 30, "the delivery log to show success")[0]
     assert row["eventId"] == event_id and row["attempts"] == 3 and row["lastStatusCode"] == 200
     assert relay.get(f"subscriptions/{sub['id']}/deliveries?status=failed").json()["value"] == []
@@ -131,8 +136,11 @@ def test_workflow_not_found_disables_the_subscription(relay, receiver_factory, u
     sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
     relay.publish({"type": unique_type, "data": 1})
     receiver.wait_for(1)
-    view = wait_until(lambda: (v := relay.get(f"subscriptions/{sub['id']}").json())["status"] == "disabled" and v,
-                      30, "the subscription to be disabled")
+    view = wait_until(
+        lambda: (v := relay.get(f"subscriptions/{sub['id']}").json())["status"] == "disabled" and v,
+        30,
+        "the subscription to be disabled",
+    )
     assert "WorkflowNotFound" in view["disabledReason"]
     relay.publish({"type": unique_type, "data": 2})
     wait_until(relay.queue_idle, 30, "work queues to drain")
@@ -152,6 +160,7 @@ def test_exhausted_schedule_leaves_a_failed_delivery(relay_factory, receiver_fac
 
     def failed():
         return relay.get(f"subscriptions/{sub['id']}/deliveries?status=failed").json()["value"]
+
     row = wait_until(failed, 30, "a failed delivery")[0]
     assert row["eventId"] == event_id and row["attempts"] == 3 and row["lastStatusCode"] == 503
     wait_until(relay.queue_idle, 30, "work queues to drain")
@@ -203,22 +212,29 @@ def _problem(response, status: int, field: str) -> None:
     assert field in [e["field"] for e in doc["errors"]], doc
 
 
-@pytest.mark.parametrize("path, body, field", [
-    ("subscriptions", {}, "notificationUrl"),
-    ("subscriptions", {"notificationUrl": "ftp://x.example/"}, "notificationUrl"),
-    ("subscriptions", {"notificationUrl": "not a url"}, "notificationUrl"),
-    ("subscriptions", {"notificationUrl": "https://x.example/" + "a" * 16_400}, "notificationUrl"),
-    ("subscriptions", {"notificationUrl": "https://x.example/", "eventTypes": ["bad type"]}, "eventTypes"),
-    ("subscriptions", {"notificationUrl": "https://x.example/", "eventType": "a", "eventTypes": ["b"]}, "eventType"),
-    ("subscriptions", {"notificationUrl": "https://x.example/", "once": "yes"}, "once"),
-    ("events", {"data": 1}, "type"),
-    ("events", {"type": "ok"}, "data"),
-    ("events", {"type": "no spaces", "data": 1}, "type"),
-    ("events", {"type": "ok", "data": 1, "time": "yesterday"}, "time"),
-    ("events", [{"type": "ok", "data": 1}, {"type": "", "data": 1}], "[1].type"),
-    ("events", [], "body"),
-    ("events", b"{nope", "body"),
-])
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        ("subscriptions", {}, "notificationUrl"),
+        ("subscriptions", {"notificationUrl": "ftp://x.example/"}, "notificationUrl"),
+        ("subscriptions", {"notificationUrl": "not a url"}, "notificationUrl"),
+        ("subscriptions", {"notificationUrl": "https://x.example/" + "a" * 16_400}, "notificationUrl"),
+        ("subscriptions", {"notificationUrl": "https://x.example/", "eventTypes": ["bad type"]}, "eventTypes"),
+        (
+            "subscriptions",
+            {"notificationUrl": "https://x.example/", "eventType": "a", "eventTypes": ["b"]},
+            "eventType",
+        ),
+        ("subscriptions", {"notificationUrl": "https://x.example/", "once": "yes"}, "once"),
+        ("events", {"data": 1}, "type"),
+        ("events", {"type": "ok"}, "data"),
+        ("events", {"type": "no spaces", "data": 1}, "type"),
+        ("events", {"type": "ok", "data": 1, "time": "yesterday"}, "time"),
+        ("events", [{"type": "ok", "data": 1}, {"type": "", "data": 1}], "[1].type"),
+        ("events", [], "body"),
+        ("events", b"{nope", "body"),
+    ],
+)
 def test_bad_input_is_a_400_naming_the_field(app: InProcessApp, path: str, body: Any, field: str) -> None:
     """Bad bodies, URLs and event types answer 400 problem+json naming the field (the app's own
     answer, in-process)."""
@@ -229,8 +245,7 @@ def test_bad_input_is_a_400_naming_the_field(app: InProcessApp, path: str, body:
     _problem(response, 400, field)
 
 
-def test_delivery_log_lists_first_try_and_retried_successes_across_pages(relay, receiver_factory,
-                                                                         unique_type) -> None:
+def test_delivery_log_lists_first_try_and_retried_successes_across_pages(relay, receiver_factory, unique_type) -> None:
     """First-attempt successes (batch receipts) and a retried one (its own row) are each listed once."""
     flaky_event = f"evt-{uuid.uuid4().hex}"
     seen_flaky: list[int] = []
@@ -240,6 +255,7 @@ def test_delivery_log_lists_first_try_and_retried_successes_across_pages(relay, 
             seen_flaky.append(i)
             return 503, {}, b""
         return 200, {}, b""
+
     receiver = receiver_factory(script)
     sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
     ids = [v["id"] for v in relay.publish([{"type": unique_type, "data": i} for i in range(5)]).json()["value"]]

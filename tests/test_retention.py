@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from tests.helpers import wait_until
 from relay import clock
 from relay.eventlog import INDEX_PREFIX, indexed_patterns
 from relay.retention import sweep
 from relay.storage import EVENTS_TABLE, Endpoints, Storage
+from tests.helpers import wait_until
 
 
 def test_sweep_forgets_only_what_is_past_retention(relay, receiver_factory, unique_type, azurite) -> None:
@@ -18,11 +19,24 @@ def test_sweep_forgets_only_what_is_past_retention(relay, receiver_factory, uniq
     relay.publish({"type": unique_type, "id": f"keep-{unique_type}", "data": {"big": "z" * 40_000}})
     receiver.wait_for(1)
     storage = Storage(Endpoints(connection_string=azurite.connection_string))
-    listed = lambda: relay.get(f"subscriptions/{sub['id']}/deliveries").json()["value"]  # noqa: E731
-    logged = lambda: [e for e in storage.table(EVENTS_TABLE).list_entities()  # noqa: E731
-                      if e.get("id") == f"keep-{unique_type}" and not e["RowKey"].startswith(INDEX_PREFIX)]
-    indexed = lambda: [e for e in storage.table(EVENTS_TABLE).list_entities()  # noqa: E731
-                       if e.get("id") == f"keep-{unique_type}" and e["RowKey"].startswith(INDEX_PREFIX)]
+
+    def listed() -> list[dict[str, Any]]:
+        return relay.get(f"subscriptions/{sub['id']}/deliveries").json()["value"]
+
+    def logged() -> list[Any]:
+        return [
+            e
+            for e in storage.table(EVENTS_TABLE).list_entities()
+            if e.get("id") == f"keep-{unique_type}" and not e["RowKey"].startswith(INDEX_PREFIX)
+        ]
+
+    def indexed() -> list[Any]:
+        return [
+            e
+            for e in storage.table(EVENTS_TABLE).list_entities()
+            if e.get("id") == f"keep-{unique_type}" and e["RowKey"].startswith(INDEX_PREFIX)
+        ]
+
     wait_until(listed, 10, "the delivery's receipt")
     assert len(logged()) == 1 and len(indexed()) == len(indexed_patterns(unique_type))
 
@@ -30,5 +44,11 @@ def test_sweep_forgets_only_what_is_past_retention(relay, receiver_factory, uniq
     assert listed() and logged()
 
     counts = sweep(storage, 7, now=clock.utcnow() + timedelta(days=8))
-    assert counts["events"] >= 1 and counts["eventIndex"] >= 3 and counts["dedupe"] >= 1 and counts["deliveries"] >= 1 and counts["blobs"] >= 1
+    assert (
+        counts["events"] >= 1
+        and counts["eventIndex"] >= 3
+        and counts["dedupe"] >= 1
+        and counts["deliveries"] >= 1
+        and counts["blobs"] >= 1
+    )
     assert listed() == [] and logged() == [] and indexed() == []

@@ -22,8 +22,9 @@ def test_three_hosts_one_killed_mid_fan_out_lose_nothing(relay_factory, receiver
     first = hosts[0]
     for n in range(SUBSCRIBERS):
         hosts[n % 3].subscribe(f"{receiver.url}/{n}", eventTypes=[unique_type])
-    ids = [v["id"] for v in first.publish([{"type": unique_type, "data": {"i": i}} for i in range(EVENTS)])
-           .json()["value"]]
+    ids = [
+        v["id"] for v in first.publish([{"type": unique_type, "data": {"i": i}} for i in range(EVENTS)]).json()["value"]
+    ]
     expected = {(f"/hook/{n}", i) for n in range(SUBSCRIBERS) for i in ids}
 
     receiver.wait_for(200, timeout=60)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
@@ -40,8 +39,7 @@ def _everything_stored(connection_string: str) -> str:
     return "\n".join(parts)
 
 
-def test_the_function_key_goes_back_only_to_its_caller(relay_factory, receiver_factory, azurite,
-                                                       unique_type) -> None:
+def test_the_function_key_goes_back_only_to_its_caller(relay_factory, receiver_factory, azurite, unique_type) -> None:
     """Published with ?code=KEY: the CloudEvent, polls, replays, the stored rows, blobs, queue
     messages and logs carry no key; only the caller's own Location and nextLink do."""
     key = f"key-{uuid.uuid4().hex}"
@@ -50,15 +48,22 @@ def test_the_function_key_goes_back_only_to_its_caller(relay_factory, receiver_f
     session.headers.pop("x-functions-key")
     code = {"code": key}
     receiver = receiver_factory()
-    created = session.post(f"{relay.base}/subscriptions", params=code, timeout=30,
-                           json={"notificationUrl": receiver.url, "eventTypes": [unique_type]})
+    created = session.post(
+        f"{relay.base}/subscriptions",
+        params=code,
+        timeout=30,
+        json={"notificationUrl": receiver.url, "eventTypes": [unique_type]},
+    )
     assert created.status_code == 201 and f"code={key}" in created.headers["Location"]
     sub = created.json()
     first = session.get(f"{relay.base}/events/poll", params={"eventType": unique_type, **code}, timeout=30)
     assert first.status_code == 202 and f"code={key}" in first.headers["Location"]
-    published = session.post(f"{relay.base}/events", params=code, timeout=30, json=[
-        {"type": unique_type, "data": {"small": 1}},
-        {"type": unique_type, "data": {"large": "x" * 40_000}}])  # the second goes to a blob
+    published = session.post(
+        f"{relay.base}/events",
+        params=code,
+        timeout=30,
+        json=[{"type": unique_type, "data": {"small": 1}}, {"type": unique_type, "data": {"large": "x" * 40_000}}],
+    )  # the second goes to a blob
     assert published.status_code == 202
 
     delivered = receiver.wait_for(2)
@@ -74,16 +79,22 @@ def test_the_function_key_goes_back_only_to_its_caller(relay_factory, receiver_f
         assert f"code={key}" in answer.headers["Location"]  # the caller's own chain keeps its key
         url = answer.headers["Location"]
         return answer.json()["value"] if answer.status_code == 200 else None
+
     polled = wait_until(poll, 60, "the events in a poll")
     assert polled and all(e["source"] == f"{relay.base}/events" for e in polled)
     assert key not in json.dumps(polled)
 
     since = sub["createdAt"]
-    replay = session.post(f"{relay.base}/subscriptions/{sub['id']}/replay", params=code, timeout=30,
-                          json={"since": since, "status": "all"})
+    replay = session.post(
+        f"{relay.base}/subscriptions/{sub['id']}/replay",
+        params=code,
+        timeout=30,
+        json={"since": since, "status": "all"},
+    )
     assert replay.status_code == 202 and f"code={key}" in replay.headers["Location"]
-    wait_until(lambda: session.get(replay.headers["Location"], timeout=30).status_code == 200, 60,
-               "the replay to finish")
+    wait_until(
+        lambda: session.get(replay.headers["Location"], timeout=30).status_code == 200, 60, "the replay to finish"
+    )
     for got in receiver.wait_for(4):
         assert key not in got.body.decode()
     wait_until(relay.queue_idle, 30, "work queues to drain")
@@ -92,8 +103,7 @@ def test_the_function_key_goes_back_only_to_its_caller(relay_factory, receiver_f
     assert key not in relay.logs()
 
 
-def test_a_callback_query_is_shown_only_in_the_201_that_created_it(relay, receiver_factory,
-                                                                    unique_type) -> None:
+def test_a_callback_query_is_shown_only_in_the_201_that_created_it(relay, receiver_factory, unique_type) -> None:
     """Reads, lists, a repeated subscribe and the delivery log mask every query value; the
     receiver still gets its URL byte for byte; no log line carries the sig."""
     sig = f"S3CRET{uuid.uuid4().hex}"
@@ -113,9 +123,12 @@ def test_a_callback_query_is_shown_only_in_the_201_that_created_it(relay, receiv
     dead_sub = relay.subscribe(dead, eventTypes=[unique_type])
     relay.publish({"type": unique_type, "data": 1})
     got = receiver.wait_for(1)[0]
-    assert got.path == url[url.index("/hook"):]  # sent byte for byte
-    row = wait_until(lambda: next(iter(relay.get(f"subscriptions/{dead_sub['id']}/deliveries?status=failed")
-                                       .json()["value"]), None), 60, "the failed delivery")
+    assert got.path == url[url.index("/hook") :]  # sent byte for byte
+    row = wait_until(
+        lambda: next(iter(relay.get(f"subscriptions/{dead_sub['id']}/deliveries?status=failed").json()["value"]), None),
+        60,
+        "the failed delivery",
+    )
     assert sig not in json.dumps(row)
     assert sig not in relay.get(f"subscriptions/{dead_sub['id']}").text
     assert sig not in relay.logs()
@@ -131,8 +144,7 @@ def test_subscribing_again_does_not_repeat_the_secret(relay, receiver_factory) -
     assert "secret" not in again.json() and first["secret"] not in again.text
 
 
-def test_rotating_the_secret_signs_every_later_delivery_with_the_new_one(relay, receiver_factory,
-                                                                          unique_type) -> None:
+def test_rotating_the_secret_signs_every_later_delivery_with_the_new_one(relay, receiver_factory, unique_type) -> None:
     """POST /subscriptions/{id}/secret answers a new whsec_ secret; the next delivery, and a retry
     that was queued before the rotation, verify with it and not with the old one."""
     retried = f"evt-{uuid.uuid4().hex}"
@@ -143,6 +155,7 @@ def test_rotating_the_secret_signs_every_later_delivery_with_the_new_one(relay, 
             seen.append(retried)
             return 503, {"Retry-After": "3"}, b""
         return 200, {}, b""
+
     receiver = receiver_factory(script)
     sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
     old = sub["secret"]

@@ -12,9 +12,19 @@ from relay.settings import Settings
 
 
 def test_local_settings_fill_in_what_the_environment_leaves_unset(tmp_path, monkeypatch) -> None:
-    (tmp_path / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {
-        "AzureWebJobsStorage": "UseDevelopmentStorage=true", "RELAY_DELIVERY_TIMEOUT": "12",
-        "RELAY_MAX_EVENT_BYTES": "99", "RELAY_PUBLIC_URL": "https://events.contoso.com"}}))
+    (tmp_path / "local.settings.json").write_text(
+        json.dumps(
+            {
+                "IsEncrypted": False,
+                "Values": {
+                    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                    "RELAY_DELIVERY_TIMEOUT": "12",
+                    "RELAY_MAX_EVENT_BYTES": "99",
+                    "RELAY_PUBLIC_URL": "https://events.contoso.com",
+                },
+            }
+        )
+    )
     monkeypatch.setattr(settings, "APP_DIR", tmp_path)
     for name in ("AzureWebJobsStorage", "RELAY_DELIVERY_TIMEOUT", "RELAY_PUBLIC_URL", "WEBSITE_HOSTNAME"):
         monkeypatch.delenv(name, raising=False)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 from azure.core.credentials import AccessToken
 
-from tests.helpers import wait_until
 from relay import telemetry
 from relay.errors import ConfigurationError
 from relay.storage import Endpoints, Storage, endpoints_from_settings, make_credential
+from tests.helpers import wait_until
 
 
 class FakeCredential:
@@ -24,8 +24,9 @@ class FakeCredential:
 
 def test_connection_string_wins() -> None:
     """A connection string in AzureWebJobsStorage is used as is, whatever else is set."""
-    ep = endpoints_from_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true",
-                                  "AzureWebJobsStorage__accountName": "ignored"})
+    ep = endpoints_from_settings(
+        {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "AzureWebJobsStorage__accountName": "ignored"}
+    )
     assert ep == Endpoints(connection_string="UseDevelopmentStorage=true")
     storage = Storage(ep)
     assert storage.tables.url.startswith("http://127.0.0.1:10002")
@@ -34,12 +35,18 @@ def test_connection_string_wins() -> None:
 
 def test_account_name_gives_the_three_service_urls_with_managed_identity() -> None:
     """`__accountName` with `__credential=managedidentity` and `__clientId` means the user-assigned identity."""
-    ep = endpoints_from_settings({"AzureWebJobsStorage__accountName": "relaystore",
-                                  "AzureWebJobsStorage__credential": "managedidentity",
-                                  "AzureWebJobsStorage__clientId": "1111-2222"})
+    ep = endpoints_from_settings(
+        {
+            "AzureWebJobsStorage__accountName": "relaystore",
+            "AzureWebJobsStorage__credential": "managedidentity",
+            "AzureWebJobsStorage__clientId": "1111-2222",
+        }
+    )
     assert (ep.table_url, ep.queue_url, ep.blob_url) == (
-        "https://relaystore.table.core.windows.net", "https://relaystore.queue.core.windows.net",
-        "https://relaystore.blob.core.windows.net")
+        "https://relaystore.table.core.windows.net",
+        "https://relaystore.queue.core.windows.net",
+        "https://relaystore.blob.core.windows.net",
+    )
     credential = make_credential(ep)
     assert type(credential).__name__ == "ManagedIdentityCredential"
     fake = FakeCredential()
@@ -51,8 +58,9 @@ def test_account_name_gives_the_three_service_urls_with_managed_identity() -> No
 
 def test_service_uris_and_developer_credential() -> None:
     """Explicit service URIs are used as given; without `__credential` a developer's `az login` applies."""
-    settings = {f"AzureWebJobsStorage__{svc}ServiceUri": f"https://acct.{svc}.example.net"
-                for svc in ("table", "queue", "blob")}
+    settings = {
+        f"AzureWebJobsStorage__{svc}ServiceUri": f"https://acct.{svc}.example.net" for svc in ("table", "queue", "blob")
+    }
     ep = endpoints_from_settings(settings)
     assert ep.queue_url == "https://acct.queue.example.net" and ep.credential_kind is None
     assert type(make_credential(ep)).__name__ == "DefaultAzureCredential"
@@ -63,8 +71,9 @@ def test_missing_storage_settings_are_named() -> None:
     with pytest.raises(ConfigurationError, match="AzureWebJobsStorage"):
         endpoints_from_settings({})
     with pytest.raises(ConfigurationError, match="blobServiceUri"):
-        endpoints_from_settings({"AzureWebJobsStorage__queueServiceUri": "https://q",
-                                 "AzureWebJobsStorage__tableServiceUri": "https://t"})
+        endpoints_from_settings(
+            {"AzureWebJobsStorage__queueServiceUri": "https://q", "AzureWebJobsStorage__tableServiceUri": "https://t"}
+        )
 
 
 def test_app_insights_export_uses_the_managed_identity(monkeypatch) -> None:
@@ -76,13 +85,16 @@ def test_app_insights_export_uses_the_managed_identity(monkeypatch) -> None:
     from opentelemetry import metrics
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
     from relay import settings as settings_mod
 
     seen: dict[str, object] = {}
     monkeypatch.setattr(monitor, "configure_azure_monitor", lambda **kw: seen.update(kw))
     reader = InMemoryMetricReader()  # what the distro's exporter would be handed
     monkeypatch.setattr(metrics, "get_meter", MeterProvider(metric_readers=[reader]).get_meter)
-    monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", "InstrumentationKey=00000000-0000-0000-0000-000000000000")
+    monkeypatch.setenv(
+        "APPLICATIONINSIGHTS_CONNECTION_STRING", "InstrumentationKey=00000000-0000-0000-0000-000000000000"
+    )
     monkeypatch.setenv("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "ClientId=abcd-ef;Authorization=AAD")
     monkeypatch.setattr(telemetry, "_configured", False)
     monkeypatch.setattr(telemetry, "_instruments", {})
@@ -96,8 +108,9 @@ def test_app_insights_export_uses_the_managed_identity(monkeypatch) -> None:
     # HTTP auto-instrumentation would record full callback URLs: it stays off.
     assert seen["instrumentation_options"]["requests"] == {"enabled": False}
     telemetry.record_attempt("delivered", 0.01)
-    exported = {m.name: m for rm in reader.get_metrics_data().resource_metrics
-                for sm in rm.scope_metrics for m in sm.metrics}
+    exported = {
+        m.name: m for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
     [point] = exported["relay.deliveries"].data.data_points
     assert (dict(point.attributes), point.value) == ({"outcome": "delivered"}, 1)
 
@@ -112,7 +125,10 @@ def test_delivery_logs_name_ids_but_never_the_signature(relay_factory, receiver_
     event_id = relay.publish({"type": unique_type, "data": 1}).json()["id"]
     got = receiver.wait_for(1)[0]
     assert got.path.endswith(f"sig={secret_sig}")  # sent byte for byte ...
-    line = wait_until(lambda: next((l for l in relay.logs().splitlines() if f"event={event_id}" in l), None),
-                      10, "the delivery log line")
+    line = wait_until(
+        lambda: next((row for row in relay.logs().splitlines() if f"event={event_id}" in row), None),
+        10,
+        "the delivery log line",
+    )
     assert f"subscription={sub['id']}" in line and "attempt=1" in line
     assert secret_sig not in relay.logs()  # ... and never logged

@@ -65,15 +65,25 @@ def test_export_sends_each_log_line_once_and_no_storage_dependencies(azurite) ->
         closed_port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APPLICATIONINSIGHTS_", "OTEL_"))}
     # An https ingestion endpoint (the exporter sends a bearer token over TLS only) on a closed port.
-    env.update({
-        "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
-                                                 f"IngestionEndpoint=https://127.0.0.1:{closed_port}/",
-        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "ClientId=00000000-0000-0000-0000-00000000abcd;Authorization=AAD",
-        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
-        "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
-    })
-    done = subprocess.run([sys.executable, "-c", PROBE, azurite.connection_string], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    env.update(
+        {
+            "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
+            f"IngestionEndpoint=https://127.0.0.1:{closed_port}/",
+            "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": (
+                "ClientId=00000000-0000-0000-0000-00000000abcd;Authorization=AAD"
+            ),
+            "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+            "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, azurite.connection_string],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["spans"] == [], "storage calls are recorded as dependencies"

@@ -11,17 +11,17 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.helpers import wait_until
 from relay.errors import BadRequest, ConfigurationError
 from relay.settings import Settings
 from relay.storage import KEYS_TABLE, Endpoints, Storage
 from relay.tokens import KEY_PARTITION, KEY_ROW, Purpose, TokenCodec, stored_key
+from tests.helpers import wait_until
 
 KEY = b"k" * 32
 
 
 def _flip(text: str, at: int) -> str:
-    return text[:at] + ("A" if text[at] != "A" else "B") + text[at + 1:]
+    return text[:at] + ("A" if text[at] != "A" else "B") + text[at + 1 :]
 
 
 def test_a_token_opens_only_unchanged_with_its_key_and_purpose() -> None:
@@ -29,12 +29,22 @@ def test_a_token_opens_only_unchanged_with_its_key_and_purpose() -> None:
     token = codec.seal(Purpose.TRIGGER_STATE, {"k": "20260101T000000.000000Z", "s": "x"})
     assert codec.open(Purpose.TRIGGER_STATE, token, "triggerState") == {"k": "20260101T000000.000000Z", "s": "x"}
     payload, mac = token.split(".")
-    edited_payload = base64.urlsafe_b64encode(json.dumps({"k": "19700101T000000.000000Z"}).encode()).decode().rstrip("=")
+    edited_payload = (
+        base64.urlsafe_b64encode(json.dumps({"k": "19700101T000000.000000Z"}).encode()).decode().rstrip("=")
+    )
     bad = [_flip(token, i) for i in range(len(token)) if token[i] != "."] + [
-        token[:-1], token[:len(payload)], payload, f"{edited_payload}.{mac}", "", ".", "nonsense", token + "x",
+        token[:-1],
+        token[: len(payload)],
+        payload,
+        f"{edited_payload}.{mac}",
+        "",
+        ".",
+        "nonsense",
+        token + "x",
         TokenCodec(b"o" * 32).seal(Purpose.TRIGGER_STATE, {"k": "20260101T000000.000000Z"}),  # another key
         codec.seal(Purpose.DELIVERIES_PAGE, {"k": "20260101T000000.000000Z"}),  # another kind of token
-        "é" + token]
+        "é" + token,
+    ]
     for text in bad:
         with pytest.raises(BadRequest) as caught:
             codec.open(Purpose.TRIGGER_STATE, text, "triggerState")
@@ -69,7 +79,8 @@ def test_instances_starting_together_agree_on_one_stored_key(azurite) -> None:
         t.join()
     assert len(keys) == 8 and len(set(keys)) == 1 and len(keys[0]) == 32
     assert list(storage.table(KEYS_TABLE).list_entities()) == [
-        {"PartitionKey": KEY_PARTITION, "RowKey": KEY_ROW, "key": base64.b64encode(keys[0]).decode()}]
+        {"PartitionKey": KEY_PARTITION, "RowKey": KEY_ROW, "key": base64.b64encode(keys[0]).decode()}
+    ]
 
 
 def _token(url: str, name: str) -> str:
@@ -96,8 +107,10 @@ def test_tokens_work_across_instances_and_refuse_tampering(relay_factory, receiv
     listing = first.get(f"subscriptions?eventType={unique_type}&limit=1").json()
     deliveries = first.get(f"subscriptions/{subs[0]['id']}/deliveries?limit=1").json()
     poll = first.get(f"events/poll?eventType={unique_type}")
-    links = {"continuationToken": [listing["nextLink"], deliveries["nextLink"]],
-             "triggerState": [poll.headers["Location"]]}
+    links = {
+        "continuationToken": [listing["nextLink"], deliveries["nextLink"]],
+        "triggerState": [poll.headers["Location"]],
+    }
 
     def on(relay, url: str, name: str, value: str):
         path = urlsplit(url).path.removeprefix("/api/")
@@ -109,10 +122,18 @@ def test_tokens_work_across_instances_and_refuse_tampering(relay_factory, receiv
             token = _token(url, name)
             assert on(second, url, name, token).status_code in (200, 202)  # the shared key
             payload, mac = token.split(".")
-            for bad in (_flip(token, 3), _flip(token, len(token) - 2), token[:-4], payload, f"{payload}.",
-                        # a readable token of the right shape, signed with another key
-                        TokenCodec(b"x" * 32).seal(Purpose.TRIGGER_STATE if name == "triggerState" else
-                                                   Purpose.SUBSCRIPTIONS_PAGE, {"k": "20200101T000000.000000Z"})):
+            for bad in (
+                _flip(token, 3),
+                _flip(token, len(token) - 2),
+                token[:-4],
+                payload,
+                f"{payload}.",
+                # a readable token of the right shape, signed with another key
+                TokenCodec(b"x" * 32).seal(
+                    Purpose.TRIGGER_STATE if name == "triggerState" else Purpose.SUBSCRIPTIONS_PAGE,
+                    {"k": "20200101T000000.000000Z"},
+                ),
+            ):
                 assert _field(on(second, url, name, bad)) == [name]
 
     # An instance with a key of its own takes none of them.

@@ -42,8 +42,7 @@ def test_early_outage_and_bugs_are_left_to_the_host(app_storage) -> None:
         worker.patiently(FANOUT_QUEUE, _message(dequeue_count=5), lambda s: 1 / 0)
 
 
-def test_requeued_event_is_fanned_out_not_taken_for_a_duplicate(app_storage, receiver_factory,
-                                                                 unique_type) -> None:
+def test_requeued_event_is_fanned_out_not_taken_for_a_duplicate(app_storage, receiver_factory, unique_type) -> None:
     """A re-enqueued fan-out message (new id, same origin) still logs and delivers its event;
     another publish of the same event does not."""
     from relay.eventlog import EventLog
@@ -51,8 +50,9 @@ def test_requeued_event_is_fanned_out_not_taken_for_a_duplicate(app_storage, rec
     from relay.subscriptions import SubscriptionStore
 
     receiver = receiver_factory()
-    SubscriptionStore(app_storage).subscribe(SubscriptionRequest(notificationUrl=receiver.url,
-                                                                 eventTypes=[unique_type]))
+    SubscriptionStore(app_storage).subscribe(
+        SubscriptionRequest(notificationUrl=receiver.url, eventTypes=[unique_type])
+    )
     record = accept(EventIn(type=unique_type, id="evt-origin", data=1), "urn:test")
     log = EventLog(app_storage)
     first = log.record(record, "first-message-id")  # the first try logged it, then storage went away
@@ -78,7 +78,9 @@ def test_generated_ids_skip_dedupe_but_a_crash_retry_finds_its_log_row(app_stora
     rows = [e for e in app_storage.table(EVENTS_TABLE).list_entities() if e.get("id") == record.id]
     index_rows = [e for e in rows if e["RowKey"].startswith(INDEX_PREFIX)]
     assert len(rows) - len(index_rows) == 1 and len(index_rows) == len(indexed_patterns(record.type))
-    assert not [e for e in app_storage.table(EVENTS_TABLE).list_entities() if e["PartitionKey"] == dedupe_key_of(record)]
+    assert not [
+        e for e in app_storage.table(EVENTS_TABLE).list_entities() if e["PartitionKey"] == dedupe_key_of(record)
+    ]
 
 
 def test_last_try_of_a_failing_delivery_is_recorded_as_failed(app_storage) -> None:
@@ -92,11 +94,19 @@ def test_last_try_of_a_failing_delivery_is_recorded_as_failed(app_storage) -> No
     host = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())
     assert worker.MAX_DEQUEUE_COUNT == host["extensions"]["queues"]["maxDequeueCount"]
     sub = uuid.uuid4().hex
-    item = DeliveryMessage(eventId="e-last", eventType="t.x", log=("e:20260101", "20260101T000000.000000Z_e-last"),
-                           since="20260101T000000.000000Z", targets=[Target(sub=sub, url="https://x.example/",
-                                                                             secret="whsec_" + "A" * 43)])
+    item = DeliveryMessage(
+        eventId="e-last",
+        eventType="t.x",
+        log=("e:20260101", "20260101T000000.000000Z_e-last"),
+        since="20260101T000000.000000Z",
+        targets=[Target(sub=sub, url="https://x.example/", secret="whsec_" + "A" * 43)],
+    )
     msg = QueueMessage(id="m-last", body=item.model_dump_json().encode(), dequeue_count=worker.MAX_DEQUEUE_COUNT)
-    worker.patiently("relay-deliveries", msg, lambda s: 1 / 0,
-                      lambda s, exc: Deliverer(s, settings.get_settings()).abandon(item, f"failed: {type(exc).__name__}"))
+    worker.patiently(
+        "relay-deliveries",
+        msg,
+        lambda s: 1 / 0,
+        lambda s, exc: Deliverer(s, settings.get_settings()).abandon(item, f"failed: {type(exc).__name__}"),
+    )
     rows, _ = DeliveryLog(app_storage, 7).list(sub, status="failed", limit=10, token=None)
     assert rows and rows[0].event_id == "e-last" and "ZeroDivisionError" in (rows[0].last_error or "")

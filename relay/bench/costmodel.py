@@ -9,20 +9,23 @@ event and one per delivery.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 PRICES = Path(__file__).with_name("prices.json")
 
 
 def load_prices(path: Path = PRICES) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    prices: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return prices
 
 
 @dataclass(frozen=True)
 class Breakdown:
     """Dollars per million deliveries, by what is billed."""
+
     executions: float
     compute: float
     queue: float
@@ -34,8 +37,12 @@ class Breakdown:
         return self.executions + self.compute + self.queue + self.table + self.blob
 
 
-def relay_cost(tx_per_delivery: Mapping[str, float], executions_per_delivery: float,
-               busy_seconds_per_delivery: float, prices: Mapping[str, Any]) -> Breakdown:
+def relay_cost(
+    tx_per_delivery: Mapping[str, float],
+    executions_per_delivery: float,
+    busy_seconds_per_delivery: float,
+    prices: Mapping[str, Any],
+) -> Breakdown:
     """Price one delivery's share of the work, times a million.
 
     `tx_per_delivery` is keyed like the proxy's counters (`service kind resource`).
@@ -60,9 +67,11 @@ def relay_cost(tx_per_delivery: Mapping[str, float], executions_per_delivery: fl
     return Breakdown(
         executions=executions_per_delivery * flex["per_million_executions"],
         compute=busy_seconds_per_delivery * flex["instance_memory_gb"] * flex["on_demand_gb_second"] * million,
-        **cost)
+        **cost,
+    )
 
 
 def event_grid_cost(fanout: int, prices: Mapping[str, Any]) -> float:
     """Event Grid for the same deliveries: (1 publish + F deliveries) operations per F deliveries."""
-    return (1 + fanout) / fanout * prices["event_grid"]["per_million_operations"]
+    per_million: float = prices["event_grid"]["per_million_operations"]
+    return (1 + fanout) / fanout * per_million

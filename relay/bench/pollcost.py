@@ -15,9 +15,10 @@ import argparse
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .. import clock, polling, replay
 from ..azurite import Azurite
@@ -64,11 +65,18 @@ def log_events(storage: Storage, types: list[str], threads: int = 8) -> list[str
 
     def one(event_type: str) -> str:
         now = clock.utcnow()
-        record = EventRecord(id=uuid.uuid4().hex, generated=True, type=event_type, source="urn:bench",
-                             time=clock.rfc3339(now), data={"t": event_type},
-                             acceptedAt=clock.rfc3339_precise(now))
+        record = EventRecord(
+            id=uuid.uuid4().hex,
+            generated=True,
+            type=event_type,
+            source="urn:bench",
+            time=clock.rfc3339(now),
+            data={"t": event_type},
+            acceptedAt=clock.rfc3339_precise(now),
+        )
         log.record(record, uuid.uuid4().hex, seen_before=False)
         return record.id
+
     with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(one, types))
 

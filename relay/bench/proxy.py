@@ -30,7 +30,7 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 SERVICES = ("blob", "queue", "table")
 _MAX_LINE = 65536
@@ -38,6 +38,7 @@ _BATCH_OP = re.compile(rb"^(GET|POST|PUT|MERGE|PATCH|DELETE) \S*?/([A-Za-z][A-Za
 
 
 # ---- classification -----------------------------------------------------------------------------
+
 
 def classify(service: str, method: str, target: str) -> tuple[str, str]:
     """(kind, resource) of one storage request, from its method and request target."""
@@ -74,22 +75,24 @@ def classify(service: str, method: str, target: str) -> tuple[str, str]:
         name, paren, keys = first.partition("(")
         if name == "Tables":
             return {"POST": "create-table", "GET": "list-tables", "DELETE": "delete-table"}.get(
-                method, f"tables-{method.lower()}"), keys.strip("')")
+                method, f"tables-{method.lower()}"
+            ), keys.strip("')")
         if method == "GET":
             return ("get" if "PartitionKey=" in keys or "partitionkey=" in keys.lower() else "query"), name
-        return {"POST": "insert", "PUT": "upsert-replace", "MERGE": "merge", "PATCH": "merge",
-                "DELETE": "delete"}.get(method, method.lower()), name
+        return {"POST": "insert", "PUT": "upsert-replace", "MERGE": "merge", "PATCH": "merge", "DELETE": "delete"}.get(
+            method, method.lower()
+        ), name
     # blob
     container = rest[0] if rest else ""
     if "restype=container" in query:
         if "comp=list" in query:
             return "list-blobs", container
-        return {"PUT": "create-container", "DELETE": "delete-container"}.get(
-            method, "container-properties"), container
+        return {"PUT": "create-container", "DELETE": "delete-container"}.get(method, "container-properties"), container
     if len(rest) <= 1:
         return ("list-containers" if "comp=list" in query else f"service-{method.lower()}"), container
-    return {"PUT": "put-blob", "GET": "get-blob", "HEAD": "blob-properties",
-            "DELETE": "delete-blob"}.get(method, method.lower()), container
+    return {"PUT": "put-blob", "GET": "get-blob", "HEAD": "blob-properties", "DELETE": "delete-blob"}.get(
+        method, method.lower()
+    ), container
 
 
 # ---- table query filters ------------------------------------------------------------------------
@@ -124,15 +127,16 @@ def within_one_partition(flt: str | None) -> bool:
 
 # ---- counters -----------------------------------------------------------------------------------
 
+
 class Counts:
     """Transactions by `service kind resource`, plus failures and a few non-billed facts."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.transactions: Counter[str] = Counter()
-        self.failures: Counter[str] = Counter()   # answered >= 400, by key and status
-        self.info: Counter[str] = Counter()       # connections, messages received, batch operations
-        self.queries: Counter[str] = Counter()    # table queries by `table filter-shape`
+        self.failures: Counter[str] = Counter()  # answered >= 400, by key and status
+        self.info: Counter[str] = Counter()  # connections, messages received, batch operations
+        self.queries: Counter[str] = Counter()  # table queries by `table filter-shape`
 
     def request(self, key: str, status: int) -> None:
         with self.lock:
@@ -150,11 +154,17 @@ class Counts:
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            return {"at": time.monotonic(), "transactions": dict(self.transactions),
-                    "failures": dict(self.failures), "info": dict(self.info), "queries": dict(self.queries)}
+            return {
+                "at": time.monotonic(),
+                "transactions": dict(self.transactions),
+                "failures": dict(self.failures),
+                "info": dict(self.info),
+                "queries": dict(self.queries),
+            }
 
 
 # ---- forwarding ---------------------------------------------------------------------------------
+
 
 def _read_head(f: BinaryIO, first: bytes) -> tuple[list[bytes], int | None, bool, bool] | None:
     """The header lines after `first`; (lines, content-length, chunked, close) or None on EOF."""
@@ -214,7 +224,8 @@ class _Upstream:
     def connect(self) -> None:
         self.sock = socket.create_connection(self.address, timeout=120)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.file = self.sock.makefile("rb", buffering=65536)
+        # A buffered binary reader; typeshed types makefile() with a buffering argument as IOBase.
+        self.file = cast(BinaryIO, self.sock.makefile("rb", buffering=65536))
 
     def close(self) -> None:
         for closable in (self.file, self.sock):
@@ -242,8 +253,7 @@ class CountingProxy:
             sock.listen(1024)
             self.ports[service] = sock.getsockname()[1]
             self._listeners.append(sock)
-            threading.Thread(target=self._accept, args=(sock, service), name=f"accept-{service}",
-                             daemon=True).start()
+            threading.Thread(target=self._accept, args=(sock, service), name=f"accept-{service}", daemon=True).start()
 
     def _accept(self, sock: socket.socket, service: str) -> None:
         while not self._stopped.is_set():
@@ -256,7 +266,7 @@ class CountingProxy:
 
     def _serve(self, client: socket.socket, service: str) -> None:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        cf = client.makefile("rb", buffering=65536)
+        cf = cast(BinaryIO, client.makefile("rb", buffering=65536))
         up = _Upstream(self.upstreams[service])
         try:
             while True:
@@ -306,26 +316,28 @@ class CountingProxy:
             up.close()
             if attempt:
                 raise ConnectionError("upstream closed the connection")
+        upstream = up.file
+        assert upstream is not None  # connected above
         parts: list[bytes] = []
         while True:
-            head = _read_head(up.file, status_line)
+            head = _read_head(upstream, status_line)
             if head is None:
                 raise ConnectionError("upstream closed mid-answer")
             lines, length, chunked, close = head
             status = int(status_line.split(b" ", 2)[1])
             parts.extend(lines)
             if 100 <= status < 200:  # an interim answer: pass it on and read the real one
-                status_line = up.file.readline(_MAX_LINE)
+                status_line = upstream.readline(_MAX_LINE)
                 continue
             break
         if head_only or status in (204, 304):
             pass
         elif chunked:
-            parts.append(_read_chunked(up.file))
+            parts.append(_read_chunked(upstream))
         elif length is not None:
-            parts.append(_read_exact(up.file, length))
+            parts.append(_read_exact(upstream, length))
         else:  # delimited by the end of the connection
-            parts.append(up.file.read())
+            parts.append(upstream.read())
             close = True
         return status, b"".join(parts), close
 
@@ -357,11 +369,12 @@ class CountingProxy:
 
 # ---- control endpoint and process entry point --------------------------------------------------
 
+
 def serve_control(proxy: CountingProxy, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path.split("?")[0] != "/counts":
                 body, status = b'{"error": "not found"}', 404
             else:
@@ -389,8 +402,9 @@ def _address(text: str) -> tuple[str, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m relay.bench.proxy", description=__doc__.split("\n\n")[0])
     for service in SERVICES:
-        parser.add_argument(f"--{service}", type=_address, required=True, metavar="HOST:PORT",
-                            help=f"Azurite's {service} endpoint")
+        parser.add_argument(
+            f"--{service}", type=_address, required=True, metavar="HOST:PORT", help=f"Azurite's {service} endpoint"
+        )
     args = parser.parse_args(argv)
     proxy = CountingProxy({s: getattr(args, s) for s in SERVICES})
     control = serve_control(proxy)

@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     job = json.loads(Path(args[0]).read_text(encoding="utf-8"))
     concurrency = int(job["concurrency"])
     urls: list[str] = job["urls"]
-    bodies = [(b["body"].encode("utf-8"), {k: v for k, v in b["headers"].items() if k.lower() not in _SKIP})
-              for b in job["bodies"]]
+    bodies = [
+        (b["body"].encode("utf-8"), {k: v for k, v in b["headers"].items() if k.lower() not in _SKIP})
+        for b in job["bodies"]
+    ]
     posts = [(url, body, headers) for body, headers in bodies for url in urls]
     session = requests.Session()
     session.trust_env = False
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             url, body, headers = posts[index]
             try:
                 response = session.post(url, data=body, headers=headers, timeout=30)
-                response.content
+                _ = response.content  # read the body to its end, as a webhook sender does
                 good = 200 <= response.status_code < 300
             except requests.RequestException:
                 good = False

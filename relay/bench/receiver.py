@@ -49,7 +49,8 @@ class Receiver:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, self.host, 0, backlog=1024, limit=1 << 20))
+            asyncio.start_server(self._handle, self.host, 0, backlog=1024, limit=1 << 20)
+        )
         self._ready.set()
         self._loop.run_forever()
 
@@ -99,12 +100,12 @@ class Receiver:
         finally:
             try:
                 writer.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - the client may be gone already: closing is best effort
                 pass
 
     @staticmethod
     async def _chunked(reader: asyncio.StreamReader) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
             if size == 0:
@@ -168,5 +169,6 @@ class Receiver:
         def stop() -> None:
             self._server.close()
             self._loop.stop()
+
         self._loop.call_soon_threadsafe(stop)
         self._thread.join(5)

@@ -11,6 +11,7 @@ Every wait below is for a condition (deliveries counted, queues drained), never 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -23,10 +24,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -34,8 +36,8 @@ from requests.adapters import HTTPAdapter
 from ..azurite import Azurite, connection_string, free_port, stop_group
 from ..azurite import wait_until as _wait_until
 from ..storage import DELIVERY_QUEUE, FANOUT_QUEUE
-from .receiver import Receiver
 from .costmodel import event_grid_cost, load_prices, relay_cost
+from .receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK_QUEUES = (FANOUT_QUEUE, DELIVERY_QUEUE)
@@ -44,9 +46,14 @@ LATENCY_RATE = 50.0
 WARMUP_SECONDS = 2.0
 
 # An ordinary small event payload (about 250 bytes of JSON).
-SAMPLE_DATA = {"orderId": 0, "customer": {"id": "C-1042", "name": "Contoso Ltd", "tier": "gold"},
-               "lines": [{"sku": "SKU-1", "qty": 2, "price": 19.5}, {"sku": "SKU-7", "qty": 1, "price": 120.0}],
-               "currency": "EUR", "status": "created", "channel": "web"}
+SAMPLE_DATA = {
+    "orderId": 0,
+    "customer": {"id": "C-1042", "name": "Contoso Ltd", "tier": "gold"},
+    "lines": [{"sku": "SKU-1", "qty": 2, "price": 19.5}, {"sku": "SKU-7", "qty": 1, "price": 120.0}],
+    "currency": "EUR",
+    "status": "created",
+    "channel": "web",
+}
 
 
 class BenchError(RuntimeError):
@@ -128,11 +135,18 @@ def machine() -> dict[str, Any]:
         nproc = len(os.sched_getaffinity(0))
     except AttributeError:
         nproc = os.cpu_count() or 0
-    return {"nproc": nproc, "cpu_model": model, "memory_gb": mem_gb,
-            "python": platform.python_version(), "platform": platform.platform(), "azurite": azurite}
+    return {
+        "nproc": nproc,
+        "cpu_model": model,
+        "memory_gb": mem_gb,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "azurite": azurite,
+    }
 
 
 # ---- the processes ------------------------------------------------------------------------------
+
 
 class Proxy:
     def __init__(self, azurite: Azurite) -> None:
@@ -144,9 +158,23 @@ class Proxy:
     def start(self) -> None:
         up = self.azurite.ports
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relay.bench.proxy", "--blob", f"127.0.0.1:{up['blob']}",
-             "--queue", f"127.0.0.1:{up['queue']}", "--table", f"127.0.0.1:{up['table']}"],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "relay.bench.proxy",
+                "--blob",
+                f"127.0.0.1:{up['blob']}",
+                "--queue",
+                f"127.0.0.1:{up['queue']}",
+                "--table",
+                f"127.0.0.1:{up['table']}",
+            ],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
@@ -158,7 +186,8 @@ class Proxy:
         return connection_string(self.ports)
 
     def counts(self) -> dict[str, Any]:
-        return self.session.get(f"http://127.0.0.1:{self.ports['control']}/counts", timeout=10).json()
+        counts: dict[str, Any] = self.session.get(f"http://127.0.0.1:{self.ports['control']}/counts", timeout=10).json()
+        return counts
 
     def stop(self) -> None:
         stop_group(self.proc, 5)
@@ -192,8 +221,12 @@ class Relay:
         return s
 
     def start(self) -> None:
-        env = {**os.environ, "AzureWebJobsStorage": self.proxy.connection_string,
-               "RELAY_ALLOW_PRIVATE_TARGETS": "true", "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "AzureWebJobsStorage": self.proxy.connection_string,
+            "RELAY_ALLOW_PRIVATE_TARGETS": "true",
+            "PYTHONUNBUFFERED": "1",
+        }
         for name in list(env):
             if name.startswith("AzureWebJobsStorage__"):
                 del env[name]
@@ -202,7 +235,12 @@ class Relay:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "relay", "dev", "--port", str(self.port), "--function-key", self.key],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         wait_until(self._healthy, 60, "the dev host to answer")
 
     def _healthy(self) -> bool:
@@ -231,11 +269,13 @@ class Relay:
             return False
 
     def subscribe(self, url: str, event_type: str) -> str:
-        r = self.session().post(f"{self.base}/subscriptions", json={"notificationUrl": url, "eventType": event_type},
-                                timeout=60)
+        r = self.session().post(
+            f"{self.base}/subscriptions", json={"notificationUrl": url, "eventType": event_type}, timeout=60
+        )
         if r.status_code != 201:
             raise BenchError(f"subscribe answered {r.status_code}: {r.text[:300]}")
-        return r.json()["id"]
+        sub_id: str = r.json()["id"]
+        return sub_id
 
     def publish(self, event: dict[str, Any]) -> None:
         r = self.session().post(f"{self.base}/events", json=event, timeout=60)
@@ -250,6 +290,7 @@ class Relay:
 
 
 # ---- the bench ----------------------------------------------------------------------------------
+
 
 @dataclass
 class Row:
@@ -284,6 +325,7 @@ class Bench:
         self.relay = Relay(self.proxy, self.args.relay_log_level)
         self.relay.start()
         from azure.storage.queue import QueueServiceClient
+
         # Checks go to Azurite directly, past the proxy, so they are never counted.
         self._queues = QueueServiceClient.from_connection_string(self.azurite.connection_string)
         say(f"relay dev host pid {self.relay.pid}, log {self.relay.log_path}")
@@ -294,7 +336,7 @@ class Bench:
             if part is not None:
                 try:
                     part.stop()
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:  # noqa: BLE001 - report a part that will not stop and stop the others
                     say(f"stopping {type(part).__name__}: {exc}")
         if self.receiver is not None:
             self.receiver.close()
@@ -319,8 +361,9 @@ class Bench:
         return f"bench.{name}.{uuid.uuid4().hex[:10]}"
 
     def _queues_empty(self) -> bool:
-        return all(self._queues.get_queue_client(q).get_queue_properties().approximate_message_count == 0
-                   for q in WORK_QUEUES)
+        return all(
+            self._queues.get_queue_client(q).get_queue_properties().approximate_message_count == 0 for q in WORK_QUEUES
+        )
 
     def _wait_idle(self, timeout: float = 120) -> None:
         wait_until(self._queues_empty, timeout, "the relay's queues to drain")
@@ -347,8 +390,10 @@ class Bench:
         return time.monotonic() - started
 
     def _events(self, tag: str, etype: str, count: int) -> list[dict[str, Any]]:
-        return [{"id": f"{tag}-{i:06d}", "type": etype, "subject": f"orders/{i}",
-                 "data": {**SAMPLE_DATA, "orderId": i}} for i in range(count)]
+        return [
+            {"id": f"{tag}-{i:06d}", "type": etype, "subject": f"orders/{i}", "data": {**SAMPLE_DATA, "orderId": i}}
+            for i in range(count)
+        ]
 
     def _publish_all(self, events: list[dict[str, Any]], threads: int = 4) -> float:
         """Publish as fast as the API takes them; returns time.monotonic() just before the first."""
@@ -365,8 +410,10 @@ class Bench:
         event = self.receiver.expect(tag, count)
         timeout = 120 + count / 20
         if not event.wait(timeout):
-            raise BenchError(f"{what}: {self.receiver.count(tag)} of {count} deliveries arrived in {timeout:.0f}s; "
-                             f"see {self.relay.log_path}")
+            raise BenchError(
+                f"{what}: {self.receiver.count(tag)} of {count} deliveries arrived in {timeout:.0f}s; "
+                f"see {self.relay.log_path}"
+            )
 
     # ---- measuring storage ------------------------------------------------------------------------
 
@@ -390,19 +437,31 @@ class Bench:
         first_seconds = arrivals[0] - first if arrivals else float("nan")
         cpu = {k: round(cpu_at_last[k] - cpu_before[k], 3) for k in cpu_before}
         self.details.setdefault("cpu_seconds", {})[profile] = {
-            **cpu, "wall": round(seconds, 3),
-            "note": "CPU seconds of each process from just before the first publish to the last receipt"}
-        return {"first": first, "last": stats.last_at, "seconds": seconds, "cpu": cpu,
-                "first_delivery_seconds": first_seconds,
-                "arrivals_per_tenth": _histogram(arrivals, first, 0.1),
-                "repeats": stats.repeats, "before": before, "at_last": at_last, "settled": settled}
+            **cpu,
+            "wall": round(seconds, 3),
+            "note": "CPU seconds of each process from just before the first publish to the last receipt",
+        }
+        return {
+            "first": first,
+            "last": stats.last_at,
+            "seconds": seconds,
+            "cpu": cpu,
+            "first_delivery_seconds": first_seconds,
+            "arrivals_per_tenth": _histogram(arrivals, first, 0.1),
+            "repeats": stats.repeats,
+            "before": before,
+            "at_last": at_last,
+            "settled": settled,
+        }
 
     def _cpu(self) -> dict[str, float]:
         assert self.relay and self.proxy
-        return {"relay": cpu_seconds(self.relay.pid),
-                "proxy": cpu_seconds(self.proxy.proc.pid if self.proxy.proc else None),
-                "azurite": cpu_seconds(self.azurite.proc.pid if self.azurite.proc else None),
-                "bench_and_receiver": cpu_seconds()}
+        return {
+            "relay": cpu_seconds(self.relay.pid),
+            "proxy": cpu_seconds(self.proxy.proc.pid if self.proxy.proc else None),
+            "azurite": cpu_seconds(self.azurite.proc.pid if self.azurite.proc else None),
+            "bench_and_receiver": cpu_seconds(),
+        }
 
     def _py_spy_start(self, name: str) -> subprocess.Popen[bytes] | None:
         if not self.args.py_spy:
@@ -411,10 +470,24 @@ class Bench:
         out = Path(self.args.py_spy)
         out.mkdir(parents=True, exist_ok=True)
         exe = Path(sys.executable).parent / "py-spy"
-        proc = subprocess.Popen([str(exe if exe.exists() else "py-spy"), "record", "--pid", str(self.relay.pid),
-                                 "--rate", "250", "--format", "raw", "--nonblocking", "--gil",
-                                 "--output", str(out / f"{name}.txt")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                str(exe if exe.exists() else "py-spy"),
+                "record",
+                "--pid",
+                str(self.relay.pid),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--gil",
+                "--output",
+                str(out / f"{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         return proc
 
     @staticmethod
@@ -437,7 +510,9 @@ class Bench:
         executions = sum(v for k, v in tx.items() if k.startswith("queue delete "))
         per = max(deliveries, 1)
         return {
-            "transactions": total, "empty_receives": empty, "executions": executions,
+            "transactions": total,
+            "empty_receives": empty,
+            "executions": executions,
             "transactions_per_delivery": total / per,
             "transactions_per_delivery_excl_empty_receives": (total - empty) / per,
             "executions_per_delivery": executions / per,
@@ -455,15 +530,22 @@ class Bench:
 
         assert self.receiver
         stats = self.receiver.stats(source_tag)
-        job = {"concurrency": CONCURRENCY,
-               "urls": [self.receiver.url(tag, n) for n in range(subscribers)],
-               "bodies": [{"body": stats.bodies[i].decode("utf-8"), "headers": stats.headers[i]} for i in event_ids]}
+        job = {
+            "concurrency": CONCURRENCY,
+            "urls": [self.receiver.url(tag, n) for n in range(subscribers)],
+            "bodies": [{"body": stats.bodies[i].decode("utf-8"), "headers": stats.headers[i]} for i in event_ids],
+        }
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as f:
             json.dump(job, f)
             job_path = f.name
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "relay.bench.rawsend", job_path], cwd=ROOT,
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "relay.bench.rawsend", job_path],
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             assert proc.stdin and proc.stdout
             if proc.stdout.readline().strip() != "ready":
                 raise BenchError("the raw sender did not start")
@@ -478,9 +560,14 @@ class Bench:
         finally:
             os.unlink(job_path)
         last = self.receiver.stats(tag).last_at
-        return {"posts": count, "concurrency": CONCURRENCY, "seconds": last - result["t0"],
-                "sender_seconds": result["t1"] - result["t0"], "failed": result["failed"],
-                "sender_cpu_seconds": result["cpu_seconds"]}
+        return {
+            "posts": count,
+            "concurrency": CONCURRENCY,
+            "seconds": last - result["t0"],
+            "sender_seconds": result["t1"] - result["t0"],
+            "failed": result["failed"],
+            "sender_cpu_seconds": result["cpu_seconds"],
+        }
 
     # ---- scenarios ----------------------------------------------------------------------------------
 
@@ -510,13 +597,22 @@ class Bench:
         f["throughput.transactions_per_delivery"] = cost["transactions_per_delivery"]
         f["throughput.relay_cpu_ms_per_delivery"] = m["cpu"]["relay"] * 1000 / deliveries
         f["throughput.raw_cpu_ms_per_post"] = raw["sender_cpu_seconds"] * 1000 / raw["posts"]
-        self.details["throughput"] = {"setup_seconds": setup, "raw": raw, "cost": cost,
-                                      "first_delivery_seconds": m["first_delivery_seconds"]}
+        self.details["throughput"] = {
+            "setup_seconds": setup,
+            "raw": raw,
+            "cost": cost,
+            "first_delivery_seconds": m["first_delivery_seconds"],
+        }
         self.rows += [
             Row(f"throughput, relay ({s} subs x {e} events)", relay_rate, "deliveries/s"),
             Row(f"throughput, raw requests.Session x{raw['concurrency']}", raw_rate, "posts/s"),
-            Row(f"throughput ratio relay/raw (fan-out {s})", ratio, "x", ">= 0.8" + ("" if s == 100 else " (at 100)"),
-                ratio >= 0.8),
+            Row(
+                f"throughput ratio relay/raw (fan-out {s})",
+                ratio,
+                "x",
+                ">= 0.8" + ("" if s == 100 else " (at 100)"),
+                ratio >= 0.8,
+            ),
         ]
 
     def scaleout(self) -> None:
@@ -539,8 +635,14 @@ class Bench:
         self.figures["scaleout.two_process_deliveries_per_second"] = rate
         self.figures["scaleout.one_process_deliveries_per_second"] = one if one else float("nan")
         self.figures["scaleout.duplicates"] = m["repeats"]
-        self.rows += [Row(f"throughput with two relay processes ({s} subs x {e} events)", rate, "deliveries/s",
-                          f"one process: {one:,.0f}" if one else "")]
+        self.rows += [
+            Row(
+                f"throughput with two relay processes ({s} subs x {e} events)",
+                rate,
+                "deliveries/s",
+                f"one process: {one:,.0f}" if one else "",
+            )
+        ]
 
     def latency(self) -> None:
         seconds = self.args.latency_seconds
@@ -579,7 +681,7 @@ class Bench:
 
         m = self._measure(tag, n, run, "latency")
         arrivals = {wid: at for (wid, _path), at in self.receiver.arrivals(tag).items()}
-        order = sorted(scheduled, key=scheduled.get)
+        order = sorted(scheduled, key=scheduled.__getitem__)
         lat = [(arrivals[i] - scheduled[i]) * 1000 for i in order]
         publish_ms = [(answered[i] - sent[i]) * 1000 for i in sent]
         lag_ms = [(sent[i] - scheduled[i]) * 1000 for i in sent]
@@ -594,21 +696,30 @@ class Bench:
         f["latency.max_ms"] = max(lat)
         # The first seconds carry the dev host's idle poll backoff (up to host.json maxPollingInterval)
         # and the backlog it builds; shown apart, never used for the target.
-        warm = [x for i, x in zip(order, lat) if scheduled[i] - run_start[0] >= WARMUP_SECONDS] or lat
+        warm = [x for i, x in zip(order, lat, strict=True) if scheduled[i] - run_start[0] >= WARMUP_SECONDS] or lat
         f["latency.p99_after_warmup_ms"] = percentile(warm, 99)
         f["latency.first_second_mean_ms"] = statistics.fmean(
-            [x for i, x in zip(order, lat) if scheduled[i] - run_start[0] < 1.0] or lat)
+            [x for i, x in zip(order, lat, strict=True) if scheduled[i] - run_start[0] < 1.0] or lat
+        )
         f["latency.publish_p50_ms"] = percentile(publish_ms, 50)
         f["latency.publish_p99_ms"] = percentile(publish_ms, 99)
         f["latency.publisher_lag_p99_ms"] = percentile(lag_ms, 99)
         f["latency.transactions_per_delivery"] = cost["transactions_per_delivery"]
-        self.details["latency"] = {"cost": cost, "mean_ms": statistics.fmean(lat),
-                                   "series_ms": [round(x, 1) for x in lat]}
+        self.details["latency"] = {
+            "cost": cost,
+            "mean_ms": statistics.fmean(lat),
+            "series_ms": [round(x, 1) for x in lat],
+        }
         self.rows += [
             Row("latency p50, publish to receipt", f["latency.p50_ms"], "ms"),
             Row("latency p95", f["latency.p95_ms"], "ms"),
-            Row(f"latency p99 ({LATENCY_RATE:.0f} events/s, {seconds:g}s, all events)", f["latency.p99_ms"], "ms",
-                "< 300", f["latency.p99_ms"] < 300),
+            Row(
+                f"latency p99 ({LATENCY_RATE:.0f} events/s, {seconds:g}s, all events)",
+                f["latency.p99_ms"],
+                "ms",
+                "< 300",
+                f["latency.p99_ms"] < 300,
+            ),
             Row(f"latency p99 after the first {WARMUP_SECONDS:g}s (info)", f["latency.p99_after_warmup_ms"], "ms"),
         ]
 
@@ -622,40 +733,61 @@ class Bench:
             # its de-duplication row, one transaction per event.
             events = [{k: v for k, v in ev.items() if k != "id"} for ev in self._events(tag, etype, e)]
             deliveries = fanout * e
-            m = self._measure(tag, deliveries, lambda: self._publish_all(events), f"cost-f{fanout}")
+            m = self._measure(tag, deliveries, functools.partial(self._publish_all, events), f"cost-f{fanout}")
             cost = self._cost(m["before"], m["settled"], deliveries)
             at_last = self._cost(m["before"], m["at_last"], deliveries)
             key = f"cost.f{fanout}"
             f = self.figures
             f[f"{key}.deliveries"] = deliveries
             f[f"{key}.transactions_per_delivery"] = cost["transactions_per_delivery"]
-            f[f"{key}.transactions_per_delivery_excl_empty_receives"] = \
-                cost["transactions_per_delivery_excl_empty_receives"]
+            f[f"{key}.transactions_per_delivery_excl_empty_receives"] = cost[
+                "transactions_per_delivery_excl_empty_receives"
+            ]
             f[f"{key}.transactions_per_delivery_at_last_receipt"] = at_last["transactions_per_delivery"]
             f[f"{key}.executions_per_delivery"] = cost["executions_per_delivery"]
             f[f"{key}.empty_receives"] = cost["empty_receives"]
             f[f"{key}.window_seconds"] = m["settled"]["at"] - m["before"]["at"]
             f[f"{key}.deliveries_per_second"] = deliveries / m["seconds"]
             self.details[key] = cost
-            dollars = relay_cost(cost["by_kind_per_delivery"], cost["executions_per_delivery"],
-                                 m["seconds"] / deliveries, self.prices)
+            dollars = relay_cost(
+                cost["by_kind_per_delivery"], cost["executions_per_delivery"], m["seconds"] / deliveries, self.prices
+            )
             grid = event_grid_cost(fanout, self.prices)
             f[f"{key}.usd_per_million_deliveries"] = dollars.total
             f[f"{key}.eventgrid_usd_per_million_deliveries"] = grid
-            self.details[f"{key}.usd_per_million"] = {**vars(dollars), "total": dollars.total, "event_grid": grid,
-                                                      "prices_recorded": self.prices["recorded"]}
+            self.details[f"{key}.usd_per_million"] = {
+                **vars(dollars),
+                "total": dollars.total,
+                "event_grid": grid,
+                "prices_recorded": self.prices["recorded"],
+            }
             tx_target = {1: 6.0, 100: 1.5}.get(fanout)
             ex_target = 0.05 if fanout == 100 else None
             tx = cost["transactions_per_delivery"]
             tx_ex = cost["transactions_per_delivery_excl_empty_receives"]
             ex = cost["executions_per_delivery"]
             self.rows += [
-                Row(f"storage tx/delivery, fan-out {fanout} (incl. idle polls)", tx, "tx",
-                    f"<= {tx_target:g}" if tx_target else "", tx <= tx_target if tx_target else None),
-                Row(f"storage tx/delivery, fan-out {fanout} (excl. empty receives)", tx_ex, "tx",
-                    f"<= {tx_target:g}" if tx_target else "", tx_ex <= tx_target if tx_target else None),
-                Row(f"function executions/delivery, fan-out {fanout}", ex, "exec",
-                    f"<= {ex_target:g}" if ex_target else "", ex <= ex_target if ex_target else None),
+                Row(
+                    f"storage tx/delivery, fan-out {fanout} (incl. idle polls)",
+                    tx,
+                    "tx",
+                    f"<= {tx_target:g}" if tx_target else "",
+                    tx <= tx_target if tx_target else None,
+                ),
+                Row(
+                    f"storage tx/delivery, fan-out {fanout} (excl. empty receives)",
+                    tx_ex,
+                    "tx",
+                    f"<= {tx_target:g}" if tx_target else "",
+                    tx_ex <= tx_target if tx_target else None,
+                ),
+                Row(
+                    f"function executions/delivery, fan-out {fanout}",
+                    ex,
+                    "exec",
+                    f"<= {ex_target:g}" if ex_target else "",
+                    ex <= ex_target if ex_target else None,
+                ),
                 Row(f"$ per million deliveries, fan-out {fanout} (Event Grid: ${grid:.2f})", dollars.total, "USD"),
             ]
 
@@ -706,15 +838,24 @@ class Bench:
         f["scale.transactions_per_delivery"] = cost["transactions_per_delivery"]
         f["scale.executions_per_delivery"] = cost["executions_per_delivery"]
         f["scale.relay_cpu_ms_per_delivery"] = m["cpu"]["relay"] * 1000 / n
-        self.details["scale"] = {"raw": raw, "cost": cost, "peak_reset_before_run": reset,
-                                 "arrivals_per_tenth_second": m["arrivals_per_tenth"],
-                                 "rss_samples": len(samples)}
+        self.details["scale"] = {
+            "raw": raw,
+            "cost": cost,
+            "peak_reset_before_run": reset,
+            "arrivals_per_tenth_second": m["arrivals_per_tenth"],
+            "rss_samples": len(samples),
+        }
         self.rows += [
             Row(f"fan-out to {n}: relay time to last delivery", m["seconds"], "s"),
             Row(f"fan-out to {n}: raw sender time", raw["seconds"], "s"),
             Row(f"fan-out to {n}: relay/raw time", ratio, "x", "<= 1.5", ratio <= 1.5),
-            Row(f"fan-out to {n}: dev host peak RSS (VmHWM{'' if reset else ', lifetime'})", peak_mb, "MB",
-                "< 300", peak_mb < 300),
+            Row(
+                f"fan-out to {n}: dev host peak RSS (VmHWM{'' if reset else ', lifetime'})",
+                peak_mb,
+                "MB",
+                "< 300",
+                peak_mb < 300,
+            ),
         ]
 
     def queries(self) -> None:
@@ -727,8 +868,15 @@ class Bench:
         self.details["table_queries"] = {"by_shape": shapes, "spanning_partitions": spanning}
         self.figures["queries.total"] = sum(shapes.values())
         self.figures["queries.spanning_partitions"] = sum(spanning.values())
-        self.rows.append(Row("table queries spanning partitions", self.figures["queries.spanning_partitions"],
-                             "queries", "0", not spanning))
+        self.rows.append(
+            Row(
+                "table queries spanning partitions",
+                self.figures["queries.spanning_partitions"],
+                "queries",
+                "0",
+                not spanning,
+            )
+        )
 
     # ---- output -------------------------------------------------------------------------------------
 
@@ -740,7 +888,10 @@ class Bench:
             met = "" if r.met is None else ("yes" if r.met else "NO")
             body.append((r.figure, f"{value} {r.unit}", r.target, met))
         widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(4)]
-        line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+
+        def line(cells: list[Any] | tuple[Any, ...]) -> str:
+            return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
         return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
 
     def results(self, info: dict[str, Any], error: str | None) -> dict[str, Any]:
@@ -758,19 +909,19 @@ class Bench:
 
 NOTES = {
     "throughput": "deliveries per second from just before the first publish until the last delivery arrives; "
-                  "raw = the same bodies and headers posted to the same receiver by a plain requests.Session "
-                  "with relay.pools.ATTEMPT_THREADS threads, in its own process, timed from its start to the "
-                  "last arrival.",
+    "raw = the same bodies and headers posted to the same receiver by a plain requests.Session "
+    "with relay.pools.ATTEMPT_THREADS threads, in its own process, timed from its start to the "
+    "last arrival.",
     "latency": "open-loop publisher at 50 events/s; latency from each event's scheduled publish time to its "
-               "arrival at the receiver. The target is judged on all events; p99_after_warmup_ms leaves out "
-               "the first 2 s, where the dev host's idle queue-poll backoff (up to maxPollingInterval) shows.",
+    "arrival at the receiver. The target is judged on all events; p99_after_warmup_ms leaves out "
+    "the first 2 s, where the dev host's idle queue-poll backoff (up to maxPollingInterval) shows.",
     "cost": "storage requests counted at the proxy from just before the first publish until the relay's work "
-            "queues are empty again (the last delivery's log row and the queue message DELETE come after the "
-            "receipt); idle polling by the dev host (empty queue receives) is included in the first figure and "
-            "excluded in the second. Function executions are counted as queue message DELETEs: the dev host "
-            "deletes one message per successful function execution.",
+    "queues are empty again (the last delivery's log row and the queue message DELETE come after the "
+    "receipt); idle polling by the dev host (empty queue receives) is included in the first figure and "
+    "excluded in the second. Function executions are counted as queue message DELETEs: the dev host "
+    "deletes one message per successful function execution.",
     "scale": "one event to N subscribers; subscription setup excluded; peak RSS is the dev host's VmHWM "
-             "(reset just before the publish) with VmRSS sampled every 20 ms.",
+    "(reset just before the publish) with VmRSS sampled every 20 ms.",
 }
 
 
@@ -783,11 +934,13 @@ def _ints(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m relay.bench",
-                                description="Benchmark the relay against Azurite through a counting proxy.")
+    p = argparse.ArgumentParser(
+        prog="python -m relay.bench", description="Benchmark the relay against Azurite through a counting proxy."
+    )
     p.add_argument("--quick", action="store_true", help="small sizes: the whole run takes under two minutes")
-    p.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
-                   help="comma-separated subset of throughput,latency,cost,scale")
+    p.add_argument(
+        "--scenarios", default=",".join(ALL_SCENARIOS), help="comma-separated subset of throughput,latency,cost,scale"
+    )
     p.add_argument("--subscribers", type=int, help="throughput: subscribers (default 100)")
     p.add_argument("--events", type=int, help="throughput: events (default 50; quick 10)")
     p.add_argument("--cost-events", type=int, help="cost: events per fan-out (default 20; quick 3)")
@@ -800,9 +953,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="bench-results.json", help="where to write the JSON")
     args = p.parse_args(argv)
     quick = args.quick
-    defaults = {"subscribers": 100, "events": 10 if quick else 50, "cost_events": 3 if quick else 20,
-                "fanouts": [1, 10, 100, 1000], "scale_subscribers": 1000 if quick else 10000,
-                "latency_seconds": 4.0 if quick else 20.0}
+    defaults = {
+        "subscribers": 100,
+        "events": 10 if quick else 50,
+        "cost_events": 3 if quick else 20,
+        "fanouts": [1, 10, 100, 1000],
+        "scale_subscribers": 1000 if quick else 10000,
+        "latency_seconds": 4.0 if quick else 20.0,
+    }
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -816,8 +974,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine()
-    say(f"machine: {info['nproc']} CPUs ({info['cpu_model']}), {info['memory_gb']} GB, "
-        f"Python {info['python']}, Azurite {info['azurite']}")
+    say(
+        f"machine: {info['nproc']} CPUs ({info['cpu_model']}), {info['memory_gb']} GB, "
+        f"Python {info['python']}, Azurite {info['azurite']}"
+    )
     bench = Bench(args)
     error = None
     started = time.monotonic()

@@ -23,8 +23,10 @@ HERE = Path(__file__).resolve().parent
 ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
 PAGE = "index.html"
 SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                                "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -74,25 +76,40 @@ def _config() -> bytes:
 
 
 def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    body = {"type": f"urn:event-relay:problem:{title.lower().replace(' ', '-')}", "title": title,
-            "status": status, "detail": detail}
-    return func.HttpResponse(json.dumps(body), status_code=status, headers=headers or {},
-                             mimetype="application/problem+json", charset="utf-8")
+    body = {
+        "type": f"urn:event-relay:problem:{title.lower().replace(' ', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    return func.HttpResponse(
+        json.dumps(body),
+        status_code=status,
+        headers=headers or {},
+        mimetype="application/problem+json",
+        charset="utf-8",
+    )
 
 
 def serve(req: func.HttpRequest) -> func.HttpResponse:
     """GET or HEAD `console` (the page) or `console/{file}` (its script, stylesheet, config)."""
     method = req.method.upper()
     if method not in ("GET", "HEAD"):
-        return _problem(405, "Method not allowed", f"{method} is not allowed here; use GET, HEAD",
-                        {"Allow": "GET, HEAD"})
+        return _problem(
+            405, "Method not allowed", f"{method} is not allowed here; use GET, HEAD", {"Allow": "GET, HEAD"}
+        )
     name = req.route_params.get("file")
     path = urlsplit(req.url).path.rstrip("/")
     if name is None:
         asset, cache = _page(path), "no-cache"
     elif name == "config.json":
-        return func.HttpResponse(_config(), status_code=200, mimetype="application/json", charset="utf-8",
-                                 headers={"Cache-Control": "no-store", **SECURITY_HEADERS})
+        return func.HttpResponse(
+            _config(),
+            status_code=200,
+            mimetype="application/json",
+            charset="utf-8",
+            headers={"Cache-Control": "no-store", **SECURITY_HEADERS},
+        )
     elif name in ASSETS:
         asset = _load()[name]
         cache = LONG_CACHE if req.params.get("v") == asset.etag.strip('"')[:12] else "no-cache"

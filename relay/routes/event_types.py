@@ -17,6 +17,7 @@ bp = func.Blueprint()
 
 # ---- event types -------------------------------------------------------------------------------
 
+
 def list_event_types(request: Request) -> Reply:
     return Reply(200, {"value": sorted(EventTypes(get_storage("fast")).all().values(), key=lambda t: t["name"])})
 
@@ -54,6 +55,7 @@ def delete_event_type(request: Request) -> Reply:
 
 
 http(bp, "event_types", "event-types", {"GET": list_event_types})
-http(bp, "event_type", "event-types/{name}",
-     {"GET": get_event_type, "PUT": put_event_type, "DELETE": delete_event_type})
+http(
+    bp, "event_type", "event-types/{name}", {"GET": get_event_type, "PUT": put_event_type, "DELETE": delete_event_type}
+)
 http(bp, "event_data_schema", "event-types/{name}/schema", {"GET": event_data_schema})

@@ -18,6 +18,7 @@ bp = func.Blueprint()
 
 # ---- definition --------------------------------------------------------------------------------
 
+
 def openapi(request: Request) -> Reply:
     # The scheme and host every absolute URL starts with (RELAY_PUBLIC_URL, else the request's):
     # https in Azure, http on the dev host, where a generated client told https would fail (the
@@ -27,6 +28,7 @@ def openapi(request: Request) -> Reply:
 
 
 # ---- health ------------------------------------------------------------------------------------
+
 
 def health(request: Request) -> Reply:
     try:

@@ -14,7 +14,6 @@ from ..storage import get_storage
 bp = func.Blueprint()
 
 
-
 def get_stats(request: Request) -> Reply:
     window = request.params.get("window") or "1h"
     if window not in stats_mod.WINDOWS:
@@ -27,5 +26,6 @@ http(bp, "stats", "stats", {"GET": get_stats})
 
 # The console serves its own methods (GET and HEAD): a static page, not the JSON API.
 for _name, _path in (("console_page", "console"), ("console_file", "console/{file}")):
-    bp.function_name(_name)(bp.route(route=_path, methods=ALL_METHODS,
-                                     auth_level=func.AuthLevel.ANONYMOUS)(console.serve))
+    bp.function_name(_name)(
+        bp.route(route=_path, methods=ALL_METHODS, auth_level=func.AuthLevel.ANONYMOUS)(console.serve)
+    )

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from .. import clock, polling
+from .. import clock, kick, polling
 from .. import events as events_mod
 from ..api import Reply, Request, http
 from ..errors import BadRequest, FieldError, PayloadTooLarge, invalid
 from ..eventtypes import validate_data
 from ..models import EventIn
-from .. import kick
 from ..outbox import Outbox
 from ..settings import get_settings
 from ..storage import get_storage
@@ -21,6 +20,7 @@ bp = func.Blueprint()
 
 
 # ---- events ------------------------------------------------------------------------------------
+
 
 def publish_events(request: Request) -> Reply:
     settings = get_settings()
@@ -39,8 +39,9 @@ def publish_events(request: Request) -> Reply:
             continue
         size = events_mod.event_size(item)
         if size > settings.max_event_bytes:
-            raise PayloadTooLarge(f"{prefix.rstrip('.') or 'the event'} is {size} bytes of JSON; "
-                                  f"the limit is {settings.max_event_bytes}")
+            raise PayloadTooLarge(
+                f"{prefix.rstrip('.') or 'the event'} is {size} bytes of JSON; the limit is {settings.max_event_bytes}"
+            )
         if "data" not in item:  # `data: null` is valid data; only a missing member is an error
             errors.append(FieldError(prefix + "data", "is required"))
             continue
@@ -72,6 +73,7 @@ def publish_batch(request: Request) -> Reply:
 
 # ---- polling trigger ---------------------------------------------------------------------------
 
+
 def poll_events(request: Request) -> Reply:
     pattern = polling.check_pattern(request.params.get("eventType") or "*")
     text = request.params.get("triggerState")
@@ -79,12 +81,15 @@ def poll_events(request: Request) -> Reply:
         state = polling.PollState.starting(clock.utcnow())
         location = request.link("events/poll", {"eventType": pattern, "triggerState": state.encode()})
         return Reply(202, None, {"Location": location, "Retry-After": str(polling.IDLE_RETRY_AFTER)})
-    result = polling.poll(get_storage("fast"), pattern, polling.PollState.decode(text), get_settings().event_retention_days)
+    result = polling.poll(
+        get_storage("fast"), pattern, polling.PollState.decode(text), get_settings().event_retention_days
+    )
     location = request.link("events/poll", {"eventType": pattern, "triggerState": result.state.encode()})
     if not result.events:
         # Nothing matched in this slice; when the slice ended before now, the rest is read at once.
-        return Reply(202, None, {"Location": location,
-                                 "Retry-After": "0" if result.more else str(polling.IDLE_RETRY_AFTER)})
+        return Reply(
+            202, None, {"Location": location, "Retry-After": "0" if result.more else str(polling.IDLE_RETRY_AFTER)}
+        )
     headers = {"Location": location}
     if result.more:
         headers["Retry-After"] = "0"

@@ -18,6 +18,7 @@ bp = func.Blueprint()
 
 # ---- replay ------------------------------------------------------------------------------------
 
+
 def start_replay(request: Request) -> Reply:
     body: ReplayRequest = request.model(ReplayRequest)
     if body.until is not None and body.until < body.since:
@@ -29,11 +30,15 @@ def start_replay(request: Request) -> Reply:
     try:
         op_id = Operations(storage).start(sub_id, body)
     except ReplayRunning as running:
-        raise Conflict("a replay of this subscription is already running; its status is at Location",
-                       headers={"Location": request.link(f"operations/{running.operation_id}"),
-                                "Retry-After": str(RETRY_AFTER)}) from None
-    return Reply(202, {"id": op_id, "status": OperationStatus.RUNNING},
-                 {"Location": request.link(f"operations/{op_id}"), "Retry-After": str(RETRY_AFTER)})
+        raise Conflict(
+            "a replay of this subscription is already running; its status is at Location",
+            headers={"Location": request.link(f"operations/{running.operation_id}"), "Retry-After": str(RETRY_AFTER)},
+        ) from None
+    return Reply(
+        202,
+        {"id": op_id, "status": OperationStatus.RUNNING},
+        {"Location": request.link(f"operations/{op_id}"), "Retry-After": str(RETRY_AFTER)},
+    )
 
 
 def get_operation(request: Request) -> Reply:
@@ -43,11 +48,11 @@ def get_operation(request: Request) -> Reply:
         raise NotFound("no operation has this id")
     shown = operation_view(op)
     if shown["status"] == OperationStatus.RUNNING:
-        return Reply(202, shown, {"Location": request.link(f"operations/{op_id}"),
-                                     "Retry-After": str(RETRY_AFTER)})
+        return Reply(202, shown, {"Location": request.link(f"operations/{op_id}"), "Retry-After": str(RETRY_AFTER)})
     if shown["status"] == OperationStatus.FAILED:
-        raise OperationFailed(f"the replay could not finish: {shown['error']}", op_id,
-                              500 if shown["code"] == CRASHED else 409)
+        raise OperationFailed(
+            f"the replay could not finish: {shown['error']}", op_id, 500 if shown["code"] == CRASHED else 409
+        )
     return Reply(200, shown)
 
 

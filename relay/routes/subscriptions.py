@@ -25,6 +25,7 @@ bp = func.Blueprint()
 
 # ---- subscriptions -----------------------------------------------------------------------------
 
+
 def create_subscription(request: Request) -> Reply:
     raw = request.json()
     if isinstance(raw, dict) and "eventType" in raw and "eventTypes" in raw:
@@ -36,8 +37,9 @@ def create_subscription(request: Request) -> Reply:
     except TargetRefused as exc:
         raise invalid("notificationUrl", exc.reason) from None
     owner = request.principal.id if request.principal else None
-    entity, created = SubscriptionStore(get_storage("fast")).subscribe(body, _caller(request), owner=owner,
-                                                              scope=access.owner_scope(request))
+    entity, created = SubscriptionStore(get_storage("fast")).subscribe(
+        body, _caller(request), owner=owner, scope=access.owner_scope(request)
+    )
     location = request.link(f"subscriptions/{entity['id']}")
     # Subscribing a URL again must not hand its secret to whoever holds a key and read the URL
     # in a list: the secret and the whole URL go only to the call that created it.
@@ -66,8 +68,9 @@ def list_subscriptions(request: Request) -> Reply:
     if event_type is not None and not is_name(event_type):
         raise invalid("eventType", f"must be {NAME_RULE}")
     token = request.params.get("continuationToken") or None
-    items, next_token = SubscriptionStore(get_storage("fast")).list(limit=limit, token=token, event_type=event_type,
-                                                           owner=access.owner_scope(request))
+    items, next_token = SubscriptionStore(get_storage("fast")).list(
+        limit=limit, token=token, event_type=event_type, owner=access.owner_scope(request)
+    )
     body: dict[str, Any] = {"value": [public_view(e) for e in items]}
     if next_token:
         query = {k: v for k, v in (("eventType", event_type), ("limit", str(limit))) if v}
@@ -104,10 +107,17 @@ def unsubscribe(request: Request) -> Reply:
         return Reply(200, {})
     caller = _caller(request)
     if not (("workflowId" in caller and "workflowOperationName" in caller) or "clientTrackingId" in caller):
-        raise invalid("notificationUrl", "is required unless the call carries x-ms-workflow-id and "
-                      "x-ms-workflow-operation-name, or x-ms-client-tracking-id")
-    store.unsubscribe_caller(caller.get("workflowId"), caller.get("workflowOperationName"),
-                             caller.get("clientTrackingId"), scope=access.owner_scope(request))
+        raise invalid(
+            "notificationUrl",
+            "is required unless the call carries x-ms-workflow-id and "
+            "x-ms-workflow-operation-name, or x-ms-client-tracking-id",
+        )
+    store.unsubscribe_caller(
+        caller.get("workflowId"),
+        caller.get("workflowOperationName"),
+        caller.get("clientTrackingId"),
+        scope=access.owner_scope(request),
+    )
     return Reply(200, {})
 
 
@@ -120,12 +130,14 @@ def list_deliveries(request: Request) -> Reply:
     if not ID_RE.fullmatch(sub_id) or SubscriptionStore(get_storage("fast")).get(sub_id) is None:
         raise NotFound("no subscription has this id")
     rows, next_token = DeliveryLog(get_storage("fast"), get_settings().event_retention_days).list(
-        sub_id, status=status, limit=limit, token=request.params.get("continuationToken") or None)
+        sub_id, status=status, limit=limit, token=request.params.get("continuationToken") or None
+    )
     body: dict[str, Any] = {"value": [row.view() for row in rows]}
     if next_token:
         query = {k: v for k, v in (("status", status), ("limit", str(limit))) if v}
-        body["nextLink"] = request.link(f"subscriptions/{sub_id}/deliveries",
-                                        {**query, "continuationToken": next_token})
+        body["nextLink"] = request.link(
+            f"subscriptions/{sub_id}/deliveries", {**query, "continuationToken": next_token}
+        )
     return Reply(200, body)
 
 
