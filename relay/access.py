@@ -211,5 +211,5 @@ def _check_owner(param: str, value: str, principal: Principal) -> None:
     entity = SubscriptionStore(storage).get(sub_id)
     if entity is None and param == "id":
         return
-    if entity is None or entity.get("owner") != principal.id:
+    if entity is None or entity.owner != principal.id:
         raise NotFound("no subscription has this id" if param == "id" else "no operation has this id")

@@ -64,6 +64,12 @@ class OriginGate:
         self._lock = threading.Lock()
         self._origins: dict[Origin, _OriginState] = {}
 
+    def remembered(self) -> int:
+        """How many origins the gate keeps state for: those with attempts in flight or waiting,
+        or a timeout, open breaker or probe still to remember. Bounded near `ORIGINS_KEPT`."""
+        with self._lock:
+            return len(self._origins)
+
     def acquire(self, origin: Origin, label: str) -> bool:
         """Take a slot; True when this attempt is the breaker's probe. Raises `OriginBusy` or
         `BreakerOpen` when nothing may be sent now."""

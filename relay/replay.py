@@ -10,9 +10,8 @@ whose process died stops holding it when the lease runs out, and the next replay
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -29,7 +28,7 @@ from .models import DeliveryMessage, ReplayMessage, ReplayRequest
 from .outbox import Outbox
 from .statuses import OperationStatus, SubscriptionStatus
 from .storage import OPERATIONS_TABLE, Storage, delete_rows
-from .subscriptions import SubscriptionStore, replay_target
+from .subscriptions import Subscription, SubscriptionStore
 
 PARTITION = "op"
 LOCK_PARTITION = "lock"
@@ -237,13 +236,12 @@ def _failed(log: DeliveryLog, sub_id: str, since: datetime, until: datetime) -> 
             yield Replayed(delivery.event_id, delivery.event_type, delivery.log)
 
 
-def replayed_events(storage: Storage, sub: Mapping[str, Any], since: datetime, until: datetime) -> Iterator[Replayed]:
+def replayed_events(storage: Storage, sub: Subscription, since: datetime, until: datetime) -> Iterator[Replayed]:
     """Each logged event `sub` matches between the two times, in log order, each once: what a
     replay of everything sends again."""
-    patterns = json.loads(sub["eventTypes"])
-    for day in EventLog(storage).walk(patterns, position(since), position_after(until)):
+    for day in EventLog(storage).walk(sub.event_types, position(since), position_after(until)):
         for event in day.events:
-            if subject_matches(event.subject, sub.get("subjectBeginsWith"), sub.get("subjectEndsWith")):
+            if subject_matches(event.subject, sub.subject_begins_with, sub.subject_ends_with):
                 yield Replayed(event.id, event.type, event.key)
 
 
@@ -254,10 +252,10 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
     if op is None or op["status"] != OperationStatus.RUNNING:
         return
     sub = SubscriptionStore(storage).get(op["subscriptionId"])
-    if sub is None or sub.get("status") != SubscriptionStatus.ACTIVE:
+    if sub is None or sub.status != SubscriptionStatus.ACTIVE:
         ops.finish(op_id, status=OperationStatus.FAILED, code=GONE, error="the subscription was deleted or disabled")
         return
-    if not ops.renew(sub["id"], op_id):
+    if not ops.renew(sub.id, op_id):
         ops.finish(
             op_id,
             status=OperationStatus.FAILED,
@@ -270,15 +268,15 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
     since = max(
         clock.parse_rfc3339(op["since"]),
         now - timedelta(days=retention_days + 1),
-        clock.parse_rfc3339(sub["createdAt"]),
+        sub.created_at,
     )
     until = min(clock.parse_rfc3339(op["until"]), now) if op.get("until") else now
     found = (
-        _failed(DeliveryLog(storage, retention_days), sub["id"], since, until)
+        _failed(DeliveryLog(storage, retention_days), sub.id, since, until)
         if op["filter"] == "failed"
         else replayed_events(storage, sub, since, until)
     )
-    target = replay_target(sub)
+    target = sub.replay_target()
     planned = clock.time_key(clock.utcnow())
     outbox = Outbox(storage)
     sent = 0
@@ -288,7 +286,7 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
         nonlocal sent, batch
         outbox.deliveries(batch)
         sent, batch = sent + len(batch), []
-        return ops.renew(sub["id"], op_id)
+        return ops.renew(sub.id, op_id)
 
     for found_event in found:
         batch.append(

@@ -25,15 +25,12 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
-
-from azure.core.paging import PageIterator
-from azure.data.tables import TableEntity
+from typing import Any
 
 from . import clock
 from .deliverylog import CounterRow, Counters
-from .statuses import SubscriptionStatus
-from .storage import SUBSCRIPTIONS_TABLE, Storage
+from .storage import Storage
+from .subscriptions import SubscriptionStore
 
 log = logging.getLogger("relay.stats")
 
@@ -201,27 +198,7 @@ def _floor(moment: datetime, unit: str) -> datetime:
 
 
 def _count_subscriptions(storage: Storage) -> dict[str, Any]:
-    counts = {str(s): 0 for s in SubscriptionStatus}
-    seen = 0
-    # by_page() is typed as a plain iterator; it is a PageIterator, whose continuation_token says
-    # whether rows were left uncounted.
-    pages = cast(
-        "PageIterator[TableEntity]",
-        storage.table(SUBSCRIPTIONS_TABLE)
-        .query_entities(
-            "PartitionKey eq 's' and RowKey ge 'i:' and RowKey lt 'i;'", select=["status"], results_per_page=1000
-        )
-        .by_page(),
-    )
-    complete = True
-    for page in pages:
-        for row in page:
-            status = row.get("status") or SubscriptionStatus.ACTIVE
-            counts[status] = counts.get(status, 0) + 1
-            seen += 1
-        if seen >= MAX_SUBSCRIPTIONS_COUNTED:
-            complete = pages.continuation_token is None
-            break
+    counts, complete = SubscriptionStore(storage).count_by_status(MAX_SUBSCRIPTIONS_COUNTED)
     return {**counts, "complete": complete}
 
 

@@ -39,6 +39,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -50,7 +51,7 @@ from azure.data.tables import TableClient, TableEntity, TableTransactionError, U
 from . import clock
 from .errors import Conflict, NotFound
 from .matching import patterns_for_type, subject_matches, type_matches
-from .models import SubscriptionRequest, Target
+from .models import ContentMode, SubscriptionRequest, Target
 from .outbound import mask_url
 from .paging import decode_token, encode_token
 from .pools import get_pools
@@ -68,22 +69,137 @@ CLOCK_SKEW = timedelta(minutes=5)
 _INDEX_FIELDS = ("RowKey", "url", "secret", "once", "gen", "subjectBeginsWith", "subjectEndsWith", "contentMode")
 
 
-def generation(row: Mapping[str, Any]) -> int:
-    """A subscription row's generation (index and tombstone rows carry it too); 0 where unset."""
+@dataclass(frozen=True, kw_only=True)
+class Subscription:
+    """One subscription, as the store reads and writes it; only this module turns rows into
+    these and back. Its callback URL and secret are credentials (a Power Automate callback's
+    `sig` starts the flow), so neither is part of the repr: a record can be logged."""
+
+    id: str
+    notification_url: str = field(repr=False)
+    secret: str = field(repr=False)
+    event_types: tuple[str, ...]  # the patterns: names, prefixes (`order.*`) or `*`
+    created_at: datetime
+    updated_at: datetime | None = None
+    subject_begins_with: str | None = None
+    subject_ends_with: str | None = None
+    description: str | None = None
+    once: bool = False
+    content_mode: ContentMode = "json"
+    status: SubscriptionStatus = SubscriptionStatus.ACTIVE
+    disabled_reason: str | None = None
+    # Raised when a disabled subscription is re-activated, so tombstones of the disabled one no
+    # longer stop its deliveries (index rows, tombstones and queued targets carry it too).
+    generation: int = 0
+    owner: str | None = None  # entra mode: the principal id that manages it
+    # The Logic Apps caller it was subscribed by (`CALLER_HEADERS`), for a body-less unsubscribe.
+    workflow_id: str | None = None
+    workflow_operation_name: str | None = None
+    client_tracking_id: str | None = None
+
+    def view(self, *, with_secret: bool = False, full_url: bool = False) -> dict[str, Any]:
+        """The subscription as the API shows it. The secret only to the call that created it (or
+        rotated it); the callback URL whole only to the call that created it, every query value
+        masked afterwards: a Power Automate callback's `sig` is enough to start the flow."""
+        shown: dict[str, Any] = {
+            "id": self.id,
+            "notificationUrl": self.notification_url if full_url else mask_url(self.notification_url),
+            "eventTypes": list(self.event_types),
+        }
+        for name, value in (
+            ("subjectBeginsWith", self.subject_begins_with),
+            ("subjectEndsWith", self.subject_ends_with),
+            ("description", self.description),
+        ):
+            if value is not None:
+                shown[name] = value
+        shown["once"] = self.once
+        shown["contentMode"] = self.content_mode
+        shown["status"] = self.status
+        if self.status == SubscriptionStatus.DISABLED and self.disabled_reason:
+            shown["disabledReason"] = self.disabled_reason
+        shown["createdAt"] = clock.rfc3339(self.created_at)
+        if with_secret:
+            shown["secret"] = self.secret
+        return shown
+
+    def replay_target(self) -> Target:
+        """Where a replay of this subscription delivers: every attempt logged, as retries are."""
+        return Target(
+            sub=self.id,
+            url=self.notification_url,
+            secret=self.secret,
+            once=self.once,
+            gen=self.generation,
+            attempt=1,
+            logged=True,
+            mode=self.content_mode,
+        )
+
+
+def _generation(row: Mapping[str, Any]) -> int:
+    """A row's generation (subscription, index and tombstone rows carry it); 0 where unset."""
     return int(row.get("gen") or 0)
 
 
-def replay_target(entity: Mapping[str, Any]) -> Target:
-    """Where a replay of this subscription delivers: every attempt logged, as retries are."""
-    return Target(
-        sub=entity["id"],
-        url=entity["notificationUrl"],
-        secret=entity["secret"],
-        once=bool(entity.get("once")),
-        gen=generation(entity),
-        attempt=1,
-        logged=True,
-        mode=entity.get("contentMode") or "json",
+def _time(text: str | None) -> datetime | None:
+    return clock.parse_rfc3339(text) if text else None
+
+
+def _now() -> datetime:
+    """Now, to the millisecond a row keeps: a record just written equals the same one read back."""
+    moment = clock.utcnow()
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _from_row(row: Mapping[str, Any]) -> Subscription:
+    return Subscription(
+        id=row["id"],
+        notification_url=row["notificationUrl"],
+        secret=row["secret"],
+        event_types=tuple(json.loads(row.get("eventTypes") or "[]")),
+        created_at=clock.parse_rfc3339(row["createdAt"]),
+        updated_at=_time(row.get("updatedAt")),
+        subject_begins_with=row.get("subjectBeginsWith"),
+        subject_ends_with=row.get("subjectEndsWith"),
+        description=row.get("description"),
+        once=bool(row.get("once")),
+        content_mode=row.get("contentMode") or "json",  # rows from before the field: json
+        status=SubscriptionStatus(row.get("status") or SubscriptionStatus.ACTIVE),
+        disabled_reason=row.get("disabledReason"),
+        generation=_generation(row),
+        owner=row.get("owner"),
+        workflow_id=row.get("workflowId"),
+        workflow_operation_name=row.get("workflowOperationName"),
+        client_tracking_id=row.get("clientTrackingId"),
+    )
+
+
+def _row(sub: Subscription) -> dict[str, Any]:
+    """The subscription's own row (`s` / `i:{id}`), every column; absent values are left out."""
+    return _clean(
+        {
+            "PartitionKey": SUB_PARTITION,
+            "RowKey": f"i:{sub.id}",
+            "id": sub.id,
+            "notificationUrl": sub.notification_url,
+            "secret": sub.secret,
+            "eventTypes": json.dumps(list(sub.event_types)),
+            "createdAt": clock.rfc3339(sub.created_at),
+            "updatedAt": clock.rfc3339(sub.updated_at) if sub.updated_at else None,
+            "subjectBeginsWith": sub.subject_begins_with,
+            "subjectEndsWith": sub.subject_ends_with,
+            "description": sub.description,
+            "once": sub.once,
+            "contentMode": sub.content_mode,
+            "status": sub.status,
+            "disabledReason": sub.disabled_reason,
+            "gen": sub.generation,
+            "owner": sub.owner,
+            "workflowId": sub.workflow_id,
+            "workflowOperationName": sub.workflow_operation_name,
+            "clientTrackingId": sub.client_tracking_id,
+        }
     )
 
 
@@ -100,35 +216,12 @@ def owner_partition(owner: str) -> str:
     return "o:" + hashlib.sha256(owner.encode("utf-8")).hexdigest()[:40]
 
 
-def public_view(entity: dict[str, Any], *, with_secret: bool = False, full_url: bool = False) -> dict[str, Any]:
-    """The subscription as the API shows it. The secret only to the call that created it (or
-    rotated it); the callback URL whole only to the call that created it, every query value
-    masked afterwards: a Power Automate callback's `sig` is enough to start the flow."""
-    view: dict[str, Any] = {
-        "id": entity["id"],
-        "notificationUrl": entity["notificationUrl"] if full_url else mask_url(entity["notificationUrl"]),
-        "eventTypes": json.loads(entity["eventTypes"]),
-    }
-    for name in ("subjectBeginsWith", "subjectEndsWith", "description"):
-        if entity.get(name) is not None:
-            view[name] = entity[name]
-    view["once"] = bool(entity.get("once", False))
-    view["contentMode"] = entity.get("contentMode") or "json"  # rows from before the field: json
-    view["status"] = entity.get("status", SubscriptionStatus.ACTIVE)
-    if view["status"] == SubscriptionStatus.DISABLED and entity.get("disabledReason"):
-        view["disabledReason"] = entity["disabledReason"]
-    view["createdAt"] = entity["createdAt"]
-    if with_secret:
-        view["secret"] = entity["secret"]
-    return view
-
-
 # The Logic Apps headers that identify a subscriber (not secrets: ids and names), and the
-# subscription fields they are stored in.
+# `Subscription` fields they are kept in.
 CALLER_HEADERS = {
-    "x-ms-workflow-id": "workflowId",
-    "x-ms-workflow-operation-name": "workflowOperationName",
-    "x-ms-client-tracking-id": "clientTrackingId",
+    "x-ms-workflow-id": "workflow_id",
+    "x-ms-workflow-operation-name": "workflow_operation_name",
+    "x-ms-client-tracking-id": "client_tracking_id",
 }
 
 
@@ -145,59 +238,57 @@ class SubscriptionStore:
     def subscribe(
         self,
         request: SubscriptionRequest,
-        caller: dict[str, str] | None = None,
+        caller: Mapping[str, str] | None = None,
         owner: str | None = None,
         scope: str | None = None,
-    ) -> tuple[dict[str, Any], bool]:
-        """Create, or update the existing subscription of this URL; returns (entity, created).
+    ) -> tuple[Subscription, bool]:
+        """Create, or update the existing subscription of this URL; returns (subscription, created).
 
         `caller`: the Logic Apps identification (`CALLER_HEADERS` fields) the subscribe came with.
         `owner` owns a subscription this creates (entra mode); with `scope`, the URL must not be
         held by another owner (a 409), as an admin (no scope) may update anyone's."""
         url = request.notificationUrl
         patterns = request.patterns()
-        now = clock.rfc3339(clock.utcnow())
-        fields = {
-            "eventTypes": json.dumps(patterns),
-            "subjectBeginsWith": request.subjectBeginsWith,
-            "subjectEndsWith": request.subjectEndsWith,
+        now = _now()
+        changes: dict[str, Any] = {
+            "event_types": tuple(patterns),
+            "subject_begins_with": request.subjectBeginsWith,
+            "subject_ends_with": request.subjectEndsWith,
             "description": request.description,
             "once": request.once,
-            "contentMode": request.contentMode,
+            "content_mode": request.contentMode,
             "status": SubscriptionStatus.ACTIVE,
-            "disabledReason": None,
-            "updatedAt": now,
-            **(caller or {}),
+            "disabled_reason": None,
+            "updated_at": now,
+            **{name: value for name, value in (caller or {}).items() if name in CALLER_HEADERS.values()},
         }
         for _ in range(5):
-            found = self._create_or_update(url, fields, patterns, now, owner, scope)
+            found = self._create_or_update(url, changes, patterns, now, owner, scope)
             if found is not None:
                 self._write_caller(found[0])
                 return found
         raise RuntimeError("the subscription kept changing under this subscribe; try again")
 
     def _create_or_update(
-        self, url: str, fields: dict[str, Any], patterns: list[str], now: str, owner: str | None, scope: str | None
-    ) -> tuple[dict[str, Any], bool] | None:
+        self,
+        url: str,
+        changes: dict[str, Any],
+        patterns: list[str],
+        now: datetime,
+        owner: str | None,
+        scope: str | None,
+    ) -> tuple[Subscription, bool] | None:
         """One try; None when a concurrent change (a DELETE of the same URL) got in between."""
         existing_id = self._id_for_url(url)
         if existing_id is None:
             sub_id = uuid.uuid4().hex
-            entity = {
-                "PartitionKey": SUB_PARTITION,
-                "RowKey": f"i:{sub_id}",
-                "id": sub_id,
-                "notificationUrl": url,
-                "secret": new_secret(),
-                "createdAt": now,
-                "gen": 0,
-                "owner": owner,
-                **fields,
-            }
+            entity = Subscription(
+                id=sub_id, notification_url=url, secret=new_secret(), created_at=now, owner=owner, **changes
+            )
             link = {"PartitionKey": SUB_PARTITION, "RowKey": url_key(url), "id": sub_id}
             self._write_owner(sub_id, owner)
             try:
-                self._table.submit_transaction([("create", _clean(entity)), ("create", link)])
+                self._table.submit_transaction([("create", _row(entity)), ("create", link)])
             except TableTransactionError as exc:
                 if _error_code(exc) != "EntityAlreadyExists":
                     raise
@@ -205,28 +296,28 @@ class SubscriptionStore:
                 return None  # someone subscribed the same URL a moment ago: theirs is the one
             self._write_index(entity, patterns)
             return entity, True
-        return self._update(existing_id, url, fields, patterns, owner, scope)
+        return self._update(existing_id, url, changes, patterns, owner, scope)
 
     def _update(
         self,
         sub_id: str,
         url: str,
-        fields: dict[str, Any],
+        changes: dict[str, Any],
         patterns: list[str],
         owner: str | None = None,
         scope: str | None = None,
-    ) -> tuple[dict[str, Any], bool] | None:
-        """Take the new filters; (entity, made anew) or None if the subscription or its URL row
-        changed meanwhile. Made anew: its secret is new, so the caller must be told it."""
+    ) -> tuple[Subscription, bool] | None:
+        """Apply `changes` (`Subscription` fields) and index `patterns`; (subscription, made anew)
+        or None if the subscription or its URL row changed meanwhile. Made anew: its secret is
+        new, so the caller must be told it."""
         made_whole = False
         try:
             raw = self._table.get_entity(SUB_PARTITION, f"i:{sub_id}")
-            current: dict[str, Any] = dict(raw)
-            if scope is not None and current.get("owner") != scope:
+            current = _from_row(raw)
+            if scope is not None and current.owner != scope:
                 raise Conflict("another owner has subscribed this notificationUrl")
-            write: tuple[Any, ...] = (
+            write: tuple[str, dict[str, Any]] = (
                 "update",
-                None,
                 {
                     "mode": UpdateMode.REPLACE,
                     "etag": raw.metadata["etag"],
@@ -235,56 +326,46 @@ class SubscriptionStore:
             )
         except ResourceNotFoundError:
             # The URL row outlived its subscription (a crash between writes): make it whole.
-            current = {
-                "PartitionKey": SUB_PARTITION,
-                "RowKey": f"i:{sub_id}",
-                "id": sub_id,
-                "notificationUrl": url,
-                "secret": new_secret(),
-                "createdAt": fields["updatedAt"],
-                "gen": 0,
-                "eventTypes": "[]",
-                "owner": owner,
-            }
+            current = Subscription(
+                id=sub_id,
+                notification_url=url,
+                secret=new_secret(),
+                event_types=(),
+                created_at=changes["updated_at"],
+                owner=owner,
+            )
             self._write_owner(sub_id, owner)
-            write = ("upsert", None, {"mode": UpdateMode.REPLACE})
+            write = ("upsert", {"mode": UpdateMode.REPLACE})
             made_whole = True
-        old_patterns = (
-            json.loads(current.get("eventTypes") or "[]")
-            if current.get("status") != SubscriptionStatus.DISABLED
-            else []
-        )
-        entity = {**current, **fields}
-        if current.get("status") == SubscriptionStatus.DISABLED:
+        disabled = current.status == SubscriptionStatus.DISABLED
+        old_patterns = () if disabled else current.event_types
+        entity = replace(current, **changes)
+        if disabled:
             # A new generation, so tombstones of the disabled one no longer stop its deliveries.
-            entity["gen"] = generation(current) + 1
+            entity = replace(entity, generation=current.generation + 1)
         # One transaction with a check that the URL row still points here: a DELETE that got in
         # between fails it, rather than this bringing back a subscription its URL no longer finds.
         link = {"PartitionKey": SUB_PARTITION, "RowKey": url_key(url), "id": sub_id}
         try:
             self._table.submit_transaction(
-                [(write[0], _clean(entity), write[2]), ("update", link, {"mode": UpdateMode.MERGE})]
+                [(write[0], _row(entity), write[1]), ("update", link, {"mode": UpdateMode.MERGE})]
             )
         except TableTransactionError as exc:
             if _error_code(exc) in ("ResourceNotFound", "UpdateConditionNotSatisfied", "EntityAlreadyExists"):
                 return None
             raise
         self._write_index(entity, patterns)
-        now = self._get_entity(sub_id)
-        if (
-            now is not None
-            and now.get("secret") != entity["secret"]
-            and now.get("status") != SubscriptionStatus.DISABLED
-        ):
+        now = self._get(sub_id)
+        if now is not None and now.secret != entity.secret and now.status != SubscriptionStatus.DISABLED:
             # A rotation committed between our transaction and our index write: its secret wins.
-            entity["secret"] = now["secret"]
+            entity = replace(entity, secret=now.secret)
             self._write_index(entity, patterns)
         stale = [p for p in old_patterns if p not in patterns]
         if stale:
             self._delete_index(sub_id, stale)
         return entity, made_whole
 
-    def rotate_secret(self, sub_id: str) -> dict[str, Any] | None:
+    def rotate_secret(self, sub_id: str) -> Subscription | None:
         """Give the subscription a new signing secret; None when there is no such subscription.
 
         The primary row and its index rows get the new secret, then a marker in the tombstone
@@ -296,14 +377,15 @@ class SubscriptionStore:
             raw = self._get_raw(sub_id)
             if raw is None:
                 return None
-            entity = {**dict(raw), "secret": new_secret(), "updatedAt": clock.rfc3339(clock.utcnow())}
+            now = _now()
+            entity = replace(_from_row(raw), secret=new_secret(), updated_at=now)
             try:
                 self._table.update_entity(
                     {
                         "PartitionKey": SUB_PARTITION,
                         "RowKey": f"i:{sub_id}",
-                        "secret": entity["secret"],
-                        "updatedAt": entity["updatedAt"],
+                        "secret": entity.secret,
+                        "updatedAt": clock.rfc3339(now),
                     },
                     mode=UpdateMode.MERGE,
                     etag=raw.metadata["etag"],
@@ -315,13 +397,12 @@ class SubscriptionStore:
                 if exc.status_code == 412:
                     continue  # changed meanwhile (a subscribe, a disable): read it again
                 raise
-            patterns = json.loads(entity.get("eventTypes") or "[]")
-            if entity.get("status") != SubscriptionStatus.DISABLED:
-                self._write_index(entity, patterns)
+            if entity.status != SubscriptionStatus.DISABLED:
+                self._write_index(entity, entity.event_types)
                 # A DELETE or a disable that removed the index rows meanwhile must not be undone.
-                now = self._get_entity(sub_id)
-                if now is None or now.get("status") == SubscriptionStatus.DISABLED:
-                    self._delete_index(sub_id, patterns)
+                again = self._get(sub_id)
+                if again is None or again.status == SubscriptionStatus.DISABLED:
+                    self._delete_index(sub_id, entity.event_types)
             self._table.upsert_entity(
                 {
                     "PartitionKey": TOMB_PARTITION,
@@ -334,41 +415,41 @@ class SubscriptionStore:
         raise RuntimeError("the subscription kept changing during the rotation; try again")
 
     def current_secret(self, sub_id: str) -> str | None:
-        entity = self._get_entity(sub_id)
-        return entity["secret"] if entity is not None else None
+        entity = self._get(sub_id)
+        return entity.secret if entity is not None else None
 
-    def _write_index(self, entity: dict[str, Any], patterns: Iterable[str]) -> None:
+    def _write_index(self, entity: Subscription, patterns: Iterable[str]) -> None:
         for pattern in patterns:
             self._table.upsert_entity(
                 _clean(
                     {
                         "PartitionKey": f"x:{pattern}",
-                        "RowKey": entity["id"],
-                        "url": entity["notificationUrl"],
-                        "secret": entity["secret"],
-                        "once": bool(entity.get("once")),
-                        "gen": generation(entity),
-                        "subjectBeginsWith": entity.get("subjectBeginsWith"),
-                        "subjectEndsWith": entity.get("subjectEndsWith"),
-                        "contentMode": entity.get("contentMode") or "json",
+                        "RowKey": entity.id,
+                        "url": entity.notification_url,
+                        "secret": entity.secret,
+                        "once": entity.once,
+                        "gen": entity.generation,
+                        "subjectBeginsWith": entity.subject_begins_with,
+                        "subjectEndsWith": entity.subject_ends_with,
+                        "contentMode": entity.content_mode,
                     }
                 ),
                 mode=UpdateMode.REPLACE,
             )
 
-    def _caller_partitions(self, entity: dict[str, Any]) -> list[str]:
+    def _caller_partitions(self, entity: Subscription) -> list[str]:
         found = []
-        if entity.get("workflowId") and entity.get("workflowOperationName"):
-            found.append("w:" + _caller_key(entity["workflowId"], entity["workflowOperationName"]))
-        if entity.get("clientTrackingId"):
-            found.append("k:" + _caller_key(entity["clientTrackingId"]))
+        if entity.workflow_id and entity.workflow_operation_name:
+            found.append("w:" + _caller_key(entity.workflow_id, entity.workflow_operation_name))
+        if entity.client_tracking_id:
+            found.append("k:" + _caller_key(entity.client_tracking_id))
         return found
 
-    def _write_caller(self, entity: dict[str, Any]) -> None:
+    def _write_caller(self, entity: Subscription) -> None:
         for partition in self._caller_partitions(entity):
-            self._table.upsert_entity({"PartitionKey": partition, "RowKey": entity["id"]}, mode=UpdateMode.REPLACE)
+            self._table.upsert_entity({"PartitionKey": partition, "RowKey": entity.id}, mode=UpdateMode.REPLACE)
 
-    def _by_caller(self, partition: str, matches: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    def _by_caller(self, partition: str, matches: Callable[[Subscription], bool]) -> list[Subscription]:
         """The subscriptions a caller partition names that still record this caller; stale rows go."""
         found = []
         for row in list(
@@ -376,7 +457,7 @@ class SubscriptionStore:
                 "PartitionKey eq @pk", parameters={"pk": partition}, results_per_page=1000, select=["RowKey"]
             )
         ):
-            entity = self._get_entity(row["RowKey"])
+            entity = self._get(row["RowKey"])
             if entity is not None and matches(entity):
                 found.append(entity)
             else:
@@ -391,22 +472,22 @@ class SubscriptionStore:
         workflow's action share the first two, so where several match, the tracking id (one per
         run) narrows them when it can. With `scope`, only that owner's subscriptions are
         candidates. Returns the ids removed."""
-        found: list[dict[str, Any]] = []
+        found: list[Subscription] = []
         if workflow_id and operation:
             found = self._by_caller(
                 "w:" + _caller_key(workflow_id, operation),
-                lambda e: e.get("workflowId") == workflow_id and e.get("workflowOperationName") == operation,
+                lambda e: e.workflow_id == workflow_id and e.workflow_operation_name == operation,
             )
-            same_run = [e for e in found if tracking_id and e.get("clientTrackingId") == tracking_id]
+            same_run = [e for e in found if tracking_id and e.client_tracking_id == tracking_id]
             if len(found) > 1 and same_run:
                 found = same_run
         if not found and tracking_id:
-            found = self._by_caller("k:" + _caller_key(tracking_id), lambda e: e.get("clientTrackingId") == tracking_id)
+            found = self._by_caller("k:" + _caller_key(tracking_id), lambda e: e.client_tracking_id == tracking_id)
         if scope is not None:
-            found = [e for e in found if e.get("owner") == scope]
+            found = [e for e in found if e.owner == scope]
         for entity in found:
-            self.delete(entity["id"])
-        return [e["id"] for e in found]
+            self.delete(entity.id)
+        return [e.id for e in found]
 
     def _delete_index(self, sub_id: str, patterns: Iterable[str]) -> None:
         for pattern in patterns:
@@ -429,7 +510,7 @@ class SubscriptionStore:
             return None
         return sub_id
 
-    def _get_raw(self, sub_id: str) -> Any:
+    def _get_raw(self, sub_id: str) -> TableEntity | None:
         if not ID_RE.fullmatch(sub_id):
             return None
         try:
@@ -437,16 +518,17 @@ class SubscriptionStore:
         except ResourceNotFoundError:
             return None
 
-    def _get_entity(self, sub_id: str) -> dict[str, Any] | None:
+    def _get(self, sub_id: str) -> Subscription | None:
         raw = self._get_raw(sub_id)
-        return dict(raw) if raw is not None else None
+        return _from_row(raw) if raw is not None else None
 
-    def get(self, sub_id: str) -> dict[str, Any] | None:
-        return self._get_entity(sub_id)
+    def get(self, sub_id: str) -> Subscription | None:
+        """The subscription of this id; None for no such subscription (or a malformed id)."""
+        return self._get(sub_id)
 
     def list(
         self, *, limit: int, token: str | None, event_type: str | None = None, owner: str | None = None
-    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
+    ) -> tuple[builtins.list[Subscription], str | None]:
         """One page of subscriptions; with `event_type`, those that would receive such an event;
         with `owner`, only that owner's, read through the owner index."""
         if owner is not None:
@@ -459,14 +541,14 @@ class SubscriptionStore:
                 results_per_page=limit,
             ).by_page(continuation_token=decode_token(token)),
         )
-        page = [dict(e) for e in next(pages, [])]
+        page = [_from_row(e) for e in next(pages, [])]
         if event_type is not None:
-            page = [e for e in page if type_matches(json.loads(e["eventTypes"]), event_type)]
+            page = [e for e in page if type_matches(e.event_types, event_type)]
         return page, encode_token(pages.continuation_token)
 
     def _list_owned(
         self, owner: str, *, limit: int, token: str | None, event_type: str | None
-    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
+    ) -> tuple[builtins.list[Subscription], str | None]:
         pages = cast(
             "PageIterator[TableEntity]",
             self._table.query_entities(
@@ -478,12 +560,35 @@ class SubscriptionStore:
         )
         ids = [row["RowKey"] for row in next(pages, [])]
         # Point reads of one owner's page run side by side.
-        found = list(get_pools(get_settings()).reads.map(self._get_entity, ids)) if ids else []
+        found = list(get_pools(get_settings()).reads.map(self._get, ids)) if ids else []
         # An index row outlives a subscription deleted meanwhile; the owner check guards hash reuse.
-        page = [e for e in found if e is not None and e.get("owner") == owner]
+        page = [e for e in found if e is not None and e.owner == owner]
         if event_type is not None:
-            page = [e for e in page if type_matches(json.loads(e["eventTypes"]), event_type)]
+            page = [e for e in page if type_matches(e.event_types, event_type)]
         return page, encode_token(pages.continuation_token)
+
+    def count_by_status(self, at_most: int) -> tuple[dict[str, int], bool]:
+        """How many subscriptions have each status (every status named, 0 where none), counting
+        a page of 1,000 at a time until `at_most` are counted; and whether that was all of them."""
+        counts = {str(s): 0 for s in SubscriptionStatus}
+        seen = 0
+        pages = cast(
+            "PageIterator[TableEntity]",
+            self._table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                parameters={"pk": SUB_PARTITION, "lo": "i:", "hi": "i;"},
+                select=["status"],
+                results_per_page=1000,
+            ).by_page(),
+        )
+        for page in pages:
+            for row in page:
+                status = row.get("status") or SubscriptionStatus.ACTIVE
+                counts[status] = counts.get(status, 0) + 1
+                seen += 1
+            if seen >= at_most:
+                return counts, pages.continuation_token is None
+        return counts, True
 
     def matching(self, event_type: str, subject: str | None) -> Iterator[builtins.list[Target]]:
         """The active subscriptions an event goes to, a page at a time, read from the index
@@ -518,7 +623,7 @@ class SubscriptionStore:
                             url=row["url"],
                             secret=row["secret"],
                             once=bool(row.get("once")),
-                            gen=generation(row),
+                            gen=_generation(row),
                             mode=row.get("contentMode") or "json",
                         )
                     )
@@ -540,19 +645,19 @@ class SubscriptionStore:
             if row.get("kind") == "secret":
                 rotated.add(sub_id)
             else:
-                removed[sub_id] = max(removed.get(sub_id, -1), generation(row))
+                removed[sub_id] = max(removed.get(sub_id, -1), _generation(row))
         return removed, rotated
 
     # ---- removal --------------------------------------------------------------------------
 
-    def _tombstone(self, entity: dict[str, Any]) -> None:
+    def _tombstone(self, entity: Subscription) -> None:
         key = clock.time_key(clock.utcnow())
         self._table.upsert_entity(
             {
                 "PartitionKey": TOMB_PARTITION,
-                "RowKey": f"{key}_{entity['id']}",
-                "id": entity["id"],
-                "gen": generation(entity),
+                "RowKey": f"{key}_{entity.id}",
+                "id": entity.id,
+                "gen": entity.generation,
             }
         )
 
@@ -566,23 +671,23 @@ class SubscriptionStore:
         return delete_rows(self._table, rows)
 
     def delete(self, sub_id: str) -> None:
-        entity = self._get_entity(sub_id)
+        entity = self._get(sub_id)
         if entity is None:
             return
         self._tombstone(entity)
-        self._delete_index(sub_id, json.loads(entity.get("eventTypes") or "[]"))
+        self._delete_index(sub_id, entity.event_types)
         for partition in self._caller_partitions(entity):
             self._table.delete_entity(partition, sub_id)
         ops = [("delete", {"PartitionKey": SUB_PARTITION, "RowKey": f"i:{sub_id}"})]
         # Only drop the URL row if it still points here (a later subscribe may have replaced it).
-        if self._id_for_url(entity["notificationUrl"]) == sub_id:
-            ops.append(("delete", {"PartitionKey": SUB_PARTITION, "RowKey": url_key(entity["notificationUrl"])}))
+        if self._id_for_url(entity.notification_url) == sub_id:
+            ops.append(("delete", {"PartitionKey": SUB_PARTITION, "RowKey": url_key(entity.notification_url)}))
         try:
             self._table.submit_transaction(ops)
         except TableTransactionError as exc:
             if _error_code(exc) != "ResourceNotFound":
                 raise
-        self._delete_owner(sub_id, entity.get("owner"))
+        self._delete_owner(sub_id, entity.owner)
 
     def unsubscribe(self, url: str, scope: str | None = None) -> None:
         """Remove the subscription of this URL; with `scope`, only if that owner holds it."""
@@ -590,18 +695,18 @@ class SubscriptionStore:
         if sub_id is None:
             return
         if scope is not None:
-            entity = self._get_entity(sub_id)
-            if entity is not None and entity.get("owner") != scope:
+            entity = self._get(sub_id)
+            if entity is not None and entity.owner != scope:
                 raise NotFound("no subscription of yours has this notificationUrl")
         self.delete(sub_id)
 
     def disable(self, sub_id: str, reason: str) -> None:
         """Stop deliveries to a subscription whose receiver said it is gone; keep it visible."""
-        entity = self._get_entity(sub_id)
-        if entity is None or entity.get("status") == SubscriptionStatus.DISABLED:
+        entity = self._get(sub_id)
+        if entity is None or entity.status == SubscriptionStatus.DISABLED:
             return
         self._tombstone(entity)
-        self._delete_index(sub_id, json.loads(entity.get("eventTypes") or "[]"))
+        self._delete_index(sub_id, entity.event_types)
         try:
             self._table.update_entity(
                 {
@@ -609,7 +714,7 @@ class SubscriptionStore:
                     "RowKey": f"i:{sub_id}",
                     "status": SubscriptionStatus.DISABLED,
                     "disabledReason": reason[:1024],
-                    "updatedAt": clock.rfc3339(clock.utcnow()),
+                    "updatedAt": clock.rfc3339(_now()),
                 },
                 mode=UpdateMode.MERGE,
             )
@@ -618,19 +723,15 @@ class SubscriptionStore:
 
     # ---- operator actions (the console and `python -m relay admin`) ---------------------------
 
-    def activate(self, sub_id: str) -> dict[str, Any] | None:
+    def activate(self, sub_id: str) -> Subscription | None:
         """Re-activate a disabled subscription with its own URL and filters, as a re-subscribe of
         the same URL would (the console cannot send the URL: reads mask its query)."""
         for _ in range(5):
-            entity = self._get_entity(sub_id)
+            entity = self._get(sub_id)
             if entity is None:
                 return None
-            fields = {
-                "status": SubscriptionStatus.ACTIVE,
-                "disabledReason": None,
-                "updatedAt": clock.rfc3339(clock.utcnow()),
-            }
-            updated = self._update(sub_id, entity["notificationUrl"], fields, json.loads(entity["eventTypes"]))
+            changes = {"status": SubscriptionStatus.ACTIVE, "disabled_reason": None, "updated_at": _now()}
+            updated = self._update(sub_id, entity.notification_url, changes, builtins.list(entity.event_types))
             if updated is not None:
                 return updated[0]
         raise RuntimeError("the subscription kept changing under this activate; try again")

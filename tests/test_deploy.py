@@ -24,16 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # What only runs on a developer's machine, never in Azure.
 LOCAL_ONLY = ("relay/__main__.py", "relay/devhost.py", "relay/azurite.py", "relay/receiver.py", "relay/bench/")
-LOCAL_ONLY_MODULES = ("relay.devhost", "relay.azurite", "relay.receiver", "relay.bench")
 
 
-def funcignore() -> pathspec.GitIgnoreSpec:
-    return pathspec.GitIgnoreSpec.from_lines((ROOT / ".funcignore").read_text().splitlines())
+def funcignore(root: Path = ROOT) -> pathspec.GitIgnoreSpec:
+    return pathspec.GitIgnoreSpec.from_lines((root / ".funcignore").read_text().splitlines())
 
 
 def package_files(root: Path = ROOT) -> set[str]:
     """Every file under `root` that `.funcignore` lets into the deployment package."""
-    spec = funcignore()
+    spec = funcignore(root)
     kept: set[str] = set()
     for folder, dirs, files in os.walk(root):
         rel_folder = Path(folder).relative_to(root)
@@ -118,21 +117,101 @@ def test_function_app_imports_without_the_local_tools(tmp_path: Path) -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_no_packaged_module_refers_to_a_local_tool() -> None:
-    """Not even a lazy import: no file of the package names the dev host, the Azurite launcher, the
-    receiver or the benchmark (absolute `relay.x` or relative `.x`)."""
+def _module_name(rel: str) -> tuple[str, bool]:
+    """The dotted name of a source file, and whether it is a package's `__init__`."""
+    parts = rel[: -len(".py")].split("/")
+    is_package = parts[-1] == "__init__"
+    return ".".join(parts[:-1] if is_package else parts), is_package
+
+
+IMPORTERS = ("import_module", "__import__")
+
+
+def imported_names(source: str, rel: str) -> set[str]:
+    """Every module name a file imports, at its top or lazily inside a function, relative imports
+    resolved, with the packages each import runs on the way (`relay.bench.runner` runs
+    `relay.bench`'s `__init__` too); `importlib.import_module("...")` with a literal name counts."""
+    module, is_package = _module_name(rel)
+    package = module if is_package else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from . import x`: x may be a module
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, (ast.Attribute, ast.Name))
+            and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id)
+            in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            names.add(node.args[0].value)
+    with_parents = set()
+    for name in names:
+        parts = name.split(".")
+        with_parents.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    return with_parents
+
+
+def _repository_file(name: str, root: Path) -> str | None:
+    """The repository's own file a module name is (None for the standard library and packages)."""
+    base = root.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate.relative_to(root).as_posix()
+    return None
+
+
+def imports_leaving_the_package(root: Path = ROOT) -> list[str]:
+    """`file: module` for each import, in a file the package holds, of a repository module the
+    package does not hold: code that would fail in Azure (or be a dev tool pulled into it)."""
+    files = package_files(root)
     found = []
-    for rel in sorted(f for f in package_files() if f.endswith(".py")):
-        tree = ast.parse((ROOT / rel).read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = ("relay." if node.level else "") + (node.module or "")
-                names = [base.rstrip(".")] + [f"{base}.{a.name}".replace("..", ".") for a in node.names]
-            found += [f"{rel}: {n}" for n in names if n.startswith(LOCAL_ONLY_MODULES)]
-    assert found == []
+    for rel in sorted(f for f in files if f.endswith(".py")):
+        for name in sorted(imported_names((root / rel).read_text(encoding="utf-8"), rel)):
+            target = _repository_file(name, root)
+            if target is not None and target not in files:
+                found.append(f"{rel}: {name}")
+    return found
+
+
+def test_no_packaged_module_imports_a_module_left_out_of_the_package() -> None:
+    """Not even a lazy import: no file of the package imports a repository module `.funcignore`
+    leaves out (the dev host, the Azurite launcher, the receiver, the benchmark, the CLI, tests)."""
+    assert imports_leaving_the_package() == []
+
+
+LEAKS = {
+    "top-level absolute": "import relay.devhost\n",
+    "lazy relative": "def f():\n    from .bench import runner\n    return runner\n",
+    "lazy from package": "def f():\n    from . import receiver\n    return receiver\n",
+    "parent package": "def f():\n    from relay.bench.runner import main\n",
+    "importlib": "import importlib\nimportlib.import_module('relay.azurite')\n",
+    "the command line": "from . import __main__\n",
+}
+
+
+@pytest.mark.parametrize("source", LEAKS.values(), ids=LEAKS.keys())
+def test_the_import_check_finds_a_local_tool_imported_by_the_app(tmp_path: Path, source: str) -> None:
+    """The check above is not vacuous: a copy of the package with one such import added fails it."""
+    for rel in package_files() | {p.relative_to(ROOT).as_posix() for p in ROOT.glob("relay/**/*.py")}:
+        target = tmp_path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target)
+    shutil.copy2(ROOT / ".funcignore", tmp_path / ".funcignore")
+    assert imports_leaving_the_package(tmp_path) == []
+    api = tmp_path / "relay" / "api.py"
+    api.write_text(api.read_text(encoding="utf-8") + "\n" + source, encoding="utf-8")
+    assert {line.split(":")[0] for line in imports_leaving_the_package(tmp_path)} == {"relay/api.py"}
 
 
 # ---- requirements ---------------------------------------------------------------------------------

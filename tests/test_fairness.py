@@ -161,10 +161,10 @@ def test_gate_forgets_origins_whose_timeouts_have_expired() -> None:
     for n in range(ORIGINS_KEPT):
         gate.acquire(("http", f"h{n}.example.test", 80), "h")
         gate.release(("http", f"h{n}.example.test", 80), False, timed_out=True)
-    assert len(gate._origins) == ORIGINS_KEPT
+    assert gate.remembered() == ORIGINS_KEPT
     clock.now += 61
     gate.acquire(A, "a")
-    assert list(gate._origins) == [A]
+    assert gate.remembered() == 1  # A, in flight; the expired ones are forgotten
 
 
 # ---- the sender against real loopback sockets -------------------------------------------------

@@ -14,8 +14,9 @@ import pytest
 from relay import clock, polling, replay
 from relay.bench.pollcost import CountingStorage, log_events
 from relay.eventlog import EventLog, indexed_patterns
-from relay.models import EventRecord, ReplayRequest
+from relay.models import EventRecord, ReplayRequest, SubscriptionRequest
 from relay.storage import Endpoints, Storage
+from relay.subscriptions import SubscriptionStore
 from relay.tokens import TokenCodec, stored_key
 from tests.helpers import InProcessApp, wait_until
 
@@ -185,7 +186,9 @@ def test_poll_and_replay_read_only_matching_events(azurite) -> None:
     assert len({e["id"] for e in result.events}) == polling.PAGE
 
     # Replay of everything a subscription to two overlapping patterns matches: each event once.
-    sub = {"id": "x", "eventTypes": json.dumps([rare, f"rare.{tag}.*"])}
+    sub, _ = SubscriptionStore(storage).subscribe(
+        SubscriptionRequest(notificationUrl=f"https://replay.example/{tag}", eventTypes=[rare, f"rare.{tag}.*"])
+    )
     found, read = storage.reads(lambda: list(replay.replayed_events(storage, sub, started, later)))
     assert sorted(f[0] for f in found) == sorted(rare_ids) and read == 6
 

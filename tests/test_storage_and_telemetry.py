@@ -6,13 +6,20 @@ credential and checked for where they point and what they authenticate with; not
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from azure.core.credentials import AccessToken
 
-from relay import telemetry
 from relay.errors import ConfigurationError
 from relay.storage import Endpoints, Storage, endpoints_from_settings, make_credential
 from tests.helpers import wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class FakeCredential:
@@ -76,43 +83,54 @@ def test_missing_storage_settings_are_named() -> None:
         )
 
 
-def test_app_insights_export_uses_the_managed_identity(monkeypatch) -> None:
+# configure() sets up export once per process, as the host runs it: a process of its own checks it.
+EXPORT_PROBE = r"""
+import json
+import azure.monitor.opentelemetry as monitor
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+seen = {}
+monitor.configure_azure_monitor = lambda **kw: seen.update(kw)
+reader = InMemoryMetricReader()  # what the distro's exporter would be handed
+metrics.get_meter = MeterProvider(metric_readers=[reader]).get_meter
+
+from relay import telemetry
+assert telemetry.configure() is True
+telemetry.record_attempt("delivered", 0.01)
+exported = {
+    m.name: m for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+}
+[point] = exported["relay.deliveries"].data.data_points
+print(json.dumps({
+    "connection_string": seen["connection_string"],
+    "credential": type(seen["credential"]).__name__,
+    "requests": seen["instrumentation_options"]["requests"],
+    "point": [dict(point.attributes), point.value],
+}))
+"""
+
+
+def test_app_insights_export_uses_the_managed_identity() -> None:
     """With a connection string set, export is configured with Entra auth for the app's identity.
 
     The exporter is replaced by a recorder: Application Insights is the cloud and cannot run here.
     """
-    import azure.monitor.opentelemetry as monitor
-    from opentelemetry import metrics
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-    from relay import settings as settings_mod
-
-    seen: dict[str, object] = {}
-    monkeypatch.setattr(monitor, "configure_azure_monitor", lambda **kw: seen.update(kw))
-    reader = InMemoryMetricReader()  # what the distro's exporter would be handed
-    monkeypatch.setattr(metrics, "get_meter", MeterProvider(metric_readers=[reader]).get_meter)
-    monkeypatch.setenv(
-        "APPLICATIONINSIGHTS_CONNECTION_STRING", "InstrumentationKey=00000000-0000-0000-0000-000000000000"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APPLICATIONINSIGHTS_", "OTEL_", "RELAY_"))}
+    env["APPLICATIONINSIGHTS_CONNECTION_STRING"] = "InstrumentationKey=00000000-0000-0000-0000-000000000000"
+    env["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] = "ClientId=abcd-ef;Authorization=AAD"
+    env["AzureWebJobsStorage"] = "UseDevelopmentStorage=true"
+    done = subprocess.run(
+        [sys.executable, "-c", EXPORT_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
-    monkeypatch.setenv("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "ClientId=abcd-ef;Authorization=AAD")
-    monkeypatch.setattr(telemetry, "_configured", False)
-    monkeypatch.setattr(telemetry, "_instruments", {})
-    settings_mod.reset_settings()
-    try:
-        assert telemetry.configure() is True
-    finally:
-        settings_mod.reset_settings()
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["connection_string"].startswith("InstrumentationKey=")
-    assert type(seen["credential"]).__name__ == "ManagedIdentityCredential"
+    assert seen["credential"] == "ManagedIdentityCredential"
     # HTTP auto-instrumentation would record full callback URLs: it stays off.
-    assert seen["instrumentation_options"]["requests"] == {"enabled": False}
-    telemetry.record_attempt("delivered", 0.01)
-    exported = {
-        m.name: m for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-    }
-    [point] = exported["relay.deliveries"].data.data_points
-    assert (dict(point.attributes), point.value) == ({"outcome": "delivered"}, 1)
+    assert seen["requests"] == {"enabled": False}
+    assert seen["point"] == [{"outcome": "delivered"}, 1]
 
 
 def test_delivery_logs_name_ids_but_never_the_signature(relay_factory, receiver_factory, unique_type) -> None:

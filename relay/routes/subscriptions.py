@@ -17,7 +17,7 @@ from ..models import SubscriptionRequest, UnsubscribeRequest
 from ..outbound import check_target
 from ..settings import get_settings
 from ..storage import get_storage
-from ..subscriptions import CALLER_HEADERS, ID_RE, SubscriptionStore, public_view
+from ..subscriptions import CALLER_HEADERS, ID_RE, SubscriptionStore
 
 log = logging.getLogger("relay.api")
 bp = func.Blueprint()
@@ -40,10 +40,10 @@ def create_subscription(request: Request) -> Reply:
     entity, created = SubscriptionStore(get_storage("fast")).subscribe(
         body, _caller(request), owner=owner, scope=access.owner_scope(request)
     )
-    location = request.link(f"subscriptions/{entity['id']}")
+    location = request.link(f"subscriptions/{entity.id}")
     # Subscribing a URL again must not hand its secret to whoever holds a key and read the URL
     # in a list: the secret and the whole URL go only to the call that created it.
-    return Reply(201, public_view(entity, with_secret=created, full_url=created), {"Location": location})
+    return Reply(201, entity.view(with_secret=created, full_url=created), {"Location": location})
 
 
 def rotate_secret(request: Request) -> Reply:
@@ -51,15 +51,15 @@ def rotate_secret(request: Request) -> Reply:
     entity = SubscriptionStore(get_storage("fast")).rotate_secret(request.route.get("id", ""))
     if entity is None:
         raise NotFound("no subscription has this id")
-    log.info("signing secret rotated subscription=%s", entity["id"])
-    return Reply(200, public_view(entity, with_secret=True))
+    log.info("signing secret rotated subscription=%s", entity.id)
+    return Reply(200, entity.view(with_secret=True))
 
 
 def get_subscription(request: Request) -> Reply:
     entity = SubscriptionStore(get_storage("fast")).get(request.route.get("id", ""))
     if entity is None:
         raise NotFound("no subscription has this id")
-    return Reply(200, public_view(entity))
+    return Reply(200, entity.view())
 
 
 def list_subscriptions(request: Request) -> Reply:
@@ -71,7 +71,7 @@ def list_subscriptions(request: Request) -> Reply:
     items, next_token = SubscriptionStore(get_storage("fast")).list(
         limit=limit, token=token, event_type=event_type, owner=access.owner_scope(request)
     )
-    body: dict[str, Any] = {"value": [public_view(e) for e in items]}
+    body: dict[str, Any] = {"value": [e.view() for e in items]}
     if next_token:
         query = {k: v for k, v in (("eventType", event_type), ("limit", str(limit))) if v}
         body["nextLink"] = request.link("subscriptions", {**query, "continuationToken": next_token})
@@ -106,16 +106,16 @@ def unsubscribe(request: Request) -> Reply:
         store.unsubscribe(body.notificationUrl, scope=access.owner_scope(request))
         return Reply(200, {})
     caller = _caller(request)
-    if not (("workflowId" in caller and "workflowOperationName" in caller) or "clientTrackingId" in caller):
+    if not (("workflow_id" in caller and "workflow_operation_name" in caller) or "client_tracking_id" in caller):
         raise invalid(
             "notificationUrl",
             "is required unless the call carries x-ms-workflow-id and "
             "x-ms-workflow-operation-name, or x-ms-client-tracking-id",
         )
     store.unsubscribe_caller(
-        caller.get("workflowId"),
-        caller.get("workflowOperationName"),
-        caller.get("clientTrackingId"),
+        caller.get("workflow_id"),
+        caller.get("workflow_operation_name"),
+        caller.get("client_tracking_id"),
         scope=access.owner_scope(request),
     )
     return Reply(200, {})
@@ -145,7 +145,7 @@ def activate_subscription(request: Request) -> Reply:
     entity = SubscriptionStore(get_storage("fast")).activate(request.route.get("id", ""))
     if entity is None:
         raise NotFound("no subscription has this id")
-    return Reply(200, public_view(entity))
+    return Reply(200, entity.view())
 
 
 http(bp, "subscriptions", "subscriptions", {"POST": create_subscription, "GET": list_subscriptions})
