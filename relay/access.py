@@ -207,7 +207,7 @@ def _check_owner(param: str, value: str, principal: Principal) -> None:
         op = Operations(storage).get(value)
         if op is None:
             return
-        sub_id = op.get("subscriptionId", "")
+        sub_id = op.subscription_id
     entity = SubscriptionStore(storage).get(sub_id)
     if entity is None and param == "id":
         return

@@ -49,10 +49,12 @@ LEGACY_MAX_CHARS = 200
 @dataclass(frozen=True)
 class PollState:
     key: str  # everything at or below this log position has been returned
-    start: str | None = None  # the chain's first call (time key): events accepted before it are not in it
+    # The chain's first call: events accepted before it are not in it. A time key in the token,
+    # parsed once where the token is opened.
+    start: datetime | None = None
 
     def encode(self, codec: TokenCodec | None = None) -> str:
-        doc = {"k": self.key, **({"s": self.start} if self.start else {})}
+        doc = {"k": self.key, **({"s": clock.time_key(self.start)} if self.start else {})}
         return (codec or get_codec()).seal(Purpose.TRIGGER_STATE, doc)
 
     @classmethod
@@ -64,11 +66,10 @@ class PollState:
         try:
             key, start = doc["k"], doc.get("s")
             position_time(key)
-            if start is not None:
-                clock.from_time_key(start)
+            started = clock.from_time_key(start) if start is not None else None
         except (ValueError, KeyError, TypeError, AttributeError):
             raise invalid("triggerState", "is not a state this API issued") from None
-        return cls(key, start)
+        return cls(key, started)
 
     @classmethod
     def _first_release(cls, text: str, now: datetime) -> PollState:
@@ -93,11 +94,11 @@ class PollState:
     def starting(cls, now: datetime) -> PollState:
         # The key starts MARGIN early (an event accepted after `now` on an instance whose clock
         # is a little behind still has a key after it); `start` decides what belongs to the chain.
-        return cls(position(now - MARGIN), clock.time_key(now))
+        return cls(position(now - MARGIN), now)
 
     def admits(self, event: LoggedEvent) -> bool:
         """Whether an event was accepted after this chain started (old states admit everything)."""
-        return self.start is None or clock.time_key(event.accepted_at) > self.start
+        return self.start is None or event.accepted_at > self.start
 
 
 def check_pattern(pattern: str) -> str:

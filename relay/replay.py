@@ -11,9 +11,10 @@ whose process died stops holding it when the lease runs out, and the next replay
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -50,6 +51,52 @@ class ReplayRunning(RelayError):
         self.operation_id = operation_id
 
 
+@dataclass(frozen=True, kw_only=True)
+class Operation:
+    """A replay operation as the operations table keeps it; only `Operations` reads and writes
+    its rows. Times are aware datetimes, parsed once where the row is read."""
+
+    id: str
+    subscription_id: str
+    status: OperationStatus
+    since: datetime
+    until: datetime | None  # None: up to when it runs
+    filter: Literal["failed", "all"]
+    created_at: datetime
+    replayed: int = 0
+    code: str | None = None  # why it failed: GONE, SUPERSEDED or CRASHED
+    error: str | None = None
+
+    def view(self, now: datetime | None = None) -> dict[str, Any]:
+        """What GET /api/operations/{id} shows. A replay still running long after it began was lost
+        (see ABANDONED_AFTER) and is shown as failed."""
+        status, code, error = self.status, self.code, self.error
+        if status == OperationStatus.RUNNING and (now or clock.utcnow()) - self.created_at > ABANDONED_AFTER:
+            status, code, error = OperationStatus.FAILED, CRASHED, "the replay did not finish; start it again"
+        out: dict[str, Any] = {"id": self.id, "status": status}
+        if status == OperationStatus.SUCCEEDED:
+            out["replayed"] = self.replayed
+        if status == OperationStatus.FAILED:
+            out["error"] = error or "the replay could not finish"
+            out["code"] = code or CRASHED
+        return out
+
+
+def _operation(row: Mapping[str, Any]) -> Operation:
+    return Operation(
+        id=row["RowKey"],
+        subscription_id=row["subscriptionId"],
+        status=OperationStatus(row["status"]),
+        since=clock.parse_rfc3339(row["since"]),
+        until=clock.parse_rfc3339(row["until"]) if row.get("until") else None,
+        filter=row.get("filter") or "failed",
+        created_at=clock.parse_rfc3339(row["createdAt"]),
+        replayed=int(row.get("replayed") or 0),
+        code=row.get("code"),
+        error=row.get("error"),
+    )
+
+
 class Operations:
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
@@ -77,18 +124,34 @@ class Operations:
         Outbox(self._storage).replay(ReplayMessage(operationId=op_id))
         return op_id
 
-    def get(self, op_id: str) -> dict[str, Any] | None:
+    def get(self, op_id: str) -> Operation | None:
         try:
-            return dict(self._table.get_entity(PARTITION, op_id))
+            return _operation(self._table.get_entity(PARTITION, op_id))
         except ResourceNotFoundError:
             return None
 
-    def finish(self, op_id: str, **fields: Any) -> None:
-        self._table.update_entity({"PartitionKey": PARTITION, "RowKey": op_id, **fields}, mode=UpdateMode.MERGE)
-        if fields.get("status", OperationStatus.RUNNING) != OperationStatus.RUNNING:
+    def finish(
+        self,
+        op_id: str,
+        status: OperationStatus,
+        *,
+        code: str | None = None,
+        error: str | None = None,
+        replayed: int | None = None,
+    ) -> None:
+        """Record how the operation ended (`replayed`: how many events it sent) and free its
+        subscription for the next replay."""
+        fields: dict[str, Any] = {"status": status, "code": code, "error": error, "replayed": replayed}
+        if status == OperationStatus.SUCCEEDED:
+            fields["finishedAt"] = clock.rfc3339(clock.utcnow())
+        self._table.update_entity(
+            {"PartitionKey": PARTITION, "RowKey": op_id, **{k: v for k, v in fields.items() if v is not None}},
+            mode=UpdateMode.MERGE,
+        )
+        if status != OperationStatus.RUNNING:
             op = self.get(op_id)
             if op is not None:
-                self.release(op["subscriptionId"], op_id)
+                self.release(op.subscription_id, op_id)
 
     # ---- the per-subscription lock ------------------------------------------------------------
 
@@ -129,7 +192,7 @@ class Operations:
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue  # another start got there first: look again
             old = self.get(holder)
-            if old is not None and old["status"] == OperationStatus.RUNNING:
+            if old is not None and old.status == OperationStatus.RUNNING:
                 self._table.update_entity(
                     {
                         "PartitionKey": PARTITION,
@@ -148,7 +211,7 @@ class Operations:
         if now >= clock.parse_rfc3339(lock["expiresAt"]):
             return False
         op = self.get(lock["operationId"])
-        return op is None or op["status"] == OperationStatus.RUNNING  # None: its start is still under way
+        return op is None or op.status == OperationStatus.RUNNING  # None: its start is still under way
 
     def renew(self, sub_id: str, op_id: str, now: datetime | None = None) -> bool:
         """Extend this replay's lease; False when it no longer holds the lock (it must stop)."""
@@ -202,26 +265,6 @@ class Operations:
 ABANDONED_AFTER = timedelta(minutes=45)
 
 
-def view(op: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
-    if (
-        op["status"] == OperationStatus.RUNNING
-        and (now or clock.utcnow()) - clock.parse_rfc3339(op["createdAt"]) > ABANDONED_AFTER
-    ):
-        op = {
-            **op,
-            "status": OperationStatus.FAILED,
-            "code": CRASHED,
-            "error": "the replay did not finish; start it again",
-        }
-    out: dict[str, Any] = {"id": op["RowKey"], "status": op["status"]}
-    if op["status"] == OperationStatus.SUCCEEDED:
-        out["replayed"] = int(op.get("replayed") or 0)
-    if op["status"] == OperationStatus.FAILED:
-        out["error"] = op.get("error") or "the replay could not finish"
-        out["code"] = op.get("code") or CRASHED
-    return out
-
-
 class Replayed(NamedTuple):
     """An event a replay sends again, and where the log holds it."""
 
@@ -249,9 +292,9 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
     ops = Operations(storage)
     op_id = message.operationId
     op = ops.get(op_id)
-    if op is None or op["status"] != OperationStatus.RUNNING:
+    if op is None or op.status != OperationStatus.RUNNING:
         return
-    sub = SubscriptionStore(storage).get(op["subscriptionId"])
+    sub = SubscriptionStore(storage).get(op.subscription_id)
     if sub is None or sub.status != SubscriptionStatus.ACTIVE:
         ops.finish(op_id, status=OperationStatus.FAILED, code=GONE, error="the subscription was deleted or disabled")
         return
@@ -266,14 +309,14 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
     now = clock.utcnow()
     # Nothing older than retention, newer than now, or from before the subscription existed.
     since = max(
-        clock.parse_rfc3339(op["since"]),
+        op.since,
         now - timedelta(days=retention_days + 1),
         sub.created_at,
     )
-    until = min(clock.parse_rfc3339(op["until"]), now) if op.get("until") else now
+    until = min(op.until, now) if op.until is not None else now
     found = (
         _failed(DeliveryLog(storage, retention_days), sub.id, since, until)
-        if op["filter"] == "failed"
+        if op.filter == "failed"
         else replayed_events(storage, sub, since, until)
     )
     target = sub.replay_target()
@@ -308,4 +351,4 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
             )
             return
     flush()
-    ops.finish(op_id, status=OperationStatus.SUCCEEDED, replayed=sent, finishedAt=clock.rfc3339(clock.utcnow()))
+    ops.finish(op_id, status=OperationStatus.SUCCEEDED, replayed=sent)

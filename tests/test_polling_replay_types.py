@@ -15,6 +15,7 @@ from relay import clock, polling, replay
 from relay.bench.pollcost import CountingStorage, log_events
 from relay.eventlog import EventLog, indexed_patterns
 from relay.models import EventRecord, ReplayRequest, SubscriptionRequest
+from relay.statuses import OperationStatus
 from relay.storage import Endpoints, Storage
 from relay.subscriptions import SubscriptionStore
 from relay.tokens import TokenCodec, stored_key
@@ -251,7 +252,7 @@ def test_a_poll_reads_a_bounded_slice(azurite, monkeypatch) -> None:
 
     # Rows a chain skips (accepted before it started) count against the slice too.
     monkeypatch.setattr(polling, "READ_BUDGET", 25)
-    chain = polling.PollState(clock.time_key(started), start=clock.time_key(now))
+    chain = polling.PollState(clock.time_key(started), start=now)
     result, read = storage.reads(lambda: polling.poll(storage, f"noise.{tag}.x", chain, 7, now=now))
     assert result.events == [] and read == 25 and result.more and result.state.key > chain.key
 
@@ -338,7 +339,7 @@ def test_a_crashed_replay_holds_its_subscription_only_for_its_lease(azurite) -> 
         ops.start(sub_id, request, now=t0 + replay.LEASE - timedelta(seconds=1))
     assert running.value.operation_id == first
     second = ops.start(sub_id, request, now=t0 + replay.LEASE + timedelta(seconds=1))
-    assert second != first and ops.get(first)["status"] == "failed"
+    assert second != first and ops.get(first).status == "failed"
     assert ops.renew(sub_id, first) is False and ops.renew(sub_id, second) is True
 
 
@@ -389,3 +390,37 @@ def test_a_flow_holding_a_state_from_the_first_release_keeps_polling(relay, uniq
         if answer.status_code == 200:
             seen += [e["id"] for e in answer.json()["value"]]
     assert stale.id not in seen and fresh in seen
+
+
+def test_a_replay_lost_long_ago_is_a_crashed_problem_and_a_finished_one_says_how_many(
+    app: InProcessApp, app_storage: Storage
+) -> None:
+    """A replay still `running` long after it began (its message poisoned, its process gone) is
+    answered as a failed operation's 500 problem, not left running for ever; a finished one is a
+    200 with how many it replayed."""
+    sub_id = app.subscribe("http://127.0.0.1:9/lost")["id"]
+    ops = replay.Operations(app_storage)
+    request = ReplayRequest(since="2026-01-01T00:00:00Z")
+    lost = ops.start(sub_id, request, now=clock.utcnow() - replay.ABANDONED_AFTER - timedelta(minutes=1))
+    answer = app.get(f"operations/{lost}")
+    assert answer.status_code == 500 and answer.headers["content-type"].startswith("application/problem+json")
+    problem = answer.json()
+    assert (problem["id"], problem["operationStatus"]) == (lost, "failed") and "did not finish" in problem["detail"]
+
+    ops.finish(lost, OperationStatus.SUCCEEDED, replayed=0)
+    done = app.get(f"operations/{lost}")
+    assert done.status_code == 200 and done.json() == {"id": lost, "status": "succeeded", "replayed": 0}
+
+
+def test_a_poll_state_keeps_its_chain_start_to_the_microsecond() -> None:
+    """A state carries its chain's start as the time key it always did (states already issued
+    still open) and reads back the very same instant, microseconds and all."""
+    from relay.tokens import Purpose
+
+    codec = TokenCodec(b"k" * 32)
+    now = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    state = polling.PollState.starting(now)
+    token = state.encode(codec)
+    assert codec.open(Purpose.TRIGGER_STATE, token, "triggerState")["s"] == "20260301T120000.123456Z"
+    again = polling.PollState.decode(token, codec)
+    assert again == state and again.start == now

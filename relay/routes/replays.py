@@ -8,7 +8,6 @@ from ..api import Reply, Request, http
 from ..errors import Conflict, NotFound, OperationFailed, invalid
 from ..models import ReplayRequest
 from ..replay import CRASHED, RETRY_AFTER, Operations, ReplayRunning
-from ..replay import view as operation_view
 from ..statuses import OperationStatus
 from ..storage import get_storage
 from ..subscriptions import ID_RE, SubscriptionStore
@@ -46,7 +45,7 @@ def get_operation(request: Request) -> Reply:
     op = Operations(get_storage("fast")).get(op_id) if ID_RE.fullmatch(op_id) else None
     if op is None:
         raise NotFound("no operation has this id")
-    shown = operation_view(op)
+    shown = op.view()
     if shown["status"] == OperationStatus.RUNNING:
         return Reply(202, shown, {"Location": request.link(f"operations/{op_id}"), "Retry-After": str(RETRY_AFTER)})
     if shown["status"] == OperationStatus.FAILED:
