@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from relay import pools, settings, storage
+from relay import pools, settings, storage, tokens
 from relay.azurite import Azurite
 from relay.outbound import Sender
 from tests.helpers import FUNCTION_KEY, FakeResolver, InProcessApp, Received, Receiver, RelayProcess, Reply
@@ -45,18 +45,20 @@ def relay(relay_factory: Callable[..., RelayProcess]) -> RelayProcess:
 
 @pytest.fixture
 def app_storage(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[storage.Storage]:
-    """This process's own settings, storage clients and pools (what the app's functions use),
+    """This process's own settings, storage clients, token key and pools (what the app's functions use),
     pointed at this module's Azurite with the dev host's test settings; forgotten again afterwards.
     The pools hold a sender built from the settings of their first use, so they go too."""
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     monkeypatch.setenv("RELAY_ALLOW_PRIVATE_TARGETS", "true")
     settings.reset_settings()
     storage.reset_storage()
+    tokens.reset_codec()  # its key was read from another module's Azurite (or settings)
     pools.close_pools()
     yield storage.get_storage()
     pools.close_pools()
     settings.reset_settings()
     storage.reset_storage()
+    tokens.reset_codec()
 
 
 @pytest.fixture
