@@ -27,6 +27,10 @@ The owner index is written before the subscription on create and removed after i
 a row whose subscription is gone (or now someone else's) is skipped by a reader, while a
 subscription is never missing from its owner's list. The fan-out index knows nothing of owners:
 ownership decides who may manage a subscription, not which events it receives.
+
+Rows stay here: the store hands out frozen `Subscription` records (and fan-out `Target`s read
+from the index), and takes changes as their fields. Only this module knows the column names,
+the JSON the patterns are kept as and the text the times are kept as.
 """
 
 from __future__ import annotations
