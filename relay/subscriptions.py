@@ -359,7 +359,7 @@ class SubscriptionStore:
                 return None
             raise
         self._write_index(entity, patterns)
-        now = self._get(sub_id)
+        now = self.get(sub_id)
         if now is not None and now.secret != entity.secret and now.status != SubscriptionStatus.DISABLED:
             # A rotation committed between our transaction and our index write: its secret wins.
             entity = replace(entity, secret=now.secret)
@@ -404,7 +404,7 @@ class SubscriptionStore:
             if entity.status != SubscriptionStatus.DISABLED:
                 self._write_index(entity, entity.event_types)
                 # A DELETE or a disable that removed the index rows meanwhile must not be undone.
-                again = self._get(sub_id)
+                again = self.get(sub_id)
                 if again is None or again.status == SubscriptionStatus.DISABLED:
                     self._delete_index(sub_id, entity.event_types)
             self._table.upsert_entity(
@@ -419,7 +419,7 @@ class SubscriptionStore:
         raise RuntimeError("the subscription kept changing during the rotation; try again")
 
     def current_secret(self, sub_id: str) -> str | None:
-        entity = self._get(sub_id)
+        entity = self.get(sub_id)
         return entity.secret if entity is not None else None
 
     def _write_index(self, entity: Subscription, patterns: Iterable[str]) -> None:
@@ -461,7 +461,7 @@ class SubscriptionStore:
                 "PartitionKey eq @pk", parameters={"pk": partition}, results_per_page=1000, select=["RowKey"]
             )
         ):
-            entity = self._get(row["RowKey"])
+            entity = self.get(row["RowKey"])
             if entity is not None and matches(entity):
                 found.append(entity)
             else:
@@ -522,13 +522,10 @@ class SubscriptionStore:
         except ResourceNotFoundError:
             return None
 
-    def _get(self, sub_id: str) -> Subscription | None:
-        raw = self._get_raw(sub_id)
-        return _from_row(raw) if raw is not None else None
-
     def get(self, sub_id: str) -> Subscription | None:
         """The subscription of this id; None for no such subscription (or a malformed id)."""
-        return self._get(sub_id)
+        raw = self._get_raw(sub_id)
+        return _from_row(raw) if raw is not None else None
 
     def list(
         self, *, limit: int, token: str | None, event_type: str | None = None, owner: str | None = None
@@ -564,7 +561,7 @@ class SubscriptionStore:
         )
         ids = [row["RowKey"] for row in next(pages, [])]
         # Point reads of one owner's page run side by side.
-        found = list(get_pools(get_settings()).reads.map(self._get, ids)) if ids else []
+        found = list(get_pools(get_settings()).reads.map(self.get, ids)) if ids else []
         # An index row outlives a subscription deleted meanwhile; the owner check guards hash reuse.
         page = [e for e in found if e is not None and e.owner == owner]
         if event_type is not None:
@@ -675,7 +672,7 @@ class SubscriptionStore:
         return delete_rows(self._table, rows)
 
     def delete(self, sub_id: str) -> None:
-        entity = self._get(sub_id)
+        entity = self.get(sub_id)
         if entity is None:
             return
         self._tombstone(entity)
@@ -699,14 +696,14 @@ class SubscriptionStore:
         if sub_id is None:
             return
         if scope is not None:
-            entity = self._get(sub_id)
+            entity = self.get(sub_id)
             if entity is not None and entity.owner != scope:
                 raise NotFound("no subscription of yours has this notificationUrl")
         self.delete(sub_id)
 
     def disable(self, sub_id: str, reason: str) -> None:
         """Stop deliveries to a subscription whose receiver said it is gone; keep it visible."""
-        entity = self._get(sub_id)
+        entity = self.get(sub_id)
         if entity is None or entity.status == SubscriptionStatus.DISABLED:
             return
         self._tombstone(entity)
@@ -731,7 +728,7 @@ class SubscriptionStore:
         """Re-activate a disabled subscription with its own URL and filters, as a re-subscribe of
         the same URL would (the console cannot send the URL: reads mask its query)."""
         for _ in range(5):
-            entity = self._get(sub_id)
+            entity = self.get(sub_id)
             if entity is None:
                 return None
             changes = {"status": SubscriptionStatus.ACTIVE, "disabled_reason": None, "updated_at": _now()}
