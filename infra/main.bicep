@@ -74,6 +74,12 @@ param entraTenantId string = tenant().tenantId
 @description('RELAY_MAX_BATCH_BYTES: largest request body of POST /api/events, in bytes (413 above).')
 param relayMaxBatchBytes string = '4194304'
 
+@description('RELAY_ATTEMPT_THREADS: delivery attempts one instance makes at a time (a thread and a kept-alive connection each).')
+param relayAttemptThreads string = '64'
+
+@description('RELAY_ORIGIN_SLOTS: of those, attempts to one receiver (scheme, host and port) at a time; at most relayAttemptThreads.')
+param relayOriginSlots string = '32'
+
 @description('Whole days the retry schedule spans, rounded up (the default schedule: 27.6 h, 2 days). Claim-check payload blobs (relay-payloads) are kept for RELAY_EVENT_RETENTION_DAYS plus these days, so an event replayed at the end of its retention is retried to the end of its schedule; raise it with a longer relayRetrySchedule.')
 @minValue(1)
 param retryScheduleDays int = 2
@@ -119,6 +125,8 @@ var relayAppSettings = {
   RELAY_EVENT_RETENTION_DAYS: relayEventRetentionDays
   RELAY_AUTH: authMode
   RELAY_MAX_BATCH_BYTES: relayMaxBatchBytes
+  RELAY_ATTEMPT_THREADS: relayAttemptThreads
+  RELAY_ORIGIN_SLOTS: relayOriginSlots
 }
 
 module identity 'modules/identity.bicep' = {

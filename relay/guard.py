@@ -16,6 +16,7 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeAlias
 from urllib.parse import urlsplit
 
@@ -233,7 +234,46 @@ def check_target(url: str, *, allow_private: bool, resolver: Resolver = system_r
 
 
 def inspect_target(url: str, allow_private: bool, resolver: Resolver) -> tuple[Target, tuple[str, ...]]:
-    """Everything `check_target` does, also returning every acceptable address in resolver order."""
+    """Everything `check_target` does, also returning every acceptable address in resolver order.
+
+    The URL's own judgment (its syntax, scheme, host and port, an IP literal's range) depends on
+    the URL alone and is remembered per URL (`_judged`); only a host name is looked up again on
+    every call, since what a name points at can change between two attempts.
+    """
+    scheme, host, port, literal = _judged(url, allow_private)
+    if literal is not None:
+        found: list[IPAddress] = [literal]
+    else:
+        try:
+            answers = resolver(host, port)
+        except OSError as exc:
+            raise Unresolvable(host) from exc
+        if not answers:
+            raise TargetRefused("the host name does not resolve to any address")
+        found = []
+        for answer in answers:
+            try:
+                found.append(ipaddress.ip_address(answer))
+            except ValueError:
+                raise TargetRefused("the host name resolved to something that is not an IP address") from None
+        if not allow_private and not all(is_public_address(ip) for ip in found):
+            raise TargetRefused("the host name resolves to an address that is not public")
+    addresses = tuple(dict.fromkeys(_dialable(ip) for ip in found))
+    return Target(url=url, scheme=scheme, host=host, port=port, address=addresses[0]), addresses
+
+
+# URLs whose judgment is remembered: every attempt judges its URL again, and parsing it with two
+# parsers was a few per cent of the CPU of a delivery in the benchmark's profile. A refusal is
+# not remembered (lru_cache keeps no exceptions); a refused URL is rarely attempted again. The
+# memory it holds is bounded: 4096 URLs of a few hundred characters (callback URLs) are about
+# 2 MB, and even at MAX_URL_LENGTH each, 64 MB.
+JUDGED_URLS = 4096
+
+
+@lru_cache(maxsize=JUDGED_URLS)
+def _judged(url: str, allow_private: bool) -> tuple[str, str, int, IPAddress | None]:
+    """(scheme, host, port, the IP literal or None for a name) of a URL that may be called, as far
+    as the URL alone tells; raises `TargetRefused` otherwise. No I/O."""
     if len(url) > MAX_URL_LENGTH:
         raise TargetRefused(f"the URL is longer than {MAX_URL_LENGTH} characters")
     if not _PRINTABLE_ASCII.fullmatch(url):
@@ -269,33 +309,14 @@ def inspect_target(url: str, allow_private: bool, resolver: Resolver) -> tuple[T
     if literal is not None:
         if isinstance(literal, ipaddress.IPv6Address) and literal.scope_id:
             raise TargetRefused("IPv6 zone identifiers are not supported")
-        found: list[IPAddress] = [literal]
+        if not allow_private and not is_public_address(literal):
+            raise TargetRefused("the address is not public")
     else:
         if not _DNS_NAME.fullmatch(host) or _NUMERIC_LABEL.fullmatch(host.rstrip(".").rsplit(".", 1)[-1]):
             raise TargetRefused("the URL's host is neither a valid host name nor a valid IP address")
         if not allow_private and (host.rstrip(".") == "localhost" or host.rstrip(".").endswith(".localhost")):
             raise TargetRefused("the host name refers to this machine")
-        try:
-            answers = resolver(host, port)
-        except OSError as exc:
-            raise Unresolvable(host) from exc
-        if not answers:
-            raise TargetRefused("the host name does not resolve to any address")
-        found = []
-        for answer in answers:
-            try:
-                found.append(ipaddress.ip_address(answer))
-            except ValueError:
-                raise TargetRefused("the host name resolved to something that is not an IP address") from None
-
-    if not allow_private and not all(is_public_address(ip) for ip in found):
-        raise TargetRefused(
-            "the address is not public"
-            if literal is not None
-            else "the host name resolves to an address that is not public"
-        )
-    addresses = tuple(dict.fromkeys(_dialable(ip) for ip in found))
-    return Target(url=url, scheme=parts.scheme, host=host, port=port, address=addresses[0]), addresses
+    return parts.scheme, host, port, literal
 
 
 def _check_sendable(url: str, host: str, port: int, scheme: str) -> None:

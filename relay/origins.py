@@ -144,9 +144,10 @@ class OriginGate:
                     state.timeouts.clear()
             elif timed_out and not state.open_until and len(state.timeouts) >= self.trip:
                 state.open_until = now + self.cooloff
-            if bool(state.open_until) != was_open:
-                state.cond.notify_all()  # waiters learn of the breaker now, not at their deadline
-            else:
-                state.cond.notify()  # one slot freed: one waiter
+            if state.waiters:  # (a notify with nobody waiting still costs a lock round trip)
+                if bool(state.open_until) != was_open:
+                    state.cond.notify_all()  # waiters learn of the breaker now, not at their deadline
+                else:
+                    state.cond.notify()  # one slot freed: one waiter
             if not (state.in_flight or state.waiters or state.timeouts or state.open_until):
                 del self._origins[origin]  # keep the table to origins with something to remember

@@ -24,8 +24,10 @@ from . import signing
 from .outbound import Sender
 from .settings import Settings
 
-# Threads for concurrent delivery attempts in this process; attempts mostly wait on the network.
-ATTEMPT_THREADS = 64
+# Delivery attempts (threads) and the share of them one receiver may hold are settings
+# (RELAY_ATTEMPT_THREADS, RELAY_ORIGIN_SLOTS): they depend on the receivers an operator serves. The
+# pools below serve storage requests the relay makes itself, sized to what one instance's own work
+# needs, whoever the receivers are.
 # Threads for queue sends done side by side (a batch of events, work items, a replay's messages).
 SEND_THREADS = 16
 # Threads for storage point reads done side by side (one owner's page of subscriptions).
@@ -36,9 +38,8 @@ KICK_THREADS = 16
 
 
 class Pools:
-    def __init__(
-        self, settings: Settings, attempt_threads: int = ATTEMPT_THREADS, send_threads: int = SEND_THREADS
-    ) -> None:
+    def __init__(self, settings: Settings, send_threads: int = SEND_THREADS) -> None:
+        attempt_threads = settings.attempt_threads
         self.attempts = ThreadPoolExecutor(max_workers=attempt_threads, thread_name_prefix="deliver")
         self.sends = ThreadPoolExecutor(max_workers=send_threads, thread_name_prefix="send")
         self.reads = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="read")
@@ -48,6 +49,7 @@ class Pools:
             timeout=settings.delivery_timeout,
             user_agent=signing.USER_AGENT,
             pool_size=attempt_threads,
+            origin_slots=settings.origin_slots,
         )
 
     def close(self) -> None:

@@ -60,6 +60,16 @@ SETTINGS: tuple[Setting, ...] = (
         "4194304",
         "largest request body of POST /api/events, in bytes (413 above, from Content-Length before reading)",
     ),
+    Setting(
+        "RELAY_ATTEMPT_THREADS",
+        "64",
+        "delivery attempts one instance makes at a time (a thread and a kept-alive connection each)",
+    ),
+    Setting(
+        "RELAY_ORIGIN_SLOTS",
+        "32",
+        "of those, attempts to one receiver (scheme, host and port) at a time; at most RELAY_ATTEMPT_THREADS",
+    ),
 )
 
 AUTH_MODES = ("keys", "entra")
@@ -181,6 +191,17 @@ def _positive(name: str, text: str, kind: Callable[[str], float] = float) -> flo
     return value
 
 
+def _count(name: str, text: str) -> int:
+    """A whole number of at least 1 (threads, slots)."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ConfigurationError(f"{name}: {text!r} is not a whole number") from None
+    if value < 1:
+        raise ConfigurationError(f"{name}: must be at least 1")
+    return value
+
+
 def local_settings_values(app_dir: Path | None = None) -> dict[str, str]:
     """`local.settings.json` `Values` (Core Tools' file for local work); {} where there is none,
     as in Azure, whose package never holds it."""
@@ -264,6 +285,12 @@ class Settings(BaseSettings):
     max_batch_bytes: Annotated[int, _checked(lambda t: int(_positive("RELAY_MAX_BATCH_BYTES", t, int)))] = Field(
         _default("RELAY_MAX_BATCH_BYTES"), alias="RELAY_MAX_BATCH_BYTES", validate_default=True
     )
+    attempt_threads: Annotated[int, _checked(lambda t: _count("RELAY_ATTEMPT_THREADS", t))] = Field(
+        _default("RELAY_ATTEMPT_THREADS"), alias="RELAY_ATTEMPT_THREADS", validate_default=True
+    )
+    origin_slots: Annotated[int, _checked(lambda t: _count("RELAY_ORIGIN_SLOTS", t))] = Field(
+        _default("RELAY_ORIGIN_SLOTS"), alias="RELAY_ORIGIN_SLOTS", validate_default=True
+    )
     appinsights_connection_string: str | None = Field(None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING", repr=False)
     # Where every absolute URL the relay writes starts (RELAY_PUBLIC_URL, else https:// +
     # WEBSITE_HOSTNAME in Azure); None: the request's own scheme and host (local work).
@@ -283,6 +310,15 @@ class Settings(BaseSettings):
             f"https://{host}" if host else None
         )
         return data
+
+    @model_validator(mode="after")
+    def _slots_within_threads(self) -> Settings:
+        # More slots than threads would make the per-receiver share a limit that never applies.
+        if self.origin_slots > self.attempt_threads:
+            raise ConfigurationError(
+                f"RELAY_ORIGIN_SLOTS: {self.origin_slots} is more than RELAY_ATTEMPT_THREADS ({self.attempt_threads})"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

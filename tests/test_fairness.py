@@ -14,8 +14,11 @@ from typing import Any
 
 import pytest
 
+from relay.errors import ConfigurationError
 from relay.origins import ORIGINS_KEPT, OriginGate
 from relay.outbound import BreakerOpen, DeliveryError, DeliveryTimeout, OriginBusy, Sender
+from relay.pools import Pools
+from relay.settings import Settings
 from tests.helpers import wait_until
 
 SECRET = "s3cr3tSIG"
@@ -273,3 +276,68 @@ def test_healthy_receiver_is_served_while_150_subscriptions_hang(
     wait_until(all_failed, 150, "every hanging delivery to end failed")
     # The breaker: far fewer connections than the 600 attempts made.
     assert hanging.accepted <= 40
+
+
+# ---- sized by settings ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"RELAY_ATTEMPT_THREADS": "0"}, "RELAY_ATTEMPT_THREADS"),
+        ({"RELAY_ATTEMPT_THREADS": "many"}, "RELAY_ATTEMPT_THREADS"),
+        ({"RELAY_ORIGIN_SLOTS": "1.5"}, "RELAY_ORIGIN_SLOTS"),
+        ({"RELAY_ATTEMPT_THREADS": "8", "RELAY_ORIGIN_SLOTS": "9"}, "RELAY_ORIGIN_SLOTS"),
+    ],
+)
+def test_attempt_threads_and_origin_slots_are_checked_settings(values: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigurationError, match=named):
+        Settings.from_environ(values)
+    defaults = Settings.from_environ({})
+    assert (defaults.attempt_threads, defaults.origin_slots) == (64, 32)
+
+
+@pytest.mark.timeout(30)
+def test_pools_are_sized_by_the_settings(hanging: HangingServer) -> None:
+    """RELAY_ATTEMPT_THREADS attempts run at a time, and RELAY_ORIGIN_SLOTS of them may go to one
+    receiver: the next attempt to a receiver holding them all is handed back."""
+    pools = Pools(
+        Settings.from_environ(
+            {
+                "RELAY_ATTEMPT_THREADS": "3",
+                "RELAY_ORIGIN_SLOTS": "2",
+                "RELAY_ALLOW_PRIVATE_TARGETS": "true",
+                "RELAY_DELIVERY_TIMEOUT": "3",
+            }
+        )
+    )
+    try:
+        lock, release = threading.Lock(), threading.Event()
+        running: list[int] = []  # how many ran at once, seen by each task as it started
+        now_running = 0
+
+        def hold() -> None:
+            nonlocal now_running
+            with lock:
+                now_running += 1
+                running.append(now_running)
+            release.wait(10)
+            with lock:
+                now_running -= 1
+
+        held = [pools.attempts.submit(hold) for _ in range(4)]
+        wait_until(lambda: len(running) == 3, 5, "three attempts to start")
+        release.set()
+        for future in held:
+            future.result(10)
+        assert max(running) == 3 and len(running) == 4
+
+        dead = f"http://127.0.0.1:{hanging.port}/hook"
+        stuck = [pools.attempts.submit(pools.sender.post, dead, b"{}", {}) for _ in range(2)]
+        wait_until(lambda: hanging.accepted == 2, 5, "two connections to the dead receiver")
+        with pytest.raises(OriginBusy):
+            pools.sender.post(dead, b"{}", {})
+        for future in stuck:
+            assert isinstance(future.exception(10), DeliveryError)
+    finally:
+        pools.close()

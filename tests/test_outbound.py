@@ -835,6 +835,71 @@ def test_trickling_server_is_cut_off_at_the_deadline(
 
 
 @pytest.mark.timeout(10)
+def test_trickling_answer_on_a_kept_alive_connection_is_cut_off_at_the_deadline(
+    raw_servers: Callable[..., RawServer], senders: Callable[..., Sender]
+) -> None:
+    """The deadline cuts an attempt on a connection an earlier attempt left open, as on a new one
+    (the socket twin the deadline thread shuts down belongs to the connection, not the attempt)."""
+    accepted: list[socket.socket] = []
+
+    def answer_then_trickle(conn: socket.socket) -> None:
+        accepted.append(conn)
+        read_whole_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        read_whole_request(conn)
+        trickle_after(trickler, conn, b"HTTP/1.1 200 OK\r\nX-Trickle: ", b"a")
+
+    trickler = raw_servers(answer_then_trickle)
+    sender = senders(timeout=0.5)
+    url = f"http://hooks.example.test:{trickler.port}/hook?sig={SECRET}"
+    assert sender.post(url, b"x", {}).status == 200
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as failed:
+        sender.post(url, b"x", {})
+    assert isinstance(failed.value, DeliveryTimeout)
+    assert time.monotonic() - started < 2.0
+    assert len(accepted) == 1  # the second attempt went out on the kept-alive connection
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("how", ["the answer says close", "the sender is closed"])
+def test_a_connection_given_up_is_closed_for_the_receiver(
+    how: str, raw_servers: Callable[..., RawServer], senders: Callable[..., Sender]
+) -> None:
+    """When the sender lets a connection go, the receiver sees it end: no duplicate of its socket
+    (the deadline thread's twin) outlives it and holds it open."""
+    ended = threading.Event()
+
+    def answer_and_watch(conn: socket.socket) -> None:
+        read_whole_request(conn)
+        close = b"Connection: close\r\n" if how == "the answer says close" else b""
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + close + b"\r\n")
+        conn.settimeout(5)
+        if conn.recv(1) == b"":
+            ended.set()
+
+    server = raw_servers(answer_and_watch)
+    sender = senders()
+    assert sender.post(f"http://hooks.example.test:{server.port}/hook", b"x", {}).status == 200
+    if how == "the sender is closed":
+        sender.close()
+    assert ended.wait(3)
+
+
+def test_a_host_name_is_resolved_again_on_every_attempt(
+    servers: Callable[..., LoopbackHTTP], senders: Callable[..., Sender]
+) -> None:
+    """What the guard remembers of a URL is its own judgment, never where its name pointed."""
+    server = servers()
+    resolver = FakeResolver({"hooks.example.test": ["127.0.0.1"]})
+    sender = senders(resolver=resolver)
+    url = f"http://hooks.example.test:{server.port}/hook"
+    for _ in range(3):
+        assert sender.post(url, b"x", {}).status == 200
+    assert len(resolver.calls) == 3
+
+
+@pytest.mark.timeout(10)
 def test_tls_handshake_that_never_completes_is_a_timeout(
     raw_servers: Callable[..., RawServer], senders: Callable[..., Sender], ca_file: str
 ) -> None:

@@ -35,6 +35,7 @@ from requests.adapters import HTTPAdapter
 
 from ..azurite import Azurite, connection_string, free_port, stop_group
 from ..azurite import wait_until as _wait_until
+from ..settings import Settings
 from ..storage import DELIVERY_QUEUE, FANOUT_QUEUE
 from .costmodel import event_grid_cost, load_prices, relay_cost
 from .receiver import Receiver
@@ -526,12 +527,13 @@ class Bench:
 
     def _raw(self, source_tag: str, tag: str, subscribers: int, event_ids: list[str]) -> dict[str, Any]:
         """The same bodies (as the receiver got them from the relay) posted by a plain sender."""
-        from relay.pools import ATTEMPT_THREADS as CONCURRENCY
+        # The relay's own number of attempt threads, as the dev host reads it.
+        concurrency = Settings.from_environ().attempt_threads
 
         assert self.receiver
         stats = self.receiver.stats(source_tag)
         job = {
-            "concurrency": CONCURRENCY,
+            "concurrency": concurrency,
             "urls": [self.receiver.url(tag, n) for n in range(subscribers)],
             "bodies": [{"body": stats.bodies[i].decode("utf-8"), "headers": stats.headers[i]} for i in event_ids],
         }
@@ -562,7 +564,7 @@ class Bench:
         last = self.receiver.stats(tag).last_at
         return {
             "posts": count,
-            "concurrency": CONCURRENCY,
+            "concurrency": concurrency,
             "seconds": last - result["t0"],
             "sender_seconds": result["t1"] - result["t0"],
             "failed": result["failed"],
@@ -910,7 +912,7 @@ class Bench:
 NOTES = {
     "throughput": "deliveries per second from just before the first publish until the last delivery arrives; "
     "raw = the same bodies and headers posted to the same receiver by a plain requests.Session "
-    "with relay.pools.ATTEMPT_THREADS threads, in its own process, timed from its start to the "
+    "with RELAY_ATTEMPT_THREADS threads, in its own process, timed from its start to the "
     "last arrival.",
     "latency": "open-loop publisher at 50 events/s; latency from each event's scheduled publish time to its "
     "arrival at the receiver. The target is judged on all events; p99_after_warmup_ms leaves out "
