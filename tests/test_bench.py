@@ -147,6 +147,12 @@ def test_no_table_query_of_the_run_spans_partitions(tiny_run: tuple[subprocess.C
         ("PartitionKey ge 'e:' and PartitionKey lt 'e:2026'", False),
         ("lastAttemptAt lt '2026-01-01'", False),
         ("not (PartitionKey eq 'x')", False),
+        ("PartitionKey eq 'p' and (RowKey eq '' or RowKey eq 'a.*' or RowKey eq '*')", True),
+        ("(PartitionKey eq 'p') and (RowKey eq 'a' or RowKey eq 'b')", True),
+        ("PartitionKey eq 'p' and (RowKey eq 'a' or PartitionKey eq 'q')", False),
+        ("PartitionKey eq 'p' or RowKey eq 'a'", False),
+        ("(PartitionKey eq 'p' or PartitionKey eq 'q') and RowKey eq 'a'", False),
+        ("PartitionKey eq 'p' and not (RowKey eq 'a')", True),
         (None, False),
     ],
 )
