@@ -53,6 +53,7 @@ import re
 import secrets
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -384,21 +385,17 @@ class SubscriptionStore:
                 ),
                 mode=UpdateMode.REPLACE,
             )
+        self._mark_present(patterns)  # new tokens: every process reads these partitions again
 
     # ---- presence and the layout marker ------------------------------------------------------
 
     def _mark_present(self, patterns: list[str]) -> None:
-        """Presence rows for patterns about to get index rows, written before them (one
-        transaction: a subscription has at most 100 patterns)."""
+        """Presence rows for patterns whose index rows are about to change or just changed, each
+        with a new version token (one transaction: a subscription has at most 100 patterns)."""
         if not patterns:
             return
         self._ensure_layout()
-        self._table.submit_transaction(
-            [
-                ("upsert", {"PartitionKey": PRESENCE_PARTITION, "RowKey": p}, {"mode": UpdateMode.MERGE})
-                for p in patterns
-            ]
-        )
+        self._table.submit_transaction(_presence_upserts(patterns))
 
     def _ensure_layout(self) -> None:
         """Make sure the store has a layout marker before this version writes index rows."""
@@ -466,33 +463,57 @@ class SubscriptionStore:
                 patterns.update(json.loads(row.get("eventTypes") or "[]"))
         ordered = sorted(patterns)
         for start in range(0, len(ordered), 100):
-            self._table.submit_transaction(
-                [
-                    ("upsert", {"PartitionKey": PRESENCE_PARTITION, "RowKey": p}, {"mode": UpdateMode.MERGE})
-                    for p in ordered[start : start + 100]
-                ]
-            )
+            self._table.submit_transaction(_presence_upserts(ordered[start : start + 100]))
         self._table.update_entity(
             {"PartitionKey": PRESENCE_PARTITION, "RowKey": LAYOUT_ROW, "layout": LAYOUT_COMPLETE},
             mode=UpdateMode.MERGE,
         )
         return LAYOUT_COMPLETE
 
-    def _present(self, candidates: list[str]) -> list[str]:
-        """The candidate patterns that have index rows, read with one query of the presence
-        partition (with the layout marker); all of them while presence rows are not whole."""
+    def _present(self, candidates: list[str]) -> list[tuple[str, str | None]]:
+        """The candidate patterns that have index rows, each with its version token, read with
+        one query of the presence partition (with the layout marker); all of them, without
+        tokens, while presence rows are not whole."""
         keys = [LAYOUT_ROW, *candidates]
         clauses = " or ".join(f"RowKey eq @k{i}" for i in range(len(keys)))
         rows = self._table.query_entities(
             f"PartitionKey eq @pk and ( {clauses} )",  # spaced: the SDK finds @names between spaces
             parameters={"pk": PRESENCE_PARTITION, **{f"k{i}": key for i, key in enumerate(keys)}},
-            select=["RowKey", "layout"],
+            select=["RowKey", "layout", "v"],
         )
         found = {row["RowKey"]: row for row in rows}
         marker = found.pop(LAYOUT_ROW, None)
         if marker is None or marker.get("layout") != LAYOUT_COMPLETE:
-            return candidates
-        return [p for p in candidates if p in found]
+            return [(p, None) for p in candidates]
+        return [(p, found[p].get("v")) for p in candidates if p in found]
+
+    def _index_rows(self, pattern: str, token: str | None) -> Iterator[builtins.list[dict[str, Any]]]:
+        """One index partition's rows, a page at a time: from this process's cache when the
+        partition's presence token is the one it was read under, else from storage (and then
+        cached when small)."""
+        key = (self._table.url, pattern)
+        if token is not None:
+            cached = _INDEX_CACHE.get(key, token)
+            if cached is not None:
+                yield cached
+                return
+        pages = cast(
+            "PageIterator[TableEntity]",
+            self._table.query_entities(
+                "PartitionKey eq @pk",
+                parameters={"pk": f"x:{pattern}"},
+                results_per_page=1000,
+                select=list(_INDEX_FIELDS),
+            ).by_page(),
+        )
+        kept: builtins.list[dict[str, Any]] | None = []
+        for page in pages:
+            rows = [dict(row) for row in page]
+            if kept is not None:
+                kept = kept + rows if len(kept) + len(rows) <= IndexCache.MAX_ROWS else None
+            yield rows
+        if token is not None and kept is not None:
+            _INDEX_CACHE.put(key, token, kept)
 
     def _caller_partitions(self, entity: dict[str, Any]) -> list[str]:
         found = []
@@ -547,8 +568,10 @@ class SubscriptionStore:
         return [e["id"] for e in found]
 
     def _delete_index(self, sub_id: str, patterns: Iterable[str]) -> None:
+        patterns = list(patterns)
         for pattern in patterns:
             self._table.delete_entity(f"x:{pattern}", sub_id)
+        self._mark_present(patterns)  # new tokens: no process delivers from what it read before
 
     def _write_owner(self, sub_id: str, owner: str | None) -> None:
         if owner is not None:
@@ -634,17 +657,8 @@ class SubscriptionStore:
         name are read (after one query of the presence partition): an event type with one
         subscribed pattern costs two queries, not one per candidate pattern."""
         seen: set[str] = set()
-        for pattern in self._present(patterns_for_type(event_type)):
-            pages = cast(
-                "PageIterator[TableEntity]",
-                self._table.query_entities(
-                    "PartitionKey eq @pk",
-                    parameters={"pk": f"x:{pattern}"},
-                    results_per_page=1000,
-                    select=list(_INDEX_FIELDS),
-                ).by_page(),
-            )
-            for page in pages:
+        for pattern, token in self._present(patterns_for_type(event_type)):
+            for page in self._index_rows(pattern, token):
                 found = []
                 for row in page:
                     if row["RowKey"] in seen or not subject_matches(
@@ -781,6 +795,57 @@ def _error_code(exc: TableTransactionError) -> str | None:
     decoding the answer, but the class does not declare it."""
     code = getattr(exc, "error_code", None)
     return code if isinstance(code, str) else None
+
+
+def _presence_upserts(patterns: Iterable[str]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """A transaction's operations writing presence rows for these patterns, with a new token."""
+    token = uuid.uuid4().hex
+    return [
+        ("upsert", {"PartitionKey": PRESENCE_PARTITION, "RowKey": p, "v": token}, {"mode": UpdateMode.MERGE})
+        for p in patterns
+    ]
+
+
+class IndexCache:
+    """Small index partitions this process has read, each under the presence token it had when
+    read, least recently used first out.
+
+    Every change to a partition's index rows is followed by a new token on its presence row
+    (`_write_index`, `_delete_index`), and the token is read before the partition. So a cached
+    copy whose token is still the current one was read after the last completed change: it is
+    what storage holds, and the query is saved. A copy read while a change was under way sits
+    under the token from before that change's closing write, which no longer matches."""
+
+    MAX_ROWS = 100  # partitions of up to this many rows are kept
+    MAX_BYTES = 8_000_000  # of URLs and secrets, roughly: the cache stays small beside the pools
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str], tuple[str, list[dict[str, Any]], int]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple[str, str], token: str) -> list[dict[str, Any]] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != token:
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: tuple[str, str], token: str, rows: list[dict[str, Any]]) -> None:
+        size = sum(len(r.get("url", "")) + len(r.get("secret", "")) + 200 for r in rows)
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[2]
+            self._entries[key] = (token, rows, size)
+            self._bytes += size
+            while self._bytes > self.MAX_BYTES and self._entries:
+                _, (_, _, dropped) = self._entries.popitem(last=False)
+                self._bytes -= dropped
+
+
+_INDEX_CACHE = IndexCache()
 
 
 def _clean(entity: dict[str, Any]) -> dict[str, Any]:

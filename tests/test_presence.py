@@ -61,9 +61,26 @@ def test_fan_out_queries_the_presence_partition_then_only_present_patterns(azuri
     assert storage.filters[0].startswith("PartitionKey eq @pk and ( RowKey eq")
     assert storage.filters[1:] == ["PartitionKey eq @pk"] * 2
 
+    # Nothing changed: the partitions read a moment ago are still what storage holds (their
+    # presence tokens say so), and the presence query is the only read.
+    storage.filters.clear()
+    assert sorted(_targets(store, f"{kind}.b.c")) == sorted([exact["id"], prefix["id"]])
+    assert len(storage.filters) == 1
+
+    # Every change gives the partition a new token, so fan-out reads it again: a rotated secret
+    # is the one signed with at once, a deleted subscription gets nothing more.
+    rotated = store.rotate_secret(exact["id"])
+    assert rotated is not None
+    assert {t.sub: t.secret for page in store.matching(f"{kind}.b.c", None) for t in page}[exact["id"]] == rotated[
+        "secret"
+    ]
     # An unsubscribe leaves its presence row (never missing, at worst an empty read): nothing is delivered.
     store.delete(exact["id"])
     assert _targets(store, f"{kind}.b.c") == [prefix["id"]]
+    store.disable(prefix["id"], "gone")
+    assert _targets(store, f"{kind}.b.c") == []
+    store.subscribe(SubscriptionRequest(notificationUrl=f"https://b.example/{kind}", eventTypes=[f"{kind}.*"]))
+    assert _targets(store, f"{kind}.b.c") == [prefix["id"]]  # re-activated by subscribing again
     # Subscribe, then publish: the new pattern's presence row is written before its index row.
     late, _ = store.subscribe(
         SubscriptionRequest(notificationUrl=f"https://c.example/{kind}", eventTypes=[f"{kind}.b.*"])
