@@ -49,6 +49,7 @@ EXPECTED = [
     "latency.publish_p50_ms",
     "latency.publish_p99_ms",
     "latency.p99_after_warmup_ms",
+    "latency.after_idle_max_ms",
     "scale.subscribers",
     "scale.relay_seconds",
     "scale.raw_seconds",
