@@ -508,7 +508,7 @@ class SubscriptionStore:
         )
         kept: builtins.list[dict[str, Any]] | None = []
         for page in pages:
-            rows = [dict(row) for row in page]
+            rows: builtins.list[dict[str, Any]] = list(page)
             if kept is not None:
                 kept = kept + rows if len(kept) + len(rows) <= IndexCache.MAX_ROWS else None
             yield rows
