@@ -52,6 +52,7 @@ import json
 import re
 import secrets
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -497,6 +498,7 @@ class SubscriptionStore:
             if cached is not None:
                 yield cached
                 return
+        read_at = time.monotonic()
         pages = cast(
             "PageIterator[TableEntity]",
             self._table.query_entities(
@@ -513,7 +515,7 @@ class SubscriptionStore:
                 kept = kept + rows if len(kept) + len(rows) <= IndexCache.MAX_ROWS else None
             yield rows
         if token is not None and kept is not None:
-            _INDEX_CACHE.put(key, token, kept)
+            _INDEX_CACHE.put(key, token, kept, read_at)
 
     def _caller_partitions(self, entity: dict[str, Any]) -> list[str]:
         found = []
@@ -818,30 +820,34 @@ class IndexCache:
 
     MAX_ROWS = 100  # partitions of up to this many rows are kept
     MAX_BYTES = 8_000_000  # of URLs and secrets, roughly: the cache stays small beside the pools
+    # A copy is read again after this long whatever its token says: if a change's closing token
+    # write failed (storage down; the change's caller got an error), no copy outlives it longer.
+    MAX_AGE = 60.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[str, str], tuple[str, list[dict[str, Any]], int]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], tuple[str, list[dict[str, Any]], int, float]] = OrderedDict()
         self._bytes = 0
 
     def get(self, key: tuple[str, str], token: str) -> list[dict[str, Any]] | None:
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None or entry[0] != token:
+            if entry is None or entry[0] != token or time.monotonic() - entry[3] > self.MAX_AGE:
                 return None
             self._entries.move_to_end(key)
             return entry[1]
 
-    def put(self, key: tuple[str, str], token: str, rows: list[dict[str, Any]]) -> None:
+    def put(self, key: tuple[str, str], token: str, rows: list[dict[str, Any]], read_at: float) -> None:
+        """Keep rows read at `read_at` (time.monotonic(), taken before the read) under `token`."""
         size = sum(len(r.get("url", "")) + len(r.get("secret", "")) + 200 for r in rows)
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
                 self._bytes -= old[2]
-            self._entries[key] = (token, rows, size)
+            self._entries[key] = (token, rows, size, read_at)
             self._bytes += size
             while self._bytes > self.MAX_BYTES and self._entries:
-                _, (_, _, dropped) = self._entries.popitem(last=False)
+                _, (_, _, dropped, _) = self._entries.popitem(last=False)
                 self._bytes -= dropped
 
 
