@@ -821,8 +821,9 @@ class IndexCache:
     MAX_ROWS = 100  # partitions of up to this many rows are kept
     MAX_BYTES = 8_000_000  # of URLs and secrets, roughly: the cache stays small beside the pools
     # A copy is read again after this long whatever its token says: if a change's closing token
-    # write failed (storage down; the change's caller got an error), no copy outlives it longer.
-    MAX_AGE = 60.0
+    # write failed (storage down; the change's caller got an error and may not try again), no
+    # copy outlives it longer. Events of a type published less often than this pay the read.
+    MAX_AGE = 600.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
