@@ -7,6 +7,7 @@ are packed into delivery work items of up to a hundred targets each.
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import Future
 from typing import Any
 
@@ -16,6 +17,7 @@ from .eventlog import EventLog
 from .events import load_data
 from .models import DeliveryMessage, FanoutMessage, Target
 from .outbox import Outbox, wait
+from .pools import get_pools
 from .settings import Settings
 from .storage import Storage
 from .subscriptions import SubscriptionStore
@@ -48,10 +50,20 @@ def fan_out(
 ) -> None:
     event = message.event
     seen_before = dequeue_count > 1 or message.origin is not None or message.kicked
-    log_key = EventLog(storage).record(event, message.origin or message_id, seen_before)
+    # The event is logged (and de-duplicated) on a send thread while this one reads the index:
+    # neither waits for the other, and nothing is delivered or sent before the log key is known.
+    # Tombstones count from before the index read.
+    since = clock.time_key(clock.utcnow())
+    logging_ = get_pools(settings).sends.submit(
+        EventLog(storage).record, event, message.origin or message_id, seen_before
+    )
+    pages = SubscriptionStore(storage).matching(event.type, event.subject)
+    try:
+        first = next(pages, None)
+    finally:
+        log_key = logging_.result()  # waited for even when the read failed: no work left behind
     if log_key is None:
         return  # the same event id was published before: delivered once, not again
-    since = clock.time_key(clock.utcnow())
     outbox = Outbox(storage, settings)
     direct: list[Target] = []
     rest: list[Target] = []
@@ -75,7 +87,7 @@ def fan_out(
 
     # The first hundred are delivered here while the index is still being read; the others go
     # out as work items page by page, so deliveries start before a large index is read whole.
-    for page in SubscriptionStore(storage).matching(event.type, event.subject):
+    for page in itertools.chain([first] if first is not None else [], pages):
         for target in page:
             (direct if len(direct) < DIRECT_LIMIT else rest).append(target)
         if inline is None and len(direct) == DIRECT_LIMIT and rest:

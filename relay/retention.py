@@ -36,5 +36,7 @@ def sweep(storage: Storage, retention_days: float, now: datetime | None = None) 
         # Event rows go by whole days, so a row can outlive the cutoff by up to a day; its blob must too.
         "blobs": forget_blobs(storage, cutoff - clock.days(1)),
     }
+    # Not retention, but hourly too: presence rows of a store that predates them (relay.subscriptions).
+    SubscriptionStore(storage).complete_layout(now)
     log.info("retention sweep: %s", ", ".join(f"{k}={v}" for k, v in counts.items()))
     return counts

@@ -14,6 +14,20 @@ One table, several kinds of row, keyed for the access patterns:
 | `k:{sha256}`    | `{id}`         | Logic Apps client tracking id -> id                      |
 | `o:{hash}`      | `{id}`         | owner index (entra mode): one partition per owner, so    |
 |                 |                | listing one's own costs O(own), not a scan of everyone's |
+| `p`             | `{pattern}`    | presence: the pattern has (or had) fan-out index rows    |
+| `p`             | (empty)        | the layout marker: whether the presence rows are whole   |
+
+Presence rows let fan-out read only the index partitions that hold anything: one query of the
+`p` partition for the patterns an event type matches (its RowKeys or'ed: within one partition,
+at worst a read of the distinct patterns ever subscribed), then one query per present pattern.
+A presence row is written before the first index row of its pattern and never removed (an
+unsubscribe leaves it: a stale one costs one empty query, a missing one would lose deliveries),
+so a reader never skips a pattern that has index rows. Fan-out trusts them only once the layout
+marker says they are whole: a store created by this version is whole from its first
+subscription on; a store that held subscriptions before presence rows existed is marked
+`pending` by the first write of this version and made whole by the hourly sweep
+(`complete_layout`) once every instance of the older version, which writes index rows without
+presence rows, is certainly gone. Until then fan-out reads every candidate partition.
 
 The caller rows let an HTTP Webhook unsubscribe, which cannot send its callback URL, find its
 subscription by the `x-ms-workflow-*` headers recorded at subscribe. They are hints: a reader
@@ -41,14 +55,17 @@ import hashlib
 import json
 import re
 import secrets
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.core.paging import PageIterator
 from azure.data.tables import TableClient, TableEntity, TableTransactionError, UpdateMode
 
@@ -69,6 +86,16 @@ TOMB_PARTITION = "t"
 # Clocks of different instances disagree a little; tombstones this much older than a reader's
 # index read still count, at the price of reading a few more rows.
 CLOCK_SKEW = timedelta(minutes=5)
+PRESENCE_PARTITION = "p"
+LAYOUT_ROW = ""  # in the presence partition; no pattern is empty
+LAYOUT_COMPLETE, LAYOUT_PENDING = "complete", "pending"
+# A store that held subscriptions before presence rows existed is made whole this long after an
+# instance of this version first wrote to it: a deploy has replaced every older instance by then.
+BACKFILL_AFTER = timedelta(hours=1)
+# Tables (by URL) whose layout marker this process has seen or written: the marker is never
+# removed, so it is read once per process, not once per subscribe.
+_layouts_seen: set[str] = set()
+_layouts_lock = threading.Lock()
 # Reading only these spares parsing the rest (Timestamp, etag) of every index row.
 _INDEX_FIELDS = ("RowKey", "url", "secret", "once", "gen", "subjectBeginsWith", "subjectEndsWith", "contentMode")
 
@@ -266,6 +293,8 @@ class SubscriptionStore:
             "updated_at": now,
             **{name: value for name, value in (caller or {}).items() if name in CALLER_HEADERS.values()},
         }
+        # Before the subscription row: a store's first subscribe must find the store empty.
+        self._ensure_layout()
         for _ in range(5):
             found = self._create_or_update(url, changes, patterns, now, owner, scope)
             if found is not None:
@@ -423,6 +452,8 @@ class SubscriptionStore:
         return entity.secret if entity is not None else None
 
     def _write_index(self, entity: Subscription, patterns: Iterable[str]) -> None:
+        patterns = list(patterns)
+        self._mark_present(patterns)
         for pattern in patterns:
             self._table.upsert_entity(
                 _clean(
@@ -440,6 +471,136 @@ class SubscriptionStore:
                 ),
                 mode=UpdateMode.REPLACE,
             )
+        self._mark_present(patterns)  # new tokens: every process reads these partitions again
+
+    # ---- presence and the layout marker ------------------------------------------------------
+
+    def _mark_present(self, patterns: list[str]) -> None:
+        """Presence rows for patterns whose index rows are about to change or just changed, each
+        with a new version token (one transaction: a subscription has at most 100 patterns)."""
+        if not patterns:
+            return
+        self._ensure_layout()
+        self._table.submit_transaction(_presence_upserts(patterns))
+
+    def _ensure_layout(self) -> None:
+        """Make sure the store has a layout marker before this version writes index rows."""
+        with _layouts_lock:
+            if self._table.url in _layouts_seen:
+                return
+        if self.layout() is None:
+            self._start_layout()
+        with _layouts_lock:
+            _layouts_seen.add(self._table.url)
+
+    def _start_layout(self) -> str:
+        """The first marker of a store: whole when it holds no subscription yet (every index row
+        to come is written by this version, after its presence row), else pending. The first
+        writer wins, so a `pending` is never turned `complete` here."""
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": SUB_PARTITION}, results_per_page=1, select=["RowKey"]
+        )
+        state = LAYOUT_PENDING if next(iter(rows), None) is not None else LAYOUT_COMPLETE
+        try:
+            self._table.create_entity(
+                {
+                    "PartitionKey": PRESENCE_PARTITION,
+                    "RowKey": LAYOUT_ROW,
+                    "layout": state,
+                    "since": clock.rfc3339(clock.utcnow()),
+                }
+            )
+        except ResourceExistsError:
+            return self.layout() or LAYOUT_PENDING
+        return state
+
+    def layout(self) -> str | None:
+        """The store's layout marker: `complete`, `pending`, or None when no instance of this
+        version has written to it yet."""
+        try:
+            row = self._table.get_entity(PRESENCE_PARTITION, LAYOUT_ROW, select=["layout"])
+        except ResourceNotFoundError:
+            return None
+        state: str = row.get("layout") or LAYOUT_PENDING
+        return state
+
+    def complete_layout(self, now: datetime | None = None) -> str:
+        """Make the presence rows of a store that predates them whole (the hourly sweep calls
+        this): write a presence row for every pattern of every active subscription, then mark the
+        layout complete. Done only `BACKFILL_AFTER` the store was marked pending, so no instance
+        of the older version still writes index rows without presence rows. Returns the state."""
+        now = now or clock.utcnow()
+        try:
+            marker = self._table.get_entity(PRESENCE_PARTITION, LAYOUT_ROW)
+        except ResourceNotFoundError:
+            return self._start_layout()
+        if marker.get("layout") == LAYOUT_COMPLETE:
+            return LAYOUT_COMPLETE
+        if clock.parse_rfc3339(marker["since"]) + BACKFILL_AFTER > now:
+            return LAYOUT_PENDING
+        patterns: set[str] = set()
+        for row in self._table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": SUB_PARTITION, "lo": "i:", "hi": "i;"},
+            results_per_page=1000,
+            select=["eventTypes", "status"],
+        ):
+            if row.get("status") != SubscriptionStatus.DISABLED:
+                patterns.update(json.loads(row.get("eventTypes") or "[]"))
+        ordered = sorted(patterns)
+        for start in range(0, len(ordered), 100):
+            self._table.submit_transaction(_presence_upserts(ordered[start : start + 100]))
+        self._table.update_entity(
+            {"PartitionKey": PRESENCE_PARTITION, "RowKey": LAYOUT_ROW, "layout": LAYOUT_COMPLETE},
+            mode=UpdateMode.MERGE,
+        )
+        return LAYOUT_COMPLETE
+
+    def _present(self, candidates: list[str]) -> list[tuple[str, str | None]]:
+        """The candidate patterns that have index rows, each with its version token, read with
+        one query of the presence partition (with the layout marker); all of them, without
+        tokens, while presence rows are not whole."""
+        keys = [LAYOUT_ROW, *candidates]
+        clauses = " or ".join(f"RowKey eq @k{i}" for i in range(len(keys)))
+        rows = self._table.query_entities(
+            f"PartitionKey eq @pk and ( {clauses} )",  # spaced: the SDK finds @names between spaces
+            parameters={"pk": PRESENCE_PARTITION, **{f"k{i}": key for i, key in enumerate(keys)}},
+            select=["RowKey", "layout", "v"],
+        )
+        found = {row["RowKey"]: row for row in rows}
+        marker = found.pop(LAYOUT_ROW, None)
+        if marker is None or marker.get("layout") != LAYOUT_COMPLETE:
+            return [(p, None) for p in candidates]
+        return [(p, found[p].get("v")) for p in candidates if p in found]
+
+    def _index_rows(self, pattern: str, token: str | None) -> Iterator[builtins.list[dict[str, Any]]]:
+        """One index partition's rows, a page at a time: from this process's cache when the
+        partition's presence token is the one it was read under, else from storage (and then
+        cached when small)."""
+        key = (self._table.url, pattern)
+        if token is not None:
+            cached = _INDEX_CACHE.get(key, token)
+            if cached is not None:
+                yield cached
+                return
+        read_at = time.monotonic()
+        pages = cast(
+            "PageIterator[TableEntity]",
+            self._table.query_entities(
+                "PartitionKey eq @pk",
+                parameters={"pk": f"x:{pattern}"},
+                results_per_page=1000,
+                select=list(_INDEX_FIELDS),
+            ).by_page(),
+        )
+        kept: builtins.list[dict[str, Any]] | None = []
+        for page in pages:
+            rows: builtins.list[dict[str, Any]] = list(page)
+            if kept is not None:
+                kept = kept + rows if len(kept) + len(rows) <= IndexCache.MAX_ROWS else None
+            yield rows
+        if token is not None and kept is not None:
+            _INDEX_CACHE.put(key, token, kept, read_at)
 
     def _caller_partitions(self, entity: Subscription) -> list[str]:
         found = []
@@ -494,8 +655,10 @@ class SubscriptionStore:
         return [e.id for e in found]
 
     def _delete_index(self, sub_id: str, patterns: Iterable[str]) -> None:
+        patterns = list(patterns)
         for pattern in patterns:
             self._table.delete_entity(f"x:{pattern}", sub_id)
+        self._mark_present(patterns)  # new tokens: no process delivers from what it read before
 
     def _write_owner(self, sub_id: str, owner: str | None) -> None:
         if owner is not None:
@@ -598,19 +761,12 @@ class SubscriptionStore:
         One query per partition (`a.b.c`, `a.b.*`, `a.*`, `*`): Azure Tables serves an `or`
         across PartitionKeys as a range scan over every partition between them, which grows with
         all subscriptions rather than the matching ones. A few point-partition queries stay
-        O(matching) however many subscriptions there are."""
+        O(matching) however many subscriptions there are. Only the partitions the presence rows
+        name are read (after one query of the presence partition): an event type with one
+        subscribed pattern costs two queries, not one per candidate pattern."""
         seen: set[str] = set()
-        for pattern in patterns_for_type(event_type):
-            pages = cast(
-                "PageIterator[TableEntity]",
-                self._table.query_entities(
-                    "PartitionKey eq @pk",
-                    parameters={"pk": f"x:{pattern}"},
-                    results_per_page=1000,
-                    select=list(_INDEX_FIELDS),
-                ).by_page(),
-            )
-            for page in pages:
+        for pattern, token in self._present(patterns_for_type(event_type)):
+            for page in self._index_rows(pattern, token):
                 found = []
                 for row in page:
                     if row["RowKey"] in seen or not subject_matches(
@@ -743,6 +899,62 @@ def _error_code(exc: TableTransactionError) -> str | None:
     decoding the answer, but the class does not declare it."""
     code = getattr(exc, "error_code", None)
     return code if isinstance(code, str) else None
+
+
+def _presence_upserts(patterns: Iterable[str]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """A transaction's operations writing presence rows for these patterns, with a new token."""
+    token = uuid.uuid4().hex
+    return [
+        ("upsert", {"PartitionKey": PRESENCE_PARTITION, "RowKey": p, "v": token}, {"mode": UpdateMode.MERGE})
+        for p in patterns
+    ]
+
+
+class IndexCache:
+    """Small index partitions this process has read, each under the presence token it had when
+    read, least recently used first out.
+
+    Every change to a partition's index rows is followed by a new token on its presence row
+    (`_write_index`, `_delete_index`), and the token is read before the partition. So a cached
+    copy whose token is still the current one was read after the last completed change: it is
+    what storage holds, and the query is saved. A copy read while a change was under way sits
+    under the token from before that change's closing write, which no longer matches."""
+
+    MAX_ROWS = 100  # partitions of up to this many rows are kept
+    MAX_BYTES = 8_000_000  # of URLs and secrets, roughly: the cache stays small beside the pools
+    # A copy is read again after this long whatever its token says: if a change's closing token
+    # write failed (storage down; the change's caller got an error and may not try again), no
+    # copy outlives it longer. Events of a type published less often than this pay the read.
+    MAX_AGE = 600.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str], tuple[str, list[dict[str, Any]], int, float]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple[str, str], token: str) -> list[dict[str, Any]] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != token or time.monotonic() - entry[3] > self.MAX_AGE:
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: tuple[str, str], token: str, rows: list[dict[str, Any]], read_at: float) -> None:
+        """Keep rows read at `read_at` (time.monotonic(), taken before the read) under `token`."""
+        size = sum(len(r.get("url", "")) + len(r.get("secret", "")) + 200 for r in rows)
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[2]
+            self._entries[key] = (token, rows, size, read_at)
+            self._bytes += size
+            while self._bytes > self.MAX_BYTES and self._entries:
+                _, (_, _, dropped, _) = self._entries.popitem(last=False)
+                self._bytes -= dropped
+
+
+_INDEX_CACHE = IndexCache()
 
 
 def _clean(entity: dict[str, Any]) -> dict[str, Any]:

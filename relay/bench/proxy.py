@@ -114,15 +114,59 @@ def filter_shape(flt: str) -> str:
 
 
 def within_one_partition(flt: str | None) -> bool:
-    """True when the filter pins exactly one partition (`PartitionKey eq '…'`, anded with anything
-    but another PartitionKey term). Azure Tables serves anything else, an `or` of partitions
-    included, as a range scan across partitions: the cost this check exists to catch."""
+    """True when the filter pins exactly one partition: `PartitionKey eq '…'` anded, at the top
+    level, with anything that names no other PartitionKey (an `or` of RowKeys inside one partition
+    is fine: at worst a scan of that partition). Azure Tables serves anything else, an `or` of
+    partitions included, as a range scan across partitions: the cost this check exists to catch."""
     if not flt:
         return False
-    shape = " ".join(filter_shape(flt).replace("(", " ").replace(")", " ").split())
-    if re.search(r"\bor\b", shape, re.IGNORECASE) or re.search(r"\bnot\b", shape, re.IGNORECASE):
+    terms = _top_level_and(filter_shape(flt))
+    if terms is None:
         return False
-    return shape.count("PartitionKey") == 1 and "PartitionKey eq '…'" in shape
+    pinned = [t for t in terms if _unwrap(t) == "PartitionKey eq '…'"]
+    return len(pinned) == 1 and sum("PartitionKey" in t for t in terms) == 1
+
+
+def _unwrap(term: str) -> str:
+    """A term without the parentheses that wrap it whole."""
+    term = term.strip()
+    while term.startswith("(") and _top_level_and(term[1:-1]) is not None and _closes_at_end(term):
+        term = term[1:-1].strip()
+    return " ".join(term.split())
+
+
+def _closes_at_end(term: str) -> bool:
+    depth = 0
+    for i, ch in enumerate(term):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0 and i < len(term) - 1:
+            return False
+    return depth == 0
+
+
+def _top_level_and(shape: str) -> list[str] | None:
+    """The conjuncts of a filter shape (literals folded), split on `and` outside parentheses;
+    None when the top level has an `or`, or the parentheses do not balance."""
+    terms, depth, start = [], 0, 0
+    words = re.finditer(r"\(|\)|\b(and|or)\b", shape, re.IGNORECASE)
+    for m in words:
+        if m.group() == "(":
+            depth += 1
+        elif m.group() == ")":
+            depth -= 1
+            if depth < 0:
+                return None
+        elif depth == 0:
+            word = m.group().lower()
+            if word != "and":
+                return None
+            terms.append(shape[start : m.start()])
+            start = m.end()
+    if depth != 0:
+        return None
+    terms.append(shape[start:])
+    return [t for t in (t.strip() for t in terms) if t]
 
 
 # ---- counters -----------------------------------------------------------------------------------
