@@ -70,6 +70,7 @@ EXPECTED = [
         "deliveries",
         "transactions_per_delivery",
         "transactions_per_delivery_excl_empty_receives",
+        "transactions_per_delivery_per_event_work",
         "executions_per_delivery",
         "empty_receives",
         "window_seconds",
