@@ -160,7 +160,7 @@ class LoggedEvent:
             subject=self.subject,
             data=self.data,
             blob=self.blob,
-            acceptedAt=clock.rfc3339_precise(self.accepted_at),
+            acceptedAt=self.accepted_at,
         )
 
 
@@ -206,7 +206,7 @@ class EventLog:
                     "messageId": message_id,
                     "logPk": log.partition,
                     "logRk": log.row,
-                    "acceptedAt": record.acceptedAt,
+                    "acceptedAt": clock.rfc3339_precise(record.acceptedAt),
                 }
             )
         except ResourceExistsError:
@@ -234,7 +234,7 @@ class EventLog:
 
     def _find(self, record: EventRecord) -> LogKey | None:
         """The log row of an event, searched from the day it was accepted (a rare, bounded scan)."""
-        since = clock.parse_rfc3339(record.acceptedAt)
+        since = record.acceptedAt
         rows = self._table.query_entities(
             "PartitionKey ge @lo and PartitionKey le @hi and RowKey lt @rows and id eq @id",
             parameters={
@@ -270,7 +270,7 @@ class EventLog:
             "type": record.type,
             "source": record.source,
             "time": record.time,
-            "acceptedAt": record.acceptedAt,
+            "acceptedAt": clock.rfc3339_precise(record.acceptedAt),
         }
         if record.subject is not None:
             entity["subject"] = record.subject

@@ -42,7 +42,7 @@ def accept(event: EventIn, source: str) -> EventRecord:
         subject=event.subject,
         data=event.data,
         # To the microsecond: a polling chain holds exactly the events accepted after its start.
-        acceptedAt=clock.rfc3339_precise(now),
+        acceptedAt=now,
     )
 
 

@@ -15,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     StrictBool,
     StrictStr,
     ValidationInfo,
@@ -22,7 +23,7 @@ from pydantic import (
     field_validator,
 )
 
-from .clock import parse_rfc3339
+from .clock import parse_rfc3339, rfc3339_precise
 from .matching import ID_RULE, NAME_RULE, is_event_id, is_name, is_pattern
 from .outbound import MAX_URL_LENGTH
 
@@ -197,6 +198,11 @@ class EventTypeRequest(_Edge):
 # ---- queue messages -------------------------------------------------------------------------
 
 
+# An instant inside the relay's own messages: an aware datetime in the code, RFC 3339 to the
+# microsecond on the wire (what earlier versions wrote, so messages already queued still parse).
+StoredInstant = Annotated[datetime, BeforeValidator(_instant), PlainSerializer(rfc3339_precise, return_type=str)]
+
+
 class EventRecord(BaseModel):
     """An accepted event as it travels: the data inline, or a blob name when it is large."""
 
@@ -208,7 +214,7 @@ class EventRecord(BaseModel):
     subject: str | None = None
     data: Any = None
     blob: str | None = None
-    acceptedAt: str
+    acceptedAt: StoredInstant
     # The relay made the id up: no other publish can carry it, so there is nothing to de-duplicate.
     generated: bool = False
 

@@ -10,6 +10,7 @@ from relay import clock
 from relay.backoff import parse_retry_after, retry_delay
 from relay.errors import ConfigurationError
 from relay.matching import is_pattern, patterns_for_type, subject_matches, type_matches
+from relay.models import FanoutMessage
 from relay.outcomes import Outcome, classify
 from relay.settings import Settings, parse_schedule
 
@@ -145,3 +146,17 @@ def test_replay_times_are_aware_utc_instants_from_the_edge_on() -> None:
     assert request.since == datetime(2026, 1, 1, tzinfo=UTC) and request.since.tzinfo is UTC
     assert request.until is not None and request.until > request.since  # as instants, not as text
     assert ReplayRequest.model_json_schema()["properties"]["since"]["type"] == "string"
+
+
+def test_a_queued_event_keeps_its_acceptance_time_as_written_and_is_read_as_an_aware_time() -> None:
+    """Messages queued by an earlier version carry `acceptedAt` as text: they still parse, the code
+    behind the edge gets an aware datetime, and the message is written back byte for byte."""
+    queued = (
+        '{"v":1,"event":{"id":"e1","type":"t.x","source":"s","time":"2026-01-01T00:00:00Z",'
+        '"subject":null,"data":1,"blob":null,"acceptedAt":"2026-01-31T12:00:00.123456Z","generated":false},'
+        '"origin":null,"kicked":false}'
+    )
+    message = FanoutMessage.model_validate_json(queued)
+    assert message.event.acceptedAt == datetime(2026, 1, 31, 12, 0, 0, 123456, tzinfo=UTC)
+    assert message.event.acceptedAt.utcoffset() == timedelta(0)
+    assert message.model_dump_json() == queued
