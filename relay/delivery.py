@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from . import clock, signing, stats, telemetry
@@ -26,7 +26,7 @@ from .models import DeliveryMessage, EventRecord, Target
 from .outbound import DeliveryError, OriginBusy, Sender, TLSError, redact_url, scrub
 from .outbox import Outbox
 from .outcomes import Outcome, Verdict, classify
-from .pools import get_pools
+from .pools import Batch, get_pools
 from .settings import Settings
 from .statuses import DeliveryStatus
 from .storage import Storage
@@ -120,17 +120,17 @@ class Deliverer:
         )
         for mode in {t.mode for t in targets}:
             notes.get(mode)  # built here, once, not by racing attempt threads (a body can be 1 MiB)
-        futures = [self._pools.attempts.submit(self._one, event, notes, log_key, since, t) for t in targets]
-        return Attempts(self, event, log_key, futures)
+        # One queue entry per target and one wake-up for the whole batch (see relay.pools).
+        batch = self._pools.attempts.start(partial(self._one, event, notes, log_key, since), targets)
+        return Attempts(self, event, log_key, batch)
 
-    def _finish(self, event: EventRecord, log_key: tuple[str, str], futures: list[Future[FirstTry | None]]) -> None:
+    def _finish(self, event: EventRecord, log_key: tuple[str, str], batch: Batch[Target, FirstTry | None]) -> None:
         first_tries: list[FirstTry] = []
         failure: BaseException | None = None
-        for future in futures:
-            error = future.exception()
+        for done, error in batch.wait():
             if error is not None:
                 failure = failure or error
-            elif (done := future.result()) is not None:
+            elif done is not None:
                 first_tries.append(done)
         # Receipt before raising: the successes are real even if another target's recording failed.
         self._log.receipt(event.id, event.type, log_key, clock.utcnow(), first_tries)
@@ -317,8 +317,8 @@ class Attempts:
     deliverer: Deliverer
     event: EventRecord
     log_key: tuple[str, str]
-    futures: list[Future[FirstTry | None]]
+    batch: Batch[Target, FirstTry | None]
 
     def finish(self) -> None:
         """Wait for every attempt and write the batch's receipt; raises only if recording failed."""
-        self.deliverer._finish(self.event, self.log_key, self.futures)
+        self.deliverer._finish(self.event, self.log_key, self.batch)

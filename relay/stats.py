@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -115,13 +116,20 @@ def _hour(moment: datetime) -> datetime:
 
 
 class Recorder:
-    """This process's counters and the thread that writes them."""
+    """This process's counters and the thread that writes them.
+
+    An attempt only appends what it came to to a queue (`deque.append` takes no lock); the
+    flush folds the queue into the buckets, under the lock, before it writes them. A lock taken
+    by every attempt thread for every attempt was 3-4 % of the relay's CPU at fan-out 100 in
+    py-spy profiles: with 64 threads it was often held by one that had lost the interpreter.
+    """
 
     def __init__(self, process: str = PROCESS) -> None:
         self.process = process
         self._lock = threading.Lock()
         self._buckets: dict[tuple[datetime, int], Bucket] = {}  # (hour, minute or HOUR) -> bucket
         self._dirty: set[tuple[datetime, int]] = set()  # buckets changed since the last flush
+        self._pending: deque[tuple[str, str, int | None, datetime]] = deque()  # not yet folded in
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._storage: Storage | None = None
@@ -129,17 +137,26 @@ class Recorder:
     def record(
         self, storage: Storage, sub_id: str, outcome: str, elapsed: float | None = None, at: datetime | None = None
     ) -> None:
-        at = at or clock.utcnow()
-        hour, stamp = _hour(at), clock.rfc3339(at)
-        elapsed_ms = None if elapsed is None else int(elapsed * 1000)
-        with self._lock:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"not an outcome: {outcome}")
+        self._pending.append((sub_id, outcome, None if elapsed is None else int(elapsed * 1000), at or clock.utcnow()))
+        if self._thread is None or self._storage is not storage:
+            with self._lock:
+                self._storage = storage
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="stats-flush", daemon=True)
+                    self._thread.start()
+
+    def _fold(self) -> None:
+        """Add the queued attempts to their buckets (the caller holds the lock)."""
+        pending = self._pending
+        while pending:
+            sub_id, outcome, elapsed_ms, at = pending.popleft()
+            hour = _hour(at)
+            stamp = clock.rfc3339(at)
             for part in (at.minute, HOUR):
                 self._buckets.setdefault((hour, part), Bucket()).record(sub_id, outcome, elapsed_ms, stamp)
                 self._dirty.add((hour, part))
-            self._storage = storage
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="stats-flush", daemon=True)
-                self._thread.start()
 
     def _run(self) -> None:
         while True:
@@ -153,6 +170,7 @@ class Recorder:
     def flush(self) -> None:
         """Write the running totals of every bucket changed since the last flush."""
         with self._lock:
+            self._fold()
             storage, dirty = self._storage, sorted(self._dirty)
             self._dirty.clear()
             rows = [

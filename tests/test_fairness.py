@@ -17,7 +17,7 @@ import pytest
 from relay.errors import ConfigurationError
 from relay.origins import ORIGINS_KEPT, OriginGate
 from relay.outbound import BreakerOpen, DeliveryError, DeliveryTimeout, OriginBusy, Sender
-from relay.pools import Pools
+from relay.pools import AttemptThreads, Pools
 from relay.settings import Settings
 from tests.helpers import wait_until
 
@@ -297,6 +297,25 @@ def test_attempt_threads_and_origin_slots_are_checked_settings(values: dict[str,
     assert (defaults.attempt_threads, defaults.origin_slots) == (64, 32)
 
 
+class Overlap:
+    """Calls that each wait for `release`; `running` holds how many ran at once, as each call saw
+    it when it started."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.running: list[int] = []
+        self._lock = threading.Lock()
+        self._now = 0
+
+    def hold(self) -> None:
+        with self._lock:
+            self._now += 1
+            self.running.append(self._now)
+        self.release.wait(10)
+        with self._lock:
+            self._now -= 1
+
+
 @pytest.mark.timeout(30)
 def test_pools_are_sized_by_the_settings(hanging: HangingServer) -> None:
     """RELAY_ATTEMPT_THREADS attempts run at a time, and RELAY_ORIGIN_SLOTS of them may go to one
@@ -312,25 +331,13 @@ def test_pools_are_sized_by_the_settings(hanging: HangingServer) -> None:
         )
     )
     try:
-        lock, release = threading.Lock(), threading.Event()
-        running: list[int] = []  # how many ran at once, seen by each task as it started
-        now_running = 0
-
-        def hold() -> None:
-            nonlocal now_running
-            with lock:
-                now_running += 1
-                running.append(now_running)
-            release.wait(10)
-            with lock:
-                now_running -= 1
-
-        held = [pools.attempts.submit(hold) for _ in range(4)]
-        wait_until(lambda: len(running) == 3, 5, "three attempts to start")
-        release.set()
+        overlap = Overlap()
+        held = [pools.attempts.submit(overlap.hold) for _ in range(4)]
+        wait_until(lambda: len(overlap.running) == 3, 5, "three attempts to start")
+        overlap.release.set()
         for future in held:
             future.result(10)
-        assert max(running) == 3 and len(running) == 4
+        assert max(overlap.running) == 3 and len(overlap.running) == 4
 
         dead = f"http://127.0.0.1:{hanging.port}/hook"
         stuck = [pools.attempts.submit(pools.sender.post, dead, b"{}", {}) for _ in range(2)]
@@ -341,3 +348,49 @@ def test_pools_are_sized_by_the_settings(hanging: HangingServer) -> None:
             assert isinstance(future.exception(10), DeliveryError)
     finally:
         pools.close()
+
+
+@pytest.mark.timeout(30)
+def test_attempt_threads_run_a_batch_and_answer_each_item() -> None:
+    """A batch runs on at most the pool's threads at once, and its wait answers every item in
+    order: a result, or the exception that item raised (the others still ran)."""
+    pool = AttemptThreads(3)
+    try:
+        overlap = Overlap()
+
+        def work(item: int) -> int:
+            overlap.hold()
+            if item == 2:
+                raise ValueError("item 2")
+            return item * 10
+
+        batch = pool.start(work, [0, 1, 2, 3, 4])
+        wait_until(lambda: len(overlap.running) == 3, 5, "three calls to start")
+        overlap.release.set()
+        results = batch.wait()
+        assert max(overlap.running) == 3 and len(overlap.running) == 5
+        assert [r for r, _ in results] == [0, 10, None, 30, 40]
+        error = results[2][1]
+        assert isinstance(error, ValueError) and str(error) == "item 2"
+        assert all(e is None for i, (_, e) in enumerate(results) if i != 2)
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.timeout(30)
+def test_attempt_threads_run_single_attempts_of_separate_callers_side_by_side() -> None:
+    """Retries arrive as batches of one from separate invocations: each gets a thread of its own
+    (up to the pool's size) rather than queuing behind the others on the first thread started."""
+    pool = AttemptThreads(4)
+    try:
+        all_in = threading.Barrier(3, timeout=10)
+        batches = [pool.start(lambda _: all_in.wait(), [None]) for _ in range(3)]
+        for batch in batches:
+            [(_, error)] = batch.wait()
+            assert error is None  # a barrier that timed out would be BrokenBarrierError
+        later = pool.submit(lambda: "done")
+        assert later.result(10) == "done"
+    finally:
+        pool.shutdown()
+    with pytest.raises(RuntimeError):
+        pool.start(lambda _: None, [None])
