@@ -2,7 +2,9 @@
 
 The first hundred matching subscribers are delivered right here, in the same execution that
 read the index (one function execution and no extra message for the common case); the others
-are packed into delivery work items of up to a hundred targets each.
+are packed into delivery work items of up to a hundred targets each. While this process has room,
+the fan-out delivers the first of those items itself, sent leased (relay.held); the rest are sent
+for the delivery trigger of any instance.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from . import clock
 from .delivery import Attempts, Deliverer
 from .eventlog import EventLog
 from .events import load_data
+from .held import ROOM, Holder
 from .models import DeliveryMessage, FanoutMessage, Target
 from .outbox import Outbox, wait
 from .pools import get_pools
@@ -69,21 +72,24 @@ def fan_out(
     rest: list[Target] = []
     inline: Attempts | None = None
     sends: list[Future[Any]] = []
+    loaded: list[Any] = []
+
+    def data() -> Any:
+        if not loaded:
+            loaded.append(load_data(storage, event))
+        return loaded[0]
+
+    holder = Holder(storage, settings, event, data, log_key, since)
 
     def start_inline() -> Attempts:
         # The attempts start on the attempt threads from this (the invocation's) thread, which
         # reads on and then waits for them: no pool thread waits on another pool's work.
-        return Deliverer(storage, settings).start(event, load_data(storage, event), log_key, since, direct)
+        return Deliverer(storage, settings).start(event, data(), log_key, since, direct)
 
     def send(chunks: list[list[Target]]) -> None:
-        sends.extend(
-            outbox.submit_deliveries(
-                [
-                    DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since, targets=chunk)
-                    for chunk in chunks
-                ]
-            )
-        )
+        held, others = holder.split(chunks)
+        sends.extend(outbox.submit_deliveries([holder.item(chunk) for chunk in others]))
+        holder.deliver(held)
 
     # The first hundred are delivered here while the index is still being read; the others go
     # out as work items page by page, so deliveries start before a large index is read whole.
@@ -107,6 +113,11 @@ def fan_out(
 
 
 def deliver_item(storage: Storage, settings: Settings, message: DeliveryMessage) -> None:
+    with ROOM.working():  # while the trigger delivers here, fan-outs hold less
+        _deliver_item(storage, settings, message)
+
+
+def _deliver_item(storage: Storage, settings: Settings, message: DeliveryMessage) -> None:
     deliverer = Deliverer(storage, settings)
     targets = deliverer.skip_removed(message)
     if not targets:

@@ -15,12 +15,9 @@ once its log row is found, not lost and not logged twice.
 from __future__ import annotations
 
 import logging
-import threading
-from dataclasses import dataclass, field
-
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from .fanout import fan_out
+from .leases import LEASE, RENEW_EVERY, Keeper, Lease, keeper_for
 from .outbox import Sent
 from .pools import get_pools
 from .settings import Settings
@@ -28,73 +25,7 @@ from .storage import FANOUT_QUEUE, Storage
 
 log = logging.getLogger("relay.kick")
 
-# How long a kicked message stays invisible without renewal, and how often the keeper renews.
-LEASE = 30
-RENEW_EVERY = 10.0
-
-
-@dataclass
-class _Lease:
-    """One kicked message's hold on its queue message; the lock orders renewals and the delete."""
-
-    sent: Sent
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    done: bool = False
-
-
-class Keeper:
-    """The one thread that renews the leases of kicks queued or running in this process."""
-
-    def __init__(self, storage: Storage, lease: int = LEASE, every: float = RENEW_EVERY) -> None:
-        self._queue = storage.queue(FANOUT_QUEUE)
-        self._lease, self._every = lease, every
-        self._held: set[int] = set()
-        self._leases: dict[int, _Lease] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.renewals = 0  # leases renewed so far: what a test can await
-        self._thread = threading.Thread(target=self._run, name="kick-leases", daemon=True)
-        self._thread.start()
-
-    def hold(self, sent: Sent) -> _Lease:
-        lease = _Lease(sent)
-        with self._lock:
-            self._leases[id(lease)] = lease
-        return lease
-
-    def release(self, lease: _Lease, delete: bool) -> None:
-        """Stop renewing; with `delete`, the work is done and the message goes."""
-        with self._lock:
-            self._leases.pop(id(lease), None)
-        with lease.lock:
-            lease.done = True
-            if delete:
-                try:
-                    self._queue.delete_message(lease.sent.message_id, lease.sent.pop_receipt)
-                except (ResourceNotFoundError, HttpResponseError) as exc:
-                    # Already gone, or its receipt outdated by a renewal that failed: the message
-                    # will come back once and be taken for what it is, a seen-before event.
-                    log.warning("kicked fan-out message not deleted: %s", type(exc).__name__)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._every):
-            with self._lock:
-                leases = list(self._leases.values())
-            for lease in leases:
-                with lease.lock:
-                    if lease.done:
-                        continue
-                    try:
-                        renewed = self._queue.update_message(
-                            lease.sent.message_id, lease.sent.pop_receipt, visibility_timeout=self._lease
-                        )
-                        lease.sent.pop_receipt = renewed.pop_receipt or lease.sent.pop_receipt
-                        self.renewals += 1
-                    except Exception as exc:  # noqa: BLE001 - a lapsed lease is recovered by the trigger
-                        log.warning("kicked fan-out lease not renewed: %s", type(exc).__name__)
-
-    def stop(self) -> None:
-        self._stop.set()
+__all__ = ["LEASE", "RENEW_EVERY", "Keeper", "Kicker"]
 
 
 class Kicker:
@@ -103,15 +34,15 @@ class Kicker:
     def __init__(self, storage: Storage, settings: Settings, keeper: Keeper | None = None) -> None:
         self._storage, self._settings = storage, settings
         self._pools = get_pools(settings)
-        self._keeper = keeper or _keeper(storage)
+        self._keeper = keeper or keeper_for(storage, FANOUT_QUEUE)
 
     def start(self, sent: list[Sent]) -> None:
         for one in sent:
-            lease = self._keeper.hold(one)  # renewed from now on, even while the kick waits for a thread
-            self._pools.kicks.submit(self._run, lease)
+            # Renewed from now on, even while the kick waits for a thread.
+            lease = self._keeper.hold(one.message_id, one.pop_receipt)
+            self._pools.kicks.submit(self._run, sent=one, lease=lease)
 
-    def _run(self, lease: _Lease) -> None:
-        sent = lease.sent
+    def _run(self, sent: Sent, lease: Lease) -> None:
         try:
             # This is the message's first working, whatever its `kicked` mark says to a later one.
             fan_out(
@@ -122,16 +53,3 @@ class Kicker:
             self._keeper.release(lease, delete=False)
             return
         self._keeper.release(lease, delete=True)
-
-
-_keeper_lock = threading.Lock()
-_keepers: dict[int, Keeper] = {}
-
-
-def _keeper(storage: Storage) -> Keeper:
-    """One keeper per storage client set (one in a process, in practice)."""
-    with _keeper_lock:
-        keeper = _keepers.get(id(storage))
-        if keeper is None:
-            keeper = _keepers[id(storage)] = Keeper(storage)
-        return keeper

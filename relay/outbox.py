@@ -40,9 +40,9 @@ class Outbox:
             text, visibility_timeout=math.ceil(delay) or None, time_to_live=NEVER_EXPIRE
         )
 
-    def _submit(self, queue: str, texts: list[str]) -> list[Future[Any]]:
+    def _submit(self, queue: str, texts: list[str], delay: float = 0) -> list[Future[Any]]:
         sends = get_pools(self._settings or get_settings()).sends
-        return [sends.submit(self._send, queue, text) for text in texts]
+        return [sends.submit(self._send, queue, text, delay) for text in texts]
 
     # ---- fan-out --------------------------------------------------------------------------
 
@@ -66,9 +66,12 @@ class Outbox:
 
     # ---- deliveries -----------------------------------------------------------------------
 
-    def submit_deliveries(self, items: list[DeliveryMessage]) -> list[Future[Any]]:
-        """Start sending work items; the caller waits for the futures (see `wait`)."""
-        return self._submit(DELIVERY_QUEUE, [item.model_dump_json() for item in items])
+    def submit_deliveries(self, items: list[DeliveryMessage], lease: float = 0) -> list[Future[Any]]:
+        """Start sending work items; the caller waits for the futures (see `wait`), whose results
+        carry each message's id and pop receipt. With a `lease`, the items are invisible that
+        long: the caller delivers them itself (relay.held) and the queue trigger sees them only
+        if that does not finish."""
+        return self._submit(DELIVERY_QUEUE, [item.model_dump_json() for item in items], lease)
 
     def deliveries(self, items: list[DeliveryMessage]) -> None:
         wait(self.submit_deliveries(items))
