@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
 
@@ -132,7 +131,7 @@ class Holder:
             self._keeper.release(lease, delete=False)
             ROOM.leave()
             raise
-        _when_done(attempts.futures, lambda: self._finish(attempts, lease))
+        attempts.batch.when_done(lambda: self._finish(attempts, lease))
 
     def _finish(self, attempts: Attempts, lease: Lease) -> None:
         # Runs on the attempt thread that made the item's last attempt: the receipt and the delete
@@ -146,22 +145,3 @@ class Holder:
             self._keeper.release(lease, delete=True)
         finally:
             ROOM.leave()
-
-
-def _when_done(futures: list[Future[Any]], then: Callable[[], None]) -> None:
-    """Call `then` once, when the last of `futures` is done (on the thread that finished it)."""
-    left = len(futures)
-    lock = threading.Lock()
-
-    def one(_: Future[Any]) -> None:
-        nonlocal left
-        with lock:
-            left -= 1
-            last = left == 0
-        if last:
-            then()
-
-    if not futures:
-        then()
-    for future in futures:
-        future.add_done_callback(one)

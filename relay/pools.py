@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -38,6 +39,8 @@ from .settings import Settings
 # (RELAY_ATTEMPT_THREADS, RELAY_ORIGIN_SLOTS): they depend on the receivers an operator serves. The
 # pools below serve storage requests the relay makes itself, sized to what one instance's own work
 # needs, whoever the receivers are.
+log = logging.getLogger("relay.pools")
+
 # Threads for queue sends done side by side (a batch of events, work items, a replay's messages).
 SEND_THREADS = 16
 # Threads for storage point reads done side by side (one owner's page of subscriptions).
@@ -63,6 +66,9 @@ class Batch(Generic[T, R]):
         # exactly one thread draws the last number.
         self._finished = itertools.count(1)
         self._done = threading.Event()
+        # Taken once per batch (by the last finisher, and by `when_done`), never per attempt.
+        self._then_lock = threading.Lock()
+        self._then: Callable[[], None] | None = None
         if not items:
             self._done.set()
 
@@ -72,7 +78,23 @@ class Batch(Generic[T, R]):
         except BaseException as exc:  # noqa: BLE001 - handed to the waiter, as a future would
             self._results[index] = (None, exc)
         if next(self._finished) == len(self._items):
-            self._done.set()  # the one wake-up of the waiter, for the whole batch
+            with self._then_lock:
+                self._done.set()  # the one wake-up of the waiter, for the whole batch
+                then = self._then
+            if then is not None:
+                try:
+                    then()
+                except Exception:  # the attempt thread goes on; the callback's owner logs its own
+                    log.exception("a batch's completion callback failed")
+
+    def when_done(self, then: Callable[[], None]) -> None:
+        """Call `then` once every call has finished: on the attempt thread that finished the last
+        one, or here if that has happened already. `then` must not submit to a pool and wait."""
+        with self._then_lock:
+            if not self._done.is_set():
+                self._then = then
+                return
+        then()
 
     def wait(self) -> list[tuple[R | None, BaseException | None]]:
         self._done.wait()

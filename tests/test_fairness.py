@@ -351,6 +351,39 @@ def test_pools_are_sized_by_the_settings(hanging: HangingServer) -> None:
 
 
 @pytest.mark.timeout(30)
+def test_a_batch_calls_its_completion_once_after_its_last_item_whenever_it_is_registered() -> None:
+    """A fan-out's held work item is completed (receipt, message delete) by the callback of its
+    batch: exactly once, only after every attempt, also when the batch finished before it was
+    registered, and a failing callback does not take the attempt thread down."""
+    pool = AttemptThreads(2)
+    try:
+        overlap = Overlap()
+        calls: list[int] = []
+        batch = pool.start(lambda _: overlap.hold(), [0, 1, 2])
+        batch.when_done(lambda: calls.append(len(overlap.running)))
+        wait_until(lambda: len(overlap.running) == 2, 5, "two calls to start")
+        assert calls == []  # nothing finished yet
+        overlap.release.set()
+        wait_until(lambda: calls == [3], 5, "the callback after the third call")
+
+        finished = pool.start(lambda item: item, [1])
+        finished.wait()
+        late: list[str] = []
+        finished.when_done(lambda: late.append("now"))
+        assert late == ["now"]  # already done: called at once, on the registering thread
+
+        def boom() -> None:
+            raise RuntimeError("callback")
+
+        failing = pool.start(lambda _: overlap.hold(), [0])
+        failing.when_done(boom)
+        failing.wait()
+        assert [r for r, _ in pool.start(lambda item: item * 2, [21]).wait()] == [42]  # threads still serve
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.timeout(30)
 def test_attempt_threads_run_a_batch_and_answer_each_item() -> None:
     """A batch runs on at most the pool's threads at once, and its wait answers every item in
     order: a result, or the exception that item raised (the others still ran)."""
