@@ -38,9 +38,15 @@ def serve(host: str, port: int, secret: str | None, status: int = 202) -> None:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = _Server((host, port), Handler)
     print(f"receiving on http://{host}:{server.server_address[1]}/ (Ctrl+C to stop)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+
+
+class _Server(ThreadingHTTPServer):
+    # The relay opens up to 64 connections at once (its attempt threads); the socketserver
+    # default backlog of 5 makes the kernel reset some of them, which a real receiver would not.
+    request_queue_size = 256

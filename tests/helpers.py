@@ -183,6 +183,9 @@ Reply = tuple[int, dict[str, str], bytes]
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    # The relay opens up to 64 connections at once (its attempt threads); the socketserver default
+    # backlog of 5 makes the kernel reset some of them, which a real receiver would not do.
+    request_queue_size = 256
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a sender killed mid-request (the SIGKILL tests) is expected, not news
