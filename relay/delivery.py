@@ -34,10 +34,13 @@ from .subscriptions import SubscriptionStore
 
 log = logging.getLogger("relay.delivery")
 
-# An attempt handed back because its origin had no free slot waits this share of the delivery
-# timeout (with jitter) in the queue, and is handed back at most this many times before it counts
-# as an attempt that timed out, so every delivery still ends delivered or failed.
-DEFER_FACTOR = 1.0
+# An attempt handed back because its origin had no free slot waits in the queue DEFER_FIRST seconds,
+# doubled at each hand-back up to the delivery timeout (+0-50 % jitter): a busy but healthy origin
+# (a burst on Power Automate's shared callback host, a loaded machine) frees slots within seconds,
+# while one whose slots are held until the timeout is asked again at most once per timeout. It is
+# handed back at most MAX_DEFERRALS times before it counts as an attempt that timed out, so every
+# delivery still ends delivered or failed.
+DEFER_FIRST = 2.0
 MAX_DEFERRALS = 10
 
 
@@ -50,6 +53,11 @@ OUTCOMES: tuple[tuple[type[Exception], Outcome], ...] = (
     (TLSError, Outcome.FAILED),
     (DeliveryError, Outcome.RETRY),
 )
+
+
+def defer_delay(deferred: int, delivery_timeout: float) -> float:
+    """Seconds (before jitter) an attempt handed back `deferred` times already waits this time."""
+    return max(min(DEFER_FIRST * 2.0**deferred, delivery_timeout), 1.0)
 
 
 def outcome_of(exc: TargetRefused | DeliveryError) -> Outcome:
@@ -227,7 +235,7 @@ class Deliverer:
     ) -> None:
         """Put an attempt that was not sent (its origin's slots are held) back in the queue for a
         little while, without counting it; the pending row says why it waits."""
-        delay = max(self._settings.delivery_timeout * DEFER_FACTOR, 1.0) * (1 + 0.5 * self._rand())
+        delay = defer_delay(target.deferred, self._settings.delivery_timeout) * (1 + 0.5 * self._rand())
         log.info(
             "delivery deferred event=%s subscription=%s attempt=%d reason=%s",
             event.id,

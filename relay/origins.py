@@ -26,21 +26,28 @@ class _OriginState:
     waiters: int = 0
     full_since: float = 0.0  # when the slots last became all taken
     timeouts: deque[float] = field(default_factory=deque)
+    answers: deque[float] = field(default_factory=lambda: deque(maxlen=ANSWERS_KEPT))  # recent answer times
     open_until: float = 0.0  # breaker: no connection before this; 0 = closed
     probing: bool = False  # breaker half-open: one attempt is finding out
 
 
-# Origins remembered before idle ones are swept (each remembered one had a recent timeout).
+# Origins remembered before idle ones are swept (each remembered one had a recent timeout or answer).
 ORIGINS_KEPT = 4096
+# How many of an origin's recent answer times its stall rule is judged against, and by how much the
+# slowest of them is stretched: a full origin is stalled only when nothing came back for longer than
+# it has recently taken to answer (a slow flow, or a loaded machine), not after a fixed second.
+ANSWERS_KEPT = 16
+PATIENCE_FACTOR = 2.0
 
 
 class OriginGate:
     """Per-origin slots and circuit breaker, shared by every thread of one sender.
 
     Slots: at most `cap` attempts to one origin at a time. A thread that finds them all taken
-    waits only while the origin is making progress (a slot was freed within `stall` seconds) and
-    at most `wait` seconds; otherwise `OriginBusy` hands the delivery back at once, so a receiver
-    that never answers holds `cap` threads and no more.
+    waits only while the origin is making progress (a slot was freed within its patience: `stall`
+    seconds, or twice the slowest of its recent answers when that is longer) and at most `wait`
+    seconds; otherwise `OriginBusy` hands the delivery back at once, so a receiver that never
+    answers holds `cap` threads and no more, and one that answers slowly is not taken for dead.
 
     Breaker: `trip` timeouts within `window` seconds open it for `cooloff` seconds, during which
     attempts fail at once with `BreakerOpen` without connecting. After that one attempt (a probe)
@@ -66,7 +73,8 @@ class OriginGate:
 
     def remembered(self) -> int:
         """How many origins the gate keeps state for: those with attempts in flight or waiting,
-        or a timeout, open breaker or probe still to remember. Bounded near `ORIGINS_KEPT`."""
+        or a timeout, answer times, open breaker or probe still to remember. Bounded near
+        `ORIGINS_KEPT`."""
         with self._lock:
             return len(self._origins)
 
@@ -94,11 +102,12 @@ class OriginGate:
                 if state.in_flight < self.cap:
                     self._take(state, now)
                     return False
-                stalled_at = state.full_since + self.stall
+                patience = self._patience(state)
+                stalled_at = state.full_since + patience
                 if now >= stalled_at or now >= give_up_at:
                     raise OriginBusy(
                         f"not sent: {state.in_flight} attempts to {label} are in flight and "
-                        f"none finished within {self.stall:g} s"
+                        f"none finished within {min(patience, self.wait):.3g} s"
                     )
                 # While this thread waits, the entry stays (release keeps entries with waiters).
                 state.waiters += 1
@@ -107,6 +116,9 @@ class OriginGate:
                 finally:
                     state.waiters -= 1
                 now = self._now()
+
+    def _patience(self, state: _OriginState) -> float:
+        return max(self.stall, PATIENCE_FACTOR * max(state.answers, default=0.0))
 
     def _forget_idle(self, now: float) -> None:
         """Drop origins with nothing in flight whose timeouts and breaker have all expired."""
@@ -125,13 +137,17 @@ class OriginGate:
         if state.in_flight >= self.cap:
             state.full_since = now
 
-    def release(self, origin: Origin, probe: bool, timed_out: bool) -> None:
+    def release(self, origin: Origin, probe: bool, timed_out: bool, took: float | None = None) -> None:
+        """Free a slot. `took`: how long the attempt waited for its answer, when it got one (a
+        timeout is no answer: it counts towards the breaker, not the origin's patience)."""
         with self._lock:
             state = self._origins[origin]
             now = self._now()
             state.in_flight -= 1
             if timed_out:
                 state.timeouts.append(now)
+            elif took is not None:
+                state.answers.append(took)
             while state.timeouts and state.timeouts[0] <= now - self.window:
                 state.timeouts.popleft()
             was_open = bool(state.open_until)
@@ -149,5 +165,7 @@ class OriginGate:
                     state.cond.notify_all()  # waiters learn of the breaker now, not at their deadline
                 else:
                     state.cond.notify()  # one slot freed: one waiter
-            if not (state.in_flight or state.waiters or state.timeouts or state.open_until):
+            # An idle origin's answer times are kept (the next burst to a slow flow is judged by
+            # them) until the table fills and `_forget_idle` sweeps it.
+            if not (state.in_flight or state.waiters or state.timeouts or state.open_until or state.answers):
                 del self._origins[origin]  # keep the table to origins with something to remember

@@ -155,13 +155,17 @@ class Sender:
             return self._post(url, body, headers)  # the guard refuses it
         probe = self._gate.acquire(origin, f"{bracketed(origin[1])}:{origin[2]}")
         timed_out = False
+        took: float | None = None
+        started = time.monotonic()
         try:
-            return self._post(url, body, headers)
+            reply = self._post(url, body, headers)
+            took = time.monotonic() - started
+            return reply
         except DeliveryTimeout:
             timed_out = True
             raise
         finally:
-            self._gate.release(origin, probe, timed_out)
+            self._gate.release(origin, probe, timed_out, took)
 
     def _resolve_by(self, deadline: float) -> Resolver:
         def resolve(host: str, port: int) -> list[str]:

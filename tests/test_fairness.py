@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -197,6 +198,49 @@ def test_dead_origin_holds_only_its_slots(
             assert isinstance(future.exception(), DeliveryError)
 
 
+class SlowServer:
+    """Answers every POST 200 after `delay` seconds; counts requests as they arrive."""
+
+    def __init__(self, delay: float) -> None:
+        outer = self
+        self.arrived = 0
+        self.lock = threading.Lock()
+
+        class Handler(_Ok):
+            def do_POST(self) -> None:
+                with outer.lock:
+                    outer.arrived += 1
+                time.sleep(delay)  # the receiver's own slowness, what the test is about
+                super().do_POST()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.timeout(30)
+def test_origin_slower_than_the_stall_is_waited_for_not_handed_back(senders: Callable[..., Sender]) -> None:
+    """A receiver that takes 0.6 s to answer, both its slots taken: a third attempt waits for the
+    first answer, because the origin's own recent answers set how long "no progress" must last
+    (a slow flow, or Power Automate's shared callback host under a burst), not the fixed 0.3 s."""
+    slow = SlowServer(0.6)
+    sender = senders(origin_slots=2, stall=0.3, slot_wait=3.0)
+    try:
+        assert sender.post(slow.url, b"{}", {}).status == 200  # the origin's pace, learned
+        with ThreadPoolExecutor(2) as pool:
+            held = [pool.submit(sender.post, slow.url, b"{}", {}) for _ in range(2)]
+            wait_until(lambda: slow.arrived == 3, 5, "both slots taken")
+            assert sender.post(slow.url, b"{}", {}).status == 200
+            assert [future.result(10).status for future in held] == [200, 200]
+    finally:
+        slow.close()
+
+
 @pytest.mark.timeout(30)
 def test_breaker_stops_connecting_to_an_origin_that_keeps_timing_out(
     senders: Callable[..., Sender], hanging: HangingServer
@@ -234,6 +278,41 @@ def test_dns_lookup_is_inside_the_attempts_deadline(senders: Callable[..., Sende
     assert isinstance(failed.value, DeliveryTimeout) and "resolved" in failed.value.message
     assert SECRET not in failed.value.message
     assert 0.4 <= time.monotonic() - started < 2.0
+
+
+def test_handed_back_attempt_comes_back_within_seconds_then_less_often(
+    app_storage, senders: Callable[..., Sender], hanging: HangingServer
+) -> None:
+    """An attempt handed back unsent (its origin's one slot held) is pending in the delivery log,
+    not counted, and due again after 2 s, then 4, 8, 16, and at most one delivery timeout: a busy
+    origin is asked again soon, one whose slots are held until the timeout once per timeout."""
+    from relay.delivery import Deliverer
+    from relay.deliverylog import DeliveryLog
+    from relay.models import EventRecord, Target
+
+    sender = senders(origin_slots=1, stall=0.1, timeout=20.0)
+    url = f"http://127.0.0.1:{hanging.port}/hook"
+    settings = Settings.from_environ({"RELAY_DELIVERY_TIMEOUT": "20"})
+    deliverer = Deliverer(app_storage, settings, sender, rand=lambda: 0.0)  # no jitter
+    event = EventRecord(
+        id="e-busy", type="t.x", source="s", time="2026-01-01T00:00:00Z", data=1, acceptedAt="2026-01-01T00:00:00Z"
+    )
+    log_key = ("e:20260101", "20260101T000000.000000Z_e-busy")
+    sub_id = uuid.uuid4().hex
+    waits = []
+    with ThreadPoolExecutor(1) as pool:
+        stuck = pool.submit(sender.post, url, b"{}", {})  # holds the origin's only slot
+        wait_until(lambda: hanging.accepted == 1, 5, "the slot to be taken")
+        for handed_back in range(6):
+            target = Target(sub=sub_id, url=url, secret="whsec_" + "A" * 32, attempt=1, deferred=handed_back)
+            deliverer.deliver(event, 1, log_key, log_key[1][:23], [target])
+            row = DeliveryLog(app_storage, 7).list(sub_id, status="pending", limit=1, token=None)[0][0]
+            assert row.attempts == 0 and "in flight" in (row.last_error or "")
+            assert row.next_attempt_at is not None and row.last_attempt_at is not None
+            waits.append(round((row.next_attempt_at - row.last_attempt_at).total_seconds(), 1))
+        hanging.close()  # ends the stuck attempt
+        assert isinstance(stuck.exception(30), DeliveryError)
+    assert waits == [2.0, 4.0, 8.0, 16.0, 20.0, 20.0]
 
 
 # ---- end to end ----------------------------------------------------------------------------------
