@@ -289,6 +289,13 @@ def test_failing_subscription_found_replayed_and_cleared(
     page.locator("#replay-progress").wait_for()
     page.get_by_text("Replay finished: 2 deliveries queued again.", exact=True).wait_for()
     receiver.wait_for(before + 2)
+    # The receiver counts a request before the relay has its answer and writes the log row: the
+    # page's one fetch must not race that write.
+    wait_until(
+        lambda: relay.get(f"subscriptions/{sub['id']}/deliveries?status=failed").json()["value"] == [],
+        30,
+        "the failures to be cleared in the delivery log",
+    )
     page.get_by_label("Status", exact=True).select_option("failed")
     page.get_by_text("No failed deliveries.").wait_for()
     page.get_by_label("Status", exact=True).select_option("")

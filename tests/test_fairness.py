@@ -199,9 +199,10 @@ def test_dead_origin_holds_only_its_slots(
 
 
 class SlowServer:
-    """Answers every POST 200 after `delay` seconds; counts requests as they arrive."""
+    """Answers POSTs 200 after `first` seconds the first time and `then` seconds afterwards; counts
+    requests as they arrive."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, first: float, then: float) -> None:
         outer = self
         self.arrived = 0
         self.lock = threading.Lock()
@@ -210,7 +211,8 @@ class SlowServer:
             def do_POST(self) -> None:
                 with outer.lock:
                     outer.arrived += 1
-                time.sleep(delay)  # the receiver's own slowness, what the test is about
+                    n = outer.arrived
+                time.sleep(first if n == 1 else then)  # the receiver's own slowness, the test's subject
                 super().do_POST()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -225,10 +227,11 @@ class SlowServer:
 
 @pytest.mark.timeout(30)
 def test_origin_slower_than_the_stall_is_waited_for_not_handed_back(senders: Callable[..., Sender]) -> None:
-    """A receiver that takes 0.6 s to answer, both its slots taken: a third attempt waits for the
-    first answer, because the origin's own recent answers set how long "no progress" must last
-    (a slow flow, or Power Automate's shared callback host under a burst), not the fixed 0.3 s."""
-    slow = SlowServer(0.6)
+    """A receiver that answered in 1 s and now takes 0.6 s, both its slots taken: a third attempt
+    waits for the first answer, because the origin's own recent answers set how long "no progress"
+    must last (2 s here: a slow flow, or Power Automate's shared callback host under a burst), not
+    the fixed 0.3 s."""
+    slow = SlowServer(first=1.0, then=0.6)
     sender = senders(origin_slots=2, stall=0.3, slot_wait=3.0)
     try:
         assert sender.post(slow.url, b"{}", {}).status == 200  # the origin's pace, learned
@@ -245,7 +248,7 @@ def test_origin_slower_than_the_stall_is_waited_for_not_handed_back(senders: Cal
 def test_breaker_stops_connecting_to_an_origin_that_keeps_timing_out(
     senders: Callable[..., Sender], hanging: HangingServer
 ) -> None:
-    sender = senders(timeout=0.3, breaker_timeouts=2)
+    sender = senders(timeout=1.0, breaker_timeouts=2)
     dead = f"http://127.0.0.1:{hanging.port}/hook"
     for _ in range(2):
         with pytest.raises(DeliveryError) as failed:
@@ -255,7 +258,7 @@ def test_breaker_stops_connecting_to_an_origin_that_keeps_timing_out(
     with pytest.raises(DeliveryError) as held_off:
         sender.post(dead, b"{}", {})
     assert isinstance(held_off.value, BreakerOpen)
-    assert time.monotonic() - started < 0.2
+    assert time.monotonic() - started < 0.5  # at once, not after the 1 s timeout
     assert hanging.accepted == 2
 
 
@@ -318,13 +321,15 @@ def test_handed_back_attempt_comes_back_within_seconds_then_less_often(
 # ---- end to end ----------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(400)
 def test_healthy_receiver_is_served_while_150_subscriptions_hang(
-    relay, receiver_factory, hanging: HangingServer, unique_type: str
+    relay_factory, receiver_factory, hanging: HangingServer, unique_type: str
 ) -> None:
     """150 subscriptions on a receiver that accepts and never answers, one healthy receiver on another
-    port: the healthy one gets its event within 5 s, and every hanging delivery ends failed in the
-    delivery log after the whole schedule, none lost, without a connection per attempt."""
+    port: the healthy one gets its event well before the hanging attempts' timeout (15 s), and
+    every hanging delivery ends failed in the delivery log after the whole schedule, none lost,
+    without a connection per attempt."""
+    relay = relay_factory({"RELAY_DELIVERY_TIMEOUT": "15"})
     good = receiver_factory()
     dead_type, good_type = unique_type, unique_type + ".other"
     subs = [
@@ -335,10 +340,8 @@ def test_healthy_receiver_is_served_while_150_subscriptions_hang(
 
     relay.publish({"type": dead_type, "data": {"n": 1}})
     wait_until(lambda: hanging.accepted > 0, 30, "the relay to reach the dead receiver")
-    started = time.monotonic()
     relay.publish({"type": good_type, "data": {"n": 2}})
-    good.wait_for(1, timeout=5)
-    assert time.monotonic() - started < 5
+    good.wait_for(1, timeout=10)  # not queued behind the hanging attempts, which end only at 15 s
 
     remaining = list(subs)
 
@@ -352,7 +355,7 @@ def test_healthy_receiver_is_served_while_150_subscriptions_hang(
             remaining.pop()
         return True
 
-    wait_until(all_failed, 150, "every hanging delivery to end failed")
+    wait_until(all_failed, 240, "every hanging delivery to end failed")
     # The breaker: far fewer connections than the 600 attempts made.
     assert hanging.accepted <= 40
 

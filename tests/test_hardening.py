@@ -95,7 +95,9 @@ def _resetting_server() -> tuple[int, socket.socket]:
 def test_receiver_faults_end_as_the_contract_says(relay_factory, receiver_factory, unique_type) -> None:
     """500, 503+Retry-After, 429, silence, a refused port, a reset and a 10 MB body each end as
     specified, while the relay keeps answering."""
-    relay = relay_factory({"RELAY_RETRY_SCHEDULE": "100ms", "RELAY_DELIVERY_TIMEOUT": "1"})
+    # 3 s: long enough that no answer from a loopback receiver times out on a loaded machine (the
+    # 500 must end with its code, the 429 and 503 must succeed on their second attempt).
+    relay = relay_factory({"RELAY_RETRY_SCHEDULE": "100ms", "RELAY_DELIVERY_TIMEOUT": "3"})
     big = b"x" * (10 * 1024 * 1024)
     r500 = receiver_factory(lambda req, i: (500, {}, b"oops"))
     r503 = receiver_factory(lambda req, i: (503, {"Retry-After": "1"}, b"") if i == 0 else (200, {}, b""))

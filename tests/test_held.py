@@ -9,9 +9,10 @@ import base64
 import json
 import threading
 
+import pytest
 from azure.storage.queue import QueueServiceClient
 
-from relay import held
+from relay import held, pools, settings
 from relay.storage import DELIVERY_QUEUE, FANOUT_QUEUE
 from tests.helpers import ROOT, wait_until
 
@@ -31,7 +32,18 @@ def _subscribe(app, receiver, unique_type, n: int) -> None:
         assert answer.status_code == 201, answer.text
 
 
-def test_work_items_are_delivered_with_no_delivery_trigger_running(app, azurite, receiver_factory, unique_type) -> None:
+@pytest.fixture
+def roomy(app_storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As many slots for the one receiver as there are attempt threads: no attempt is ever handed
+    back to the delivery queue, which nothing in this process reads."""
+    monkeypatch.setenv("RELAY_ORIGIN_SLOTS", "64")
+    settings.reset_settings()
+    pools.close_pools()
+
+
+def test_work_items_are_delivered_with_no_delivery_trigger_running(
+    app, roomy, azurite, receiver_factory, unique_type
+) -> None:
     """250 subscribers: 100 inline and two work items. In this process no queue trigger runs, so
     only the fan-out itself can deliver the items; it does, and deletes their messages."""
     receiver = receiver_factory()
@@ -48,7 +60,7 @@ def test_work_items_are_delivered_with_no_delivery_trigger_running(app, azurite,
 
 
 def test_items_beyond_the_room_are_left_visible_for_any_instance(
-    app, azurite, receiver_factory, unique_type, monkeypatch
+    app, roomy, azurite, receiver_factory, unique_type, monkeypatch
 ) -> None:
     """With room for one held item, a fan-out of 250 delivers 100 inline and 100 itself, and sends
     the last 50 visible, for whichever instance's trigger polls first."""
@@ -96,14 +108,16 @@ def test_sigkill_while_delivering_held_items_loses_nothing(
 
     def script(item, n):
         if 240 <= n < 250:  # the last ten of the first round never get their answer to the relay
-            release.wait(30)
+            release.wait(60)
             return 500, {}, b""
         with lock:
             answered.add(item.path)
         return 200, {}, b""
 
     receiver = receiver_factory(script)
-    relay = relay_factory()
+    # The ten unanswered attempts must still be in flight when the host is killed, however slowly
+    # the test reaches the kill: they time out only after 30 s.
+    relay = relay_factory({"RELAY_DELIVERY_TIMEOUT": "30"})
     fanouts, deliveries = _queue(azurite, FANOUT_QUEUE), _queue(azurite, DELIVERY_QUEUE)
     for n in range(250):
         relay.subscribe(f"{receiver.url}/{n}", eventTypes=[unique_type])
@@ -111,7 +125,7 @@ def test_sigkill_while_delivering_held_items_loses_nothing(
     try:
         relay.publish({"type": unique_type, "data": "wide"})
         wait_until(lambda: len(receiver.requests) >= 250, 60, "every target's first attempt to arrive")
-        wait_until(lambda: _count(fanouts) == 0, 5, "the fan-out to finish (its message deleted)")
+        wait_until(lambda: _count(fanouts) == 0, 30, "the fan-out to finish (its message deleted)")
         assert _count(deliveries) >= 1 and not deliveries.peek_messages(max_messages=32)  # held: invisible
         relay.kill()
         with lock:

@@ -54,12 +54,14 @@ def test_the_lease_holds_the_message_while_a_slow_kick_works(
     )
     current = settings.get_settings()
     record = events.accept(EventIn(type=unique_type, data=1), source="urn:test")
-    sent = Outbox(app_storage, current).publish([record], lease=1)
-    keeper = kick.Keeper(app_storage, lease=1, every=0.2)
+    # A 3 s lease renewed every 0.5 s: a pause of a few hundred ms (a loaded machine) cannot let the
+    # message show, while eight renewals still outlast the first lease.
+    sent = Outbox(app_storage, current).publish([record], lease=3)
+    keeper = kick.Keeper(app_storage, lease=3, every=0.5)
     try:
         kick.Kicker(app_storage, current, keeper=keeper).start(sent)
         receiver.wait_for(1)  # the kick is now inside its delivery, which waits for `release`
-        wait_until(lambda: keeper.renewals >= 8, 30, "the lease to be renewed past its first second")
+        wait_until(lambda: keeper.renewals >= 8, 30, "the lease to be renewed past its first term")
         assert _count(queue) == 1 and not queue.peek_messages(max_messages=32)  # there, and invisible
         release.set()
         wait_until(lambda: _count(queue) == 0, 30, "the kicked fan-out message to be deleted")
