@@ -20,11 +20,16 @@ __all__ = ["ORIGINS_KEPT", "OriginGate"]
 
 
 @dataclass
+class _Waiter:
+    cond: threading.Condition  # on the gate's one lock; wakes only this waiter
+    granted: bool = False  # a freed slot was handed to it (and is counted in `in_flight`)
+
+
+@dataclass
 class _OriginState:
-    cond: threading.Condition  # on the gate's one lock; wakes only this origin's waiters
     in_flight: int = 0
-    waiters: int = 0
-    full_since: float = 0.0  # when the slots last became all taken
+    queue: deque[_Waiter] = field(default_factory=deque)  # waiting for a slot, oldest first
+    full_since: float = 0.0  # when the slots last became all taken, or one was handed on
     timeouts: deque[float] = field(default_factory=deque)
     answers: deque[float] = field(default_factory=lambda: deque(maxlen=ANSWERS_KEPT))  # recent answer times
     open_until: float = 0.0  # breaker: no connection before this; 0 = closed
@@ -44,7 +49,9 @@ class OriginGate:
     """Per-origin slots and circuit breaker, shared by every thread of one sender.
 
     Slots: at most `cap` attempts to one origin at a time. A thread that finds them all taken
-    waits only while the origin is making progress (a slot was freed within its patience: `stall`
+    queues for one; a freed slot is handed to the oldest waiter, never to a thread that comes
+    later (which would let a waiter starve while the origin answers quickly). It waits only while
+    the origin is making progress (a slot was freed within its patience: `stall`
     seconds, or twice the slowest of its recent answers when that is longer) and at most `wait`
     seconds; otherwise `OriginBusy` hands the delivery back at once, so a receiver that never
     answers holds `cap` threads and no more, and one that answers slowly is not taken for dead.
@@ -87,35 +94,48 @@ class OriginGate:
             if state is None:
                 if len(self._origins) >= ORIGINS_KEPT:
                     self._forget_idle(now)
-                state = self._origins[origin] = _OriginState(threading.Condition(self._lock))
+                state = self._origins[origin] = _OriginState()
             give_up_at = now + self.wait
-            while True:
-                if state.open_until:
-                    if now < state.open_until or state.probing:
-                        raise BreakerOpen(
-                            f"not sent: {label} timed out {self.trip} times within "
-                            f"{self.window:g} s, so it is left alone for a while"
+            waiter: _Waiter | None = None
+            try:
+                while True:
+                    holds = waiter is not None and waiter.granted  # a slot was handed to this thread
+                    if state.open_until:
+                        if now < state.open_until or state.probing:
+                            if holds:
+                                state.in_flight -= 1  # the breaker opened meanwhile: not sent
+                            raise BreakerOpen(
+                                f"not sent: {label} timed out {self.trip} times within "
+                                f"{self.window:g} s, so it is left alone for a while"
+                            )
+                        state.probing = True  # half-open: this attempt finds out whether it is back
+                        if not holds:
+                            self._take(state, now)
+                        return True
+                    if holds:
+                        return False
+                    if state.in_flight < self.cap and (not state.queue or state.queue[0] is waiter):
+                        if waiter is not None:  # first in the queue, with a slot free: take it
+                            state.queue.popleft()
+                            waiter.granted = True
+                        self._take(state, now)
+                        return False
+                    patience = self._patience(state)
+                    stalled_at = state.full_since + patience
+                    if now >= stalled_at or now >= give_up_at:
+                        raise OriginBusy(
+                            f"not sent: {state.in_flight} attempts to {label} are in flight and "
+                            f"none finished within {min(patience, self.wait):.3g} s"
                         )
-                    state.probing = True  # half-open: this attempt finds out whether it is back
-                    self._take(state, now)
-                    return True
-                if state.in_flight < self.cap:
-                    self._take(state, now)
-                    return False
-                patience = self._patience(state)
-                stalled_at = state.full_since + patience
-                if now >= stalled_at or now >= give_up_at:
-                    raise OriginBusy(
-                        f"not sent: {state.in_flight} attempts to {label} are in flight and "
-                        f"none finished within {min(patience, self.wait):.3g} s"
-                    )
-                # While this thread waits, the entry stays (release keeps entries with waiters).
-                state.waiters += 1
-                try:
-                    state.cond.wait(min(stalled_at, give_up_at) - now)
-                finally:
-                    state.waiters -= 1
-                now = self._now()
+                    if waiter is None:
+                        # While it waits, the entry stays (release keeps entries with a queue).
+                        waiter = _Waiter(threading.Condition(self._lock))
+                        state.queue.append(waiter)
+                    waiter.cond.wait(min(stalled_at, give_up_at) - now)
+                    now = self._now()
+            finally:
+                if waiter is not None and not waiter.granted:
+                    state.queue.remove(waiter)
 
     def _patience(self, state: _OriginState) -> float:
         return max(self.stall, PATIENCE_FACTOR * max(state.answers, default=0.0))
@@ -125,7 +145,7 @@ class OriginGate:
         for origin, state in list(self._origins.items()):
             if (
                 not state.in_flight
-                and not state.waiters
+                and not state.queue
                 and now >= state.open_until
                 and not state.probing
                 and all(t <= now - self.window for t in state.timeouts)
@@ -136,6 +156,14 @@ class OriginGate:
         state.in_flight += 1
         if state.in_flight >= self.cap:
             state.full_since = now
+
+    def _hand_on(self, state: _OriginState, now: float) -> None:
+        """Give free slots to the oldest waiters (each counted as in flight at once)."""
+        while state.queue and state.in_flight < self.cap:
+            waiter = state.queue.popleft()
+            waiter.granted = True
+            self._take(state, now)
+            waiter.cond.notify()
 
     def release(self, origin: Origin, probe: bool, timed_out: bool, took: float | None = None) -> None:
         """Free a slot. `took`: how long the attempt waited for its answer, when it got one (a
@@ -160,12 +188,13 @@ class OriginGate:
                     state.timeouts.clear()
             elif timed_out and not state.open_until and len(state.timeouts) >= self.trip:
                 state.open_until = now + self.cooloff
-            if state.waiters:  # (a notify with nobody waiting still costs a lock round trip)
-                if bool(state.open_until) != was_open:
-                    state.cond.notify_all()  # waiters learn of the breaker now, not at their deadline
-                else:
-                    state.cond.notify()  # one slot freed: one waiter
+            if state.open_until:
+                if not was_open:
+                    for waiter in state.queue:
+                        waiter.cond.notify()  # waiters learn of the breaker now, not at their deadline
+            else:
+                self._hand_on(state, now)  # the freed slot goes to the oldest waiter
             # An idle origin's answer times are kept (the next burst to a slow flow is judged by
             # them) until the table fills and `_forget_idle` sweeps it.
-            if not (state.in_flight or state.waiters or state.timeouts or state.open_until or state.answers):
+            if not (state.in_flight or state.queue or state.timeouts or state.open_until or state.answers):
                 del self._origins[origin]  # keep the table to origins with something to remember
