@@ -37,6 +37,7 @@ from urllib3.util.retry import Retry
 
 from .errors import ConfigurationError
 from .settings import get_settings
+from .tablebatch import TableBatch
 
 SUBSCRIPTIONS_TABLE = "relaysubscriptions"
 EVENTS_TABLE = "relayevents"
@@ -172,7 +173,9 @@ class Storage:
         credential_factory: Callable[[Endpoints], TokenCredential] = make_credential,
     ) -> None:
         self.endpoints = endpoints
+        self._profile = profile
         common = {**profile, "transport": _transport(profile)}
+        self._transport = common["transport"]
         # The queue and blob SDKs have their own retry policy (15 s first back-off by default)
         # and ignore the azure-core back-off settings that the tables client honours.
         storage_retry: dict[str, Any] = (
@@ -200,6 +203,7 @@ class Storage:
             self.blobs = BlobServiceClient(endpoints.blob_url, credential=credential, **common, **storage_retry)
         self._lock = threading.Lock()
         self._table_clients: dict[str, TableClient] = {}
+        self._table_batches: dict[str, TableBatch] = {}
         self._queue_clients: dict[str, QueueClient] = {}
 
     def table(self, name: str) -> TableClient:
@@ -208,6 +212,18 @@ class Storage:
             if client is None:
                 client = self._table_clients[name] = self.tables.get_table_client(name)
             return client
+
+    def table_batch(self, name: str) -> TableBatch:
+        """Insert-or-replace transactions on a table, on the tables client's endpoint, credential,
+        transport and retry settings (see relay.tablebatch for why they do not go through it)."""
+        with self._lock:
+            batch = self._table_batches.get(name)
+            if batch is None:
+                retry = {k: v for k, v in self._profile.items() if k.startswith("retry_")}
+                batch = self._table_batches[name] = TableBatch(
+                    self.tables.url, name, self.tables.credential, self._transport, retry
+                )
+            return batch
 
     def queue(self, name: str) -> QueueClient:
         # The encode policy must be set per queue client: a service client's is not passed on,
