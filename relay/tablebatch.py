@@ -29,8 +29,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from azure.core import PipelineClient
-from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
-from azure.core.exceptions import HttpResponseError
+from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential, SupportsTokenInfo, TokenCredential
+from azure.core.exceptions import HttpResponseError, ServiceResponseError
 from azure.core.pipeline import Pipeline, PipelineRequest
 from azure.core.pipeline.policies import (
     AzureSasCredentialPolicy,
@@ -49,6 +49,7 @@ MAX_ROWS = 100  # the service's limit per transaction
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 API_VERSION = "2019-02-02"  # the version the tables SDK speaks
 _STATUS = re.compile(rb"^HTTP/1\.1 (\d{3})", re.MULTILINE)
+RETRIED_METHODS = frozenset({"POST", "PUT", "GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 
 
 class SharedKey(SansIOHTTPPolicy[HttpRequest, Any]):
@@ -82,7 +83,7 @@ def _auth_policy(credential: object) -> HTTPPolicy[HttpRequest, Any] | SansIOHTT
         return SharedKey(credential)
     if isinstance(credential, AzureSasCredential):
         return AzureSasCredentialPolicy(credential)
-    if hasattr(credential, "get_token"):
+    if isinstance(credential, (TokenCredential, SupportsTokenInfo)):
         return BearerTokenCredentialPolicy(credential, STORAGE_SCOPE)
     raise TypeError(f"no way to authenticate a table batch with {type(credential).__name__}")
 
@@ -104,11 +105,12 @@ class TableBatch:
         transport: HttpTransport[Any, Any],
         retry: Mapping[str, Any],
     ) -> None:
-        self._base = account_url.rstrip("/")
+        # The endpoint alone: a SAS in the account URL travels in the credential's policy.
+        self._base = urlsplit(account_url)._replace(query="", fragment="").geturl().rstrip("/")
         self._table = table
         policies: list[Any] = [
             UserAgentPolicy(sdk_moniker="event-relay-tablebatch"),
-            RetryPolicy(**retry),  # the insert-or-replace of whole rows is safe to repeat
+            RetryPolicy(**retry),
             _auth_policy(credential),
         ]
         self._client: PipelineClient[HttpRequest, Any] = PipelineClient(
@@ -154,15 +156,23 @@ class TableBatch:
             },
             content=b"".join(parts),
         )
-        response = self._client.send_request(request)
+        # Insert-or-replace of whole rows is safe to repeat, so this POST is retried like a PUT
+        # (after a reset or a read timeout too, which azure-core does not do for a POST).
+        response = self._client.send_request(request, retry_on_methods=RETRIED_METHODS)
         if response.status_code != 202:
             raise _refused(response.status_code, response.text())
         # One status line per row when all succeeded; on a failure the change set's answer is
         # the failing row's status and error alone.
+        answered = 0
         for match in _STATUS.finditer(response.content):
             status = int(match.group(1))
             if not 200 <= status < 300:
                 raise _refused(status, response.content[match.end() :].decode("utf-8", "replace"))
+            answered += 1
+        if answered != len(rows):
+            # Not the service's answer to this request (a proxy, a cut body): not known to be
+            # written, so an outage the caller waits out, never a success.
+            raise ServiceResponseError(f"a table transaction of {len(rows)} rows was answered for {answered}")
 
 
 def _refused(status: int, text: str) -> HttpResponseError:
