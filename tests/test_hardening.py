@@ -277,24 +277,33 @@ def test_secrets_are_shown_once_and_never_logged(relay, receiver_factory, unique
     assert sub["secret"] not in relay.logs() and sub["secret"].split("_", 1)[1] not in relay.logs()
 
 
-def test_unreadable_queue_message_goes_to_poison_once(relay, azurite) -> None:
+def test_unreadable_queue_message_goes_to_poison_once() -> None:
     """A fan-out message that cannot be parsed is moved to the poison queue with its reason logged."""
-    service = QueueServiceClient.from_connection_string(azurite.connection_string)
-    marker = f"garbage-{uuid.uuid4().hex}"
-    service.get_queue_client("relay-fanout").send_message(base64.b64encode(marker.encode()).decode())
-    poison = service.get_queue_client("relay-fanout-poison")
-    found = wait_until(
-        lambda: [
-            m
-            for m in poison.peek_messages(max_messages=32)
-            if marker in base64.b64decode(m.content).decode(errors="replace")
-        ],
-        30,
-        "the message in the poison queue",
-    )
-    assert len(found) == 1
-    # The line is written once the move is done, so it may trail the message by a moment.
-    wait_until(lambda: "moved to relay-fanout-poison" in relay.logs(), 10, "the poison move to be logged")
+    # An Azurite of its own: another dev host on the module's (the module-scoped `keyed_relay`)
+    # could take the message first, and then this host would have nothing to log.
+    own = Azurite()
+    own.start()
+    relay = RelayProcess(own, {}).start()
+    try:
+        service = QueueServiceClient.from_connection_string(own.connection_string)
+        marker = f"garbage-{uuid.uuid4().hex}"
+        service.get_queue_client("relay-fanout").send_message(base64.b64encode(marker.encode()).decode())
+        poison = service.get_queue_client("relay-fanout-poison")
+        found = wait_until(
+            lambda: [
+                m
+                for m in poison.peek_messages(max_messages=32)
+                if marker in base64.b64decode(m.content).decode(errors="replace")
+            ],
+            30,
+            "the message in the poison queue",
+        )
+        assert len(found) == 1
+        # The line is written once the move is done, so it may trail the message by a moment.
+        wait_until(lambda: "moved to relay-fanout-poison" in relay.logs(), 10, "the poison move to be logged")
+    finally:
+        relay.stop()
+        own.stop()
 
 
 # ---- storage outages and kills ------------------------------------------------------------------
