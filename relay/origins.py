@@ -97,13 +97,12 @@ class OriginGate:
                 state = self._origins[origin] = _OriginState()
             give_up_at = now + self.wait
             waiter: _Waiter | None = None
+            kept = False  # the caller leaves with a slot
             try:
                 while True:
                     holds = waiter is not None and waiter.granted  # a slot was handed to this thread
                     if state.open_until:
                         if now < state.open_until or state.probing:
-                            if holds:
-                                state.in_flight -= 1  # the breaker opened meanwhile: not sent
                             raise BreakerOpen(
                                 f"not sent: {label} timed out {self.trip} times within "
                                 f"{self.window:g} s, so it is left alone for a while"
@@ -111,14 +110,17 @@ class OriginGate:
                         state.probing = True  # half-open: this attempt finds out whether it is back
                         if not holds:
                             self._take(state, now)
+                        kept = True
                         return True
                     if holds:
+                        kept = True
                         return False
                     if state.in_flight < self.cap and (not state.queue or state.queue[0] is waiter):
                         if waiter is not None:  # first in the queue, with a slot free: take it
                             state.queue.popleft()
                             waiter.granted = True
                         self._take(state, now)
+                        kept = True
                         return False
                     patience = self._patience(state)
                     stalled_at = state.full_since + patience
@@ -136,6 +138,12 @@ class OriginGate:
             finally:
                 if waiter is not None and not waiter.granted:
                     state.queue.remove(waiter)
+                elif waiter is not None and not kept:
+                    # A slot was handed over, but this thread leaves without it (the breaker opened
+                    # meanwhile, or anything raised while it woke): the slot goes on, not lost.
+                    state.in_flight -= 1
+                    if not state.open_until:
+                        self._hand_on(state, now)
 
     def _patience(self, state: _OriginState) -> float:
         return max(self.stall, PATIENCE_FACTOR * max(state.answers, default=0.0))

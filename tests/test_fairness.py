@@ -153,6 +153,44 @@ def test_a_waiting_attempt_is_not_overtaken_while_the_origin_answers() -> None:
     assert handed_back[0] == 0
 
 
+@pytest.mark.timeout(20)
+def test_a_slot_handed_to_a_waiter_that_fails_as_it_wakes_goes_on() -> None:
+    """The slot freed for a waiting attempt is counted as its own at once; if that attempt leaves
+    with an exception instead (here its clock fails as it wakes), the slot is freed again, not
+    lost to the origin for good."""
+    inside = threading.Event()
+
+    class FailingOnWake(FakeClock):
+        calls = 0
+
+        def __call__(self) -> float:
+            if threading.current_thread().name == "waiter":
+                self.calls += 1
+                if self.calls == 1:
+                    inside.set()  # the waiter holds the gate's lock until it waits
+                else:
+                    raise RuntimeError("clock failed")
+            return self.now
+
+    gate = OriginGate(cap=1, wait=5.0, stall=5.0, trip=3, window=60, cooloff=30, now=FailingOnWake())
+    assert gate.acquire(A, "a") is False
+    failures: list[BaseException] = []
+
+    def wait_for_slot() -> None:
+        try:
+            gate.acquire(A, "a")
+        except RuntimeError as exc:
+            failures.append(exc)
+
+    waiter = threading.Thread(target=wait_for_slot, name="waiter")
+    waiter.start()
+    inside.wait(5)
+    gate.release(A, False, False, 0.01)  # handed to the waiter, which fails as it wakes
+    waiter.join(5)
+    assert [str(f) for f in failures] == ["clock failed"]
+    assert gate.acquire(A, "a") is False  # the slot is free again (before: held forever)
+
+
 def test_breaker_opens_after_timeouts_and_one_probe_closes_it() -> None:
     """`trip` timeouts within the window open the breaker (BreakerOpen, nothing sent); after the
     cool-off one probe goes through, the others are still held off; its success closes it."""
