@@ -22,6 +22,8 @@ TINY = [
     "2",
     "--events",
     "3",
+    "--throughput-rounds",
+    "3",
     "--cost-events",
     "2",
     "--fanouts",
@@ -126,6 +128,10 @@ def test_bench_writes_every_figure_as_a_number(tiny_run: tuple[subprocess.Comple
         assert isinstance(value, (int, float)) and not isinstance(value, bool), key
         assert math.isfinite(value), key
     assert all({"figure", "value", "target", "met"} <= set(row) for row in results["table"])
+    # Throughput is reported from the median of its rounds, each round's ratio kept beside it.
+    ratios = results["details"]["throughput"]["round_ratios"]
+    assert figures["throughput.rounds"] == len(ratios) == 3
+    assert round(figures["throughput.ratio"], 3) == sorted(ratios)[1]
 
 
 def test_no_table_query_of_the_run_spans_partitions(tiny_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
