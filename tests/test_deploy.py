@@ -478,8 +478,9 @@ def test_every_import_of_the_deployed_code_is_a_declared_requirement() -> None:
 
 def test_readme_publish_command_names_the_worker_runtime() -> None:
     """`func azure functionapp publish` from a fresh clone (no local.settings.json) needs
-    `--python`: every such command in the README carries it."""
-    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+    `--python`: every such command in the README and docs/ carries it."""
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    blocks = re.findall(r"^\s*```[^\n]*\n(.*?)^\s*```", text, re.S | re.M)
     commands = [line for block in blocks for line in block.splitlines() if "func azure functionapp publish" in line]
     assert commands, "the README shows how to publish with Core Tools"
     for command in commands:

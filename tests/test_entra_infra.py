@@ -143,8 +143,8 @@ def test_the_api_manifest_exposes_one_scope_and_asks_for_v2_tokens() -> None:
     assert cli["delegatedPermissionIds"] == [scope["id"]]
 
 
-def test_readme_walks_through_the_entra_setup() -> None:
-    text = (INFRA.parent / "README.md").read_text(encoding="utf-8")
+def test_docs_walk_through_the_entra_setup() -> None:
+    text = (INFRA.parent / "docs" / "entra.md").read_text(encoding="utf-8")
     for needle in (
         "az ad app create",
         "--app-roles @infra/entra/app-roles.json",
@@ -153,6 +153,8 @@ def test_readme_walks_through_the_entra_setup() -> None:
         "authMode=entra",
         "global.consent.azure-apim.net/redirect",
         "--auth entra",
+        "/.auth/login/aad/callback",
+        "--enable-id-token-issuance true",
     ):
         assert needle in text, needle
     assert Path(ENTRA / "app-roles.json").is_file()
