@@ -1209,3 +1209,10 @@ def test_no_output_reads_an_unreadable_resource(path: Path):
     unreadable = {name for name, res in parsed(path)["resources"].items() if res["type"].lower() in UNREADABLE_TYPES}
     for name, output in parsed(path)["outputs"].items():
         assert not (_identifiers(output["value"]) & unreadable), f"{path.name} output {name} reads {unreadable}"
+
+
+def test_the_app_settings_reach_the_module_as_a_secure_object():
+    """The app settings carry RELAY_TOKEN_KEY: the function app module takes them @secure(), so the
+    key shows neither in the nested deployment's recorded inputs nor in its history."""
+    declared = parsed(FUNCTIONAPP)["parameters"]["appSettings"]
+    assert any(d["type"] == "secure" for d in declared["decorators"])

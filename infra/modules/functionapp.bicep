@@ -77,7 +77,8 @@ param httpPerInstanceConcurrency int = 16
 @minValue(0)
 param alwaysReadyHttpInstances int = 0
 
-@description('The relay\'s own settings (RELAY_*), merged over the host settings below.')
+@secure()
+@description('The relay\'s own settings (RELAY_*), merged over the host settings below. Secure: it may carry RELAY_TOKEN_KEY, which must not show in the deployment\'s recorded inputs.')
 param appSettings object = {}
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -143,6 +144,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Key Vault references in app settings (e.g. relayTokenKey) resolve as the app identity.
+    keyVaultReferenceIdentity: identityId
     virtualNetworkSubnetId: empty(subnetId) ? null : subnetId
     siteConfig: {
       minTlsVersion: '1.2'
