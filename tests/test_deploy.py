@@ -60,6 +60,7 @@ class CoreToolsIgnore:
             target.append(self._pattern(line))
         self._positive = self._join(sorted(positive))
         self._negative = self._join(sorted(negative))
+        self.has_negative = bool(negative)
 
     @classmethod
     def _pattern(cls, line: str) -> str:
@@ -87,7 +88,16 @@ def core_tools_package_files(root: Path = ROOT) -> set[str]:
     matcher = CoreToolsIgnore((root / ".funcignore").read_text())
     kept: set[str] = set()
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d.lower() not in CORE_TOOLS_SKIPPED_DIRS]
+        rel_folder = Path(folder).relative_to(root)
+        # Core Tools walks every folder; skipping one whose path plus "/" is already denied changes
+        # nothing (the regex matched a prefix of it, so it matches every file below) and keeps a
+        # fresh clone's .venv and node_modules from being walked file by file.
+        dirs[:] = [
+            d
+            for d in dirs
+            if d.lower() not in CORE_TOOLS_SKIPPED_DIRS
+            and (matcher.has_negative or matcher.accepts(f"{(rel_folder / d).as_posix()}/"))
+        ]
         for name in files:
             if name.lower() in CORE_TOOLS_SKIPPED_FILES:
                 continue
