@@ -93,6 +93,9 @@ OPTIONAL_SETTINGS = (
     # The key that signs continuation tokens and trigger states (relay/tokens.py);
     # unset: a key the relay creates once in its own table.
     "RELAY_TOKEN_KEY",
+    # The key RELAY_TOKEN_KEY replaced: tokens it signed still open (a rotation that breaks
+    # nothing in flight); new ones are always signed with the current key.
+    "RELAY_TOKEN_KEY_PREVIOUS",
     # The dev host's stand-in for Easy Auth (RELAY_AUTH=entra, local work only).
     "RELAY_ENTRA_ISSUER",
     "RELAY_ENTRA_AUDIENCE",
@@ -171,13 +174,14 @@ def parse_public_url(text: str) -> str | None:
 TOKEN_KEY_MIN = 32
 
 
-def parse_token_key(text: str) -> str | None:
-    """RELAY_TOKEN_KEY: any text of at least 32 characters (e.g. `openssl rand -base64 32`)."""
+def parse_token_key(text: str, name: str = "RELAY_TOKEN_KEY") -> str | None:
+    """RELAY_TOKEN_KEY (or RELAY_TOKEN_KEY_PREVIOUS): any text of at least 32 characters (e.g.
+    `openssl rand -base64 32`)."""
     if not text:
         return None
     if len(text.strip()) < TOKEN_KEY_MIN:
         # The value itself is a secret: the message names the setting, never the text.
-        raise ConfigurationError(f"RELAY_TOKEN_KEY: must be at least {TOKEN_KEY_MIN} characters")
+        raise ConfigurationError(f"{name}: must be at least {TOKEN_KEY_MIN} characters")
     return text.strip()
 
 
@@ -297,6 +301,10 @@ class Settings(BaseSettings):
     public_url: str | None = None
     # RELAY_TOKEN_KEY: signs continuation tokens and trigger states; None: the stored key.
     token_key: Annotated[str | None, _checked(parse_token_key)] = Field(None, alias="RELAY_TOKEN_KEY", repr=False)
+    # RELAY_TOKEN_KEY_PREVIOUS: the key before the last rotation; tokens it signed still open.
+    token_key_previous: Annotated[str | None, _checked(lambda t: parse_token_key(t, "RELAY_TOKEN_KEY_PREVIOUS"))] = (
+        Field(None, alias="RELAY_TOKEN_KEY_PREVIOUS", repr=False)
+    )
 
     @model_validator(mode="before")
     @classmethod

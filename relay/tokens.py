@@ -11,6 +11,11 @@ them tamper-evident, not confidential.
 The key is `RELAY_TOKEN_KEY` when set, else a random key the relay creates once in its own
 table (`relaykeys`) and every instance reads: whoever creates it first wins, the others read it.
 It is read once per process and cached.
+
+Rotation: set `RELAY_TOKEN_KEY` to the new key and `RELAY_TOKEN_KEY_PREVIOUS` to the one it
+replaces. New tokens are signed with the new key only; tokens signed with the previous one still
+open, so polling states and continuation tokens in flight keep working. Keep the previous key for
+`RELAY_EVENT_RETENTION_DAYS` (no state older than that has anything left to read), then remove it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import hmac
 import json
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -51,25 +56,34 @@ def _b64(data: bytes) -> str:
 class TokenCodec:
     """Seal a JSON object into a signed token, and open one back only if its MAC is ours."""
 
-    def __init__(self, key: bytes) -> None:
-        if len(key) < KEY_BYTES:
+    def __init__(self, key: bytes, previous: Sequence[bytes] = ()) -> None:
+        """`key` signs and opens; each of `previous` (keys rotated out) only opens."""
+        if any(len(k) < KEY_BYTES for k in (key, *previous)):
             raise ValueError(f"a token key must hold at least {KEY_BYTES} bytes")
         self._key = key
+        self._previous = tuple(previous)
 
     def __repr__(self) -> str:  # the key never reaches a log line
-        return "TokenCodec(key=***)"
+        return f"TokenCodec(key=***, previous={len(self._previous)})"
 
-    def _mac(self, purpose: Purpose, payload: str) -> str:
-        return _b64(hmac.new(self._key, f"{purpose}\n{payload}".encode("ascii"), hashlib.sha256).digest())
+    @staticmethod
+    def _mac(key: bytes, purpose: Purpose, payload: str) -> str:
+        return _b64(hmac.new(key, f"{purpose}\n{payload}".encode("ascii"), hashlib.sha256).digest())
 
     def seal(self, purpose: Purpose, doc: Mapping[str, Any]) -> str:
         payload = _b64(json.dumps(doc, separators=(",", ":"), sort_keys=True).encode("utf-8"))
-        return f"{payload}.{self._mac(purpose, payload)}"
+        return f"{payload}.{self._mac(self._key, purpose, payload)}"
+
+    def _signed(self, purpose: Purpose, payload: str, mac: str) -> bool:
+        # Every key is tried (no early exit), so the time taken does not say which one matched.
+        matches = [hmac.compare_digest(mac, self._mac(k, purpose, payload)) for k in (self._key, *self._previous)]
+        return any(matches)
 
     def open(self, purpose: Purpose, text: str, field: str) -> dict[str, Any]:
-        """The object sealed in `text`, or a 400 naming `field`: the MAC is checked first."""
+        """The object sealed in `text` with the key or a previous one, or a 400 naming `field`:
+        the MAC is checked first."""
         payload, dot, mac = text.rpartition(".")
-        if not (dot and payload.isascii() and mac.isascii() and hmac.compare_digest(mac, self._mac(purpose, payload))):
+        if not (dot and payload.isascii() and mac.isascii() and self._signed(purpose, payload, mac)):
             raise invalid(field, "is not a token this API issued")
         try:
             doc = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -106,12 +120,17 @@ _codec: TokenCodec | None = None
 
 
 def get_codec() -> TokenCodec:
-    """The process's codec: `RELAY_TOKEN_KEY`, else the stored key, read once."""
+    """The process's codec: `RELAY_TOKEN_KEY`, else the stored key, read once; tokens signed with
+    `RELAY_TOKEN_KEY_PREVIOUS` still open."""
     global _codec
     with _lock:
         if _codec is None:
-            configured = get_settings().token_key
-            _codec = TokenCodec(configured.encode("utf-8") if configured else stored_key(get_storage("fast")))
+            settings = get_settings()
+            configured, previous = settings.token_key, settings.token_key_previous
+            _codec = TokenCodec(
+                configured.encode("utf-8") if configured else stored_key(get_storage("fast")),
+                [previous.encode("utf-8")] if previous else [],
+            )
         return _codec
 
 

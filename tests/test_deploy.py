@@ -1,13 +1,17 @@
 """What a deployment from a fresh clone ships and needs: the package `.funcignore` lets through,
 the imports of that package against `requirements.txt`, and the README's publish command.
 
-Core Tools and azd both read `.funcignore` with gitignore semantics; `pathspec`'s GitIgnoreSpec
-implements the same rules, so the file set computed here is the one they upload.
+Core Tools and azd read `.funcignore` by different rules, so the package is computed under both:
+- azd follows gitignore; `pathspec`'s GitIgnoreSpec implements those rules.
+- Core Tools uses its own parser, a port of codemix/gitignore-parser
+  (Azure/azure-functions-core-tools, src/Cli/func/Common/GitIgnoreParser.cs, and the file walk of
+  src/Cli/func/Common/FileSystemHelpers.cs GetLocalFiles): `CoreToolsIgnore` below reproduces it.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata as md
 import importlib.util
 import os
@@ -28,6 +32,197 @@ LOCAL_ONLY = ("relay/__main__.py", "relay/devhost.py", "relay/azurite.py", "rela
 
 def funcignore(root: Path = ROOT) -> pathspec.GitIgnoreSpec:
     return pathspec.GitIgnoreSpec.from_lines((root / ".funcignore").read_text().splitlines())
+
+
+class CoreToolsIgnore:
+    """Core Tools' `.funcignore` matcher, as GitIgnoreParser.cs builds it: each line trimmed, `#`
+    lines and empty ones dropped, `!` lines negative, one leading `/` removed; each pattern
+    escaped, `**` -> `(.+)`, then `*` -> `([^/]+)`; all positive patterns joined into one regex
+    `^((p1)|(p2)...)\\b` (ECMAScript: ASCII word boundary), likewise the negative ones. A file is
+    accepted when a negative pattern matches it or no positive one does. So every pattern is
+    anchored at the root and matched as a prefix, `*` needs a character and never crosses `/`, and
+    a negative pattern wins over every positive line, wherever it stands."""
+
+    _ESCAPE = re.compile(r"[\-\[\]/{}()+?.\\^$|]")
+
+    def __init__(self, text: str) -> None:
+        positive: list[str] = []
+        negative: list[str] = []
+        for raw in text.split("\n"):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            target = positive
+            if line.startswith("!"):
+                line, target = line[1:], negative
+            if line.startswith("/"):
+                line = line[1:]
+            target.append(self._pattern(line))
+        self._positive = self._join(sorted(positive))
+        self._negative = self._join(sorted(negative))
+        self.has_negative = bool(negative)
+
+    @classmethod
+    def _pattern(cls, line: str) -> str:
+        escaped = cls._ESCAPE.sub(lambda m: "\\" + m.group(0), line)
+        return escaped.replace("**", "(.+)").replace("*", "([^\\/]+)")
+
+    @staticmethod
+    def _join(patterns: list[str]) -> re.Pattern[str]:
+        if not patterns:
+            return re.compile("$^")
+        return re.compile("^((" + ")|(".join(patterns) + "))\\b", re.ASCII)
+
+    def accepts(self, path: str) -> bool:
+        return bool(self._negative.search(path)) or not self._positive.search(path)
+
+
+# FileSystemHelpers.GetLocalFiles: folders never walked into and files never listed, at any depth.
+CORE_TOOLS_SKIPPED_DIRS = {".git", ".vscode"}
+CORE_TOOLS_SKIPPED_FILES = {".funcignore", ".gitignore", "local.settings.json", "project.lock.json"}
+
+
+def core_tools_package_files(root: Path = ROOT) -> set[str]:
+    """Every file `func azure functionapp publish` zips from `root` (it tests each file's path;
+    no folder is pruned but .git and .vscode)."""
+    matcher = CoreToolsIgnore((root / ".funcignore").read_text())
+    kept: set[str] = set()
+    for folder, dirs, files in os.walk(root):
+        rel_folder = Path(folder).relative_to(root)
+        # Core Tools walks every folder; skipping one whose path plus "/" is already denied changes
+        # nothing (the regex matched a prefix of it, so it matches every file below) and keeps a
+        # fresh clone's .venv and node_modules from being walked file by file.
+        dirs[:] = [
+            d
+            for d in dirs
+            if d.lower() not in CORE_TOOLS_SKIPPED_DIRS
+            and (matcher.has_negative or matcher.accepts(f"{(rel_folder / d).as_posix()}/"))
+        ]
+        for name in files:
+            if name.lower() in CORE_TOOLS_SKIPPED_FILES:
+                continue
+            rel = (Path(folder) / name).relative_to(root).as_posix()
+            if matcher.accepts(rel):
+                kept.add(rel)
+    return kept
+
+
+def azd_package_files(root: Path = ROOT) -> set[str]:
+    """What azd zips: `.funcignore` read as gitignore, and its Python packaging's own exclusions
+    (Azure/azure-dev cli/azd/pkg/project/framework_service_python.go: a folder holding pyvenv.cfg,
+    `__pycache__`, and `.azure`)."""
+    return {
+        f
+        for f in package_files(root)
+        if "__pycache__" not in f.split("/")[:-1]
+        and not f.startswith(".azure/")
+        and not any((root / Path(f).parents[i] / "pyvenv.cfg").is_file() for i in range(len(Path(f).parents) - 1))
+    }
+
+
+def shipped(root: Path = ROOT) -> set[str]:
+    """What Azure runs: the host's files and relay/ minus the local tools and bytecode."""
+    top = {"function_app.py", "host.json", "requirements.txt"}
+    app = {
+        p.relative_to(root).as_posix()
+        for p in (root / "relay").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")
+    }
+    return top | {f for f in app if not f.startswith(LOCAL_ONLY)}
+
+
+@functools.cache
+def _core_tools_cases() -> list[tuple[str, str, bool]]:
+    """(pattern, path, ignored?) as GitIgnoreParser.cs decides, for the rules the tests rely on."""
+    return [
+        ("*.pyc", "x.pyc", True),
+        ("*.pyc", "relay/x.pyc", False),  # anchored at the root: gitignore would ignore it
+        ("**/*.pyc", "relay/x.pyc", True),
+        ("__pycache__", "relay/__pycache__/api.cpython-311.pyc", False),
+        ("**/__pycache__", "relay/__pycache__/api.cpython-311.pyc", True),
+        ("local.settings*.json", "local.settings.json", False),  # `*` needs a character
+        ("local.settings*.json", "local.settings.sample.json", True),
+        ("tests", "tests/test_x.py", True),  # a prefix of the path
+        ("docs", "docs/deploy.md", True),
+        ("relay/bench", "relay/bench/prices.json", True),
+        ("relay/bench", "relay/benchmark.py", False),  # \b: a whole name
+        ("!relay/**\nrelay/devhost.py", "relay/devhost.py", False),  # a negative line always wins
+    ]
+
+
+@pytest.mark.parametrize("pattern,path,ignored", _core_tools_cases())
+def test_the_core_tools_matcher_reproduces_its_parser(pattern: str, path: str, ignored: bool) -> None:
+    """The reimplementation decides as GitIgnoreParser.cs's regexes do (traced by hand from its source)."""
+    assert (not CoreToolsIgnore(pattern).accepts(path)) is ignored
+
+
+LEFTOVERS = [
+    "README.md",
+    "CHANGELOG.md",
+    "docs/deploy.md",
+    "docs/console.png",
+    "relay/__pycache__/api.cpython-311.pyc",
+    "relay/routes/__pycache__/x.cpython-312.pyc",
+    "relay/x.pyc",
+    "__pycache__/function_app.cpython-311.pyc",
+    "build/lib/relay/api.py",  # `pip install .` (azd restore) leaves these
+    "build/bdist.linux-x86_64/x",
+    "event_relay.egg-info/PKG-INFO",
+    "dist/event_relay-0.1.tar.gz",
+    "event-relay_env/pyvenv.cfg",  # azd's virtual environment
+    "event-relay_env/lib/python3.12/site-packages/x.py",
+    ".azure/dev/.env",
+    ".python_packages/lib/site-packages/requests/__init__.py",
+    ".venv/pyvenv.cfg",
+    "local.settings.json",
+    "local.settings.sample.json",
+    "bench-results.json",
+    "bench-results-2.json",
+    ".vscode/settings.json",
+    "tests/test_x.py",
+    "infra/main.bicep",
+    "connector/apiDefinition.swagger.json",
+    "azure.yaml",
+    "pyproject.toml",
+    "Makefile",
+    "requirements-dev.txt",
+    "package.json",
+    "node_modules/x/index.js",
+    "relay/__main__.py",
+    "relay/devhost.py",
+    "relay/azurite.py",
+    "relay/receiver.py",
+    "relay/bench/__init__.py",
+    "relay/bench/prices.json",
+]
+
+
+def _tree_with_leftovers(tmp_path: Path) -> Path:
+    """A copy of the app's files plus what a working copy accumulates (docs, build output, caches,
+    virtual environments, local settings)."""
+    for rel in shipped() | {".funcignore"}:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, tmp_path / rel)
+    for rel in LEFTOVERS:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    return tmp_path
+
+
+def test_both_tools_ship_only_what_azure_runs(tmp_path: Path) -> None:
+    """Under Core Tools' rules and azd's alike, a working copy full of leftovers ships exactly the
+    app: no README, changelog, docs, nested bytecode, build output or egg-info, local settings,
+    virtual environment or local tool."""
+    root = _tree_with_leftovers(tmp_path)
+    expected = shipped(root)
+    assert "relay/console/app.js" in expected and "relay/api.py" in expected
+    core_tools, azd = core_tools_package_files(root), azd_package_files(root)
+    assert sorted(core_tools - expected) == [] and sorted(expected - core_tools) == []
+    assert sorted(azd - expected) == [] and sorted(expected - azd) == []
+
+
+def test_the_repository_ships_the_same_package_under_both_tools() -> None:
+    assert core_tools_package_files() == azd_package_files() == shipped()
 
 
 def package_files(root: Path = ROOT) -> set[str]:
@@ -293,8 +488,9 @@ def test_every_import_of_the_deployed_code_is_a_declared_requirement() -> None:
 
 def test_readme_publish_command_names_the_worker_runtime() -> None:
     """`func azure functionapp publish` from a fresh clone (no local.settings.json) needs
-    `--python`: every such command in the README carries it."""
-    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+    `--python`: every such command in the README and docs/ carries it."""
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    blocks = re.findall(r"^\s*```[^\n]*\n(.*?)^\s*```", text, re.S | re.M)
     commands = [line for block in blocks for line in block.splitlines() if "func azure functionapp publish" in line]
     assert commands, "the README shows how to publish with Core Tools"
     for command in commands:

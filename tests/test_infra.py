@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 import tree_sitter as ts
 import tree_sitter_bicep as tsb
 import yaml
+from packaging.specifiers import SpecifierSet
 from pycep import BicepParser
 
 from relay import settings as relay_settings
@@ -38,6 +40,11 @@ MONITORING = MODULES / "monitoring.bicep"
 RBAC = MODULES / "rbac.bicep"
 FUNCTIONAPP = MODULES / "functionapp.bicep"
 NETWORK = MODULES / "network.bicep"
+DNSZONE = MODULES / "dnszone.bicep"
+ALERTS = MODULES / "alerts.bicep"
+EASYAUTH = MODULES / "easyauth.bicep"
+HOST_JSON = ROOT / "host.json"
+PYPROJECT = ROOT / "pyproject.toml"
 PARAMETERS = INFRA / "main.parameters.json"
 AZURE_YAML = ROOT / "azure.yaml"
 
@@ -49,20 +56,79 @@ STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
 STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 
-# Settings the Flex Consumption plan rejects (it takes them from functionAppConfig) or that would
-# bring back shared-key storage.
-FORBIDDEN_SETTINGS = (
-    "FUNCTIONS_WORKER_RUNTIME",
-    "FUNCTIONS_EXTENSION_VERSION",
-    "FUNCTIONS_WORKER_RUNTIME_VERSION",
-    "WEBSITE_RUN_FROM_PACKAGE",
-    "WEBSITE_CONTENTSHARE",
-    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
-    "SCM_DO_BUILD_DURING_DEPLOYMENT",
-    "ENABLE_ORYX_BUILD",
+# --- Platform rules, as data, each with its source. ------------------------------------------
+
+# Site properties Flex Consumption refuses with ARM BadRequest, extended code 51021 ("The following
+# site configuration property (Site.SiteConfig.X) for Flex Consumption sites is invalid"), and app
+# settings it deprecates (it takes runtime, scale and deployment from functionAppConfig).
+# Sources: the verbatim rejection of four properties in microsoft/azure-pipelines-tasks#21032;
+# LinuxFxVersion in Azure/terraform-azurerm-avm-res-web-site#283; the list that project's PR #345
+# suppresses for FC1 (and #360 on functionsRuntimeScaleMonitoringEnabled); Learn, "Flex
+# Consumption plan: deprecated properties and settings"
+# (https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#deprecated-properties-and-settings).
+FLEX_REJECTED_SITE_CONFIG = frozenset(
+    name.lower()
+    for name in (
+        "ftpsState",
+        "use32BitWorkerProcess",
+        "netFrameworkVersion",
+        "functionsRuntimeScaleMonitoringEnabled",
+        "linuxFxVersion",
+        "windowsFxVersion",
+        "alwaysOn",
+        "preWarmedInstanceCount",
+        "functionAppScaleLimit",
+        "minimumElasticInstanceCount",
+        "javaVersion",
+        "powerShellVersion",
+        "nodeVersion",
+        "pythonVersion",
+    )
+)
+FLEX_REJECTED_SITE_PROPERTIES = frozenset(name.lower() for name in ("containerSize", "dailyMemoryTimeQuota"))
+FLEX_REJECTED_APP_SETTINGS = frozenset(
+    (
+        "FUNCTIONS_EXTENSION_VERSION",
+        "FUNCTIONS_WORKER_RUNTIME",
+        "FUNCTIONS_WORKER_RUNTIME_VERSION",
+        "FUNCTIONS_MAX_HTTP_CONCURRENCY",
+        "FUNCTIONS_WORKER_PROCESS_COUNT",
+        "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED",
+        "SCM_DO_BUILD_DURING_DEPLOYMENT",
+        "ENABLE_ORYX_BUILD",
+        "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+        "WEBSITE_CONTENTSHARE",
+        "WEBSITE_CONTENTOVERVNET",
+        "WEBSITE_NODE_DEFAULT_VERSION",
+        "WEBSITE_RUN_FROM_PACKAGE",
+        "WEBSITE_SKIP_CONTENTSHARE_VALIDATION",
+        "WEBSITE_VNET_ROUTE_ALL",
+        "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT",
+    )
+)
+# Settings that would bring back shared-key storage.
+FORBIDDEN_SETTINGS = tuple(sorted(FLEX_REJECTED_APP_SETTINGS)) + (
     "DEPLOYMENT_STORAGE_CONNECTION_STRING",
     "AzureWebJobsStorage",
 )
+
+# Flex Consumption scale limits (Learn, "Flex Consumption plan: instance memory" and "Set maximum
+# instance count": https://learn.microsoft.com/azure/azure-functions/flex-consumption-how-to):
+# instance sizes 512, 2048 and 4096 MB; the lowest maximum instance count is 40, the highest 1000;
+# HTTP per-instance concurrency 1 to 1000, which Python apps get as 1 when unset.
+FLEX_INSTANCE_MEMORY_MB = (512, 2048, 4096)
+FLEX_LOWEST_MAXIMUM_INSTANCE_COUNT = 40
+FLEX_HIGHEST_MAXIMUM_INSTANCE_COUNT = 1000
+FLEX_PYTHON_DEFAULT_HTTP_CONCURRENCY = 1
+# Python versions Flex Consumption runs (Learn, "Flex Consumption plan: supported language stack
+# versions"; `az functionapp list-flexconsumption-runtimes --runtime python`).
+FLEX_PYTHON_VERSIONS = ("3.10", "3.11", "3.12")
+
+# Resource types whose properties a template cannot read (readableScopes 0): Azure/bicep-types-az,
+# generated/web/microsoft.web/2024-04-01/types.json, `Microsoft.Web/sites/config@2024-04-01`
+# (authsettingsV2 and the other config names; only appsettings and connectionstrings have a
+# readable variant, through list functions).
+UNREADABLE_TYPES = frozenset({"microsoft.web/sites/config"})
 
 
 # --------------------------------------------------------------------------- helpers
@@ -175,18 +241,85 @@ def template_app_settings() -> dict[str, tuple[Path, Any]]:
 
     settings: dict[str, tuple[Path, Any]] = {}
     for part in parts:
-        if isinstance(part, dict):
-            settings.update({k: (FUNCTIONAPP, v) for k, v in part.items()})
-        elif part in app["variables"]:
-            settings.update({k: (FUNCTIONAPP, v) for k, v in app["variables"][part]["value"].items()})
-        elif part in app["parameters"]:
-            passed = module_call(FUNCTIONAPP)["params"][part]
-            value = parsed(MAIN)["variables"][passed]["value"] if isinstance(passed, str) else passed
-            assert isinstance(value, dict), "main.bicep passes the app settings as an object literal"
-            settings.update({k: (MAIN, v) for k, v in value.items()})
+        if isinstance(part, str) and part in app["parameters"]:
+            settings.update(_settings_object(MAIN, module_call(FUNCTIONAPP)["params"][part]))
         else:
-            pytest.fail(f"cannot follow app-settings part {part!r}")
+            settings.update(_settings_object(FUNCTIONAPP, part))
     return settings
+
+
+def _settings_object(path: Path, expr: Any) -> dict[str, tuple[Path, Any]]:
+    """Every key an app-settings expression may set: object literals, variables holding them,
+    union() of them and both branches of `cond ? {...} : {}`."""
+    doc = parsed(path)
+    if isinstance(expr, str) and expr in doc["variables"]:
+        return _settings_object(path, doc["variables"][expr]["value"])
+    if isinstance(expr, dict) and "function" in expr:
+        found: dict[str, tuple[Path, Any]] = {}
+        for part in function(expr, "union").values():
+            found.update(_settings_object(path, part))
+        return found
+    if isinstance(expr, dict) and expr.get("operator", {}).get("type") == "conditional":
+        operands = expr["operator"]["operands"]
+        return _settings_object(path, operands["true_value"]) | _settings_object(path, operands["false_value"])
+    assert isinstance(expr, dict), f"cannot follow app-settings part {expr!r}"
+    return {k: (path, v) for k, v in expr.items()}
+
+
+class BicepIntError(ValueError):
+    """ARM's int() refuses text that is not a whole number (e.g. '7.5'): the deployment fails."""
+
+
+def _arm_int(value: Any) -> int:
+    # ARM's int() takes a whole number's text ("7", "07", "-3"); anything else fails the deployment.
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise BicepIntError(repr(value))
+    if isinstance(value, str) and not re.fullmatch(r"[+-]?\d+", value):
+        raise BicepIntError(repr(value))
+    return int(value)
+
+
+def evaluate(path: Path, expr: Any, env: dict[str, Any]) -> Any:
+    """A small evaluator of the Bicep expressions main.bicep computes with: identifiers (variables,
+    then `env`, then parameter defaults), literals, + and ?:, and the functions int, trim, split,
+    first, empty and contains with ARM's semantics. pycep spells an identifier and a string literal
+    alike, so a string that names nothing is a literal."""
+    doc = parsed(path)
+    if isinstance(expr, bool | int) or expr is None:
+        return expr
+    if isinstance(expr, str):
+        if expr in doc["variables"]:
+            return evaluate(path, doc["variables"][expr]["value"], env)
+        if expr in env:
+            return env[expr]
+        if expr in doc["parameters"]:
+            return doc["parameters"][expr].get("default")
+        return expr
+    if "operator" in expr:
+        kind, ops = expr["operator"]["type"], expr["operator"]["operands"]
+        if kind == "add":
+            return evaluate(path, ops["operand_1"], env) + evaluate(path, ops["operand_2"], env)
+        if kind == "conditional":
+            chosen = "true_value" if evaluate(path, ops["condition"], env) else "false_value"
+            return evaluate(path, ops[chosen], env)
+        raise AssertionError(f"operator {kind} is not modelled")
+    kind, args = (
+        expr["function"]["type"],
+        {k: evaluate(path, v, env) for k, v in expr["function"]["parameters"].items()},
+    )
+    if kind == "int":
+        return _arm_int(args["value_to_convert"])
+    if kind == "trim":
+        return args["string_to_trim"].strip()
+    if kind == "split":
+        return args["input_string"].split(args["delimiter"])
+    if kind == "first":
+        return args["arg_1"][0]
+    if kind == "empty":
+        return not args["item_to_test"]
+    if kind == "contains":
+        return args["item_to_find"] in args["container"]
+    raise AssertionError(f"function {kind}() is not modelled")
 
 
 def site() -> dict[str, Any]:
@@ -255,20 +388,53 @@ def test_main_is_resource_group_scoped_with_flex_parameters():
     params = main["parameters"]
     for name in ("location", "environmentName", "instanceMemoryMB", "maximumInstanceCount"):
         assert name in params, name
-    assert params["instanceMemoryMB"]["default"] == 2048
+    assert params["instanceMemoryMB"]["default"] == 512
     assert params["maximumInstanceCount"]["default"] == 100
 
 
 # --------------------------------------------------------------------------- storage
 
 
-def test_storage_account_is_locked_down():
-    """The storage account turns shared keys and public blob access off and requires HTTPS with TLS 1.2."""
-    props = only(STORAGE, "Microsoft.Storage/storageAccounts")["properties"]
-    assert props["allowSharedKeyAccess"] is False
-    assert props["minimumTlsVersion"] == "TLS1_2"
-    assert props["supportsHttpsTrafficOnly"] is True
-    assert props["allowBlobPublicAccess"] is False
+def storage_accounts() -> dict[str, dict[str, Any]]:
+    """The storage accounts storage.bicep declares, by symbolic name, their properties resolved."""
+    found = {}
+    for name, res in resources(STORAGE, "Microsoft.Storage/storageAccounts").items():
+        config = dict(body(res))
+        config["properties"] = resolve(STORAGE, config["properties"])
+        found[name] = config
+    return found
+
+
+def test_storage_accounts_are_locked_down():
+    """Both storage accounts turn shared keys and public blob access off and require HTTPS with TLS 1.2."""
+    accounts = storage_accounts()
+    assert set(accounts) == {"storageAccount", "packageAccount"}
+    for config in accounts.values():
+        props = config["properties"]
+        assert props["allowSharedKeyAccess"] is False
+        assert props["minimumTlsVersion"] == "TLS1_2"
+        assert props["supportsHttpsTrafficOnly"] is True
+        assert props["allowBlobPublicAccess"] is False
+
+
+def test_storage_redundancy_is_a_parameter_and_blobs_are_soft_deleted():
+    """storageSku (LRS by default, ZRS offered for production) sets both accounts' SKU; both blob
+    services keep deleted blobs and containers for blobSoftDeleteDays."""
+    main = parsed(MAIN)["parameters"]
+    sku = main["storageSku"]
+    assert sku["default"] == "Standard_LRS"
+    assert "Standard_ZRS" in {d["type"]: d.get("argument") for d in sku["decorators"]}["allowed"]
+    assert module_call(STORAGE)["params"]["skuName"] == "storageSku"
+    for config in storage_accounts().values():
+        assert config["sku"] == {"name": "skuName"}
+    services = resources(STORAGE, "Microsoft.Storage/storageAccounts/blobServices")
+    assert len(services) == 2
+    for res in services.values():
+        props = resolve(STORAGE, body(res)["properties"])
+        for policy in ("deleteRetentionPolicy", "containerDeleteRetentionPolicy"):
+            assert props[policy] == {"enabled": True, "days": "softDeleteDays"}, policy
+    assert module_call(STORAGE)["params"]["softDeleteDays"] == "blobSoftDeleteDays"
+    assert main["blobSoftDeleteDays"]["default"] >= 1
 
 
 def test_relay_tables_are_declared():
@@ -310,6 +476,13 @@ def test_blob_containers_are_declared_private():
     assert deployment_container.startswith("app-package")
     for res in containers.values():
         assert body(res)["properties"]["publicAccess"] == "None"
+    # The package container sits in the package account, the payloads in the relay's.
+    parents = {body(r)["name"]: body(r)["parent"] for r in containers.values()}
+    services = {
+        n: body(r)["parent"] for n, r in resources(STORAGE, "Microsoft.Storage/storageAccounts/blobServices").items()
+    }
+    assert services[parents["deploymentContainerName"]] == "packageAccount"
+    assert services[parents["payloadContainerName"]] == "storageAccount"
 
 
 def test_function_app_deploys_from_the_declared_container():
@@ -318,10 +491,13 @@ def test_function_app_deploys_from_the_declared_container():
     app_call = module_call(FUNCTIONAPP)["params"]
     assert storage_call["deploymentContainerName"] == app_call["deploymentContainerName"]
     value = site()["properties"]["functionAppConfig"]["deployment"]["storage"]["value"]
-    assert value == "${storageAccount.properties.primaryEndpoints.blob}${deploymentContainerName}"
+    assert value == "${packageStorageAccount.properties.primaryEndpoints.blob}${deploymentContainerName}"
     existing = resources(FUNCTIONAPP, "Microsoft.Storage/storageAccounts", existing=True)
-    assert [body(r)["name"] for r in existing.values()] == ["storageAccountName"]
+    assert body(existing["packageStorageAccount"])["name"] == "packageStorageAccountName"
+    assert body(existing["storageAccount"])["name"] == "storageAccountName"
     assert dotted(app_call["storageAccountName"]) == "storage.outputs.name"
+    assert dotted(app_call["packageStorageAccountName"]) == "storage.outputs.packageAccountName"
+    assert dotted(parsed(STORAGE)["outputs"]["packageAccountName"]["value"]) == "packageAccount.name"
 
 
 def test_payload_lifecycle_rule_outlives_event_retention():
@@ -343,12 +519,8 @@ def test_payloads_outlive_a_replay_retried_to_the_end_of_its_schedule():
     an event replayed on the last day of its retention is retried for ~27.6 h more and still finds
     its body. The days follow a changed retention by themselves."""
     main = parsed(MAIN)
-    params, variables = main["parameters"], main["variables"]
-    total = variables["payloadRetentionDays"]["value"]
-    assert total["operator"]["type"] == "add"
-    operands = total["operator"]["operands"]
-    assert function(operands["operand_1"], "int") == {"value_to_convert": "relayEventRetentionDays"}
-    assert operands["operand_2"] == "retryScheduleDays"
+    params = main["parameters"]
+    assert evaluate(MAIN, "payloadRetentionDays", {"relayEventRetentionDays": "7", "retryScheduleDays": 2}) == 9
     defaults = {s.name: s.default for s in relay_settings.SETTINGS}
     schedule_seconds = sum(relay_settings.parse_schedule(defaults["RELAY_RETRY_SCHEDULE"]))
     assert params["relayRetrySchedule"]["default"] == defaults["RELAY_RETRY_SCHEDULE"]
@@ -446,21 +618,67 @@ def test_plan_is_flex_consumption_on_linux():
     assert dotted(site()["properties"]["serverFarmId"]) == "plan.id"
 
 
-def test_function_app_runs_python_311_on_linux():
-    """The function app is a Linux function app whose Flex runtime is python 3.11."""
+def _allowed(path: Path, name: str) -> list[Any]:
+    return {d["type"]: d.get("argument") for d in parsed(path)["parameters"][name]["decorators"]}["allowed"]
+
+
+def _bounds(path: Path, name: str) -> tuple[Any, Any]:
+    decorators = {d["type"]: d.get("argument") for d in parsed(path)["parameters"][name]["decorators"]}
+    return decorators.get("min_value"), decorators.get("max_value")
+
+
+def test_function_app_runs_python_311_or_312_on_linux():
+    """The function app is a Linux function app whose Flex runtime is python, its version the
+    pythonVersion parameter: 3.11 (default) or 3.12, both Flex runtimes, both admitted by
+    pyproject's requires-python (azd's restore installs the project with the local Python)."""
     app = site()
     assert app["kind"] == "functionapp,linux"
-    assert app["properties"]["functionAppConfig"]["runtime"] == {"name": "python", "version": "3.11"}
+    assert app["properties"]["functionAppConfig"]["runtime"] == {"name": "python", "version": "pythonVersion"}
+    assert module_call(FUNCTIONAPP)["params"]["pythonVersion"] == "pythonVersion"
+    versions = _allowed(MAIN, "pythonVersion")
+    assert versions == _allowed(FUNCTIONAPP, "pythonVersion") == ["3.11", "3.12"]
+    assert set(versions) <= set(FLEX_PYTHON_VERSIONS)
+    assert parsed(MAIN)["parameters"]["pythonVersion"]["default"] == "3.11"
+    requires = SpecifierSet(tomllib.loads(PYPROJECT.read_text())["project"]["requires-python"])
+    for version in versions:
+        assert f"{version}.0" in requires and f"{version}.9" in requires, (version, str(requires))
 
 
 def test_function_app_scale_comes_from_parameters():
-    """maximumInstanceCount and instanceMemoryMB flow from main.bicep's parameters into scaleAndConcurrency."""
+    """maximumInstanceCount, instanceMemoryMB, the HTTP per-instance concurrency and the
+    always-ready instances flow from main.bicep's parameters into scaleAndConcurrency, within what
+    Flex accepts: 512 MB by default (the bench's peak RSS is about 150 MB), a maximum instance count
+    no lower than Flex's lowest maximum (40), and an HTTP concurrency set (Python gets 1 unset)."""
     scale = site()["properties"]["functionAppConfig"]["scaleAndConcurrency"]
     assert resolve(FUNCTIONAPP, scale["maximumInstanceCount"]) == 100
-    assert resolve(FUNCTIONAPP, scale["instanceMemoryMB"]) == 2048
+    assert resolve(FUNCTIONAPP, scale["instanceMemoryMB"]) == 512
     call = module_call(FUNCTIONAPP)["params"]
-    assert call["maximumInstanceCount"] == "maximumInstanceCount"
-    assert call["instanceMemoryMB"] == "instanceMemoryMB"
+    for name in ("maximumInstanceCount", "instanceMemoryMB", "httpPerInstanceConcurrency", "alwaysReadyHttpInstances"):
+        assert call[name] == name, name
+    for path in (MAIN, FUNCTIONAPP):
+        assert _allowed(path, "instanceMemoryMB") == list(FLEX_INSTANCE_MEMORY_MB)
+        low, high = _bounds(path, "maximumInstanceCount")
+        assert low >= FLEX_LOWEST_MAXIMUM_INSTANCE_COUNT and high <= FLEX_HIGHEST_MAXIMUM_INSTANCE_COUNT, path.name
+        low, high = _bounds(path, "httpPerInstanceConcurrency")
+        assert low >= 1 and high <= 1000
+    http = scale["triggers"]["http"]
+    assert http["perInstanceConcurrency"] == "httpPerInstanceConcurrency"
+    default = parsed(MAIN)["parameters"]["httpPerInstanceConcurrency"]["default"]
+    assert default > FLEX_PYTHON_DEFAULT_HTTP_CONCURRENCY
+    assert resolve(FUNCTIONAPP, http["perInstanceConcurrency"]) == default
+
+
+def test_always_ready_http_instances_are_an_option():
+    """alwaysReadyHttpInstances (default 0: scale to zero) gives the `http` group that many
+    always-ready instances; 0 sets none."""
+    ready = site()["properties"]["functionAppConfig"]["scaleAndConcurrency"]["alwaysReady"]["operator"]["operands"]
+    assert ready["condition"]["operator"] == {
+        "type": "greater_than",
+        "operands": {"operand_1": "alwaysReadyHttpInstances", "operand_2": 0},
+    }
+    assert ready["false_value"] == []
+    assert resolve(FUNCTIONAPP, ready["true_value"]) == [{"name": "http", "instanceCount": "alwaysReadyHttpInstances"}]
+    assert parsed(MAIN)["parameters"]["alwaysReadyHttpInstances"]["default"] == 0
 
 
 def test_deployment_storage_uses_the_user_assigned_identity():
@@ -483,45 +701,59 @@ def test_deployment_storage_uses_the_user_assigned_identity():
     assert dotted(parsed(IDENTITY)["outputs"]["deploymentId"]["value"]) == "deploymentIdentity.id"
 
 
-def test_app_identity_reads_but_never_replaces_its_package():
-    """The app identity's blob role carries an ABAC condition that refuses every blob write, create
-    and delete in the deployment container (and only there); the deployment identity alone may write
-    it, with a role scoped to that one container."""
-    owner = _role_assignments()[STORAGE_BLOB_DATA_OWNER]["properties"]
-    assert owner["conditionVersion"] == "2.0"
-    condition = resolve(RBAC, owner["condition"])
-    for action in (
-        "blobs/write",
-        "blobs/add/action",
-        "blobs/delete",
-        "blobs/deleteBlobVersion/action",
-        "blobs/permanentDelete/action",
-    ):
-        assert (
-            f"!(ActionMatches{{\\'Microsoft.Storage/storageAccounts/blobServices/containers/{action}\\'}})" in condition
-        ), action
-    assert "ActionMatches{\\'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read" not in condition
+def test_app_identity_holds_no_role_on_the_package():
+    """The package lives in an account of its own: every role of the app identity is scoped to the
+    relay's account or to Application Insights, none to the package account or anything in it
+    (Storage Blob Data Owner on an account also grants container actions, such as deleting
+    app-package, that no ABAC condition restricts). The deployment identity alone reaches the
+    package, with one role scoped to its container."""
+    package_scopes = {"packageAccount", "packageBlobService", "deploymentContainer"}
+    existing = {
+        name: body(res)
+        for rtype in (
+            "Microsoft.Storage/storageAccounts",
+            "Microsoft.Storage/storageAccounts/blobServices",
+            "Microsoft.Storage/storageAccounts/blobServices/containers",
+        )
+        for name, res in resources(RBAC, rtype, existing=True).items()
+    }
+    assert existing["packageAccount"]["name"] == "packageStorageAccountName"
+    assert existing["packageBlobService"]["parent"] == "packageAccount"
+    assert existing["deploymentContainer"]["parent"] == "packageBlobService"
+    assert dotted(module_call(RBAC)["params"]["packageStorageAccountName"]) == "storage.outputs.packageAccountName"
+    app_roles = _role_assignments()
+    assert app_roles, "the app identity has roles"
+    for role, grant in app_roles.items():
+        assert grant["scope"] not in package_scopes, f"app identity role {role} on {grant['scope']}"
+        assert grant["scope"] in ("storageAccount", "appInsights"), grant["scope"]
+    assert body(resources(RBAC, "Microsoft.Storage/storageAccounts", existing=True)["storageAccount"])["name"] == (
+        "storageAccountName"
+    )
     container = resolve(MAIN, module_call(RBAC)["params"]["deploymentContainerName"])
     assert container == resolve(MAIN, module_call(STORAGE)["params"]["deploymentContainerName"]) == "app-package"
-    assert condition.endswith(
-        "OR (@Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringNotEquals "
-        f"\\'{container}\\'))"
-    )
     deploy = _role_assignments("deploymentPrincipalId")
     assert set(deploy) == {STORAGE_BLOB_DATA_CONTRIBUTOR}, "the deployment identity has one role"
     grant = deploy[STORAGE_BLOB_DATA_CONTRIBUTOR]
     assert grant["scope"] == "deploymentContainer"
-    scoped = resources(RBAC, "Microsoft.Storage/storageAccounts/blobServices/containers", existing=True)
-    assert body(scoped["deploymentContainer"])["name"] == "deploymentContainerName"
     assert grant["properties"]["principalType"] == "ServicePrincipal"
     assert dotted(module_call(RBAC)["params"]["deploymentPrincipalId"]) == "identity.outputs.deploymentPrincipalId"
 
 
 def test_deploying_user_gets_data_roles_only_when_named():
-    """principalId (azd: AZURE_PRINCIPAL_ID) gives that user Table, Queue and Blob Data Contributor
-    (principalType User), each under `if (!empty(...))`; without it no user role is created."""
-    assert parsed(MAIN)["parameters"]["principalId"]["default"] == ""
+    """principalId (azd: AZURE_PRINCIPAL_ID) gives that principal Table, Queue and Blob Data
+    Contributor, each under `if (!empty(...))`; without it no such role is created. Its
+    principalType comes from principalType (azd: AZURE_PRINCIPAL_TYPE): azd signed in as a service
+    principal fills AZURE_PRINCIPAL_ID with the service principal's id, and an assignment that
+    calls it a User fails with UnmatchedPrincipalType."""
+    main = parsed(MAIN)["parameters"]
+    assert main["principalId"]["default"] == ""
+    assert main["principalType"]["default"] == "User"
+    allowed = {d["type"]: d.get("argument") for d in main["principalType"]["decorators"]}["allowed"]
+    assert {"User", "ServicePrincipal"} <= set(allowed)
     assert module_call(RBAC)["params"]["userPrincipalId"] == "principalId"
+    assert module_call(RBAC)["params"]["userPrincipalType"] == "principalType"
+    params = json.loads(PARAMETERS.read_text())["parameters"]
+    assert params["principalType"]["value"] == "${AZURE_PRINCIPAL_TYPE}"
     user = _role_assignments("userPrincipalId")
     assert set(user) == {STORAGE_TABLE_DATA_CONTRIBUTOR, STORAGE_QUEUE_DATA_CONTRIBUTOR, STORAGE_BLOB_DATA_CONTRIBUTOR}
     for res in resources(RBAC, "Microsoft.Authorization/roleAssignments").values():
@@ -535,7 +767,7 @@ def test_deploying_user_gets_data_roles_only_when_named():
                 },
             }
         }
-        assert body(res)["properties"]["principalType"] == "User"
+        assert body(res)["properties"]["principalType"] == "userPrincipalType"
         assert body(res)["scope"] == "storageAccount"
 
 
@@ -562,7 +794,8 @@ def test_private_networking_is_a_parameter():
     access = module_call(STORAGE)["params"]["publicNetworkAccess"]["operator"]
     assert access["type"] == "conditional"
     assert access["operands"] == {"condition": "privateNetworking", "true_value": "Disabled", "false_value": "Enabled"}
-    props = only(STORAGE, "Microsoft.Storage/storageAccounts")["properties"]
+    props = storage_accounts()["packageAccount"]["properties"]
+    assert props == storage_accounts()["storageAccount"]["properties"], "both accounts are locked alike"
     assert props["publicNetworkAccess"] == "publicNetworkAccess"
     acl = props["networkAcls"]["defaultAction"]["operator"]["operands"]
     assert acl["condition"]["operator"] == {
@@ -584,28 +817,61 @@ def test_private_networking_is_a_parameter():
     assert subnets["app"]["properties"]["delegations"][0]["properties"]["serviceName"] == "Microsoft.App/environments"
     assert dotted(parsed(NETWORK)["outputs"]["appSubnetId"]["value"]) == "appSubnet.id"
 
-    # Private endpoints, one per storage service, each with its privatelink DNS zone.
-    services = resolve(NETWORK, "storageServices")
-    assert services == ["blob", "queue", "table"]
+    # Private endpoints: blob, queue and table of the relay's account, blob of the package account.
+    endpoints = resolve(NETWORK, "endpoints")
+    assert [(e["account"], e["service"]) for e in endpoints] == [
+        ("storageAccountName", "blob"),
+        ("storageAccountName", "queue"),
+        ("storageAccountName", "table"),
+        ("packageStorageAccountName", "blob"),
+    ]
+    assert dotted(call["packageStorageAccountName"]) == "storage.outputs.packageAccountName"
     [endpoint] = resources(NETWORK, "Microsoft.Network/privateEndpoints").values()
-    assert endpoint["config"]["loop_type"]["detail"]["array_name"] == "storageServices"
+    assert endpoint["config"]["loop_type"]["detail"]["array_name"] == "endpoints"
     [connection] = body(endpoint)["properties"]["privateLinkServiceConnections"]
-    assert dotted(connection["properties"]["privateLinkServiceId"]) == "storageAccount.id"
-    assert connection["properties"]["groupIds"] == ["service"]
+    link = function(connection["properties"]["privateLinkServiceId"], "resource_id")
+    assert link["resource_type"] == "Microsoft.Storage/storageAccounts"
+    assert dotted(link["resource_name_1"]) == "endpoint.account"
+    assert [dotted(g) for g in connection["properties"]["groupIds"]] == ["endpoint.service"]
     assert dotted(body(endpoint)["properties"]["subnet"]["id"]) == "privateEndpointSubnet.id"
-    [zone] = resources(NETWORK, "Microsoft.Network/privateDnsZones").values()
-    assert body(zone)["name"] == "privatelink.${service}.${environment().suffixes.storage}"
-    assert resources(NETWORK, "Microsoft.Network/privateDnsZones/virtualNetworkLinks")
     assert resources(NETWORK, "Microsoft.Network/privateEndpoints/privateDnsZoneGroups")
+    assert resources(DNSZONE, "Microsoft.Network/privateDnsZones")
+    assert resources(DNSZONE, "Microsoft.Network/privateDnsZones/virtualNetworkLinks")
 
 
-def test_function_app_is_https_only_with_tls_12_and_no_ftp():
-    """The function app is HTTPS-only, requires TLS 1.2 and disables FTP(S)."""
+def test_function_app_is_https_only_with_tls_12():
+    """The function app is HTTPS-only and requires TLS 1.2 (Flex has no FTP endpoint to turn off)."""
     props = site()["properties"]
     assert props["httpsOnly"] is True
     assert props["siteConfig"]["minTlsVersion"] == "1.2"
-    assert props["siteConfig"]["ftpsState"] == "Disabled"
     assert "appSettings" not in props["siteConfig"], "app settings live in one place: sites/config"
+
+
+def _keys(node: Any) -> set[str]:
+    """Every object key anywhere under a pycep value."""
+    if isinstance(node, dict):
+        return {str(k).strip("'").lower() for k in node} | {k for v in node.values() for k in _keys(v)}
+    if isinstance(node, list):
+        return {k for v in node for k in _keys(v)}
+    return set()
+
+
+def test_no_property_or_setting_flex_consumption_rejects():
+    """No site property and no app setting Flex Consumption rejects (ARM 51021 and the deprecation
+    list, FLEX_REJECTED_* above) is set anywhere: not in siteConfig, not elsewhere in the site's
+    properties, not in a sites/config resource of any module, not among the app settings."""
+    props = site()["properties"]
+    site_keys = _keys({k: v for k, v in props.items() if k != "functionAppConfig"})
+    assert sorted(site_keys & FLEX_REJECTED_SITE_CONFIG) == []
+    assert sorted(site_keys & FLEX_REJECTED_SITE_PROPERTIES) == []
+    for path in BICEP_FILES:
+        for res in resources(path, "Microsoft.Web/sites/config").values():
+            if body(res)["name"] == "web":
+                assert sorted(_keys(body(res)["properties"]) & FLEX_REJECTED_SITE_CONFIG) == [], path.name
+    names = set(template_app_settings())
+    assert sorted(names & FLEX_REJECTED_APP_SETTINGS) == []
+    text = FUNCTIONAPP.read_text()
+    assert "FTPS is disabled" not in text and "ftpsState:" not in text
 
 
 def test_function_app_is_tagged_for_azd():
@@ -633,17 +899,20 @@ def test_required_settings_are_set():
 
 
 def test_every_relay_setting_the_template_sets_is_known():
-    """Every RELAY_* app setting of the template is a SETTINGS name, and every RELAY_* SETTINGS name is set."""
-    known = {s.name for s in relay_settings.SETTINGS}
+    """Every RELAY_* app setting of the template is a setting the app reads, and every RELAY_*
+    SETTINGS name is set."""
+    known = {s.name for s in relay_settings.SETTINGS} | set(relay_settings.OPTIONAL_SETTINGS)
     set_by_template = {n for n in template_app_settings() if n.startswith("RELAY_")}
     assert set_by_template <= known, sorted(set_by_template - known)
-    relay_names = {n for n in known if n.startswith("RELAY_")}
+    relay_names = {s.name for s in relay_settings.SETTINGS if s.name.startswith("RELAY_")}
     assert relay_names <= set_by_template, sorted(relay_names - set_by_template)
 
 
 def test_relay_parameter_defaults_are_the_contract_defaults():
-    """Each RELAY_* app setting comes from a main.bicep string parameter whose default is the SETTINGS default."""
-    defaults = {s.name: s.default for s in relay_settings.SETTINGS}
+    """Each RELAY_* app setting comes from a main.bicep string parameter whose default is the
+    SETTINGS default (an optional setting's: empty, i.e. unset)."""
+    defaults: dict[str, str | None] = {name: "" for name in relay_settings.OPTIONAL_SETTINGS}
+    defaults |= {s.name: s.default for s in relay_settings.SETTINGS}
     main_params = parsed(MAIN)["parameters"]
     for name, (path, value) in template_app_settings().items():
         if not name.startswith("RELAY_"):
@@ -652,6 +921,51 @@ def test_relay_parameter_defaults_are_the_contract_defaults():
         param = main_params[value]
         assert param["type"] == "string", f"{value}: app settings are strings"
         assert param["default"] == defaults[name], f"{value} default {param['default']!r} != {defaults[name]!r}"
+
+
+# The settings an operator is told to set, which a redeployment (it writes the whole app-settings
+# collection) would otherwise remove: each a template parameter, secrets @secure().
+OPERATOR_SETTINGS = {
+    "RELAY_PUBLIC_URL": ("relayPublicUrl", False),
+    "RELAY_TOKEN_KEY": ("relayTokenKey", True),
+    "RELAY_TOKEN_KEY_PREVIOUS": ("relayTokenKeyPrevious", True),
+}
+
+
+@pytest.mark.parametrize("setting", OPERATOR_SETTINGS)
+def test_operator_settings_survive_a_redeployment(setting: str):
+    """RELAY_PUBLIC_URL, RELAY_TOKEN_KEY and RELAY_TOKEN_KEY_PREVIOUS are template parameters
+    (the keys @secure(); a Key Vault reference works as a value too), set as app settings when
+    given and left out when empty; azd fills them from its environment of the same name."""
+    param, secure = OPERATOR_SETTINGS[setting]
+    assert setting in relay_settings.OPTIONAL_SETTINGS
+    settings = template_app_settings()
+    assert setting in settings, f"{setting} is not an app setting the template writes"
+    assert settings[setting] == (MAIN, param)
+    declared = parsed(MAIN)["parameters"][param]
+    assert declared["type"] == "string" and declared["default"] == ""
+    assert any(d["type"] == "secure" for d in declared["decorators"]) is secure
+    optional = parsed(MAIN)["variables"]["relayOptionalSettings"]["value"]
+    branches = [p["operator"]["operands"] for p in function(optional, "union").values() if "operator" in p]
+    assert {
+        "condition": {"function": {"type": "empty", "parameters": {"item_to_test": param}}},
+        "true_value": {},
+        "false_value": {setting: param},
+    } in branches
+    assert json.loads(PARAMETERS.read_text())["parameters"][param]["value"] == f"${{{setting}}}"
+    if secure:
+        assert param not in parsed(MAIN)["outputs"] and f"{param}" not in json.dumps(parsed(MAIN)["outputs"])
+
+
+def test_fractional_retention_days_deploy():
+    """RELAY_EVENT_RETENTION_DAYS may be fractional (the app reads a number): the payload lifecycle
+    days are the retention rounded up to whole days plus the schedule's days, with no int() of a
+    decimal text (ARM's int() refuses "0.5" and the deployment fails)."""
+    for text in ("7", "30", "0.5", "7.25", ".5", " 3 ", "1.0"):
+        assert relay_settings.Settings.from_environ({"RELAY_EVENT_RETENTION_DAYS": text}).event_retention_days > 0
+        days = evaluate(MAIN, "payloadRetentionDays", {"relayEventRetentionDays": text, "retryScheduleDays": 2})
+        whole = math.ceil(float(text))
+        assert whole + 2 <= days <= whole + 3, (text, days)
 
 
 def test_relay_function_key_is_not_set():
@@ -743,3 +1057,162 @@ def test_azure_yaml_has_one_python_function_service():
     assert infra.get("provider", "bicep") == "bicep"
     assert infra.get("path", "infra") == "infra"
     assert infra.get("module", "main") == "main"
+
+
+# --------------------------------------------------------------------------- egress, DNS, alerts, logs
+
+
+def test_private_networking_has_planned_egress():
+    """natGateway (private networking only) adds a Standard NAT gateway with one static Standard
+    public IP on the app subnet, output as NAT_PUBLIC_IP for receivers' allow-lists; both subnets
+    set defaultOutboundAccess explicitly (newer network API versions turn it off by default): the
+    app subnet keeps it only without a NAT gateway, the endpoint subnet never needs it."""
+    main = parsed(MAIN)
+    assert main["parameters"]["natGateway"]["default"] is False
+    assert module_call(NETWORK)["params"]["natGateway"] == "natGateway"
+    ip = body(resources(NETWORK, "Microsoft.Network/publicIPAddresses")["natPublicIp"])
+    assert (
+        resources(NETWORK, "Microsoft.Network/publicIPAddresses")["natPublicIp"]["config"]["condition"] == "natGateway"
+    )
+    assert ip["sku"] == {"name": "Standard"}
+    assert ip["properties"]["publicIPAllocationMethod"] == "Static"
+    nat = resources(NETWORK, "Microsoft.Network/natGateways")["nat"]
+    assert nat["config"]["condition"] == "natGateway"
+    assert [dotted(p["id"]) for p in body(nat)["properties"]["publicIpAddresses"]] == ["natPublicIp.id"]
+    subnets = {
+        body(r)["name"]: body(r)["properties"]
+        for r in resources(NETWORK, "Microsoft.Network/virtualNetworks/subnets").values()
+    }
+    app = subnets["app"]
+    assert app["defaultOutboundAccess"] == {"operator": {"type": "not", "operands": {"bool_value": "natGateway"}}}
+    attached = app["natGateway"]["operator"]["operands"]
+    assert attached["condition"] == "natGateway" and dotted(attached["true_value"]["id"]) == "nat.id"
+    assert attached["false_value"] is None
+    assert subnets["private-endpoints"]["defaultOutboundAccess"] is False
+    out = main["outputs"]["NAT_PUBLIC_IP"]["value"]["operator"]["operands"]
+    assert dotted(out["true_value"]) == "network.outputs.natPublicIp"
+    assert dotted(parsed(NETWORK)["outputs"]["natPublicIp"]["value"]["operator"]["operands"]["true_value"]) == (
+        "natPublicIp.properties.ipAddress"
+    )
+
+
+def test_private_networking_accepts_existing_dns_zones():
+    """privateDnsZoneIds ({"blob": id, ...}) makes the endpoints register in existing zones (a hub's)
+    and skips creating that service's zone; a service not named gets its own zone and link."""
+    assert parsed(MAIN)["parameters"]["privateDnsZoneIds"]["default"] == {}
+    assert module_call(NETWORK)["params"]["privateDnsZoneIds"] == "privateDnsZoneIds"
+    zone_modules = {
+        body_name: call
+        for body_name, call in parsed(NETWORK)["modules"].items()
+        if (MODULES / call["detail"]["path"]).resolve() == DNSZONE.resolve()
+    }
+    assert len(zone_modules) == 3
+    ids = resolve(NETWORK, "zoneIds")
+    for service in ("blob", "queue", "table"):
+        [(name, call)] = [(n, c) for n, c in zone_modules.items() if n.startswith(service)]
+        assert call["config"]["condition"] == {
+            "operator": {
+                "type": "not",
+                "operands": {
+                    "bool_value": {
+                        "function": {
+                            "type": "contains",
+                            "parameters": {"container": "privateDnsZoneIds", "item_to_find": service},
+                        }
+                    }
+                },
+            }
+        }
+        choice = ids[service]["operator"]["operands"]
+        assert dotted(choice["true_value"]) == f"privateDnsZoneIds.{service}"
+        assert dotted(choice["false_value"]) == f"{name}.outputs.id"
+    [groups] = resources(NETWORK, "Microsoft.Network/privateEndpoints/privateDnsZoneGroups").values()
+    [config] = body(groups)["properties"]["privateDnsZoneConfigs"]
+    accessor = config["properties"]["privateDnsZoneId"]["operator"]
+    assert accessor["type"] == "index_accessor" and accessor["operands"]["operand_1"] == "zoneIds"
+
+
+def test_alerts_cover_failures_poison_queues_and_health():
+    """alerts (default on) deploys monitoring/alerts.bicep: a metric alert on failed executions, a
+    log alert on the host's "Moving message to queue '<queue>-poison'" warning (the text of the
+    WebJobs queue processor), and a standard availability test of /api/health with an alert on
+    failed locations; alertEmail, when given, becomes an action group the alerts notify."""
+    main = parsed(MAIN)
+    assert main["parameters"]["alerts"]["default"] is True
+    assert module_condition(ALERTS) == "alerts"
+    call = module_call(ALERTS)["params"]
+    assert call["healthUrl"] == "${functionApp.outputs.url}/api/health"
+    assert dotted(call["appInsightsName"]) == "monitoring.outputs.appInsightsName"
+    failures = body(resources(ALERTS, "Microsoft.Insights/metricAlerts")["functionFailures"])
+    [criterion] = failures["properties"]["criteria"]["allOf"]
+    assert criterion["metricName"] == "requests/failed"
+    poison = body(resources(ALERTS, "Microsoft.Insights/scheduledQueryRules")["poisonGrowth"])
+    [rule] = poison["properties"]["criteria"]["allOf"]
+    assert "Moving message to queue" in rule["query"] and "-poison" in rule["query"]
+    # The host logs that line as a warning: host.json must let warnings through.
+    levels = json.loads(HOST_JSON.read_text())["logging"]["logLevel"]
+    assert levels["default"] in ("Warning", "Information")
+    test = body(resources(ALERTS, "Microsoft.Insights/webtests")["healthTest"])
+    assert test["kind"] == "standard"
+    assert test["properties"]["Request"]["RequestUrl"] == "healthUrl"
+    assert len(test["properties"]["Locations"]) >= 5
+    health = body(resources(ALERTS, "Microsoft.Insights/metricAlerts")["healthAlert"])
+    assert (
+        health["properties"]["criteria"]["'odata.type'"]
+        == "Microsoft.Azure.Monitor.WebtestLocationAvailabilityCriteria"
+    )
+    group = resources(ALERTS, "Microsoft.Insights/actionGroups")["actionGroup"]
+    assert group["config"]["condition"] == {
+        "operator": {
+            "type": "not",
+            "operands": {"bool_value": {"function": {"type": "empty", "parameters": {"item_to_test": "alertEmail"}}}},
+        }
+    }
+
+
+def test_host_logging_is_not_all_information_and_samples():
+    """host.json: the default level is Warning (function start/finish lines and the SDKs' chatter
+    stay out of Application Insights), requests and aggregates stay at Information (the failure
+    alert and the portal's invocation list read them), and adaptive sampling is on with requests
+    and exceptions excluded, so every failure is counted."""
+    logging = json.loads(HOST_JSON.read_text())["logging"]
+    levels = logging["logLevel"]
+    assert levels["default"] == "Warning"
+    assert levels["Host.Results"] == "Information"
+    assert set(levels.values()) != {"Information"}
+    sampling = logging["applicationInsights"]["samplingSettings"]
+    assert sampling["isEnabled"] is True
+    assert {"Request", "Exception"} <= set(sampling["excludedTypes"].split(";"))
+
+
+def _identifiers(node: Any) -> set[str]:
+    """The first identifier of every dotted reference under a pycep value."""
+    found: set[str] = set()
+    if isinstance(node, str):
+        found.add(node.split(".")[0])
+    elif isinstance(node, dict):
+        if node.get("operator", {}).get("type") == "property_accessor":
+            found |= _identifiers(node["operator"]["operands"]["operand_1"])
+        else:
+            for value in node.values():
+                found |= _identifiers(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _identifiers(value)
+    return found
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: str(p.relative_to(INFRA)))
+def test_no_output_reads_an_unreadable_resource(path: Path):
+    """No output reads a resource whose properties the Bicep types mark unreadable
+    (UNREADABLE_TYPES: sites/config, e.g. authsettingsV2): such a template is refused."""
+    unreadable = {name for name, res in parsed(path)["resources"].items() if res["type"].lower() in UNREADABLE_TYPES}
+    for name, output in parsed(path)["outputs"].items():
+        assert not (_identifiers(output["value"]) & unreadable), f"{path.name} output {name} reads {unreadable}"
+
+
+def test_the_app_settings_reach_the_module_as_a_secure_object():
+    """The app settings carry RELAY_TOKEN_KEY: the function app module takes them @secure(), so the
+    key shows neither in the nested deployment's recorded inputs nor in its history."""
+    declared = parsed(FUNCTIONAPP)["parameters"]["appSettings"]
+    assert any(d["type"] == "secure" for d in declared["decorators"])

@@ -12,9 +12,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from relay.errors import BadRequest, ConfigurationError
-from relay.settings import Settings
+from relay.settings import Settings, reset_settings
 from relay.storage import KEYS_TABLE, Endpoints, Storage
-from relay.tokens import KEY_PARTITION, KEY_ROW, Purpose, TokenCodec, stored_key
+from relay.tokens import KEY_PARTITION, KEY_ROW, Purpose, TokenCodec, get_codec, reset_codec, stored_key
 from tests.helpers import wait_until
 
 KEY = b"k" * 32
@@ -58,6 +58,66 @@ def test_token_key_setting_is_optional_and_checked() -> None:
         Settings.from_environ({"RELAY_TOKEN_KEY": "short-secret"})
     assert "short-secret" not in str(caught.value)
     assert "s" * 32 not in repr(Settings.from_environ({"RELAY_TOKEN_KEY": "s" * 32}))
+
+
+OLD_KEY = "the-key-in-use-before-the-rotation-0001"
+NEW_KEY = "the-key-the-operator-rotated-to-0000002"
+
+
+def _codec_from(monkeypatch: pytest.MonkeyPatch, **values: str) -> TokenCodec:
+    """The process codec as the app builds it from its app settings (environment)."""
+    for name in ("RELAY_TOKEN_KEY", "RELAY_TOKEN_KEY_PREVIOUS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    reset_settings()
+    reset_codec()
+    return get_codec()
+
+
+def test_a_state_signed_with_the_previous_key_opens_after_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rotating RELAY_TOKEN_KEY with the old key in RELAY_TOKEN_KEY_PREVIOUS keeps every trigger
+    state and continuation token in flight working; new ones are signed with the new key only, and
+    a forged or a third-key token is still refused. Without the previous key the old state fails."""
+    try:
+        before = _codec_from(monkeypatch, RELAY_TOKEN_KEY=OLD_KEY)
+        state = before.seal(Purpose.TRIGGER_STATE, {"k": "20260101T000000.000000Z", "s": "x"})
+        page = before.seal(Purpose.SUBSCRIPTIONS_PAGE, {"k": "sub-0001"})
+
+        after = _codec_from(monkeypatch, RELAY_TOKEN_KEY=NEW_KEY, RELAY_TOKEN_KEY_PREVIOUS=OLD_KEY)
+        assert after.open(Purpose.TRIGGER_STATE, state, "triggerState")["s"] == "x"
+        assert after.open(Purpose.SUBSCRIPTIONS_PAGE, page, "continuationToken") == {"k": "sub-0001"}
+        fresh = after.seal(Purpose.TRIGGER_STATE, {"s": "y"})
+        assert TokenCodec(NEW_KEY.encode()).open(Purpose.TRIGGER_STATE, fresh, "triggerState") == {"s": "y"}
+        with pytest.raises(BadRequest):  # signed with the new key, not the previous one
+            TokenCodec(OLD_KEY.encode()).open(Purpose.TRIGGER_STATE, fresh, "triggerState")
+
+        forged = [
+            _flip(state, 2),
+            _flip(state, len(state) - 2),
+            TokenCodec(b"f" * 32).seal(Purpose.TRIGGER_STATE, {"s": "x"}),  # a key never configured
+            before.seal(Purpose.DELIVERIES_PAGE, {"s": "x"}),  # the old key, another purpose
+        ]
+        for token in forged:
+            with pytest.raises(BadRequest):
+                after.open(Purpose.TRIGGER_STATE, token, "triggerState")
+
+        rotated_out = _codec_from(monkeypatch, RELAY_TOKEN_KEY=NEW_KEY)
+        with pytest.raises(BadRequest):
+            rotated_out.open(Purpose.TRIGGER_STATE, state, "triggerState")
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+        reset_codec()
+
+
+def test_previous_token_key_setting_is_checked_and_never_shown() -> None:
+    assert Settings.from_environ({}).token_key_previous is None
+    with pytest.raises(ConfigurationError, match="RELAY_TOKEN_KEY_PREVIOUS") as caught:
+        Settings.from_environ({"RELAY_TOKEN_KEY_PREVIOUS": "short-secret"})
+    assert "short-secret" not in str(caught.value)
+    assert OLD_KEY not in repr(Settings.from_environ({"RELAY_TOKEN_KEY_PREVIOUS": OLD_KEY}))
+    assert OLD_KEY not in repr(TokenCodec(NEW_KEY.encode(), [OLD_KEY.encode()]))
 
 
 def test_instances_starting_together_agree_on_one_stored_key(azurite) -> None:

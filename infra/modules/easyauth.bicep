@@ -2,8 +2,12 @@
 // for RELAY_AUTH=entra (CONTRACT section 4). The platform validates each caller's access token
 // (issuer, signature, lifetime, audience), answers 401 itself to a call without a valid one, and
 // hands the app the principal in X-MS-CLIENT-PRINCIPAL; the relay then checks the app roles.
-// The health probe and the connector definition stay anonymous (excludedPaths, the same list as
-// relay/access.py ANONYMOUS_PATHS). The app registration itself is made beforehand: see
+// The health probe, the connector definition and the console's files stay anonymous
+// (excludedPaths: every path relay/access.py ANONYMOUS_PATHS lets through, the console as
+// `/api/console/*`, the form App Service documents, so a file the console adds is covered too).
+// Signing in to the console (a browser at /.auth/login/aad) uses the implicit flow, since no
+// client secret is configured: the app registration needs the web redirect URI
+// https://<host>/.auth/login/aad/callback and ID-token issuance (docs/entra.md, step 3). The app registration itself is made beforehand: see
 // infra/entra/ and the README, "Microsoft Entra ID access".
 
 @description('Name of the function app to put Easy Auth in front of.')
@@ -20,14 +24,13 @@ param audience string
 @description('Directory (tenant) id that issues the tokens.')
 param tenantId string = tenant().tenantId
 
-@description('Paths answered without a token: the health probe and the connector definition.')
+@description('Paths answered without a token: the health probe, the connector definition and the console (its page, with or without a trailing slash, and every file under it).')
 param excludedPaths array = [
   '/api/health'
   '/api/openapi.json'
   '/api/console'
-  '/api/console/app.js'
-  '/api/console/app.css'
-  '/api/console/config.json'
+  '/api/console/'
+  '/api/console/*'
 ]
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
@@ -78,4 +81,6 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   }
 }
 
-output enabled bool = authSettings.properties.platform.enabled
+// No output reads authSettings: the Bicep types mark the properties of the sites/config
+// authsettingsV2 resource unreadable (listed, never returned by a GET), so a template that reads
+// them is refused.

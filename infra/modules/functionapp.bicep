@@ -1,9 +1,13 @@
-// Flex Consumption plan and the Python 3.11 function app. The app runs as the user-assigned
-// app identity; the deployment package lives in a blob container the platform reaches with the
-// separate deployment identity (the app identity may read it, never replace it: rbac.bicep).
-// Flex Consumption takes the runtime, scale and deployment source from `functionAppConfig`,
-// so FUNCTIONS_WORKER_RUNTIME, FUNCTIONS_EXTENSION_VERSION and WEBSITE_RUN_FROM_PACKAGE are
-// deliberately not app settings (the plan rejects them).
+// Flex Consumption plan and the Python function app. The app runs as the user-assigned app
+// identity; the deployment package lives in a blob container of a storage account of its own,
+// which the platform reaches with the separate deployment identity and on which the app identity
+// holds no role at all (rbac.bicep).
+// Flex Consumption takes the runtime, scale and deployment source from `functionAppConfig`, and
+// rejects the site properties and app settings that configured them on other plans (ARM error
+// 51021 names them): no siteConfig.ftpsState, linuxFxVersion, use32BitWorkerProcess,
+// netFrameworkVersion, alwaysOn and the like, no FUNCTIONS_WORKER_RUNTIME, WEBSITE_RUN_FROM_PACKAGE
+// and the like (tests/test_infra.py holds the template against the whole list). Flex has no FTP
+// endpoint at all, so there is no FTP state to set.
 
 @description('Name of the function app (also its default host name).')
 param name string
@@ -35,11 +39,21 @@ param subnetId string = ''
 @description('Name of the storage account (AzureWebJobsStorage and the relay storage).')
 param storageAccountName string
 
+@description('Name of the storage account that holds the deployment package (the app identity has no role on it).')
+param packageStorageAccountName string
+
 @description('Blob container of that account that holds the deployment package.')
 param deploymentContainerName string
 
 @description('Name of the Application Insights component.')
 param appInsightsName string
+
+@description('Python version (functionAppConfig.runtime.version).')
+@allowed([
+  '3.11'
+  '3.12'
+])
+param pythonVersion string = '3.11'
 
 @description('Memory of each instance, in MB.')
 @allowed([
@@ -47,18 +61,32 @@ param appInsightsName string
   2048
   4096
 ])
-param instanceMemoryMB int = 2048
+param instanceMemoryMB int = 512
 
-@description('Most instances the app scales out to.')
-@minValue(1)
+@description('Most instances the app scales out to (Flex Consumption: at least 40).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
-@description('The relay\'s own settings (RELAY_*), merged over the host settings below.')
+@description('HTTP requests one instance serves at a time (Python on Flex defaults to 1).')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
+
+@description('Always-ready instances of the http group; 0 for none.')
+@minValue(0)
+param alwaysReadyHttpInstances int = 0
+
+@secure()
+@description('The relay\'s own settings (RELAY_*), merged over the host settings below. Secure: it may carry RELAY_TOKEN_KEY, which must not show in the deployment\'s recorded inputs.')
 param appSettings object = {}
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
+}
+
+resource packageStorageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: packageStorageAccountName
 }
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -77,6 +105,15 @@ var hostSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 }
+
+// Always-ready instances of the `http` group (every HTTP function of the app): warm for the
+// first calls, billed at the baseline rate while idle.
+var alwaysReadyHttp = [
+  {
+    name: 'http'
+    instanceCount: alwaysReadyHttpInstances
+  }
+]
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -107,16 +144,17 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Key Vault references in app settings (e.g. relayTokenKey) resolve as the app identity.
+    keyVaultReferenceIdentity: identityId
     virtualNetworkSubnetId: empty(subnetId) ? null : subnetId
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
     }
     functionAppConfig: {
       deployment: {
         storage: {
           type: 'blobContainer'
-          value: '${storageAccount.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          value: '${packageStorageAccount.properties.primaryEndpoints.blob}${deploymentContainerName}'
           authentication: {
             type: 'UserAssignedIdentity'
             userAssignedIdentityResourceId: deploymentIdentityId
@@ -126,18 +164,26 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        // The relay is threaded: one instance serves many calls at once.
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
+        alwaysReady: (alwaysReadyHttpInstances > 0) ? alwaysReadyHttp : []
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: pythonVersion
       }
     }
   }
 }
 
-// No basic (user name and password) publishing credentials: FTP and the SCM site (Kudu, zip
-// deploy) take Entra ID tokens only, which `func azure functionapp publish`, azd and the Azure
-// CLI use. Declared at top level with `parent:`.
+// No basic (user name and password) publishing credentials: the SCM site (the deploy endpoint)
+// takes Entra ID tokens only, which `func azure functionapp publish`, azd and the Azure CLI use;
+// the `ftp` policy is set too, for anything that still reads it (Flex serves no FTP). Declared at
+// top level with `parent:`.
 resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: functionApp
   name: 'ftp'

@@ -1,5 +1,7 @@
 // Data-plane roles: the app identity's, the deployment identity's, and optionally the deploying
-// user's. Names are deterministic guid()s of (scope, principal, role), so redeploying finds the
+// principal's (a user, or a pipeline's service principal). The app identity holds no role on
+// the package account: what the relay's code runs as can neither replace, delete nor read the
+// package (the platform fetches it as the deployment identity). Names are deterministic guid()s of (scope, principal, role), so redeploying finds the
 // same assignments instead of failing.
 
 @description('Name of the storage account the identity reaches.')
@@ -14,11 +16,22 @@ param principalId string
 @description('Object (principal) id of the identity the platform reaches the deployment container with.')
 param deploymentPrincipalId string
 
-@description('Blob container that holds the deployment package.')
+@description('Name of the storage account that holds only the deployment package.')
+param packageStorageAccountName string
+
+@description('Blob container of that account that holds the deployment package.')
 param deploymentContainerName string
 
-@description('Object id of a user who gets data-plane roles on the storage account (to inspect tables, queues and blobs with shared keys off); empty for none.')
+@description('Object id of a principal who gets data-plane roles on the relay\'s storage account (to inspect tables, queues and blobs with shared keys off); empty for none.')
 param userPrincipalId string = ''
+
+@description('Its type: User, ServicePrincipal (azd signed in as an application) or Group (azd: AZURE_PRINCIPAL_TYPE).')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param userPrincipalType string = 'User'
 
 // Built-in role definition ids.
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
@@ -31,13 +44,17 @@ resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing 
   name: storageAccountName
 }
 
-resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
-  parent: storageAccount
+resource packageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: packageStorageAccountName
+}
+
+resource packageBlobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: packageAccount
   name: 'default'
 }
 
 resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
-  parent: blobService
+  parent: packageBlobService
   name: deploymentContainerName
 }
 
@@ -45,12 +62,7 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
 
-// The app identity may create, replace or delete blobs anywhere but in the deployment container
-// (an Azure ABAC condition on the assignment): what the relay's code runs as can read its own
-// package but never replace it.
-var blobWritesOutsideThePackage = '((!(ActionMatches{\'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write\'}) AND !(ActionMatches{\'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action\'}) AND !(ActionMatches{\'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete\'}) AND !(ActionMatches{\'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/deleteBlobVersion/action\'}) AND !(ActionMatches{\'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/permanentDelete/action\'})) OR (@Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringNotEquals \'${deploymentContainerName}\'))'
-
-// Host state (leases, keys) and the relay's claim-check payloads; the package read-only.
+// Host state (leases, keys) and the relay's claim-check payloads, on the relay's account only.
 resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storageAccount.id, principalId, storageBlobDataOwner)
   scope: storageAccount
@@ -58,8 +70,6 @@ resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
     principalId: principalId
     principalType: 'ServicePrincipal'
-    conditionVersion: '2.0'
-    condition: blobWritesOutsideThePackage
   }
 }
 
@@ -108,15 +118,17 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
-// The deploying user (azd passes AZURE_PRINCIPAL_ID): read and change tables, queues and blobs
-// with Entra ID, since shared keys are off (Storage Explorer, az storage ... --auth-mode login).
+// The deploying principal (azd passes AZURE_PRINCIPAL_ID and AZURE_PRINCIPAL_TYPE: a user, or a
+// pipeline's service principal, whose assignment with type User fails UnmatchedPrincipalType):
+// read and change tables, queues and blobs with Entra ID, since shared keys are off (Storage
+// Explorer, az storage ... --auth-mode login).
 resource userTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(userPrincipalId)) {
   name: guid(storageAccount.id, userPrincipalId, storageTableDataContributor)
   scope: storageAccount
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
     principalId: userPrincipalId
-    principalType: 'User'
+    principalType: userPrincipalType
   }
 }
 
@@ -126,7 +138,7 @@ resource userQueueDataContributor 'Microsoft.Authorization/roleAssignments@2022-
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributor)
     principalId: userPrincipalId
-    principalType: 'User'
+    principalType: userPrincipalType
   }
 }
 
@@ -136,6 +148,6 @@ resource userBlobDataContributor 'Microsoft.Authorization/roleAssignments@2022-0
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
     principalId: userPrincipalId
-    principalType: 'User'
+    principalType: userPrincipalType
   }
 }
