@@ -62,6 +62,9 @@ ANONYMOUS_PATHS = (
     "/api/console/app.js",
     "/api/console/app.css",
     "/api/console/config.json",
+    # The smoke check's hook (relay.routes.smoke): the relay's own deliveries carry no token; the
+    # hook answers only to the Standard Webhooks signature of its run's subscription.
+    "/api/smoke/hook/*",
 )
 
 OBJECT_ID_CLAIMS = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
@@ -114,6 +117,10 @@ RULES: dict[str, Rule] = {
     "event_data_schema": _rule(PUBLISHER, SUBSCRIBER),  # the designer's dynamic-schema source
     "put_event_type": _rule(),
     "delete_event_type": _rule(),
+    # The smoke check (relay.routes.smoke): opening a run is like subscribing; a run is its owner's.
+    "create_smoke_run": _rule(SUBSCRIBER),
+    "get_smoke_run": _rule(SUBSCRIBER),
+    "delete_smoke_run": _rule(SUBSCRIBER),
 }
 ADMIN_ONLY = _rule()
 
@@ -130,7 +137,11 @@ def platform_auth_on(environ: Mapping[str, str] | None = None) -> bool:
 
 def is_anonymous_path(path: str) -> bool:
     lowered = path.rstrip("/").lower()
-    return any(lowered == p or lowered.startswith(p + "/") for p in ANONYMOUS_PATHS)
+    # `/x/*`: everything below /x (Easy Auth's wildcard form), not /x itself.
+    return any(
+        lowered.startswith(p[:-1]) if p.endswith("/*") else lowered == p or lowered.startswith(p + "/")
+        for p in ANONYMOUS_PATHS
+    )
 
 
 def parse_principal(header: str) -> Principal | None:

@@ -28,6 +28,7 @@ param excludedPaths array = [
   '/api/console/app.js'
   '/api/console/app.css'
   '/api/console/config.json'
+  '/api/smoke/hook/*'
 ]
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
