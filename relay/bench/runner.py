@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +37,31 @@ from ..azurite import Azurite, connection_string, free_port, stop_group
 from ..azurite import wait_until as _wait_until
 from ..settings import Settings
 from ..storage import DELIVERIES_TABLE, DELIVERY_QUEUE, FANOUT_QUEUE
-from .costmodel import event_grid_cost, load_prices, relay_cost
+from .costmodel import (
+    Deployment,
+    event_grid_cost,
+    http_cost_per_million,
+    idle_cost_per_month,
+    load_prices,
+    relay_cost,
+    timer_runs_per_month,
+    with_idle,
+)
 from .receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK_QUEUES = (FANOUT_QUEUE, DELIVERY_QUEUE)
 # The proxy's kind for a transaction on the delivery table: only the counters' flush sends one.
 COUNTERS_FLUSH = f"table batch {DELIVERIES_TABLE}"
-ALL_SCENARIOS = ("throughput", "scaleout", "latency", "cost", "scale")
+ALL_SCENARIOS = ("throughput", "scaleout", "latency", "concurrency", "cost", "scale")
 LATENCY_RATE = 50.0
+# The concurrency scenario's mix of HTTP calls, one list item per call in turn: mostly publishes,
+# with subscribes (of a URL already subscribed: the idempotent path) and the console's reads.
+CONCURRENCY_MIX = ("publish",) * 8 + ("subscribe", "read")
+# A level counts as saturated when it reaches this share of the best throughput measured; the
+# chosen HTTP concurrency is the lowest such level whose p95 stays within CONCURRENCY_P95_MS.
+SATURATED_SHARE = 0.9
+CONCURRENCY_P95_MS = 1000.0
 WARMUP_SECONDS = 2.0
 # After the latency run: single events each published after this much idle time (longer than
 # host.json's maxPollingInterval, so every queue poller has backed off to its longest wait).
@@ -782,6 +798,148 @@ class Bench:
             found.append((at - started) * 1000)
         return found
 
+    # ---- HTTP concurrency and what the deployment costs ----------------------------------------------
+
+    def _deployment(self, **changes: Any) -> Deployment:
+        """The deployment priced: prices.json's, with the HTTP concurrency this run chose if it measured one."""
+        chosen = self.figures.get("concurrency.chosen")
+        if chosen and "http_concurrency" not in changes:
+            changes["http_concurrency"] = int(chosen)
+        return Deployment.from_prices(self.prices, **changes)
+
+    def _idle(self, deployment: Deployment) -> dict[str, float]:
+        """Dollars a month with nothing delivered: on demand (the app's timers wake an instance) and
+        with one always-ready instance (its baseline on top)."""
+        if "idle" not in self.details:
+            import function_app  # the app's own timer schedules, so a timer added later is priced too
+
+            schedules = [
+                str(getattr(binding, "schedule", ""))
+                for fn in function_app.app.get_functions()
+                for binding in fn.get_bindings()
+                if binding.type == "timerTrigger"
+            ]
+            runs = timer_runs_per_month(schedules, self.prices)
+            on_demand = idle_cost_per_month(runs, self.prices, deployment)
+            ready = idle_cost_per_month(runs, self.prices, replace(deployment, always_ready=1))
+            self.details["idle"] = {
+                "timer_schedules": schedules,
+                "timer_runs_per_month": runs,
+                "on_demand": on_demand,
+                "always_ready": ready,
+                "instance_memory_mb": deployment.memory_mb,
+            }
+            self.figures["idle.timer_runs_per_month"] = runs
+            self.figures["idle.on_demand_usd_per_month"] = on_demand
+            self.figures["idle.always_ready_usd_per_month"] = ready
+            self.rows += [
+                Row(
+                    f"idle cost per month, on demand ({runs:,.0f} timer runs of >= 1 s at {deployment.memory_mb} MB)",
+                    on_demand,
+                    "USD",
+                ),
+                Row(
+                    f"idle cost per month, one always-ready {deployment.memory_mb} MB instance (baseline + timers)",
+                    ready,
+                    "USD",
+                ),
+            ]
+        return {"on_demand": self.details["idle"]["on_demand"], "always_ready": self.details["idle"]["always_ready"]}
+
+    def concurrency(self) -> None:
+        """Closed-loop HTTP load on one dev host at each concurrency level: that many callers, each
+        calling again as soon as it is answered, for a fixed time (the mix: CONCURRENCY_MIX).
+        Throughput and p95 per level; the chosen level is where throughput stops growing."""
+        levels, seconds = self.args.concurrency_levels, self.args.concurrency_seconds
+        say(f"concurrency: levels {', '.join(map(str, levels))}, {seconds:g}s each ...")
+        assert self.relay and self.receiver
+        relay, receiver = self.relay, self.receiver
+        tag, etype = self._tag("cc"), self._type("cc")
+        # One subscriber: every publish is delivered too, as in production, and drains between levels.
+        self._subscribe_many(tag, 1, etype)
+        sub_urls = [receiver.url(self._tag("ccsub"), n) for n in range(max(levels))]
+        sub_type = self._type("ccsub")
+        results: dict[int, dict[str, Any]] = {}
+        published = 0
+        for level in levels:
+            self._wait_idle()
+            load = LevelLoad(relay, etype, tag, sub_urls, sub_type, published)
+            cpu_before = cpu_seconds(relay.pid)
+            started = time.monotonic()
+            load.deadline = started + seconds
+            threads = [threading.Thread(target=load.caller, args=(i,), daemon=True) for i in range(level)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.monotonic() - started
+            cpu = cpu_seconds(relay.pid) - cpu_before
+            latencies, errors = load.latencies, load.errors
+            done = sum(len(v) for v in latencies.values())
+            publishes = len(latencies["publish"])
+            everything = [x for v in latencies.values() for x in v]
+            results[level] = {
+                "requests": done,
+                "requests_per_second": done / wall,
+                "publishes_per_second": publishes / wall,
+                "p50_ms": percentile(everything, 50),
+                "p95_ms": percentile(everything, 95),
+                "publish_p95_ms": percentile(latencies["publish"], 95),
+                "read_p95_ms": percentile(latencies["read"], 95),
+                "subscribe_p95_ms": percentile(latencies["subscribe"], 95),
+                "relay_cpu_ms_per_request": cpu * 1000 / max(done, 1),
+                "errors": len(errors),
+                "error_kinds": sorted(set(errors))[:10],
+                "wall_seconds": wall,
+            }
+            published = load.published
+            r = results[level]
+            say(
+                f"  {level:>2}: {r['requests_per_second']:7.1f} req/s, p95 {r['p95_ms']:6.0f} ms, "
+                f"CPU {r['relay_cpu_ms_per_request']:.1f} ms/request, {r['errors']} errors"
+            )
+        # Deliveries of the last level drain before the next scenario counts anything.
+        self._await(tag, published, "the concurrency scenario's deliveries")
+        self._wait_idle()
+        chosen = choose_concurrency(results)
+        deployment = self._deployment(http_concurrency=chosen)
+        f = self.figures
+        f["concurrency.chosen"] = chosen
+        for level, r in results.items():
+            for name in ("requests_per_second", "p95_ms", "publish_p95_ms", "relay_cpu_ms_per_request", "errors"):
+                f[f"concurrency.c{level}.{name}"] = r[name]
+            # What one million of these requests cost on demand at this concurrency, on the chosen
+            # instance size: the instance executes 1/throughput per request (or the CPU time on
+            # its cores, if longer).
+            f[f"concurrency.c{level}.usd_per_million_requests"] = http_cost_per_million(
+                r["requests_per_second"], r["relay_cpu_ms_per_request"] / 1000, self.prices, deployment
+            )
+        self.details["concurrency"] = {
+            "levels": results,
+            "mix": list(CONCURRENCY_MIX),
+            "seconds_per_level": seconds,
+            "rule": f"the lowest level with at least {SATURATED_SHARE:.0%} of the best throughput and p95 "
+            f"<= {CONCURRENCY_P95_MS:.0f} ms",
+        }
+        within = [r["requests_per_second"] for r in results.values() if r["p95_ms"] <= CONCURRENCY_P95_MS]
+        best = max(within or [r["requests_per_second"] for r in results.values()])
+        for level, r in results.items():
+            self.rows.append(
+                Row(
+                    f"HTTP concurrency {level}: throughput (p95 {r['p95_ms']:,.0f} ms, publish p95 "
+                    f"{r['publish_p95_ms']:,.0f} ms; ${f[f'concurrency.c{level}.usd_per_million_requests']:.2f}"
+                    f" per million requests at {deployment.memory_mb} MB"
+                    + (f"; errors {r['errors']})" if r["errors"] else ")"),
+                    r["requests_per_second"],
+                    "req/s",
+                    f">= {SATURATED_SHARE:.0%} of {best:,.0f}, p95 <= {CONCURRENCY_P95_MS:,.0f} ms"
+                    if level == chosen
+                    else "",
+                    True if level == chosen else None,
+                )
+            )
+        self.rows.append(Row("HTTP concurrency chosen (perInstanceConcurrency)", chosen, "requests"))
+
     def cost(self) -> None:
         e = self.args.cost_events
         for fanout in self.args.fanouts:
@@ -830,15 +988,35 @@ class Bench:
             f[f"{key}.window_seconds"] = m["settled"]["at"] - m["before"]["at"]
             f[f"{key}.deliveries_per_second"] = deliveries / m["seconds"]
             self.details[key] = cost
+            deployment = self._deployment()
+            # One HTTP execution per publish request beside the queue-triggered ones.
+            executions = cost["executions_per_delivery"] + e / deliveries
             dollars = relay_cost(
-                cost["by_kind_per_delivery"], cost["executions_per_delivery"], m["seconds"] / deliveries, self.prices
+                cost["by_kind_per_delivery"],
+                executions,
+                m["seconds"] / deliveries,
+                self.prices,
+                cpu_seconds_per_delivery=m["cpu"]["relay"] / deliveries,
+                deployment=deployment,
             )
             grid = event_grid_cost(fanout, self.prices)
+            idle = self._idle(deployment)
+            volume = self.prices["deployment"]["deliveries_per_month"]
+            all_in = with_idle(dollars, idle["on_demand"], volume, self.prices, always_ready=False)
+            ready = with_idle(dollars, idle["always_ready"], volume, self.prices, always_ready=True)
             f[f"{key}.usd_per_million_deliveries"] = dollars.total
+            f[f"{key}.usd_per_million_deliveries_with_idle"] = all_in
+            f[f"{key}.usd_per_million_deliveries_always_ready"] = ready
             f[f"{key}.eventgrid_usd_per_million_deliveries"] = grid
             self.details[f"{key}.usd_per_million"] = {
                 **vars(dollars),
                 "total": dollars.total,
+                "with_idle_on_demand": all_in,
+                "with_one_always_ready_instance": ready,
+                "deliveries_per_month": volume,
+                "instance_memory_mb": deployment.memory_mb,
+                "instance_cores": deployment.cores,
+                "http_concurrency": deployment.http_concurrency,
                 "event_grid": grid,
                 "prices_recorded": self.prices["recorded"],
             }
@@ -866,7 +1044,24 @@ class Bench:
                     f"<= {ex_target:g}" if ex_target else "",
                     ex <= ex_target if ex_target else None,
                 ),
-                Row(f"$ per million deliveries, fan-out {fanout} (Event Grid: ${grid:.2f})", dollars.total, "USD"),
+                Row(
+                    f"$ per million deliveries, fan-out {fanout}, {deployment.memory_mb} MB on demand, "
+                    f"HTTP concurrency {deployment.http_concurrency} (marginal; Event Grid: ${grid:.2f})",
+                    dollars.total,
+                    "USD",
+                ),
+                Row(
+                    f"$ per million deliveries, fan-out {fanout}, idle included at {volume:,.0f} deliveries/month: "
+                    f"on demand (Event Grid: ${grid:.2f})",
+                    all_in,
+                    "USD",
+                ),
+                Row(
+                    f"$ per million deliveries, fan-out {fanout}, idle included at {volume:,.0f} deliveries/month: "
+                    f"one always-ready instance (Event Grid: ${grid:.2f})",
+                    ready,
+                    "USD",
+                ),
             ]
 
     def _steady(self, tag: str, etype: str, fanout: int) -> None:
@@ -1016,6 +1211,68 @@ NOTES = {
 }
 
 
+class LevelLoad:
+    """One level of the concurrency scenario: callers that each call again as soon as answered."""
+
+    def __init__(self, relay: Relay, etype: str, tag: str, sub_urls: list[str], sub_type: str, published: int) -> None:
+        self.relay, self.etype, self.tag = relay, etype, tag
+        # Each caller subscribes a URL of its own again and again (to a type nobody publishes):
+        # flows saved at the same time, not one flow saved by many at once.
+        self.sub_urls, self.sub_type = sub_urls, sub_type
+        self.published = published
+        self.deadline = 0.0
+        self.latencies: dict[str, list[float]] = {"publish": [], "subscribe": [], "read": []}
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def caller(self, index: int) -> None:
+        session = self.relay.session()
+        base = self.relay.base
+        offset = k = index * 3  # callers start at different points of the mix
+        # Every kind of call at least once per caller, then until the level's time is up.
+        while time.monotonic() < self.deadline or k - offset < len(CONCURRENCY_MIX):
+            kind = CONCURRENCY_MIX[k % len(CONCURRENCY_MIX)]
+            k += 1
+            started = time.monotonic()
+            try:
+                if kind == "publish":
+                    with self._lock:
+                        self.published += 1
+                        n = self.published
+                    event: dict[str, Any] = {"id": f"{self.tag}-{n:07d}", "type": self.etype, "data": SAMPLE_DATA}
+                    r = session.post(f"{base}/events", json=event, timeout=60)
+                    ok = r.status_code == 202
+                elif kind == "subscribe":
+                    body = {"notificationUrl": self.sub_urls[index], "eventType": self.sub_type}
+                    r = session.post(f"{base}/subscriptions", json=body, timeout=60)
+                    ok = r.status_code == 201
+                else:
+                    r = session.get(f"{base}/{'stats?window=1h' if k % 2 else 'subscriptions?limit=20'}", timeout=60)
+                    ok = r.status_code == 200
+            except requests.RequestException as exc:
+                with self._lock:
+                    self.errors.append(type(exc).__name__)
+                continue
+            took = (time.monotonic() - started) * 1000
+            with self._lock:
+                if ok:
+                    self.latencies[kind].append(took)
+                else:
+                    self.errors.append(f"{kind} {r.status_code}")
+
+
+def choose_concurrency(results: dict[int, dict[str, Any]]) -> int:
+    """Among the levels whose p95 stays within CONCURRENCY_P95_MS, the lowest that reaches
+    SATURATED_SHARE of their best throughput: more concurrency than that adds waiting, not
+    throughput, and less leaves the instance idle while its requests wait on storage (and Flex
+    starts another instance, with its own cold start, for each request beyond it)."""
+    within = {level: r for level, r in results.items() if r["p95_ms"] <= CONCURRENCY_P95_MS}
+    if not within:  # every level too slow: the one that waits least
+        return min(results, key=lambda level: float(results[level]["p95_ms"]))
+    best = max(float(r["requests_per_second"]) for r in within.values())
+    return min(level for level, r in within.items() if r["requests_per_second"] >= SATURATED_SHARE * best)
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 
@@ -1030,7 +1287,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="small sizes: the whole run takes under two minutes")
     p.add_argument(
-        "--scenarios", default=",".join(ALL_SCENARIOS), help="comma-separated subset of throughput,latency,cost,scale"
+        "--scenarios", default=",".join(ALL_SCENARIOS), help="comma-separated subset of " + ",".join(ALL_SCENARIOS)
     )
     p.add_argument("--subscribers", type=int, help="throughput: subscribers (default 100)")
     p.add_argument("--events", type=int, help="throughput: events (default 50; quick 10)")
@@ -1038,6 +1295,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--throughput-rounds",
         type=int,
         help="throughput: rounds of relay then raw, the median one reported (default 5; quick 1)",
+    )
+    p.add_argument(
+        "--concurrency-levels", type=_ints, help="concurrency: HTTP callers at once, per level (default 1,2,4,8,16,32)"
+    )
+    p.add_argument(
+        "--concurrency-seconds", type=float, help="concurrency: seconds of load per level (default 5; quick 2)"
     )
     p.add_argument("--cost-events", type=int, help="cost: events per fan-out (default 20; quick 3)")
     p.add_argument("--fanouts", type=_ints, help="cost: fan-outs (default 1,10,100,1000)")
@@ -1054,6 +1317,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "events": 10 if quick else 50,
         "throughput_rounds": 1 if quick else 5,
         "cost_events": 3 if quick else 20,
+        "concurrency_levels": [1, 2, 4, 8, 16, 32],
+        "concurrency_seconds": 2.0 if quick else 5.0,
         "fanouts": [1, 10, 100, 1000],
         "scale_subscribers": 1000 if quick else 10000,
         "latency_seconds": 4.0 if quick else 20.0,
