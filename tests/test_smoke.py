@@ -12,17 +12,20 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableClient
 from standardwebhooks.webhooks import Webhook
 
 from relay import smoke
 from relay.access import ADMIN, PUBLISHER, SUBSCRIBER, is_anonymous_path
 from relay.azurite import Azurite, free_port
-from relay.routes.smoke import MAX_BODY_BYTES, MAX_RECEIPTS
+from relay.routes.smoke import MAX_BODY_BYTES, MAX_OPEN_RUNS, MAX_RECEIPTS, PARTITION, RUN_TTL
+from relay.storage import OPERATIONS_TABLE
 from tests.helpers import FUNCTION_KEY, ROOT, RelayProcess
 from tests.test_entra import ENTRA_ENV, Tokens, jwks_file
 
@@ -192,6 +195,50 @@ def test_the_hook_records_only_what_its_subscriptions_secret_signed(keys_relay: 
     assert keys_relay.delete(f"smoke/runs/{run['id']}").status_code == 200
     assert anonymous.post(url, data=body, headers=_signed(sub["secret"], body), timeout=30).status_code == 404
     assert keys_relay.delete(f"smoke/runs/{run['id']}").status_code == 200  # gone already: still 200
+
+
+def test_open_runs_are_bounded_and_expired_ones_swept(keys_relay: RelayProcess) -> None:
+    """At most MAX_OPEN_RUNS runs are open at a time (429 with Retry-After beyond); a run past its
+    expiry is deleted when the next run opens, and its hook answers 404 meanwhile."""
+    table = TableClient.from_connection_string(keys_relay.azurite.connection_string, OPERATIONS_TABLE)
+    stale_id = "f" * 32
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    table.upsert_entity(
+        {
+            "PartitionKey": PARTITION,
+            "RowKey": stale_id,
+            "url": f"{keys_relay.base}/smoke/hook/{stale_id}",
+            "owner": "",
+            "status": "smoke",
+            "createdAt": (past - RUN_TTL).isoformat().replace("+00:00", "Z"),
+            "expiresAt": past.isoformat().replace("+00:00", "Z"),
+            "receipts": "[]",
+        }
+    )
+    body = b"{}"
+    stale_hook = requests.post(
+        f"{keys_relay.base}/smoke/hook/{stale_id}", data=body, headers=_signed("whsec_" + "A" * 43, body), timeout=30
+    )
+    assert stale_hook.status_code == 404
+    assert keys_relay.get(f"smoke/runs/{stale_id}").status_code == 404
+    opened: list[str] = []
+    try:
+        refused = None
+        for _ in range(MAX_OPEN_RUNS + 1):
+            response = keys_relay.post("smoke/runs", {})
+            if response.status_code == 429:
+                refused = response
+                break
+            assert response.status_code == 201, response.text
+            opened.append(response.json()["id"])
+        assert refused is not None and len(opened) <= MAX_OPEN_RUNS
+        assert refused.headers["Retry-After"] and refused.headers["Content-Type"].startswith("application/problem+json")
+        with pytest.raises(ResourceNotFoundError):  # swept by the first open
+            table.get_entity(PARTITION, stale_id)
+    finally:
+        for run_id in opened:
+            assert keys_relay.delete(f"smoke/runs/{run_id}").status_code == 200
+    assert keys_relay.post("smoke/runs", {}).status_code == 201
 
 
 def test_the_hook_is_the_only_smoke_path_easy_auth_lets_through() -> None:

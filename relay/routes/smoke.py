@@ -94,6 +94,8 @@ def _owned_run(request: Request) -> dict[str, Any]:
     principal = request.principal
     if principal is not None and not principal.is_admin and row.get("owner") != principal.id:
         raise NotFound("no smoke run has this id")
+    if _expired(row, clock.utcnow()):
+        raise NotFound("no smoke run has this id (it expired)")
     return row
 
 
