@@ -201,7 +201,16 @@ class Smoke:
             },
         )
         if response.status_code != 201:
-            raise CheckFailed(f"subscribing the relay's own hook answered {response.status_code} {_said(response)}")
+            hint = ""
+            if response.status_code == 400 and "notificationUrl" in response.text:
+                # The guard judged the relay's own URL like any other and refused it.
+                hint = (
+                    "; the relay's guard refuses its own URL: set RELAY_PUBLIC_URL to its public https URL "
+                    "(or RELAY_ALLOW_PRIVATE_TARGETS=true on a local dev host)"
+                )
+            raise CheckFailed(
+                f"subscribing the relay's own hook answered {response.status_code} {_said(response)}{hint}"
+            )
         sub = _json(response)
         made["subscription"] = str(sub.get("id"))
         secret = str(sub.get("secret") or "")

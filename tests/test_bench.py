@@ -62,6 +62,7 @@ EXPECTED = (
         "scale.raw_seconds",
         "scale.ratio",
         "scale.peak_rss_mb",
+        "scale.peak_rss_share_of_instance_percent",
         "scale.sampled_max_rss_mb",
         "scale.transactions_per_delivery",
         "queries.total",
@@ -99,6 +100,7 @@ EXPECTED = (
             "window_seconds",
             "usd_per_million_deliveries",
             "usd_per_million_deliveries_with_idle",
+            "usd_per_million_deliveries_http_concurrency_1",
             "usd_per_million_deliveries_always_ready",
             "eventgrid_usd_per_million_deliveries",
         )
@@ -139,6 +141,8 @@ def test_bench_completes_and_prints_the_table(tiny_run: tuple[subprocess.Complet
         "idle cost per month, on demand",
         "idle cost per month, one always-ready 512 MB instance",
         "idle included at 1,000,000 deliveries/month: on demand",
+        "the same at HTTP concurrency 1",
+        "peak RSS as a share of the 512 MB instance deployed",
     ):
         assert label in proc.stdout, label
 
@@ -308,6 +312,14 @@ def test_with_idle_spreads_the_month_over_its_deliveries() -> None:
     fx = prices["functions_flex"]
     ratio = fx["always_ready_execution_gb_second"] / fx["on_demand_gb_second"]
     assert with_idle(marginal, 5.0, 1_000_000, prices, always_ready=True) == pytest.approx(1.0 + ratio + 5.0)
+
+
+def test_instances_for_concurrent_requests() -> None:
+    """Flex's HTTP rule: one instance per perInstanceConcurrency requests arriving together."""
+    from relay.bench.costmodel import instances_for
+
+    assert [instances_for(4, c) for c in (1, 2, 3, 4, 16)] == [4, 2, 2, 1, 1]
+    assert instances_for(0, 4) == 1
 
 
 def test_the_chosen_concurrency_is_where_throughput_stops_growing_within_the_latency_bound() -> None:

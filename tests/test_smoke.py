@@ -118,6 +118,21 @@ def test_a_relay_that_answers_without_credentials_fails_the_check(
     assert line(lines, "cleanup").startswith("ok"), lines
 
 
+def test_the_round_trip_passes_the_outbound_guard_like_any_subscriber(
+    relay_factory: Callable[..., RelayProcess], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The hook is subscribed through the same guard as every notification URL: a relay that may
+    not call private addresses (as in Azure) refuses its own plain-http loopback URL, and the
+    check says so and removes its run; in Azure the hook is the relay's public https name."""
+    guarded = relay_factory({"RELAY_ALLOW_PRIVATE_TARGETS": "false"})
+    code, lines = run_smoke(capsys, "--url", origin(guarded), "--key", FUNCTION_KEY)
+    assert code == 1
+    said = line(lines, "round trip")
+    assert said.startswith("FAIL round trip: subscribing the relay's own hook answered 400"), said
+    assert "set RELAY_PUBLIC_URL to its public https URL" in said
+    assert line(lines, "cleanup").startswith("ok   cleanup: removed run ")
+
+
 def test_an_unreachable_relay_is_one_line_per_check_and_no_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()  # nothing listens here
     code, lines = run_smoke(capsys, "--url", f"http://127.0.0.1:{port}", "--key", "k")

@@ -23,6 +23,7 @@ How Flex Consumption bills (the sources are in prices.json):
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,3 +226,8 @@ def runs_per_day(schedule: str) -> float:
     weekday_share = 1.0 if fields[5] == "*" else len(weekdays) / 7
     month_share = len(months) / 12
     return per_day * day_share * weekday_share * month_share
+
+
+def instances_for(concurrent_requests: int, http_concurrency: int) -> int:
+    """Instances Flex runs for HTTP requests arriving together: one per `http_concurrency` of them."""
+    return max(1, math.ceil(concurrent_requests / http_concurrency))

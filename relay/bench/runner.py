@@ -38,10 +38,12 @@ from ..azurite import wait_until as _wait_until
 from ..settings import Settings
 from ..storage import DELIVERIES_TABLE, DELIVERY_QUEUE, FANOUT_QUEUE
 from .costmodel import (
+    Breakdown,
     Deployment,
     event_grid_cost,
     http_cost_per_million,
     idle_cost_per_month,
+    instances_for,
     load_prices,
     relay_cost,
     timer_runs_per_month,
@@ -55,6 +57,9 @@ WORK_QUEUES = (FANOUT_QUEUE, DELIVERY_QUEUE)
 COUNTERS_FLUSH = f"table batch {DELIVERIES_TABLE}"
 ALL_SCENARIOS = ("throughput", "scaleout", "latency", "concurrency", "cost", "scale")
 LATENCY_RATE = 50.0
+PUBLISH_THREADS = 4
+# The instance size is chosen only while the largest scenario's peak stays well inside it.
+MEMORY_SHARE = 60.0  # callers publishing at once in the throughput, cost and scale scenarios
 # The concurrency scenario's mix of HTTP calls, one list item per call in turn: mostly publishes,
 # with subscribes (of a URL already subscribed: the idempotent path) and the console's reads.
 CONCURRENCY_MIX = ("publish",) * 8 + ("subscribe", "read")
@@ -418,7 +423,7 @@ class Bench:
             for i in range(count)
         ]
 
-    def _publish_all(self, events: list[dict[str, Any]], threads: int = 4) -> float:
+    def _publish_all(self, events: list[dict[str, Any]], threads: int = PUBLISH_THREADS) -> float:
         """Publish as fast as the API takes them; returns time.monotonic() just before the first."""
         assert self.relay
         relay = self.relay
@@ -846,6 +851,31 @@ class Bench:
             ]
         return {"on_demand": self.details["idle"]["on_demand"], "always_ready": self.details["idle"]["always_ready"]}
 
+    def _priced(
+        self,
+        deployment: Deployment,
+        tx_per_delivery: dict[str, float],
+        executions: float,
+        seconds: float,
+        cpu_seconds: float,
+        deliveries: int,
+        window: float,
+    ) -> Breakdown:
+        """One cost run priced on `deployment`. PUBLISH_THREADS publish at once: at an HTTP
+        concurrency below that, Flex runs more instances for them, each billed for the publishing
+        window (at least the minimum billable period) on top of the one measured here."""
+        extra = (instances_for(PUBLISH_THREADS, deployment.http_concurrency) - 1) * max(
+            window, self.prices["functions_flex"]["minimum_billable_seconds"]
+        )
+        return relay_cost(
+            tx_per_delivery,
+            executions,
+            (seconds + extra) / deliveries,
+            self.prices,
+            cpu_seconds_per_delivery=cpu_seconds / deliveries,
+            deployment=deployment,
+        )
+
     def concurrency(self) -> None:
         """Closed-loop HTTP load on one dev host at each concurrency level: that many callers, each
         calling again as soon as it is answered, for a fixed time (the mix: CONCURRENCY_MIX).
@@ -972,7 +1002,14 @@ class Bench:
             # each event then has its de-duplication row.
             self._steady(tag, etype, fanout)
             events = self._events(tag, etype, e)
-            m = self._measure(tag, fanout + deliveries, functools.partial(self._publish_all, events), f"cost-f{fanout}")
+            window: list[float] = []
+
+            def publish(events: list[dict[str, Any]] = events, window: list[float] = window) -> float:
+                first = self._publish_all(events)
+                window.append(time.monotonic() - first)
+                return first
+
+            m = self._measure(tag, fanout + deliveries, publish, f"cost-f{fanout}")
             cost = self._cost(m["before"], m["settled"], deliveries)
             at_last = self._cost(m["before"], m["at_last"], deliveries)
             key = f"cost.f{fanout}"
@@ -991,26 +1028,32 @@ class Bench:
             deployment = self._deployment()
             # One HTTP execution per publish request beside the queue-triggered ones.
             executions = cost["executions_per_delivery"] + e / deliveries
-            dollars = relay_cost(
+
+            measured = (
                 cost["by_kind_per_delivery"],
                 executions,
-                m["seconds"] / deliveries,
-                self.prices,
-                cpu_seconds_per_delivery=m["cpu"]["relay"] / deliveries,
-                deployment=deployment,
+                m["seconds"],
+                m["cpu"]["relay"],
+                deliveries,
+                window[0],
             )
+            dollars = self._priced(deployment, *measured)
+            at_one = self._priced(replace(deployment, http_concurrency=1), *measured).total
             grid = event_grid_cost(fanout, self.prices)
             idle = self._idle(deployment)
             volume = self.prices["deployment"]["deliveries_per_month"]
             all_in = with_idle(dollars, idle["on_demand"], volume, self.prices, always_ready=False)
             ready = with_idle(dollars, idle["always_ready"], volume, self.prices, always_ready=True)
             f[f"{key}.usd_per_million_deliveries"] = dollars.total
+            f[f"{key}.usd_per_million_deliveries_http_concurrency_1"] = at_one
             f[f"{key}.usd_per_million_deliveries_with_idle"] = all_in
             f[f"{key}.usd_per_million_deliveries_always_ready"] = ready
             f[f"{key}.eventgrid_usd_per_million_deliveries"] = grid
             self.details[f"{key}.usd_per_million"] = {
                 **vars(dollars),
                 "total": dollars.total,
+                "at_http_concurrency_1": at_one,
+                "publish_window_seconds": window[0],
                 "with_idle_on_demand": all_in,
                 "with_one_always_ready_instance": ready,
                 "deliveries_per_month": volume,
@@ -1048,6 +1091,12 @@ class Bench:
                     f"$ per million deliveries, fan-out {fanout}, {deployment.memory_mb} MB on demand, "
                     f"HTTP concurrency {deployment.http_concurrency} (marginal; Event Grid: ${grid:.2f})",
                     dollars.total,
+                    "USD",
+                ),
+                Row(
+                    f"$ per million deliveries, fan-out {fanout}, the same at HTTP concurrency 1 (Python's default: "
+                    f"{PUBLISH_THREADS} publishers, {PUBLISH_THREADS} instances)",
+                    at_one,
                     "USD",
                 ),
                 Row(
@@ -1114,6 +1163,9 @@ class Bench:
         f["scale.raw_seconds"] = raw["seconds"]
         f["scale.ratio"] = ratio
         f["scale.peak_rss_mb"] = peak_mb
+        memory = self._deployment().memory_mb
+        share = peak_mb / memory * 100
+        f["scale.peak_rss_share_of_instance_percent"] = share
         f["scale.sampled_max_rss_mb"] = max(samples or [0]) / 1024
         f["scale.rss_before_mb"] = rss_before / 1024
         f["scale.transactions_per_delivery"] = cost["transactions_per_delivery"]
@@ -1136,6 +1188,13 @@ class Bench:
                 "MB",
                 "< 300",
                 peak_mb < 300,
+            ),
+            Row(
+                f"fan-out to {n}: peak RSS as a share of the {memory} MB instance deployed",
+                share,
+                "%",
+                f"< {MEMORY_SHARE:.0f}",
+                share < MEMORY_SHARE,
             ),
         ]
 
