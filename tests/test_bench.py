@@ -240,6 +240,9 @@ def test_cost_model_prices_each_billed_unit() -> None:
         deployment=Deployment.from_prices(prices, memory_mb=2048),
     )
     assert big.compute == pytest.approx(cpu_bound.compute)  # memory per core is the same: CPU-bound work costs alike
+    # Other instances' time (a lower HTTP concurrency) comes on top, whatever the CPU time.
+    more = relay_cost({}, 0.0, 0.001, prices, cpu_seconds_per_delivery=0.002, extra_instance_seconds_per_delivery=0.1)
+    assert more.compute == pytest.approx((0.008 + 0.1) * 0.5 * fx["on_demand_gb_second"] * 1e6)
     # Event Grid bills the publish and each delivery: 2 operations per delivery at fan-out 1.
     assert event_grid_cost(1, prices) == pytest.approx(2 * prices["event_grid"]["per_million_operations"])
     assert event_grid_cost(100, prices) == pytest.approx(1.01 * prices["event_grid"]["per_million_operations"])

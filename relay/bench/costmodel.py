@@ -93,6 +93,7 @@ def relay_cost(
     *,
     cpu_seconds_per_delivery: float = 0.0,
     deployment: Deployment | None = None,
+    extra_instance_seconds_per_delivery: float = 0.0,
 ) -> Breakdown:
     """Price one delivery's share of the work, times a million, on demand.
 
@@ -100,6 +101,8 @@ def relay_cost(
     `busy_seconds_per_delivery` is the wall time the work kept one instance executing here;
     `cpu_seconds_per_delivery` the relay's CPU time, which on an instance with fewer cores takes
     longer (`executing_seconds`). Flex bills the instance's whole memory while it executes.
+    `extra_instance_seconds_per_delivery`: other instances' billed time on top (more instances
+    for the same HTTP requests at a lower HTTP concurrency).
     """
     deployment = deployment or Deployment.from_prices(prices)
     queue, table, blob = prices["queue"], prices["table"], prices["blob"]
@@ -117,6 +120,7 @@ def relay_cost(
         cost[service] += count * rate / 10_000 * MILLION
     flex = prices["functions_flex"]
     seconds = executing_seconds(busy_seconds_per_delivery, cpu_seconds_per_delivery, deployment.cores)
+    seconds += extra_instance_seconds_per_delivery
     return Breakdown(
         executions=executions_per_delivery * flex["per_million_executions"],
         compute=seconds * deployment.memory_gb * flex["on_demand_gb_second"] * MILLION,

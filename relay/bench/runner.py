@@ -870,10 +870,11 @@ class Bench:
         return relay_cost(
             tx_per_delivery,
             executions,
-            (seconds + extra) / deliveries,
+            seconds / deliveries,
             self.prices,
             cpu_seconds_per_delivery=cpu_seconds / deliveries,
             deployment=deployment,
+            extra_instance_seconds_per_delivery=extra / deliveries,
         )
 
     def concurrency(self) -> None:
