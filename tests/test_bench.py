@@ -35,7 +35,9 @@ TINY = [
     "--concurrency-levels",
     "1,2",
     "--concurrency-seconds",
-    "0.3",
+    "0.4",
+    "--concurrency-rounds",
+    "2",
 ]
 
 EXPECTED = (

@@ -66,6 +66,8 @@ CONCURRENCY_MIX = ("publish",) * 8 + ("subscribe", "read")
 # A level counts as saturated when it reaches this share of the best throughput measured; the
 # chosen HTTP concurrency is the lowest such level whose p95 stays within CONCURRENCY_P95_MS.
 SATURATED_SHARE = 0.9
+# How long past its time a slice goes on until every kind of call has been answered once.
+KIND_GRACE_SECONDS = 30.0
 CONCURRENCY_P95_MS = 1000.0
 WARMUP_SECONDS = 2.0
 # After the latency run: single events each published after this much idle time (longer than
@@ -881,8 +883,12 @@ class Bench:
         """Closed-loop HTTP load on one dev host at each concurrency level: that many callers, each
         calling again as soon as it is answered, for a fixed time (the mix: CONCURRENCY_MIX).
         Throughput and p95 per level; the chosen level is where throughput stops growing."""
-        levels, seconds = self.args.concurrency_levels, self.args.concurrency_seconds
-        say(f"concurrency: levels {', '.join(map(str, levels))}, {seconds:g}s each ...")
+        levels, seconds, rounds = (
+            self.args.concurrency_levels,
+            self.args.concurrency_seconds,
+            self.args.concurrency_rounds,
+        )
+        say(f"concurrency: levels {', '.join(map(str, levels))}, {seconds:g}s each in {rounds} round(s) ...")
         assert self.relay and self.receiver
         relay, receiver = self.relay, self.receiver
         tag, etype = self._tag("cc"), self._type("cc")
@@ -890,29 +896,42 @@ class Bench:
         self._subscribe_many(tag, 1, etype)
         sub_urls = [receiver.url(self._tag("ccsub"), n) for n in range(max(levels))]
         sub_type = self._type("ccsub")
-        results: dict[int, dict[str, Any]] = {}
+        # The machine's other load changes by the minute: each level runs in several short slices,
+        # the rounds going up and down the levels in turn, so a busy minute falls on every level
+        # alike rather than on the levels that happened to run in it. A level's figures pool its slices.
+        slices: dict[int, list[tuple[LevelLoad, float, float]]] = {level: [] for level in levels}
         published = 0
+        for n in range(rounds):
+            for level in levels if n % 2 == 0 else list(reversed(levels)):
+                self._wait_idle()
+                load = LevelLoad(relay, etype, tag, sub_urls, sub_type, published)
+                cpu_before = cpu_seconds(relay.pid)
+                started = time.monotonic()
+                load.deadline = started + seconds / rounds
+                threads = [threading.Thread(target=load.caller, args=(i,), daemon=True) for i in range(level)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                slices[level].append((load, time.monotonic() - started, cpu_seconds(relay.pid) - cpu_before))
+                published = load.published
+        results: dict[int, dict[str, Any]] = {}
         for level in levels:
-            self._wait_idle()
-            load = LevelLoad(relay, etype, tag, sub_urls, sub_type, published)
-            cpu_before = cpu_seconds(relay.pid)
-            started = time.monotonic()
-            load.deadline = started + seconds
-            threads = [threading.Thread(target=load.caller, args=(i,), daemon=True) for i in range(level)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.monotonic() - started
-            cpu = cpu_seconds(relay.pid) - cpu_before
-            latencies, errors = load.latencies, load.errors
+            wall = sum(w for _, w, _ in slices[level])
+            cpu = sum(c for _, _, c in slices[level])
+            latencies = {
+                kind: [x for load, _, _ in slices[level] for x in load.latencies[kind]] for kind in LevelLoad.KINDS
+            }
+            errors = [e for load, _, _ in slices[level] for e in load.errors]
             done = sum(len(v) for v in latencies.values())
-            publishes = len(latencies["publish"])
             everything = [x for v in latencies.values() for x in v]
             results[level] = {
                 "requests": done,
                 "requests_per_second": done / wall,
-                "publishes_per_second": publishes / wall,
+                "round_requests_per_second": [
+                    round(sum(len(v) for v in load.latencies.values()) / w, 1) for load, w, _ in slices[level]
+                ],
+                "publishes_per_second": len(latencies["publish"]) / wall,
                 "p50_ms": percentile(everything, 50),
                 "p95_ms": percentile(everything, 95),
                 "publish_p95_ms": percentile(latencies["publish"], 95),
@@ -923,10 +942,10 @@ class Bench:
                 "error_kinds": sorted(set(errors))[:10],
                 "wall_seconds": wall,
             }
-            published = load.published
             r = results[level]
             say(
-                f"  {level:>2}: {r['requests_per_second']:7.1f} req/s, p95 {r['p95_ms']:6.0f} ms, "
+                f"  {level:>2}: {r['requests_per_second']:7.1f} req/s "
+                f"(rounds: {' / '.join(map(str, r['round_requests_per_second']))}), p95 {r['p95_ms']:6.0f} ms, "
                 f"CPU {r['relay_cpu_ms_per_request']:.1f} ms/request, {r['errors']} errors"
             )
         # Deliveries of the last level drain before the next scenario counts anything.
@@ -949,6 +968,7 @@ class Bench:
             "levels": results,
             "mix": list(CONCURRENCY_MIX),
             "seconds_per_level": seconds,
+            "rounds": rounds,
             "rule": f"the lowest level with at least {SATURATED_SHARE:.0%} of the best throughput and p95 "
             f"<= {CONCURRENCY_P95_MS:.0f} ms",
         }
@@ -1272,7 +1292,10 @@ NOTES = {
 
 
 class LevelLoad:
-    """One level of the concurrency scenario: callers that each call again as soon as answered."""
+    """One slice of a level of the concurrency scenario: callers that each call again as soon as
+    answered, until the deadline (and until every kind of call has been answered once)."""
+
+    KINDS = ("publish", "subscribe", "read")
 
     def __init__(self, relay: Relay, etype: str, tag: str, sub_urls: list[str], sub_type: str, published: int) -> None:
         self.relay, self.etype, self.tag = relay, etype, tag
@@ -1281,16 +1304,17 @@ class LevelLoad:
         self.sub_urls, self.sub_type = sub_urls, sub_type
         self.published = published
         self.deadline = 0.0
-        self.latencies: dict[str, list[float]] = {"publish": [], "subscribe": [], "read": []}
+        self.latencies: dict[str, list[float]] = {kind: [] for kind in self.KINDS}
         self.errors: list[str] = []
         self._lock = threading.Lock()
 
     def caller(self, index: int) -> None:
         session = self.relay.session()
         base = self.relay.base
-        offset = k = index * 3  # callers start at different points of the mix
-        # Every kind of call at least once per caller, then until the level's time is up.
-        while time.monotonic() < self.deadline or k - offset < len(CONCURRENCY_MIX):
+        k = index * 3  # callers start at different points of the mix
+        while (now := time.monotonic()) < self.deadline or (
+            not all(self.latencies.values()) and now < self.deadline + KIND_GRACE_SECONDS
+        ):
             kind = CONCURRENCY_MIX[k % len(CONCURRENCY_MIX)]
             k += 1
             started = time.monotonic()
@@ -1360,7 +1384,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--concurrency-levels", type=_ints, help="concurrency: HTTP callers at once, per level (default 1,2,4,8,16,32)"
     )
     p.add_argument(
-        "--concurrency-seconds", type=float, help="concurrency: seconds of load per level (default 5; quick 2)"
+        "--concurrency-seconds", type=float, help="concurrency: seconds of load per level (default 6; quick 2)"
+    )
+    p.add_argument(
+        "--concurrency-rounds",
+        type=int,
+        help="concurrency: rounds over the levels, each a slice of a level's seconds (default 3; quick 1)",
     )
     p.add_argument("--cost-events", type=int, help="cost: events per fan-out (default 20; quick 3)")
     p.add_argument("--fanouts", type=_ints, help="cost: fan-outs (default 1,10,100,1000)")
@@ -1378,7 +1407,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "throughput_rounds": 1 if quick else 5,
         "cost_events": 3 if quick else 20,
         "concurrency_levels": [1, 2, 4, 8, 16, 32],
-        "concurrency_seconds": 2.0 if quick else 5.0,
+        "concurrency_seconds": 2.0 if quick else 6.0,
+        "concurrency_rounds": 1 if quick else 3,
         "fanouts": [1, 10, 100, 1000],
         "scale_subscribers": 1000 if quick else 10000,
         "latency_seconds": 4.0 if quick else 20.0,
