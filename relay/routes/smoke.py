@@ -159,7 +159,7 @@ def smoke_hook(request: Request) -> Reply:
     """One delivery to a run's hook: verified with its subscription's secret, then recorded."""
     run_id = _run_id(request)
     declared = (request.headers.get("content-length") or "").strip()
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"a smoke delivery is at most {MAX_BODY_BYTES} bytes")
     table, now = _table(), clock.utcnow()
     try:
