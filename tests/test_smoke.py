@@ -14,11 +14,14 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from relay import smoke
@@ -362,3 +365,46 @@ def test_the_forged_header_is_well_formed() -> None:
     principal = parse_principal(sent["X-MS-CLIENT-PRINCIPAL"])
     assert principal is not None and principal.is_admin
     assert base64.b64decode(sent["X-MS-CLIENT-PRINCIPAL"])
+
+
+SMOKE_ROUTES = [
+    ("POST", "smoke/runs"),
+    ("GET", "smoke/runs/{id}"),
+    ("DELETE", "smoke/runs/{id}"),
+    ("POST", "smoke/hook/{id}"),
+    ("PUT", "smoke/hook/{id}"),
+]
+
+
+@seed(20261207)
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(
+    route=st.sampled_from(SMOKE_ROUTES),
+    segment=st.one_of(st.text(min_size=1, max_size=40), st.sampled_from(["0" * 32, "f" * 32, "a" * 31])),
+    body=st.one_of(st.binary(max_size=300), st.just(b'{"type": "relay.smoke"}')),
+    webhook=st.fixed_dictionaries(
+        {},
+        optional={
+            "webhook-id": st.text(max_size=20),
+            "webhook-timestamp": st.one_of(st.text(max_size=12), st.integers(-(2**40), 2**40).map(str)),
+            "webhook-signature": st.one_of(st.text(max_size=60), st.just("v1,AAAA v1,")),
+            "Content-Type": st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded"]),
+        },
+    ),
+    keyed=st.booleans(),
+)
+def test_no_input_to_the_smoke_routes_causes_a_5xx(
+    keys_relay: RelayProcess, route: tuple[str, str], segment: str, body: bytes, webhook: dict[str, str], keyed: bool
+) -> None:
+    """Whatever reaches the smoke routes, keyed or not: never a 5xx, errors always problem+json."""
+    method, template = route
+    headers = {k: v for k, v in webhook.items() if v.isascii() and v.isprintable()}
+    if keyed:
+        headers["x-functions-key"] = FUNCTION_KEY
+    path = template.replace("{id}", quote(segment, safe=""))
+    response = requests.request(method, f"{keys_relay.base}/{path}", data=body, headers=headers, timeout=30)
+    assert response.status_code < 500, (method, path, response.text)
+    if response.status_code >= 400:
+        assert response.headers["content-type"].startswith("application/problem+json"), response.text
+    if method == "POST" and template == "smoke/runs" and response.status_code == 201:
+        keys_relay.delete(f"smoke/runs/{response.json()['id']}")  # the open runs stay few
