@@ -4,7 +4,7 @@ in `relay.routes.*` (HTTP) and `relay.worker` (queues and the timer)."""
 import azure.functions as func
 
 from relay import telemetry, worker
-from relay.routes import event_types, meta, operator, publishing, replays, subscriptions
+from relay.routes import event_types, meta, operator, publishing, replays, smoke, subscriptions
 from relay.settings import auth_mode
 
 telemetry.configure()
@@ -22,6 +22,7 @@ for blueprint in (
     event_types.bp,
     meta.bp,
     operator.bp,
+    smoke.bp,
     worker.queues,
     worker.timers,
 ):

@@ -43,7 +43,7 @@ param maximumInstanceCount int = 100
 @description('HTTP requests one instance serves at a time (scaleAndConcurrency.triggers.http.perInstanceConcurrency). Unset, Flex gives Python 1: every concurrent call a new instance and its cold start.')
 @minValue(1)
 @maxValue(1000)
-param httpPerInstanceConcurrency int = 16
+param httpPerInstanceConcurrency int = 4
 
 @description('Always-ready instances of the `http` group (publish, subscribe, console): no cold start for the first calls, billed at the baseline rate while idle. 0: scale to zero.')
 @minValue(0)

@@ -1,6 +1,6 @@
 """Command line: `python -m relay dev` runs the app locally, `python -m relay connector` writes
 the custom connector files, `python -m relay receive` prints the webhooks it is sent,
-`python -m relay admin` operates a running relay."""
+`python -m relay admin` operates a running relay, `python -m relay smoke` checks one after a deploy."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
         from .admin import main as admin_main
 
         return admin_main(argv[1:])
+    if argv[:1] == ["smoke"]:
+        from .smoke import main as smoke_main
+
+        return smoke_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m relay")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -71,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         add_help=False,
         help="operate a running relay: subscriptions, deliveries, replay, event types, publish "
         "(python -m relay admin --help)",
+    )
+
+    commands.add_parser(
+        "smoke",
+        add_help=False,
+        help="check a running relay after a deploy, round trip included (python -m relay smoke --help)",
     )
 
     args = parser.parse_args(argv)

@@ -54,14 +54,15 @@ PLATFORM_FLAG = "WEBSITE_AUTH_ENABLED"
 
 # Paths anyone may call in entra mode: the same list is Easy Auth's `excludedPaths` in
 # infra/modules/easyauth.bicep (a test compares them). A path and everything below it.
-# Easy Auth's excludedPaths match whole paths, so the console's own files are listed one by one.
+# The console is excluded as `/api/console/*`, the form Easy Auth documents for a folder.
 ANONYMOUS_PATHS = (
     "/api/health",
     "/api/openapi.json",
     "/api/console",
-    "/api/console/app.js",
-    "/api/console/app.css",
-    "/api/console/config.json",
+    "/api/console/*",
+    # The smoke check's hook (relay.routes.smoke): the relay's own deliveries carry no token; the
+    # hook answers only to the Standard Webhooks signature of its run's subscription.
+    "/api/smoke/hook/*",
 )
 
 OBJECT_ID_CLAIMS = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
@@ -114,6 +115,10 @@ RULES: dict[str, Rule] = {
     "event_data_schema": _rule(PUBLISHER, SUBSCRIBER),  # the designer's dynamic-schema source
     "put_event_type": _rule(),
     "delete_event_type": _rule(),
+    # The smoke check (relay.routes.smoke): opening a run is like subscribing; a run is its owner's.
+    "create_smoke_run": _rule(SUBSCRIBER),
+    "get_smoke_run": _rule(SUBSCRIBER),
+    "delete_smoke_run": _rule(SUBSCRIBER),
 }
 ADMIN_ONLY = _rule()
 
@@ -130,7 +135,11 @@ def platform_auth_on(environ: Mapping[str, str] | None = None) -> bool:
 
 def is_anonymous_path(path: str) -> bool:
     lowered = path.rstrip("/").lower()
-    return any(lowered == p or lowered.startswith(p + "/") for p in ANONYMOUS_PATHS)
+    # `/x/*`: everything below /x (Easy Auth's wildcard form), not /x itself.
+    return any(
+        lowered.startswith(p[:-1]) if p.endswith("/*") else lowered == p or lowered.startswith(p + "/")
+        for p in ANONYMOUS_PATHS
+    )
 
 
 def parse_principal(header: str) -> Principal | None:

@@ -1216,3 +1216,12 @@ def test_the_app_settings_reach_the_module_as_a_secure_object():
     key shows neither in the nested deployment's recorded inputs nor in its history."""
     declared = parsed(FUNCTIONAPP)["parameters"]["appSettings"]
     assert any(d["type"] == "secure" for d in declared["decorators"])
+
+
+def test_the_bench_prices_what_infra_deploys() -> None:
+    """The cost table (relay/bench/prices.json `deployment`) is for the instance size and HTTP
+    concurrency the template deploys by default: change one, the other must follow."""
+    deployment = json.loads((ROOT / "relay" / "bench" / "prices.json").read_text())["deployment"]
+    params = parsed(MAIN)["parameters"]
+    assert params["instanceMemoryMB"]["default"] == deployment["instance_memory_mb"]
+    assert params["httpPerInstanceConcurrency"]["default"] == deployment["http_per_instance_concurrency"]

@@ -31,9 +31,6 @@ SHELLS = ("bash", "sh", "shell", "console", "zsh")
 # that only reach the template through main.parameters.json.
 AZD_OWN = {"AZURE_ENV_NAME", "AZURE_LOCATION", "AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP"}
 
-# `python -m relay` commands documented before their helper lands on main: the smoke check
-# (contract section 6) is built in parallel; remove it from here once relay/__main__.py has it.
-PENDING_COMMANDS = {"smoke"}
 
 PLACEHOLDER = re.compile(r"<[A-Za-z][^<>\n]*>")
 
@@ -197,8 +194,8 @@ def _cli_commands() -> set[str]:
 
 def test_relay_commands_exist() -> None:
     """`python -m relay X` in the docs names a command relay/__main__.py defines."""
-    known = _cli_commands() | PENDING_COMMANDS
-    assert {"dev", "connector", "admin"} <= known
+    known = _cli_commands()
+    assert {"dev", "connector", "admin", "smoke"} <= known
     for path, line, block in ALL_BLOCKS:
         for words in commands(block):
             if words[:3] == ["python", "-m", "relay"] and len(words) > 3:

@@ -31,6 +31,7 @@ param excludedPaths array = [
   '/api/console'
   '/api/console/'
   '/api/console/*'
+  '/api/smoke/hook/*'
 ]
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {

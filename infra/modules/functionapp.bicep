@@ -71,7 +71,7 @@ param maximumInstanceCount int = 100
 @description('HTTP requests one instance serves at a time (Python on Flex defaults to 1).')
 @minValue(1)
 @maxValue(1000)
-param httpPerInstanceConcurrency int = 16
+param httpPerInstanceConcurrency int = 4
 
 @description('Always-ready instances of the http group; 0 for none.')
 @minValue(0)
