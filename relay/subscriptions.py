@@ -917,13 +917,77 @@ class SubscriptionStore:
         )
 
     def forget_tombstones(self, before: datetime) -> int:
-        """Delete the tombstones written before a moment (for retention); returns how many."""
+        """Delete the tombstones and removal records written before a moment (for retention);
+        returns how many."""
         rows = self._table.query_entities(
             "PartitionKey eq @pk and RowKey lt @key",
             parameters={"pk": TOMB_PARTITION, "key": clock.time_key(before)},
             select=["PartitionKey", "RowKey"],
         )
-        return delete_rows(self._table, rows)
+        removed = self._table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": SUB_PARTITION, "lo": "d:", "hi": "d;"},
+            select=["PartitionKey", "RowKey", "removedAt"],
+            results_per_page=1000,
+        )
+        old = (r for r in removed if clock.parse_rfc3339(r.get("removedAt") or clock.rfc3339(before)) < before)
+        return delete_rows(self._table, rows) + delete_rows(self._table, old)
+
+    def repair_index(self, now: datetime | None = None) -> int:
+        """Check the whole fan-out index against the subscription rows and repair where they
+        disagree (the hourly sweep, relay.retention): an index row without its subscription, of
+        a subscription that receives nothing, of another generation or version or a pattern the
+        row does not list, and a receiving subscription without its index rows, are reconciled
+        from the row (`_reconcile`, safe beside anything running); a DELETE that died mid-way
+        (a `removing` row older than `STUCK_REMOVAL`) is finished. Returns how many subscriptions
+        it repaired. Reads every index row and every subscription row, a few columns each."""
+        now = now or clock.utcnow()
+        subs = {
+            row["id"]: row
+            for row in self._table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                parameters={"pk": SUB_PARTITION, "lo": "i:", "hi": "i;"},
+                select=["id", "status", "eventTypes", "gen", "ver", "removing", "updatedAt", "createdAt"],
+                results_per_page=1000,
+            )
+        }
+        indexed: dict[str, dict[str, tuple[int, int]]] = {}
+        for row in self._table.query_entities(
+            "PartitionKey ge @lo and PartitionKey lt @hi",
+            parameters={"lo": "x:", "hi": "x;"},
+            select=["PartitionKey", "RowKey", "gen", "ver"],
+            results_per_page=1000,
+        ):
+            indexed.setdefault(row["RowKey"], {})[row["PartitionKey"][2:]] = (
+                _generation(row),
+                int(row.get("ver") or 0),
+            )
+        repaired = 0
+        for sub_id, row in subs.items():
+            changed = _time(row.get("updatedAt")) or _time(row.get("createdAt")) or now
+            if row.get("removing") and changed + STUCK_REMOVAL < now:
+                raw = self._get_raw(sub_id)
+                if raw is not None and raw.get("removing"):
+                    log.warning("finishing a removal that stopped mid-way subscription=%s", sub_id)
+                    self._finish_delete(raw)
+                    repaired += 1
+                    indexed.pop(sub_id, None)
+        for sub_id in sorted(set(indexed) | set(subs)):
+            found = subs.get(sub_id)
+            have = indexed.get(sub_id, {})
+            if found is not None:
+                want = set(json.loads(found.get("eventTypes") or "[]"))
+                receives = not found.get("removing") and (found.get("status") or "active") == SubscriptionStatus.ACTIVE
+                expected = (_generation(found), int(found.get("ver") or 0))
+                if (want if receives else set()) == set(have) and all(v == expected for v in have.values()):
+                    continue
+            elif not have:
+                continue
+            else:
+                log.warning("removing fan-out index rows without a subscription subscription=%s", sub_id)
+            self._reconcile(sub_id, have)
+            repaired += 1
+        return repaired
 
     def delete(self, sub_id: str, registration: int | None = None) -> bool:
         """Remove a subscription; with `registration`, only if that is still its current one (a
