@@ -17,7 +17,7 @@ def test_subscribe_publish_delivers_a_signed_cloudevent(relay, receiver_factory,
     receiver = receiver_factory()
     sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
     assert sub["secret"].startswith("whsec_")
-    assert sub["location"] == f"{relay.base}/subscriptions/{sub['id']}"
+    assert sub["location"] == f"{relay.base}/subscriptions/{sub['id']}?registration=1"
     published = relay.publish({"type": unique_type, "subject": "orders/1", "data": {"n": 1, "s": "é"}})
 
     got = receiver.wait_for(1)[0]
