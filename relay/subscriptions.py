@@ -6,6 +6,8 @@ One table, several kinds of row, keyed for the access patterns:
 |-----------------|----------------|----------------------------------------------------------|
 | `s`             | `i:{id}`       | the subscription (point read by id, listing)             |
 | `s`             | `u:{sha256}`   | URL -> id, written in the same transaction as the above  |
+| `s`             | `d:{id}`       | removal record: the patterns a removed subscription had, |
+|                 |                | so index rows left behind can be found without the row   |
 | `x:{pattern}`   | `{id}`         | fan-out index: one row per pattern, carrying all a       |
 |                 |                | delivery needs, so fan-out reads only matching rows      |
 | `t`             | `{time}_{id}`  | tombstone: queued work skips subscriptions removed after |
@@ -33,9 +35,22 @@ The caller rows let an HTTP Webhook unsubscribe, which cannot send its callback 
 subscription by the `x-ms-workflow-*` headers recorded at subscribe. They are hints: a reader
 checks the subscription still records those values, and drops rows that outlived it.
 
-Index rows are written after the subscription on create and removed before it on delete, and a
-tombstone is written before either, so a reader never delivers to a subscription whose DELETE
-was answered.
+Subscribe, re-subscribe, rotate, disable, activate and delete are one state machine over the
+subscription row, and the index rows are derived from it (docs/subscriptions-lifecycle.md):
+
+- Every change of the row is a conditional write on the ETag it was read with (a change that
+  lost a race reads again) and raises the row's `ver`; a subscribe also raises its registration.
+- After its change, each caller reconciles (`_reconcile`): it writes the index rows the row's
+  state asks for (`Subscription.receives`), removes the ones it no longer asks for, and reads the
+  row again, starting over if it changed. Once every caller has returned, the index is what the
+  row says, whatever ran concurrently.
+- A DELETE first marks the row `removing` (so every concurrent caller's re-read sees it), then
+  writes a tombstone, removes the index rows and finally the row. A subscription is present until
+  then and absent after: a 404 is never followed by a delivery of an event published after it.
+- Fan-out checks each index row version (ETag) once per process against its subscription's row
+  (`_checked`) and skips and removes one whose subscription is gone, receives nothing, is of
+  another generation or no longer has the pattern: what an older version or a caller that died
+  between writes left behind. The hourly sweep (`repair_index`) checks the whole index.
 
 The owner index is written before the subscription on create and removed after it on delete:
 a row whose subscription is gone (or now someone else's) is skipped by a reader, while a
@@ -994,9 +1009,9 @@ class SubscriptionStore:
         DELETE of a registration a later subscribe superseded removes nothing). Returns whether
         this call found it to remove.
 
-        In order: a tombstone (queued work planned before skips it), the `removing` mark (a
-        conditional write, so it is of the state just read, and every later change of the row
-        sees it), the index rows, then the row with its URL row, leaving a record of what was
+        In order: the `removing` mark (a conditional write, so it is of the state just read,
+        and every later change of the row sees it), a tombstone (queued work planned before
+        skips it), the index rows, then the row with its URL row, leaving a record of what was
         indexed. Without a row, the index rows such a record names are removed again."""
         for _ in range(TRIES):
             raw = self._get_raw(sub_id)
@@ -1007,9 +1022,11 @@ class SubscriptionStore:
             if registration is not None and registration != current.registration:
                 return False
             if not current.removing:
-                self._tombstone(current)
                 if self._write_row(raw, replace(current, removing=True, updated_at=_now())) is None:
                     continue  # changed meanwhile: the registration may have been superseded
+                # After the mark, never before: a DELETE that then finds its registration
+                # superseded must not make queued work skip a subscription that stays.
+                self._tombstone(current)
                 raw = self._get_raw(sub_id)
                 if raw is None:
                     return True  # another caller finished the removal
@@ -1091,11 +1108,11 @@ class SubscriptionStore:
             current = _from_row(raw)
             if current.removing or current.status == SubscriptionStatus.DISABLED:
                 return
-            self._tombstone(current)
             changed = replace(
                 current, status=SubscriptionStatus.DISABLED, disabled_reason=reason[:1024], updated_at=_now()
             )
             if self._write_row(raw, changed) is not None:
+                self._tombstone(current)
                 self._reconcile(sub_id, current.event_types)
                 return
 

@@ -287,8 +287,10 @@ def test_each_subscribe_is_a_registration_of_its_own(app: InProcessApp, app_stor
     assert loc1 != loc2 and urlsplit(loc1).path == urlsplit(loc2).path
     sub_id = first.json()["id"]
 
+    since = clock.time_key(clock.utcnow())
     _delete(app, loc1)  # superseded: 200, nothing removed
     assert app.get(f"subscriptions/{sub_id}").status_code == 200 and _receiving(app_storage, kind) == {sub_id}
+    assert sub_id not in SubscriptionStore(app_storage).changes_since(since)[0]  # queued work goes on
     _delete(app, loc2)  # the current one: removed
     assert app.get(f"subscriptions/{sub_id}").status_code == 404 and _receiving(app_storage, kind) == set()
     _delete(app, loc2)  # again: 200
