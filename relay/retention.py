@@ -1,7 +1,7 @@
 """Forgetting on time: events (with their type index rows), de-duplication rows, delivery log
-rows, tombstones, finished operations (and replay locks) and claim-check blobs older than
-RELAY_EVENT_RETENTION_DAYS are deleted hourly (event rows by whole days, and blobs a day later
-than the rows that point to them).
+rows, tombstones (and removal records of subscriptions), finished operations (and replay locks)
+and claim-check blobs older than RELAY_EVENT_RETENTION_DAYS are deleted hourly (event rows by
+whole days, and blobs a day later than the rows that point to them).
 
 Azure Tables has no time-to-live, so a timer does it. (In Azure the storage account's
 lifecycle rule also deletes old blobs; this sweep covers Azurite and any account without one.)
@@ -36,7 +36,9 @@ def sweep(storage: Storage, retention_days: float, now: datetime | None = None) 
         # Event rows go by whole days, so a row can outlive the cutoff by up to a day; its blob must too.
         "blobs": forget_blobs(storage, cutoff - clock.days(1)),
     }
-    # Not retention, but hourly too: presence rows of a store that predates them (relay.subscriptions).
+    # Not retention, but hourly too: presence rows of a store that predates them, and fan-out
+    # index rows that disagree with their subscription (relay.subscriptions).
     SubscriptionStore(storage).complete_layout(now)
+    counts["indexRepaired"] = SubscriptionStore(storage).repair_index(now)
     log.info("retention sweep: %s", ", ".join(f"{k}={v}" for k, v in counts.items()))
     return counts

@@ -6,6 +6,8 @@ One table, several kinds of row, keyed for the access patterns:
 |-----------------|----------------|----------------------------------------------------------|
 | `s`             | `i:{id}`       | the subscription (point read by id, listing)             |
 | `s`             | `u:{sha256}`   | URL -> id, written in the same transaction as the above  |
+| `s`             | `d:{id}`       | removal record: the patterns a removed subscription had, |
+|                 |                | so index rows left behind can be found without the row   |
 | `x:{pattern}`   | `{id}`         | fan-out index: one row per pattern, carrying all a       |
 |                 |                | delivery needs, so fan-out reads only matching rows      |
 | `t`             | `{time}_{id}`  | tombstone: queued work skips subscriptions removed after |
@@ -33,9 +35,22 @@ The caller rows let an HTTP Webhook unsubscribe, which cannot send its callback 
 subscription by the `x-ms-workflow-*` headers recorded at subscribe. They are hints: a reader
 checks the subscription still records those values, and drops rows that outlived it.
 
-Index rows are written after the subscription on create and removed before it on delete, and a
-tombstone is written before either, so a reader never delivers to a subscription whose DELETE
-was answered.
+Subscribe, re-subscribe, rotate, disable, activate and delete are one state machine over the
+subscription row, and the index rows are derived from it (docs/subscriptions-lifecycle.md):
+
+- Every change of the row is a conditional write on the ETag it was read with (a change that
+  lost a race reads again) and raises the row's `ver`; a subscribe also raises its registration.
+- After its change, each caller reconciles (`_reconcile`): it writes the index rows the row's
+  state asks for (`Subscription.receives`), removes the ones it no longer asks for, and reads the
+  row again, starting over if it changed. Once every caller has returned, the index is what the
+  row says, whatever ran concurrently.
+- A DELETE first marks the row `removing` (so every concurrent caller's re-read sees it), then
+  writes a tombstone, removes the index rows and finally the row. A subscription is present until
+  then and absent after: a 404 is never followed by a delivery of an event published after it.
+- Fan-out checks each index row version (ETag) once per process against its subscription's row
+  (`_checked`) and skips and removes one whose subscription is gone, receives nothing, is of
+  another generation or no longer has the pattern: what an older version or a caller that died
+  between writes left behind. The hourly sweep (`repair_index`) checks the whole index.
 
 The owner index is written before the subscription on create and removed after it on delete:
 a row whose subscription is gone (or now someone else's) is skipped by a reader, while a
@@ -53,6 +68,7 @@ import base64
 import builtins
 import hashlib
 import json
+import logging
 import re
 import secrets
 import threading
@@ -65,12 +81,17 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.core.paging import PageIterator
 from azure.data.tables import TableClient, TableEntity, TableTransactionError, UpdateMode
 
 from . import clock
-from .errors import Conflict, NotFound
+from .errors import NotFound
 from .matching import patterns_for_type, subject_matches, type_matches
 from .models import ContentMode, SubscriptionRequest, Target
 from .outbound import mask_url
@@ -80,6 +101,7 @@ from .settings import get_settings
 from .statuses import SubscriptionStatus
 from .storage import SUBSCRIPTIONS_TABLE, Storage, delete_rows
 
+log = logging.getLogger("relay.subscriptions")
 ID_RE = re.compile(r"[0-9a-f]{32}")  # always fullmatch: `$` lets a trailing newline in
 SUB_PARTITION = "s"
 TOMB_PARTITION = "t"
@@ -87,6 +109,10 @@ TOMB_PARTITION = "t"
 # index read still count, at the price of reading a few more rows.
 CLOCK_SKEW = timedelta(minutes=5)
 PRESENCE_PARTITION = "p"
+# How often a change reads the row again after another change got in first.
+TRIES = 5
+# A `removing` row older than this belongs to a DELETE that died mid-way: the sweep finishes it.
+STUCK_REMOVAL = timedelta(minutes=10)
 LAYOUT_ROW = ""  # in the presence partition; no pattern is empty
 LAYOUT_COMPLETE, LAYOUT_PENDING = "complete", "pending"
 # A store that held subscriptions before presence rows existed is made whole this long after an
@@ -97,7 +123,17 @@ BACKFILL_AFTER = timedelta(hours=1)
 _layouts_seen: set[str] = set()
 _layouts_lock = threading.Lock()
 # Reading only these spares parsing the rest (Timestamp, etag) of every index row.
-_INDEX_FIELDS = ("RowKey", "url", "secret", "once", "gen", "subjectBeginsWith", "subjectEndsWith", "contentMode")
+_INDEX_FIELDS = (
+    "RowKey",
+    "url",
+    "secret",
+    "once",
+    "gen",
+    "ver",
+    "subjectBeginsWith",
+    "subjectEndsWith",
+    "contentMode",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +163,21 @@ class Subscription:
     workflow_id: str | None = None
     workflow_operation_name: str | None = None
     client_tracking_id: str | None = None
+    # Raised by every write of the row (index rows carry the version they were derived from, so
+    # fan-out can tell one written from an older state of the row).
+    version: int = 0
+    # Raised by every subscribe of its URL: the `Location` of a subscribe names it, and a DELETE
+    # of an older one (a flow edited subscribe-first) removes nothing.
+    registration: int = 0
+    # Set by a DELETE before it removes the index rows, cleared by nothing: the row is deleted
+    # last. Until then the subscription is still shown (its index rows may still be read).
+    removing: bool = False
+
+    @property
+    def receives(self) -> bool:
+        """Whether this state has fan-out index rows: the one place that decides it (see
+        `SubscriptionStore._reconcile`). A further state (`paused`) is decided here."""
+        return not self.removing and self.status == SubscriptionStatus.ACTIVE
 
     def view(self, *, with_secret: bool = False, full_url: bool = False) -> dict[str, Any]:
         """The subscription as the API shows it. The secret only to the call that created it (or
@@ -173,6 +224,15 @@ def _generation(row: Mapping[str, Any]) -> int:
     return int(row.get("gen") or 0)
 
 
+def _etag(raw: TableEntity | Mapping[str, Any] | None) -> str | None:
+    """The ETag a row was read with (None for no row): what conditional writes compare."""
+    if raw is None:
+        return None
+    metadata = getattr(raw, "metadata", None) or {}
+    etag = metadata.get("etag")
+    return etag if isinstance(etag, str) else None
+
+
 def _time(text: str | None) -> datetime | None:
     return clock.parse_rfc3339(text) if text else None
 
@@ -203,6 +263,9 @@ def _from_row(row: Mapping[str, Any]) -> Subscription:
         workflow_id=row.get("workflowId"),
         workflow_operation_name=row.get("workflowOperationName"),
         client_tracking_id=row.get("clientTrackingId"),
+        version=int(row.get("ver") or 0),
+        registration=int(row.get("reg") or 0),
+        removing=bool(row.get("removing")),
     )
 
 
@@ -230,6 +293,9 @@ def _row(sub: Subscription) -> dict[str, Any]:
             "workflowId": sub.workflow_id,
             "workflowOperationName": sub.workflow_operation_name,
             "clientTrackingId": sub.client_tracking_id,
+            "ver": sub.version,
+            "reg": sub.registration,
+            "removing": sub.removing or None,
         }
     )
 
@@ -274,15 +340,16 @@ class SubscriptionStore:
         scope: str | None = None,
     ) -> tuple[Subscription, bool]:
         """Create, or update the existing subscription of this URL; returns (subscription, created).
+        Either way the subscription's registration is new (`Subscription.registration`).
 
         `caller`: the Logic Apps identification (`CALLER_HEADERS` fields) the subscribe came with.
-        `owner` owns a subscription this creates (entra mode); with `scope`, the URL must not be
-        held by another owner (a 409), as an admin (no scope) may update anyone's."""
+        `owner` owns a subscription this creates (entra mode). With `scope` (a subscriber, not an
+        admin), a URL held by another owner is taken over: whoever presents the whole callback
+        URL, its `sig` included, holds what starts the flow, so the subscription becomes theirs."""
         url = request.notificationUrl
-        patterns = request.patterns()
         now = _now()
         changes: dict[str, Any] = {
-            "event_types": tuple(patterns),
+            "event_types": tuple(request.patterns()),
             "subject_begins_with": request.subjectBeginsWith,
             "subject_ends_with": request.subjectEndsWith,
             "description": request.description,
@@ -295,108 +362,128 @@ class SubscriptionStore:
         }
         # Before the subscription row: a store's first subscribe must find the store empty.
         self._ensure_layout()
-        for _ in range(5):
-            found = self._create_or_update(url, changes, patterns, now, owner, scope)
+        for _ in range(TRIES):
+            found = self._create_or_update(url, changes, now, owner, scope)
             if found is not None:
                 self._write_caller(found[0])
                 return found
         raise RuntimeError("the subscription kept changing under this subscribe; try again")
 
     def _create_or_update(
-        self,
-        url: str,
-        changes: dict[str, Any],
-        patterns: list[str],
-        now: datetime,
-        owner: str | None,
-        scope: str | None,
+        self, url: str, changes: dict[str, Any], now: datetime, owner: str | None, scope: str | None
     ) -> tuple[Subscription, bool] | None:
         """One try; None when a concurrent change (a DELETE of the same URL) got in between."""
         existing_id = self._id_for_url(url)
-        if existing_id is None:
-            sub_id = uuid.uuid4().hex
+        raw = self._get_raw(existing_id) if existing_id is not None else None
+        if raw is None:
+            # No subscription, or a URL row that outlived its own (a crash between the writes of
+            # an older version): a new one, under the id the URL row names if there is one.
+            sub_id = existing_id or uuid.uuid4().hex
             entity = Subscription(
-                id=sub_id, notification_url=url, secret=new_secret(), created_at=now, owner=owner, **changes
+                id=sub_id,
+                notification_url=url,
+                secret=new_secret(),
+                created_at=now,
+                owner=owner,
+                version=1,
+                registration=1,
+                **changes,
             )
             link = {"PartitionKey": SUB_PARTITION, "RowKey": url_key(url), "id": sub_id}
             self._write_owner(sub_id, owner)
             try:
-                self._table.submit_transaction([("create", _row(entity)), ("create", link)])
+                self._table.submit_transaction(
+                    [
+                        ("create", _row(entity)),
+                        ("update", link, {"mode": UpdateMode.REPLACE}) if existing_id is not None else ("create", link),
+                    ]
+                )
             except TableTransactionError as exc:
-                if _error_code(exc) != "EntityAlreadyExists":
+                if _error_code(exc) not in ("EntityAlreadyExists", "ResourceNotFound"):
                     raise
-                self._delete_owner(sub_id, owner)
-                return None  # someone subscribed the same URL a moment ago: theirs is the one
-            self._write_index(entity, patterns)
+                if existing_id is None:
+                    self._delete_owner(sub_id, owner)
+                return None  # someone subscribed (or removed) the same URL a moment ago: look again
+            self._reconcile(sub_id, ())
             return entity, True
-        return self._update(existing_id, url, changes, patterns, owner, scope)
+        current = _from_row(raw)
+        if current.removing:
+            self._finish_delete(raw)  # a DELETE is under way: it ends first, then this subscribes anew
+            return None
+        entity = replace(current, **changes, registration=current.registration + 1)
+        if current.status == SubscriptionStatus.DISABLED:
+            # A new generation, so tombstones of the disabled one no longer stop its deliveries.
+            entity = replace(entity, generation=current.generation + 1)
+        taken_over = scope is not None and current.owner != scope
+        if taken_over:
+            entity = replace(entity, owner=owner)
+            self._write_owner(current.id, owner)  # before the row: it is never missing from a list
+        written = self._write_row(raw, entity, url)
+        if written is None:
+            return None
+        if taken_over:
+            self._delete_owner(current.id, current.owner)
+        self._reconcile(current.id, current.event_types if current.receives else ())
+        return written, False
 
-    def _update(
-        self,
-        sub_id: str,
-        url: str,
-        changes: dict[str, Any],
-        patterns: list[str],
-        owner: str | None = None,
-        scope: str | None = None,
-    ) -> tuple[Subscription, bool] | None:
-        """Apply `changes` (`Subscription` fields) and index `patterns`; (subscription, made anew)
-        or None if the subscription or its URL row changed meanwhile. Made anew: its secret is
-        new, so the caller must be told it."""
-        made_whole = False
-        try:
-            raw = self._table.get_entity(SUB_PARTITION, f"i:{sub_id}")
-            current = _from_row(raw)
-            if scope is not None and current.owner != scope:
-                raise Conflict("another owner has subscribed this notificationUrl")
-            write: tuple[str, dict[str, Any]] = (
+    def _write_row(self, raw: TableEntity, entity: Subscription, url: str | None = None) -> Subscription | None:
+        """Replace the row read as `raw` with `entity` (its version raised) unless anything wrote
+        the row since; with `url`, in one transaction with a check that the URL row still exists,
+        so a subscribe never brings back a subscription its URL no longer finds. The record
+        written, or None when the row changed (or went) meanwhile: read it again."""
+        entity = replace(entity, version=_from_row(raw).version + 1)
+        ops: list[Any] = [
+            (
                 "update",
+                _row(entity),
                 {
                     "mode": UpdateMode.REPLACE,
                     "etag": raw.metadata["etag"],
                     "match_condition": MatchConditions.IfNotModified,
                 },
             )
-        except ResourceNotFoundError:
-            # The URL row outlived its subscription (a crash between writes): make it whole.
-            current = Subscription(
-                id=sub_id,
-                notification_url=url,
-                secret=new_secret(),
-                event_types=(),
-                created_at=changes["updated_at"],
-                owner=owner,
-            )
-            self._write_owner(sub_id, owner)
-            write = ("upsert", {"mode": UpdateMode.REPLACE})
-            made_whole = True
-        disabled = current.status == SubscriptionStatus.DISABLED
-        old_patterns = () if disabled else current.event_types
-        entity = replace(current, **changes)
-        if disabled:
-            # A new generation, so tombstones of the disabled one no longer stop its deliveries.
-            entity = replace(entity, generation=current.generation + 1)
-        # One transaction with a check that the URL row still points here: a DELETE that got in
-        # between fails it, rather than this bringing back a subscription its URL no longer finds.
-        link = {"PartitionKey": SUB_PARTITION, "RowKey": url_key(url), "id": sub_id}
+        ]
+        if url is not None:
+            link = {"PartitionKey": SUB_PARTITION, "RowKey": url_key(url), "id": entity.id}
+            ops.append(("update", link, {"mode": UpdateMode.MERGE}))
         try:
-            self._table.submit_transaction(
-                [(write[0], _row(entity), write[1]), ("update", link, {"mode": UpdateMode.MERGE})]
-            )
+            self._table.submit_transaction(ops)
         except TableTransactionError as exc:
-            if _error_code(exc) in ("ResourceNotFound", "UpdateConditionNotSatisfied", "EntityAlreadyExists"):
+            if _error_code(exc) in ("ResourceNotFound", "UpdateConditionNotSatisfied"):
                 return None
             raise
-        self._write_index(entity, patterns)
-        now = self.get(sub_id)
-        if now is not None and now.secret != entity.secret and now.status != SubscriptionStatus.DISABLED:
-            # A rotation committed between our transaction and our index write: its secret wins.
-            entity = replace(entity, secret=now.secret)
-            self._write_index(entity, patterns)
-        stale = [p for p in old_patterns if p not in patterns]
-        if stale:
-            self._delete_index(sub_id, stale)
-        return entity, made_whole
+        return entity
+
+    def _reconcile(self, sub_id: str, written: Iterable[str]) -> Subscription | None:
+        """Make the fan-out index rows of a subscription what its row says, whatever ran
+        concurrently; returns the row's record as last read (None: no row).
+
+        Every change of the row is followed by this, by the caller that made it. It writes the
+        index rows the row's state asks for (`Subscription.receives`) from the row as read,
+        removes those of `written` (patterns that may hold rows of this id: the previous state's,
+        and its own earlier writes) that the row does not ask for, then reads the row again: if
+        it changed meanwhile, it starts over from the new state. So the last index write of any
+        caller follows its last read of the row, and a caller whose read was of an older state is
+        followed by the caller that changed it, which reconciles after its own change: once every
+        caller has returned, the index rows are exactly what the row says. A DELETE marks the row
+        `removing` before it removes the index rows, so a caller that wrote index rows after the
+        DELETE removed them finds the mark (or no row) when it reads again and removes them."""
+        written = set(written)
+        raw = self._get_raw(sub_id)
+        for _ in range(TRIES * 4):
+            current = _from_row(raw) if raw is not None else None
+            wanted = builtins.list(current.event_types) if current is not None and current.receives else []
+            if current is not None and wanted:
+                self._write_index(current, wanted)
+            stale = sorted(written - set(wanted))
+            if stale:
+                self._delete_index(sub_id, stale)
+            written = set(wanted)
+            again = self._get_raw(sub_id)
+            if _etag(again) == _etag(raw):
+                return current
+            raw = again
+        raise RuntimeError("the subscription kept changing while its index was written; try again")
 
     def rotate_secret(self, sub_id: str) -> Subscription | None:
         """Give the subscription a new signing secret; None when there is no such subscription.
@@ -406,36 +493,15 @@ class SubscriptionStore:
         were planned with) to read the current one: every attempt after this returns is signed
         with the new secret only.
         """
-        for _ in range(5):
+        for _ in range(TRIES):
             raw = self._get_raw(sub_id)
-            if raw is None:
+            if raw is None or raw.get("removing"):
                 return None
-            now = _now()
-            entity = replace(_from_row(raw), secret=new_secret(), updated_at=now)
-            try:
-                self._table.update_entity(
-                    {
-                        "PartitionKey": SUB_PARTITION,
-                        "RowKey": f"i:{sub_id}",
-                        "secret": entity.secret,
-                        "updatedAt": clock.rfc3339(now),
-                    },
-                    mode=UpdateMode.MERGE,
-                    etag=raw.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-            except ResourceNotFoundError:
-                return None
-            except HttpResponseError as exc:
-                if exc.status_code == 412:
-                    continue  # changed meanwhile (a subscribe, a disable): read it again
-                raise
-            if entity.status != SubscriptionStatus.DISABLED:
-                self._write_index(entity, entity.event_types)
-                # A DELETE or a disable that removed the index rows meanwhile must not be undone.
-                again = self.get(sub_id)
-                if again is None or again.status == SubscriptionStatus.DISABLED:
-                    self._delete_index(sub_id, entity.event_types)
+            current = _from_row(raw)
+            entity = self._write_row(raw, replace(current, secret=new_secret(), updated_at=_now()))
+            if entity is None:
+                continue  # changed meanwhile (a subscribe, a disable): read it again
+            self._reconcile(sub_id, current.event_types if current.receives else ())
             self._table.upsert_entity(
                 {
                     "PartitionKey": TOMB_PARTITION,
@@ -455,22 +521,7 @@ class SubscriptionStore:
         patterns = list(patterns)
         self._mark_present(patterns)
         for pattern in patterns:
-            self._table.upsert_entity(
-                _clean(
-                    {
-                        "PartitionKey": f"x:{pattern}",
-                        "RowKey": entity.id,
-                        "url": entity.notification_url,
-                        "secret": entity.secret,
-                        "once": entity.once,
-                        "gen": entity.generation,
-                        "subjectBeginsWith": entity.subject_begins_with,
-                        "subjectEndsWith": entity.subject_ends_with,
-                        "contentMode": entity.content_mode,
-                    }
-                ),
-                mode=UpdateMode.REPLACE,
-            )
+            self._table.upsert_entity(_index_entity(entity, pattern), mode=UpdateMode.REPLACE)
         self._mark_present(patterns)  # new tokens: every process reads these partitions again
 
     # ---- presence and the layout marker ------------------------------------------------------
@@ -595,12 +646,70 @@ class SubscriptionStore:
         )
         kept: builtins.list[dict[str, Any]] | None = []
         for page in pages:
-            rows: builtins.list[dict[str, Any]] = list(page)
+            rows = self._checked(pattern, list(page))
             if kept is not None:
                 kept = kept + rows if len(kept) + len(rows) <= IndexCache.MAX_ROWS else None
             yield rows
         if token is not None and kept is not None:
             _INDEX_CACHE.put(key, token, kept, read_at)
+
+    def _checked(self, pattern: str, rows: builtins.list[TableEntity]) -> builtins.list[dict[str, Any]]:
+        """Index rows as read from storage, each checked against its subscription's row: one
+        whose subscription is gone, no longer receives, is of another generation or no longer
+        lists the pattern is skipped and removed (it is left over from a caller that died between
+        writes, or from a version before `_reconcile`); one written from an older state of a
+        live row is replaced by what the row says now (its writer is about to rewrite it).
+
+        A row is read once per index row version (ETag): a check that found an index row right
+        stays right while that index row exists, because every change that must remove it
+        writes the subscription row first (the `removing` mark, a disable) and removes index
+        rows unconditionally after; an index row written after such a removal has an ETag of
+        its own, never checked before."""
+        table = self._table.url
+        unknown = sorted({r["RowKey"] for r in rows if not _CHECKED.seen((table, pattern, r["RowKey"], _etag(r)))})
+        if not unknown:
+            return cast("builtins.list[dict[str, Any]]", rows)  # entities are dicts, with metadata
+        # Point reads side by side: only index rows new to this process cost one.
+        reads = get_pools(get_settings()).reads
+        found = reads.map(self._get_raw, unknown) if len(unknown) > 2 else map(self._get_raw, unknown)
+        subs = dict(zip(unknown, found, strict=True))
+        kept: builtins.list[dict[str, Any]] = []
+        dropped = False
+        for row in rows:
+            if row["RowKey"] not in subs:
+                kept.append(row)
+                continue
+            raw = subs[row["RowKey"]]
+            current = _from_row(raw) if raw is not None else None
+            if (
+                current is None
+                or not current.receives
+                or current.generation != _generation(row)
+                or pattern not in current.event_types
+            ):
+                self._drop_index_row(pattern, row)
+                dropped = True
+            elif int(row.get("ver") or 0) == current.version:
+                _CHECKED.add((table, pattern, row["RowKey"], _etag(row)))
+                kept.append(row)
+            else:
+                kept.append(_index_entity(current, pattern))
+        if dropped:
+            self._mark_present([pattern])  # a new token: no process keeps a copy with the row
+        return kept
+
+    def _drop_index_row(self, pattern: str, row: TableEntity) -> None:
+        """Remove an index row found wrong, unless it was written again since it was read."""
+        log.warning("removing a fan-out index row without a live subscription subscription=%s", row["RowKey"])
+        try:
+            self._table.delete_entity(
+                f"x:{pattern}", row["RowKey"], etag=_etag(row), match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceNotFoundError, ResourceModifiedError):
+            pass
+        except HttpResponseError as exc:
+            if exc.status_code != 412:
+                raise
 
     def _caller_partitions(self, entity: Subscription) -> list[str]:
         found = []
@@ -670,12 +779,16 @@ class SubscriptionStore:
 
     # ---- reads ----------------------------------------------------------------------------
 
-    def _id_for_url(self, url: str) -> str | None:
+    def _link(self, url: str) -> TableEntity | None:
+        """The URL row (URL -> id) of a callback URL, or None."""
         try:
-            sub_id: str = self._table.get_entity(SUB_PARTITION, url_key(url))["id"]
+            return self._table.get_entity(SUB_PARTITION, url_key(url))
         except ResourceNotFoundError:
             return None
-        return sub_id
+
+    def _id_for_url(self, url: str) -> str | None:
+        link = self._link(url)
+        return None if link is None else cast(str, link["id"])
 
     def _get_raw(self, sub_id: str) -> TableEntity | None:
         if not ID_RE.fullmatch(sub_id):
@@ -819,32 +932,160 @@ class SubscriptionStore:
         )
 
     def forget_tombstones(self, before: datetime) -> int:
-        """Delete the tombstones written before a moment (for retention); returns how many."""
+        """Delete the tombstones and removal records written before a moment (for retention);
+        returns how many."""
         rows = self._table.query_entities(
             "PartitionKey eq @pk and RowKey lt @key",
             parameters={"pk": TOMB_PARTITION, "key": clock.time_key(before)},
             select=["PartitionKey", "RowKey"],
         )
-        return delete_rows(self._table, rows)
+        removed = self._table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": SUB_PARTITION, "lo": "d:", "hi": "d;"},
+            select=["PartitionKey", "RowKey", "removedAt"],
+            results_per_page=1000,
+        )
+        old = (r for r in removed if clock.parse_rfc3339(r.get("removedAt") or clock.rfc3339(before)) < before)
+        return delete_rows(self._table, rows) + delete_rows(self._table, old)
 
-    def delete(self, sub_id: str) -> None:
-        entity = self.get(sub_id)
-        if entity is None:
-            return
-        self._tombstone(entity)
-        self._delete_index(sub_id, entity.event_types)
+    def repair_index(self, now: datetime | None = None) -> int:
+        """Check the whole fan-out index against the subscription rows and repair where they
+        disagree (the hourly sweep, relay.retention): an index row without its subscription, of
+        a subscription that receives nothing, of another generation or version or a pattern the
+        row does not list, and a receiving subscription without its index rows, are reconciled
+        from the row (`_reconcile`, safe beside anything running); a DELETE that died mid-way
+        (a `removing` row older than `STUCK_REMOVAL`) is finished. Returns how many subscriptions
+        it repaired. Reads every index row and every subscription row, a few columns each."""
+        now = now or clock.utcnow()
+        subs = {
+            row["id"]: row
+            for row in self._table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                parameters={"pk": SUB_PARTITION, "lo": "i:", "hi": "i;"},
+                select=["id", "status", "eventTypes", "gen", "ver", "removing", "updatedAt", "createdAt"],
+                results_per_page=1000,
+            )
+        }
+        indexed: dict[str, dict[str, tuple[int, int]]] = {}
+        for row in self._table.query_entities(
+            "PartitionKey ge @lo and PartitionKey lt @hi",
+            parameters={"lo": "x:", "hi": "x;"},
+            select=["PartitionKey", "RowKey", "gen", "ver"],
+            results_per_page=1000,
+        ):
+            indexed.setdefault(row["RowKey"], {})[row["PartitionKey"][2:]] = (
+                _generation(row),
+                int(row.get("ver") or 0),
+            )
+        repaired = 0
+        for sub_id, row in subs.items():
+            changed = _time(row.get("updatedAt")) or _time(row.get("createdAt")) or now
+            if row.get("removing") and changed + STUCK_REMOVAL < now:
+                raw = self._get_raw(sub_id)
+                if raw is not None and raw.get("removing"):
+                    log.warning("finishing a removal that stopped mid-way subscription=%s", sub_id)
+                    self._finish_delete(raw)
+                    repaired += 1
+                    indexed.pop(sub_id, None)
+        for sub_id in sorted(set(indexed) | set(subs)):
+            found = subs.get(sub_id)
+            have = indexed.get(sub_id, {})
+            if found is not None:
+                want = set(json.loads(found.get("eventTypes") or "[]"))
+                receives = not found.get("removing") and (found.get("status") or "active") == SubscriptionStatus.ACTIVE
+                expected = (_generation(found), int(found.get("ver") or 0))
+                if (want if receives else set()) == set(have) and all(v == expected for v in have.values()):
+                    continue
+            elif not have:
+                continue
+            else:
+                log.warning("removing fan-out index rows without a subscription subscription=%s", sub_id)
+            self._reconcile(sub_id, have)
+            repaired += 1
+        return repaired
+
+    def delete(self, sub_id: str, registration: int | None = None) -> bool:
+        """Remove a subscription; with `registration`, only if that is still its current one (a
+        DELETE of a registration a later subscribe superseded removes nothing). Returns whether
+        this call found it to remove.
+
+        In order: the `removing` mark (a conditional write, so it is of the state just read,
+        and every later change of the row sees it), a tombstone (queued work planned before
+        skips it), the index rows, then the row with its URL row, leaving a record of what was
+        indexed. Without a row, the index rows such a record names are removed again."""
+        for _ in range(TRIES):
+            raw = self._get_raw(sub_id)
+            if raw is None:
+                self._remove_leftovers(sub_id)
+                return False
+            current = _from_row(raw)
+            if registration is not None and registration != current.registration:
+                return False
+            if not current.removing:
+                if self._write_row(raw, replace(current, removing=True, updated_at=_now())) is None:
+                    continue  # changed meanwhile: the registration may have been superseded
+                # After the mark, never before: a DELETE that then finds its registration
+                # superseded must not make queued work skip a subscription that stays.
+                self._tombstone(current)
+                raw = self._get_raw(sub_id)
+                if raw is None:
+                    return True  # another caller finished the removal
+            self._finish_delete(raw)
+            return True
+        raise RuntimeError("the subscription kept changing under this delete; try again")
+
+    def _finish_delete(self, raw: TableEntity) -> None:
+        """The rest of a DELETE whose `removing` mark is written (whoever meets the mark helps)."""
+        entity = _from_row(raw)
+        self._delete_index(entity.id, entity.event_types)
         for partition in self._caller_partitions(entity):
-            self._table.delete_entity(partition, sub_id)
-        ops = [("delete", {"PartitionKey": SUB_PARTITION, "RowKey": f"i:{sub_id}"})]
-        # Only drop the URL row if it still points here (a later subscribe may have replaced it).
-        if self._id_for_url(entity.notification_url) == sub_id:
-            ops.append(("delete", {"PartitionKey": SUB_PARTITION, "RowKey": url_key(entity.notification_url)}))
+            self._table.delete_entity(partition, entity.id)
+        removed = {
+            "PartitionKey": SUB_PARTITION,
+            "RowKey": f"d:{entity.id}",
+            "patterns": json.dumps(list(entity.event_types)),
+            "gen": entity.generation,
+            "removedAt": clock.rfc3339(clock.utcnow()),
+        }
+        for _ in range(TRIES):
+            ops: list[Any] = [
+                (
+                    "delete",
+                    {"PartitionKey": SUB_PARTITION, "RowKey": f"i:{entity.id}"},
+                    {"etag": raw.metadata["etag"], "match_condition": MatchConditions.IfNotModified},
+                ),
+                ("upsert", removed, {"mode": UpdateMode.REPLACE}),
+            ]
+            # The URL row goes only while it still points here (a later subscribe may own it).
+            link = self._link(entity.notification_url)
+            if link is not None and link.get("id") == entity.id:
+                ops.append(
+                    (
+                        "delete",
+                        {"PartitionKey": SUB_PARTITION, "RowKey": url_key(entity.notification_url)},
+                        {"etag": link.metadata["etag"], "match_condition": MatchConditions.IfNotModified},
+                    )
+                )
+            try:
+                self._table.submit_transaction(ops)
+                break
+            except TableTransactionError as exc:
+                if _error_code(exc) not in ("ResourceNotFound", "UpdateConditionNotSatisfied"):
+                    raise
+                if self._get_raw(entity.id) is None:
+                    break  # another caller finished it
+        self._delete_owner(entity.id, entity.owner)
+
+    def _remove_leftovers(self, sub_id: str) -> None:
+        """Index rows of a subscription whose row is gone, as far as its removal record names them
+        (a caller that died between writes may have left some)."""
+        if not ID_RE.fullmatch(sub_id):
+            return
         try:
-            self._table.submit_transaction(ops)
-        except TableTransactionError as exc:
-            if _error_code(exc) != "ResourceNotFound":
-                raise
-        self._delete_owner(sub_id, entity.owner)
+            record = self._table.get_entity(SUB_PARTITION, f"d:{sub_id}")
+        except ResourceNotFoundError:
+            return
+        self._delete_index(sub_id, json.loads(record.get("patterns") or "[]"))
 
     def unsubscribe(self, url: str, scope: str | None = None) -> None:
         """Remove the subscription of this URL; with `scope`, only if that owner holds it."""
@@ -859,39 +1100,93 @@ class SubscriptionStore:
 
     def disable(self, sub_id: str, reason: str) -> None:
         """Stop deliveries to a subscription whose receiver said it is gone; keep it visible."""
-        entity = self.get(sub_id)
-        if entity is None or entity.status == SubscriptionStatus.DISABLED:
-            return
-        self._tombstone(entity)
-        self._delete_index(sub_id, entity.event_types)
-        try:
-            self._table.update_entity(
-                {
-                    "PartitionKey": SUB_PARTITION,
-                    "RowKey": f"i:{sub_id}",
-                    "status": SubscriptionStatus.DISABLED,
-                    "disabledReason": reason[:1024],
-                    "updatedAt": clock.rfc3339(_now()),
-                },
-                mode=UpdateMode.MERGE,
+        for _ in range(TRIES):
+            raw = self._get_raw(sub_id)
+            if raw is None:
+                self._remove_leftovers(sub_id)
+                return
+            current = _from_row(raw)
+            if current.removing or current.status == SubscriptionStatus.DISABLED:
+                return
+            changed = replace(
+                current, status=SubscriptionStatus.DISABLED, disabled_reason=reason[:1024], updated_at=_now()
             )
-        except ResourceNotFoundError:
-            pass
+            if self._write_row(raw, changed) is not None:
+                self._tombstone(current)
+                self._reconcile(sub_id, current.event_types)
+                return
 
     # ---- operator actions (the console and `python -m relay admin`) ---------------------------
 
     def activate(self, sub_id: str) -> Subscription | None:
         """Re-activate a disabled subscription with its own URL and filters, as a re-subscribe of
         the same URL would (the console cannot send the URL: reads mask its query)."""
-        for _ in range(5):
-            entity = self.get(sub_id)
-            if entity is None:
+        for _ in range(TRIES):
+            raw = self._get_raw(sub_id)
+            if raw is None or raw.get("removing"):
                 return None
-            changes = {"status": SubscriptionStatus.ACTIVE, "disabled_reason": None, "updated_at": _now()}
-            updated = self._update(sub_id, entity.notification_url, changes, builtins.list(entity.event_types))
-            if updated is not None:
-                return updated[0]
+            current = _from_row(raw)
+            changed = replace(current, status=SubscriptionStatus.ACTIVE, disabled_reason=None, updated_at=_now())
+            if current.status == SubscriptionStatus.DISABLED:
+                changed = replace(changed, generation=current.generation + 1)
+            written = self._write_row(raw, changed)
+            if written is not None:
+                self._reconcile(sub_id, current.event_types if current.receives else ())
+                return written
         raise RuntimeError("the subscription kept changing under this activate; try again")
+
+
+def _index_entity(entity: Subscription, pattern: str) -> dict[str, Any]:
+    """The fan-out index row of a subscription under one pattern: all a delivery needs."""
+    return _clean(
+        {
+            "PartitionKey": f"x:{pattern}",
+            "RowKey": entity.id,
+            "url": entity.notification_url,
+            "secret": entity.secret,
+            "once": entity.once,
+            "gen": entity.generation,
+            "ver": entity.version,
+            "subjectBeginsWith": entity.subject_begins_with,
+            "subjectEndsWith": entity.subject_ends_with,
+            "contentMode": entity.content_mode,
+        }
+    )
+
+
+class CheckedRows:
+    """Index row versions (table, pattern, id, ETag) this process found to agree with their
+    subscription (`SubscriptionStore._checked`), least recently used first out. Bounded in count
+    and in age: a check is made again after `MAX_AGE` whatever happened."""
+
+    MAX_ENTRIES = 50_000
+    MAX_AGE = 600.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str, str, str | None], float] = OrderedDict()
+
+    def seen(self, key: tuple[str, str, str, str | None]) -> bool:
+        if key[3] is None:
+            return False
+        with self._lock:
+            at = self._entries.get(key)
+            if at is None or time.monotonic() - at > self.MAX_AGE:
+                return False
+            self._entries.move_to_end(key)
+            return True
+
+    def add(self, key: tuple[str, str, str, str | None]) -> None:
+        if key[3] is None:
+            return
+        with self._lock:
+            self._entries[key] = time.monotonic()
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.MAX_ENTRIES:
+                self._entries.popitem(last=False)
+
+
+_CHECKED = CheckedRows()
 
 
 def _error_code(exc: TableTransactionError) -> str | None:

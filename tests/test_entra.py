@@ -304,9 +304,8 @@ def test_subscribers_see_only_their_own_and_an_admin_sees_all(
     _problem(bob.call("GET", operation), 404)
     assert admin.call("GET", operation).status_code in (200, 202)
 
-    # A URL another owner holds is a 409; the owner's own re-subscribe is the usual idempotent 201.
-    conflict = _problem(bob.call("POST", "subscriptions", {"notificationUrl": hook_a}), 409)
-    assert "notificationUrl" in conflict["detail"]
+    # The owner's own re-subscribe is the usual idempotent 201 (another owner's takes it over:
+    # test_a_co_owner_presenting_the_whole_callback_url_takes_the_subscription_over).
     again = alice.call("POST", "subscriptions", {"notificationUrl": hook_a})
     assert again.status_code == 201 and again.json()["id"] == mine["id"]
 
@@ -315,6 +314,49 @@ def test_subscribers_see_only_their_own_and_an_admin_sees_all(
     assert admin.call("DELETE", f"subscriptions/{theirs['id']}").status_code == 200
     assert listed(alice) == set() and listed(bob) == set()
     _problem(alice.call("GET", f"subscriptions/{mine['id']}"), 404)
+
+
+@pytest.mark.parametrize("order", ["subscribe-then-delete", "delete-then-subscribe"])
+def test_a_co_owner_presenting_the_whole_callback_url_takes_the_subscription_over(
+    caller: Callable[..., Caller], receiver_factory: Any, unique_type: str, order: str
+) -> None:
+    """A co-owner re-points the trigger's connection and saves the flow: the platform subscribes
+    the same callback URL with the new connection (and deletes the old registration). Whoever
+    presents the whole callback URL, its `sig` the proof, takes the subscription over: 201, the
+    same id, now theirs; the flow keeps receiving. A URL that differs (another `sig`) is another
+    subscription, and takes nothing over."""
+    alice, bob, publisher = caller(SUBSCRIBER), caller(SUBSCRIBER), caller(PUBLISHER)
+    receiver: Receiver = receiver_factory()
+    callback = f"{receiver.url}?sig={uuid.uuid4().hex}"
+    first = alice.call("POST", "subscriptions", {"notificationUrl": callback, "eventTypes": [unique_type]})
+    assert first.status_code == 201, first.text
+    sub_id = first.json()["id"]
+
+    if order == "delete-then-subscribe":
+        # With the new connection, the old registration is not the caller's: it removes nothing.
+        assert bob.call("DELETE", first.headers["Location"]).status_code in (200, 404)
+    taken = bob.call("POST", "subscriptions", {"notificationUrl": callback, "eventTypes": [unique_type]})
+    assert taken.status_code == 201, taken.text
+    assert taken.json()["id"] == sub_id and "secret" not in taken.json()
+    assert taken.headers["Location"] != first.headers["Location"]
+    if order == "subscribe-then-delete":
+        # The old registration, deleted by its new owner: superseded, so nothing is removed.
+        assert bob.call("DELETE", first.headers["Location"]).status_code == 200
+
+    assert bob.call("GET", f"subscriptions/{sub_id}").status_code == 200
+    assert [s["id"] for s in bob.call("GET", "subscriptions").json()["value"]] == [sub_id]
+    _problem(alice.call("GET", f"subscriptions/{sub_id}"), 404)  # no longer hers
+    assert alice.call("GET", "subscriptions").json()["value"] == []
+    accepted = publisher.call("POST", "events", {"type": unique_type, "data": {"n": 1}})
+    assert accepted.status_code == 202, accepted.text
+    assert receiver.wait_for(1)[0].headers["webhook-id"] == accepted.json()["id"]
+
+    # Another sig is another URL: a subscription of its own, the first one untouched.
+    other = alice.call(
+        "POST", "subscriptions", {"notificationUrl": f"{receiver.url}?sig=guess", "eventTypes": [unique_type]}
+    )
+    assert other.status_code == 201 and other.json()["id"] != sub_id
+    assert bob.call("GET", f"subscriptions/{sub_id}").status_code == 200
 
 
 def test_one_owners_list_pages_through_its_own_only(caller: Callable[..., Caller]) -> None:

@@ -277,7 +277,7 @@ def test_absolute_urls_start_at_the_public_url(relay_factory, receiver_factory, 
     relay = relay_factory(env)
     receiver = receiver_factory()
     subs = [relay.subscribe(f"{receiver.url}/{n}", eventTypes=[unique_type]) for n in range(2)]
-    assert all(s["location"] == f"{base}/api/subscriptions/{s['id']}" for s in subs)
+    assert all(s["location"] == f"{base}/api/subscriptions/{s['id']}?registration=1" for s in subs)
     page = relay.get(f"subscriptions?eventType={unique_type}&limit=1").json()
     assert page["nextLink"].startswith(f"{base}/api/subscriptions?")
     relay.publish({"type": unique_type, "data": 1})

@@ -218,6 +218,42 @@ def test_a_flow_is_subscribed_resaved_and_removed_through_the_definition(
     assert flow.check(third) == got3
 
 
+def test_an_edited_flow_keeps_its_callback_subscribed_in_either_order(
+    relay, connector, receiver_factory, unique_type
+) -> None:
+    """Editing a trigger keeps its callback URL; the platform subscribes the edited trigger and
+    deletes the old registration in no fixed order. Each subscribe has its own Location, so the
+    DELETE of a superseded one removes nothing: the flow keeps receiving after either order, and
+    the DELETE of the current Location removes it."""
+    sentinel = receiver_factory()
+    relay.subscribe(sentinel.url, eventTypes=[unique_type])
+    register(relay, unique_type)
+    flow = Flow(connector, unique_type)
+    callback = receiver_factory(accept_as_a_flow)
+    url = f"{callback.url}?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sig=abc123"
+
+    loc1 = flow.save(url)
+    # Edited and saved: subscribe first, then the old registration is deleted.
+    loc2 = flow.save(url)
+    assert loc2 != loc1 and urlsplit(loc2).path == urlsplit(loc1).path
+    flow.remove(loc1)
+    first = [publish(relay, unique_type, 1)]
+    settle(relay, sentinel, first)
+    # Edited again: the old registration deleted first, then the subscribe.
+    flow.remove(loc2)
+    loc3 = flow.save(url)
+    second = [publish(relay, unique_type, 2)]
+    settle(relay, sentinel, first + second)
+    assert sorted(flow.check(callback)) == sorted(first + second)
+
+    # The flow is deleted: the current Location removes it.
+    flow.remove(loc3)
+    assert connector.call("get", urlsplit(loc3).path.removeprefix(connector.doc["basePath"])).status_code == 404
+    last = [publish(relay, unique_type, 3)]
+    settle(relay, sentinel, first + second + last)
+    assert sorted(flow.check(callback)) == sorted(first + second)
+
+
 def test_the_polling_trigger_follows_location_and_sees_each_event_once(relay, connector, unique_type) -> None:
     """Driven by the definition, the polling trigger starts at now, then gets each later event in exactly one 200."""
     path, method, op, _ = connector.operation(lambda p, m, o: o.get("x-ms-trigger") == "batch")

@@ -17,7 +17,7 @@ def test_subscribe_publish_delivers_a_signed_cloudevent(relay, receiver_factory,
     receiver = receiver_factory()
     sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
     assert sub["secret"].startswith("whsec_")
-    assert sub["location"] == f"{relay.base}/subscriptions/{sub['id']}"
+    assert sub["location"] == f"{relay.base}/subscriptions/{sub['id']}?registration=1"
     published = relay.publish({"type": unique_type, "subject": "orders/1", "data": {"n": 1, "s": "é"}})
 
     got = receiver.wait_for(1)[0]
@@ -53,12 +53,13 @@ def test_delete_stops_deliveries_and_is_idempotent(relay, receiver_factory, uniq
 def test_repeated_subscribe_returns_the_same_subscription_and_delivers_once(
     relay, receiver_factory, unique_type
 ) -> None:
-    """Subscribing a URL twice gives the same id and Location (not the secret again), the new
-    filters, one delivery."""
+    """Subscribing a URL twice gives the same id (not the secret again) and a Location of its
+    own registration (CONTRACT section 6), the new filters, one delivery."""
     receiver = receiver_factory()
     first = relay.subscribe(receiver.url, eventTypes=["other.type"])
     second = relay.subscribe(receiver.url, eventTypes=[unique_type])
-    assert (second["id"], second["location"]) == (first["id"], first["location"]) and "secret" not in second
+    assert second["id"] == first["id"] and "secret" not in second
+    assert second["location"] == first["location"].replace("registration=1", "registration=2")
     assert relay.get(f"subscriptions/{first['id']}").json()["eventTypes"] == [unique_type]
 
     relay.publish({"type": unique_type, "data": {}})

@@ -40,7 +40,9 @@ def create_subscription(request: Request) -> Reply:
     entity, created = SubscriptionStore(get_storage("fast")).subscribe(
         body, _caller(request), owner=owner, scope=access.owner_scope(request)
     )
-    location = request.link(f"subscriptions/{entity.id}")
+    # Each subscribe is a registration of its own: a platform that deletes the one it replaced
+    # after subscribing again (a flow edited and saved) deletes that one only (see delete_subscription).
+    location = request.link(f"subscriptions/{entity.id}", {"registration": str(entity.registration)})
     # Subscribing a URL again must not hand its secret to whoever holds a key and read the URL
     # in a list: the secret and the whole URL go only to the call that created it.
     return Reply(201, entity.view(with_secret=created, full_url=created), {"Location": location})
@@ -79,7 +81,15 @@ def list_subscriptions(request: Request) -> Reply:
 
 
 def delete_subscription(request: Request) -> Reply:
-    SubscriptionStore(get_storage("fast")).delete(request.route.get("id", ""))
+    """Remove a subscription; a `registration` (from a subscribe's `Location`) that a later
+    subscribe has superseded removes nothing, and is answered 200 all the same."""
+    registration: int | None = None
+    given = request.params.get("registration")
+    if given is not None:
+        if not (len(given) <= 15 and given.isascii() and given.isdigit() and int(given) > 0):
+            raise invalid("registration", "must be the registration number of a subscribe's Location")
+        registration = int(given)
+    SubscriptionStore(get_storage("fast")).delete(request.route.get("id", ""), registration)
     return Reply(200, {})
 
 
