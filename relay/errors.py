@@ -117,6 +117,14 @@ class ServiceUnavailable(Problem):
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
+class Contended(ServiceUnavailable):
+    """Concurrent changes to one row kept winning over this one: nothing is broken, the call
+    can simply be made again (a 503 with a short `Retry-After` that clients and the platform retry)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, retry_after=1)
+
+
 class TargetRefused(RelayError):
     """A notification URL the outbound guard will not call (scheme, address, or resolution)."""
 

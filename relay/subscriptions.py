@@ -69,6 +69,7 @@ import builtins
 import hashlib
 import json
 import logging
+import random
 import re
 import secrets
 import threading
@@ -91,7 +92,7 @@ from azure.core.paging import PageIterator
 from azure.data.tables import TableClient, TableEntity, TableTransactionError, UpdateMode
 
 from . import clock
-from .errors import NotFound
+from .errors import Contended, NotFound
 from .matching import patterns_for_type, subject_matches, type_matches
 from .models import ContentMode, SubscriptionRequest, Target
 from .outbound import mask_url
@@ -111,6 +112,18 @@ CLOCK_SKEW = timedelta(minutes=5)
 PRESENCE_PARTITION = "p"
 # How often a change reads the row again after another change got in first.
 TRIES = 5
+
+
+def _tries(count: int = TRIES) -> Iterator[int]:
+    """The attempts of a conditional write that may lose to a concurrent one: between two, a
+    jittered pause that grows, so a burst of writers on one row spreads out instead of colliding
+    again in step; the caller raises `Contended` (a 503 a client retries) once they are spent."""
+    for attempt in range(count):
+        if attempt:
+            time.sleep(random.uniform(0, 0.02 * 2**attempt))
+        yield attempt
+
+
 # A `removing` row older than this belongs to a DELETE that died mid-way: the sweep finishes it.
 STUCK_REMOVAL = timedelta(minutes=10)
 LAYOUT_ROW = ""  # in the presence partition; no pattern is empty
@@ -362,12 +375,12 @@ class SubscriptionStore:
         }
         # Before the subscription row: a store's first subscribe must find the store empty.
         self._ensure_layout()
-        for _ in range(TRIES):
+        for _ in _tries():
             found = self._create_or_update(url, changes, now, owner, scope)
             if found is not None:
                 self._write_caller(found[0])
                 return found
-        raise RuntimeError("the subscription kept changing under this subscribe; try again")
+        raise Contended("the subscription kept changing under this subscribe; try again")
 
     def _create_or_update(
         self, url: str, changes: dict[str, Any], now: datetime, owner: str | None, scope: str | None
@@ -483,7 +496,7 @@ class SubscriptionStore:
             if _etag(again) == _etag(raw):
                 return current
             raw = again
-        raise RuntimeError("the subscription kept changing while its index was written; try again")
+        raise Contended("the subscription kept changing while its index was written; try again")
 
     def rotate_secret(self, sub_id: str) -> Subscription | None:
         """Give the subscription a new signing secret; None when there is no such subscription.
@@ -493,7 +506,7 @@ class SubscriptionStore:
         were planned with) to read the current one: every attempt after this returns is signed
         with the new secret only.
         """
-        for _ in range(TRIES):
+        for _ in _tries():
             raw = self._get_raw(sub_id)
             if raw is None or raw.get("removing"):
                 return None
@@ -511,7 +524,7 @@ class SubscriptionStore:
                 }
             )
             return entity
-        raise RuntimeError("the subscription kept changing during the rotation; try again")
+        raise Contended("the subscription kept changing during the rotation; try again")
 
     def current_secret(self, sub_id: str) -> str | None:
         entity = self.get(sub_id)
@@ -1013,7 +1026,7 @@ class SubscriptionStore:
         and every later change of the row sees it), a tombstone (queued work planned before
         skips it), the index rows, then the row with its URL row, leaving a record of what was
         indexed. Without a row, the index rows such a record names are removed again."""
-        for _ in range(TRIES):
+        for _ in _tries():
             raw = self._get_raw(sub_id)
             if raw is None:
                 self._remove_leftovers(sub_id)
@@ -1032,7 +1045,7 @@ class SubscriptionStore:
                     return True  # another caller finished the removal
             self._finish_delete(raw)
             return True
-        raise RuntimeError("the subscription kept changing under this delete; try again")
+        raise Contended("the subscription kept changing under this delete; try again")
 
     def _finish_delete(self, raw: TableEntity) -> None:
         """The rest of a DELETE whose `removing` mark is written (whoever meets the mark helps)."""
@@ -1047,7 +1060,7 @@ class SubscriptionStore:
             "gen": entity.generation,
             "removedAt": clock.rfc3339(clock.utcnow()),
         }
-        for _ in range(TRIES):
+        for _ in _tries():
             ops: list[Any] = [
                 (
                     "delete",
@@ -1100,7 +1113,7 @@ class SubscriptionStore:
 
     def disable(self, sub_id: str, reason: str) -> None:
         """Stop deliveries to a subscription whose receiver said it is gone; keep it visible."""
-        for _ in range(TRIES):
+        for _ in _tries():
             raw = self._get_raw(sub_id)
             if raw is None:
                 self._remove_leftovers(sub_id)
@@ -1121,7 +1134,7 @@ class SubscriptionStore:
     def activate(self, sub_id: str) -> Subscription | None:
         """Re-activate a disabled subscription with its own URL and filters, as a re-subscribe of
         the same URL would (the console cannot send the URL: reads mask its query)."""
-        for _ in range(TRIES):
+        for _ in _tries():
             raw = self._get_raw(sub_id)
             if raw is None or raw.get("removing"):
                 return None
@@ -1133,7 +1146,7 @@ class SubscriptionStore:
             if written is not None:
                 self._reconcile(sub_id, current.event_types if current.receives else ())
                 return written
-        raise RuntimeError("the subscription kept changing under this activate; try again")
+        raise Contended("the subscription kept changing under this activate; try again")
 
 
 def _index_entity(entity: Subscription, pattern: str) -> dict[str, Any]:

@@ -327,3 +327,25 @@ def test_an_edited_trigger_keeps_receiving_in_either_order(
     assert [s["id"] for s in listed] == [sub_id]
     if sub_id != first.json()["id"]:
         assert app.get(f"subscriptions/{first.json()['id']}").status_code == 404
+
+
+def test_many_concurrent_subscribes_of_one_url_are_never_a_500(
+    relay: RelayProcess, receiver_factory: Callable[..., Receiver]
+) -> None:
+    """24 re-subscribes of one URL at the same moment (a burst of flow saves, a client retrying
+    hard): each conditional write that loses starts over, and one that keeps losing is a 503 with
+    `Retry-After` a client retries, never a 500 (16 at once answered 500 before)."""
+    url = receiver_factory().url + "/" + uuid.uuid4().hex
+    first = relay.subscribe(url, eventTypes=["burst.a"])
+    answers = race(
+        *[partial(relay.post, "subscriptions", {"notificationUrl": url, "eventTypes": ["burst.a"]}) for _ in range(24)]
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert set(statuses) <= {201, 503}, statuses
+    for answer in answers:
+        if answer.status_code == 503:
+            assert answer.headers["Content-Type"].startswith("application/problem+json")
+            assert int(answer.headers["Retry-After"]) >= 1
+        else:
+            assert answer.json()["id"] == first["id"]
+    assert relay.get(f"subscriptions/{first['id']}").status_code == 200
