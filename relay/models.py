@@ -217,6 +217,9 @@ class EventRecord(BaseModel):
     acceptedAt: StoredInstant
     # The relay made the id up: no other publish can carry it, so there is nothing to de-duplicate.
     generated: bool = False
+    # Entra mode: the publishing principal's owner key. Part of the event's identity for
+    # de-duplication, so one publisher cannot claim another's (source, type, id) in advance.
+    publisher: str | None = None
 
 
 class FanoutMessage(BaseModel):

@@ -404,31 +404,41 @@ def test_signing_keys_come_from_an_https_jwks_url(azurite: Any, tmp_path: Path) 
 # ---- the Azure path: the platform header, trusted only with the platform flag ------------------
 
 
+@pytest.fixture
+def platform(app: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Any]:
+    """The function app in entra mode as it runs in Azure, behind App Service Authentication:
+    called in-process, since the dev host never runs without validating tokens itself."""
+    from relay import settings
+
+    def set_flag(flag: str) -> Any:
+        monkeypatch.setenv("RELAY_AUTH", "entra")
+        monkeypatch.setenv("WEBSITE_AUTH_ENABLED", flag)
+        settings.reset_settings()
+        return app
+
+    yield set_flag
+    monkeypatch.delenv("RELAY_AUTH")
+    settings.reset_settings()
+
+
 @pytest.mark.parametrize("flag", ["True", "true"])
-def test_easy_auth_header_is_honoured_when_the_platform_says_auth_is_on(azurite: Any, flag: str) -> None:
+def test_easy_auth_header_is_honoured_when_the_platform_says_auth_is_on(platform: Any, flag: str) -> None:
     """In Azure the principal arrives from Easy Auth and WEBSITE_AUTH_ENABLED=True is set."""
-    relay = RelayProcess(azurite, {"RELAY_AUTH": "entra", "WEBSITE_AUTH_ENABLED": flag}, function_key=None).start()
-    try:
-        base = relay.base
-        headers = {"X-MS-CLIENT-PRINCIPAL": _forged_principal([SUBSCRIBER])}
-        assert requests.get(f"{base}/subscriptions", headers=headers, timeout=30).status_code == 200
-        _problem(requests.post(f"{base}/events", json={"type": "x", "data": 1}, headers=headers, timeout=30), 403)
-        _problem(requests.get(f"{base}/subscriptions", timeout=30), 401)
-        garbage = {"X-MS-CLIENT-PRINCIPAL": base64.b64encode(b"{not json").decode()}
-        _problem(requests.get(f"{base}/subscriptions", headers=garbage, timeout=30), 401)
-    finally:
-        relay.stop()
+    app = platform(flag)
+    headers = {"X-MS-CLIENT-PRINCIPAL": _forged_principal([SUBSCRIBER])}
+    assert app.get("subscriptions", headers=headers).status_code == 200
+    assert app.post("events", {"type": "x", "data": 1}, headers=headers).status_code == 403
+    assert app.get("subscriptions").status_code == 401
+    garbage = {"X-MS-CLIENT-PRINCIPAL": base64.b64encode(b"{not json").decode()}
+    assert app.get("subscriptions", headers=garbage).status_code == 401
 
 
-def test_easy_auth_header_is_refused_without_the_platform_flag(azurite: Any) -> None:
-    relay = RelayProcess(azurite, {"RELAY_AUTH": "entra", "WEBSITE_AUTH_ENABLED": ""}, function_key=None).start()
-    try:
-        headers = {"X-MS-CLIENT-PRINCIPAL": _forged_principal([ADMIN])}
-        _problem(requests.get(f"{relay.base}/subscriptions", headers=headers, timeout=30), 401)
-        _problem(requests.post(f"{relay.base}/events", json={"type": "x", "data": 1}, headers=headers, timeout=30), 401)
-        assert requests.get(f"{relay.base}/health", timeout=30).status_code == 200
-    finally:
-        relay.stop()
+def test_easy_auth_header_is_refused_without_the_platform_flag(platform: Any) -> None:
+    app = platform("")
+    headers = {"X-MS-CLIENT-PRINCIPAL": _forged_principal([ADMIN])}
+    assert app.get("subscriptions", headers=headers).status_code == 401
+    assert app.post("events", {"type": "x", "data": 1}, headers=headers).status_code == 401
+    assert app.get("health").status_code == 200
 
 
 # ---- the principal, parsed (no I/O) ---------------------------------------------------------------
