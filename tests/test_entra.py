@@ -147,7 +147,7 @@ def _problem(response: requests.Response, status: int) -> dict[str, Any]:
 
 
 def _forged_principal(roles: list[str], oid: str | None = None) -> str:
-    return client_principal({"oid": oid or str(uuid.uuid4()), "roles": roles, "aud": AUDIENCE})
+    return client_principal({"oid": oid or str(uuid.uuid4()), "tid": TENANT, "roles": roles, "aud": AUDIENCE})
 
 
 UNAUTHENTICATED: dict[str, Callable[[], dict[str, str]]] = {
@@ -448,25 +448,29 @@ def _encode(doc: dict[str, Any]) -> str:
     return base64.b64encode(json.dumps(doc).encode()).decode()
 
 
-def test_principal_takes_the_object_id_else_the_subject_and_roles_from_either_claim_type() -> None:
+def test_principal_owns_by_tenant_and_object_id_never_by_subject_and_takes_roles_from_either_claim_type() -> None:
     role_typ = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
+    tid = {"typ": "http://schemas.microsoft.com/identity/claims/tenantid", "val": "t-1"}
     doc = {
         "auth_typ": "aad",
         "name_typ": "name",
         "role_typ": role_typ,
         "claims": [
             {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": "oid-1"},
+            tid,
             {"typ": "sub", "val": "sub-1"},
             {"typ": "roles", "val": PUBLISHER},
             {"typ": role_typ, "val": ADMIN},
             {"typ": "name", "val": "Alice"},
         ],
     }
-    assert parse_principal(_encode(doc)) == Principal("oid-1", frozenset({PUBLISHER, ADMIN}), "Alice")
-    doc["claims"] = [{"typ": "oid", "val": "oid-2"}]
-    assert parse_principal(_encode(doc)).id == "oid-2"
-    doc["claims"] = [{"typ": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier", "val": "s"}]
-    assert parse_principal(_encode(doc)).id == "s"
+    assert parse_principal(_encode(doc)) == Principal("oid:t-1:oid-1", frozenset({PUBLISHER, ADMIN}), "Alice", "oid-1")
+    doc["claims"] = [{"typ": "oid", "val": "oid-2"}, {"typ": "tid", "val": "t-2"}]
+    assert parse_principal(_encode(doc)).id == "oid:t-2:oid-2"
+    doc["claims"] = [{"typ": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier", "val": "s"}, tid]
+    assert parse_principal(_encode(doc)).id is None  # a subject is never an owner
+    doc["claims"] = [{"typ": "azp", "val": "client-1"}, {"typ": "sub", "val": "s"}, tid]
+    assert parse_principal(_encode(doc)).id == "app:t-1:client-1"
     doc["claims"] = [{"typ": "roles", "val": ADMIN}]
     assert parse_principal(_encode(doc)) is None  # names nobody
     for bad in ("", "***", _encode({"claims": "x"}), base64.b64encode(b"[1]").decode()):
@@ -475,9 +479,12 @@ def test_principal_takes_the_object_id_else_the_subject_and_roles_from_either_cl
 
 def test_the_dev_hosts_principal_is_what_the_relay_reads() -> None:
     principal = parse_principal(
-        client_principal({"oid": "o", "sub": "s", "roles": [SUBSCRIBER, PUBLISHER], "name": "App", "exp": 1})
+        client_principal(
+            {"oid": "o", "tid": "t", "sub": "s", "roles": [SUBSCRIBER, PUBLISHER], "name": "App", "exp": 1}
+        )
     )
-    assert principal == Principal("o", frozenset({SUBSCRIBER, PUBLISHER}), "App")
+    assert principal == Principal("oid:t:o", frozenset({SUBSCRIBER, PUBLISHER}), "App", "o")
+    assert parse_principal(client_principal({"oid": "o", "tid": "t", "roles": ADMIN})).roles == frozenset()
 
 
 def test_keys_mode_ignores_the_easy_auth_header(monkeypatch: pytest.MonkeyPatch) -> None:
