@@ -79,6 +79,19 @@ def test_every_long_path_segment_is_masked_in_each_form(url: str, secrets: list[
     assert mask_url("https://example.com/hooks/short") == "https://example.com/hooks/short"
 
 
+def test_urllib3_lines_lose_path_tokens_too(caplog: pytest.LogCaptureFixture) -> None:
+    """urllib3 writes the request target in some warnings: its long path segments go with its query."""
+    import logging
+
+    import relay.transport  # noqa: F401 - installs the filter on urllib3's loggers
+
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        logging.getLogger("urllib3.connectionpool").warning(
+            "Retrying after connection broken by %r: %s", "reset", f"/services/T0123ABCD/B0123ABCD/{SLACK_TOKEN}?sig=s"
+        )
+    assert SLACK_TOKEN not in caplog.text and "/services/T0123ABCD/B0123ABCD/***" in caplog.text
+
+
 def _admin(relay: RelayProcess, *args: str) -> Any:
     result = subprocess.run(
         [sys.executable, "-m", "relay", "admin", "--url", f"http://127.0.0.1:{relay.port}", "--key", FUNCTION_KEY]
