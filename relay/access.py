@@ -77,7 +77,7 @@ log = logging.getLogger("relay.access")
 
 OBJECT_ID_CLAIMS = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
 TENANT_CLAIMS = ("http://schemas.microsoft.com/identity/claims/tenantid", "tid")
-CLIENT_ID_CLAIMS = ("azp", "appid")  # v2.0 and v1.0 tokens name the calling application so
+CLIENT_ID_CLAIMS = ("azp", "appid")  # the calling application, in v2.0 and v1.0 tokens
 SUBJECT_CLAIMS = ("sub", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier")
 NAME_CLAIMS = ("name", "preferred_username", "appid", "azp")
 DEFAULT_ROLE_TYPE = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
