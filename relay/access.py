@@ -12,10 +12,17 @@ called from the one dispatch point (`relay.api.route`), requires a principal:
   (`relay.easyauth`) and hands over the principal the same way, so this is the one code path.
 - App roles (the token's `roles` claim) decide which operations a caller may use (`RULES`,
   keyed by the route handler's name); a call the roles do not allow is a 403.
-- Subscriptions are owned by the principal that created them (`oid`, else `sub`). A subscriber
-  reaches only its own; another owner's is a 404, so its existence is not revealed. An admin
-  reaches all. The check for routes with a subscription id is made here, before the handler;
-  lists and subscribe take the caller's scope (`owner_scope`).
+- Subscriptions are owned by the principal that created them, keyed on its tenant and object
+  id (`oid:{tid}:{oid}`), or for an application token without an `oid`, on its tenant and client
+  id (`app:{tid}:{azp|appid}`): the prefixes keep users and applications apart, and a `sub` is
+  never read as an object id (anyone can have a token whose `sub` equals someone's `oid`). A
+  token with neither may publish and read, but is refused (403) wherever ownership matters. A
+  subscriber reaches only its own; another owner's is a 404, so its existence is not revealed.
+  An admin reaches all. The check for routes with a subscription id is made here, before the
+  handler; lists and subscribe take the caller's scope (`owner_scope`).
+- Earlier releases keyed ownership on the bare `oid`. Such subscriptions are migrated to the
+  namespaced key by their owner's first call to this process (`_adopt_legacy`): only a token
+  carrying that very `oid` moves them, and it moves them once.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,7 +74,11 @@ ANONYMOUS_PATHS = (
     "/api/smoke/hook/*",
 )
 
+log = logging.getLogger("relay.access")
+
 OBJECT_ID_CLAIMS = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
+TENANT_CLAIMS = ("http://schemas.microsoft.com/identity/claims/tenantid", "tid")
+CLIENT_ID_CLAIMS = ("azp", "appid")  # the calling application, in v2.0 and v1.0 tokens
 SUBJECT_CLAIMS = ("sub", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier")
 NAME_CLAIMS = ("name", "preferred_username", "appid", "azp")
 DEFAULT_ROLE_TYPE = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
@@ -73,11 +86,14 @@ DEFAULT_ROLE_TYPE = "http://schemas.microsoft.com/ws/2008/06/identity/claims/rol
 
 @dataclass(frozen=True)
 class Principal:
-    """A caller Easy Auth vouched for: its owner id (`oid`, else `sub`) and its app roles."""
+    """A caller Easy Auth vouched for: its owner key (`oid:{tid}:{oid}`, `app:{tid}:{client id}`,
+    or None when the token names neither) and its app roles."""
 
-    id: str
+    id: str | None
     roles: frozenset[str]
     name: str = ""
+    # The bare object id earlier releases owned subscriptions by (see `_adopt_legacy`).
+    legacy_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -88,18 +104,19 @@ class Principal:
 class Rule:
     roles: frozenset[str]
     owned: str | None = None  # the route parameter naming what must be the caller's: "id" or "operationId"
+    mine: bool = False  # scoped to the caller's own subscriptions: a caller must be an owner
 
 
-def _rule(*roles: str, owned: str | None = None) -> Rule:
-    return Rule(frozenset(roles) | {ADMIN}, owned)
+def _rule(*roles: str, owned: str | None = None, mine: bool = False) -> Rule:
+    return Rule(frozenset(roles) | {ADMIN}, owned, mine or owned is not None)
 
 
 # The contract's table, by route handler (relay.routes.*). A handler not named here is admin-only,
 # so a route added later is closed until someone decides who may use it.
 RULES: dict[str, Rule] = {
-    "create_subscription": _rule(SUBSCRIBER),
-    "list_subscriptions": _rule(SUBSCRIBER),  # scoped to the caller's own in the store
-    "unsubscribe": _rule(SUBSCRIBER),  # scoped to the caller's own in the store
+    "create_subscription": _rule(SUBSCRIBER, mine=True),
+    "list_subscriptions": _rule(SUBSCRIBER, mine=True),  # scoped to the caller's own in the store
+    "unsubscribe": _rule(SUBSCRIBER, mine=True),  # scoped to the caller's own in the store
     "get_subscription": _rule(SUBSCRIBER, owned="id"),
     "delete_subscription": _rule(SUBSCRIBER, owned="id"),
     "list_deliveries": _rule(SUBSCRIBER, owned="id"),
@@ -158,15 +175,30 @@ def parse_principal(header: str) -> Principal | None:
     def first(names: tuple[str, ...]) -> str:
         return next((claims[n][0] for n in names if claims.get(n) and claims[n][0]), "")
 
-    owner = first(OBJECT_ID_CLAIMS) or first(SUBJECT_CLAIMS)
-    if not owner:
-        return None
+    oid, tenant, client = first(OBJECT_ID_CLAIMS), first(TENANT_CLAIMS), first(CLIENT_ID_CLAIMS)
+    if not (oid or client or first(SUBJECT_CLAIMS)):
+        return None  # names nobody
+    owner = owner_key(tenant, oid, client)
     role_typ = doc.get("role_typ")
     if not isinstance(role_typ, str):
         role_typ = DEFAULT_ROLE_TYPE
     roles = frozenset(claims.get("roles", []) + claims.get(role_typ, []))
     name_typ = doc.get("name_typ") if isinstance(doc.get("name_typ"), str) else ""
-    return Principal(owner, roles, first((name_typ, *NAME_CLAIMS) if name_typ else NAME_CLAIMS))
+    name = first((name_typ, *NAME_CLAIMS) if name_typ else NAME_CLAIMS)
+    return Principal(owner, roles, name, oid if owner and oid else None)
+
+
+def owner_key(tenant: str, oid: str, client: str) -> str | None:
+    """Whose subscriptions a caller manages: the tenant and object id of a user (or service
+    principal), else the tenant and client id of an application token, each under its own
+    prefix; None without a tenant or either id (a `sub` never stands in for an `oid`)."""
+    if not tenant or ":" in tenant:
+        return None
+    if oid:
+        return f"oid:{tenant}:{oid}"
+    if client:
+        return f"app:{tenant}:{client}"
+    return None
 
 
 def principal_of(headers: Mapping[str, str]) -> Principal | None:
@@ -190,9 +222,41 @@ def admit(request: Request, handler: Callable[..., Any]) -> Principal | None:
     if not principal.roles & rule.roles:
         needed = " or ".join(sorted(rule.roles))
         raise Forbidden(f"this operation needs the app role {needed}")
-    if rule.owned and not principal.is_admin:
-        _check_owner(rule.owned, request.route.get(rule.owned, ""), principal)
+    if rule.mine and not principal.is_admin:
+        if principal.id is None:
+            raise Forbidden(
+                "this operation needs a token that names its owner: a user's or service principal's "
+                "object id (oid) with its tenant (tid), or an application's client id (azp/appid)"
+            )
+        _adopt_legacy(principal)
+        if rule.owned:
+            _check_owner(rule.owned, request.route.get(rule.owned, ""), principal)
+    elif principal.is_admin and principal.id is not None:
+        _adopt_legacy(principal)
     return principal
+
+
+_adopted: set[str] = set()
+_adopted_lock = threading.Lock()
+
+
+def _adopt_legacy(principal: Principal) -> None:
+    """Migrate subscriptions an earlier release keyed on the bare `oid` to the caller's
+    namespaced owner key: once per principal per process (a query of one small partition), and
+    only for a token whose own `oid` it is."""
+    if principal.legacy_id is None or principal.id is None:
+        return
+    with _adopted_lock:
+        if principal.id in _adopted:
+            return
+    from .storage import get_storage
+    from .subscriptions import SubscriptionStore
+
+    moved = SubscriptionStore(get_storage("fast")).adopt_owner(principal.legacy_id, principal.id)
+    if moved:
+        log.info("ownership of %d subscription(s) moved to the tenant-qualified owner key", moved)
+    with _adopted_lock:
+        _adopted.add(principal.id)
 
 
 def owner_scope(request: Request) -> str | None:

@@ -24,6 +24,7 @@ from . import access
 from .errors import (
     BadRequest,
     FieldError,
+    Forbidden,
     MethodNotAllowed,
     PayloadTooLarge,
     Problem,
@@ -44,6 +45,10 @@ MAX_DEPTH = 64
 # size, schema, storage), so this bounds their time and memory whatever the bytes are.
 MAX_NODES = 100_000
 RETRY_AFTER_SECONDS = 10
+# Methods that change something: a browser sends them cross-site without a preflight when they
+# carry no body or a "simple" one, with the user's cookies (Easy Auth's session) attached.
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
 @dataclass
@@ -75,7 +80,14 @@ class Request:
     @property
     def body(self) -> bytes:
         if self._body is None:
-            self._body = self.read_body()
+            try:
+                self._body = self.read_body()
+            except (ConnectionError, TimeoutError):
+                # The client went away or stalled mid-body: its error, not the relay's (no 5xx,
+                # no traceback); the answer likely reaches nobody.
+                raise BadRequest(
+                    "the request body did not arrive whole", [FieldError("body", "did not arrive whole")]
+                ) from None
         return self._body
 
     def link(self, path: str, query: Mapping[str, str] | None = None) -> str:
@@ -198,6 +210,40 @@ def public_base(request_url: str, settings: Settings) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _origin(url: str) -> str:
+    """`scheme://host[:port]` of a URL or an Origin header, lower-case, without a default port."""
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    shown = f":{port}" if port is not None and str(port) != DEFAULT_PORTS.get(scheme) else ""
+    return f"{scheme}://{host}{shown}" if scheme and host else ""
+
+
+def check_origin(request: Request) -> None:
+    """CONTRACT section 6: a state-changing request whose `Origin` is present and not the relay's
+    own is a 403. Browsers send `Origin` on every cross-site POST (and on same-origin ones too);
+    Power Platform's servers, the CLI and publishers send none, and are not affected. The relay's
+    own is its public URL (RELAY_PUBLIC_URL, or the host in Azure) or the scheme and host the
+    request came in on (the console, served by the relay, calls back on the host it was loaded
+    from). An `Origin: null` (a sandboxed frame, a data: URL) is never the relay's."""
+    if request.method not in STATE_CHANGING:
+        return
+    given = next((v for k, v in request.headers.items() if k.lower() == "origin"), None)
+    if given is None:
+        return
+    own = {_origin(request.base), _origin(request.url)} - {""}
+    if _origin(given) not in own:
+        raise Forbidden(
+            "cross-site request refused: a state-changing request may come only from the relay's own origin",
+            [FieldError("Origin", "is not the relay's own origin")],
+        )
+
+
 def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
@@ -264,6 +310,7 @@ def route(handlers: Mapping[str, Handler]) -> Callable[[func.HttpRequest], func.
     def serve(req: func.HttpRequest) -> func.HttpResponse:
         try:
             request = Request.from_func(req)
+            check_origin(request)
             handler = handlers.get(request.method)
             if handler is None:
                 raise MethodNotAllowed(

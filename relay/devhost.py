@@ -40,6 +40,8 @@ from azure.core.exceptions import ResourceExistsError
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
+from relay.errors import ConfigurationError
+
 log = logging.getLogger("relay.devhost")
 
 LEASE_SECONDS = 30
@@ -47,6 +49,10 @@ RENEW_EVERY = 10.0
 MIN_POLL = 0.1
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the Functions front end's own limit
 UNREAD_DRAIN_BYTES = 64 * 1024  # a body the function left unread: drained up to this, else the connection closes
+# Slow and idle connections (slowloris): each holds a thread, so none may hold it for long.
+IDLE_SECONDS = 10.0  # a connection silent this long (before a request, or mid-body) is closed
+HEAD_SECONDS = 10.0  # a request line and headers must be whole this long after they are awaited
+MAX_CONNECTIONS = 512  # open connections (threads) at once; more are closed as they arrive
 
 
 # ---- settings and host.json ---------------------------------------------------------------------
@@ -256,6 +262,9 @@ class HttpDispatcher:
 
 class HostCheckedHandler(BaseHTTPRequestHandler):
     host_check: HostCheck | None = None  # set once the server is bound (DevHost.start)
+    # StreamRequestHandler applies this to the socket: every read or write that waits longer
+    # raises TimeoutError, so a silent client cannot hold its thread.
+    timeout = IDLE_SECONDS
 
 
 def make_handler(dispatcher: HttpDispatcher) -> type[HostCheckedHandler]:
@@ -279,16 +288,26 @@ def make_handler(dispatcher: HttpDispatcher) -> type[HostCheckedHandler]:
         def handle_one_request(self) -> None:
             # The base class answers a method without a do_* handler 501 text/html; the relay
             # (and so its dev host) answers every unknown method 405 problem+json.
+            server = self.server if isinstance(self.server, DevHTTPServer) else None
             try:
-                self.raw_requestline = self.rfile.readline(65537)
-                if len(self.raw_requestline) > 65536:
-                    self.command, self.path, self.request_version = "", "", "HTTP/1.1"
-                    self.send_error(414, "the request line is too long")
-                    return
-                if not self.raw_requestline:
-                    self.close_connection = True
-                    return
-                if not self.parse_request():
+                if server is not None:
+                    # The socket timeout ends a silent client; this deadline ends one that sends
+                    # its request line and headers a byte at a time (slowloris).
+                    server.watch(self.connection, HEAD_SECONDS)
+                try:
+                    self.raw_requestline = self.rfile.readline(65537)
+                    if len(self.raw_requestline) > 65536:
+                        self.command, self.path, self.request_version = "", "", "HTTP/1.1"
+                        self.send_error(414, "the request line is too long")
+                        return
+                    if not self.raw_requestline:
+                        self.close_connection = True
+                        return
+                    parsed = self.parse_request()
+                finally:
+                    if server is not None:
+                        server.unwatch(self.connection)
+                if not parsed:
                     return
                 if self.command not in METHODS:
                     self.send_error(405, f"method {self.command[:32]!r} is not allowed")
@@ -350,6 +369,8 @@ def make_handler(dispatcher: HttpDispatcher) -> type[HostCheckedHandler]:
                 def reader() -> bytes:
                     if not read:
                         read.append(self.rfile.read(length) if length else b"")
+                        if len(read[0]) < length:  # the client closed mid-body
+                            self.close_connection = True
                     return read[0]
 
                 headers_in = {k.lower(): v for k, v in self.headers.items()}
@@ -388,6 +409,76 @@ class DevHTTPServer(ThreadingHTTPServer):
     # socketserver's default backlog of 5 overflows when a client opens a few dozen connections at
     # once (a pool of subscribing threads), and the kernel then resets some of them.
     request_queue_size = 128
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadlines: dict[socket.socket, float] = {}
+        self._open = 0
+        self._lock = threading.Lock()
+        self._refused_logged_at = 0.0
+        self._closed = threading.Event()
+        threading.Thread(target=self._watchdog, name="http-deadlines", daemon=True).start()
+
+    def watch(self, connection: socket.socket, seconds: float) -> None:
+        with self._lock:
+            self._deadlines[connection] = time.monotonic() + seconds
+
+    def unwatch(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._deadlines.pop(connection, None)
+
+    def _watchdog(self) -> None:
+        """Shut down the connections whose request head is late: the blocked read in their
+        thread then returns, and the thread ends."""
+        while not self._closed.wait(0.5):
+            now = time.monotonic()
+            with self._lock:
+                late = [c for c, at in self._deadlines.items() if at <= now]
+                for connection in late:
+                    del self._deadlines[connection]
+            for connection in late:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            if late:
+                log.info("closed %d connection(s) whose request did not arrive in %.0f s", len(late), HEAD_SECONDS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            full = self._open >= MAX_CONNECTIONS
+            if not full:
+                self._open += 1
+        if full:
+            # A thread per connection: past the cap a new one is closed rather than given one.
+            now = time.monotonic()
+            if now - self._refused_logged_at > 10:
+                self._refused_logged_at = now
+                log.warning("%d connections open: closing new ones until some end", MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._open -= 1
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line, not socketserver's traceback on stderr: a client that went away (closed,
+        reset, timed out) is routine, anything else is the host's error."""
+        exc = sys.exc_info()[1]
+        address = client_address[0] if isinstance(client_address, tuple) else client_address
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.info("client %s went away (%s)", address, type(exc).__name__)
+        else:
+            log.error("connection from %s failed: %s: %s", address, type(exc).__name__, exc)
+
+    def server_close(self) -> None:
+        self._closed.set()
+        super().server_close()
 
 
 # ---- queue triggers -----------------------------------------------------------------------------
@@ -622,12 +713,13 @@ class DevHost:
         if easy_auth is not None:
             # This host now is the platform's authentication: tell the app, as App Service does.
             os.environ["WEBSITE_AUTH_ENABLED"] = "True"
-        elif (os.environ.get("RELAY_AUTH") or "").strip().lower() == "entra" and (
-            os.environ.get("WEBSITE_AUTH_ENABLED") or ""
-        ).lower() != "true":
-            log.warning(
-                "RELAY_AUTH=entra without RELAY_ENTRA_JWKS: no caller can be admitted, "
-                "every route but the anonymous ones answers 401"
+        elif (os.environ.get("RELAY_AUTH") or "").strip().lower() == "entra":
+            # Locally nothing but this host can validate a token. Without signing keys the relay
+            # would either admit nobody or, with WEBSITE_AUTH_ENABLED set by hand, trust whatever
+            # X-MS-CLIENT-PRINCIPAL a caller forged: neither is a mode to run in.
+            raise ConfigurationError(
+                "RELAY_AUTH=entra needs RELAY_ENTRA_JWKS (with RELAY_ENTRA_ISSUER and RELAY_ENTRA_AUDIENCE) "
+                "for the dev host to validate tokens; it never trusts a caller's X-MS-CLIENT-PRINCIPAL"
             )
         host_json = json.loads((self.app_dir / "host.json").read_text(encoding="utf-8"))
         prefix = host_json.get("extensions", {}).get("http", {}).get("routePrefix", "api")
@@ -716,7 +808,12 @@ def run(app_dir: Path, host: str, port: int, function_key: str | None) -> int:
         level=os.environ.get("RELAY_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     dev = DevHost(app_dir, host, port, function_key)
-    dev.start()
+    try:
+        dev.start()
+    except ConfigurationError as exc:
+        # A setting that cannot work: one line saying which, and a non-zero exit, no traceback.
+        print(f"relay dev: {exc}", file=sys.stderr, flush=True)
+        return 2
     print(f"relay dev host: http://{dev.host}:{dev.port}/api (Ctrl+C to stop)", flush=True)
     stopped = threading.Event()
 

@@ -161,6 +161,10 @@ def client_principal(claims: Mapping[str, Any]) -> str:
     """`X-MS-CLIENT-PRINCIPAL` for validated token claims, as Easy Auth writes it."""
     out: list[dict[str, str]] = []
     for name, value in claims.items():
+        if name == "roles" and not isinstance(value, list):
+            # Entra issues app roles as an array; a string (`"roles": "Relay.Admin"`) is not a
+            # role grant any issuer of ours writes, so it grants nothing.
+            continue
         typ = CLAIM_TYPES.get(name, name)
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, (dict, list)):

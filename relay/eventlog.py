@@ -4,7 +4,7 @@
 |--------------|----------------------------|-------------------------------------------------------|
 | `e:{day}`    | `{time}_{id}`              | an event, logged at fan-out time, in time order       |
 | `e:{day}`    | `t:{pattern}\\|{time}_{id}` | a copy per pattern the type matches except `*`        |
-| `d:{sha256}` | (empty)                    | de-duplication: the queue message that logged an id   |
+| `d:{sha256}` | (empty)                    | de-duplication: the queue message that claimed an id  |
 
 Event rows are written at fan-out time, in time order, so the polling trigger can read forward
 from a position (`{time}` text sorts as the moment does, and an event's row key is its position).
@@ -17,13 +17,16 @@ events rather than the whole log; `*` reads the event rows themselves. One trans
 publish keeps the index exactly as durable as the row (never one without the other), and
 retention, which drops whole day partitions, forgets both together.
 
-Fan-out is the idempotent step. For an id the publisher supplied it inserts a de-duplication
-row carrying the queue message's id: the same message coming back after a crash finds its own id
-and carries on, while a second publish of the same event (the same source, type and id) finds
-another message's id and is dropped. A publish that died before its message was enqueued was
-never acknowledged, so nothing is swallowed. An id the relay generated cannot come from another
-publish: such events skip that row, and only a message that comes back looks for the log row it
-may already have written.
+Fan-out is the idempotent step. For an id the publisher supplied, the de-duplication row carries
+the queue message's id: the same message coming back after a crash finds its own id and carries
+on, while a second publish of the same event (the same source, type and id; in entra mode also
+the same publishing principal) finds another message's id and is dropped. The publish claims
+the row itself right after its message is enqueued (`claim`), so a repeat is told so in its own
+answer (`"duplicate": true`) and its message is withdrawn; a publish that died between the two
+leaves a message whose fan-out claims the row as before. A publish that died before its message
+was enqueued was never acknowledged, and claimed nothing, so nothing is swallowed. An id the
+relay generated cannot come from another publish: such events skip that row, and only a message
+that comes back looks for the log row it may already have written.
 
 Everything else sees positions (opaque, sortable text), `LogKey`s (where an event row is; they
 travel in delivery messages) and `LoggedEvent` records, never a row key or a row.
@@ -115,6 +118,10 @@ def dedupe_key_of(record: EventRecord) -> str:
     so an id reused with another type or source is another event, not a repeat of the first.
     Hashed, because a source may hold characters (`/`, `?`, `#`) that table keys refuse."""
     identity = json.dumps([record.source, record.type, record.id], ensure_ascii=False)
+    if record.publisher is not None:
+        # Entra mode: the publisher's principal is part of the identity (CONTRACT section 6), so
+        # nobody can pre-publish another system's next (source, type, id) and have it dropped.
+        identity = json.dumps([record.publisher, record.source, record.type, record.id], ensure_ascii=False)
     return DEDUPE_PREFIX + hashlib.sha256(identity.encode("utf-8")).hexdigest()
 
 
@@ -216,8 +223,9 @@ class EventLog:
                 return None
             # Our own message again, after a crash: make sure its log row exists. A row written
             # now gets a fresh key, or pollers that already read past the old one would miss it.
-            logged = LogKey(seen["logPk"], seen["logRk"])
-            if self._exists(logged):
+            # A row the publish claimed (`claim`) names no log row yet.
+            logged = LogKey(seen["logPk"], seen["logRk"]) if seen.get("logPk") else None
+            if logged is not None and self._exists(logged):
                 return logged
             self._repoint(dedupe_key, log)
         if time.monotonic() - keyed_at > REKEY_AFTER:
@@ -226,6 +234,30 @@ class EventLog:
             self._repoint(dedupe_key, log)
         self._write(log, record)
         return log
+
+    def claim(self, record: EventRecord, message_id: str) -> bool:
+        """At publish, after the event's message is enqueued: take the event's de-duplication row
+        for that message. False when another message holds it (the event was accepted before:
+        this publish is a duplicate, and its fan-out would drop it)."""
+        if record.generated:
+            return True
+        dedupe_key = dedupe_key_of(record)
+        try:
+            self._table.create_entity(
+                {
+                    "PartitionKey": dedupe_key,
+                    "RowKey": "",
+                    "messageId": message_id,
+                    "acceptedAt": clock.rfc3339_precise(record.acceptedAt),
+                }
+            )
+            return True
+        except ResourceExistsError:
+            pass
+        try:
+            return bool(self._table.get_entity(dedupe_key, "").get("messageId") == message_id)
+        except ResourceNotFoundError:
+            return True  # swept by retention meanwhile: the earlier event is past its window
 
     def _repoint(self, dedupe_key: str, log: LogKey) -> None:
         self._table.update_entity(

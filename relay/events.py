@@ -31,7 +31,8 @@ def event_size(raw: Any) -> int:
     return len(compact(raw).encode("utf-8"))
 
 
-def accept(event: EventIn, source: str) -> EventRecord:
+def accept(event: EventIn, source: str, publisher: str | None = None) -> EventRecord:
+    """The event as the relay keeps it; `publisher` (entra mode) scopes its identity."""
     now = clock.utcnow()
     return EventRecord(
         id=event.id or uuid.uuid4().hex,
@@ -41,6 +42,7 @@ def accept(event: EventIn, source: str) -> EventRecord:
         time=event.time or clock.rfc3339(now),
         subject=event.subject,
         data=event.data,
+        publisher=publisher,
         # To the microsecond: a polling chain holds exactly the events accepted after its start.
         acceptedAt=now,
     )

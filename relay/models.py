@@ -16,11 +16,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     StrictBool,
     StrictStr,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_serializer,
 )
 
 from .clock import parse_rfc3339, rfc3339_precise
@@ -217,6 +219,17 @@ class EventRecord(BaseModel):
     acceptedAt: StoredInstant
     # The relay made the id up: no other publish can carry it, so there is nothing to de-duplicate.
     generated: bool = False
+    # Entra mode: the publishing principal's owner key. Part of the event's identity for
+    # de-duplication, so one publisher cannot claim another's (source, type, id) in advance.
+    publisher: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_publisher(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Keys mode writes messages exactly as before the field existed (older instances read them).
+        data = handler(self)
+        if self.publisher is None and isinstance(data, dict):
+            data.pop("publisher", None)
+        return data
 
 
 class FanoutMessage(BaseModel):

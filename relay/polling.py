@@ -10,12 +10,16 @@ before it is never part of the chain, even when it reaches the log (fan-out is a
 after the call. Each poll reads a bounded slice: the pattern's own index rows (so only matching
 events), at most `PAGE + 1` of them, from at most `SLICE_DAYS` day partitions. A slice that
 ends before now leaves the state at its end and asks to be called again at once.
+
+A state the relay cannot verify (garbage, tampered, signed with a key it no longer has, or an
+unsigned state of the first release) is not an error the engine could recover from: a 400
+without a `Location` would be retried with the same URL at every recurrence, for ever. Such a
+state starts a fresh chain from now instead (CONTRACT section 6), as a first call would; it
+never reads anything from before that call, so a forged state reaches no history.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +27,7 @@ from itertools import islice
 from typing import Any
 
 from . import clock
-from .errors import invalid
+from .errors import BadRequest, invalid
 from .eventlog import EventLog, LoggedEvent, position, position_time
 from .events import load_data
 from .matching import NAME_RULE, is_pattern
@@ -41,11 +45,6 @@ SLICE_DAYS = 3
 READ_BUDGET = 4 * PAGE
 
 
-# Unsigned states of the first release: how far back their position is trusted, and their size.
-LEGACY_WINDOW = timedelta(hours=1)
-LEGACY_MAX_CHARS = 200
-
-
 @dataclass(frozen=True)
 class PollState:
     key: str  # everything at or below this log position has been returned
@@ -58,9 +57,9 @@ class PollState:
         return (codec or get_codec()).seal(Purpose.TRIGGER_STATE, doc)
 
     @classmethod
-    def decode(cls, text: str, codec: TokenCodec | None = None, now: datetime | None = None) -> PollState:
-        if "." not in text:
-            return cls._first_release(text, now or clock.utcnow())
+    def decode(cls, text: str, codec: TokenCodec | None = None) -> PollState:
+        """The state sealed in `text`; a 400 naming `triggerState` when it is not one the relay
+        signed (an unsigned state of the first release included)."""
         # The codec checks the MAC before anything is decoded, so a forged state never gets here.
         doc = (codec or get_codec()).open(Purpose.TRIGGER_STATE, text, "triggerState")
         try:
@@ -72,23 +71,13 @@ class PollState:
         return cls(key, started)
 
     @classmethod
-    def _first_release(cls, text: str, now: datetime) -> PollState:
-        """A state the first release (0.1.0) issued: unsigned base64url JSON `{"k": key}` (a signed
-        token always holds a `.`, which base64url never does). Flows saved then hold such states,
-        and must keep polling after an upgrade. Unsigned, its position is trusted only within
-        LEGACY_WINDOW: an older (or forged) one starts that far back, so it can never reach into
-        history; a flow that polled within the window loses nothing."""
+    def verify(cls, text: str, codec: TokenCodec | None = None) -> PollState | None:
+        """The state sealed in `text`, or None when the relay cannot verify it (the caller
+        starts a fresh chain)."""
         try:
-            if len(text) > LEGACY_MAX_CHARS:
-                raise ValueError("too long")
-            doc = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-            if set(doc) != {"k"}:  # exactly what 0.1.0 wrote: a signed state stripped of its MAC is not
-                raise ValueError("not a first-release state")
-            key = doc["k"]
-            position_time(key)
-        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
-            raise invalid("triggerState", "is not a state this API issued") from None
-        return cls(max(key, position(now - LEGACY_WINDOW)))
+            return cls.decode(text, codec)
+        except BadRequest:
+            return None
 
     @classmethod
     def starting(cls, now: datetime) -> PollState:

@@ -790,6 +790,32 @@ class SubscriptionStore:
         if owner is not None:
             self._table.delete_entity(owner_partition(owner), sub_id)
 
+    def adopt_owner(self, old: str, new: str) -> int:
+        """Move the subscriptions owned by `old` to `new` (an owner key changing its format; the
+        store treats both as opaque text): the owner index row first, then the row itself,
+        conditional on its ETag (a row changed meanwhile is left for the next call). Returns how
+        many moved."""
+        moved = 0
+        for index_row in self._table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": owner_partition(old)}, select=["RowKey"]
+        ):
+            sub_id = index_row["RowKey"]
+            raw = self._get_raw(sub_id)
+            if raw is not None and raw.get("owner") == old:
+                self._write_owner(sub_id, new)  # before the row, as on create: never missing from a list
+                try:
+                    self._table.update_entity(
+                        {"PartitionKey": SUB_PARTITION, "RowKey": raw["RowKey"], "owner": new},
+                        mode=UpdateMode.MERGE,
+                        etag=raw.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                except (ResourceNotFoundError, HttpResponseError):
+                    continue  # deleted or changed meanwhile: the old index row stays, tried again later
+                moved += 1
+            self._delete_owner(sub_id, old)
+        return moved
+
     # ---- reads ----------------------------------------------------------------------------
 
     def _link(self, url: str) -> TableEntity | None:

@@ -69,13 +69,19 @@ _READ_CHUNK = 16_384
 class _NoQueryInLogs(logging.Filter):
     """urllib3 names the request target in some log lines (a malformed header block is a warning
     with `url=`); the target goes to it as written, query included, so those lines lose the query
-    here (`logging.Filter` is the public way to rewrite another library's records)."""
+    and their long path segments (Slack, Teams and Discord put their token there) here
+    (`logging.Filter` is the public way to rewrite another library's records)."""
 
     _QUERY = re.compile(r"\?[^\s)'\"]*")
+    # A segment after a single `/` (the `//` of a scheme is followed by a host, which stays).
+    _PATH_TOKEN = re.compile(r"(?:(?<=^/)|(?<=[^/]/))[^/\s?#)'\"]{16,}")
+
+    def _clean(self, text: str) -> str:
+        return self._PATH_TOKEN.sub("***", self._QUERY.sub("?redacted", text))
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(self._QUERY.sub("?redacted", a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(self._clean(a) if isinstance(a, str) else a for a in record.args)
         return True
 
 

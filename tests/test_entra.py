@@ -147,7 +147,7 @@ def _problem(response: requests.Response, status: int) -> dict[str, Any]:
 
 
 def _forged_principal(roles: list[str], oid: str | None = None) -> str:
-    return client_principal({"oid": oid or str(uuid.uuid4()), "roles": roles, "aud": AUDIENCE})
+    return client_principal({"oid": oid or str(uuid.uuid4()), "tid": TENANT, "roles": roles, "aud": AUDIENCE})
 
 
 UNAUTHENTICATED: dict[str, Callable[[], dict[str, str]]] = {
@@ -446,31 +446,41 @@ def test_signing_keys_come_from_an_https_jwks_url(azurite: Any, tmp_path: Path) 
 # ---- the Azure path: the platform header, trusted only with the platform flag ------------------
 
 
+@pytest.fixture
+def platform(app: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Any]:
+    """The function app in entra mode as it runs in Azure, behind App Service Authentication:
+    called in-process, since the dev host never runs without validating tokens itself."""
+    from relay import settings
+
+    def set_flag(flag: str) -> Any:
+        monkeypatch.setenv("RELAY_AUTH", "entra")
+        monkeypatch.setenv("WEBSITE_AUTH_ENABLED", flag)
+        settings.reset_settings()
+        return app
+
+    yield set_flag
+    monkeypatch.delenv("RELAY_AUTH")
+    settings.reset_settings()
+
+
 @pytest.mark.parametrize("flag", ["True", "true"])
-def test_easy_auth_header_is_honoured_when_the_platform_says_auth_is_on(azurite: Any, flag: str) -> None:
+def test_easy_auth_header_is_honoured_when_the_platform_says_auth_is_on(platform: Any, flag: str) -> None:
     """In Azure the principal arrives from Easy Auth and WEBSITE_AUTH_ENABLED=True is set."""
-    relay = RelayProcess(azurite, {"RELAY_AUTH": "entra", "WEBSITE_AUTH_ENABLED": flag}, function_key=None).start()
-    try:
-        base = relay.base
-        headers = {"X-MS-CLIENT-PRINCIPAL": _forged_principal([SUBSCRIBER])}
-        assert requests.get(f"{base}/subscriptions", headers=headers, timeout=30).status_code == 200
-        _problem(requests.post(f"{base}/events", json={"type": "x", "data": 1}, headers=headers, timeout=30), 403)
-        _problem(requests.get(f"{base}/subscriptions", timeout=30), 401)
-        garbage = {"X-MS-CLIENT-PRINCIPAL": base64.b64encode(b"{not json").decode()}
-        _problem(requests.get(f"{base}/subscriptions", headers=garbage, timeout=30), 401)
-    finally:
-        relay.stop()
+    app = platform(flag)
+    headers = {"X-MS-CLIENT-PRINCIPAL": _forged_principal([SUBSCRIBER])}
+    assert app.get("subscriptions", headers=headers).status_code == 200
+    assert app.post("events", {"type": "x", "data": 1}, headers=headers).status_code == 403
+    assert app.get("subscriptions").status_code == 401
+    garbage = {"X-MS-CLIENT-PRINCIPAL": base64.b64encode(b"{not json").decode()}
+    assert app.get("subscriptions", headers=garbage).status_code == 401
 
 
-def test_easy_auth_header_is_refused_without_the_platform_flag(azurite: Any) -> None:
-    relay = RelayProcess(azurite, {"RELAY_AUTH": "entra", "WEBSITE_AUTH_ENABLED": ""}, function_key=None).start()
-    try:
-        headers = {"X-MS-CLIENT-PRINCIPAL": _forged_principal([ADMIN])}
-        _problem(requests.get(f"{relay.base}/subscriptions", headers=headers, timeout=30), 401)
-        _problem(requests.post(f"{relay.base}/events", json={"type": "x", "data": 1}, headers=headers, timeout=30), 401)
-        assert requests.get(f"{relay.base}/health", timeout=30).status_code == 200
-    finally:
-        relay.stop()
+def test_easy_auth_header_is_refused_without_the_platform_flag(platform: Any) -> None:
+    app = platform("")
+    headers = {"X-MS-CLIENT-PRINCIPAL": _forged_principal([ADMIN])}
+    assert app.get("subscriptions", headers=headers).status_code == 401
+    assert app.post("events", {"type": "x", "data": 1}, headers=headers).status_code == 401
+    assert app.get("health").status_code == 200
 
 
 # ---- the principal, parsed (no I/O) ---------------------------------------------------------------
@@ -480,25 +490,29 @@ def _encode(doc: dict[str, Any]) -> str:
     return base64.b64encode(json.dumps(doc).encode()).decode()
 
 
-def test_principal_takes_the_object_id_else_the_subject_and_roles_from_either_claim_type() -> None:
+def test_principal_owns_by_tenant_and_object_id_never_by_subject_and_takes_roles_from_either_claim_type() -> None:
     role_typ = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
+    tid = {"typ": "http://schemas.microsoft.com/identity/claims/tenantid", "val": "t-1"}
     doc = {
         "auth_typ": "aad",
         "name_typ": "name",
         "role_typ": role_typ,
         "claims": [
             {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": "oid-1"},
+            tid,
             {"typ": "sub", "val": "sub-1"},
             {"typ": "roles", "val": PUBLISHER},
             {"typ": role_typ, "val": ADMIN},
             {"typ": "name", "val": "Alice"},
         ],
     }
-    assert parse_principal(_encode(doc)) == Principal("oid-1", frozenset({PUBLISHER, ADMIN}), "Alice")
-    doc["claims"] = [{"typ": "oid", "val": "oid-2"}]
-    assert parse_principal(_encode(doc)).id == "oid-2"
-    doc["claims"] = [{"typ": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier", "val": "s"}]
-    assert parse_principal(_encode(doc)).id == "s"
+    assert parse_principal(_encode(doc)) == Principal("oid:t-1:oid-1", frozenset({PUBLISHER, ADMIN}), "Alice", "oid-1")
+    doc["claims"] = [{"typ": "oid", "val": "oid-2"}, {"typ": "tid", "val": "t-2"}]
+    assert parse_principal(_encode(doc)).id == "oid:t-2:oid-2"
+    doc["claims"] = [{"typ": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier", "val": "s"}, tid]
+    assert parse_principal(_encode(doc)).id is None  # a subject is never an owner
+    doc["claims"] = [{"typ": "azp", "val": "client-1"}, {"typ": "sub", "val": "s"}, tid]
+    assert parse_principal(_encode(doc)).id == "app:t-1:client-1"
     doc["claims"] = [{"typ": "roles", "val": ADMIN}]
     assert parse_principal(_encode(doc)) is None  # names nobody
     for bad in ("", "***", _encode({"claims": "x"}), base64.b64encode(b"[1]").decode()):
@@ -507,9 +521,12 @@ def test_principal_takes_the_object_id_else_the_subject_and_roles_from_either_cl
 
 def test_the_dev_hosts_principal_is_what_the_relay_reads() -> None:
     principal = parse_principal(
-        client_principal({"oid": "o", "sub": "s", "roles": [SUBSCRIBER, PUBLISHER], "name": "App", "exp": 1})
+        client_principal(
+            {"oid": "o", "tid": "t", "sub": "s", "roles": [SUBSCRIBER, PUBLISHER], "name": "App", "exp": 1}
+        )
     )
-    assert principal == Principal("o", frozenset({SUBSCRIBER, PUBLISHER}), "App")
+    assert principal == Principal("oid:t:o", frozenset({SUBSCRIBER, PUBLISHER}), "App", "o")
+    assert parse_principal(client_principal({"oid": "o", "tid": "t", "roles": ADMIN})).roles == frozenset()
 
 
 def test_keys_mode_ignores_the_easy_auth_header(monkeypatch: pytest.MonkeyPatch) -> None:

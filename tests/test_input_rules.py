@@ -239,7 +239,7 @@ def test_an_event_is_its_source_type_and_id(relay, receiver_factory, unique_type
     for event in sent:
         assert relay.publish(event).json() == {"id": shared}
     for event in sent:  # each again: nothing more is delivered
-        assert relay.publish({**event, "data": "repeat"}).json() == {"id": shared}
+        assert relay.publish({**event, "data": "repeat"}).json() == {"id": shared, "duplicate": True}
     receiver.wait_for(4)
     wait_until(relay.queue_idle, 30, "work queues to drain")
     got = sorted((r.json()["source"], r.json()["type"], r.json()["data"]) for r in receiver.requests)

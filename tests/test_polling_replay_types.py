@@ -353,8 +353,8 @@ def _v010_state(key: str) -> str:
 def test_a_flow_holding_a_state_from_the_first_release_keeps_polling(relay, unique_type) -> None:
     """Flows saved on 0.1.0 hold unsigned states in their trigger: after the upgrade their polls go
     on (the next Location carries a signed state) instead of failing until someone re-saves them.
-    Unsigned, such a state is trusted for its position only within the last hour: an older or
-    forged one reads no further back than that."""
+    Unsigned, such a state cannot be verified, so it starts a fresh chain from the call (CONTRACT
+    section 6): a forged or old one reads nothing from before it."""
     recent = _v010_state(clock.time_key(clock.utcnow() - timedelta(seconds=2)))
     first = relay.get(f"events/poll?eventType={unique_type}&triggerState={recent}")
     assert first.status_code == 202, first.text
@@ -389,7 +389,7 @@ def test_a_flow_holding_a_state_from_the_first_release_keeps_polling(relay, uniq
         url = answer.headers["Location"]
         if answer.status_code == 200:
             seen += [e["id"] for e in answer.json()["value"]]
-    assert stale.id not in seen and fresh in seen
+    assert stale.id not in seen and fresh not in seen  # both were accepted before the call
 
 
 def test_a_replay_lost_long_ago_is_a_crashed_problem_and_a_finished_one_says_how_many(

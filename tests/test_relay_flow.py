@@ -169,12 +169,13 @@ def test_exhausted_schedule_leaves_a_failed_delivery(relay_factory, receiver_fac
 
 
 def test_repeated_event_id_is_delivered_once(relay, receiver_factory, unique_type) -> None:
-    """Publishing the same event id twice delivers it once; both publishes answer 202 with that id."""
+    """Publishing the same event id twice delivers it once; both publishes answer 202 with that id,
+    the second saying it was a duplicate."""
     receiver = receiver_factory()
     relay.subscribe(receiver.url, eventTypes=[unique_type])
     event = {"type": unique_type, "id": f"evt-{uuid.uuid4().hex}", "data": 1}
     assert relay.publish(event).json() == {"id": event["id"]}
-    assert relay.publish(event).json() == {"id": event["id"]}
+    assert relay.publish(event).json() == {"id": event["id"], "duplicate": True}
     receiver.wait_for(1)
     wait_until(relay.queue_idle, 30, "work queues to drain")
     assert receiver.ids() == [event["id"]]

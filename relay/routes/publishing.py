@@ -3,17 +3,23 @@ store is `relay.events`'s; what the polling trigger reads, `relay.polling`'s."""
 
 from __future__ import annotations
 
+import logging
+
 import azure.functions as func
 
 from .. import clock, kick, polling
 from .. import events as events_mod
 from ..api import Reply, Request, http
 from ..errors import BadRequest, FieldError, PayloadTooLarge, invalid
+from ..eventlog import EventLog
 from ..eventtypes import validate_data
 from ..models import EventIn
-from ..outbox import Outbox
-from ..settings import get_settings
-from ..storage import get_storage
+from ..outbox import Outbox, Sent
+from ..pools import get_pools
+from ..settings import Settings, get_settings
+from ..storage import FANOUT_QUEUE, Storage, get_storage
+
+log = logging.getLogger("relay.publishing")
 
 MAX_BATCH = 100
 bp = func.Blueprint()
@@ -54,13 +60,44 @@ def publish_events(request: Request) -> Reply:
     storage = get_storage("fast")
     validate_data(storage, accepted, batch)
     # The default source is stored and sent to every subscriber: never with the caller's `?code=`.
-    records = [events_mod.accept(e, source=request.public_link("events")) for e in accepted]
+    # In entra mode the publisher's principal is part of each event's identity.
+    publisher = request.principal.id if request.principal is not None else None
+    records = [events_mod.accept(e, source=request.public_link("events"), publisher=publisher) for e in accepted]
     sent = Outbox(storage, settings).publish(records, lease=kick.LEASE)
+    duplicate = _claim(storage, settings, sent)
     # Fanned out here and now; the message, durable already, is the fallback (relay.kick).
-    kick.Kicker(get_storage(), settings).start(sent)
+    kick.Kicker(get_storage(), settings).start([s for s, dup in zip(sent, duplicate, strict=True) if not dup])
+    answers = [{"id": r.id, **({"duplicate": True} if dup else {})} for r, dup in zip(records, duplicate, strict=True)]
     if batch:
-        return Reply(202, {"value": [{"id": r.id} for r in records]})
-    return Reply(202, {"id": records[0].id})
+        return Reply(202, {"value": answers})
+    return Reply(202, answers[0])
+
+
+def _claim(storage: Storage, settings: Settings, sent: list[Sent]) -> list[bool]:
+    """Which of the enqueued events are duplicates of an event accepted before (CONTRACT
+    section 6: the answer says so). Each claims its de-duplication row; a duplicate's message is
+    withdrawn (should that fail, its fan-out drops it all the same)."""
+    event_log = EventLog(storage)
+
+    def one(item: Sent) -> bool:
+        if event_log.claim(item.message.event, item.message_id):
+            return False
+        try:
+            storage.queue(FANOUT_QUEUE).delete_message(item.message_id, item.pop_receipt)
+        except Exception as exc:  # noqa: BLE001 - its fan-out finds the row taken and drops it
+            log.debug("publish: a duplicate's message stays for fan-out to drop (%s)", type(exc).__name__)
+        return True
+
+    claimable = [s for s in sent if not s.message.event.generated]
+    if not claimable:
+        return [False] * len(sent)
+    if len(claimable) == 1:
+        found = {claimable[0].message_id: one(claimable[0])}
+    else:
+        sends = get_pools(settings).sends
+        futures = {s.message_id: sends.submit(one, s) for s in claimable}
+        found = {key: future.result() for key, future in futures.items()}
+    return [found.get(s.message_id, False) for s in sent]
 
 
 def publish_batch(request: Request) -> Reply:
@@ -77,13 +114,16 @@ def publish_batch(request: Request) -> Reply:
 def poll_events(request: Request) -> Reply:
     pattern = polling.check_pattern(request.params.get("eventType") or "*")
     text = request.params.get("triggerState")
-    if not text:
+    state = polling.PollState.verify(text) if text else None
+    if state is None:
+        if text:
+            # Rotated key, lost keys table, tampering or an old unsigned state: a 400 would have
+            # the engine retry this very URL for ever, so the flow goes on from now instead.
+            log.warning("poll: a triggerState the relay cannot verify; a fresh chain starts from now")
         state = polling.PollState.starting(clock.utcnow())
         location = request.link("events/poll", {"eventType": pattern, "triggerState": state.encode()})
         return Reply(202, None, {"Location": location, "Retry-After": str(polling.IDLE_RETRY_AFTER)})
-    result = polling.poll(
-        get_storage("fast"), pattern, polling.PollState.decode(text), get_settings().event_retention_days
-    )
+    result = polling.poll(get_storage("fast"), pattern, state, get_settings().event_retention_days)
     location = request.link("events/poll", {"eventType": pattern, "triggerState": result.state.encode()})
     if not result.events:
         # Nothing matched in this slice; when the slice ended before now, the rest is read at once.
