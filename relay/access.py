@@ -118,7 +118,10 @@ RULES: dict[str, Rule] = {
     "list_subscriptions": _rule(SUBSCRIBER, mine=True),  # scoped to the caller's own in the store
     "unsubscribe": _rule(SUBSCRIBER, mine=True),  # scoped to the caller's own in the store
     "get_subscription": _rule(SUBSCRIBER, owned="id"),
-    "delete_subscription": _rule(SUBSCRIBER, owned="id"),
+    # Another owner's subscription is answered as an unknown id would be: 200, nothing removed
+    # (the store checks the owner on the row it removes). A 404 here failed the save of a flow
+    # whose co-owner had re-pointed its connection (the platform deletes the old registration).
+    "delete_subscription": _rule(SUBSCRIBER, mine=True),
     "list_deliveries": _rule(SUBSCRIBER, owned="id"),
     "start_replay": _rule(SUBSCRIBER, owned="id"),
     "get_operation": _rule(SUBSCRIBER, owned="operationId"),

@@ -1043,10 +1043,11 @@ class SubscriptionStore:
             repaired += 1
         return repaired
 
-    def delete(self, sub_id: str, registration: int | None = None) -> bool:
+    def delete(self, sub_id: str, registration: int | None = None, scope: str | None = None) -> bool:
         """Remove a subscription; with `registration`, only if that is still its current one (a
-        DELETE of a registration a later subscribe superseded removes nothing). Returns whether
-        this call found it to remove.
+        DELETE of a registration a later subscribe superseded removes nothing); with `scope` (a
+        subscriber, not an admin), only if it is that owner's. Returns whether this call found it
+        to remove.
 
         In order: the `removing` mark (a conditional write, so it is of the state just read,
         and every later change of the row sees it), a tombstone (queued work planned before
@@ -1059,6 +1060,8 @@ class SubscriptionStore:
                 return False
             current = _from_row(raw)
             if registration is not None and registration != current.registration:
+                return False
+            if scope is not None and current.owner != scope:
                 return False
             if not current.removing:
                 if self._write_row(raw, replace(current, removing=True, updated_at=_now())) is None:

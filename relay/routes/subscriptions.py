@@ -89,7 +89,9 @@ def delete_subscription(request: Request) -> Reply:
         if not (len(given) <= 15 and given.isascii() and given.isdigit() and int(given) > 0):
             raise invalid("registration", "must be the registration number of a subscribe's Location")
         registration = int(given)
-    SubscriptionStore(get_storage("fast")).delete(request.route.get("id", ""), registration)
+    SubscriptionStore(get_storage("fast")).delete(
+        request.route.get("id", ""), registration, access.owner_scope(request)
+    )
     return Reply(200, {})
 
 
