@@ -1,0 +1,191 @@
+"""Fairness that holds against many origins (issue 18, items 3 and 4): dead receivers spread over
+many origins, a busy origin and a replay storm cannot take the sender from the others."""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from relay.origins import OriginGate
+from relay.outbound import BreakerOpen, DeliveryError, DeliveryTimeout, OriginBusy, Sender
+from tests.helpers import wait_until
+
+SECRET = "s3cr3tSIG"
+
+
+class ManyHanging:
+    """`count` listening sockets on 127.0.0.1 (as many origins: one port each); every connection is
+    accepted and then left unanswered. One thread serves them all."""
+
+    def __init__(self, count: int) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.listeners: list[socket.socket] = []
+        self.held: list[socket.socket] = []
+        self.lock = threading.Lock()
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(64)
+            sock.setblocking(False)
+            self.selector.register(sock, selectors.EVENT_READ)
+            self.listeners.append(sock)
+        self.ports = [s.getsockname()[1] for s in self.listeners]
+        self.stopped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def accepted(self) -> int:
+        with self.lock:
+            return len(self.held)
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            for key, _ in self.selector.select(0.2):
+                try:
+                    conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                except OSError:
+                    continue
+                with self.lock:
+                    self.held.append(conn)
+
+    def close(self) -> None:
+        self.stopped.set()
+        for sock in self.listeners:
+            sock.close()
+        with self.lock:
+            for conn in self.held:
+                conn.close()
+
+
+@pytest.fixture
+def many_hanging() -> Iterator[ManyHanging]:
+    server = ManyHanging(150)
+    yield server
+    server.close()
+
+
+# ---- the gate: a lane for origins that are failing or not known --------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def origin(n: int) -> tuple[str, str, int]:
+    return ("http", f"o{n}.example.test", 80)
+
+
+def test_unknown_and_failing_origins_share_a_small_lane_and_known_ones_keep_the_rest() -> None:
+    """With the lane's two slots taken by origins that never answered, a third such origin is handed
+    back at once (OriginBusy), while an origin that answered lately still gets slots; an origin
+    whose last attempt timed out is back in the lane."""
+    clock = FakeClock()
+    gate = OriginGate(cap=4, wait=2.0, stall=1.0, trip=5, window=60, cooloff=30, lane=2, now=clock)
+    known = origin(0)
+    gate.acquire(known, "known")
+    gate.release(known, False, False, took=0.01)  # it answered: known from now on
+    gate.acquire(origin(1), "o1")
+    gate.acquire(origin(2), "o2")
+    with pytest.raises(OriginBusy, match="not answered"):
+        gate.acquire(origin(3), "o3")
+    for _ in range(3):
+        gate.acquire(known, "known")
+    gate.release(origin(1), False, False, took=0.01)  # o1 answers: it leaves the lane
+    gate.acquire(origin(3), "o3")  # the lane's freed slot
+    gate.release(known, False, True)  # known times out: its next attempt goes through the lane
+    gate.release(known, False, False)  # (no answer either way: a refused connection, say)
+    gate.release(known, False, False)
+    with pytest.raises(OriginBusy, match="not answered"):
+        gate.acquire(known, "known")
+
+
+def test_an_origin_that_never_answered_opens_its_breaker_on_its_first_timeout() -> None:
+    clock = FakeClock()
+    gate = OriginGate(cap=4, wait=2.0, stall=1.0, trip=5, window=60, cooloff=30, first_trip=1, now=clock)
+    gate.acquire(origin(1), "o1")
+    gate.release(origin(1), False, True)
+    with pytest.raises(BreakerOpen):
+        gate.acquire(origin(1), "o1")
+    # One that has answered before is given `trip` timeouts.
+    gate.acquire(origin(2), "o2")
+    gate.release(origin(2), False, False, took=0.01)
+    gate.acquire(origin(2), "o2")
+    gate.release(origin(2), False, True)
+    assert gate.acquire(origin(2), "o2") is False
+
+
+@pytest.mark.timeout(30)
+def test_connect_timeout_is_shorter_than_the_answer_timeout(senders: Callable[..., Sender]) -> None:
+    """A listener whose backlog is full does not complete connections: the attempt ends at the
+    connect timeout (1 s here), not at the 10 s answer timeout."""
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = []
+    try:
+        port = full.getsockname()[1]
+        # Fill the accept queue (never accepted): later SYNs are dropped by the kernel.
+        for _ in range(8):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        time.sleep(0.2)  # let the kernel finish the handshakes of the fillers it will take
+        sender = senders(timeout=10.0, connect_timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(DeliveryError) as failed:
+            sender.post(f"http://127.0.0.1:{port}/hook?sig={SECRET}", b"{}", {})
+        assert isinstance(failed.value, DeliveryTimeout)
+        assert time.monotonic() - started < 5.0
+        assert SECRET not in failed.value.message
+    finally:
+        for filler in fillers:
+            filler.close()
+        full.close()
+
+
+# ---- end to end: 150 hanging origins, the dev host, the default 30 s timeout -------------------
+
+
+@pytest.mark.timeout(400)
+def test_healthy_receiver_p95_under_2s_while_150_origins_hang(
+    relay_factory: Callable[..., Any], receiver_factory: Callable[..., Any], many_hanging: ManyHanging, unique_type: str
+) -> None:
+    """150 subscriptions on 150 receivers (one port each) that accept and never answer, at the
+    default 30 s timeout; a healthy receiver gets 40 events published one a second meanwhile,
+    through the first timeouts and the retries after them: its p95 latency (publish call to
+    arrival) stays under 2 s. (Before: every attempt thread hung for 30 s each, and the healthy
+    receiver's events waited up to a whole timeout.)"""
+    relay = relay_factory({})
+    good = receiver_factory()
+    dead_type, good_type = unique_type, unique_type + ".other"
+    for port in many_hanging.ports:
+        relay.subscribe(f"http://127.0.0.1:{port}/hook?sig={SECRET}", eventTypes=[dead_type])
+    relay.subscribe(good.url, eventTypes=[good_type])
+    relay.publish({"type": good_type, "data": {"n": -1}, "id": "warm"})
+    good.wait_for(1, timeout=30)  # the healthy origin has answered before, as a live one has
+
+    relay.publish({"type": dead_type, "data": {"n": 0}})
+    wait_until(lambda: many_hanging.accepted >= 8, 30, "the relay to reach the hanging receivers")
+    sent: dict[str, float] = {}
+    for n in range(40):
+        event_id = f"good-{n}"
+        sent[event_id] = time.monotonic()
+        relay.publish({"type": good_type, "data": {"n": n}, "id": event_id})
+        time.sleep(max(0.0, sent[event_id] + 1.0 - time.monotonic()))  # one a second, the load itself
+    arrived = {r.headers["webhook-id"]: r.at for r in good.wait_for(41, timeout=120)}
+    latencies = sorted(arrived[e] - t for e, t in sent.items())
+    p95 = latencies[int(0.95 * len(latencies)) - 1]
+    assert p95 < 2.0, (p95, statistics.median(latencies), latencies[-1], many_hanging.accepted)
+    assert many_hanging.accepted >= 8
