@@ -123,8 +123,9 @@ class OriginGate:
                     if state.open_until:
                         if now < state.open_until or state.probing:
                             raise BreakerOpen(
-                                f"not sent: {label} timed out {self.trip} times within "
-                                f"{self.window:g} s, so it is left alone for a while"
+                                f"not sent: {label} timed out lately ({self.first_trip} timeout if it "
+                                f"never answered, else {self.trip} within {self.window:g} s), so it is "
+                                "left alone for a while"
                             )
                         if not holds:
                             self._check_lane(state, label)
