@@ -49,6 +49,8 @@ READ_THREADS = 8
 # Threads fanning out just-published events in the publishing process (relay.kick). A kick is an
 # invocation of its own: it submits to the attempt and send pools, never to this one.
 KICK_THREADS = 16
+# One call in this many is taken from the bulk flows (replays, resends) first when both kinds wait.
+BULK_TURN = 4
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -109,9 +111,9 @@ class AttemptThreads(Executor):
     Fair, not first in first out: every batch belongs to a flow (`key`: one event's fan-out, one
     subscription's replay), and a free thread takes the next call of the next flow in turn, so a
     fan-out of a thousand targets queued first does not hold back an unrelated event queued after
-    it (one flow per batch when no key is given). Bulk flows (replays, resends) are taken only when
-    no live call waits, and at most `bulk_share` of the threads run them at a time: however many
-    replays are running, live deliveries find a thread.
+    it (one flow per batch when no key is given). Bulk flows (replays, resends) go after live ones
+    (but for one turn in BULK_TURN, so they are never starved), and at most `bulk_share` of the
+    threads run them at a time: however many replays are running, live deliveries find a thread.
     """
 
     def __init__(self, threads: int, name: str = "deliver", bulk_share: float = 0.5) -> None:
@@ -122,6 +124,9 @@ class AttemptThreads(Executor):
         self._live: OrderedDict[Hashable, deque[tuple[Batch[Any, Any], int]]] = OrderedDict()
         self._bulk: OrderedDict[Hashable, deque[tuple[Batch[Any, Any], int]]] = OrderedDict()
         self._bulk_running = 0
+        self._turns = 0
+        self._live_first = ((self._live, False), (self._bulk, True))
+        self._bulk_first = ((self._bulk, True), (self._live, False))
         self._idle = 0  # threads waiting for work
         self._threads: list[threading.Thread] = []
         self._queued = 0  # calls queued so far, under the lock
@@ -176,8 +181,11 @@ class AttemptThreads(Executor):
                 self._cond.notify(min(len(jobs), self._idle))
 
     def _take(self) -> tuple[Batch[Any, Any], int, bool] | None:
-        """The next call in turn (under the lock): live flows first, then bulk ones within their cap."""
-        for flows, bulk in ((self._live, False), (self._bulk, True)):
+        """The next call in turn (under the lock): live flows first, then bulk ones within their
+        cap; every BULK_TURN-th call bulk first, so a steady live load cannot starve a replay."""
+        self._turns += 1
+        order = self._bulk_first if self._turns % BULK_TURN == 0 else self._live_first
+        for flows, bulk in order:
             if not flows or (bulk and self._bulk_running >= self._bulk_cap):
                 continue
             flow, queued = next(iter(flows.items()))

@@ -276,3 +276,50 @@ def test_a_replay_storm_leaves_room_for_live_deliveries(app_storage: Any, receiv
         item.finish()
     assert latency < 2.0, latency
     assert len(busy.requests) >= 700
+
+
+@pytest.mark.timeout(30)
+def test_attempt_threads_take_turns_and_keep_bulk_work_to_its_share() -> None:
+    """Four threads, bulk work on at most two: ten blocked replay calls hold two threads, and a
+    live call queued after them runs at once on a third; flows take turns, and a steady live
+    queue still lets a bulk call through within BULK_TURN calls."""
+    from relay.pools import BULK_TURN, AttemptThreads
+
+    threads = AttemptThreads(4, bulk_share=0.5)
+    release = threading.Event()
+    running: list[str] = []
+    lock = threading.Lock()
+
+    def hold(name: str) -> None:
+        with lock:
+            running.append(name)
+        release.wait(20)
+
+    try:
+        bulk = threads.start(hold, [f"bulk{i}" for i in range(10)], key="replay", bulk=True)
+        wait_until(lambda: len(running) == 2, 5, "two bulk calls to run")
+        live = threads.start(lambda _: "done", ["live"], key="event")
+        assert live.wait() == [("done", None)]
+        with lock:
+            assert sorted(running) == ["bulk0", "bulk1"]  # still two: the cap holds
+        release.set()
+        assert len(bulk.wait()) == 10
+    finally:
+        release.set()
+        threads.shutdown()
+
+    one = AttemptThreads(1)
+    gate, order = threading.Event(), []
+    try:
+        blocker = one.start(lambda _: gate.wait(20), [None])
+        big = one.start(order.append, [f"a{i}" for i in range(6)], key="a")
+        small = one.start(order.append, ["b0"], key="b")
+        replay = one.start(order.append, ["r0"], key="r", bulk=True)
+        gate.set()
+        for batch in (blocker, big, small, replay):
+            batch.wait()
+    finally:
+        gate.set()
+        one.shutdown()
+    assert order.index("b0") == 1  # after one call of the big flow, not after all six
+    assert order.index("r0") < BULK_TURN
