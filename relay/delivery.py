@@ -128,8 +128,17 @@ class Deliverer:
         )
         for mode in {t.mode for t in targets}:
             notes.get(mode)  # built here, once, not by racing attempt threads (a body can be 1 MiB)
-        # One queue entry per target and one wake-up for the whole batch (see relay.pools).
-        batch = self._pools.attempts.start(partial(self._one, event, notes, log_key, since), targets)
+        # One queue entry per target and one wake-up for the whole batch (see relay.pools). The
+        # attempts of one event's fan-out are one flow, taking turns with every other flow; a
+        # replay's or resend's attempt (logged from its first try, never handed back yet) is bulk
+        # work of its subscription's flow, which live deliveries go before.
+        bulk = all(t.logged and t.attempt == 1 and not t.deferred for t in targets)
+        batch = self._pools.attempts.start(
+            partial(self._one, event, notes, log_key, since),
+            targets,
+            key=("bulk", targets[0].sub) if bulk and targets else ("event", event.id),
+            bulk=bulk and bool(targets),
+        )
         return Attempts(self, event, log_key, batch)
 
     def _finish(self, event: EventRecord, log_key: tuple[str, str], batch: Batch[Target, FirstTry | None]) -> None:

@@ -1,16 +1,24 @@
 """The event-type catalogue: names, descriptions and optional JSON Schemas for `data`.
 
 Publishing does not need a registered type; when a type has a schema, `data` must match it.
-The catalogue is read whole and kept for a few seconds per process, so validation costs no
-storage transaction per publish; a change made elsewhere applies within that time.
+
+Bounded, because a catalogue of 600 types with 30 KB schemas read whole into every process (and
+again after every write) took a process from 75 MB to 721 MB: at most `MAX_EVENT_TYPES` types of
+at most `MAX_SCHEMA_CHARS` characters of schema each; the list is paged (`limit`,
+`continuationToken`, `nextLink`, and at most about `PAGE_BYTES` of schemas a page). A process
+keeps the set of registered names (small) and, for the types it is publishing, their schemas
+(`TYPES_KEPT`) and compiled validators (`VALIDATORS_KEPT`), least recently used first out, each
+for at most `CACHE_SECONDS`: validation costs no storage transaction per publish, and a change
+made elsewhere applies within that time.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
-from functools import lru_cache
+from collections import OrderedDict
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -21,17 +29,28 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from . import schemabounds
-from .errors import BadRequest, FieldError, invalid
+from .errors import BadRequest, Conflict, FieldError, invalid
 from .matching import NAME_RULE, is_name
 from .models import EventIn, EventTypeRequest
+from .paging import decode_token, encode_token
 from .storage import EVENT_TYPES_TABLE, Storage
 
 PARTITION = "type"
 CACHE_SECONDS = 30.0
+# The catalogue's bounds: registered types, and characters of one type's schema as compact JSON.
+MAX_EVENT_TYPES = 1000
+MAX_SCHEMA_CHARS = 30_000
+# A page of the list ends before its schemas pass this many characters (one type always fits).
+PAGE_BYTES = 1_048_576
+# Per process: the schemas of types being published, and their compiled validators.
+TYPES_KEPT = 256
+VALIDATORS_KEPT = 64
 
 _lock = threading.Lock()
 _refresh = threading.Lock()
-_cache: tuple[float, dict[str, dict[str, Any]]] | None = None
+_names: tuple[float, frozenset[str]] | None = None  # registered names, and when they were read
+_types: OrderedDict[str, tuple[float, str | None]] = OrderedDict()  # name -> (read at, schema text)
+_validators: OrderedDict[str, Any] = OrderedDict()  # schema text -> compiled validator
 
 
 def check_name(name: str) -> str:
@@ -66,12 +85,32 @@ def _check_bounds(schema: dict[str, Any]) -> None:
     schemabounds.check_paths(schema, lookup)
 
 
-@lru_cache(maxsize=256)
 def _compiled(schema_text: str) -> Any:
-    """One validator per distinct schema, not one per published event."""
+    """One validator per distinct schema, not one per published event; the least recently used go
+    once `VALIDATORS_KEPT` are kept (a validator holds its schema parsed, ten times its text)."""
+    with _lock:
+        found = _validators.get(schema_text)
+        if found is not None:
+            _validators.move_to_end(schema_text)
+            return found
     schema = json.loads(schema_text)
     _check_bounds(schema)  # a schema stored before these checks existed is refused, not run
-    return _validator_for(schema)
+    validator = _validator_for(schema)
+    with _lock:
+        _validators[schema_text] = validator
+        while len(_validators) > VALIDATORS_KEPT:
+            _validators.popitem(last=False)
+    return validator
+
+
+def validators_kept() -> int:
+    with _lock:
+        return len(_validators)
+
+
+def types_kept() -> int:
+    with _lock:
+        return len(_types)
 
 
 def _local_refs(node: Any, path: str = "schema") -> list[str]:
@@ -127,14 +166,21 @@ class EventTypes:
         if body.schema_ is not None:
             row["schema"] = json.dumps(body.schema_, separators=(",", ":"))
             # Size first: the checks below walk the schema, so they only ever see a bounded one.
-            if len(row["schema"]) > 30_000:
-                raise invalid("schema", "is larger than 30,000 characters of JSON")
+            if len(row["schema"]) > MAX_SCHEMA_CHARS:
+                raise invalid("schema", f"is larger than {MAX_SCHEMA_CHARS:,} characters of JSON")
             check_schema(body.schema_)
         created = self.get(name) is None
+        if created and len(self.names()) >= MAX_EVENT_TYPES:
+            # Two creates racing may both pass; the bound is on what a careless or hostile writer
+            # can pile up, not an exact count.
+            raise Conflict(
+                f"name: the catalogue holds its limit of {MAX_EVENT_TYPES} event types; delete one first",
+                [FieldError("name", f"would be type {MAX_EVENT_TYPES + 1}; at most {MAX_EVENT_TYPES} are kept")],
+            )
         if body.description is not None:
             row["description"] = body.description
         self._table.upsert_entity(row, mode=UpdateMode.REPLACE)
-        forget()
+        forget(name)
         return view(row), created
 
     def get(self, name: str) -> dict[str, Any] | None:
@@ -147,54 +193,126 @@ class EventTypes:
     def delete(self, name: str) -> None:
         check_name(name)
         self._table.delete_entity(PARTITION, name)
-        forget()
+        forget(name)
 
-    def all(self) -> dict[str, dict[str, Any]]:
-        rows = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION}, results_per_page=1000)
-        return {r["RowKey"]: view(r) for r in rows}
+    def names(self) -> frozenset[str]:
+        """Every registered name (the row keys alone: at most MAX_EVENT_TYPES short strings)."""
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": PARTITION}, select=["RowKey"], results_per_page=1000
+        )
+        return frozenset(r["RowKey"] for r in rows)
+
+    def schema_text(self, name: str) -> str | None:
+        """The type's schema as stored (compact JSON), or None: no such type, or no schema."""
+        try:
+            row = self._table.get_entity(PARTITION, name, select=["schema"])
+        except ResourceNotFoundError:
+            return None
+        text = row.get("schema")
+        return text if isinstance(text, str) and text else None
+
+    def page(self, *, limit: int, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of types in name order: at most `limit`, and no more once their schemas pass
+        PAGE_BYTES; the token names the first type of the next page (a sealed token of its own:
+        the table's continuation cannot be made to start at a row chosen here)."""
+        start = ""
+        if token:
+            opened = decode_token(token)
+            if set(opened) != {"RowKey"}:
+                raise invalid("continuationToken", "is not a token this list issued")
+            start = opened["RowKey"]
+        rows = list(
+            itertools.islice(
+                self._table.query_entities(
+                    "PartitionKey eq @pk and RowKey ge @start",
+                    parameters={"pk": PARTITION, "start": start},
+                    results_per_page=limit + 1,
+                ),
+                limit + 1,
+            )
+        )
+        out: list[dict[str, Any]] = []
+        size = 0
+        for row in rows:
+            schema_size = len(row.get("schema") or "")
+            if len(out) == limit or (out and size + schema_size > PAGE_BYTES):
+                return out, encode_token({"RowKey": row["RowKey"]})
+            size += schema_size
+            out.append(view(row))
+        return out, None
 
 
-def forget() -> None:
-    global _cache
+def forget(name: str | None = None) -> None:
+    """Drop what this process keeps of the catalogue (after a write here): the name set, and the
+    type's schema (every type's without a name)."""
+    global _names
     with _lock:
-        _cache = None
+        _names = None
+        if name is None:
+            _types.clear()
+        else:
+            _types.pop(name, None)
 
 
-def catalogue(storage: Storage) -> dict[str, dict[str, Any]]:
-    global _cache
+def _registered(storage: Storage) -> frozenset[str]:
+    global _names
     with _lock:
-        if _cache is not None and time.monotonic() - _cache[0] < CACHE_SECONDS:
-            return _cache[1]
+        if _names is not None and time.monotonic() - _names[0] < CACHE_SECONDS:
+            return _names[1]
     with _refresh:
         # One reader refreshes while concurrent publishes wait for its answer, not a query each.
         with _lock:
-            if _cache is not None and time.monotonic() - _cache[0] < CACHE_SECONDS:
-                return _cache[1]
-        types = EventTypes(storage).all()
+            if _names is not None and time.monotonic() - _names[0] < CACHE_SECONDS:
+                return _names[1]
+        names = EventTypes(storage).names()
         with _lock:
-            _cache = (time.monotonic(), types)
-        return types
+            _names = (time.monotonic(), names)
+        return names
+
+
+def schema_text(storage: Storage, name: str) -> str | None:
+    """The registered schema of `name` as compact JSON, or None; read once per CACHE_SECONDS per
+    type, and only for registered types (an unregistered one costs no storage transaction)."""
+    if name not in _registered(storage):
+        return None
+    now = time.monotonic()
+    with _lock:
+        found = _types.get(name)
+        if found is not None and now - found[0] < CACHE_SECONDS:
+            _types.move_to_end(name)
+            return found[1]
+    text = EventTypes(storage).schema_text(name)
+    with _lock:
+        _types[name] = (now, text)
+        _types.move_to_end(name)
+        while len(_types) > TYPES_KEPT:
+            _types.popitem(last=False)
+    return text
 
 
 def validate_data(storage: Storage, events: list[EventIn], batch: bool) -> None:
     """400 naming the failing path when an event's data does not match its type's schema."""
-    types = catalogue(storage)
     errors: list[FieldError] = []
     with schemabounds.deadline():  # one budget for the whole publish, however many events it holds
         for index, event in enumerate(events):
-            schema = types.get(event.type, {}).get("schema")
-            if schema is None:
+            text = schema_text(storage, event.type)
+            if text is None:
                 continue
             prefix = f"[{index}]." if batch else ""
             try:
-                validator = _compiled(json.dumps(schema, sort_keys=True))
+                validator = _compiled(text)
                 found = sorted(validator.iter_errors(event.data), key=lambda e: list(e.path))[:10]
-            except schemabounds.BudgetExceeded:
+            except schemabounds.BudgetExceeded as exc:
+                why = (
+                    f"took longer than {schemabounds.VALIDATION_SECONDS:g} s"
+                    if exc.reason == "time"
+                    else f"would match more than {schemabounds.MATCH_BUDGET:,} units of pattern work "
+                    "(program size times characters)"
+                )
                 errors.append(
                     FieldError(
                         f"{prefix}data",
-                        f"checking it against the schema of {event.type} took longer than "
-                        f"{schemabounds.VALIDATION_SECONDS:g} s; the data or the schema is too costly",
+                        f"checking it against the schema of {event.type} {why}; the data or the schema is too costly",
                     )
                 )
                 break  # the budget is spent: no further event can be checked in time

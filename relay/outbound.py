@@ -88,6 +88,10 @@ __all__ = [
 # Checked addresses tried in turn when connecting to one fails (say an IPv6 address on a host
 # without IPv6 routing); all of them share the attempt's one deadline.
 _ADDRESSES_TRIED = 4
+# Seconds a TCP connect (and TLS handshake) may take, within the attempt's timeout: an address that
+# drops SYNs is given up on this soon, not after the whole answer timeout (a flow may take 30 s to
+# answer; a connection to a live host does not).
+CONNECT_TIMEOUT = 5.0
 
 
 class _ResolveTimeout(Exception):
@@ -113,6 +117,9 @@ class Sender:
         breaker_timeouts: int = 5,
         breaker_window: float = 60.0,
         breaker_cooloff: float = 30.0,
+        breaker_first_timeouts: int = 1,
+        lane_slots: int | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -131,12 +138,19 @@ class Sender:
             trip=breaker_timeouts,
             window=breaker_window,
             cooloff=breaker_cooloff,
+            # Origins not known to answer share a quarter of the threads unless told otherwise.
+            lane=lane_slots if lane_slots is not None else max(1, pool_size // 4),
+            first_trip=breaker_first_timeouts,
         )
         # Lookups run here so the attempt can stop waiting at its deadline; a lookup that hangs
         # keeps its thread, the attempt does not.
         self._dns = ThreadPoolExecutor(max_workers=8, thread_name_prefix="relay-dns")
         self._transport = Transport(
-            user_agent=user_agent, max_response_bytes=max_response_bytes, pool_size=pool_size, verify=verify
+            user_agent=user_agent,
+            max_response_bytes=max_response_bytes,
+            pool_size=pool_size,
+            verify=verify,
+            connect_timeout=min(connect_timeout, timeout),
         )
 
     def __enter__(self) -> Sender:

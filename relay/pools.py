@@ -1,9 +1,10 @@
 """The process's pools, owned by one object: the threads that make delivery attempts, the threads
 that send queue messages or read rows side by side, and the one HTTP sender the attempts share.
 
-The attempt threads are not a `ThreadPoolExecutor`: they take attempts from one shared queue,
-and a batch of them (a fan-out's hundred targets) is handed over as one queue entry per target
-and waited for as a whole (`AttemptThreads.start`, `Batch.wait`). A future per attempt (its
+The attempt threads are not a `ThreadPoolExecutor`: they take attempts from fair queues (one
+per flow: an event's fan-out, a subscription's replay; see `AttemptThreads`), and a batch of
+them (a fan-out's hundred targets) is handed over as one queue entry per target and waited for
+as a whole (`AttemptThreads.start`, `Batch.wait`). A future per attempt (its
 condition, its lock, its wake-up of the waiter) and the executor's per-task semaphore were a
 tenth of the relay's CPU at fan-out 100 in py-spy profiles of the benchmark.
 
@@ -26,9 +27,9 @@ import atexit
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from queue import SimpleQueue
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from . import signing
@@ -48,6 +49,8 @@ READ_THREADS = 8
 # Threads fanning out just-published events in the publishing process (relay.kick). A kick is an
 # invocation of its own: it submits to the attempt and send pools, never to this one.
 KICK_THREADS = 16
+# One call in this many is taken from the bulk flows (replays, resends) first when both kinds wait.
+BULK_TURN = 4
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -102,14 +105,30 @@ class Batch(Generic[T, R]):
 
 
 class AttemptThreads(Executor):
-    """Up to `threads` threads taking calls from one shared queue, first in first out; threads
-    start as work arrives (as many as there are calls not yet finished) and stay."""
+    """Up to `threads` threads taking calls from fair queues; threads start as work arrives (as many
+    as there are calls not yet finished) and stay.
 
-    def __init__(self, threads: int, name: str = "deliver") -> None:
+    Fair, not first in first out: every batch belongs to a flow (`key`: one event's fan-out, one
+    subscription's replay), and a free thread takes the next call of the next flow in turn, so a
+    fan-out of a thousand targets queued first does not hold back an unrelated event queued after
+    it (one flow per batch when no key is given). Bulk flows (replays, resends) go after live ones
+    (but for one turn in BULK_TURN, so they are never starved), and at most `bulk_share` of the
+    threads run them at a time: however many replays are running, live deliveries find a thread.
+    """
+
+    def __init__(self, threads: int, name: str = "deliver", bulk_share: float = 0.5) -> None:
         self._max, self._name = threads, name
-        self._queue: SimpleQueue[tuple[Batch[Any, Any], int] | None] = SimpleQueue()
+        self._bulk_cap = max(1, int(threads * bulk_share))
+        self._cond = threading.Condition(threading.Lock())
+        # Flows with calls waiting, in turn order: key -> its calls, oldest first.
+        self._live: OrderedDict[Hashable, deque[tuple[Batch[Any, Any], int]]] = OrderedDict()
+        self._bulk: OrderedDict[Hashable, deque[tuple[Batch[Any, Any], int]]] = OrderedDict()
+        self._bulk_running = 0
+        self._turns = 0
+        self._live_first = ((self._live, False), (self._bulk, True))
+        self._bulk_first = ((self._bulk, True), (self._live, False))
+        self._idle = 0  # threads waiting for work
         self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
         self._queued = 0  # calls queued so far, under the lock
         self._finished = itertools.count(1)  # calls finished so far, counted without one
         # A finished count some thread drew lately: a late write can leave it behind the true one,
@@ -117,13 +136,13 @@ class AttemptThreads(Executor):
         self._done = 0
         self._closed = False
 
-    def start(self, fn: Callable[[T], R], items: Sequence[T]) -> Batch[T, R]:
+    def start(
+        self, fn: Callable[[T], R], items: Sequence[T], *, key: Hashable | None = None, bulk: bool = False
+    ) -> Batch[T, R]:
         """Queue one call of `fn` per item and return at once; the batch's `wait()` waits."""
         batch = Batch(fn, items)
-        self._enter(len(items))
-        put = self._queue.put
-        for index in range(len(items)):
-            put((batch, index))
+        if items:
+            self._enter([(batch, index) for index in range(len(items))], key, bulk)
         return batch
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
@@ -138,38 +157,73 @@ class AttemptThreads(Executor):
             except BaseException as exc:  # noqa: BLE001 - the future carries it
                 future.set_exception(exc)
 
-        self._enter(1)
-        self._queue.put((Batch(run, [None]), 0))
+        self._enter([(Batch(run, [None]), 0)], None, False)
         return future
 
-    def _enter(self, count: int) -> None:
-        with self._lock:
+    def _enter(self, jobs: list[tuple[Batch[Any, Any], int]], key: Hashable | None, bulk: bool) -> None:
+        flows = self._bulk if bulk else self._live
+        flow = key if key is not None else jobs[0][0]  # no key: the batch is a flow of its own
+        with self._cond:
             if self._closed:
                 raise RuntimeError("cannot schedule new attempts after shutdown")
-            self._queued += count
+            queued = flows.get(flow)
+            if queued is None:
+                flows[flow] = deque(jobs)
+            else:
+                queued.extend(jobs)
+            self._queued += len(jobs)
             unfinished = self._queued - self._done
             while len(self._threads) < min(self._max, unfinished):
                 thread = threading.Thread(target=self._work, name=f"{self._name}_{len(self._threads)}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
+            if self._idle:
+                self._cond.notify(min(len(jobs), self._idle))
+
+    def _take(self) -> tuple[Batch[Any, Any], int, bool] | None:
+        """The next call in turn (under the lock): live flows first, then bulk ones within their
+        cap; every BULK_TURN-th call bulk first, so a steady live load cannot starve a replay."""
+        self._turns += 1
+        order = self._bulk_first if self._turns % BULK_TURN == 0 else self._live_first
+        for flows, bulk in order:
+            if not flows or (bulk and self._bulk_running >= self._bulk_cap):
+                continue
+            flow, queued = next(iter(flows.items()))
+            batch, index = queued.popleft()
+            if queued:
+                flows.move_to_end(flow)  # its next call waits for every other flow's turn
+            else:
+                del flows[flow]
+            if bulk:
+                self._bulk_running += 1
+            return batch, index, bulk
+        return None
 
     def _work(self) -> None:
-        get, finished = self._queue.get, self._finished
+        cond, finished = self._cond, self._finished
+        bulk = False
         while True:
-            job = get()
-            if job is None:
-                return
-            batch, index = job
+            with cond:
+                if bulk:
+                    self._bulk_running -= 1
+                    if self._bulk and self._idle:
+                        cond.notify()  # a bulk call held back by the cap may run now
+                while (job := self._take()) is None:
+                    if self._closed:
+                        return
+                    self._idle += 1
+                    cond.wait()
+                    self._idle -= 1
+            batch, index, bulk = job
             batch._run(index)
             self._done = next(finished)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Run what was queued, then stop the threads (a `None` each, behind the queued work)."""
-        with self._lock:
+        """Run what was queued, then stop the threads."""
+        with self._cond:
             self._closed = True
             threads = list(self._threads)
-        for _ in threads:
-            self._queue.put(None)
+            self._cond.notify_all()
         if wait:
             for thread in threads:
                 thread.join()

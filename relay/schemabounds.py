@@ -9,6 +9,12 @@ Three ways a schema of a few KB runs away, and what answers each:
 - A `$ref` graph that fans out (`anyOf: [$ref next, $ref next]` forty deep) passes `check_schema`
   and evaluates 2^40 paths. At `PUT` the paths through the schema are counted (every `$ref`
   followed) and a schema above `MAX_SCHEMA_PATHS` is refused.
+- RE2 is linear, but not cheap: a pattern whose automaton does not fit RE2's DFA cache (such as
+  `a[ab]{1000}c`) runs on its slower NFA at about its program size in steps per byte, 17 s of CPU
+  for 1 MiB of strings. So at `PUT` a schema holds at most `MAX_PATTERNS` regexes of at most
+  `MAX_PATTERN_CHARS` characters and `MAX_PROGRAM_SIZE` RE2 instructions each, and at publish
+  every match is charged its program size times the length of the text, against one budget of
+  `MATCH_BUDGET` for the publish: a match that would pass it is not run, and the publish is a 400.
 - Whatever the static count cannot see (a recursive `$ref` whose cost depends on the data, a huge
   document against a costly schema) is cut off at run time: every keyword evaluation is counted
   against a deadline, and the publish is answered 400 once `VALIDATION_SECONDS` have passed.
@@ -37,6 +43,15 @@ MAX_SCHEMA_PATHS = 20_000
 VALIDATION_SECONDS = 1.0
 # How many keyword evaluations pass between two looks at the clock.
 _CLOCK_EVERY = 64
+# Regexes in one schema (`pattern` values and `patternProperties` names), the characters of each,
+# and the size of each one's RE2 program (its instructions: what one byte of text can cost).
+MAX_PATTERNS = 256
+MAX_PATTERN_CHARS = 1000
+MAX_PROGRAM_SIZE = 2000
+# Matching work one publish may do: the sum over matches of program size times text length. At
+# the NFA's 5-8 ns a step this is under a tenth of a second of CPU at worst; a simple pattern
+# (program size 10-50) still reads hundreds of kilobytes of text within it.
+MATCH_BUDGET = 10_000_000
 
 # Values of these keywords are data, not subschemas: nothing inside them is a regex or a $ref.
 _DATA_KEYWORDS = frozenset({"enum", "const", "examples", "default"})
@@ -47,7 +62,12 @@ _OPTIONS.log_errors = False  # a refused pattern is answered as a 400, not logge
 
 
 class BudgetExceeded(Exception):
-    """Validation ran past its deadline; the publish is answered 400."""
+    """Validation ran past its deadline, or its matching work past `MATCH_BUDGET`; the publish is
+    answered 400, saying which."""
+
+    def __init__(self, reason: str = "time") -> None:
+        super().__init__(reason)
+        self.reason = reason  # "time" or "matching"
 
 
 class SchemaRefused(ValueError):
@@ -67,9 +87,18 @@ def linear_regex(pattern: str) -> Any:
     return re2.compile(pattern, options=_OPTIONS)
 
 
+def _search(regex: Any, text: str) -> bool:
+    """`regex.search(text)`, charged to the publish's matching budget first (never run past it)."""
+    if getattr(_budget, "until", None) is not None:
+        _budget.units += len(text) * regex.programsize
+        if _budget.units > MATCH_BUDGET:
+            raise BudgetExceeded("matching")
+    return regex.search(text) is not None
+
+
 def _pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "string") and not linear_regex(patrn).search(instance):
-        yield ValidationError(f"{instance!r} does not match {patrn!r}")
+    if validator.is_type(instance, "string") and not _search(linear_regex(patrn), instance):
+        yield ValidationError(f"{instance!r:.200} does not match {patrn!r}")
 
 
 def _pattern_properties(
@@ -80,7 +109,7 @@ def _pattern_properties(
     for pattern, subschema in patterns.items():
         regex = linear_regex(pattern)
         for key, value in instance.items():
-            if regex.search(key):
+            if _search(regex, key):
                 yield from validator.descend(value, subschema, path=key, schema_path=pattern)
 
 
@@ -90,7 +119,7 @@ def _additional_properties(validator: Any, ap: Any, instance: Any, schema: Any) 
         return
     properties = schema.get("properties", {})
     regexes = [linear_regex(p) for p in schema.get("patternProperties", {})]
-    extras = [k for k in instance if k not in properties and not any(r.search(k) for r in regexes)]
+    extras = [k for k in instance if k not in properties and not any(_search(r, k) for r in regexes)]
     if validator.is_type(ap, "object"):
         for extra in extras:
             yield from validator.descend(instance[extra], ap, path=extra)
@@ -140,7 +169,7 @@ _budget = threading.local()  # validators are shared between threads; each reque
 @contextmanager
 def deadline(seconds: float = VALIDATION_SECONDS) -> Iterator[None]:
     """Validation inside this block raises BudgetExceeded once `seconds` have passed."""
-    _budget.until, _budget.calls = time.monotonic() + seconds, 0
+    _budget.until, _budget.calls, _budget.units = time.monotonic() + seconds, 0, 0
     try:
         yield
     finally:
@@ -190,6 +219,7 @@ def _walk(node: Any, path: str) -> Iterator[tuple[dict[str, Any], str]]:
 def check_regexes(schema: Any) -> None:
     """SchemaRefused naming the first regex RE2 cannot run, or a combination it cannot bound."""
     uses_unevaluated = uses_patterns = False
+    count = 0
     for node, path in _walk(schema, "schema"):
         found: list[tuple[str, str]] = []
         if isinstance(node.get("pattern"), str):
@@ -198,9 +228,14 @@ def check_regexes(schema: Any) -> None:
             uses_patterns = True
             found += [(f"{path}.patternProperties", p) for p in node["patternProperties"]]
         uses_unevaluated = uses_unevaluated or "unevaluatedProperties" in node
+        count += len(found)
+        if count > MAX_PATTERNS:
+            raise SchemaRefused("schema", f"holds more than {MAX_PATTERNS} regexes (pattern, patternProperties)")
         for field, pattern in found:
+            if len(pattern) > MAX_PATTERN_CHARS:
+                raise SchemaRefused(field, f"is longer than {MAX_PATTERN_CHARS} characters")
             try:
-                linear_regex(pattern)
+                regex = linear_regex(pattern)
             except re2.error as exc:
                 reason = (
                     exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
@@ -210,6 +245,12 @@ def check_regexes(schema: Any) -> None:
                     f"{pattern[:100]!r} cannot run in linear time "
                     f"(backreferences and lookaround are not supported): {reason[:200]}",
                 ) from exc
+            if regex.programsize > MAX_PROGRAM_SIZE:
+                raise SchemaRefused(
+                    field,
+                    f"{pattern[:100]!r} compiles to {regex.programsize} RE2 instructions, more than "
+                    f"{MAX_PROGRAM_SIZE}: matching it would cost too much per character",
+                )
     if uses_unevaluated and uses_patterns:
         # jsonschema matches patternProperties with Python's `re` when working out which
         # properties are unevaluated; that path cannot be bounded, so the pair is refused.

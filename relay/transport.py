@@ -325,8 +325,9 @@ class PinnedAdapter(HTTPAdapter):
     the exchange comes in as a keyword argument, which `Session.send` hands through to it.
     """
 
-    def __init__(self, *, verify: bool | str, per_key: int, keys: int = 100) -> None:
+    def __init__(self, *, verify: bool | str, per_key: int, keys: int = 100, connect_timeout: float = 5.0) -> None:
         super().__init__(pool_connections=1, pool_maxsize=1, max_retries=0)  # its pools stay unused
+        self.connect_timeout = connect_timeout
         self.tls_options = _tls_options(verify)
         self.idle = _IdleConnections(per_key, keys)
 
@@ -351,7 +352,7 @@ class PinnedAdapter(HTTPAdapter):
         conn = line.conn
         try:
             if conn.is_closed:
-                conn.timeout = exchange.remaining()
+                conn.timeout = min(exchange.remaining(), self.connect_timeout)
                 conn.connect()
             exchange.attach(line.twin())
             exchange.connected = True
@@ -409,12 +410,20 @@ class PinnedAdapter(HTTPAdapter):
 class Transport:
     """Sends one attempt to one checked target: the `requests.Session`, the adapter, the deadlines."""
 
-    def __init__(self, *, user_agent: str, max_response_bytes: int, pool_size: int, verify: bool | str) -> None:
+    def __init__(
+        self,
+        *,
+        user_agent: str,
+        max_response_bytes: int,
+        pool_size: int,
+        verify: bool | str,
+        connect_timeout: float = 5.0,
+    ) -> None:
         self._user_agent = user_agent
         self._max_response_bytes = max_response_bytes
         self._deadlines = Deadlines()
         self._closed = False
-        self._adapter = PinnedAdapter(verify=verify, per_key=pool_size)
+        self._adapter = PinnedAdapter(verify=verify, per_key=pool_size, connect_timeout=connect_timeout)
         session = _DeliverySession()
         # No proxies or .netrc credentials from the environment: the connection goes to the
         # checked address, and nothing of ours is handed to a stranger.

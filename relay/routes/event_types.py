@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import azure.functions as func
 
 from ..api import Reply, Request, http
-from ..errors import NotFound
+from ..errors import NotFound, invalid
 from ..eventtypes import EventTypes
-from ..matching import is_name
+from ..matching import NAME_RULE, is_name
 from ..models import EventTypeRequest
 from ..storage import get_storage
 from ..swaggerschema import to_swagger
 
 bp = func.Blueprint()
 
+# The longest value `eventTypes` takes: a 128-character name and `.*`.
+MAX_PATTERN_LENGTH = 130
+
 
 # ---- event types -------------------------------------------------------------------------------
 
 
 def list_event_types(request: Request) -> Reply:
-    return Reply(200, {"value": sorted(EventTypes(get_storage("fast")).all().values(), key=lambda t: t["name"])})
+    """A page of the catalogue in name order, as the subscriptions list pages (`limit`,
+    `continuationToken`, `nextLink` while more remain); a page also ends before its schemas pass
+    about a mebibyte. The connector's dropdown and the console read the first page."""
+    limit = request.int_param("limit", 100, 1, 1000)
+    items, next_token = EventTypes(get_storage("fast")).page(
+        limit=limit, token=request.params.get("continuationToken") or None
+    )
+    body: dict[str, Any] = {"value": items}
+    if next_token:
+        body["nextLink"] = request.link("event-types", {"limit": str(limit), "continuationToken": next_token})
+    return Reply(200, body)
 
 
 def put_event_type(request: Request) -> Reply:
@@ -42,6 +57,10 @@ def event_data_schema(request: Request) -> Reply:
     registered schema in the Swagger 2.0 form the designer reads. A 4xx here can stop a flow
     from saving."""
     name = request.route.get("name", "")
+    if len(name) > MAX_PATTERN_LENGTH or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
+        # Nothing the designer can offer (no event type or pattern is this long, or holds a control
+        # character): refused as GET /event-types/{name} refuses it.
+        raise invalid("name", f"must be {NAME_RULE}, '*' or a prefix pattern such as order.*")
     schema = None
     if is_name(name):
         found = EventTypes(get_storage("fast")).get(name)
