@@ -11,8 +11,10 @@ import base64
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote
 
@@ -311,14 +313,54 @@ def test_a_smoke_run_is_its_owners(entra_relay: RelayProcess) -> None:
     assert requests.get(run_url, headers=mine, timeout=30).status_code == 404
 
 
-def test_smoke_fails_when_the_relay_trusts_a_forged_principal(
-    relay_factory: Callable[..., RelayProcess], capsys: pytest.CaptureFixture[str]
-) -> None:
+class _TrustingPlatform(BaseHTTPRequestHandler):
+    """A relay behind a platform that passes a caller's X-MS-CLIENT-PRINCIPAL through: App Service
+    with WEBSITE_AUTH_ENABLED=True and nothing in front that authenticates. Azure's platform cannot
+    run here and the dev host refuses to start that way (it never trusts the header), so this
+    stand-in answers as such a relay would: anonymous routes open, everything else 401 without
+    the header and 200 with any header at all."""
+
+    def _answer(self) -> None:
+        path = self.path.split("?")[0]
+        if path in ("/api/health", "/api/openapi.json"):
+            status, body = (
+                200,
+                {"status": "ok"}
+                if path.endswith("health")
+                else {
+                    "swagger": "2.0",
+                    "securityDefinitions": {"oauth2-auth": {"type": "oauth2", "flow": "accessCode"}},
+                },
+            )
+        elif self.headers.get("X-MS-CLIENT-PRINCIPAL"):
+            status, body = 200, {"value": []}
+        else:
+            status, body = 401, {"status": 401, "title": "Unauthorized"}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_smoke_fails_when_the_relay_trusts_a_forged_principal(capsys: pytest.CaptureFixture[str]) -> None:
     """The misconfiguration the check is there for: the relay told that the platform authenticates
-    (WEBSITE_AUTH_ENABLED=True) with nothing in front that does. The dev host plays no Easy Auth
-    here (no RELAY_ENTRA_JWKS), so the header a caller forges reaches the relay as it is."""
-    trusting = relay_factory({"RELAY_AUTH": "entra", "WEBSITE_AUTH_ENABLED": "True"}, function_key=None)
-    code, lines = run_smoke(capsys, "--url", origin(trusting), "--token", Tokens().mint([ADMIN]))
+    (WEBSITE_AUTH_ENABLED=True) with nothing in front that does, so a header any caller can send
+    is taken as the caller."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TrustingPlatform)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, lines = run_smoke(capsys, "--url", url, "--token", Tokens().mint([ADMIN]))
+    finally:
+        server.shutdown()
+        server.server_close()
     assert code == 1
     assert line(lines, "forged principal") == (
         "FAIL forged principal: GET /api/subscriptions with a forged X-MS-CLIENT-PRINCIPAL answered 200, "
