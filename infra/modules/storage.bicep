@@ -36,6 +36,7 @@ var tableNames = [
   'relayeventtypes'
   'relayoperations'
   'relaykeys'
+  'relaydue'
 ]
 
 // Work queues and their poison queues (`<queue>-poison`, where the host moves messages that
