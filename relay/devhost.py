@@ -676,15 +676,19 @@ class TimerWorker:
 
     def _run(self) -> None:
         last = datetime.now(UTC).replace(microsecond=0)
-        while not self.stop.wait(0.5):
+        while not self.stop.wait(0.2):
             now = datetime.now(UTC).replace(microsecond=0)
-            while last < now and not self.stop.is_set():
+            due = 0
+            while last < now:
                 last += timedelta(seconds=1)
-                if cron_matches(self.schedule, last):
-                    try:
-                        self.call(TimerRequest(past_due=False))
-                    except Exception:  # a timer that throws runs again at its next tick
-                        log.exception("timer %s failed", self.name)
+                due += cron_matches(self.schedule, last)
+            if due and not self.stop.is_set():
+                # Ticks missed while a run took longer make one late run (past_due), as the
+                # host's timer does, not a burst of runs back to back.
+                try:
+                    self.call(TimerRequest(past_due=due > 1))
+                except Exception:  # a timer that throws runs again at its next tick
+                    log.exception("timer %s failed", self.name)
 
 
 # ---- the host -----------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 How a message is sent is decided here for all of them:
 - the text is base64 (the encode policy `Storage.queue` sets; the Functions host expects it);
 - work never expires (a time-to-live of -1): a message waits for the relay however long it is down;
-- a message due later (a retry, a deferral, a put-back) is sent invisible until then;
+- a message due within one due-timer period (a short retry, a deferral, a put-back) is sent
+  invisible until then; one due later is written to the due table (relay.due) and sent by the
+  `due` timer once due, so no triggered queue holds work that is not due (docs/scaling.md);
 - several messages go out side by side on the pools' send threads, and the caller waits for them.
 """
 
@@ -14,6 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from .due import MAX_TEXT, DueTable
 from .events import claim_check
 from .models import DeliveryMessage, EventRecord, FanoutMessage, ReplayMessage
 from .pools import get_pools
@@ -77,8 +80,19 @@ class Outbox:
         wait(self.submit_deliveries(items))
 
     def delivery_later(self, item: DeliveryMessage, delay: float) -> None:
-        """A retry or a deferred attempt, invisible until `delay` seconds have passed."""
-        self._send(DELIVERY_QUEUE, item.model_dump_json(), delay)
+        """A retry or a deferred attempt, due in `delay` seconds: invisible in the queue when that
+        is less than a due-timer period (the timer could not move it sooner), else a row of the
+        due table, which the scale controller does not count."""
+        text = item.model_dump_json()
+        if delay < (self._settings or get_settings()).due_period or len(text) > MAX_TEXT:
+            self._send(DELIVERY_QUEUE, text, delay)
+        else:
+            DueTable(self._storage).add(DELIVERY_QUEUE, text, delay)
+
+    def move_due(self) -> int:
+        """The `due` timer's run: send what the due table holds that is due now (relay.due)."""
+        sends = get_pools(self._settings or get_settings()).sends
+        return DueTable(self._storage).move(lambda queue, text: sends.submit(self._send, queue, text))
 
     # ---- replays --------------------------------------------------------------------------
 

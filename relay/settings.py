@@ -100,6 +100,9 @@ OPTIONAL_SETTINGS = (
     "RELAY_ENTRA_ISSUER",
     "RELAY_ENTRA_AUDIENCE",
     "RELAY_ENTRA_JWKS",
+    # How often the due-retry timer runs (relay/due.py); unset: once a minute. Tests and the dev
+    # host set seconds; the template leaves it unset.
+    "RELAY_DUE_PERIOD",
 )
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -138,6 +141,37 @@ def auth_mode(environ: Mapping[str, str] | None = None) -> str:
     if mode not in AUTH_MODES:
         raise ConfigurationError(f"RELAY_AUTH: {env.get('RELAY_AUTH')!r} is not keys or entra")
     return mode
+
+
+# The due-retry timer's periods an NCRONTAB schedule can hold evenly: a divisor of a minute in
+# seconds, or of an hour in minutes.
+DUE_PERIODS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, 300, 360, 600, 720, 900, 1200, 1800)
+DUE_PERIOD_DEFAULT = 60.0
+
+
+def parse_due_period(text: str) -> float:
+    """RELAY_DUE_PERIOD (`1s`, `10s`, `1m`, `5m`) in seconds: one of DUE_PERIODS."""
+    if not text.strip():
+        return DUE_PERIOD_DEFAULT
+    match = _DELAY.fullmatch(text)
+    seconds = float(match.group(1)) * _UNITS[match.group(2)] if match else -1.0
+    if seconds not in DUE_PERIODS:
+        raise ConfigurationError(
+            f"RELAY_DUE_PERIOD: {text.strip()!r} is not a period a timer schedule can keep: "
+            "1s-30s dividing a minute, or 1m-30m dividing an hour"
+        )
+    return seconds
+
+
+def due_period(environ: Mapping[str, str] | None = None) -> float:
+    """RELAY_DUE_PERIOD, read on its own because relay.worker needs it at import (the timer's
+    schedule); a malformed value falls back to the default here and stops the app when the
+    settings are read."""
+    env = os.environ if environ is None else environ
+    try:
+        return parse_due_period(env.get("RELAY_DUE_PERIOD") or "")
+    except ConfigurationError:
+        return DUE_PERIOD_DEFAULT
 
 
 def parse_public_url(text: str) -> str | None:
@@ -296,6 +330,8 @@ class Settings(BaseSettings):
         _default("RELAY_ORIGIN_SLOTS"), alias="RELAY_ORIGIN_SLOTS", validate_default=True
     )
     appinsights_connection_string: str | None = Field(None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING", repr=False)
+    # How often the due-retry timer runs; a delay shorter than this stays a queue visibility timeout.
+    due_period: Annotated[float, _checked(parse_due_period)] = Field(DUE_PERIOD_DEFAULT, alias="RELAY_DUE_PERIOD")
     # Where every absolute URL the relay writes starts (RELAY_PUBLIC_URL, else https:// +
     # WEBSITE_HOSTNAME in Azure); None: the request's own scheme and host (local work).
     public_url: str | None = None

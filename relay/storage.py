@@ -45,7 +45,16 @@ DELIVERIES_TABLE = "relaydeliveries"
 EVENT_TYPES_TABLE = "relayeventtypes"
 OPERATIONS_TABLE = "relayoperations"
 KEYS_TABLE = "relaykeys"  # the token codec's key (relay/tokens.py)
-TABLES = (SUBSCRIPTIONS_TABLE, EVENTS_TABLE, DELIVERIES_TABLE, EVENT_TYPES_TABLE, OPERATIONS_TABLE, KEYS_TABLE)
+DUE_TABLE = "relaydue"  # work due later, until the due timer moves it into its queue (relay/due.py)
+TABLES = (
+    SUBSCRIPTIONS_TABLE,
+    EVENTS_TABLE,
+    DELIVERIES_TABLE,
+    EVENT_TYPES_TABLE,
+    OPERATIONS_TABLE,
+    KEYS_TABLE,
+    DUE_TABLE,
+)
 
 FANOUT_QUEUE = "relay-fanout"
 DELIVERY_QUEUE = "relay-deliveries"

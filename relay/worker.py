@@ -8,25 +8,28 @@ fresh one, due in half a minute, and the execution ends normally. A real bug sti
 time and ends in the poison queue.
 
 The bindings are here too, beside their bodies: `queues` (one queue-triggered function per queue,
-each queue named once, in `relay.storage`) and `timers` (the retention sweep).
+each queue named once, in `relay.storage`) and `timers` (the retention sweep, and the `due` timer
+that moves work due later from the due table into its queue: relay.due).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 
 import azure.functions as func
 
 from .delivery import Deliverer
+from .due import due_schedule
 from .fanout import deliver_item, fan_out
 from .models import DeliveryMessage, FanoutMessage, ReplayMessage
 from .outbox import Outbox
 from .queues import parse_or_poison
 from .replay import Operations, run_replay
 from .retention import sweep
-from .settings import get_settings
+from .settings import due_period, get_settings
 from .statuses import OperationStatus
 from .storage import DELIVERY_QUEUE, FANOUT_QUEUE, REPLAY_QUEUE, Storage, get_storage, is_outage
 
@@ -134,3 +137,14 @@ def on_replay(msg: func.QueueMessage) -> None:
 @timers.timer_trigger(arg_name="timer", schedule="0 5 * * * *", run_on_startup=False)
 def on_sweep(timer: func.TimerRequest) -> None:
     sweep(get_storage(), get_settings().event_retention_days)
+
+
+# Every RELAY_DUE_PERIOD (a minute by default; read at import, as the host reads the schedule when
+# it indexes the functions): a point read and a query per open minute when nothing is due.
+@timers.function_name("due")
+@timers.timer_trigger(arg_name="timer", schedule=due_schedule(due_period()), run_on_startup=False)
+def on_due(timer: func.TimerRequest) -> None:
+    started = time.monotonic()
+    moved = Outbox(get_storage(), get_settings()).move_due()
+    if moved:
+        log.info("due: %d messages moved into their queues in %.2f s", moved, time.monotonic() - started)

@@ -19,11 +19,13 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import requests
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
 from relay.azurite import Azurite, free_port, stop_group
 from relay.azurite import wait_until as _wait_until
-from relay.storage import DELIVERY_QUEUE, FANOUT_QUEUE
+from relay.storage import DELIVERY_QUEUE, DUE_TABLE, FANOUT_QUEUE
 
 __all__ = [
     "FUNCTION_KEY",
@@ -157,11 +159,18 @@ class RelayProcess:
         return response
 
     def queue_idle(self) -> bool:
-        """No fan-out or delivery work waiting or in flight (retries scheduled later count too)."""
+        """No fan-out or delivery work waiting or in flight (retries scheduled later count too:
+        invisible messages, and rows of the due table, relay/due.py)."""
         if self._queues is None:
             service = QueueServiceClient.from_connection_string(self.azurite.connection_string)
             self._queues = [service.get_queue_client(q) for q in (FANOUT_QUEUE, DELIVERY_QUEUE)]
-        return all(q.get_queue_properties().approximate_message_count == 0 for q in self._queues)
+        if not all(q.get_queue_properties().approximate_message_count == 0 for q in self._queues):
+            return False
+        due = TableServiceClient.from_connection_string(self.azurite.connection_string).get_table_client(DUE_TABLE)
+        try:
+            return next(iter(due.query_entities("PartitionKey ne 'cursor'", results_per_page=1)), None) is None
+        except ResourceNotFoundError:  # no relay of this Azurite has written a retry yet
+            return True
 
 
 # ---- receivers ----------------------------------------------------------------------------------

@@ -448,6 +448,7 @@ def test_relay_tables_are_declared():
         "relayeventtypes",
         "relayoperations",
         "relaykeys",
+        "relaydue",
     }
 
 

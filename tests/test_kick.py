@@ -4,11 +4,16 @@ works, deleted when it is done, and taken over by the queue trigger when a kick 
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+from pathlib import Path
 
 from azure.storage.queue import QueueServiceClient
 
 from relay import events, kick, settings
+from relay.devhost import parse_timespan
+from relay.leases import LEASE
 from relay.models import EventIn, SubscriptionRequest
 from relay.outbox import Outbox
 from relay.storage import FANOUT_QUEUE
@@ -84,3 +89,41 @@ def test_a_kick_that_never_finished_is_taken_over_by_the_queue_trigger(
     assert got.headers["webhook-id"] == record.id
     wait_until(relay.queue_idle, 60, "the queues to drain")
     assert len(receiver.requests) == 1
+
+
+def test_a_sigkill_right_after_the_202_delivers_every_event_within_the_lease_and_one_poll(
+    relay_factory, receiver_factory, unique_type
+) -> None:
+    """The publish's fan-out runs after the function returned (an instance may be scaled in then,
+    docs/scaling.md). Killed right after the 202, before any delivery was answered, the process
+    loses no event: each is delivered by the fan-out trigger of the restarted host once its
+    message's lease lapses, within LEASE + one poll (host.json maxPollingInterval) of the 202,
+    plus a fan-out and an attempt on a loaded machine."""
+    host = json.loads((Path(__file__).resolve().parents[1] / "host.json").read_text())
+    poll = parse_timespan(host["extensions"]["queues"]["maxPollingInterval"])
+    killed = threading.Event()
+
+    def script(item, n):
+        # A request of the process about to die is held until it is dead: nothing is delivered before.
+        return (200, {}, b"") if killed.wait(60) and item.at > killed_at[0] else (500, {}, b"")
+
+    killed_at = [float("inf")]
+    receiver = receiver_factory(script)
+    relay = relay_factory()
+    relay.subscribe(receiver.url, eventTypes=[unique_type])
+    answer = relay.publish([{"type": unique_type, "data": {"i": i}} for i in range(20)])
+    accepted = time.monotonic()
+    relay.kill()
+    killed_at[0] = time.monotonic()
+    killed.set()
+    ids = {v["id"] for v in answer.json()["value"]}
+    relay.start()
+
+    def delivered() -> dict[str, float]:
+        with receiver.cond:
+            return {r.headers["webhook-id"]: r.at for r in receiver.requests if r.at > killed_at[0]}
+
+    wait_until(lambda: set(delivered()) >= ids, LEASE + poll + 60, "every event after the restart")
+    latest = max(delivered()[i] for i in ids) - accepted
+    print(f"\nlast event delivered {latest:.1f} s after the 202 (lease {LEASE} s, poll {poll} s)")
+    assert latest <= LEASE + poll + 5.0

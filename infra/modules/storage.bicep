@@ -59,6 +59,7 @@ var tableNames = [
   'relayeventtypes'
   'relayoperations'
   'relaykeys'
+  'relaydue'
 ]
 
 // Work queues and their poison queues (`<queue>-poison`, where the host moves messages that
