@@ -97,6 +97,10 @@ OPTIONAL_SETTINGS = (
     "RELAY_ENTRA_ISSUER",
     "RELAY_ENTRA_AUDIENCE",
     "RELAY_ENTRA_JWKS",
+    # RELAY_AUTH=entra: the tenant and the Application ID URI the served connector definition
+    # (GET /api/openapi.json) signs in with; unset: read from RELAY_ENTRA_ISSUER / _AUDIENCE.
+    "RELAY_ENTRA_TENANT",
+    "RELAY_ENTRA_RESOURCE",
 )
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -297,6 +301,11 @@ class Settings(BaseSettings):
     public_url: str | None = None
     # RELAY_TOKEN_KEY: signs continuation tokens and trigger states; None: the stored key.
     token_key: Annotated[str | None, _checked(parse_token_key)] = Field(None, alias="RELAY_TOKEN_KEY", repr=False)
+    # RELAY_AUTH=entra: what the served connector definition signs in with (relay.routes.meta).
+    entra_tenant: str | None = Field(None, alias="RELAY_ENTRA_TENANT")
+    entra_resource: str | None = Field(None, alias="RELAY_ENTRA_RESOURCE")
+    entra_issuer: str | None = Field(None, alias="RELAY_ENTRA_ISSUER")
+    entra_audience: str | None = Field(None, alias="RELAY_ENTRA_AUDIENCE")
 
     @model_validator(mode="before")
     @classmethod
