@@ -75,7 +75,7 @@ def publish_batch(request: Request) -> Reply:
 
 
 def poll_events(request: Request) -> Reply:
-    pattern = polling.check_pattern(request.params.get("eventType") or "*")
+    pattern = polling.check_pattern(request.text_param("eventType") or "*")
     text = request.params.get("triggerState")
     if not text:
         state = polling.PollState.starting(clock.utcnow())
