@@ -58,6 +58,7 @@ PLATFORM_FLAG = "WEBSITE_AUTH_ENABLED"
 ANONYMOUS_PATHS = (
     "/api/health",
     "/api/openapi.json",
+    "/api/openapi/full.json",
     "/api/console",
     "/api/console/app.js",
     "/api/console/app.css",

@@ -20,10 +20,11 @@ param audience string
 @description('Directory (tenant) id that issues the tokens.')
 param tenantId string = tenant().tenantId
 
-@description('Paths answered without a token: the health probe and the connector definition.')
+@description('Paths answered without a token: the health probe, the connector definition and the full API document.')
 param excludedPaths array = [
   '/api/health'
   '/api/openapi.json'
+  '/api/openapi/full.json'
   '/api/console'
   '/api/console/app.js'
   '/api/console/app.css'
