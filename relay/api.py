@@ -154,8 +154,8 @@ class Request:
         return text
 
     def int_param(self, name: str, default: int, low: int, high: int) -> int:
-        text = self.params.get(name)
-        if text is None or text == "":
+        text = self.text_param(name)  # sent empty: a 400, as for every filter
+        if text is None:
             return default
         if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
             raise invalid(name, f"must be a whole number from {low} to {high}")

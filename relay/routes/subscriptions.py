@@ -123,7 +123,7 @@ def unsubscribe(request: Request) -> Reply:
 
 def list_deliveries(request: Request) -> Reply:
     sub_id = request.route.get("id", "")
-    status = request.params.get("status") or None
+    status = request.text_param("status")
     if status is not None and status not in STATUSES:
         raise invalid("status", "must be pending, succeeded or failed")
     limit = request.int_param("limit", 100, 1, 1000)
