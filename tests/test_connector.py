@@ -920,3 +920,35 @@ def test_data_stays_untyped_and_the_docs_say_how_to_publish_an_object(doc: dict[
     assert "type" not in content and "type" not in publish["properties"]["data"]
     docs = (ROOT / "docs" / "power-platform.md").read_text(encoding="utf-8")
     assert "json('" in docs and "type: object" in docs
+
+
+def test_the_source_rule_is_declared_and_agrees_with_the_relay(doc: dict[str, Any]) -> None:
+    """The publish action says what the relay refuses in source (item 15): its pattern decides as
+    relay.models.is_uri_reference does."""
+    from relay.models import is_uri_reference
+
+    body = next(p for p in doc["paths"]["/events"]["post"]["parameters"] if p["in"] == "body")["schema"]
+    source = body["properties"]["source"]
+    assert source["maxLength"] == 1024 and source["minLength"] == 1
+    samples = ["/erp/orders", "urn:shop:1", "https://a.example/x?y=1#z", "a b", "50%", "%41", "ä", "x\n", "{}"]
+    for sample in samples:
+        # As ECMAScript reads it: `$` is the end of the text (Python's also matches before a final newline).
+        ecma = source["pattern"].removesuffix("$") + r"\Z"
+        assert bool(re.search(ecma, sample)) == is_uri_reference(sample), sample
+
+
+def test_the_docs_say_what_a_maker_meets() -> None:
+    """Item 11: the README says custom connectors need Premium and fall under DLP policies; the Logic
+    Apps snippet gives relayKey a value; the docs name LogicAppsUX#3732 and Secure outputs for the
+    rotated secret."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Power Automate: the custom connector") :]
+    assert "Premium" in section[:1500] and "data loss prevention" in section[:1500]
+    logic_apps = section[section.index("### Logic Apps without the connector") :]
+    trigger = json.loads(re.findall(r"```json\n(.*?)```", logic_apps, re.DOTALL)[0])
+    assert trigger["definition"]["parameters"]["relayKey"]["type"] == "securestring"
+    assert trigger["parameters"]["relayKey"]["value"]
+    assert "LogicAppsUX#3732" in logic_apps
+    docs = (ROOT / "docs" / "power-platform.md").read_text(encoding="utf-8")
+    for needle in ("Premium", "data loss prevention", "LogicAppsUX#3732", "Secure outputs", "relayKey"):
+        assert needle in docs, needle

@@ -51,6 +51,7 @@ from .parts import (
     SECURITY_NAME,
     SUBSCRIPTION_ID,
     TITLE,
+    URI_REFERENCE,
     About,
     body_param,
     cloudevent_schema,
@@ -254,7 +255,7 @@ def event_in_schema(description: str, data: dict[str, Any] | None = None) -> dic
             },
             "data": {**(data or {}), "x-ms-visibility": "important"},
             "id": {**name_rule, "x-ms-visibility": "advanced"},
-            "source": {"x-ms-visibility": "advanced"},
+            "source": {"pattern": URI_REFERENCE, "x-ms-visibility": "advanced"},
             "time": {"format": "date-time", "x-ms-visibility": "advanced"},
         },
     )

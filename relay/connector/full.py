@@ -32,6 +32,7 @@ from .parts import (
     PATTERN_PATTERN,
     PROBLEM,
     TITLE,
+    URI_REFERENCE,
     cloudevent_schema,
     delivery_schema,
     event_type_schema,
@@ -52,13 +53,17 @@ RFC3339 = (
     "^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
     "(\\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
-# RFC 3986 URI-reference (relay.models.is_uri_reference): these characters, `%` only in an escape.
-URI_REFERENCE = "^([A-Za-z0-9\\-._~:/?#@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+$"
 # A notification URL as the relay takes it: printable ASCII, https (or http where private targets
 # are allowed), no user information. That its host resolves (to a public address) no schema can say.
 NOTIFICATION_URL = "^https?://[A-Za-z0-9.\\-]+(:[0-9]{1,5})?(/[!-~]*)?$"
 DATE_TIME = {"type": "string", "format": "date-time", "pattern": RFC3339}
 PROBLEM_MEDIA = "application/problem+json"
+
+
+def exact(pattern: str) -> str:
+    """A `^...$` pattern whose end is the end of the text in Python's `re` as in ECMAScript: Python
+    tools (fuzzers among them) read `$` as "or before a final newline", which the relay refuses."""
+    return pattern.removesuffix("$") + "(?![\\s\\S])" if pattern.endswith("$") else pattern
 
 
 def _openapi3(schema: Any) -> Any:
@@ -74,6 +79,8 @@ def _openapi3(schema: Any) -> Any:
             out["nullable"] = value
         elif key.startswith("x-ms-"):
             continue
+        elif key == "pattern" and isinstance(value, str):
+            out[key] = exact(value)
         elif key in ("properties",):
             out[key] = {name: _openapi3(sub) for name, sub in value.items()}
         else:
@@ -118,7 +125,7 @@ def param(where: str, name: str, schema: dict[str, Any], description: str, requi
         "in": where,
         "required": required or where == "path",
         "description": description,
-        "schema": schema,
+        "schema": _openapi3(schema),
     }
 
 

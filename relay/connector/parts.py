@@ -41,6 +41,8 @@ NAME_MAX = 128
 PATTERN_PATTERN = "^(\\*|[A-Za-z0-9._:\\-]{1,128}(\\.\\*)?)$"
 PATTERN_MAX = 130
 SUBSCRIPTION_ID_PATTERN = "^[0-9a-f]{32}$"
+# RFC 3986 URI-reference (relay.models.is_uri_reference): these characters, `%` only in an escape.
+URI_REFERENCE = "^([A-Za-z0-9\\-._~:/?#@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+$"
 MAX_BATCH = 100
 
 # operationIds other parts of the definition refer to
