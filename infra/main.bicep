@@ -199,11 +199,14 @@ var relayAppSettings = {
 
 // Optional RELAY_* settings, set only when given (an empty app setting reads as unset anyway).
 // They are parameters so that a redeployment, which writes the whole app-settings collection,
-// keeps them instead of silently removing what an operator set by hand.
+// keeps them instead of silently removing what an operator set by hand. In entra mode, the tenant
+// and Application ID URI the served connector definition (GET /api/openapi.json) signs in with:
+// the values Easy Auth validates tokens against.
 var relayOptionalSettings = union(
   empty(relayPublicUrl) ? {} : { RELAY_PUBLIC_URL: relayPublicUrl },
   empty(relayTokenKey) ? {} : { RELAY_TOKEN_KEY: relayTokenKey },
-  empty(relayTokenKeyPrevious) ? {} : { RELAY_TOKEN_KEY_PREVIOUS: relayTokenKeyPrevious }
+  empty(relayTokenKeyPrevious) ? {} : { RELAY_TOKEN_KEY_PREVIOUS: relayTokenKeyPrevious },
+  (authMode != 'entra') ? {} : { RELAY_ENTRA_TENANT: entraTenantId, RELAY_ENTRA_RESOURCE: entraAudience }
 )
 
 module identity 'modules/identity.bicep' = {

@@ -67,6 +67,7 @@ PLATFORM_FLAG = "WEBSITE_AUTH_ENABLED"
 ANONYMOUS_PATHS = (
     "/api/health",
     "/api/openapi.json",
+    "/api/openapi/full.json",
     "/api/console",
     "/api/console/*",
     # The smoke check's hook (relay.routes.smoke): the relay's own deliveries carry no token; the

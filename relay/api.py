@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,9 +157,17 @@ class Request:
         except ValidationError as exc:
             raise validation_problem(exc, prefix) from None
 
-    def int_param(self, name: str, default: int, low: int, high: int) -> int:
+    def text_param(self, name: str) -> str | None:
+        """A query parameter that may be left out (None) but never sent empty: `eventType=` read as
+        "absent" would widen a filter to everything, so it is a 400 naming the parameter."""
         text = self.params.get(name)
-        if text is None or text == "":
+        if text is not None and text == "":
+            raise invalid(name, "must not be empty; leave the parameter out instead")
+        return text
+
+    def int_param(self, name: str, default: int, low: int, high: int) -> int:
+        text = self.text_param(name)  # sent empty: a 400, as for every filter
+        if text is None:
             return default
         if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
             raise invalid(name, f"must be a whole number from {low} to {high}")
@@ -317,6 +326,7 @@ def route(handlers: Mapping[str, Handler]) -> Callable[[func.HttpRequest], func.
                     f"{request.method} is not allowed here; use {allowed}", headers={"Allow": allowed}
                 )
             request.principal = access.admit(request, handler)
+            _check_route(request.route)
             try:
                 reply = handler(request)
             except HttpResponseError as exc:
@@ -337,6 +347,14 @@ def route(handlers: Mapping[str, Handler]) -> Callable[[func.HttpRequest], func.
             return _internal_error()
 
     return serve
+
+
+def _check_route(params: Mapping[str, str]) -> None:
+    """Ids and names in the path are matched whole: one holding a control character (C0, DEL or
+    C1, as `%0A` or `%C2%84` decode to) can name nothing, and is a 400 naming it on every route."""
+    for name, value in params.items():
+        if any(unicodedata.category(c) == "Cc" for c in value):
+            raise invalid(name, "must not contain control characters")
 
 
 def _internal_error() -> func.HttpResponse:

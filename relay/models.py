@@ -71,10 +71,10 @@ class SubscriptionRequest(_Edge):
         default=None,
         min_length=1,
         max_length=100,
-        description="Event types to receive: names, `*` for all, or prefixes such as `order.*`.",
+        description="Event types to receive: names, * for all, or prefixes such as order.*.",
     )
     eventType: StrictStr | None = Field(
-        default=None, description="One event type name, a prefix pattern such as `order.*`, or `*` for all."
+        default=None, description="One event type name, a prefix pattern such as order.*, or * for all."
     )
     subjectBeginsWith: StrictStr | None = Field(
         default=None, max_length=1024, description="Deliver only events whose subject begins with this."
@@ -86,9 +86,10 @@ class SubscriptionRequest(_Edge):
     once: StrictBool = Field(default=False, description="Remove the subscription after its first successful delivery.")
     contentMode: ContentMode = Field(
         default="json",
-        description="How each event is sent: `json` (the CloudEvent as application/json, what Power "
-        "Automate and Logic Apps need), `structured` (application/cloudevents+json) or "
-        "`binary` (attributes as ce-* headers, the body is data alone).",
+        # No product names and no Markdown: the designer shows this text as it is (certification).
+        description="How each event is sent: json (the CloudEvent as application/json, what flows "
+        "need), structured (application/cloudevents+json) or binary (attributes as ce-* headers, "
+        "the body is data alone).",
     )
 
     @field_validator("eventTypes")
@@ -186,14 +187,14 @@ class ReplayRequest(_Edge):
         default=None, description="Replay events up to this time (RFC 3339); now when absent."
     )
     status: Literal["failed", "all"] = Field(
-        default="failed", description="Which deliveries to replay: `failed` ones only, or `all` matching events."
+        default="failed", description="Which deliveries to replay: failed ones only, or all matching events."
     )
 
 
 class EventTypeRequest(_Edge):
     description: StrictStr | None = Field(default=None, max_length=1024, description="What events of this type mean.")
     schema_: dict[str, Any] | None = Field(
-        default=None, alias="schema", description="JSON Schema that the `data` of events of this type must match."
+        default=None, alias="schema", description="JSON Schema that the data of events of this type must match."
     )
 
 

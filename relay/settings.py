@@ -103,6 +103,10 @@ OPTIONAL_SETTINGS = (
     # How often the due-retry timer runs (relay/due.py); unset: once a minute. Tests and the dev
     # host set seconds; the template leaves it unset.
     "RELAY_DUE_PERIOD",
+    # RELAY_AUTH=entra: the tenant and the Application ID URI the served connector definition
+    # (GET /api/openapi.json) signs in with; unset: read from RELAY_ENTRA_ISSUER / _AUDIENCE.
+    "RELAY_ENTRA_TENANT",
+    "RELAY_ENTRA_RESOURCE",
 )
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -341,6 +345,11 @@ class Settings(BaseSettings):
     token_key_previous: Annotated[str | None, _checked(lambda t: parse_token_key(t, "RELAY_TOKEN_KEY_PREVIOUS"))] = (
         Field(None, alias="RELAY_TOKEN_KEY_PREVIOUS", repr=False)
     )
+    # RELAY_AUTH=entra: what the served connector definition signs in with (relay.routes.meta).
+    entra_tenant: str | None = Field(None, alias="RELAY_ENTRA_TENANT")
+    entra_resource: str | None = Field(None, alias="RELAY_ENTRA_RESOURCE")
+    entra_issuer: str | None = Field(None, alias="RELAY_ENTRA_ISSUER")
+    entra_audience: str | None = Field(None, alias="RELAY_ENTRA_AUDIENCE")
 
     @model_validator(mode="before")
     @classmethod

@@ -39,9 +39,6 @@ EXIT_USAGE = 2
 TIMEOUT = 30  # seconds one HTTP call may take
 DEFAULT_WAIT = 60.0  # seconds the round trip may take (a cold start in Azure included)
 EVENT_TYPE = "relay.smoke"
-# The relay's definition in entra mode is OAuth 2.0 (CONTRACT section 6). A relay from before that
-# serves the keys definition in every mode: accepted in entra mode, said in the line.
-ACCEPT_KEYS_DEFINITION_IN_ENTRA = True
 
 
 class CheckFailed(Exception):
@@ -292,8 +289,6 @@ def judge_security(doc: dict[str, Any], mode: str) -> str:
     wanted = "oauth2" if mode == "entra" else "apiKey"
     if kinds == [wanted]:
         return f"security {wanted} ({mode} mode)"
-    if mode == "entra" and kinds == ["apiKey"] and ACCEPT_KEYS_DEFINITION_IN_ENTRA:
-        return "security apiKey (this relay serves the keys definition in entra mode; expected oauth2 once updated)"
     hint = " (run with --token for a relay in entra mode)" if kinds == ["oauth2"] else ""
     raise CheckFailed(
         f"the definition's security is {', '.join(kinds) or 'missing'}, not {wanted} as {mode} mode needs{hint}"

@@ -21,6 +21,7 @@ from relay.connector import (
     EXAMPLE_HOST,
     ICON_FILE,
     PROPERTIES_FILE,
+    README_FILE,
     definition,
     properties,
     write_files,
@@ -29,7 +30,8 @@ from tests.helpers import nullable_as_draft4
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "connector"
-SHARED = ROOT.parent / "shared" / "powerplatform"
+# Microsoft's Power Platform connector schemas, vendored (MIT; see the README beside them).
+POWERPLATFORM = ROOT / "tests" / "fixtures" / "powerplatform"
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 
@@ -94,9 +96,7 @@ def doc() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def shared() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent: the Power Platform schemas are not available here")
-    return SHARED
+    return POWERPLATFORM
 
 
 # ---- the committed files ------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def shared() -> Path:
 def test_committed_files_are_what_the_code_generates(tmp_path: Path) -> None:
     """connector/*.json equal, byte for byte, what `python -m relay connector` writes for the same host."""
     written = write_files(EXAMPLE_HOST, tmp_path)
-    assert [p.name for p in written] == [DEFINITION_FILE, PROPERTIES_FILE, ICON_FILE]
+    assert [p.name for p in written] == [DEFINITION_FILE, PROPERTIES_FILE, ICON_FILE, README_FILE]
     for path in written:
         committed = COMMITTED / path.name
         assert committed.exists(), f"{committed} is missing: run python -m relay connector --host {EXAMPLE_HOST}"
@@ -496,6 +496,12 @@ def test_no_stack_owner_unless_certification_asks(tmp_path: Path) -> None:
                 "--certification",
                 "--publisher",
                 "Contoso",
+                "--website",
+                "https://contoso.example/relay",
+                "--privacy-policy",
+                "https://contoso.example/privacy",
+                "--contact-email",
+                "relay@contoso.example",
             ]
         )
         == 0
@@ -521,15 +527,14 @@ def test_host_parameter_routes_calls_to_the_connection_host(tmp_path: Path) -> N
     assert main(["connector", "--host", "placeholder.example.net", "--out", str(tmp_path), "--host-parameter"]) == 0
     props = json.loads((tmp_path / PROPERTIES_FILE).read_text())["properties"]
     doc = json.loads((tmp_path / DEFINITION_FILE).read_text())
-    (policy,) = props["policyTemplateInstances"]
-    assert policy["templateId"] == "dynamichosturl"
+    (policy,) = [p for p in props["policyTemplateInstances"] if p["templateId"] == "dynamichosturl"]
     template = policy["parameters"]["x-ms-apimTemplateParameter.urlTemplate"]
     (name,) = re.findall(r"@connectionParameters\('([^']+)'\)", template)
     param = props["connectionParameters"][name]
     assert param["type"] == "string" and param["uiDefinition"]["constraints"]["required"] == "true"
     assert template == f"https://@connectionParameters('{name}'){doc['basePath']}"
     assert "api_key" in props["connectionParameters"]
-    assert "policyTemplateInstances" not in properties()["properties"]
+    assert "dynamichosturl" not in json.dumps(properties())
 
 
 # ---- definition details (item 20) ------------------------------------------------------------------
@@ -731,3 +736,219 @@ def test_an_error_is_the_problem_the_code_describes(relay, doc: dict[str, Any]) 
     assert answer.headers["content-type"].split(";")[0] in doc["produces"]
     assert not list(Draft4Validator(PROBLEM).iter_errors(answer.json()))
     assert {e["field"] for e in answer.json()["errors"]} == {"type"}
+
+
+# ---- issue 19: certification, the designer and the validator rules -------------------------------
+
+
+def strings_in(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    """Every string of a document, keys' values and list items alike, with where it is."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from strings_in(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from strings_in(value, f"{where}[{index}]")
+    elif isinstance(node, str):
+        yield where, node
+
+
+def variants() -> Iterator[tuple[str, dict[str, Any]]]:
+    """The definitions and properties the command can write: keys and Entra ID, every option."""
+    from relay.connector import EntraSignIn
+
+    entra = EntraSignIn(resource="api://relay", tenant="contoso.onmicrosoft.com", client_id="c")
+    for name, sign_in in (("keys", None), ("entra", entra)):
+        yield f"{name} definition", definition(EXAMPLE_HOST, entra=sign_in)
+        yield f"{name} properties", properties(host_parameter=True, certification=True, entra=sign_in)
+
+
+def test_no_string_of_the_definition_names_a_product() -> None:
+    """Certification (item 7): no product of the platform in any string of the definition or the
+    properties (descriptions, summaries, hints, display names), not only info.description."""
+    found = [
+        (name, where, text)
+        for name, document in variants()
+        for where, text in strings_in(document)
+        if PRODUCT_NAMES.search(text)
+    ]
+    assert not found, found
+
+
+def test_no_markdown_in_any_string() -> None:
+    """The designer shows descriptions as they are: no Markdown backticks anywhere (item 9)."""
+    found = [
+        (name, where, text) for name, document in variants() for where, text in strings_in(document) if "`" in text
+    ]
+    assert not found, found
+
+
+def test_the_placeholder_host_is_a_reserved_name() -> None:
+    """The committed files' host is under a name RFC 2606/6761 reserve, so a connector imported
+    unchanged sends its key to no one (item 9)."""
+    assert re.fullmatch(r"[a-z0-9-]+\.example", EXAMPLE_HOST), EXAMPLE_HOST
+    committed = json.loads((COMMITTED / DEFINITION_FILE).read_text())
+    assert committed["host"] == EXAMPLE_HOST
+    assert "azurewebsites.net" not in (COMMITTED / DEFINITION_FILE).read_text()
+
+
+def test_a_readme_lies_beside_the_connector_files(doc: dict[str, Any]) -> None:
+    """connector/readme.md, as certified connectors carry: every trigger and action by its summary,
+    the prerequisites (a Premium licence, data loss prevention) and how to get the credential."""
+    text = (COMMITTED / README_FILE).read_text(encoding="utf-8")
+    assert text.startswith(f"# {doc['info']['title']}\n")
+    for _, _, op in operations(doc):
+        if op["x-ms-visibility"] != "internal":
+            assert f"**{op['summary']}**" in text, op["operationId"]
+    for section in ("## Publisher", "## Prerequisites", "## Obtaining credentials", "## Supported operations"):
+        assert section in text
+    assert "Premium" in text and "data loss prevention" in text and "Secure outputs" in text
+
+
+def test_certification_needs_the_publishers_pages_and_contact(tmp_path: Path, capsys: Any) -> None:
+    """--certification without --website, --privacy-policy and --contact-email is refused with a message
+    naming them (the console is no privacy policy), never written with defaults (item 9)."""
+    from relay.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["connector", "--host", "h.example", "--out", str(tmp_path), "--certification"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--website" in err and "--privacy-policy" in err and "--contact-email" in err
+    assert not (tmp_path / DEFINITION_FILE).exists()
+    # Without --certification (one organisation's connector) the defaults stand: the relay's console.
+    contact = definition(EXAMPLE_HOST)["info"]["contact"]
+    assert "email" not in contact and contact["url"] == f"https://{EXAMPLE_HOST}/api/console"
+
+
+def test_one_response_with_a_schema_per_operation(doc: dict[str, Any]) -> None:
+    """Validator rule OperationHasManyResponsesWithSchema: at most one response (default aside) carries
+    a schema; the replay's 202 only says where to poll (item 8)."""
+    for path, method, op in operations(doc):
+        with_schema = [status for status, answer in op["responses"].items() if "schema" in answer]
+        assert len(with_schema) <= 1, (method, path, with_schema)
+    replay = doc["paths"]["/subscriptions/{id}/replay"]["post"]["responses"]
+    assert "schema" in replay["200"] and "schema" not in replay["202"] and "Location" in replay["202"]["headers"]
+
+
+def test_a_required_dynamic_input_is_fed_by_a_required_parameter(doc: dict[str, Any]) -> None:
+    """Validator rule OperationParameterRequiredMismatch: a parameter that feeds a required parameter of
+    a dynamic call is itself required (the polling trigger's eventType, with its default *) (item 8)."""
+    ops = {op["operationId"]: (path, method, op) for path, method, op in operations(doc)}
+    checked = 0
+    for path, method, op in operations(doc):
+        params = {p["name"]: p for p in op.get("parameters", [])}
+        body = next((p for p in op.get("parameters", []) if p["in"] == "body"), None)
+        body_props = resolve(doc, body["schema"]) if body else {}
+        nodes = [json.dumps(op)]
+        if method == "post" and "x-ms-notification-content" in doc["paths"][path]:
+            nodes.append(json.dumps(doc["paths"][path]["x-ms-notification-content"]))
+        for text in nodes:
+            for call in re.findall(r'"x-ms-dynamic-(?:schema|values)": (\{.*?"operationId": "(\w+)".*?\})', text):
+                target = ops[call[1]][2]
+                required = {p["name"] for p in target.get("parameters", []) if p.get("required")}
+                fed = re.findall(r'"(\w+)": \{"parameter": "(\w+)"\}', call[0])
+                for target_name, source in fed:
+                    if target_name not in required:
+                        continue
+                    checked += 1
+                    if source in params:
+                        assert params[source]["required"] is True, (op["operationId"], source)
+                    else:
+                        assert source in body_props.get("required", []), (op["operationId"], source)
+    assert checked >= 3
+    poll = next(p for p in doc["paths"]["/events/poll"]["get"]["parameters"] if p["name"] == "eventType")
+    assert poll["required"] is True and poll["default"] == "*"
+
+
+def test_connection_test_and_paging(doc: dict[str, Any]) -> None:
+    """x-ms-capabilities.testConnection names an operation without inputs; every operation that answers
+    nextLink is x-ms-pageable, and apiProperties routes the link through the connector (item 10)."""
+    ops = {op["operationId"]: op for _, _, op in operations(doc)}
+    test = doc["x-ms-capabilities"]["testConnection"]
+    assert test["parameters"] == {} and not [p for p in ops[test["operationId"]]["parameters"] if p.get("required")]
+    pageable = []
+    for _, _, op in operations(doc):
+        answer = op["responses"].get("200", {}).get("schema", {})
+        if "nextLink" in answer.get("properties", {}):
+            assert op.get("x-ms-pageable") == {"nextLinkName": "nextLink"}, op["operationId"]
+            pageable.append(op["operationId"])
+    assert sorted(pageable) == ["ListDeliveries", "ListSubscriptions"]
+    policies = {p["templateId"]: p for p in properties()["properties"]["policyTemplateInstances"]}
+    link = policies["updatenextlink"]["parameters"]
+    assert sorted(link["x-ms-apimTemplate-operationName"]) == sorted(pageable)
+    assert link["x-ms-apimTemplateParameter.nextLinkPropertyName"] == "nextLink"
+
+
+def test_a_wrong_key_fails_the_connection_test(relay) -> None:
+    """The operation testConnection names answers 401 to a wrong key and 200 to the right one, so a
+    connection made with a wrong key fails when it is made (item 10)."""
+    doc = requests.get(f"{relay.base}/openapi.json", timeout=30).json()
+    name = doc["x-ms-capabilities"]["testConnection"]["operationId"]
+    path, method = next((p, m) for p, m, op in operations(doc) if op["operationId"] == name)
+    url = f"{relay.base}{path}"
+    assert requests.request(method, url, headers={"x-functions-key": "wrong"}, timeout=30).status_code == 401
+    assert relay.session.request(method, url, timeout=30).status_code == 200
+
+
+@pytest.mark.parametrize("source", ["/erp/orders", "urn:shop:orders", "https://erp.example/orders"])
+def test_source_is_a_uri_reference(doc: dict[str, Any], source: str) -> None:
+    """source is a URI-reference, as the relay accepts and delivers it: not format uri, so a
+    notification or poll with /erp/orders matches its own schema (item 10)."""
+    content = doc["paths"]["/subscriptions"]["x-ms-notification-content"]["schema"]
+    polled = doc["paths"]["/events/poll"]["get"]["responses"]["200"]["schema"]["properties"]["value"]["items"]
+    for schema in (content, polled):
+        assert "format" not in schema["properties"]["source"]
+        event = {
+            "specversion": "1.0",
+            "id": "e1",
+            "source": source,
+            "type": "t",
+            "time": "2026-01-31T12:00:00Z",
+            "datacontenttype": "application/json",
+            "data": {},
+        }
+        assert not list(Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER).iter_errors(event))
+
+
+def test_data_stays_untyped_and_the_docs_say_how_to_publish_an_object(doc: dict[str, Any]) -> None:
+    """The decision on data (item 10): any JSON is delivered, so data has no type (a certified node's
+    type: object would make an array or a string violate the notification's own schema); the docs
+    say to write json('...') where the designer shows data as text."""
+    content = doc["paths"]["/subscriptions"]["x-ms-notification-content"]["schema"]["properties"]["data"]
+    publish = next(p for p in doc["paths"]["/events"]["post"]["parameters"] if p["in"] == "body")["schema"]
+    assert "type" not in content and "type" not in publish["properties"]["data"]
+    docs = (ROOT / "docs" / "power-platform.md").read_text(encoding="utf-8")
+    assert "json('" in docs and "type: object" in docs
+
+
+def test_the_source_rule_is_declared_and_agrees_with_the_relay(doc: dict[str, Any]) -> None:
+    """The publish action says what the relay refuses in source (item 15): its pattern decides as
+    relay.models.is_uri_reference does."""
+    from relay.models import is_uri_reference
+
+    body = next(p for p in doc["paths"]["/events"]["post"]["parameters"] if p["in"] == "body")["schema"]
+    source = body["properties"]["source"]
+    assert source["maxLength"] == 1024 and source["minLength"] == 1
+    samples = ["/erp/orders", "urn:shop:1", "https://a.example/x?y=1#z", "a b", "50%", "%41", "ä", "x\n", "{}"]
+    for sample in samples:
+        # As ECMAScript reads it: `$` is the end of the text (Python's also matches before a final newline).
+        ecma = source["pattern"].removesuffix("$") + r"\Z"
+        assert bool(re.search(ecma, sample)) == is_uri_reference(sample), sample
+
+
+def test_the_docs_say_what_a_maker_meets() -> None:
+    """Item 11: the README says custom connectors need Premium and fall under DLP policies; the Logic
+    Apps snippet gives relayKey a value; the docs name LogicAppsUX#3732 and Secure outputs for the
+    rotated secret."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Power Automate: the custom connector") :]
+    assert "Premium" in section[:1500] and "data loss prevention" in section[:1500]
+    logic_apps = section[section.index("### Logic Apps without the connector") :]
+    trigger = json.loads(re.findall(r"```json\n(.*?)```", logic_apps, re.DOTALL)[0])
+    assert trigger["definition"]["parameters"]["relayKey"]["type"] == "securestring"
+    assert trigger["parameters"]["relayKey"]["value"]
+    assert "LogicAppsUX#3732" in logic_apps
+    docs = (ROOT / "docs" / "power-platform.md").read_text(encoding="utf-8")
+    for needle in ("Premium", "data loss prevention", "LogicAppsUX#3732", "Secure outputs", "relayKey"):
+        assert needle in docs, needle

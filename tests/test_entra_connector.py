@@ -14,9 +14,19 @@ from jsonschema import Draft4Validator, Draft7Validator
 from openapi_spec_validator import OpenAPIV2SpecValidator, validate
 
 from relay.__main__ import main
-from relay.connector import DEFINITION_FILE, PROPERTIES_FILE, definition, properties
+from relay.connector import (
+    DEFINITION_FILE,
+    ICON_FILE,
+    PROPERTIES_FILE,
+    README_FILE,
+    EntraSignIn,
+    definition,
+    properties,
+)
+from tests.helpers import InProcessApp, problem_of
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "powerplatform"
+# Microsoft's Power Platform connector schemas, vendored (MIT; see the README beside them).
+POWERPLATFORM = Path(__file__).resolve().parent / "fixtures" / "powerplatform"
 CLIENT_ID = "0b6a3c4e-8f1d-4b2a-9c3e-5d7f8a9b0c1d"
 RESOURCE = "api://3f2e1d0c-9b8a-4765-8432-10fedcba9876"
 TENANT = "72f988bf-0000-4000-8000-2d7cd011db47"
@@ -53,9 +63,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], d
 
 
 def _schema(name: str) -> dict[str, Any]:
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent: the Power Platform schemas are not available here")
-    return json.loads((SHARED / name).read_text(encoding="utf-8"))
+    return json.loads((POWERPLATFORM / name).read_text(encoding="utf-8"))
 
 
 def test_definition_signs_in_with_oauth2_and_keeps_every_operation(written: Any) -> None:
@@ -63,8 +71,9 @@ def test_definition_signs_in_with_oauth2_and_keeps_every_operation(written: Any)
     validate(doc, cls=OpenAPIV2SpecValidator)
     [(name, scheme)] = doc["securityDefinitions"].items()
     assert scheme["type"] == "oauth2" and scheme["flow"] == "accessCode"
-    assert scheme["authorizationUrl"] == "https://login.microsoftonline.com/common/oauth2/authorize"
-    assert scheme["tokenUrl"].startswith("https://login.microsoftonline.com/")
+    # The relay's own tenant, never common: its app is single-tenant (AADSTS50194 otherwise).
+    assert scheme["authorizationUrl"] == f"https://login.microsoftonline.com/{TENANT}/oauth2/authorize"
+    assert scheme["tokenUrl"] == f"https://login.microsoftonline.com/{TENANT}/oauth2/token"
     assert list(scheme["scopes"]) == [f"{RESOURCE}/user_impersonation"]
     assert doc["security"] == [{name: []}]
     # Every operation, the webhook subscribe and its DELETE included, runs as the signed-in maker:
@@ -84,7 +93,7 @@ def test_definition_is_valid_against_the_power_platform_schema(written: Any) -> 
 def test_properties_use_the_aad_identity_provider(written: Any) -> None:
     _, props = written
     params = props["properties"]["connectionParameters"]
-    assert list(params) == ["token"]
+    assert list(params) == ["token", "token:TenantId"]
     token = params["token"]
     assert token["type"] == "oauthSetting"
     settings = token["oAuthSettings"]
@@ -97,6 +106,12 @@ def test_properties_use_the_aad_identity_provider(written: Any) -> None:
         "loginUri": {"value": "https://login.microsoftonline.com"},
         "tenantId": {"value": TENANT},
     }
+    # What every certified aad connector carries: the resource also as AzureActiveDirectoryResourceId,
+    # and the hidden token:TenantId the platform fills with the signed-in account's tenant.
+    assert settings["properties"] == {"IsFirstParty": "False", "AzureActiveDirectoryResourceId": RESOURCE}
+    tenant = params["token:TenantId"]
+    assert tenant["type"] == "string" and tenant["metadata"] == {"sourceType": "AzureActiveDirectoryTenant"}
+    assert tenant["uiDefinition"]["constraints"] == {"required": "false", "hidden": "true"}
     assert "clientSecret" not in settings  # the maker enters it when creating the connector, never committed
     assert token["uiDefinition"]["displayName"] and token["uiDefinition"]["constraints"]["required"] == "true"
 
@@ -127,3 +142,122 @@ def test_keys_mode_is_the_default_and_entra_needs_its_ids(tmp_path: Path, capsys
         main(["connector", "--host", "h", "--out", str(tmp_path), "--auth", "entra", "--client-id", CLIENT_ID])
     assert exit_.value.code == 2
     assert "--resource" in capsys.readouterr().err
+
+
+# ---- issue 19 items 4 to 6 ------------------------------------------------------------------------
+
+
+def entra_args(out: Path, *more: str) -> list[str]:
+    return [
+        "connector",
+        "--host",
+        "relay.example.net",
+        "--out",
+        str(out),
+        "--auth",
+        "entra",
+        "--client-id",
+        CLIENT_ID,
+        "--resource",
+        RESOURCE,
+        *more,
+    ]
+
+
+@pytest.mark.parametrize("tenant", [None, "common", "organizations", "consumers"])
+def test_the_tenant_is_required_and_never_common(tmp_path: Path, capsys: Any, tenant: str | None) -> None:
+    """Without --tenant (or with common) the files would sign in through the common endpoint, which a
+    single-tenant app refuses (AADSTS50194): a usage error naming --tenant, nothing written (item 4)."""
+    args = entra_args(tmp_path) + ([] if tenant is None else ["--tenant", tenant])
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--tenant" in err and (tenant is None or "AADSTS50194" in err)
+    assert not (tmp_path / DEFINITION_FILE).exists()
+
+
+def test_every_option_applies_to_the_entra_variant(tmp_path: Path) -> None:
+    """--host-parameter, --certification, --publisher, --website, --privacy-policy and --contact-* land in
+    the Entra ID files as in the keys ones, and icon.png and readme.md are written too (item 5)."""
+    assert (
+        main(
+            entra_args(
+                tmp_path,
+                "--tenant",
+                TENANT,
+                "--host-parameter",
+                "--certification",
+                "--publisher",
+                "Contoso",
+                "--website",
+                "https://contoso.example/relay",
+                "--privacy-policy",
+                "https://contoso.example/privacy",
+                "--contact-name",
+                "Contoso Relay",
+                "--contact-email",
+                "relay@contoso.example",
+            )
+        )
+        == 0
+    )
+    doc = json.loads((tmp_path / DEFINITION_FILE).read_text())
+    props = json.loads((tmp_path / PROPERTIES_FILE).read_text())["properties"]
+    meta = {m["propertyName"]: m["propertyValue"] for m in doc["x-ms-connector-metadata"]}
+    assert meta["Website"] == "https://contoso.example/relay"
+    assert meta["Privacy policy"] == "https://contoso.example/privacy"
+    assert doc["info"]["contact"] == {
+        "name": "Contoso Relay",
+        "url": "https://contoso.example/relay",
+        "email": "relay@contoso.example",
+    }
+    assert props["publisher"] == props["stackOwner"] == "Contoso"
+    assert list(props["connectionParameters"]) == ["hostName", "token", "token:TenantId"]
+    assert "dynamichosturl" in {p["templateId"] for p in props["policyTemplateInstances"]}
+    assert (tmp_path / ICON_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    readme = (tmp_path / README_FILE).read_text(encoding="utf-8")
+    assert "Microsoft Entra ID" in readme and "Contoso" in readme
+    widened = _schema("apiProperties.schema.json")
+    widened["definitions"]["oAuthSettings"]["properties"]["redirectMode"]["enum"].append("GlobalPerConnector")
+    errors = list(Draft7Validator(widened).iter_errors({"properties": props}))
+    assert not errors, [e.message[:200] for e in errors]
+
+
+def test_openapi_json_serves_the_definition_of_the_running_auth_mode(
+    app_storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under RELAY_AUTH=entra, GET /api/openapi.json is the OAuth 2.0 definition, as --auth entra writes
+    it, for the tenant and Application ID URI of the settings (item 6)."""
+    from relay import settings
+
+    monkeypatch.setenv("RELAY_AUTH", "entra")
+    monkeypatch.setenv("RELAY_ENTRA_TENANT", TENANT)
+    monkeypatch.setenv("RELAY_ENTRA_RESOURCE", RESOURCE)
+    settings.reset_settings()
+    app = InProcessApp()
+    served = app.get("openapi.json")
+    assert served.status_code == 200, served.text
+    assert served.json() == definition("localhost", "http", entra=EntraSignIn(resource=RESOURCE, tenant=TENANT))
+    assert "x-functions-key" not in served.text
+
+    # Unset, they are read from the issuer and audience Easy Auth's stand-in is given.
+    monkeypatch.delenv("RELAY_ENTRA_TENANT")
+    monkeypatch.delenv("RELAY_ENTRA_RESOURCE")
+    monkeypatch.setenv("RELAY_ENTRA_ISSUER", f"https://login.microsoftonline.com/{TENANT}/v2.0")
+    monkeypatch.setenv("RELAY_ENTRA_AUDIENCE", f"{CLIENT_ID},{RESOURCE}")
+    settings.reset_settings()
+    derived = app.get("openapi.json").json()["securityDefinitions"]["oauth2-auth"]
+    assert derived["tokenUrl"] == f"https://login.microsoftonline.com/{TENANT}/oauth2/token"
+    assert list(derived["scopes"]) == [f"{RESOURCE}/user_impersonation"]
+
+    # Neither: a 503 naming the settings, not a definition that would sign in through common.
+    monkeypatch.delenv("RELAY_ENTRA_ISSUER")
+    settings.reset_settings()
+    problem = problem_of(app.get("openapi.json"), 503)
+    assert "RELAY_ENTRA_TENANT" in problem["detail"]
+
+    # Keys mode: the function key, as before.
+    monkeypatch.setenv("RELAY_AUTH", "keys")
+    settings.reset_settings()
+    assert app.get("openapi.json").json() == definition("localhost", "http")

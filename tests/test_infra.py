@@ -1226,3 +1226,15 @@ def test_the_bench_prices_what_infra_deploys() -> None:
     params = parsed(MAIN)["parameters"]
     assert params["instanceMemoryMB"]["default"] == deployment["instance_memory_mb"]
     assert params["httpPerInstanceConcurrency"]["default"] == deployment["http_per_instance_concurrency"]
+
+
+def test_entra_mode_tells_the_app_what_its_served_definition_signs_in_with() -> None:
+    """In entra mode GET /api/openapi.json serves the OAuth 2.0 definition for RELAY_ENTRA_TENANT
+    and RELAY_ENTRA_RESOURCE (503 without them): the template sets both from the parameters Easy
+    Auth validates tokens with, and only in entra mode."""
+    optional = parsed(MAIN)["variables"]["relayOptionalSettings"]["value"]
+    branches = [p["operator"]["operands"] for p in function(optional, "union").values() if "operator" in p]
+    [entra] = [b for b in branches if "RELAY_ENTRA_TENANT" in json.dumps(b)]
+    assert entra["true_value"] == {}
+    assert entra["false_value"] == {"RELAY_ENTRA_TENANT": "entraTenantId", "RELAY_ENTRA_RESOURCE": "entraAudience"}
+    assert "authMode" in json.dumps(entra["condition"]) and "entra" in json.dumps(entra["condition"])

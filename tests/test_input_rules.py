@@ -157,13 +157,14 @@ def test_names_with_a_newline_are_400_naming_the_field(
     _problem(app.request(method, path, body), 400, field)
 
 
-def test_an_id_with_a_newline_in_a_path_is_404(app: InProcessApp) -> None:
-    """A subscription id with a newline is another (missing) id: 404, and the real one is untouched."""
+def test_an_id_with_a_newline_in_a_path_is_400(app: InProcessApp) -> None:
+    """A path id with a newline names nothing: a 400 naming it (contract section 6; it was a 404, and
+    a 200 for DELETE), and the real subscription is untouched."""
     sub = app.subscribe(fresh_url())["id"]
-    _problem(app.get(f"subscriptions/{sub}%0A"), 404)
-    _problem(app.get(f"subscriptions/{sub}%0A/deliveries"), 404)
-    _problem(app.get(f"operations/{sub}%0A"), 404)
-    assert app.delete(f"subscriptions/{sub}%0A").status_code == 200
+    _problem(app.get(f"subscriptions/{sub}%0A"), 400, "id")
+    _problem(app.get(f"subscriptions/{sub}%0A/deliveries"), 400, "id")
+    _problem(app.get(f"operations/{sub}%0A"), 400, "operationId")
+    _problem(app.delete(f"subscriptions/{sub}%0A"), 400, "id")
     assert app.get(f"subscriptions/{sub}").status_code == 200
 
 

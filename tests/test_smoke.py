@@ -380,9 +380,9 @@ def test_the_definition_check_holds_each_mode_to_its_security() -> None:
     both = {"securityDefinitions": {**apikey["securityDefinitions"], **oauth2["securityDefinitions"]}}
     with pytest.raises(smoke.CheckFailed, match="is apiKey, oauth2, not oauth2"):
         smoke.judge_security(both, "entra")
-    # Until the relay serves the entra definition in entra mode (CONTRACT section 6), the keys one
-    # is accepted there, and the line says so.
-    assert "expected oauth2 once updated" in smoke.judge_security(apikey, "entra")
+    # A relay in entra mode serves the OAuth 2.0 definition (CONTRACT section 6): the keys one is a failure.
+    with pytest.raises(smoke.CheckFailed, match="is apiKey, not oauth2"):
+        smoke.judge_security(apikey, "entra")
 
 
 def test_the_forged_header_is_well_formed() -> None:

@@ -24,10 +24,11 @@ param audience string
 @description('Directory (tenant) id that issues the tokens.')
 param tenantId string = tenant().tenantId
 
-@description('Paths answered without a token: the health probe, the connector definition and the console (its page, with or without a trailing slash, and every file under it).')
+@description('Paths answered without a token: the health probe, the connector definition, the full API document, the console (its page, with or without a trailing slash, and every file under it) and the smoke check\'s hook (it answers only to its run\'s signature).')
 param excludedPaths array = [
   '/api/health'
   '/api/openapi.json'
+  '/api/openapi/full.json'
   '/api/console'
   '/api/console/'
   '/api/console/*'

@@ -15,7 +15,7 @@ bp = func.Blueprint()
 
 
 def get_stats(request: Request) -> Reply:
-    window = request.params.get("window") or "1h"
+    window = request.text_param("window") or "1h"
     if window not in stats_mod.WINDOWS:
         raise invalid("window", "must be 1h or 24h")
     return Reply(200, stats_mod.read(get_storage("fast"), window))

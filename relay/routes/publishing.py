@@ -112,7 +112,7 @@ def publish_batch(request: Request) -> Reply:
 
 
 def poll_events(request: Request) -> Reply:
-    pattern = polling.check_pattern(request.params.get("eventType") or "*")
+    pattern = polling.check_pattern(request.text_param("eventType") or "*")
     text = request.params.get("triggerState")
     state = polling.PollState.verify(text) if text else None
     if state is None:

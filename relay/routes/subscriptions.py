@@ -66,7 +66,7 @@ def get_subscription(request: Request) -> Reply:
 
 def list_subscriptions(request: Request) -> Reply:
     limit = request.int_param("limit", 100, 1, 1000)
-    event_type = request.params.get("eventType") or None
+    event_type = request.text_param("eventType")
     if event_type is not None and not is_name(event_type):
         raise invalid("eventType", f"must be {NAME_RULE}")
     token = request.params.get("continuationToken") or None
@@ -135,7 +135,7 @@ def unsubscribe(request: Request) -> Reply:
 
 def list_deliveries(request: Request) -> Reply:
     sub_id = request.route.get("id", "")
-    status = request.params.get("status") or None
+    status = request.text_param("status")
     if status is not None and status not in STATUSES:
         raise invalid("status", "must be pending, succeeded or failed")
     limit = request.int_param("limit", 100, 1, 1000)
