@@ -912,8 +912,11 @@ def test_every_relay_setting_the_template_sets_is_known():
 def test_relay_parameter_defaults_are_the_contract_defaults():
     """Each RELAY_* app setting comes from a main.bicep string parameter whose default is the
     SETTINGS default (an optional setting's: empty, i.e. unset)."""
-    defaults: dict[str, str | None] = {name: "" for name in relay_settings.OPTIONAL_SETTINGS}
+    defaults: dict[str, Any] = {name: "" for name in relay_settings.OPTIONAL_SETTINGS}
     defaults |= {s.name: s.default for s in relay_settings.SETTINGS}
+    # Set only in entra mode, from the parameters Easy Auth validates tokens with: the tenant
+    # defaults to the deployment's own (test_entra_mode_tells_the_app_what_its_served_definition_signs_in_with).
+    defaults["RELAY_ENTRA_TENANT"] = parsed(MAIN)["parameters"]["entraTenantId"]["default"]
     main_params = parsed(MAIN)["parameters"]
     for name, (path, value) in template_app_settings().items():
         if not name.startswith("RELAY_"):
