@@ -939,16 +939,17 @@ def test_the_source_rule_is_declared_and_agrees_with_the_relay(doc: dict[str, An
 
 def test_the_docs_say_what_a_maker_meets() -> None:
     """Item 11: the README says custom connectors need Premium and fall under DLP policies; the Logic
-    Apps snippet gives relayKey a value; the docs name LogicAppsUX#3732 and Secure outputs for the
-    rotated secret."""
+    Apps snippet (docs/power-platform.md) gives relayKey a value; the docs name LogicAppsUX#3732 and
+    Secure outputs for the rotated secret."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Power Automate: the custom connector") :]
+    section = readme[readme.index("## Power Platform") :]
     assert "Premium" in section[:1500] and "data loss prevention" in section[:1500]
-    logic_apps = section[section.index("### Logic Apps without the connector") :]
+    assert "docs/power-platform.md" in section[:1500]
+    docs = (ROOT / "docs" / "power-platform.md").read_text(encoding="utf-8")
+    logic_apps = docs[docs.index("## Logic Apps without the connector") :]
     trigger = json.loads(re.findall(r"```json\n(.*?)```", logic_apps, re.DOTALL)[0])
     assert trigger["definition"]["parameters"]["relayKey"]["type"] == "securestring"
     assert trigger["parameters"]["relayKey"]["value"]
     assert "LogicAppsUX#3732" in logic_apps
-    docs = (ROOT / "docs" / "power-platform.md").read_text(encoding="utf-8")
     for needle in ("Premium", "data loss prevention", "LogicAppsUX#3732", "Secure outputs", "relayKey"):
         assert needle in docs, needle

@@ -450,7 +450,7 @@ def test_logic_apps_webhook_unsubscribes_by_workflow_headers_without_a_url(
     )
     assert kept.status_code == 201
 
-    # The unsubscribe body the README shows: no callback URL.
+    # The unsubscribe body the docs show: no callback URL.
     gone = relay.post("unsubscribe", {}, headers=logic_apps_headers(workflow, "When_an_event_arrives", "t-9"))
     assert gone.status_code == 200, gone.text
     assert relay.get(f"subscriptions/{sub.json()['id']}").status_code == 404
@@ -486,9 +486,11 @@ def test_logic_apps_webhook_action_runs_are_told_apart_by_tracking_id(relay, rec
 
 
 def readme_webhooks() -> dict[str, dict[str, Any]]:
-    """The HTTP Webhook trigger and action as the README gives them, by name."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("### Logic Apps without the connector") :]
+    """The HTTP Webhook trigger and action as docs/power-platform.md gives them, by name."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "power-platform.md").read_text(encoding="utf-8")
+    start = docs.index("## Logic Apps without the connector")
+    end = docs.find("\n## ", start + 1)
+    section = docs[start : end if end >= 0 else len(docs)]
     found: dict[str, dict[str, Any]] = {}
 
     def visit(node: Any) -> None:
@@ -505,7 +507,7 @@ def readme_webhooks() -> dict[str, dict[str, Any]]:
 
 
 def test_the_readme_webhook_snippets_subscribe_and_unsubscribe(relay, receiver_factory, unique_type) -> None:
-    """The README's trigger and action, sent as Logic Apps sends them (its headers, the key from the secure
+    """The documented trigger and action, sent as Logic Apps sends them (its headers, the key from the secure
     parameter), subscribe; their unsubscribe, without listCallbackUrl(), removes the subscription."""
     webhooks = readme_webhooks()
     assert set(webhooks) == {"When_an_order_is_created", "Wait_for_the_order_to_ship"}

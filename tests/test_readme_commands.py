@@ -60,7 +60,7 @@ def commands(block: str) -> list[list[str]]:
     """Each command of a block as words: continuation lines joined, comments and placeholders
     handled, `$(...)` substitutions and `;`/`&&`/`|` sequences split into their commands."""
     text = PLACEHOLDER.sub("PLACEHOLDER", block.replace("\\\n", " "))
-    found = []
+    found: list[list[str]] = []
     for line in text.splitlines():
         for sub in [line, *re.findall(r"\$\(([^()]*)\)", line)]:
             try:
@@ -75,7 +75,11 @@ def commands(block: str) -> list[list[str]]:
                 else:
                     current.append(word)
             found.append(current)
-    return [c for c in found if c]
+    # The README calls the venv's interpreter (`.venv/bin/python -m relay ...`); it is the same command.
+    return [["python", *c[1:]] if c[0] == VENV_PYTHON else c for c in found if c]
+
+
+VENV_PYTHON = ".venv/bin/python"
 
 
 ALL_BLOCKS = [(path, line, block) for path in DOCS for line, block in shell_blocks(path)]
@@ -219,6 +223,91 @@ def test_deploy_steps_end_with_the_smoke_check(doc: str, credential: str) -> Non
     for words in in_doc:
         assert _option_values(words, "--url")[0].startswith("https://"), words
         assert _option_values(words, credential), words
+
+
+def test_the_readme_runs_python_from_the_venv() -> None:
+    """Every Python command of the README names the venv `make dev` creates (`.venv/bin/python`), so
+    it runs as written from a fresh shell without activating anything."""
+    pythons = []
+    for line, block in shell_blocks(ROOT / "README.md"):
+        for raw in block.replace("\\\n", " ").splitlines():
+            for words in [shlex.split(PLACEHOLDER.sub("PLACEHOLDER", raw), comments=True)]:
+                pythons += [(line, w) for w in words if w.split("/")[-1] in ("python", "python3")]
+    assert pythons, "the README runs Python commands"
+    assert all(word == VENV_PYTHON for _, word in pythons), pythons
+
+
+MD_LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^()\s]+)\)")
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings: lower case, punctuation dropped, spaces
+    as hyphens, a repeated heading numbered (-1, -2, ...)."""
+    anchors: set[str] = set()
+    in_code = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if re.match(r"^\s*```", line):
+            in_code = not in_code
+        match = None if in_code else re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if match:
+            slug = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower()).replace(" ", "-")
+            candidate, n = slug, 0
+            while candidate in anchors:
+                n += 1
+                candidate = f"{slug}-{n}"
+            anchors.add(candidate)
+    return anchors
+
+
+def broken_links(path: Path) -> list[str]:
+    """Relative links of a Markdown file (outside code) whose file, or heading, does not exist."""
+    broken = []
+    in_code = False
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if re.match(r"^\s*```", line):
+            in_code = not in_code
+            continue
+        if in_code:
+            continue
+        for target in MD_LINK.findall(re.sub(r"`[^`]*`", "", line)):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target):
+                continue  # http(s), mailto: not checked here
+            file, _, anchor = target.partition("#")
+            resolved = (path.parent / file).resolve() if file else path
+            if not resolved.exists():
+                broken.append(f"{path.name}:{number}: {target} (no such file)")
+            elif anchor and resolved.suffix == ".md" and anchor not in heading_anchors(resolved):
+                broken.append(f"{path.name}:{number}: {target} (no such heading)")
+    return broken
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[str(p.relative_to(ROOT)) for p in DOCS])
+def test_relative_links_point_at_files_and_headings_that_exist(path: Path) -> None:
+    assert broken_links(path) == []
+
+
+def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path: Path) -> None:
+    """The check is not vacuous: a link to a file that is not there, or to a heading the target does
+    not have, is reported; links that resolve, code and URLs are not."""
+    (tmp_path / "b.md").write_text("# Title\n\n## `GET /api/x.json`: the thing\n", encoding="utf-8")
+    doc = tmp_path / "a.md"
+    doc.write_text(
+        "See [b](b.md#get-apixjson-the-thing), [top](#intro), [web](https://example.com/x#y).\n"
+        "# Intro\n"
+        "Not [c](c.md), not [b](b.md#nowhere), not [self](#nothing). `[d](d.md)`\n"
+        "```\n[e](e.md)\n```\n",
+        encoding="utf-8",
+    )
+    assert broken_links(doc) == [
+        "a.md:3: c.md (no such file)",
+        "a.md:3: b.md#nowhere (no such heading)",
+        "a.md:3: #nothing (no such heading)",
+    ]
+
+
+def test_the_readme_is_short() -> None:
+    """The README is what a newcomer reads first: at most 250 lines, the rest in docs/."""
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 250
 
 
 def test_private_networking_prerequisites_name_the_resource_provider() -> None:
