@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import requests
@@ -35,7 +35,6 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_USAGE = 2
 TIMEOUT = 30  # seconds one HTTP call may take
 DEFAULT_WAIT = 60.0  # seconds the round trip may take (a cold start in Azure included)
 EVENT_TYPE = "relay.smoke"
@@ -317,8 +316,17 @@ def _path_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path.rsplit('/', 1)[0]}/…"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Exit 1 on a usage error too (contract: 0 when every check holds, 1 otherwise): a deploy
+    pipeline that runs the check with a wrong argument must fail, whatever it makes of exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_FAILED, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m relay smoke",
         description="Check a running relay after a deploy: anonymous routes, refused credentials, the "
         "definition, and a signed round trip through the relay's own receiving hook. "

@@ -33,7 +33,6 @@ RULES = (
     Rule("notificationUrl must resolve", "notificationUrl", "resolve"),
     Rule("notificationUrl or the workflow headers", "notificationUrl", "is required unless"),
     Rule("continuationToken is signed", "continuationToken", "is not a token this API issued"),
-    Rule("triggerState is signed", "triggerState", "is not a state this API issued"),
     Rule("until is not before since", "until", "is before since"),
     Rule("a date and time that exists", "time", "is not a date and time that exists"),
     Rule("a date and time that exists", "since", "is not a date and time that exists"),

@@ -754,7 +754,10 @@ def test_deploying_user_gets_data_roles_only_when_named():
     assert module_call(RBAC)["params"]["userPrincipalId"] == "principalId"
     assert module_call(RBAC)["params"]["userPrincipalType"] == "principalType"
     params = json.loads(PARAMETERS.read_text())["parameters"]
-    assert params["principalType"]["value"] == "${AZURE_PRINCIPAL_TYPE}"
+    # `=User`: azd's substitution default (drone/envsubst, used by azd's own templates as
+    # `${SERVICE_..._EXISTS=false}`), for an azd too old to export AZURE_PRINCIPAL_TYPE; an empty
+    # value would fail the parameter's @allowed list.
+    assert params["principalType"]["value"] == "${AZURE_PRINCIPAL_TYPE=User}"
     user = _role_assignments("userPrincipalId")
     assert set(user) == {STORAGE_TABLE_DATA_CONTRIBUTOR, STORAGE_QUEUE_DATA_CONTRIBUTOR, STORAGE_BLOB_DATA_CONTRIBUTOR}
     for res in resources(RBAC, "Microsoft.Authorization/roleAssignments").values():

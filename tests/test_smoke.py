@@ -151,7 +151,7 @@ def test_an_unreachable_relay_is_one_line_per_check_and_no_traceback(capsys: pyt
 def test_a_bad_url_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         smoke.main(["--url", "ftp://example.com"])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 1  # contract: 1 whenever the checks do not all hold
     assert "--url must be an http(s) URL" in capsys.readouterr().err
 
 
