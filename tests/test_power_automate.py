@@ -25,7 +25,7 @@ import pytest
 import requests
 from jsonschema import Draft4Validator
 
-from tests.helpers import FUNCTION_KEY, Received, Receiver, nullable_as_draft4, wait_until
+from tests.helpers import FUNCTION_KEY, Received, Receiver, RelayProcess, nullable_as_draft4, wait_until
 
 METHODS = ("get", "put", "post", "delete", "patch")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -540,3 +540,95 @@ def test_the_readme_webhook_snippets_subscribe_and_unsubscribe(relay, receiver_f
         )
         assert gone.status_code == 200, gone.text
         assert relay.get(f"subscriptions/{made.json()['id']}").status_code == 404, name
+
+
+# ---- key changes: the relay's token key and the connection's function key ------------------------
+
+KEY_1, KEY_2, KEY_3 = ("k1-" + "a" * 40), ("k2-" + "b" * 40), ("k3-" + "c" * 40)
+
+
+def _same_port(
+    azurite: Any, before: RelayProcess, env: dict[str, str], function_key: str = FUNCTION_KEY
+) -> RelayProcess:
+    """The relay restarted with other settings, at the same address (as an app restarts after its
+    settings change): the Locations a flow holds still point at it."""
+    before.stop()
+    after = RelayProcess(azurite, env, function_key)
+    after.port = before.port
+    return after.start()
+
+
+@pytest.mark.parametrize("version", ["current", *RELEASED])
+def test_a_polling_flow_keeps_polling_through_a_token_key_rotation(
+    azurite: Any, unique_type: str, version: str
+) -> None:
+    """The operator rotates RELAY_TOKEN_KEY with the old one as RELAY_TOKEN_KEY_PREVIOUS: the
+    flow's next poll, with a state signed by the old key, goes on where it was (no event again,
+    none lost). Then the old key is dropped without a PREVIOUS (or the keys table is lost): the
+    state the flow holds can no longer be verified, and its poll is a 202 with a Location that
+    starts afresh from that call, never a 400 the engine would repeat until someone re-saves it."""
+    relay = RelayProcess(azurite, {"RELAY_TOKEN_KEY": KEY_1}).start()
+    try:
+        connector = Connector(relay, version)
+        path, method, _, _ = connector.operation(lambda p, m, o: o.get("x-ms-trigger") == "batch")
+        first = connector.call(method, path, params={"eventType": unique_type})
+        assert first.status_code == 202
+        location = first.headers["Location"]
+
+        def poll_until(wanted: set[str]) -> list[str]:
+            nonlocal location
+            seen: list[str] = []
+
+            def once() -> bool:
+                nonlocal location
+                answer = requests.get(location, headers=connector.headers, timeout=30)
+                assert answer.status_code in (200, 202), answer.text
+                location = answer.headers["Location"]
+                if answer.status_code == 200:
+                    seen.extend(e["id"] for e in answer.json()["value"])
+                return wanted <= set(seen)
+
+            wait_until(once, 60, f"the polling trigger to see {sorted(wanted)}")
+            return seen
+
+        e1 = publish(relay, unique_type, 1)
+        assert poll_until({e1}) == [e1]
+
+        relay = _same_port(azurite, relay, {"RELAY_TOKEN_KEY": KEY_2, "RELAY_TOKEN_KEY_PREVIOUS": KEY_1})
+        e2 = publish(relay, unique_type, 2)
+        assert poll_until({e2}) == [e2]  # the old key's state went on where it was: e1 not again
+
+        relay = _same_port(azurite, relay, {"RELAY_TOKEN_KEY": KEY_3})
+        e3 = publish(relay, unique_type, 3)
+        unverifiable = requests.get(location, headers=connector.headers, timeout=30)
+        assert unverifiable.status_code == 202, unverifiable.text
+        assert unverifiable.headers["Retry-After"] and unverifiable.headers["Location"] != location
+        location = unverifiable.headers["Location"]
+        e4 = publish(relay, unique_type, 4)
+        seen = poll_until({e4})
+        assert e4 in seen and e3 not in seen and e2 not in seen  # a fresh chain: nothing from before it
+    finally:
+        relay.stop()
+
+
+def test_a_webhook_flow_survives_a_function_key_rotation(azurite: Any, receiver_factory: Any, unique_type: str) -> None:
+    """The operator rotates the function key and updates the flow's connection: the subscription
+    made with the old key keeps receiving (deliveries carry no key), the old key is refused, and
+    the platform's DELETE of the trigger's Location with the new key removes it."""
+    relay = RelayProcess(azurite, {}, "old-key-" + "x" * 24).start()
+    try:
+        connector = Connector(relay)
+        connector.headers = {name: "old-key-" + "x" * 24 for name in connector.headers}
+        flow = Flow(connector, unique_type)
+        receiver = receiver_factory(accept_as_a_flow)
+        location = flow.save(receiver.url + "?sig=" + "s" * 20)
+
+        relay = _same_port(azurite, relay, {}, "new-key-" + "y" * 24)
+        assert requests.get(location, headers=connector.headers, timeout=30).status_code == 401  # the old key
+        e1 = publish(relay, unique_type, 1)
+        assert receiver.wait_for(1)[0].headers["webhook-id"] == e1
+        connector.headers = {name: "new-key-" + "y" * 24 for name in connector.headers}
+        flow.remove(location)
+        assert requests.get(location, headers=connector.headers, timeout=30).status_code == 404
+    finally:
+        relay.stop()
