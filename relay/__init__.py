@@ -1,3 +1,3 @@
 """Serverless event relay: webhook publisher for Power Automate and Logic Apps."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

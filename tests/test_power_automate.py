@@ -8,7 +8,7 @@ send. The dev host speaks plain http, so the definition's `https` scheme is swap
 
 Flows built on an older connector must keep working after every upgrade, so the flow
 impersonation runs twice: from the definition the relay serves now, and from the first released
-definition, frozen in `tests/fixtures/connector-v0.1.0/`, against the current relay.
+definitions, frozen in `tests/fixtures/connector-v*/`, against the current relay.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tests.helpers import FUNCTION_KEY, Received, Receiver, RelayProcess, nullab
 METHODS = ("get", "put", "post", "delete", "patch")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Every released definition a flow may still be built on; "current" is what the relay serves.
-RELEASED = ["0.1.0"]
+RELEASED = ["0.1.0", "0.2.0"]
 
 
 def accept_as_a_flow(_: Received, __: int) -> tuple[int, dict[str, str], bytes]:

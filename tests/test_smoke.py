@@ -440,7 +440,8 @@ def test_no_input_to_the_smoke_routes_causes_a_5xx(
 ) -> None:
     """Whatever reaches the smoke routes, keyed or not: never a 5xx, errors always problem+json."""
     method, template = route
-    headers = {k: v for k, v in webhook.items() if v.isascii() and v.isprintable()}
+    # Values an HTTP client can send at all (requests refuses leading whitespace and line breaks).
+    headers = {k: v for k, v in webhook.items() if v.isascii() and v.isprintable() and v == v.lstrip()}
     if keyed:
         headers["x-functions-key"] = FUNCTION_KEY
     path = template.replace("{id}", quote(segment, safe=""))
