@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -169,10 +170,18 @@ def test_a_thousand_retries_want_no_instance_until_due_and_are_made_on_time(
         f"{samples} scale samples in the window, all 0 instances"
     )
     assert late_move[0] >= -0.05  # never moved before it is due
-    # One timer period (the dev host ticks every 0.2 s), the run's own work, and the read that
-    # saw the row gone; a machine or an Azurite that stalls delays that read as much as the run,
-    # and a pause of the dev host process shows as a slow health answer.
-    assert late_move[-1] <= PERIOD + 1.0 + max(read_gaps) + max(pauses), late_move[-10:]
+    # The timer's runs, as the dev host logged them (relay.worker.on_due): moving a thousand rows
+    # due within a few seconds is one run's work, and on a loaded two-core machine that run can
+    # take many seconds (CI saw 18 s), which a one-second test period cannot hide.
+    runs = [float(s) for s in re.findall(r"due: \d+ messages moved into their queues in ([0-9.]+) s", relay.logs())]
+    assert runs, "the dev host logged no run of the due timer"
+    longest_run = max(runs)
+    # A row is moved by the first run that starts after it is due: within one timer period (the
+    # dev host ticks every 0.2 s), or once the run under way then has ended; that run and the
+    # one that moves it, and the read that saw the row gone. A machine or an Azurite that stalls
+    # delays that read as much as the run, and a pause of the dev host shows as a slow health answer.
+    bound = PERIOD + 1.0 + 2 * longest_run + max(read_gaps) + max(pauses)
+    assert late_move[-1] <= bound, (late_move[-10:], runs)
 
 
 def test_a_retry_left_in_the_queue_by_the_old_release_is_still_delivered(
