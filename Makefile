@@ -1,5 +1,5 @@
 # `make dev` runs the relay locally on Azurite; `make test` runs every test; `make lint` runs the
-# checkers (ruff's lint and format check, mypy strict on the app). All set up first.
+# checkers (ruff's lint and format check, mypy strict on the app, the import layers). All set up first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
@@ -32,12 +32,13 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: setup
 	$(PY) -m pytest $(ARGS)
 
 bench: setup
-	$(PY) -m relay.bench $(ARGS)
+	$(PY) -m relay_dev.bench $(ARGS)
 
 connector: setup
 	$(PY) -m relay connector --host $(HOST) --out connector

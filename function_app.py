@@ -1,11 +1,12 @@
 """The function app: it registers one Blueprint per group. The bindings sit beside their handlers,
-in `relay.routes.*` (HTTP) and `relay.worker` (queues and the timer)."""
+in `relay.http.routes.*` (HTTP) and `relay.triggers.worker` (queues and the timer)."""
 
 import azure.functions as func
 
-from relay import telemetry, worker
-from relay.routes import event_types, meta, operator, publishing, replays, smoke, subscriptions
-from relay.settings import auth_mode
+from relay.core import telemetry
+from relay.core.settings import auth_mode
+from relay.http.routes import event_types, meta, operator, publishing, replays, smoke, subscriptions
+from relay.triggers import worker
 
 telemetry.configure()
 

@@ -50,7 +50,7 @@ param httpPerInstanceConcurrency int = 4
 @maxValue(1000)
 param alwaysReadyHttpInstances int = 0
 
-// The relay's settings (relay/settings.py SETTINGS), as strings exactly as the app reads them.
+// The relay's settings (relay/core/settings.py SETTINGS), as strings exactly as the app reads them.
 // Defaults are the contract defaults.
 
 @description('RELAY_RETRY_SCHEDULE: delays between delivery attempts (units ms, s, m, h).')

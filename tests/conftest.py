@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from relay import pools, settings, storage, tokens
-from relay.azurite import Azurite
-from relay.outbound import Sender
+from relay.core import runtime, settings
+from relay.outbound.sender import Sender
+from relay.store import storage, tokens
+from relay_dev.azurite import Azurite
 from tests.helpers import FUNCTION_KEY, FakeResolver, InProcessApp, Received, Receiver, RelayProcess, Reply
 
 
@@ -53,9 +54,9 @@ def app_storage(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     settings.reset_settings()
     storage.reset_storage()
     tokens.reset_codec()  # its key was read from another module's Azurite (or settings)
-    pools.close_pools()
+    runtime.reset()
     yield storage.get_storage()
-    pools.close_pools()
+    runtime.reset()
     settings.reset_settings()
     storage.reset_storage()
     tokens.reset_codec()

@@ -23,9 +23,9 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from relay.azurite import Azurite, free_port, stop_group
-from relay.azurite import wait_until as _wait_until
-from relay.storage import DELIVERY_QUEUE, DUE_TABLE, FANOUT_QUEUE
+from relay.store.storage import DELIVERY_QUEUE, DUE_TABLE, FANOUT_QUEUE
+from relay_dev.azurite import Azurite, free_port, stop_group
+from relay_dev.azurite import wait_until as _wait_until
 
 __all__ = [
     "FUNCTION_KEY",
@@ -160,7 +160,7 @@ class RelayProcess:
 
     def queue_idle(self) -> bool:
         """No fan-out or delivery work waiting or in flight (retries scheduled later count too:
-        invisible messages, and rows of the due table, relay/due.py)."""
+        invisible messages, and rows of the due table, relay/store/due.py)."""
         if self._queues is None:
             service = QueueServiceClient.from_connection_string(self.azurite.connection_string)
             self._queues = [service.get_queue_client(q) for q in (FANOUT_QUEUE, DELIVERY_QUEUE)]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from relay.azurite import free_port
+from relay_dev.azurite import free_port
 from tests.helpers import FUNCTION_KEY, ROOT, Receiver, RelayProcess, wait_until
 
 

@@ -116,7 +116,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Compl
         pytest.skip("Azurite is not installed: run `npm ci`")
     out = tmp_path_factory.mktemp("bench") / "bench-results.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "relay.bench", *TINY, "--out", str(out)],
+        [sys.executable, "-m", "relay_dev.bench", *TINY, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -200,7 +200,7 @@ def test_no_table_query_of_the_run_spans_partitions(tiny_run: tuple[subprocess.C
     ],
 )
 def test_proxy_tells_single_partition_queries_from_scans(flt: str | None, within: bool) -> None:
-    from relay.bench.proxy import within_one_partition
+    from relay_dev.bench.proxy import within_one_partition
 
     assert within_one_partition(flt) is within
 
@@ -208,7 +208,7 @@ def test_proxy_tells_single_partition_queries_from_scans(flt: str | None, within
 def test_cost_model_prices_each_billed_unit() -> None:
     """One delivery at fan-out 1 priced by hand from the dated table, class by class, on the
     deployment prices.json names (512 MB, a quarter of a core)."""
-    from relay.bench.costmodel import Deployment, event_grid_cost, load_prices, relay_cost
+    from relay_dev.bench.costmodel import Deployment, event_grid_cost, load_prices, relay_cost
 
     prices = load_prices()
     assert prices["recorded"] and prices["source"] and prices["currency"] == "USD"
@@ -251,7 +251,7 @@ def test_cost_model_prices_each_billed_unit() -> None:
 
 
 def test_prices_record_the_flex_meters_with_date_and_source() -> None:
-    from relay.bench.costmodel import load_prices
+    from relay_dev.bench.costmodel import load_prices
 
     prices = load_prices()
     fx = prices["functions_flex"]
@@ -270,7 +270,7 @@ def test_idle_cost_is_the_timers_on_demand_and_the_baseline_always_ready() -> No
     its memory every second of the month on top."""
     from dataclasses import replace
 
-    from relay.bench.costmodel import Deployment, idle_cost_per_month, load_prices, timer_runs_per_month
+    from relay_dev.bench.costmodel import Deployment, idle_cost_per_month, load_prices, timer_runs_per_month
 
     prices = load_prices()
     fx = prices["functions_flex"]
@@ -302,13 +302,13 @@ def test_idle_cost_is_the_timers_on_demand_and_the_baseline_always_ready() -> No
     ],
 )
 def test_ncrontab_runs_per_day(schedule: str, per_day: float) -> None:
-    from relay.bench.costmodel import runs_per_day
+    from relay_dev.bench.costmodel import runs_per_day
 
     assert runs_per_day(schedule) == pytest.approx(per_day)
 
 
 def test_with_idle_spreads_the_month_over_its_deliveries() -> None:
-    from relay.bench.costmodel import Breakdown, load_prices, with_idle
+    from relay_dev.bench.costmodel import Breakdown, load_prices, with_idle
 
     prices = load_prices()
     marginal = Breakdown(executions=0.4, compute=1.0, queue=0.5, table=0.1, blob=0.0)
@@ -321,14 +321,14 @@ def test_with_idle_spreads_the_month_over_its_deliveries() -> None:
 
 def test_instances_for_concurrent_requests() -> None:
     """Flex's HTTP rule: one instance per perInstanceConcurrency requests arriving together."""
-    from relay.bench.costmodel import instances_for
+    from relay_dev.bench.costmodel import instances_for
 
     assert [instances_for(4, c) for c in (1, 2, 3, 4, 16)] == [4, 2, 2, 1, 1]
     assert instances_for(0, 4) == 1
 
 
 def test_the_chosen_concurrency_is_where_throughput_stops_growing_within_the_latency_bound() -> None:
-    from relay.bench.runner import choose_concurrency
+    from relay_dev.bench.runner import choose_concurrency
 
     def level(rps: float, p95: float) -> dict[str, float]:
         return {"requests_per_second": rps, "p95_ms": p95}
@@ -347,7 +347,7 @@ def test_the_chosen_concurrency_is_where_throughput_stops_growing_within_the_lat
 
 
 def test_proxy_classifies_storage_requests() -> None:
-    from relay.bench.proxy import classify
+    from relay_dev.bench.proxy import classify
 
     acct = "/devstoreaccount1"
     cases = {

@@ -230,7 +230,7 @@ def test_batch_limit_is_a_setting(relay_factory, unique_type) -> None:
 def test_function_refuses_by_content_length_without_reading_the_body(monkeypatch) -> None:
     """In Azure the host hands the function the body; the relay looks at the header first and
     refuses without touching (parsing) it."""
-    from relay.settings import reset_settings
+    from relay.core.settings import reset_settings
     from tests.helpers import http_functions
 
     # The index the in-process app uses: `get_functions()` refuses a second call on one app object.
@@ -279,7 +279,7 @@ def test_batch_of_a_million_tiny_objects_is_refused_quickly(relay, unique_type) 
 def test_node_count_ignores_structure_inside_strings(app: InProcessApp, unique_type: str) -> None:
     """Commas and brackets inside a string (after an escaped quote too) are one value, not
     thousands; values outside strings are counted to the limit."""
-    from relay.api import MAX_NODES
+    from relay.http.api import MAX_NODES
 
     for text in (b'"' + b"," * (MAX_NODES * 2) + b'"', b'"\\"' + b",[" * MAX_NODES + b'"'):
         body = b'{"type": "%s", "data": [%s, 1]}' % (unique_type.encode(), text)
@@ -294,8 +294,8 @@ def test_bomb_stored_before_these_checks_is_refused_at_publish_within_2s(relay, 
     400 naming `type` at once (register it again), not years of validation."""
     from azure.data.tables import TableClient
 
-    from relay.eventtypes import PARTITION
-    from relay.storage import EVENT_TYPES_TABLE
+    from relay.store.eventtypes import PARTITION
+    from relay.store.storage import EVENT_TYPES_TABLE
 
     table = TableClient.from_connection_string(relay.azurite.connection_string, EVENT_TYPES_TABLE)
     table.upsert_entity(
@@ -309,8 +309,8 @@ def test_bomb_stored_before_these_checks_is_refused_at_publish_within_2s(relay, 
 
 
 def test_max_batch_bytes_setting_defaults_and_names_itself() -> None:
-    from relay.errors import ConfigurationError
-    from relay.settings import SETTINGS, Settings
+    from relay.core.errors import ConfigurationError
+    from relay.core.settings import SETTINGS, Settings
 
     assert Settings.from_environ({}).max_batch_bytes == 4 * 1024 * 1024
     assert Settings.from_environ({"RELAY_MAX_BATCH_BYTES": "1000"}).max_batch_bytes == 1000

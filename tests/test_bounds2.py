@@ -86,7 +86,7 @@ def test_patterns_on_a_mebibyte_of_strings_cost_little_cpu_and_answer_within_2s(
 
 
 def test_pattern_count_and_size_are_bounded_at_registration(app: InProcessApp, unique_type: str) -> None:
-    from relay.schemabounds import MAX_PATTERN_CHARS, MAX_PATTERNS
+    from relay.core.schemabounds import MAX_PATTERN_CHARS, MAX_PATTERNS
 
     many = {"type": "object", "properties": {f"p{i}": {"pattern": f"^x{i}$"} for i in range(MAX_PATTERNS + 1)}}
     problem_of(app.put(f"event-types/{unique_type}", {"schema": many}), 400, "schema")
@@ -131,7 +131,7 @@ def follow(app: InProcessApp, first: str) -> list[list[dict[str, Any]]]:
 def test_the_catalogue_is_paged_by_count_and_by_bytes(
     app: InProcessApp, unique_type: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from relay import eventtypes
+    from relay.store import eventtypes
 
     names = [f"{unique_type}.{i:02d}" for i in range(12)]
     for i, name in enumerate(names):
@@ -155,7 +155,7 @@ def test_the_catalogue_is_paged_by_count_and_by_bytes(
 def test_the_catalogue_is_bounded_in_count_and_schema_size(
     app: InProcessApp, unique_type: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from relay import eventtypes
+    from relay.store import eventtypes
 
     present = sum(len(page) for page in follow(app, "event-types?limit=1000"))
     monkeypatch.setattr(eventtypes, "MAX_EVENT_TYPES", present + 2)
@@ -172,7 +172,7 @@ def test_the_catalogue_is_bounded_in_count_and_schema_size(
 
 
 def test_compiled_validators_are_kept_in_a_bounded_cache(app: InProcessApp, unique_type: str) -> None:
-    from relay import eventtypes
+    from relay.store import eventtypes
 
     for i in range(eventtypes.VALIDATORS_KEPT + 10):
         name = f"{unique_type}.{i}"

@@ -16,7 +16,7 @@ import requests
 from jsonschema import Draft4Validator, Draft7Validator
 from openapi_spec_validator import OpenAPIV2SpecValidator, validate
 
-from relay.connector import (
+from relay.http.connector import (
     DEFINITION_FILE,
     EXAMPLE_HOST,
     ICON_FILE,
@@ -119,7 +119,7 @@ def test_committed_files_are_what_the_code_generates(tmp_path: Path) -> None:
 
 def test_the_command_line_writes_the_files(tmp_path: Path) -> None:
     """`python -m relay connector --host H --out DIR` writes both files for host H."""
-    from relay.__main__ import main
+    from relay_dev.cli import main
 
     assert main(["connector", "--host", "relay.example.net", "--out", str(tmp_path)]) == 0
     assert json.loads((tmp_path / DEFINITION_FILE).read_text())["host"] == "relay.example.net"
@@ -395,7 +395,7 @@ def test_contact_website_and_privacy_policy(doc: dict[str, Any]) -> None:
 
 def test_the_website_and_contact_are_settable_from_the_command_line(tmp_path: Path) -> None:
     """--website, --privacy-policy, --contact-name and --contact-email land in the definition."""
-    from relay.__main__ import main
+    from relay_dev.cli import main
 
     assert (
         main(
@@ -481,7 +481,7 @@ def test_the_icon_is_square_on_the_brand_colour() -> None:
 def test_no_stack_owner_unless_certification_asks(tmp_path: Path) -> None:
     """apiProperties.json carries no publisher/stackOwner (paconn update refuses stackOwner), except with
     --certification."""
-    from relay.__main__ import main
+    from relay_dev.cli import main
 
     committed = json.loads((COMMITTED / PROPERTIES_FILE).read_text())["properties"]
     assert "stackOwner" not in committed and "publisher" not in committed
@@ -522,7 +522,7 @@ def test_every_properties_variant_is_valid(kwargs: dict[str, bool], shared: Path
 
 def test_host_parameter_routes_calls_to_the_connection_host(tmp_path: Path) -> None:
     """--host-parameter: a required string connection parameter and a dynamichosturl policy that uses it."""
-    from relay.__main__ import main
+    from relay_dev.cli import main
 
     assert main(["connector", "--host", "placeholder.example.net", "--out", str(tmp_path), "--host-parameter"]) == 0
     props = json.loads((tmp_path / PROPERTIES_FILE).read_text())["properties"]
@@ -547,7 +547,7 @@ def test_errors_are_declared_as_problem_json(doc: dict[str, Any]) -> None:
 
 def test_name_rules_are_declared_and_agree_with_the_relay(doc: dict[str, Any]) -> None:
     """Event type and id rules are pattern/maxLength in the definition, and the pattern decides as the relay does."""
-    from relay.matching import is_name, is_pattern
+    from relay.core.matching import is_name, is_pattern
 
     ops = {op["operationId"]: op for _, _, op in operations(doc)}
     body = next(p for p in ops["PublishEvent"]["parameters"] if p["in"] == "body")["schema"]["properties"]
@@ -655,7 +655,7 @@ def test_the_conversion_says_only_what_swagger_2_knows_and_accepts_all_valid_dat
     no $defs/const/prefixItems/type arrays), and every document the original accepts matches the result."""
     from jsonschema import Draft202012Validator
 
-    from relay.swaggerschema import to_swagger
+    from relay.http.swaggerschema import to_swagger
 
     converted = to_swagger(REGISTERED)
     text = json.dumps(converted)
@@ -680,7 +680,7 @@ def test_the_conversion_is_bounded() -> None:
     """A schema whose references fan out converts to a bounded result, quickly."""
     import time
 
-    from relay.swaggerschema import MAX_NODES, to_swagger
+    from relay.http.swaggerschema import MAX_NODES, to_swagger
 
     bomb: dict[str, Any] = {"$defs": {"d0": {"type": "string"}}}
     for i in range(1, 30):
@@ -728,8 +728,8 @@ def test_the_dynamic_schema_source_answers_200_for_every_designer_value(relay) -
 
 
 def test_an_error_is_the_problem_the_code_describes(relay, doc: dict[str, Any]) -> None:
-    """A real error answer has a media type `produces` names and the shape of relay.connector.PROBLEM."""
-    from relay.connector import PROBLEM
+    """A real error answer has a media type `produces` names and the shape of relay.http.connector.PROBLEM."""
+    from relay.http.connector import PROBLEM
 
     answer = relay.post("events", {"type": "bad type", "data": 1})
     assert answer.status_code == 400
@@ -755,7 +755,7 @@ def strings_in(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
 
 def variants() -> Iterator[tuple[str, dict[str, Any]]]:
     """The definitions and properties the command can write: keys and Entra ID, every option."""
-    from relay.connector import EntraSignIn
+    from relay.http.connector import EntraSignIn
 
     entra = EntraSignIn(resource="api://relay", tenant="contoso.onmicrosoft.com", client_id="c")
     for name, sign_in in (("keys", None), ("entra", entra)):
@@ -808,7 +808,7 @@ def test_a_readme_lies_beside_the_connector_files(doc: dict[str, Any]) -> None:
 def test_certification_needs_the_publishers_pages_and_contact(tmp_path: Path, capsys: Any) -> None:
     """--certification without --website, --privacy-policy and --contact-email is refused with a message
     naming them (the console is no privacy policy), never written with defaults (item 9)."""
-    from relay.__main__ import main
+    from relay_dev.cli import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["connector", "--host", "h.example", "--out", str(tmp_path), "--certification"])
@@ -924,8 +924,8 @@ def test_data_stays_untyped_and_the_docs_say_how_to_publish_an_object(doc: dict[
 
 def test_the_source_rule_is_declared_and_agrees_with_the_relay(doc: dict[str, Any]) -> None:
     """The publish action says what the relay refuses in source (item 15): its pattern decides as
-    relay.models.is_uri_reference does."""
-    from relay.models import is_uri_reference
+    relay.core.models.is_uri_reference does."""
+    from relay.core.models import is_uri_reference
 
     body = next(p for p in doc["paths"]["/events"]["post"]["parameters"] if p["in"] == "body")["schema"]
     source = body["properties"]["source"]

@@ -20,11 +20,11 @@ import pytest
 import requests
 from azure.data.tables import TableClient, UpdateMode
 
-from relay import clock
-from relay.models import SubscriptionRequest
-from relay.retention import sweep as retention_sweep
-from relay.storage import SUBSCRIPTIONS_TABLE, Endpoints, Storage
-from relay.subscriptions import SubscriptionStore, url_key
+from relay.core import clock
+from relay.core.models import SubscriptionRequest
+from relay.pipeline.retention import sweep as retention_sweep
+from relay.store.storage import SUBSCRIPTIONS_TABLE, Endpoints, Storage
+from relay.store.subscriptions import SubscriptionStore, url_key
 from tests.helpers import InProcessApp, Receiver, RelayProcess, problem_of, wait_until
 
 TRIALS = 40

@@ -463,9 +463,9 @@ def test_counters_add_up_across_writers_and_expire_with_the_log(azurite: Any) ->
     """Two processes' rows add up; a repeated flush does not count twice; the sweep removes them."""
     from datetime import datetime, timedelta
 
-    from relay import stats
-    from relay.retention import sweep
-    from relay.storage import DELIVERIES_TABLE, Endpoints, Storage
+    from relay.pipeline import stats
+    from relay.pipeline.retention import sweep
+    from relay.store.storage import DELIVERIES_TABLE, Endpoints, Storage
 
     storage = Storage(Endpoints(connection_string=azurite.connection_string))
     storage.ensure()

@@ -27,7 +27,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # What only runs on a developer's machine, never in Azure.
-LOCAL_ONLY = ("relay/__main__.py", "relay/devhost.py", "relay/azurite.py", "relay/receiver.py", "relay/bench/")
+# (relay/__main__.py ships: it is only the name `python -m relay` answers to, and says so when the
+# tools are absent; relay_dev/ is the tools.)
+LOCAL_ONLY = ("relay_dev/",)
 
 
 def funcignore(root: Path = ROOT) -> pathspec.GitIgnoreSpec:
@@ -162,7 +164,7 @@ LEFTOVERS = [
     "docs/deploy.md",
     "docs/console.png",
     "relay/__pycache__/api.cpython-311.pyc",
-    "relay/routes/__pycache__/x.cpython-312.pyc",
+    "relay/http/routes/__pycache__/x.cpython-312.pyc",
     "relay/x.pyc",
     "__pycache__/function_app.cpython-311.pyc",
     "build/lib/relay/api.py",  # `pip install .` (azd restore) leaves these
@@ -188,12 +190,12 @@ LEFTOVERS = [
     "requirements-dev.txt",
     "package.json",
     "node_modules/x/index.js",
-    "relay/__main__.py",
-    "relay/devhost.py",
-    "relay/azurite.py",
-    "relay/receiver.py",
-    "relay/bench/__init__.py",
-    "relay/bench/prices.json",
+    "relay_dev/cli.py",
+    "relay_dev/devhost.py",
+    "relay_dev/azurite.py",
+    "relay_dev/receiver.py",
+    "relay_dev/bench/__init__.py",
+    "relay_dev/bench/prices.json",
 ]
 
 
@@ -215,7 +217,7 @@ def test_both_tools_ship_only_what_azure_runs(tmp_path: Path) -> None:
     virtual environment or local tool."""
     root = _tree_with_leftovers(tmp_path)
     expected = shipped(root)
-    assert "relay/console/app.js" in expected and "relay/api.py" in expected
+    assert "relay/http/console/app.js" in expected and "relay/http/api.py" in expected
     core_tools, azd = core_tools_package_files(root), azd_package_files(root)
     assert sorted(core_tools - expected) == [] and sorted(expected - core_tools) == []
     assert sorted(azd - expected) == [] and sorted(expected - azd) == []
@@ -244,7 +246,7 @@ def test_package_holds_the_app_and_no_local_tools() -> None:
     """The package has function_app.py, host.json, requirements.txt and relay/, and none of the
     dev host, Azurite launcher, receiver, benchmark, tests, infra or local settings."""
     files = package_files()
-    for needed in ("function_app.py", "host.json", "requirements.txt", "relay/__init__.py", "relay/api.py"):
+    for needed in ("function_app.py", "host.json", "requirements.txt", "relay/__init__.py", "relay/http/api.py"):
         assert needed in files, needed
     leaked = sorted(
         f
@@ -263,11 +265,11 @@ def test_package_holds_the_app_and_no_local_tools() -> None:
         "h7_env/bin/python",
         ".azure/dev/.env",  # azd's environment state
         ".python_packages/lib/site-packages/requests/__init__.py",
-        "relay/__main__.py",
-        "relay/devhost.py",
-        "relay/azurite.py",
-        "relay/receiver.py",
-        "relay/bench/__main__.py",
+        "relay_dev/cli.py",
+        "relay_dev/devhost.py",
+        "relay_dev/azurite.py",
+        "relay_dev/receiver.py",
+        "relay_dev/bench/__main__.py",
         "relay/__pycache__/api.cpython-311.pyc",
         ".hypothesis/examples/x",
         ".mypy_cache/3.11/x.json",
@@ -292,12 +294,12 @@ def test_function_app_imports_without_the_local_tools(tmp_path: Path) -> None:
         target = tmp_path / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, target)
-    assert not (tmp_path / "relay" / "devhost.py").exists()
+    assert not (tmp_path / "relay_dev").exists()
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); import function_app, relay; "
         "assert relay.__file__.startswith(sys.argv[1]), relay.__file__; "
-        "print(sorted(m for m in sys.modules if m.startswith(('relay.devhost', 'relay.azurite', "
-        "'relay.receiver', 'relay.bench'))))"
+        "print(sorted(m for m in sys.modules if m.startswith(('relay_dev.devhost', 'relay_dev.azurite', "
+        "'relay_dev.receiver', 'relay_dev.bench'))))"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "APPLICATIONINSIGHTS_CONNECTION_STRING")}
     done = subprocess.run(
@@ -324,8 +326,8 @@ IMPORTERS = ("import_module", "__import__")
 
 def imported_names(source: str, rel: str) -> set[str]:
     """Every module name a file imports, at its top or lazily inside a function, relative imports
-    resolved, with the packages each import runs on the way (`relay.bench.runner` runs
-    `relay.bench`'s `__init__` too); `importlib.import_module("...")` with a literal name counts."""
+    resolved, with the packages each import runs on the way (`relay_dev.bench.runner` runs
+    `relay_dev.bench`'s `__init__` too); `importlib.import_module("...")` with a literal name counts."""
     module, is_package = _module_name(rel)
     package = module if is_package else module.rpartition(".")[0]
     names: set[str] = set()
@@ -371,7 +373,8 @@ def imports_leaving_the_package(root: Path = ROOT) -> list[str]:
     package does not hold: code that would fail in Azure (or be a dev tool pulled into it)."""
     files = package_files(root)
     found = []
-    for rel in sorted(f for f in files if f.endswith(".py")):
+    # The one door: `python -m relay` runs relay_dev's command line; Azure never runs it.
+    for rel in sorted(f for f in files if f.endswith(".py") and f != "relay/__main__.py"):
         for name in sorted(imported_names((root / rel).read_text(encoding="utf-8"), rel)):
             target = _repository_file(name, root)
             if target is not None and target not in files:
@@ -386,27 +389,26 @@ def test_no_packaged_module_imports_a_module_left_out_of_the_package() -> None:
 
 
 LEAKS = {
-    "top-level absolute": "import relay.devhost\n",
-    "lazy relative": "def f():\n    from .bench import runner\n    return runner\n",
-    "lazy from package": "def f():\n    from . import receiver\n    return receiver\n",
-    "parent package": "def f():\n    from relay.bench.runner import main\n",
-    "importlib": "import importlib\nimportlib.import_module('relay.azurite')\n",
-    "the command line": "from . import __main__\n",
+    "top-level absolute": "import relay_dev.devhost\n",
+    "lazy from package": "def f():\n    from relay_dev import receiver\n    return receiver\n",
+    "parent package": "def f():\n    from relay_dev.bench.runner import main\n",
+    "importlib": "import importlib\nimportlib.import_module('relay_dev.azurite')\n",
+    "the command line": "from relay_dev import cli\n",
 }
 
 
 @pytest.mark.parametrize("source", LEAKS.values(), ids=LEAKS.keys())
 def test_the_import_check_finds_a_local_tool_imported_by_the_app(tmp_path: Path, source: str) -> None:
     """The check above is not vacuous: a copy of the package with one such import added fails it."""
-    for rel in package_files() | {p.relative_to(ROOT).as_posix() for p in ROOT.glob("relay/**/*.py")}:
+    for rel in package_files() | {p.relative_to(ROOT).as_posix() for p in ROOT.glob("relay*/**/*.py")}:
         target = tmp_path / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, target)
     shutil.copy2(ROOT / ".funcignore", tmp_path / ".funcignore")
     assert imports_leaving_the_package(tmp_path) == []
-    api = tmp_path / "relay" / "api.py"
+    api = tmp_path / "relay" / "http" / "api.py"
     api.write_text(api.read_text(encoding="utf-8") + "\n" + source, encoding="utf-8")
-    assert {line.split(":")[0] for line in imports_leaving_the_package(tmp_path)} == {"relay/api.py"}
+    assert {line.split(":")[0] for line in imports_leaving_the_package(tmp_path)} == {"relay/http/api.py"}
 
 
 # ---- requirements ---------------------------------------------------------------------------------
@@ -467,7 +469,7 @@ def declared_requirements() -> set[str]:
 def test_every_import_of_the_deployed_code_is_a_declared_requirement() -> None:
     """Each third-party module the package imports (directly, lazily too) comes from a
     distribution requirements.txt names, not from something another package happens to pull in."""
-    local = {"relay", "function_app"}
+    local = {"relay", "relay_dev", "function_app"}  # relay_dev: only relay/__main__.py names it
     stdlib = set(sys.stdlib_module_names)
     modules = set()
     for rel in package_files():
@@ -502,4 +504,4 @@ def test_azurite_runs_without_telemetry() -> None:
     makefile = (ROOT / "Makefile").read_text()
     azurite_lines = [line for line in makefile.splitlines() if "bin/azurite" in line]
     assert azurite_lines and all("--disableTelemetry" in line for line in azurite_lines)
-    assert '"--disableTelemetry"' in (ROOT / "relay" / "azurite.py").read_text()
+    assert '"--disableTelemetry"' in (ROOT / "relay_dev" / "azurite.py").read_text()

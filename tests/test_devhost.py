@@ -16,7 +16,7 @@ import requests
 from azure.storage.queue import QueueServiceClient
 from standardwebhooks.webhooks import Webhook
 
-from relay.devhost import QueueOptions, QueueWorker, compile_template, cron_matches, parse_timespan
+from relay_dev.devhost import QueueOptions, QueueWorker, compile_template, cron_matches, parse_timespan
 from tests.helpers import ROOT, free_port, wait_until
 
 
@@ -150,7 +150,7 @@ def _raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
 
 def test_host_check_rules() -> None:
     """Own address with its port, or localhost[:port]; on a wildcard bind any IP literal; never a name."""
-    from relay.devhost import HostCheck
+    from relay_dev.devhost import HostCheck
 
     check = HostCheck("127.0.0.1", "127.0.0.1", 7071)
     assert check.allows("127.0.0.1:7071") and check.allows("localhost:7071") and check.allows("LOCALHOST")

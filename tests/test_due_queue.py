@@ -1,5 +1,5 @@
 """Retries due later wait in the due table, not as invisible messages of a triggered queue, so
-Flex Consumption's scale controller sees no work that is not due (relay/due.py, docs/scaling.md).
+Flex Consumption's scale controller sees no work that is not due (relay/store/due.py, docs/scaling.md).
 
 The platform's rule cannot run here; it is encoded as data, from Microsoft Learn, "Target-based
 scaling" (https://learn.microsoft.com/azure/azure-functions/functions-target-based-scaling):
@@ -24,14 +24,15 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from relay import due, settings
-from relay.clock import from_time_key
-from relay.storage import DELIVERY_QUEUE, DUE_TABLE, FANOUT_QUEUE, REPLAY_QUEUE
+from relay.core import settings
+from relay.core.clock import from_time_key
+from relay.store import due
+from relay.store.storage import DELIVERY_QUEUE, DUE_TABLE, FANOUT_QUEUE, REPLAY_QUEUE
 from tests.helpers import Receiver, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH_SIZE = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]["batchSize"]
-# Every queue a function of the app is triggered by (relay.worker's queue triggers).
+# Every queue a function of the app is triggered by (relay.triggers.worker's queue triggers).
 TRIGGERED_QUEUES = (FANOUT_QUEUE, DELIVERY_QUEUE, REPLAY_QUEUE)
 SCALE_RULE = {
     "source": "https://learn.microsoft.com/azure/azure-functions/functions-target-based-scaling",
@@ -170,7 +171,7 @@ def test_a_thousand_retries_want_no_instance_until_due_and_are_made_on_time(
         f"{samples} scale samples in the window, all 0 instances"
     )
     assert late_move[0] >= -0.05  # never moved before it is due
-    # The timer's runs, as the dev host logged them (relay.worker.on_due): moving a thousand rows
+    # The timer's runs, as the dev host logged them (relay.triggers.worker.on_due): moving a thousand rows
     # due within a few seconds is one run's work, and on a loaded two-core machine that run can
     # take many seconds (CI saw 18 s), which a one-second test period cannot hide.
     runs = [float(s) for s in re.findall(r"due: \d+ messages moved into their queues in ([0-9.]+) s", relay.logs())]
@@ -202,7 +203,7 @@ def test_a_retry_left_in_the_queue_by_the_old_release_is_still_delivered(
     row = wait_until(retry_row, 30, "the retry an hour away to be in the due table")
     # What the old release did with it: an invisible message in the delivery queue, due in 2 s.
     table.delete_entity(row["PartitionKey"], row["RowKey"])
-    from relay.storage import Storage, endpoints_from_settings
+    from relay.store.storage import Storage, endpoints_from_settings
 
     storage = Storage(endpoints_from_settings({"AzureWebJobsStorage": azurite.connection_string}))
     storage.queue(DELIVERY_QUEUE).send_message(row["Body"], visibility_timeout=2, time_to_live=-1)

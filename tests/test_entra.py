@@ -26,15 +26,8 @@ import requests
 import trustme
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from relay.access import (
-    ADMIN,
-    PUBLISHER,
-    SUBSCRIBER,
-    Principal,
-    admit,
-    parse_principal,
-)
-from relay.easyauth import client_principal
+from relay.http.access import ADMIN, PUBLISHER, SUBSCRIBER, Principal, admit, parse_principal
+from relay_dev.easyauth import client_principal
 from tests.helpers import Receiver, RelayProcess
 
 TENANT = "72f988bf-0000-4000-8000-2d7cd011db47"
@@ -451,7 +444,7 @@ def test_signing_keys_come_from_an_https_jwks_url(azurite: Any, tmp_path: Path) 
 def platform(app: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Any]:
     """The function app in entra mode as it runs in Azure, behind App Service Authentication:
     called in-process, since the dev host never runs without validating tokens itself."""
-    from relay import settings
+    from relay.core import settings
 
     def set_flag(flag: str) -> Any:
         monkeypatch.setenv("RELAY_AUTH", "entra")
@@ -532,9 +525,9 @@ def test_the_dev_hosts_principal_is_what_the_relay_reads() -> None:
 
 def test_keys_mode_ignores_the_easy_auth_header(monkeypatch: pytest.MonkeyPatch) -> None:
     """RELAY_AUTH=keys (the default): the principal plays no part, whatever a caller sends."""
-    from relay import settings
-    from relay.api import Request
-    from relay.routes.subscriptions import list_subscriptions
+    from relay.core import settings
+    from relay.http.api import Request
+    from relay.http.routes.subscriptions import list_subscriptions
 
     monkeypatch.setenv("RELAY_AUTH", "keys")
     monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
@@ -555,8 +548,8 @@ def test_keys_mode_ignores_the_easy_auth_header(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_the_dev_host_refuses_an_incomplete_or_plain_http_configuration(tmp_path: Path) -> None:
-    from relay.easyauth import EasyAuth
-    from relay.errors import ConfigurationError
+    from relay.core.errors import ConfigurationError
+    from relay_dev.easyauth import EasyAuth
 
     jwks = str(jwks_file(tmp_path))
     assert EasyAuth.from_environ({"RELAY_ENTRA_JWKS": jwks}) is None  # keys mode: no Easy Auth
@@ -568,7 +561,7 @@ def test_the_dev_host_refuses_an_incomplete_or_plain_http_configuration(tmp_path
     with pytest.raises(ConfigurationError, match="JWKS file"):
         EasyAuth.from_environ({**ENTRA_ENV, "RELAY_ENTRA_JWKS": str(tmp_path / "missing.json")})
     with pytest.raises(ConfigurationError, match="RELAY_AUTH"):
-        from relay.settings import auth_mode
+        from relay.core.settings import auth_mode
 
         auth_mode({"RELAY_AUTH": "aad"})
 
@@ -577,9 +570,9 @@ def test_the_owner_index_survives_a_crash_between_writes_and_keeps_fan_out_owner
     """Store level: an owner row whose subscription never got written (a crash after the index
     write) is skipped, a subscription is listed for its owner only, and fan-out finds it whoever
     owns it (the fan-out index carries no owner)."""
-    from relay.models import SubscriptionRequest
-    from relay.storage import SUBSCRIPTIONS_TABLE, Endpoints, Storage
-    from relay.subscriptions import SubscriptionStore, owner_partition
+    from relay.core.models import SubscriptionRequest
+    from relay.store.storage import SUBSCRIPTIONS_TABLE, Endpoints, Storage
+    from relay.store.subscriptions import SubscriptionStore, owner_partition
 
     storage = Storage(Endpoints(connection_string=azurite.connection_string))
     storage.ensure()

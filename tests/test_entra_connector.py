@@ -13,8 +13,7 @@ import pytest
 from jsonschema import Draft4Validator, Draft7Validator
 from openapi_spec_validator import OpenAPIV2SpecValidator, validate
 
-from relay.__main__ import main
-from relay.connector import (
+from relay.http.connector import (
     DEFINITION_FILE,
     ICON_FILE,
     PROPERTIES_FILE,
@@ -23,6 +22,7 @@ from relay.connector import (
     definition,
     properties,
 )
+from relay_dev.cli import main
 from tests.helpers import InProcessApp, problem_of
 
 # Microsoft's Power Platform connector schemas, vendored (MIT; see the README beside them).
@@ -229,7 +229,7 @@ def test_openapi_json_serves_the_definition_of_the_running_auth_mode(
 ) -> None:
     """Under RELAY_AUTH=entra, GET /api/openapi.json is the OAuth 2.0 definition, as --auth entra writes
     it, for the tenant and Application ID URI of the settings (item 6)."""
-    from relay import settings
+    from relay.core import settings
 
     monkeypatch.setenv("RELAY_AUTH", "entra")
     monkeypatch.setenv("RELAY_ENTRA_TENANT", TENANT)

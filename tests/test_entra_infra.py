@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from relay import access
+from relay.http import access
 from tests.test_infra import INFRA, MAIN, parsed, resources  # helpers only, no tests
 
 EASYAUTH = INFRA / "modules" / "easyauth.bicep"
@@ -83,7 +83,7 @@ def easy_auth_excludes(excluded: list[str], path: str) -> bool:
     return False
 
 
-CONSOLE = INFRA.parent / "relay" / "console"
+CONSOLE = INFRA.parent / "relay" / "http" / "console"
 
 
 def test_easy_auth_lets_the_whole_console_through_in_the_documented_form() -> None:

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from relay.errors import ConfigurationError
-from relay.origins import ORIGINS_KEPT, OriginGate
-from relay.outbound import BreakerOpen, DeliveryError, DeliveryTimeout, OriginBusy, Sender
-from relay.pools import AttemptThreads, Pools
-from relay.settings import Settings
+from relay.core.errors import ConfigurationError
+from relay.core.settings import Settings
+from relay.outbound.origins import ORIGINS_KEPT, OriginGate
+from relay.outbound.sender import BreakerOpen, DeliveryError, DeliveryTimeout, OriginBusy, Sender
+from relay.pipeline.pools import AttemptThreads, Pools
 from tests.helpers import wait_until
 
 SECRET = "s3cr3tSIG"
@@ -360,9 +360,9 @@ def test_handed_back_attempt_comes_back_within_seconds_then_less_often(
     """An attempt handed back unsent (its origin's one slot held) is pending in the delivery log,
     not counted, and due again after 2 s, then 4, 8, 16, and at most one delivery timeout: a busy
     origin is asked again soon, one whose slots are held until the timeout once per timeout."""
-    from relay.delivery import Deliverer
-    from relay.deliverylog import DeliveryLog
-    from relay.models import EventRecord, Target
+    from relay.core.models import EventRecord, Target
+    from relay.pipeline.delivery import Deliverer
+    from relay.store.deliverylog import DeliveryLog
 
     sender = senders(origin_slots=1, stall=0.1, timeout=20.0)
     url = f"http://127.0.0.1:{hanging.port}/hook"

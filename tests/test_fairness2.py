@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from relay.origins import OriginGate
-from relay.outbound import BreakerOpen, DeliveryError, DeliveryTimeout, OriginBusy, Sender
+from relay.outbound.origins import OriginGate
+from relay.outbound.sender import BreakerOpen, DeliveryError, DeliveryTimeout, OriginBusy, Sender
 from tests.helpers import wait_until
 
 SECRET = "s3cr3tSIG"
@@ -196,7 +196,7 @@ def test_healthy_receiver_p95_under_2s_while_150_origins_hang(
 
 
 def _event(event_id: str) -> Any:
-    from relay.models import EventRecord
+    from relay.core.models import EventRecord
 
     return EventRecord(
         id=event_id, type="t.x", source="s", time="2026-01-01T00:00:00Z", data=1, acceptedAt="2026-01-01T00:00:00Z"
@@ -204,7 +204,7 @@ def _event(event_id: str) -> Any:
 
 
 def _target(sub: str, url: str, **kw: Any) -> Any:
-    from relay.models import Target
+    from relay.core.models import Target
 
     return Target(sub=sub, url=url, secret="whsec_" + "A" * 32, **kw)
 
@@ -233,8 +233,8 @@ def test_a_thousand_targets_on_a_busy_origin_do_not_hold_back_an_unrelated_event
     """1,000 subscriptions on one receiver that answers in 0.2 s, handed to the sender as ten work
     items of a hundred (a fan-out), then an unrelated event for another receiver: it arrives
     within 2 s, not after the thousand (about 6 s at 32 slots; the reviewer saw 5.6 s)."""
-    from relay.delivery import Deliverer
-    from relay.settings import get_settings
+    from relay.core.settings import get_settings
+    from relay.pipeline.delivery import Deliverer
 
     busy, other = receiver_factory(_slow), receiver_factory()
     deliverer = Deliverer(app_storage, get_settings())
@@ -256,8 +256,8 @@ def test_a_replay_storm_leaves_room_for_live_deliveries(app_storage: Any, receiv
     """Seven replays of 100 events each (700 extra deliveries, each a work item of its own, as a
     replay sends them) to a receiver answering in 0.2 s, then a live event for another receiver:
     it arrives within 2 s (first in first out, it waited for the 700: about 4.4 s at 32 slots)."""
-    from relay.delivery import Deliverer
-    from relay.settings import get_settings
+    from relay.core.settings import get_settings
+    from relay.pipeline.delivery import Deliverer
 
     busy, other = receiver_factory(_slow), receiver_factory()
     deliverer = Deliverer(app_storage, get_settings())
@@ -283,7 +283,7 @@ def test_attempt_threads_take_turns_and_keep_bulk_work_to_its_share() -> None:
     """Four threads, bulk work on at most two: ten blocked replay calls hold two threads, and a
     live call queued after them runs at once on a third; flows take turns, and a steady live
     queue still lets a bulk call through within BULK_TURN calls."""
-    from relay.pools import BULK_TURN, AttemptThreads
+    from relay.pipeline.pools import BULK_TURN, AttemptThreads
 
     threads = AttemptThreads(4, bulk_share=0.5)
     release = threading.Event()

@@ -23,11 +23,11 @@ def test_rebinding_name_is_refused_at_delivery(azurite, receiver_factory) -> Non
 
     The resolver is injected (the relay's own seam for this) because no public DNS is reachable here.
     """
-    from relay.delivery import Deliverer
-    from relay.models import EventRecord, Target
-    from relay.outbound import Sender, check_target
-    from relay.settings import Settings
-    from relay.storage import Endpoints, Storage
+    from relay.core.models import EventRecord, Target
+    from relay.core.settings import Settings
+    from relay.outbound.sender import Sender, check_target
+    from relay.pipeline.delivery import Deliverer
+    from relay.store.storage import Endpoints, Storage
 
     receiver = receiver_factory()
     port = receiver.server.server_address[1]

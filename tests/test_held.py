@@ -1,4 +1,4 @@
-"""A fan-out delivers the first work items it sends itself (relay.held): a large fan-out does not
+"""A fan-out delivers the first work items it sends itself (relay.pipeline.held): a large fan-out does not
 wait for the delivery queue's next poll. They are sent leased, so a process killed while it
 delivers them leaves them to the delivery trigger; items beyond this process's room are sent
 visible, for the trigger of any instance."""
@@ -12,8 +12,9 @@ import threading
 import pytest
 from azure.storage.queue import QueueServiceClient
 
-from relay import held, pools, settings
-from relay.storage import DELIVERY_QUEUE, FANOUT_QUEUE
+from relay.core import runtime, settings
+from relay.pipeline import held
+from relay.store.storage import DELIVERY_QUEUE, FANOUT_QUEUE
 from tests.helpers import ROOT, wait_until
 
 
@@ -38,7 +39,7 @@ def roomy(app_storage, monkeypatch: pytest.MonkeyPatch) -> None:
     back to the delivery queue, which nothing in this process reads."""
     monkeypatch.setenv("RELAY_ORIGIN_SLOTS", "64")
     settings.reset_settings()
-    pools.close_pools()
+    runtime.reset()
 
 
 def test_work_items_are_delivered_with_no_delivery_trigger_running(

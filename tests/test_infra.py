@@ -2,7 +2,7 @@
 
 Neither the Bicep CLI nor the Azure CLI is needed: every template is parsed with tree-sitter-bicep
 (syntax) and pycep-parser (structure). The app settings the template sets are compared, both ways,
-with the one list the code reads: `relay.settings.SETTINGS`.
+with the one list the code reads: `relay.core.settings.SETTINGS`.
 
 pycep represents an identifier and a string literal alike (`name: name` and `name: 'name'` both
 give "name"), so the helpers below resolve a value through the file's variables, its parameters,
@@ -26,8 +26,8 @@ import yaml
 from packaging.specifiers import SpecifierSet
 from pycep import BicepParser
 
-from relay import settings as relay_settings
-from relay import storage as relay_storage
+from relay.core import settings as relay_settings
+from relay.store import storage as relay_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -890,7 +890,8 @@ def test_function_app_is_tagged_for_azd():
 
 
 def test_required_settings_are_set():
-    """Every setting of relay.settings.SETTINGS without a default is set, AzureWebJobsStorage by its identity forms."""
+    """Every setting of relay.core.settings.SETTINGS without a default is set (AzureWebJobsStorage by its
+    identity forms)."""
     names = set(template_app_settings())
     for setting in relay_settings.SETTINGS:
         if setting.default is not None:
@@ -1226,9 +1227,9 @@ def test_the_app_settings_reach_the_module_as_a_secure_object():
 
 
 def test_the_bench_prices_what_infra_deploys() -> None:
-    """The cost table (relay/bench/prices.json `deployment`) is for the instance size and HTTP
+    """The cost table (relay_dev/bench/prices.json `deployment`) is for the instance size and HTTP
     concurrency the template deploys by default: change one, the other must follow."""
-    deployment = json.loads((ROOT / "relay" / "bench" / "prices.json").read_text())["deployment"]
+    deployment = json.loads((ROOT / "relay_dev" / "bench" / "prices.json").read_text())["deployment"]
     params = parsed(MAIN)["parameters"]
     assert params["instanceMemoryMB"]["default"] == deployment["instance_memory_mb"]
     assert params["httpPerInstanceConcurrency"]["default"] == deployment["http_per_instance_concurrency"]

@@ -9,13 +9,13 @@ import uuid
 import pytest
 import requests
 
-from relay.clock import parse_rfc3339
-from relay.connector import definition
-from relay.errors import ConfigurationError
-from relay.matching import is_event_id, is_name, is_pattern
-from relay.models import is_uri_reference
-from relay.outbound import mask_url, scrub
-from relay.settings import Settings
+from relay.core.clock import parse_rfc3339
+from relay.core.errors import ConfigurationError
+from relay.core.matching import is_event_id, is_name, is_pattern
+from relay.core.models import is_uri_reference
+from relay.core.settings import Settings
+from relay.http.connector import definition
+from relay.outbound.sender import mask_url, scrub
 from tests.helpers import Answer, InProcessApp, problem_of, wait_until
 
 # ---- pure rules ---------------------------------------------------------------------------------

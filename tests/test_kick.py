@@ -1,4 +1,4 @@
-"""A publish fans its events out itself (relay.kick): the first delivery does not wait for the
+"""A publish fans its events out itself (relay.pipeline.kick): the first delivery does not wait for the
 fan-out queue's next poll. The queue message is the fallback: kept invisible while the kick
 works, deleted when it is done, and taken over by the queue trigger when a kick never finishes."""
 
@@ -11,13 +11,15 @@ from pathlib import Path
 
 from azure.storage.queue import QueueServiceClient
 
-from relay import events, kick, settings
-from relay.devhost import parse_timespan
-from relay.leases import LEASE
-from relay.models import EventIn, SubscriptionRequest
-from relay.outbox import Outbox
-from relay.storage import FANOUT_QUEUE
-from relay.subscriptions import SubscriptionStore
+from relay.core import settings
+from relay.core.models import EventIn, SubscriptionRequest
+from relay.pipeline import kick
+from relay.pipeline.outbox import Outbox
+from relay.store import events
+from relay.store.leases import LEASE
+from relay.store.storage import FANOUT_QUEUE
+from relay.store.subscriptions import SubscriptionStore
+from relay_dev.devhost import parse_timespan
 from tests.helpers import wait_until
 
 

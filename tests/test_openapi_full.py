@@ -12,9 +12,9 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
-from relay import access
-from relay.connector.full import full_document
-from relay.models import EventIn, EventTypeRequest, ReplayRequest, SubscriptionRequest
+from relay.core.models import EventIn, EventTypeRequest, ReplayRequest, SubscriptionRequest
+from relay.http import access
+from relay.http.connector.full import full_document
 from tests.helpers import InProcessApp, http_functions, problem_of
 
 METHODS = ("get", "put", "post", "delete", "patch")

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import trustme
 
-from relay.errors import TargetRefused
-from relay.outbound import (
+from relay.core.errors import TargetRefused
+from relay.outbound.sender import (
     BreakerOpen,
     ConnectError,
     ConnectionBroken,
@@ -1177,8 +1177,8 @@ def test_no_private_method_of_requests_or_urllib3_is_overridden() -> None:
     ],
 )
 def test_each_error_class_has_one_delivery_outcome(error: Exception, outcome: str) -> None:
-    """The one table in relay.delivery: a certificate that does not verify and a refused URL fail
+    """The one table in relay.pipeline.delivery: a certificate that does not verify and a refused URL fail
     for good, everything else that got no answer is retried on the schedule."""
-    from relay.delivery import outcome_of
+    from relay.pipeline.delivery import outcome_of
 
     assert outcome_of(error).value == outcome

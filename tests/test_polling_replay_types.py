@@ -11,14 +11,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from relay import clock, polling, replay
-from relay.bench.pollcost import CountingStorage, log_events
-from relay.eventlog import EventLog, indexed_patterns
-from relay.models import EventRecord, ReplayRequest, SubscriptionRequest
-from relay.statuses import OperationStatus
-from relay.storage import Endpoints, Storage
-from relay.subscriptions import SubscriptionStore
-from relay.tokens import TokenCodec, stored_key
+from relay.core import clock
+from relay.core.models import EventRecord, ReplayRequest, SubscriptionRequest
+from relay.core.statuses import OperationStatus
+from relay.pipeline import polling, replay
+from relay.store.eventlog import EventLog, indexed_patterns
+from relay.store.storage import Endpoints, Storage
+from relay.store.subscriptions import SubscriptionStore
+from relay.store.tokens import TokenCodec, stored_key
+from relay_dev.bench.pollcost import CountingStorage, log_events
 from tests.helpers import InProcessApp, wait_until
 
 
@@ -195,8 +196,8 @@ def test_poll_and_replay_read_only_matching_events(azurite) -> None:
 
 
 def test_the_poll_cost_bench_measures_a_poll_and_a_replay(azurite) -> None:
-    """`python -m relay.bench.pollcost` runs through: its replay reads the rare events only."""
-    from relay.bench import pollcost
+    """`python -m relay_dev.bench.pollcost` runs through: its replay reads the rare events only."""
+    from relay_dev.bench import pollcost
 
     storage = CountingStorage(azurite.connection_string)
     storage.ensure()
@@ -377,7 +378,7 @@ def test_a_flow_holding_a_state_from_the_first_release_keeps_polling(relay, uniq
         time=clock.rfc3339(two_hours_ago),
         acceptedAt=two_hours_ago,
     )
-    with mock.patch("relay.clock.utcnow", return_value=two_hours_ago):
+    with mock.patch("relay.core.clock.utcnow", return_value=two_hours_ago):
         EventLog(Storage(Endpoints(connection_string=relay.azurite.connection_string))).record(
             stale, uuid.uuid4().hex, seen_before=False
         )
@@ -415,7 +416,7 @@ def test_a_replay_lost_long_ago_is_a_crashed_problem_and_a_finished_one_says_how
 def test_a_poll_state_keeps_its_chain_start_to_the_microsecond() -> None:
     """A state carries its chain's start as the time key it always did (states already issued
     still open) and reads back the very same instant, microseconds and all."""
-    from relay.tokens import Purpose
+    from relay.store.tokens import Purpose
 
     codec = TokenCodec(b"k" * 32)
     now = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)

@@ -390,7 +390,7 @@ def test_every_released_operation_is_still_there() -> None:
     """Versioning: each operation of a released definition still exists with its path and method; an
     operation that changed shape kept its old id, deprecated and internal; info.version is the package's."""
     from relay import __version__
-    from relay.connector import EXAMPLE_HOST, definition
+    from relay.http.connector import EXAMPLE_HOST, definition
 
     current = definition(EXAMPLE_HOST)
     assert current["info"]["version"] == __version__

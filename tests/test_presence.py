@@ -7,11 +7,11 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from relay import clock
-from relay.azurite import Azurite
-from relay.models import SubscriptionRequest
-from relay.storage import SUBSCRIPTIONS_TABLE, Endpoints, Storage
-from relay.subscriptions import LAYOUT_COMPLETE, LAYOUT_PENDING, SubscriptionStore
+from relay.core import clock
+from relay.core.models import SubscriptionRequest
+from relay.store.storage import SUBSCRIPTIONS_TABLE, Endpoints, Storage
+from relay.store.subscriptions import LAYOUT_COMPLETE, LAYOUT_PENDING, SubscriptionStore
+from relay_dev.azurite import Azurite
 
 
 class _RecordingTable:

@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from relay import clock
-from relay.backoff import parse_retry_after, retry_delay
-from relay.errors import ConfigurationError
-from relay.matching import is_pattern, patterns_for_type, subject_matches, type_matches
-from relay.models import FanoutMessage
-from relay.outcomes import Outcome, classify
-from relay.settings import Settings, parse_schedule
+from relay.core import clock
+from relay.core.backoff import parse_retry_after, retry_delay
+from relay.core.errors import ConfigurationError
+from relay.core.matching import is_pattern, patterns_for_type, subject_matches, type_matches
+from relay.core.models import FanoutMessage
+from relay.core.outcomes import Outcome, classify
+from relay.core.settings import Settings, parse_schedule
 
 
 def test_schedule_parses_every_unit() -> None:
@@ -140,7 +140,7 @@ def test_replay_times_are_aware_utc_instants_from_the_edge_on() -> None:
     """`since`/`until` are read once into UTC datetimes; the wire and the connector keep a string."""
     from datetime import datetime
 
-    from relay.models import ReplayRequest
+    from relay.core.models import ReplayRequest
 
     request = ReplayRequest.model_validate({"since": "2026-01-01T01:00:00+01:00", "until": "2026-01-01T00:30:00Z"})
     assert request.since == datetime(2026, 1, 1, tzinfo=UTC) and request.since.tzinfo is UTC

@@ -192,12 +192,12 @@ def test_azd_env_settings_reach_the_template() -> None:
 
 
 def _cli_commands() -> set[str]:
-    source = (ROOT / "relay" / "__main__.py").read_text(encoding="utf-8")
+    source = (ROOT / "relay_dev" / "cli.py").read_text(encoding="utf-8")
     return set(re.findall(r"add_parser\(\s*\"([\w-]+)\"", source))
 
 
 def test_relay_commands_exist() -> None:
-    """`python -m relay X` in the docs names a command relay/__main__.py defines."""
+    """`python -m relay X` in the docs names a command relay_dev/cli.py defines."""
     known = _cli_commands()
     assert {"dev", "connector", "admin", "smoke"} <= known
     for path, line, block in ALL_BLOCKS:

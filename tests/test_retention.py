@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from relay import clock
-from relay.eventlog import INDEX_PREFIX, indexed_patterns
-from relay.retention import sweep
-from relay.storage import EVENTS_TABLE, Endpoints, Storage
+from relay.core import clock
+from relay.pipeline.retention import sweep
+from relay.store.eventlog import INDEX_PREFIX, indexed_patterns
+from relay.store.storage import EVENTS_TABLE, Endpoints, Storage
 from tests.helpers import wait_until
 
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from relay import settings
-from relay.errors import ConfigurationError
-from relay.settings import Settings
+from relay.core import settings
+from relay.core.errors import ConfigurationError
+from relay.core.settings import Settings
 
 
 def test_local_settings_fill_in_what_the_environment_leaves_unset(tmp_path, monkeypatch) -> None:

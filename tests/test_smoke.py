@@ -1,5 +1,5 @@
 """`python -m relay smoke` (CONTRACT section 6, operator tools) against the real dev host and
-Azurite, in both auth modes, and the signed-receipt hook it relies on (`relay.routes.smoke`).
+Azurite, in both auth modes, and the signed-receipt hook it relies on (`relay.http.routes.smoke`).
 
 Mocked, as in tests/test_entra.py and only there: Entra ID's servers (the tokens are minted with a
 test key whose JWKS the dev host reads from a file).
@@ -26,11 +26,11 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
-from relay import smoke
-from relay.access import ADMIN, PUBLISHER, SUBSCRIBER, is_anonymous_path
-from relay.azurite import Azurite, free_port
-from relay.routes.smoke import MAX_BODY_BYTES, MAX_OPEN_RUNS, MAX_RECEIPTS, PARTITION, RUN_TTL
-from relay.storage import OPERATIONS_TABLE
+from relay.http.access import ADMIN, PUBLISHER, SUBSCRIBER, is_anonymous_path
+from relay.http.routes.smoke import MAX_BODY_BYTES, MAX_OPEN_RUNS, MAX_RECEIPTS, PARTITION, RUN_TTL
+from relay.store.storage import OPERATIONS_TABLE
+from relay_dev import smoke
+from relay_dev.azurite import Azurite, free_port
 from tests.helpers import FUNCTION_KEY, ROOT, RelayProcess
 from tests.test_entra import ENTRA_ENV, Tokens, jwks_file
 
@@ -388,7 +388,7 @@ def test_the_definition_check_holds_each_mode_to_its_security() -> None:
 def test_the_forged_header_is_well_formed() -> None:
     """The forged principal the check sends is one the relay would read as an admin were it trusted
     (so a 401 means it was refused, not that it was unreadable)."""
-    from relay.access import parse_principal
+    from relay.http.access import parse_principal
 
     sent: dict[str, str] = {}
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from azure.core.credentials import AccessToken
 
-from relay.errors import ConfigurationError
-from relay.storage import Endpoints, Storage, endpoints_from_settings, make_credential
+from relay.core.errors import ConfigurationError
+from relay.store.storage import Endpoints, Storage, endpoints_from_settings, make_credential
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]

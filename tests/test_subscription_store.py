@@ -6,10 +6,10 @@ from typing import Any
 
 from azure.data.tables import TableClient
 
-from relay import clock
-from relay.models import SubscriptionRequest
-from relay.storage import SUBSCRIPTIONS_TABLE, Endpoints, Storage
-from relay.subscriptions import SubscriptionStore, url_key
+from relay.core import clock
+from relay.core.models import SubscriptionRequest
+from relay.store.storage import SUBSCRIPTIONS_TABLE, Endpoints, Storage
+from relay.store.subscriptions import SubscriptionStore, url_key
 
 
 class DeleteAfterUrlLookup:

@@ -1,4 +1,4 @@
-"""The event log's own table transaction (relay.tablebatch) against Azurite, which checks its
+"""The event log's own table transaction (relay.store.tablebatch) against Azurite, which checks its
 Shared Key signature: rows written all or none, replaced whole, keys of any text, and a refusal
 raised with the service's status and reason."""
 
@@ -22,8 +22,8 @@ from azure.core.credentials import AccessToken, AzureNamedKeyCredential, AzureSa
 from azure.core.exceptions import HttpResponseError, ServiceResponseError
 from azure.core.pipeline.transport import RequestsTransport
 
-from relay.storage import EVENTS_TABLE, Endpoints, Storage, is_outage
-from relay.tablebatch import MAX_ROWS, TableBatch
+from relay.store.storage import EVENTS_TABLE, Endpoints, Storage, is_outage
+from relay.store.tablebatch import MAX_ROWS, TableBatch
 from tests.helpers import Azurite
 
 

@@ -11,10 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from relay.errors import BadRequest, ConfigurationError
-from relay.settings import Settings, reset_settings
-from relay.storage import KEYS_TABLE, Endpoints, Storage
-from relay.tokens import KEY_PARTITION, KEY_ROW, Purpose, TokenCodec, get_codec, reset_codec, stored_key
+from relay.core.errors import BadRequest, ConfigurationError
+from relay.core.settings import Settings, reset_settings
+from relay.store.storage import KEYS_TABLE, Endpoints, Storage
+from relay.store.tokens import KEY_PARTITION, KEY_ROW, Purpose, TokenCodec, get_codec, reset_codec, stored_key
 from tests.helpers import wait_until
 
 KEY = b"k" * 32

@@ -28,11 +28,11 @@ import jwt
 import pytest
 import requests
 
-from relay.access import ADMIN, PUBLISHER, SUBSCRIBER, owner_key, parse_principal
-from relay.easyauth import client_principal
-from relay.redaction import mask_url, redact_url, scrub
-from relay.storage import Endpoints, Storage
-from relay.subscriptions import SubscriptionStore
+from relay.core.redaction import mask_url, redact_url, scrub
+from relay.http.access import ADMIN, PUBLISHER, SUBSCRIBER, owner_key, parse_principal
+from relay.store.storage import Endpoints, Storage
+from relay.store.subscriptions import SubscriptionStore
+from relay_dev.easyauth import client_principal
 from tests.helpers import FUNCTION_KEY, ROOT, Receiver, RelayProcess, free_port, problem_of, wait_until
 from tests.test_entra import AUDIENCE, ENTRA_ENV, ISSUER, KID, SIGNING_KEY, TENANT, Tokens, jwks_file
 
@@ -83,7 +83,7 @@ def test_urllib3_lines_lose_path_tokens_too(caplog: pytest.LogCaptureFixture) ->
     """urllib3 writes the request target in some warnings: its long path segments go with its query."""
     import logging
 
-    import relay.transport  # noqa: F401 - installs the filter on urllib3's loggers
+    import relay.outbound.transport  # noqa: F401 - installs the filter on urllib3's loggers
 
     with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
         logging.getLogger("urllib3.connectionpool").warning(
@@ -230,7 +230,7 @@ def test_a_subscription_owned_by_a_bare_object_id_moves_to_its_owner(entra: Rela
     migrates them to the tenant-qualified key; a sub-only token with that value gets nothing."""
     oid = str(uuid.uuid4())
     store = SubscriptionStore(Storage(Endpoints(connection_string=entra.azurite.connection_string)))
-    from relay.models import SubscriptionRequest
+    from relay.core.models import SubscriptionRequest
 
     legacy_id = store.subscribe(SubscriptionRequest(notificationUrl=f"http://127.0.0.1:9/{oid}"), owner=oid)[0].id
     problem_of(
@@ -282,7 +282,7 @@ def _unsigned(doc: dict[str, Any]) -> str:
 def test_an_unverifiable_state_starts_a_fresh_chain_from_now(relay: RelayProcess, unique_type: str) -> None:
     """Forged unsigned, garbage, tampered, another key's: 202, Retry-After and a Location whose
     chain starts at that call: the event published before it never appears, the one after does."""
-    from relay.tokens import Purpose, TokenCodec
+    from relay.store.tokens import Purpose, TokenCodec
 
     start = relay.get(f"events/poll?eventType={unique_type}")
     signed = parse_qs(urlsplit(start.headers["Location"]).query)["triggerState"][0]
@@ -436,7 +436,7 @@ def test_half_open_and_trickling_requests_are_timed_out(relay_factory: Callable[
     """300 connections that send part of a request head and then nothing, and 10 that send a byte
     a second: threads rise, a normal request is still served meanwhile, and within the head
     deadline (plus slack for a loaded machine) every one is closed and the threads are back."""
-    from relay.devhost import HEAD_SECONDS, IDLE_SECONDS
+    from relay_dev.devhost import HEAD_SECONDS, IDLE_SECONDS
 
     # The due timer every second, so that its first run (and the pools it starts) is behind us.
     relay = relay_factory({"RELAY_DUE_PERIOD": "1s"})

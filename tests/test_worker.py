@@ -8,11 +8,13 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 from azure.functions.queue import QueueMessage
 
-from relay import fanout, settings, worker
-from relay.delivery import Deliverer
-from relay.events import accept
-from relay.models import EventIn, FanoutMessage
-from relay.storage import FANOUT_QUEUE, Storage
+from relay.core import settings
+from relay.core.models import EventIn, FanoutMessage
+from relay.pipeline import fanout
+from relay.pipeline.delivery import Deliverer
+from relay.store.events import accept
+from relay.store.storage import FANOUT_QUEUE, Storage
+from relay.triggers import worker
 
 
 def _message(dequeue_count: int) -> QueueMessage:
@@ -45,9 +47,9 @@ def test_early_outage_and_bugs_are_left_to_the_host(app_storage) -> None:
 def test_requeued_event_is_fanned_out_not_taken_for_a_duplicate(app_storage, receiver_factory, unique_type) -> None:
     """A re-enqueued fan-out message (new id, same origin) still logs and delivers its event;
     another publish of the same event does not."""
-    from relay.eventlog import EventLog
-    from relay.models import SubscriptionRequest
-    from relay.subscriptions import SubscriptionStore
+    from relay.core.models import SubscriptionRequest
+    from relay.store.eventlog import EventLog
+    from relay.store.subscriptions import SubscriptionStore
 
     receiver = receiver_factory()
     SubscriptionStore(app_storage).subscribe(
@@ -67,8 +69,8 @@ def test_requeued_event_is_fanned_out_not_taken_for_a_duplicate(app_storage, rec
 
 def test_generated_ids_skip_dedupe_but_a_crash_retry_finds_its_log_row(app_storage) -> None:
     """An event whose id the relay made up is logged once, even when its message comes back after a crash."""
-    from relay.eventlog import INDEX_PREFIX, EventLog, dedupe_key_of, indexed_patterns
-    from relay.storage import EVENTS_TABLE
+    from relay.store.eventlog import INDEX_PREFIX, EventLog, dedupe_key_of, indexed_patterns
+    from relay.store.storage import EVENTS_TABLE
 
     record = accept(EventIn(type="t.generated", data=1), "urn:test")
     assert record.generated
@@ -88,8 +90,8 @@ def test_last_try_of_a_failing_delivery_is_recorded_as_failed(app_storage) -> No
     import uuid
     from pathlib import Path
 
-    from relay.deliverylog import DeliveryLog
-    from relay.models import DeliveryMessage, Target
+    from relay.core.models import DeliveryMessage, Target
+    from relay.store.deliverylog import DeliveryLog
 
     host = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())
     assert worker.MAX_DEQUEUE_COUNT == host["extensions"]["queues"]["maxDequeueCount"]

@@ -3,7 +3,7 @@
 // (issuer, signature, lifetime, audience), answers 401 itself to a call without a valid one, and
 // hands the app the principal in X-MS-CLIENT-PRINCIPAL; the relay then checks the app roles.
 // The health probe, the connector definition and the console's files stay anonymous
-// (excludedPaths: every path relay/access.py ANONYMOUS_PATHS lets through, the console as
+// (excludedPaths: every path relay/http/access.py ANONYMOUS_PATHS lets through, the console as
 // `/api/console/*`, the form App Service documents, so a file the console adds is covered too).
 // Signing in to the console (a browser at /.auth/login/aad) uses the implicit flow, since no
 // client secret is configured: the app registration needs the web redirect URI

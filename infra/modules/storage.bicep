@@ -51,7 +51,7 @@ param payloadRetentionDays int
 ])
 param publicNetworkAccess string = 'Enabled'
 
-// Names the relay uses (relay/storage.py).
+// Names the relay uses (relay/store/storage.py).
 var tableNames = [
   'relaysubscriptions'
   'relayevents'

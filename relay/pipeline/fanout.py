@@ -1,0 +1,129 @@
+"""Fan-out: from one accepted event to the deliveries it needs.
+
+The first hundred matching subscribers are delivered right here, in the same execution that
+read the index (one function execution and no extra message for the common case); the others
+are packed into delivery work items of up to a hundred targets each. While this process has room,
+the fan-out delivers the first of those items itself, sent leased (relay.pipeline.held); the rest are sent
+for the delivery trigger of any instance.
+"""
+
+from __future__ import annotations
+
+import itertools
+from concurrent.futures import Future
+from typing import Any
+
+from relay.core import clock
+from relay.core.models import DeliveryMessage, FanoutMessage, Target
+from relay.core.settings import Settings
+from relay.pipeline.delivery import Attempts, Deliverer
+from relay.pipeline.held import ROOM, Holder
+from relay.pipeline.outbox import Outbox, wait
+from relay.pipeline.pools import get_pools
+from relay.store.eventlog import EventLog
+from relay.store.events import load_data
+from relay.store.storage import Storage
+from relay.store.subscriptions import SubscriptionStore
+
+DIRECT_LIMIT = 100
+ITEM_TARGETS = 100
+# Bytes of targets per work item, leaving room for the envelope inside 48 KiB of message data.
+ITEM_BYTES = 40_000
+
+
+def pack(targets: list[Target]) -> list[list[Target]]:
+    """Split targets into work items bounded by count and by message size."""
+    items: list[list[Target]] = []
+    current: list[Target] = []
+    size = 0
+    for target in targets:
+        cost = len(target.model_dump_json()) + 1
+        if current and (len(current) >= ITEM_TARGETS or size + cost > ITEM_BYTES):
+            items.append(current)
+            current, size = [], 0
+        current.append(target)
+        size += cost
+    if current:
+        items.append(current)
+    return items
+
+
+def fan_out(
+    storage: Storage, settings: Settings, message: FanoutMessage, message_id: str, dequeue_count: int = 1
+) -> None:
+    event = message.event
+    seen_before = dequeue_count > 1 or message.origin is not None or message.kicked
+    # The event is logged (and de-duplicated) on a send thread while this one reads the index:
+    # neither waits for the other, and nothing is delivered or sent before the log key is known.
+    # Tombstones count from before the index read.
+    since = clock.time_key(clock.utcnow())
+    logging_ = get_pools(settings).sends.submit(
+        EventLog(storage).record, event, message.origin or message_id, seen_before
+    )
+    pages = SubscriptionStore(storage).matching(event.type, event.subject)
+    try:
+        first = next(pages, None)
+    finally:
+        log_key = logging_.result()  # waited for even when the read failed: no work left behind
+    if log_key is None:
+        return  # the same event id was published before: delivered once, not again
+    outbox = Outbox(storage, settings)
+    direct: list[Target] = []
+    rest: list[Target] = []
+    inline: Attempts | None = None
+    sends: list[Future[Any]] = []
+    loaded: list[Any] = []
+
+    def data() -> Any:
+        if not loaded:
+            loaded.append(load_data(storage, event))
+        return loaded[0]
+
+    holder = Holder(storage, settings, event, data, log_key, since)
+
+    def start_inline() -> Attempts:
+        # The attempts start on the attempt threads from this (the invocation's) thread, which
+        # reads on and then waits for them: no pool thread waits on another pool's work.
+        return Deliverer(storage, settings).start(event, data(), log_key, since, direct)
+
+    def send(chunks: list[list[Target]]) -> None:
+        held, others = holder.split(chunks)
+        sends.extend(outbox.submit_deliveries([holder.item(chunk) for chunk in others]))
+        holder.deliver(held)
+
+    # The first hundred are delivered here while the index is still being read; the others go
+    # out as work items page by page, so deliveries start before a large index is read whole.
+    for page in itertools.chain([first] if first is not None else [], pages):
+        for target in page:
+            (direct if len(direct) < DIRECT_LIMIT else rest).append(target)
+        if inline is None and len(direct) == DIRECT_LIMIT and rest:
+            inline = start_inline()
+        if len(rest) >= ITEM_TARGETS:
+            chunks = pack(rest)
+            send(chunks[:-1])
+            rest = chunks[-1]
+    send(pack(rest) if rest else [])
+    if inline is None and direct:
+        inline = start_inline()
+    try:
+        wait(sends)
+    finally:
+        if inline is not None:
+            inline.finish()
+
+
+def deliver_item(storage: Storage, settings: Settings, message: DeliveryMessage) -> None:
+    with ROOM.working():  # while the trigger delivers here, fan-outs hold less
+        _deliver_item(storage, settings, message)
+
+
+def _deliver_item(storage: Storage, settings: Settings, message: DeliveryMessage) -> None:
+    deliverer = Deliverer(storage, settings)
+    targets = deliverer.skip_removed(message)
+    if not targets:
+        return
+    logged = EventLog(storage).get(message.log)
+    if logged is None:
+        deliverer.expired(message, targets)
+        return
+    deliverer.deliver(logged.record(), load_data(storage, logged), logged.key, message.since, targets)
