@@ -21,11 +21,11 @@ setup: $(VENV)/.installed node_modules/.installed
 local.settings.json:
 	cp local.settings.sample.json local.settings.json
 
+# The dev host starts Azurite itself (data in .azurite/, ports AZURITE_PORT..+2) and stops it on
+# exit; a port in use, or an Azurite that does not start, is one line and a non-zero exit.
+AZURITE_PORT ?= 10000
 dev: setup local.settings.json
-	@mkdir -p .azurite
-	@bash -c 'node_modules/.bin/azurite --silent --disableTelemetry --skipApiVersionCheck --location .azurite \
-	  --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 & az=$$!; \
-	  trap "kill $$az 2>/dev/null" EXIT; $(PY) -m relay dev $(ARGS)'
+	$(PY) -m relay dev --azurite --azurite-port $(AZURITE_PORT) $(ARGS)
 
 # Configured in pyproject.toml; any finding fails. Needs only the venv, not Azurite.
 lint: $(VENV)/.installed

@@ -69,10 +69,19 @@ def stop_group(proc: subprocess.Popen[Any] | None, grace: float) -> None:
         proc.wait()
 
 
+class AzuriteError(RuntimeError):
+    """Azurite could not start: its port is taken, or it exited. The message is one line for a person."""
+
+
+def ports_from(base: int) -> dict[str, int]:
+    """Azurite's own layout: blob on `base`, queue on `base + 1`, table on `base + 2` (10000-10002)."""
+    return {svc: base + i for i, svc in enumerate(SERVICES)}
+
+
 class Azurite:
-    def __init__(self, location: Path | None = None) -> None:
+    def __init__(self, location: Path | None = None, ports: dict[str, int] | None = None) -> None:
         self.location = location
-        self.ports = {svc: free_port() for svc in SERVICES}
+        self.ports = dict(ports) if ports else {svc: free_port() for svc in SERVICES}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -83,6 +92,11 @@ class Azurite:
         exe = ROOT / "node_modules" / ".bin" / "azurite"
         if not exe.exists():
             raise RuntimeError("Azurite is not installed: run `npm ci` in the repository root")
+        # A port something already listens on would have the relay talk to whatever that is (another
+        # Azurite with other data, or not storage at all): refuse rather than start beside it.
+        taken = [f"{svc} port {port}" for svc, port in self.ports.items() if port_open(port)]
+        if taken:
+            raise AzuriteError(f"{', '.join(taken)} already in use (another Azurite?)")
         storage = ["--location", str(self.location)] if self.location else ["--inMemoryPersistence"]
         hosts_and_ports = [
             arg for svc in SERVICES for arg in (f"--{svc}Host", "127.0.0.1", f"--{svc}Port", str(self.ports[svc]))
@@ -101,7 +115,14 @@ class Azurite:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_until(lambda: all(port_open(p) for p in self.ports.values()), 30, "Azurite to listen")
+        proc = self.proc
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise AzuriteError(f"Azurite exited with code {proc.returncode} before it listened")
+            return all(port_open(p) for p in self.ports.values())
+
+        wait_until(listening, 30, "Azurite to listen", error=AzuriteError)
 
     def stop(self) -> None:
         stop_group(self.proc, 10)

@@ -31,6 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument(
         "--function-key", default=None, help="require this key on function-level routes (or set RELAY_FUNCTION_KEY)"
     )
+    dev.add_argument(
+        "--azurite",
+        action="store_true",
+        help="start Azurite too (data in .azurite/), stop it on exit, and use it whatever AzureWebJobsStorage says",
+    )
+    dev.add_argument(
+        "--azurite-port", type=int, default=10000, help="Azurite's blob port; queue and table take the next two"
+    )
+    dev.add_argument("--azurite-data", type=Path, default=APP_DIR / ".azurite", help="where Azurite keeps its data")
 
     conn = commands.add_parser("connector", help="write the Power Platform custom connector files")
     from relay_dev.connector_cli import add_arguments as connector_arguments
@@ -59,7 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dev":
         from relay_dev.devhost import run
 
-        return run(APP_DIR, args.host, args.port, args.function_key)
+        return run(
+            APP_DIR,
+            args.host,
+            args.port,
+            args.function_key,
+            azurite_port=args.azurite_port if args.azurite else None,
+            azurite_data=args.azurite_data,
+        )
     if args.command == "receive":
         from relay_dev.receiver import serve
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hmac
 import importlib
 import ipaddress
@@ -26,7 +27,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -65,6 +66,36 @@ def load_local_settings(app_dir: Path, environ: MutableMapping[str, str] = os.en
 
     for key, value in local_settings_values(app_dir).items():
         environ.setdefault(key, value)
+
+
+def check_storage_answers(environ: Mapping[str, str], timeout: float = 3.0) -> None:
+    """A ConfigurationError naming the address when a storage endpoint on this machine does not
+    accept a connection (Azurite not started, or on other ports). Remote endpoints are left to the SDK."""
+    from relay.store.storage import endpoints_from_settings
+
+    endpoints = endpoints_from_settings(environ)
+    urls = [endpoints.queue_url, endpoints.table_url]
+    if endpoints.connection_string:
+        fields = dict(part.split("=", 1) for part in endpoints.connection_string.split(";") if "=" in part)
+        if fields.get("UseDevelopmentStorage", "").lower() == "true":
+            urls = ["http://127.0.0.1:10001", "http://127.0.0.1:10002"]
+        else:
+            urls = [fields.get("QueueEndpoint"), fields.get("TableEndpoint")]
+    for url in urls:
+        if not url:
+            continue
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            continue
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError:
+            raise ConfigurationError(
+                f"storage at {parts.scheme}://{host}:{port} does not answer: start Azurite (make dev starts it) "
+                "or point AzureWebJobsStorage at a storage account"
+            ) from None
 
 
 def parse_timespan(text: str) -> float:
@@ -411,12 +442,13 @@ class DevHTTPServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        # Before binding: a bind that fails calls server_close(), which reads these.
         self._deadlines: dict[socket.socket, float] = {}
         self._open = 0
         self._lock = threading.Lock()
         self._refused_logged_at = 0.0
         self._closed = threading.Event()
+        super().__init__(*args, **kwargs)
         threading.Thread(target=self._watchdog, name="http-deadlines", daemon=True).start()
 
     def watch(self, connection: socket.socket, seconds: float) -> None:
@@ -706,6 +738,7 @@ class DevHost:
         self.workers: list[QueueWorker] = []
         self.timers: list[TimerWorker] = []
         self._connections: dict[str, Any] = {}  # one set of storage clients per connection setting
+        self._serving = False  # serve_forever running: shutdown() waits for it, so only then
 
     def start(self) -> None:
         load_local_settings(self.app_dir)
@@ -732,6 +765,7 @@ class DevHost:
             sys.path.insert(0, str(self.app_dir))
         module = importlib.import_module("function_app")
         routes: list[HttpRoute] = []
+        queue_triggers: list[tuple[Any, Callable[..., Any]]] = []
         for fn in module.app.get_functions():  # once per app object, as the worker does
             trigger = fn.get_trigger()
             kind = trigger.get_binding_name()
@@ -746,18 +780,31 @@ class DevHost:
                     )
                 )
             elif kind == "queueTrigger":
-                self.workers.append(self._queue_worker(trigger, call, options))
+                queue_triggers.append((trigger, call))
             elif kind == "timerTrigger":
                 self.timers.append(TimerWorker(fn.get_function_name(), trigger.schedule, call, self.stop_event))
             else:
                 raise RuntimeError(f"{fn.get_function_name()}: {kind} triggers are not supported by the dev host")
         dispatcher = HttpDispatcher(routes, prefix, self.function_key, easy_auth)
         handler = make_handler(dispatcher)
-        self.server = DevHTTPServer((self.host, self.port), handler)
+        try:
+            self.server = DevHTTPServer((self.host, self.port), handler)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise ConfigurationError(
+                f"port {self.port} on {self.host} is in use; run on another with "
+                f'make dev ARGS="--port {self.port + 1}" (or python -m relay dev --port {self.port + 1})'
+            ) from None
         self.port = self.server.server_address[1]
+        # Before any storage call: the SDK retries an unreachable endpoint for minutes, silently.
+        check_storage_answers(os.environ)
+        for trigger, call in queue_triggers:
+            self.workers.append(self._queue_worker(trigger, call, options))
         # Known only once bound: the address a name resolved to and the port 0 became.
         handler.host_check = HostCheck(self.host, str(self.server.server_address[0]), self.port)
         threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
+        self._serving = True
         for worker in self.workers:
             worker.start()
         for timer in self.timers:
@@ -797,7 +844,8 @@ class DevHost:
     def shutdown(self, drain_seconds: float = 10.0) -> None:
         self.stop_event.set()
         if self.server is not None:
-            self.server.shutdown()
+            if self._serving:
+                self.server.shutdown()
             self.server.server_close()
         for worker in self.workers:
             worker.drain(drain_seconds)
@@ -807,16 +855,44 @@ class DevHost:
         runtime.reset()  # every pool, attempt thread and lease keeper
 
 
-def run(app_dir: Path, host: str, port: int, function_key: str | None) -> int:
+def run(
+    app_dir: Path,
+    host: str,
+    port: int,
+    function_key: str | None,
+    azurite_port: int | None = None,
+    azurite_data: Path | None = None,
+) -> int:
     logging.basicConfig(
         level=os.environ.get("RELAY_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from relay_dev.azurite import Azurite, AzuriteError, ports_from
+
+    azurite = None
+    if azurite_port is not None:
+        data = azurite_data or app_dir / ".azurite"
+        data.mkdir(parents=True, exist_ok=True)
+        azurite = Azurite(data, ports_from(azurite_port))
+        try:
+            azurite.start()
+        except AzuriteError as exc:
+            print(
+                f"relay dev: Azurite did not start: {exc}; move it with make dev AZURITE_PORT=20000 "
+                "(or --azurite-port 20000)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 2
+        os.environ["AzureWebJobsStorage"] = azurite.connection_string
     dev = DevHost(app_dir, host, port, function_key)
     try:
         dev.start()
     except ConfigurationError as exc:
         # A setting that cannot work: one line saying which, and a non-zero exit, no traceback.
         print(f"relay dev: {exc}", file=sys.stderr, flush=True)
+        dev.shutdown(drain_seconds=0)
+        if azurite is not None:
+            azurite.stop()
         return 2
     print(f"relay dev host: http://{dev.host}:{dev.port}/api (Ctrl+C to stop)", flush=True)
     stopped = threading.Event()
@@ -830,4 +906,6 @@ def run(app_dir: Path, host: str, port: int, function_key: str | None) -> int:
         pass
     log.info("stopping")
     dev.shutdown()
+    if azurite is not None:
+        azurite.stop()
     return 0

@@ -1,0 +1,122 @@
+"""The dev host's first screen and edges (`make dev`): a port in use, Azurite that is not there or
+cannot start, and Azurite started and stopped with the relay. Each failure is one line naming what
+to do, and a non-zero exit within seconds (the storage SDK alone would retry for minutes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from relay_dev.azurite import Azurite, free_port, port_open, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def listening() -> Iterator[int]:
+    """A port something else listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AzureWebJobsStorage", "RELAY_"))}
+    env.update(extra, PYTHONPATH=str(ROOT))
+    return env
+
+
+def _dev(app_dir: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay", "dev", *args],
+        cwd=app_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    """Where the commands run (the app is the repository's; with no local.settings.json read from
+    here, the test's environment decides the settings)."""
+    return tmp_path
+
+
+def _one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    return lines[0]
+
+
+def test_a_busy_http_port_is_one_line_naming_the_argument(app_dir: Path, azurite: Azurite, listening: int) -> None:
+    done = _dev(app_dir, "--port", str(listening), env=_env(AzureWebJobsStorage=azurite.connection_string))
+    assert done.returncode == 2
+    line = _one_line(done.stderr)
+    assert f"port {listening}" in line and f'ARGS="--port {listening + 1}"' in line
+
+
+def test_storage_that_does_not_answer_is_one_line_naming_it(app_dir: Path) -> None:
+    dead = {svc: free_port() for svc in ("blob", "queue", "table")}
+    conn = Azurite(ports=dead).connection_string
+    done = _dev(app_dir, "--port", str(free_port()), env=_env(AzureWebJobsStorage=conn))
+    assert done.returncode == 2
+    line = _one_line(done.stderr)
+    assert f"127.0.0.1:{dead['queue']} does not answer" in line and "Azurite" in line
+
+
+def _free_base() -> int:
+    """Three consecutive free ports (Azurite's blob, queue and table)."""
+    for _ in range(50):
+        base = free_port()
+        if base < 65000 and not any(port_open(base + i) for i in range(3)):
+            return base
+    raise AssertionError("no three consecutive free ports")
+
+
+def test_an_azurite_port_in_use_stops_make_dev(app_dir: Path, listening: int) -> None:
+    """Not the relay started against whatever holds the port: one line and a non-zero exit."""
+    done = _dev(app_dir, "--azurite", "--azurite-port", str(listening - 1), "--port", str(free_port()), env=_env())
+    assert done.returncode == 2
+    line = _one_line(done.stderr)
+    assert f"queue port {listening} already in use" in line and "AZURITE_PORT=" in line
+
+
+def test_make_dev_starts_azurite_on_the_ports_given_and_stops_it(app_dir: Path) -> None:
+    base, port = _free_base(), free_port()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "relay", "dev", "--azurite", "--azurite-port", str(base), "--port", str(port)),
+            *("--azurite-data", str(app_dir / "data")),
+        ],
+        cwd=app_dir,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # printed once serving
+        assert f"http://127.0.0.1:{port}/api" in first, first
+        assert requests.get(f"http://127.0.0.1:{port}/api/health", timeout=10).status_code == 200
+        assert all(port_open(base + i) for i in range(3))
+        assert any((app_dir / "data").iterdir())  # its data, kept across runs
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        wait_until(lambda: not any(port_open(base + i) for i in range(3)), 30, "Azurite to stop")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
