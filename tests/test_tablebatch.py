@@ -233,3 +233,43 @@ def test_an_answer_that_does_not_cover_every_row_is_an_outage_not_a_success() ->
 
 
 StandInKey = AzureNamedKeyCredential("devstoreaccount1", base64.b64encode(b"k" * 64).decode())
+
+
+def test_it_stores_exactly_what_the_sdks_transaction_stores(store: Storage) -> None:
+    """Pinned to the SDK: the same whole-row upserts, written once by `submit_transaction` and once
+    by the hand-written `$batch`, read back as the same entities (properties, values and their
+    types), the second write replacing the first as the SDK's REPLACE does."""
+    from azure.data.tables import UpdateMode
+
+    values = ["plain", "", "it's", "naïve € 😀", "100%+&=;,\n\t", "x" * 32_000, '{"json":[1,2]}', "true", "12"]
+
+    def rows(partition: str, generation: int) -> list[dict[str, str]]:
+        return [
+            {"PartitionKey": partition, "RowKey": f"k{i}:{key}", f"p{generation}": value, "shared": value}
+            for i, (key, value) in enumerate(zip(["a", "it's", "naïve", "x.y.*", "%2F"] * 2, values, strict=False))
+        ]
+
+    table = store.table(EVENTS_TABLE)
+    read: dict[str, list[dict[str, Any]]] = {}
+    for how, partition in (("sdk", f"sdk:{uuid.uuid4().hex}"), ("hand", f"hand:{uuid.uuid4().hex}")):
+        for generation in (1, 2):
+            batch = rows(partition, generation)
+            if how == "sdk":
+                table.submit_transaction([("upsert", row, {"mode": UpdateMode.REPLACE}) for row in batch])
+            else:
+                store.table_batch(EVENTS_TABLE).upsert(batch)
+        entities = table.query_entities("PartitionKey eq @pk", parameters={"pk": partition})
+        read[how] = sorted(
+            (
+                {
+                    "RowKey": e["RowKey"],
+                    "properties": {
+                        k: (v, type(v).__name__) for k, v in e.items() if k not in ("PartitionKey", "RowKey")
+                    },
+                }
+                for e in entities
+            ),
+            key=lambda e: e["RowKey"],
+        )
+    assert read["hand"] == read["sdk"]
+    assert all("p1" not in e["properties"] and "p2" in e["properties"] for e in read["hand"])  # replaced whole
