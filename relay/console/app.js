@@ -560,6 +560,10 @@ async function viewDeliveries(id) {
         bar.hidden = false;
         bar.removeAttribute("value");
         text.textContent = "Starting the replay…";
+        // Each delivery's last attempt before the replay: one whose last attempt changes (and is
+        // not a retry still to come) has the replay's outcome.
+        const before = new Map((await allPages(`subscriptions/${id}/deliveries?limit=1000`, 5)).items
+          .map(d => [d.eventId, d.lastAttemptAt]));
         let answer;
         try {
           answer = await api("POST", `subscriptions/${id}/replay`, { since: date.toISOString(), status: replay.elements.status.value });
@@ -569,10 +573,10 @@ async function viewDeliveries(id) {
           answer = { status: 202, headers: error.headers, body: null };
           announce("A replay of this subscription is already running: following it.");
         }
-        // When it started, by the relay's clock (its Date header, to the second): attempts after
-        // it are the replay's. The browser's clock may be off by more than a replay takes.
+        // When it started, by the relay's clock (its Date header, to the second), for deliveries
+        // logged since the list above was read; the browser's clock may be off by more.
         const served = Date.parse(answer.headers.get("Date") || "");
-        const startedAt = (isNaN(served) ? Date.now() : served) - 1000;
+        const startedAt = isNaN(served) ? Date.now() : served;
         let location_ = answer.headers.get("Location");
         const started = Date.now();
         while (answer.status === 202 && location_) {
@@ -580,6 +584,10 @@ async function viewDeliveries(id) {
           await sleep(Math.max(1, Number(answer.headers.get("Retry-After") || 1)) * 1000);
           answer = await api("GET", pathOf(location_));
           location_ = answer.headers.get("Location") || location_;
+        }
+        if (answer.body.status !== "succeeded") {
+          text.textContent = `The replay did not finish: ${answer.body.error || answer.body.status}.`;
+          return;
         }
         const replayed = answer.body.replayed;
         text.textContent = `Replay finished: ${replayed} deliveries queued again. Watching them…`;
@@ -589,11 +597,12 @@ async function viewDeliveries(id) {
         let settled = [];
         for (let i = 0; i < 40; i++) {
           const { items } = await allPages(`subscriptions/${id}/deliveries?limit=1000`, 5);
-          settled = items.filter(d => d.status !== "pending" && d.lastAttemptAt && Date.parse(d.lastAttemptAt) >= startedAt);
+          settled = items.filter(d => d.status !== "pending" && d.lastAttemptAt && d.lastAttemptAt !== before.get(d.eventId)
+            && (before.has(d.eventId) || Date.parse(d.lastAttemptAt) >= startedAt));
+          await load();
           if (settled.length >= replayed) break;
           await sleep(1500);
         }
-        await load();
         const again = settled.filter(d => d.status === "failed").length;
         const open = Math.max(0, replayed - settled.length);
         text.textContent = `Replay finished: ${replayed} deliveries queued again; ${again ? `${again} failed again` : "none failed again"}` +
