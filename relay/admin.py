@@ -427,6 +427,33 @@ class Progress:
         self.out.flush()
 
 
+def overview(client: Client, args: argparse.Namespace) -> int:
+    """The console's overview: subscriptions by status, outcomes in the window, the most failing
+    and the slowest subscriptions (GET /api/stats)."""
+    doc = client.json("GET", f"stats?window={args.window}")
+
+    def people() -> None:
+        subs = {s["id"]: s.get("notificationUrl") for s in client.pages("subscriptions?limit=1000", None)}
+        counts = doc.get("subscriptions", {})
+        more = "" if counts.get("complete", True) else "+"
+        totals = doc.get("totals", {})
+        print(f"{counts.get('active', 0)}{more} active subscriptions, {counts.get('disabled', 0)}{more} disabled")
+        print(
+            f"last {args.window}: {totals.get('succeeded', 0)} succeeded, {totals.get('retrying', 0)} retrying, "
+            f"{totals.get('failed', 0)} failed"
+        )
+        for title, key, columns in (
+            ("most failing", "failing", [("failed", "FAILED"), ("retrying", "RETRYING"), ("succeeded", "SUCCEEDED")]),
+            ("slowest", "slowest", [("averageMs", "AVERAGE MS"), ("maxMs", "MAX MS")]),
+        ):
+            print(f"\n{title}:")
+            rows = [{**r, "url": subs.get(r["id"], "(deleted)")} for r in doc.get(key, [])]
+            table(rows, [("id", "SUBSCRIPTION"), *columns, ("url", "URL")])
+
+    emit(args, doc, people)
+    return EXIT_OK
+
+
 def event_types_show(client: Client, args: argparse.Namespace) -> int:
     doc = client.json("GET", f"event-types/{quote(args.name, safe='')}")
 
@@ -578,6 +605,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every matching event, not only failed deliveries")
     p.add_argument("--wait", action="store_true", help="show progress until the replay ends")
     p.set_defaults(run=replay)
+
+    p = groups.add_parser("overview", parents=[common], help="counts and the most failing and slowest subscriptions")
+    p.add_argument("--window", choices=["1h", "24h"], default="1h")
+    p.set_defaults(run=overview)
 
     types = groups.add_parser("event-types", help="list, show, register or delete event types")
     type_cmds = types.add_subparsers(dest="command", required=True, metavar="COMMAND")

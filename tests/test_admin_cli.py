@@ -338,3 +338,23 @@ def test_failures_across_the_relay(
     assert event not in {f["eventId"] for f in later}
     usage = admin(relay, "failures", "--since", "last week")
     assert usage.returncode == 2 and "RFC 3339" in usage.stderr
+
+
+def test_overview_as_the_console_shows_it(
+    relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
+    bad = receiver_factory(lambda item, index: (500, {}, b""))
+    sub = relay.subscribe(bad.url, eventTypes=[unique_type])
+    relay.publish({"type": unique_type, "data": {}})
+
+    def counted() -> Any:
+        doc = json.loads(ok(admin(relay, "overview", "--json")))
+        return doc if doc["bySubscription"].get(sub["id"], {}).get("failed") else None
+
+    doc = wait_until(counted, 60, "the failure to be counted")
+    assert doc["window"] == "1h" and doc["subscriptions"]["active"] >= 1
+    assert json.loads(ok(admin(relay, "overview", "--window", "24h", "--json")))["window"] == "24h"
+    people = ok(admin(relay, "overview", "--window", "24h"))
+    assert "failed" in people and "active subscriptions" in people
+    assert any(sub["id"] in line and bad.url in line for line in people.splitlines())
+    assert admin(relay, "overview", "--window", "7d").returncode == 2
