@@ -14,14 +14,15 @@ import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
 from relay.core import clock
+from relay.core.matching import is_name
 from relay.core.statuses import DeliveryStatus, OperationStatus, SubscriptionStatus
 
 EXIT_OK = 0
@@ -35,12 +36,15 @@ EXIT_REPLAY_FAILED = 6  # replay --wait: the operation ended in a problem
 DEFAULT_URL = "http://127.0.0.1:7071"
 TIMEOUT = 30
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
+# The most delivery rows one listing reads to sort them newest first (the API pages in its own order).
+READ_CAP = 10_000
 
 
 class AdminError(Exception):
-    def __init__(self, message: str, code: int) -> None:
+    def __init__(self, message: str, code: int, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status  # the relay's HTTP status, where it answered one
 
 
 # ---- the relay's API ----------------------------------------------------------------------------
@@ -131,7 +135,7 @@ def _problem(response: requests.Response) -> AdminError:
     running = (
         f" (running: {response.headers['Location']})" if status == 409 and response.headers.get("Location") else ""
     )
-    return AdminError(f"{status}: {detail or response.reason}{running}", EXIT_CLIENT)
+    return AdminError(f"{status}: {detail or response.reason}{running}", EXIT_CLIENT, status)
 
 
 # ---- output -------------------------------------------------------------------------------------
@@ -153,6 +157,11 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], out: Any =
     print("  ".join(title.ljust(w) for (_, title), w in zip(columns, widths, strict=True)).rstrip(), file=out)
     for line in cells:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip(), file=out)
+
+
+def truncated(text: str) -> None:
+    """Say on stderr that a listing stopped at --limit (stdout stays a table or JSON)."""
+    print(f"note: {text}", file=sys.stderr)
 
 
 def emit(args: argparse.Namespace, doc: Any, people: Any) -> None:
@@ -190,11 +199,19 @@ def _query(path: str, **params: Any) -> str:
 
 
 def subscriptions_list(client: Client, args: argparse.Namespace) -> int:
-    items = [
-        s
-        for s in client.pages(_query("subscriptions", eventType=args.event_type, limit=min(args.limit, 1000)), None)
-        if not args.status or s.get("status") == args.status
-    ][: args.limit]
+    items: list[dict[str, Any]] = []
+    more = False
+    # One more than asked for, to know whether --limit cut the list.
+    path = _query("subscriptions", eventType=args.event_type, limit=min(args.limit + 1, 1000))
+    for sub in client.pages(path, None):
+        if args.status and sub.get("status") != args.status:
+            continue
+        if len(items) == args.limit:
+            more = True
+            break
+        items.append(sub)
+    if more:
+        truncated(f"showing the first {len(items)} subscriptions; there are more: raise --limit to see them")
     emit(args, items, lambda: table(items, SUB_COLUMNS))
     return EXIT_OK
 
@@ -210,7 +227,19 @@ def subscriptions_show(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _must_exist(client: Client, path: str, what: str) -> None:
+    """The relay answers 200 to a DELETE of what is not there (it is gone either way); a person
+    who typed a wrong id must hear so."""
+    try:
+        client.call("GET", path)
+    except AdminError as exc:
+        if exc.status == 404:
+            raise AdminError(f"{what} not found: nothing deleted", EXIT_CLIENT, 404) from None
+        raise
+
+
 def subscriptions_delete(client: Client, args: argparse.Namespace) -> int:
+    _must_exist(client, f"subscriptions/{quote(args.id, safe='')}", f"subscription {args.id}")
     client.json("DELETE", f"subscriptions/{args.id}")
     emit(args, {"id": args.id, "deleted": True}, lambda: print(f"deleted subscription {args.id}"))
     return EXIT_OK
@@ -232,10 +261,75 @@ def subscriptions_rotate(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _newest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """By last attempt, newest first; a delivery not yet tried is newer than any tried one."""
+    never = datetime.max.replace(tzinfo=UTC)
+
+    def key(row: dict[str, Any]) -> datetime:
+        try:
+            return clock.parse_rfc3339(row["lastAttemptAt"]) if row.get("lastAttemptAt") else never
+        except ValueError:
+            return never
+
+    return sorted(rows, key=key, reverse=True)
+
+
 def deliveries_list(client: Client, args: argparse.Namespace) -> int:
-    path = _query(f"subscriptions/{args.subscription}/deliveries", status=args.status, limit=min(args.limit, 1000))
-    items = list(client.pages(path, args.limit))
+    # The API lists in its storage order: read the log (up to READ_CAP rows) and sort it here.
+    path = _query(f"subscriptions/{args.subscription}/deliveries", status=args.status, limit=1000)
+    read = list(client.pages(path, READ_CAP + 1))
+    capped = len(read) > READ_CAP
+    rows = _newest_first(read[:READ_CAP])
+    items = rows[: args.limit]
+    if len(rows) > len(items) or capped:
+        total = f"the first {READ_CAP} read" if capped else str(len(rows))
+        truncated(f"showing {len(items)} of {total} deliveries, newest first; raise --limit to see more")
     emit(args, items, lambda: table(items, DELIVERY_COLUMNS))
+    return EXIT_OK
+
+
+FAILURE_COLUMNS = [
+    ("lastAttemptAt", "LAST ATTEMPT"),
+    ("subscriptionId", "SUBSCRIPTION"),
+    ("eventId", "EVENT"),
+    ("eventType", "TYPE"),
+    ("attempts", "ATTEMPTS"),
+    ("lastStatusCode", "CODE"),
+    ("notificationUrl", "URL"),
+    ("lastError", "LAST ERROR"),
+]
+
+
+def failures(client: Client, args: argparse.Namespace) -> int:
+    """Deliveries that failed (and stay failed) since --since, across every subscription.
+
+    Within the last day the relay's counters (GET /api/stats?window=24h) name the subscriptions
+    with failures, so only their logs are read; further back every subscription's log is read.
+    """
+    since = clock.parse_rfc3339(args.since)
+    subs = {s["id"]: s for s in client.pages("subscriptions?limit=1000", None)}
+    if clock.utcnow() - since <= timedelta(hours=23):
+        counts = client.json("GET", "stats?window=24h").get("bySubscription", {})
+        candidates = [sid for sid, c in counts.items() if c.get("failed")]
+    else:
+        candidates = list(subs)
+    found: list[dict[str, Any]] = []
+    for sid in candidates:
+        try:
+            rows = client.pages(f"subscriptions/{sid}/deliveries?status=failed&limit=1000", READ_CAP)
+            for row in rows:
+                at = row.get("lastAttemptAt")
+                if at and clock.parse_rfc3339(at) >= since:
+                    url = subs.get(sid, {}).get("notificationUrl")
+                    found.append({"subscriptionId": sid, "notificationUrl": url, **row})
+        except AdminError as exc:
+            if exc.status != 404:  # a subscription deleted since it was counted
+                raise
+    rows_out = _newest_first(found)
+    items = rows_out[: args.limit]
+    if len(rows_out) > len(items):
+        truncated(f"showing {len(items)} of {len(rows_out)} failed deliveries, newest first; raise --limit to see more")
+    emit(args, items, lambda: table(items, FAILURE_COLUMNS))
     return EXIT_OK
 
 
@@ -333,6 +427,57 @@ class Progress:
         self.out.flush()
 
 
+def overview(client: Client, args: argparse.Namespace) -> int:
+    """The console's overview: subscriptions by status, outcomes in the window, the most failing
+    and the slowest subscriptions (GET /api/stats)."""
+    doc = client.json("GET", f"stats?window={args.window}")
+
+    def people() -> None:
+        subs = {s["id"]: s.get("notificationUrl") for s in client.pages("subscriptions?limit=1000", None)}
+        counts = doc.get("subscriptions", {})
+        more = "" if counts.get("complete", True) else "+"
+        totals = doc.get("totals", {})
+        print(f"{counts.get('active', 0)}{more} active subscriptions, {counts.get('disabled', 0)}{more} disabled")
+        print(
+            f"last {args.window}: {totals.get('succeeded', 0)} succeeded, {totals.get('retrying', 0)} retrying, "
+            f"{totals.get('failed', 0)} failed"
+        )
+        for title, key, columns in (
+            ("most failing", "failing", [("failed", "FAILED"), ("retrying", "RETRYING"), ("succeeded", "SUCCEEDED")]),
+            ("slowest", "slowest", [("averageMs", "AVERAGE MS"), ("maxMs", "MAX MS")]),
+        ):
+            print(f"\n{title}:")
+            rows = [{**r, "url": subs.get(r["id"], "(deleted)")} for r in doc.get(key, [])]
+            table(rows, [("id", "SUBSCRIPTION"), *columns, ("url", "URL")])
+
+    emit(args, doc, people)
+    return EXIT_OK
+
+
+def event_types_show(client: Client, args: argparse.Namespace) -> int:
+    doc = client.json("GET", f"event-types/{quote(args.name, safe='')}")
+
+    def people() -> None:
+        for key, value in doc.items():
+            if key != "schema":
+                print(f"{key + ':':<14}{_cell(value, 10_000)}")
+        schema = doc.get("schema")
+        print(f"{'schema:':<14}{'(none: any data)' if schema is None else ''}")
+        if schema is not None:
+            print(json.dumps(schema, indent=2, ensure_ascii=False))
+
+    emit(args, doc, people)
+    return EXIT_OK
+
+
+def event_types_delete(client: Client, args: argparse.Namespace) -> int:
+    path = f"event-types/{quote(args.name, safe='')}"
+    _must_exist(client, path, f"event type {args.name}")
+    client.json("DELETE", path)
+    emit(args, {"name": args.name, "deleted": True}, lambda: print(f"deleted event type {args.name}"))
+    return EXIT_OK
+
+
 def event_types_list(client: Client, args: argparse.Namespace) -> int:
     items = client.json("GET", "event-types").get("value", [])
     rows = [{**t, "hasSchema": "yes" if t.get("schema") is not None else "no"} for t in items]
@@ -382,6 +527,28 @@ def publish(client: Client, args: argparse.Namespace) -> int:
 # ---- the command line ---------------------------------------------------------------------------
 
 
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def event_type_name(text: str) -> str:
+    """One event type name: the listing answers which subscriptions an event of it would reach."""
+    if not is_name(text):
+        if "*" in text:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: patterns such as order.* are not allowed here; give one event type name "
+                "(the list shows the subscriptions an event of that type would reach, patterns included)"
+            )
+        raise argparse.ArgumentTypeError(f"{text!r} is not an event type name (1 to 128 of A-Z a-z 0-9 . _ - :)")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The connection options and --json are taken before the group and after the command alike.
     common = argparse.ArgumentParser(add_help=False)
@@ -401,9 +568,10 @@ def build_parser() -> argparse.ArgumentParser:
     subs = groups.add_parser("subscriptions", help="list, show, delete, re-activate, rotate-secret")
     sub_cmds = subs.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub_cmds.add_parser("list", parents=[common], help="list subscriptions")
-    p.add_argument("--event-type", help="only those an event of this type would reach")
-    p.add_argument("--status", choices=list(SubscriptionStatus))
-    p.add_argument("--limit", type=int, default=10_000)
+    p.add_argument("--event-type", type=event_type_name, help="only those an event of this type would reach")
+    # The values, not the enum members: argparse prints the choices' repr when one is wrong.
+    p.add_argument("--status", choices=[s.value for s in SubscriptionStatus])
+    p.add_argument("--limit", type=positive, default=10_000)
     p.set_defaults(run=subscriptions_list)
     for name, run, text in (
         ("show", subscriptions_show, "show one subscription"),
@@ -419,9 +587,16 @@ def build_parser() -> argparse.ArgumentParser:
     del_cmds = dels.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = del_cmds.add_parser("list", parents=[common], help="deliveries of a subscription, newest first")
     p.add_argument("subscription")
-    p.add_argument("--status", choices=list(DeliveryStatus))
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--status", choices=[s.value for s in DeliveryStatus])
+    p.add_argument("--limit", type=positive, default=100, help="show at most this many (default 100)")
     p.set_defaults(run=deliveries_list)
+
+    p = groups.add_parser("failures", parents=[common], help="deliveries that failed across the relay, newest first")
+    p.add_argument(
+        "--since", type=parse_time, default="1h", help="RFC 3339, or a span back from now: 1h (default), 30m, 7d"
+    )
+    p.add_argument("--limit", type=positive, default=100, help="show at most this many (default 100)")
+    p.set_defaults(run=failures)
 
     p = groups.add_parser("replay", parents=[common], help="deliver a subscription's failed deliveries again")
     p.add_argument("subscription")
@@ -431,7 +606,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="show progress until the replay ends")
     p.set_defaults(run=replay)
 
-    types = groups.add_parser("event-types", help="list or register event types")
+    p = groups.add_parser("overview", parents=[common], help="counts and the most failing and slowest subscriptions")
+    p.add_argument("--window", choices=["1h", "24h"], default="1h")
+    p.set_defaults(run=overview)
+
+    types = groups.add_parser("event-types", help="list, show, register or delete event types")
     type_cmds = types.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = type_cmds.add_parser("list", parents=[common], help="the registered event types")
     p.set_defaults(run=event_types_list)
@@ -440,6 +619,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description")
     p.add_argument("--schema", help="JSON Schema of data: inline JSON, a file, @file, or - for stdin")
     p.set_defaults(run=event_types_put)
+    p = type_cmds.add_parser("show", parents=[common], help="one event type with its schema")
+    p.add_argument("name")
+    p.set_defaults(run=event_types_show)
+    p = type_cmds.add_parser("delete", parents=[common], help="remove an event type from the catalogue")
+    p.add_argument("name")
+    p.set_defaults(run=event_types_delete)
 
     p = groups.add_parser("publish", parents=[common], help="publish a (test) event")
     p.add_argument("type")

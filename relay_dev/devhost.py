@@ -747,6 +747,8 @@ class DevHost:
         from relay_dev.easyauth import EasyAuth
 
         easy_auth = EasyAuth.from_environ(os.environ)
+        # Without a key every key is let in: tell the console, whose sign-in page says so.
+        os.environ["RELAY_DEV_KEYS_UNCHECKED"] = "1" if not self.function_key and easy_auth is None else "0"
         if easy_auth is not None:
             # This host now is the platform's authentication: tell the app, as App Service does.
             os.environ["WEBSITE_AUTH_ENABLED"] = "True"

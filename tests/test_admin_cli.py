@@ -240,3 +240,121 @@ def test_forbidden_and_server_errors(answering: Callable[[int, bytes], str]) -> 
     one_line_error(admin(None, "event-types", "list", url=failing), 4, "503", "storage is unavailable")
     not_json = answering(200, b"<html>hello</html>")
     one_line_error(admin(None, "event-types", "list", url=not_json), 4, "not JSON")
+
+
+# ---- issue 22, item 13 --------------------------------------------------------------------------
+
+
+def test_deliveries_list_is_newest_first_and_says_when_it_truncates(
+    relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
+    receiver = receiver_factory()
+    sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
+    published = []
+    for n in range(6):  # one at a time, so each delivery's attempt is later than the one before
+        published.append(relay.publish({"type": unique_type, "data": {"n": n}}).json()["id"])
+        receiver.wait_for(n + 1)
+    wait_until(
+        lambda: len(relay.get(f"subscriptions/{sub['id']}/deliveries?status=succeeded").json()["value"]) == 6,
+        30,
+        "six deliveries in the log",
+    )
+    listed = json.loads(ok(admin(relay, "deliveries", "list", sub["id"], "--json")))
+    assert [d["eventId"] for d in listed] == published[::-1]
+    times = [d["lastAttemptAt"] for d in listed]
+    assert times == sorted(times, reverse=True)
+    people = admin(relay, "deliveries", "list", sub["id"])
+    assert [r.split()[0] for r in ok(people).splitlines()[1:]] == published[::-1]
+    assert people.stderr == ""
+    # --limit: the newest ones, and a line on stderr saying there is more (stdout stays JSON).
+    cut = admin(relay, "deliveries", "list", sub["id"], "--limit", "2", "--json")
+    assert [d["eventId"] for d in json.loads(ok(cut))] == published[:-3:-1]
+    assert "showing 2 of 6" in cut.stderr and "--limit" in cut.stderr
+    subs = admin(relay, "subscriptions", "list", "--limit", "1", "--json")
+    assert len(json.loads(ok(subs))) == 1
+    assert "showing the first 1" in subs.stderr and "--limit" in subs.stderr
+
+
+def test_bad_status_and_pattern_are_explained(relay: RelayProcess) -> None:
+    for command in (["deliveries", "list", uuid.uuid4().hex], ["subscriptions", "list"]):
+        bad = admin(relay, *command, "--status", "bogus")
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        assert "Status." not in bad.stderr and "<" not in bad.stderr, bad.stderr
+        assert "'active'" in bad.stderr or "'failed'" in bad.stderr, bad.stderr
+    pattern = admin(relay, "subscriptions", "list", "--event-type", "order.*")
+    assert pattern.returncode == 2 and "Traceback" not in pattern.stderr
+    assert "patterns" in pattern.stderr and "order.*" in pattern.stderr, pattern.stderr
+
+
+def test_deleting_what_is_not_there_says_so(relay: RelayProcess, unique_type: str) -> None:
+    missing = uuid.uuid4().hex
+    one_line_error(admin(relay, "subscriptions", "delete", missing), 1, "not found", missing)
+    one_line_error(admin(relay, "event-types", "delete", unique_type), 1, "not found", unique_type)
+
+
+def test_event_types_show_and_delete(relay: RelayProcess, unique_type: str) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    ok(admin(relay, "event-types", "put", unique_type, "--description", "shown", "--schema", json.dumps(schema)))
+    shown = json.loads(ok(admin(relay, "event-types", "show", unique_type, "--json")))
+    assert shown["name"] == unique_type and shown["description"] == "shown" and shown["schema"] == schema
+    people = ok(admin(relay, "event-types", "show", unique_type))
+    assert "name:" in people and unique_type in people and '"integer"' in people
+    deleted = json.loads(ok(admin(relay, "event-types", "delete", unique_type, "--json")))
+    assert deleted == {"name": unique_type, "deleted": True}
+    assert relay.get(f"event-types/{unique_type}").status_code == 404
+    one_line_error(admin(relay, "event-types", "show", unique_type), 1, "404")
+    ok(admin(relay, "event-types", "put", unique_type))
+    assert ok(admin(relay, "event-types", "delete", unique_type)).strip() == f"deleted event type {unique_type}"
+
+
+def test_failures_across_the_relay(
+    relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
+    bad = receiver_factory(lambda item, index: (502, {}, b"bad gateway"))
+    good = receiver_factory()
+    bad_sub = relay.subscribe(bad.url, eventTypes=[unique_type])
+    good_sub = relay.subscribe(good.url, eventTypes=[unique_type])
+    event = relay.publish({"type": unique_type, "data": {}}).json()["id"]
+    good.wait_for(1)
+
+    def listed() -> list[dict[str, Any]]:
+        return [f for f in json.loads(ok(admin(relay, "failures", "--since", "1h", "--json"))) if f["eventId"] == event]
+
+    found = wait_until(listed, 60, "the failure to be listed")
+    assert len(found) == 1
+    failure = found[0]
+    assert failure["subscriptionId"] == bad_sub["id"] and failure["notificationUrl"] == bad.url
+    assert failure["eventType"] == unique_type and failure["lastStatusCode"] == 502 and failure["attempts"] == 3
+    assert good_sub["id"] not in {f["subscriptionId"] for f in listed()}
+    table = ok(admin(relay, "failures", "--since", "1h"))
+    header, *rows = table.splitlines()
+    assert header.split()[:3] == ["LAST", "ATTEMPT", "SUBSCRIPTION"]
+    assert any(event in r and bad_sub["id"] in r and "502" in r for r in rows)
+    # Older than the window: not listed.
+    from datetime import datetime, timedelta
+
+    after = datetime.fromisoformat(failure["lastAttemptAt"].replace("Z", "+00:00")) + timedelta(milliseconds=1)
+    later = json.loads(ok(admin(relay, "failures", "--since", after.isoformat().replace("+00:00", "Z"), "--json")))
+    assert event not in {f["eventId"] for f in later}
+    usage = admin(relay, "failures", "--since", "last week")
+    assert usage.returncode == 2 and "RFC 3339" in usage.stderr
+
+
+def test_overview_as_the_console_shows_it(
+    relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
+    bad = receiver_factory(lambda item, index: (500, {}, b""))
+    sub = relay.subscribe(bad.url, eventTypes=[unique_type])
+    relay.publish({"type": unique_type, "data": {}})
+
+    def counted() -> Any:
+        doc = json.loads(ok(admin(relay, "overview", "--json")))
+        return doc if doc["bySubscription"].get(sub["id"], {}).get("failed") else None
+
+    doc = wait_until(counted, 60, "the failure to be counted")
+    assert doc["window"] == "1h" and doc["subscriptions"]["active"] >= 1
+    assert json.loads(ok(admin(relay, "overview", "--window", "24h", "--json")))["window"] == "24h"
+    people = ok(admin(relay, "overview", "--window", "24h"))
+    assert "failed" in people and "active subscriptions" in people
+    assert any(sub["id"] in line and bad.url in line for line in people.splitlines())
+    assert admin(relay, "overview", "--window", "7d").returncode == 2

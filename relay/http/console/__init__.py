@@ -20,7 +20,9 @@ from urllib.parse import urlsplit
 import azure.functions as func
 
 HERE = Path(__file__).resolve().parent
-ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
+# The favicon is served like the others: without it every load of the page asks for a
+# /favicon.ico that nothing answers (a 404 in the log and the browser's console).
+ASSETS = {"app.js": "text/javascript", "app.css": "text/css", "favicon.svg": "image/svg+xml"}
 PAGE = "index.html"
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -69,10 +71,18 @@ def _page(base: str) -> Asset:
     return Asset(body, "text/html", _etag(body))
 
 
+# Set by the dev host (relay/devhost.py) when it runs without --function-key: it then admits
+# any key, and the sign-in page says so instead of asking for a key that nothing checks.
+KEYS_UNCHECKED_ENV = "RELAY_DEV_KEYS_UNCHECKED"
+
+
 def _config() -> bytes:
     """What the page needs to know before signing in: how callers are known (contract §4)."""
     mode = "entra" if (os.environ.get("RELAY_AUTH") or "keys").strip().lower() == "entra" else "keys"
-    return json.dumps({"auth": mode, "loginUrl": "/.auth/login/aad", "logoutUrl": "/.auth/logout"}).encode()
+    config: dict[str, object] = {"auth": mode, "loginUrl": "/.auth/login/aad", "logoutUrl": "/.auth/logout"}
+    if mode == "keys":
+        config["keysChecked"] = os.environ.get(KEYS_UNCHECKED_ENV) != "1"
+    return json.dumps(config).encode()
 
 
 def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> func.HttpResponse:

@@ -40,10 +40,41 @@ function announce(text) {
   setTimeout(() => { region.textContent = text; }, 30);
 }
 
+// Times: ISO-like local time with its zone (no day/month ambiguity) and how long ago, in a
+// <time> whose title holds the exact UTC time for hover.
+const pad = (n, w = 2) => String(n).padStart(w, "0");
+
+function localStamp(d) {
+  const offset = -d.getTimezoneOffset();
+  const zone = offset === 0 ? "UTC" : `UTC${offset > 0 ? "+" : "-"}${Math.floor(Math.abs(offset) / 60)}${Math.abs(offset) % 60 ? ":" + pad(Math.abs(offset) % 60) : ""}`;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zone}`;
+}
+
+function utcStamp(d) {
+  return d.toISOString().replace("T", " ").replace("Z", " UTC");
+}
+
+function relative(d, now = Date.now()) {
+  const seconds = Math.round((now - d.getTime()) / 1000);
+  const span = Math.abs(seconds);
+  const text = span < 60 ? `${span} s` : span < 3600 ? `${Math.floor(span / 60)} min`
+    : span < 86400 ? `${Math.floor(span / 3600)} h` : `${Math.floor(span / 86400)} d`;
+  return seconds >= 0 ? `${text} ago` : `in ${text}`;
+}
+
 function when(text) {
   if (!text) return "—";
   const d = new Date(text);
-  return isNaN(d) ? text : d.toLocaleString();
+  if (isNaN(d)) return text;
+  return h("time", { datetime: text, title: utcStamp(d), text: `${localStamp(d)} (${relative(d)})` });
+}
+
+// A URL that wraps between its parts (after '/', before '?' and '&'), not inside a word.
+function urlText(url) {
+  const parts = String(url).split(/(?<=\/)(?!\/)|(?=[?&])/);
+  const out = [];
+  parts.forEach((part, i) => { if (i) out.push(h("wbr")); out.push(part); });
+  return out;
 }
 
 function hostOf(url) {
@@ -209,7 +240,9 @@ function viewSignIn() {
   } else {
     form.append(
       h("h1", { tabindex: "-1", text: "Sign in" }),
-      h("p", { text: "Paste a function key of the relay (Azure portal: the function app, App keys). It stays in this tab only." }),
+      config.keysChecked === false
+        ? h("p", { id: "key-note", class: "note", text: "This relay is a local dev host started without --function-key: it accepts any key, so type anything. A relay in Azure checks its function keys." })
+        : h("p", { id: "key-note", text: "Paste a function key of the relay (Azure portal: the function app, App keys). It stays in this tab only." }),
       h("label", { for: "key", text: "Function key" }),
       h("input", { id: "key", name: "key", type: "password", autocomplete: "off", required: true, "aria-describedby": "key-error" }),
       errorSlot("key", "key-error"),
@@ -261,36 +294,38 @@ async function probe() {
 
 // ---- overview -----------------------------------------------------------------------------------
 
+// Bars in an SVG that stretches to the card; the labels are HTML beside it, so they keep their
+// size at any width (text inside a scaled SVG shrank to about 5 px on a phone).
 function chart(stats, title) {
-  const width = 600, height = 180, left = 36, bottom = 22, top = 8;
+  const width = 600, height = 150, top = 4;
   const points = stats.series;
   const max = Math.max(1, ...points.map(p => p.succeeded + p.retrying + p.failed));
-  const slot = (width - left) / points.length;
+  const slot = width / points.length;
   const bar = Math.max(1, slot * 0.75);
-  const scale = v => (v / max) * (height - bottom - top);
+  const scale = v => (v / max) * (height - top);
   const t = stats.totals;
-  const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img",
+  const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", class: "chart", role: "img",
     "aria-label": `${title}: ${t.succeeded} succeeded, ${t.retrying} retrying, ${t.failed} failed` });
-  svg.append(s("line", { x1: left, y1: height - bottom, x2: width, y2: height - bottom, class: "axis" }));
-  svg.append(s("text", { x: left - 4, y: top + 8, class: "tick", "text-anchor": "end" }, String(max)));
-  svg.append(s("text", { x: left - 4, y: height - bottom, class: "tick", "text-anchor": "end" }, "0"));
+  svg.append(s("line", { x1: 0, y1: height, x2: width, y2: height, class: "axis", "vector-effect": "non-scaling-stroke" }));
+  const xLabels = h("div", { class: "chart-x", "aria-hidden": "true" });
   points.forEach((p, i) => {
-    let y = height - bottom;
-    const x = left + i * slot + (slot - bar) / 2;
+    let y = height;
+    const x = i * slot + (slot - bar) / 2;
     for (const outcome of ["succeeded", "retrying", "failed"]) {
       const value = p[outcome];
       if (!value) continue;
       const hgt = Math.max(1, scale(value));
       y -= hgt;
       const rect = s("rect", { x, y, width: bar, height: hgt, class: `bar ${outcome}` });
-      rect.append(s("title", {}, `${new Date(p.start).toLocaleString()}: ${value} ${outcome}`));
+      rect.append(s("title", {}, `${localStamp(new Date(p.start))}: ${value} ${outcome}`));
       svg.append(rect);
     }
     const every = stats.bucket === "minute" ? 10 : 4;
     if (i % every === 0) {
       const d = new Date(p.start);
-      const label = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-      svg.append(s("text", { x: x + bar / 2, y: height - 6, class: "tick", "text-anchor": "middle" }, label));
+      const label = h("span", { class: "tick", text: `${pad(d.getHours())}:${pad(d.getMinutes())}` });
+      label.style.left = `${((x + bar / 2) / width) * 100}%`;  // CSSOM, which the CSP allows
+      xLabels.append(label);
     }
   });
   return h("figure", { class: "card chart-card" },
@@ -299,12 +334,14 @@ function chart(stats, title) {
         h("li", { class: "succeeded", text: `Succeeded ${t.succeeded}` }),
         h("li", { class: "retrying", text: `Retrying ${t.retrying}` }),
         h("li", { class: "failed", text: `Failed ${t.failed}` }))),
-    svg);
+    h("div", { class: "chart-plot" },
+      h("div", { class: "chart-y", "aria-hidden": "true" }, h("span", { class: "tick", text: String(max) }), h("span", { class: "tick", text: "0" })),
+      svg, h("span", {}), xLabels));
 }
 
 function subLink(id, subs) {
   const sub = subs.get(id);
-  return h("a", { href: `#/subscriptions/${id}/deliveries`, title: id, text: sub ? sub.notificationUrl : `${id} (deleted)` });
+  return h("a", { href: `#/subscriptions/${id}/deliveries`, title: id, class: "url" }, sub ? urlText(sub.notificationUrl) : `${id} (deleted)`);
 }
 
 async function viewOverview() {
@@ -330,15 +367,18 @@ async function viewOverview() {
     h("div", { class: "two" },
       h("section", { class: "card", id: "failing", "aria-labelledby": "failing-heading" },
         h("h2", { id: "failing-heading", text: "Most failing subscriptions (last day)" }),
-        failing.length ? h("table", {},
-          h("thead", {}, h("tr", {}, h("th", { text: "Subscription" }), h("th", { text: "Failed" }), h("th", { text: "Retrying" }), h("th", { text: "Succeeded" }))),
-          h("tbody", {}, failing.map(f => h("tr", {}, h("td", {}, subLink(f.id, subs)), h("td", { text: f.failed }), h("td", { text: f.retrying }), h("td", { text: f.succeeded })))))
+        failing.length ? h("table", { class: "stack" },
+          h("thead", {}, h("tr", {}, ["Subscription", "Failed", "Retrying", "Succeeded"].map(t => h("th", { scope: "col", text: t })))),
+          h("tbody", {}, failing.map(f => h("tr", {}, h("td", { "data-label": "Subscription" }, subLink(f.id, subs)),
+            h("td", { "data-label": "Failed", text: f.failed }), h("td", { "data-label": "Retrying", text: f.retrying }),
+            h("td", { "data-label": "Succeeded", text: f.succeeded })))))
           : h("p", { text: "No failures in the last day." })),
       h("section", { class: "card", id: "slowest", "aria-labelledby": "slowest-heading" },
         h("h2", { id: "slowest-heading", text: "Slowest subscriptions (last day)" }),
-        slowest.length ? h("table", {},
-          h("thead", {}, h("tr", {}, h("th", { text: "Subscription" }), h("th", { text: "Average" }), h("th", { text: "Slowest" }))),
-          h("tbody", {}, slowest.map(f => h("tr", {}, h("td", {}, subLink(f.id, subs)), h("td", { text: `${f.averageMs} ms` }), h("td", { text: `${f.maxMs} ms` })))))
+        slowest.length ? h("table", { class: "stack" },
+          h("thead", {}, h("tr", {}, ["Subscription", "Average", "Slowest"].map(t => h("th", { scope: "col", text: t })))),
+          h("tbody", {}, slowest.map(f => h("tr", {}, h("td", { "data-label": "Subscription" }, subLink(f.id, subs)),
+            h("td", { "data-label": "Average", text: `${f.averageMs} ms` }), h("td", { "data-label": "Slowest", text: `${f.maxMs} ms` })))))
           : h("p", { text: "No deliveries in the last day." }))),
     h("p", { class: "muted", text: "Counts are written by each instance every few seconds; the delivery log of a subscription is the full record." }),
   );
@@ -397,12 +437,12 @@ function subscriptionRow(sub, counts, refresh) {
   actions.append(remove);
   const failures = counts ? counts.failed : 0;
   return h("tr", { "data-id": sub.id, class: sub.status === "disabled" ? "disabled" : "" },
-    h("td", { "data-label": "Callback" }, h("span", { class: "url", text: sub.notificationUrl }),
+    h("td", { "data-label": "Callback" }, h("span", { class: "url" }, urlText(sub.notificationUrl)),
       sub.description ? h("span", { class: "muted block", text: sub.description }) : null),
     h("td", { "data-label": "Event types", text: sub.eventTypes.join(", ") }),
     h("td", { "data-label": "Status" }, h("span", { class: `badge ${sub.status}`, text: sub.status }),
       sub.disabledReason ? h("span", { class: "muted block", text: sub.disabledReason }) : null),
-    h("td", { "data-label": "Last success", text: when(counts && counts.lastSuccessAt) }),
+    h("td", { "data-label": "Last success" }, when(counts && counts.lastSuccessAt)),
     h("td", { "data-label": "Failures (day)", class: failures ? "bad" : "", text: failures }),
     h("td", { "data-label": "Actions" }, actions, out));
 }
@@ -468,10 +508,11 @@ async function viewDeliveries(id) {
     h("td", { "data-label": "Attempts", text: d.attempts }),
     h("td", { "data-label": "Last code", text: d.lastStatusCode ?? "—" }),
     h("td", { "data-label": "Last error", text: d.lastError || "—" }),
-    h("td", { "data-label": "Last attempt", text: when(d.lastAttemptAt) }),
-    h("td", { "data-label": "Next attempt", text: when(d.nextAttemptAt) }));
+    h("td", { "data-label": "Last attempt" }, when(d.lastAttemptAt)),
+    h("td", { "data-label": "Next attempt" }, when(d.nextAttemptAt)));
   const load = async (append = false) => {
-    const path = append && next ? next : `subscriptions/${id}/deliveries?limit=50${status.value ? `&status=${status.value}` : ""}`;
+    if (append && !next) { moreButton.hidden = true; return; }  // nothing after the last page
+    const path = append ? next : `subscriptions/${id}/deliveries?limit=50${status.value ? `&status=${status.value}` : ""}`;
     try {
       const { body } = await api("GET", path);
       if (!append) { rows.replaceChildren(); count = 0; }
@@ -516,8 +557,13 @@ async function viewDeliveries(id) {
     await busy(button, async () => {
       try {
         progress.hidden = false;
+        bar.hidden = false;
         bar.removeAttribute("value");
         text.textContent = "Starting the replay…";
+        // Each delivery's last attempt before the replay: one whose last attempt changes (and is
+        // not a retry still to come) has the replay's outcome.
+        const before = new Map((await allPages(`subscriptions/${id}/deliveries?limit=1000`, 5)).items
+          .map(d => [d.eventId, d.lastAttemptAt]));
         let answer;
         try {
           answer = await api("POST", `subscriptions/${id}/replay`, { since: date.toISOString(), status: replay.elements.status.value });
@@ -527,6 +573,10 @@ async function viewDeliveries(id) {
           answer = { status: 202, headers: error.headers, body: null };
           announce("A replay of this subscription is already running: following it.");
         }
+        // When it started, by the relay's clock (its Date header, to the second), for deliveries
+        // logged since the list above was read; the browser's clock may be off by more.
+        const served = Date.parse(answer.headers.get("Date") || "");
+        const startedAt = isNaN(served) ? Date.now() : served;
         let location_ = answer.headers.get("Location");
         const started = Date.now();
         while (answer.status === 202 && location_) {
@@ -535,25 +585,40 @@ async function viewDeliveries(id) {
           answer = await api("GET", pathOf(location_));
           location_ = answer.headers.get("Location") || location_;
         }
-        bar.value = 1; bar.max = 1;
-        text.textContent = `Replay finished: ${answer.body.replayed} deliveries queued again. Watching them…`;
+        if (answer.body.status !== "succeeded") {
+          text.textContent = `The replay did not finish: ${answer.body.error || answer.body.status}.`;
+          return;
+        }
+        const replayed = answer.body.replayed;
+        text.textContent = `Replay finished: ${replayed} deliveries queued again. Watching them…`;
         announce(text.textContent);
-        for (let i = 0; i < 20; i++) {
+        // Watch the replayed deliveries until each has a new outcome (an attempt after the replay
+        // started that is not a retry still to come), for at most a minute.
+        let settled = [];
+        for (let i = 0; i < 40; i++) {
+          const { items } = await allPages(`subscriptions/${id}/deliveries?limit=1000`, 5);
+          settled = items.filter(d => d.status !== "pending" && d.lastAttemptAt && d.lastAttemptAt !== before.get(d.eventId)
+            && (before.has(d.eventId) || Date.parse(d.lastAttemptAt) >= startedAt));
           await load();
-          if (!rows.querySelector("tr.pending") && (i >= 2 || !rows.querySelector("tr.failed"))) break;
+          if (settled.length >= replayed) break;
           await sleep(1500);
         }
-        text.textContent = `Replay finished: ${answer.body.replayed} deliveries queued again.`;
+        const again = settled.filter(d => d.status === "failed").length;
+        const open = Math.max(0, replayed - settled.length);
+        text.textContent = `Replay finished: ${replayed} deliveries queued again; ${again ? `${again} failed again` : "none failed again"}` +
+          (open ? `, ${open} still being delivered.` : ".");
       } catch (error) {
         progress.hidden = true;
         showProblem(replay, error);
+      } finally {
+        bar.hidden = true;  // the bar moves only while a replay runs
       }
     });
   });
   main.replaceChildren(
     h("p", {}, h("a", { href: "#/subscriptions", text: "← Subscriptions" })),
     h("h1", { tabindex: "-1", text: "Deliveries" }),
-    h("p", { class: "url", id: "deliveries-of", text: sub.notificationUrl }),
+    h("p", { class: "url", id: "deliveries-of" }, urlText(sub.notificationUrl)),
     h("p", {}, h("span", { class: `badge ${sub.status}`, text: sub.status }), " ", sub.disabledReason || "", " ", h("span", { class: "muted", text: `Event types: ${sub.eventTypes.join(", ")}` })),
     replay,
     h("div", { class: "filters card" },
