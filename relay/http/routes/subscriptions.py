@@ -37,31 +37,31 @@ def create_subscription(request: Request) -> Reply:
     except TargetRefused as exc:
         raise invalid("notificationUrl", exc.reason) from None
     owner = request.principal.id if request.principal else None
-    entity, created = SubscriptionStore(get_storage("fast")).subscribe(
+    sub, created = SubscriptionStore(get_storage("fast")).subscribe(
         body, _caller(request), owner=owner, scope=access.owner_scope(request)
     )
     # Each subscribe is a registration of its own: a platform that deletes the one it replaced
     # after subscribing again (a flow edited and saved) deletes that one only (see delete_subscription).
-    location = request.link(f"subscriptions/{entity.id}", {"registration": str(entity.registration)})
+    location = request.link(f"subscriptions/{sub.id}", {"registration": str(sub.registration)})
     # Subscribing a URL again must not hand its secret to whoever holds a key and read the URL
     # in a list: the secret and the whole URL go only to the call that created it.
-    return Reply(201, entity.view(with_secret=created, full_url=created), {"Location": location})
+    return Reply(201, sub.view(with_secret=created, full_url=created), {"Location": location})
 
 
 def rotate_secret(request: Request) -> Reply:
     """A new signing secret for a subscriber that lost its own; the old one signs nothing more."""
-    entity = SubscriptionStore(get_storage("fast")).rotate_secret(request.route.get("id", ""))
-    if entity is None:
+    sub = SubscriptionStore(get_storage("fast")).rotate_secret(request.route.get("id", ""))
+    if sub is None:
         raise NotFound("no subscription has this id")
-    log.info("signing secret rotated subscription=%s", entity.id)
-    return Reply(200, entity.view(with_secret=True))
+    log.info("signing secret rotated subscription=%s", sub.id)
+    return Reply(200, sub.view(with_secret=True))
 
 
 def get_subscription(request: Request) -> Reply:
-    entity = SubscriptionStore(get_storage("fast")).get(request.route.get("id", ""))
-    if entity is None:
+    sub = SubscriptionStore(get_storage("fast")).get(request.route.get("id", ""))
+    if sub is None:
         raise NotFound("no subscription has this id")
-    return Reply(200, entity.view())
+    return Reply(200, sub.view())
 
 
 def list_subscriptions(request: Request) -> Reply:
@@ -149,10 +149,10 @@ def list_deliveries(request: Request) -> Reply:
 
 
 def activate_subscription(request: Request) -> Reply:
-    entity = SubscriptionStore(get_storage("fast")).activate(request.route.get("id", ""))
-    if entity is None:
+    sub = SubscriptionStore(get_storage("fast")).activate(request.route.get("id", ""))
+    if sub is None:
         raise NotFound("no subscription has this id")
-    return Reply(200, entity.view())
+    return Reply(200, sub.view())
 
 
 http(bp, "subscriptions", "subscriptions", {"POST": create_subscription, "GET": list_subscriptions})
