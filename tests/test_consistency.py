@@ -142,7 +142,7 @@ def test_the_store_leaves_no_index_row_without_its_subscription(azurite: Any) ->
             partial(store.subscribe, other),
         )
     receiving = {t.sub for page in store.matching(event_type, None) for t in page}
-    present = {s.id for s in store.list(limit=1000, token=None, event_type=event_type)[0]}
+    present = {s.id for s in store.list_page(limit=1000, token=None, event_type=event_type)[0]}
     assert receiving == present
     assert index_orphans(storage.table(SUBSCRIPTIONS_TABLE)) == []
 

@@ -587,12 +587,12 @@ def test_the_owner_index_survives_a_crash_between_writes_and_keeps_fan_out_owner
     theirs, _ = store.subscribe(
         SubscriptionRequest(notificationUrl=f"https://b.example/{kind}", eventTypes=[kind]), owner=other, scope=other
     )
-    assert [e.id for e in store.list(limit=10, token=None, owner=owner)[0]] == [mine.id]
-    assert [e.id for e in store.list(limit=10, token=None, owner=other)[0]] == [theirs.id]
+    assert [e.id for e in store.list_page(limit=10, token=None, owner=owner)[0]] == [mine.id]
+    assert [e.id for e in store.list_page(limit=10, token=None, owner=other)[0]] == [theirs.id]
     assert {mine.id, theirs.id} <= {t.sub for page in store.matching(kind, None) for t in page}
     index_rows = list(table.query_entities("PartitionKey eq @pk", parameters={"pk": f"x:{kind}"}))
     assert index_rows and all("owner" not in row for row in index_rows)
     store.delete(mine.id)
-    assert store.list(limit=10, token=None, owner=owner)[0] == []
+    assert store.list_page(limit=10, token=None, owner=owner)[0] == []
     left = [r["RowKey"] for r in table.query_entities("PartitionKey eq @pk", parameters={"pk": owner_partition(owner)})]
     assert mine.id not in left  # removed with the subscription

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ast
+import uuid
+from pathlib import Path
 from typing import Any
 
 from azure.data.tables import TableClient
 
-from relay.core import clock
+from relay.core import clock, runtime
 from relay.core.models import SubscriptionRequest
 from relay.store.storage import SUBSCRIPTIONS_TABLE, Endpoints, Storage
-from relay.store.subscriptions import SubscriptionStore, url_key
+from relay.store.subscriptions import Caller, SubscriptionStore, url_key
 
 
 class DeleteAfterUrlLookup:
@@ -108,10 +111,89 @@ def test_a_record_reads_back_as_written_and_its_repr_holds_no_credential(azurite
         contentMode="binary",
     )
     entity, created = store.subscribe(
-        request, {"workflow_id": "wf", "workflow_operation_name": "op"}, owner="oid-1", scope="oid-1"
+        request, Caller(workflow_id="wf", workflow_operation_name="op"), owner="oid-1", scope="oid-1"
     )
     assert created and store.get(entity.id) == entity
     assert entity.event_types == ("rec.a", "rec.*") and entity.once and entity.content_mode == "binary"
     assert entity.owner == "oid-1" and (entity.workflow_id, entity.workflow_operation_name) == ("wf", "op")
     assert entity.created_at.tzinfo is not None and entity.created_at == entity.updated_at
     assert "topsecretsig" not in repr(entity) and entity.secret not in repr(entity)
+
+
+class CountingIndexReads(Storage):
+    """Storage whose subscriptions table counts the queries of one fan-out index partition."""
+
+    def __init__(self, endpoints: Endpoints, pattern: str) -> None:
+        super().__init__(endpoints)
+        self.index_reads = 0
+        table = super().table(SUBSCRIPTIONS_TABLE)
+        outer = self
+
+        class Counting:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(table, name)
+
+            def query_entities(self, query: str, **kwargs: Any) -> Any:
+                if (kwargs.get("parameters") or {}).get("pk") == f"x:{pattern}":
+                    outer.index_reads += 1
+                return table.query_entities(query, **kwargs)
+
+        self._counting = Counting()
+
+    def table(self, name: str) -> Any:
+        return self._counting if name == SUBSCRIPTIONS_TABLE else super().table(name)
+
+
+def test_the_index_cache_belongs_to_the_runtime(azurite) -> None:
+    """The process-wide copy of small index partitions is a part of the runtime: a fresh runtime
+    (a test's, a host restart's) starts without one and reads the partition again."""
+    kind = f"cached.{uuid.uuid4().hex[:8]}"
+    storage = CountingIndexReads(Endpoints(connection_string=azurite.connection_string), kind)
+    storage.ensure()
+    store = SubscriptionStore(storage)
+    sub, _ = store.subscribe(SubscriptionRequest(notificationUrl=f"https://r.example/{kind}", eventTypes=[kind]))
+
+    def delivered_to() -> list[str]:
+        return [t.sub for page in store.matching(kind, None) for t in page]
+
+    runtime.reset()
+    assert sub.id in delivered_to() and storage.index_reads == 1
+    assert sub.id in delivered_to() and storage.index_reads == 1  # served from the runtime's copy
+    runtime.reset()
+    assert sub.id in delivered_to() and storage.index_reads == 2
+
+
+# Columns of the subscriptions table's rows, and the fields of a subscription: only the rows
+# modules (`rows`, `kinds`) read rows by name; everything past them holds typed records.
+ROW_NAMES = {
+    "id", "notificationUrl", "secret", "eventTypes", "createdAt", "updatedAt", "subjectBeginsWith",
+    "subjectEndsWith", "description", "once", "contentMode", "status", "disabledReason", "gen", "owner",
+    "workflowId", "workflowOperationName", "clientTrackingId", "ver", "reg", "removing", "url", "patterns",
+    "removedAt", "kind", "layout", "since", "v", "workflow_id", "workflow_operation_name", "client_tracking_id",
+}  # fmt: skip
+
+
+def test_subscription_rows_are_read_by_name_only_in_the_rows_modules() -> None:
+    root = Path(__file__).resolve().parent.parent
+    package = root / "relay" / "store" / "subscriptions"
+    assert package.is_dir()
+    files = [p for p in package.glob("*.py") if p.name not in {"rows.py", "kinds.py"}]
+    files += [root / "relay" / "http" / "routes" / "subscriptions.py"]
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            key = None
+            if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+                key = node.slice.value
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get"
+                and not (isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "route")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):  # a route's `{id}` is not a row's
+                key = node.args[0].value
+            if key in ROW_NAMES:
+                found.append(f"{path.relative_to(root)}:{node.lineno} {key}")
+    assert found == []

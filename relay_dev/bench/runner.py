@@ -1137,7 +1137,7 @@ class Bench:
     def _steady(self, tag: str, etype: str, fanout: int) -> None:
         """One event of the type first, not counted: the relay's first fan-out of a type after a
         subscription change reads the index partition, later ones find it in the process's
-        cache (relay.store.subscriptions.IndexCache) while the partition's presence token stands."""
+        cache (relay.store.subscriptions.cache.IndexCache) while the partition's presence token stands."""
         assert self.relay
         self.relay.publish({"id": f"{tag}-steady", "type": etype, "data": SAMPLE_DATA})
         self._await(tag, fanout, "the uncounted first event")

@@ -38,8 +38,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from relay.core import clock
 from relay.core.errors import NotFound, PayloadTooLarge, Problem, Unauthorized
 from relay.http.api import Reply, Request, http
-from relay.store.storage import OPERATIONS_TABLE, SUBSCRIPTIONS_TABLE, get_storage
-from relay.store.subscriptions import SUB_PARTITION, Subscription, SubscriptionStore, url_key
+from relay.store.storage import OPERATIONS_TABLE, get_storage
+from relay.store.subscriptions import Subscription, SubscriptionStore
 
 log = logging.getLogger("relay.api")
 bp = func.Blueprint()
@@ -192,12 +192,9 @@ def smoke_hook(request: Request) -> Reply:
 
 
 def _subscription_of(url: str) -> Subscription | None:
-    storage = get_storage("fast")
-    try:
-        sub_id = storage.table(SUBSCRIPTIONS_TABLE).get_entity(SUB_PARTITION, url_key(url))["id"]
-    except ResourceNotFoundError:
-        return None
-    return SubscriptionStore(storage).get(str(sub_id))
+    store = SubscriptionStore(get_storage("fast"))
+    sub_id = store.id_for_url(url)
+    return store.get(sub_id) if sub_id is not None else None
 
 
 def _record(table: TableClient, run_id: str, receipt: dict[str, Any]) -> None:

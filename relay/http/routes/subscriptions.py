@@ -17,7 +17,7 @@ from relay.http.api import Reply, Request, http
 from relay.outbound.sender import check_target
 from relay.store.deliverylog import STATUSES, DeliveryLog
 from relay.store.storage import get_storage
-from relay.store.subscriptions import CALLER_HEADERS, ID_RE, SubscriptionStore
+from relay.store.subscriptions import CALLER_HEADERS, ID_RE, Caller, SubscriptionStore
 
 log = logging.getLogger("relay.api")
 bp = func.Blueprint()
@@ -37,31 +37,31 @@ def create_subscription(request: Request) -> Reply:
     except TargetRefused as exc:
         raise invalid("notificationUrl", exc.reason) from None
     owner = request.principal.id if request.principal else None
-    entity, created = SubscriptionStore(get_storage("fast")).subscribe(
+    sub, created = SubscriptionStore(get_storage("fast")).subscribe(
         body, _caller(request), owner=owner, scope=access.owner_scope(request)
     )
     # Each subscribe is a registration of its own: a platform that deletes the one it replaced
     # after subscribing again (a flow edited and saved) deletes that one only (see delete_subscription).
-    location = request.link(f"subscriptions/{entity.id}", {"registration": str(entity.registration)})
+    location = request.link(f"subscriptions/{sub.id}", {"registration": str(sub.registration)})
     # Subscribing a URL again must not hand its secret to whoever holds a key and read the URL
     # in a list: the secret and the whole URL go only to the call that created it.
-    return Reply(201, entity.view(with_secret=created, full_url=created), {"Location": location})
+    return Reply(201, sub.view(with_secret=created, full_url=created), {"Location": location})
 
 
 def rotate_secret(request: Request) -> Reply:
     """A new signing secret for a subscriber that lost its own; the old one signs nothing more."""
-    entity = SubscriptionStore(get_storage("fast")).rotate_secret(request.route.get("id", ""))
-    if entity is None:
+    sub = SubscriptionStore(get_storage("fast")).rotate_secret(request.route.get("id", ""))
+    if sub is None:
         raise NotFound("no subscription has this id")
-    log.info("signing secret rotated subscription=%s", entity.id)
-    return Reply(200, entity.view(with_secret=True))
+    log.info("signing secret rotated subscription=%s", sub.id)
+    return Reply(200, sub.view(with_secret=True))
 
 
 def get_subscription(request: Request) -> Reply:
-    entity = SubscriptionStore(get_storage("fast")).get(request.route.get("id", ""))
-    if entity is None:
+    sub = SubscriptionStore(get_storage("fast")).get(request.route.get("id", ""))
+    if sub is None:
         raise NotFound("no subscription has this id")
-    return Reply(200, entity.view())
+    return Reply(200, sub.view())
 
 
 def list_subscriptions(request: Request) -> Reply:
@@ -70,7 +70,7 @@ def list_subscriptions(request: Request) -> Reply:
     if event_type is not None and not is_name(event_type):
         raise invalid("eventType", f"must be {NAME_RULE}")
     token = request.params.get("continuationToken") or None
-    items, next_token = SubscriptionStore(get_storage("fast")).list(
+    items, next_token = SubscriptionStore(get_storage("fast")).list_page(
         limit=limit, token=token, event_type=event_type, owner=access.owner_scope(request)
     )
     body: dict[str, Any] = {"value": [e.view() for e in items]}
@@ -98,15 +98,15 @@ def delete_subscription(request: Request) -> Reply:
 MAX_CALLER_HEADER = 512
 
 
-def _caller(request: Request) -> dict[str, str]:
+def _caller(request: Request) -> Caller:
     """The Logic Apps headers that identify who subscribes (workflow, operation, tracking id).
     Values that are empty, too long or hold control characters are not an identity: ignored."""
-    found = {}
-    for header, name in CALLER_HEADERS.items():
-        value = (request.headers.get(header) or "").strip()
-        if value and len(value) <= MAX_CALLER_HEADER and value.isprintable():
-            found[name] = value
-    return found
+
+    def value(header: str) -> str | None:
+        text = (request.headers.get(header) or "").strip()
+        return text if text and len(text) <= MAX_CALLER_HEADER and text.isprintable() else None
+
+    return Caller(**{name: value(header) for header, name in CALLER_HEADERS.items()})
 
 
 def unsubscribe(request: Request) -> Reply:
@@ -118,18 +118,13 @@ def unsubscribe(request: Request) -> Reply:
         store.unsubscribe(body.notificationUrl, scope=access.owner_scope(request))
         return Reply(200, {})
     caller = _caller(request)
-    if not (("workflow_id" in caller and "workflow_operation_name" in caller) or "client_tracking_id" in caller):
+    if not caller.identifies:
         raise invalid(
             "notificationUrl",
             "is required unless the call carries x-ms-workflow-id and "
             "x-ms-workflow-operation-name, or x-ms-client-tracking-id",
         )
-    store.unsubscribe_caller(
-        caller.get("workflow_id"),
-        caller.get("workflow_operation_name"),
-        caller.get("client_tracking_id"),
-        scope=access.owner_scope(request),
-    )
+    store.unsubscribe_caller(caller, scope=access.owner_scope(request))
     return Reply(200, {})
 
 
@@ -154,10 +149,10 @@ def list_deliveries(request: Request) -> Reply:
 
 
 def activate_subscription(request: Request) -> Reply:
-    entity = SubscriptionStore(get_storage("fast")).activate(request.route.get("id", ""))
-    if entity is None:
+    sub = SubscriptionStore(get_storage("fast")).activate(request.route.get("id", ""))
+    if sub is None:
         raise NotFound("no subscription has this id")
-    return Reply(200, entity.view())
+    return Reply(200, sub.view())
 
 
 http(bp, "subscriptions", "subscriptions", {"POST": create_subscription, "GET": list_subscriptions})
