@@ -7,6 +7,7 @@ import azure.functions as func
 from relay.core.errors import Conflict, NotFound, OperationFailed, invalid
 from relay.core.models import ReplayRequest
 from relay.core.statuses import OperationStatus
+from relay.http.access import SUBSCRIBER, rule
 from relay.http.api import Reply, Request, http
 from relay.pipeline.replay import CRASHED, RETRY_AFTER, Operations, ReplayRunning
 from relay.store.storage import get_storage
@@ -55,5 +56,5 @@ def get_operation(request: Request) -> Reply:
     return Reply(200, shown)
 
 
-http(bp, "replay", "subscriptions/{id}/replay", {"POST": start_replay})
-http(bp, "operation", "operations/{operationId}", {"GET": get_operation})
+http(bp, "replay", "subscriptions/{id}/replay", {"POST": (start_replay, rule(SUBSCRIBER, owned="id"))})
+http(bp, "operation", "operations/{operationId}", {"GET": (get_operation, rule(SUBSCRIBER, owned="operationId"))})

@@ -37,6 +37,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from relay.core import clock
 from relay.core.errors import NotFound, PayloadTooLarge, Problem, Unauthorized
+from relay.http.access import ANYONE, SUBSCRIBER, rule
 from relay.http.api import Reply, Request, http
 from relay.store.storage import OPERATIONS_TABLE, SUBSCRIPTIONS_TABLE, get_storage
 from relay.store.subscriptions import SUB_PARTITION, Subscription, SubscriptionStore, url_key
@@ -225,6 +226,13 @@ def _record(table: TableClient, run_id: str, receipt: dict[str, Any]) -> None:
     log.warning("smoke hook: receipt not recorded after %d tries", UPDATE_TRIES)
 
 
-http(bp, "smoke_runs", "smoke/runs", {"POST": create_smoke_run})
-http(bp, "smoke_run", "smoke/runs/{id}", {"GET": get_smoke_run, "DELETE": delete_smoke_run})
-http(bp, "smoke_hook", "smoke/hook/{id}", {"POST": smoke_hook}, anonymous=True)
+# Opening a run is like subscribing; a run is its owner's (the handlers check the owner on the row).
+http(bp, "smoke_runs", "smoke/runs", {"POST": (create_smoke_run, rule(SUBSCRIBER))})
+http(
+    bp,
+    "smoke_run",
+    "smoke/runs/{id}",
+    {"GET": (get_smoke_run, rule(SUBSCRIBER)), "DELETE": (delete_smoke_run, rule(SUBSCRIBER))},
+)
+# The relay's own deliveries carry no token: the hook answers only to its run's signature.
+http(bp, "smoke_hook", "smoke/hook/{id}", {"POST": (smoke_hook, ANYONE)}, anonymous=True)
