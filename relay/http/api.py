@@ -26,6 +26,7 @@ from relay.core.errors import (
     ConfigurationError,
     FieldError,
     Forbidden,
+    InternalError,
     MethodNotAllowed,
     PayloadTooLarge,
     Problem,
@@ -35,6 +36,7 @@ from relay.core.errors import (
 )
 from relay.core.settings import Settings, get_settings
 from relay.http import access
+from relay.http.problems import problem_response
 from relay.store.storage import is_outage
 
 log = logging.getLogger("relay.api")
@@ -292,10 +294,6 @@ def _json_response(status: int, body: Any, headers: Mapping[str, str], media: st
     return func.HttpResponse(payload, status_code=status, headers=dict(headers), mimetype=media, charset="utf-8")
 
 
-def problem_response(problem: Problem) -> func.HttpResponse:
-    return _json_response(problem.status, problem.body(), problem.headers, "application/problem+json")
-
-
 Handler = Callable[[Request], Reply]
 # One method of a route: its handler and who may call it (`access.rule(...)`), declared side by side.
 Bound = tuple[Handler, access.Rule]
@@ -346,9 +344,7 @@ def route(handlers: Mapping[str, Bound]) -> Callable[[func.HttpRequest], func.Ht
             check_origin(request)
             bound = handlers.get(request.method)
             if bound is None:
-                raise MethodNotAllowed(
-                    f"{request.method} is not allowed here; use {allowed}", headers={"Allow": allowed}
-                )
+                raise MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}", sorted(handlers))
             handler, rule = bound
             request.principal = access.admit(request, rule)
             _check_route(request.route)
@@ -383,6 +379,4 @@ def _check_route(params: Mapping[str, str]) -> None:
 
 
 def _internal_error() -> func.HttpResponse:
-    problem = Problem("an unexpected error occurred; it has been logged")
-    problem.status, problem.title, problem.slug = 500, "Internal error", "internal-error"
-    return problem_response(problem)
+    return problem_response(InternalError("an unexpected error occurred; it has been logged"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from relay.core.errors import Conflict, NotFound, OperationFailed, invalid
+from relay.core.errors import AlreadyRunning, NotFound, OperationFailed, invalid
 from relay.core.models import ReplayRequest
 from relay.core.statuses import OperationStatus
 from relay.http.access import SUBSCRIBER, rule
@@ -30,9 +30,10 @@ def start_replay(request: Request) -> Reply:
     try:
         op_id = Operations(storage).start(sub_id, body)
     except ReplayRunning as running:
-        raise Conflict(
+        raise AlreadyRunning(
             "a replay of this subscription is already running; its status is at Location",
-            headers={"Location": request.link(f"operations/{running.operation_id}"), "Retry-After": str(RETRY_AFTER)},
+            request.link(f"operations/{running.operation_id}"),
+            RETRY_AFTER,
         ) from None
     return Reply(
         202,
@@ -50,9 +51,7 @@ def get_operation(request: Request) -> Reply:
     if shown["status"] == OperationStatus.RUNNING:
         return Reply(202, shown, {"Location": request.link(f"operations/{op_id}"), "Retry-After": str(RETRY_AFTER)})
     if shown["status"] == OperationStatus.FAILED:
-        raise OperationFailed(
-            f"the replay could not finish: {shown['error']}", op_id, 500 if shown["code"] == CRASHED else 409
-        )
+        raise OperationFailed(f"the replay could not finish: {shown['error']}", op_id, crashed=shown["code"] == CRASHED)
     return Reply(200, shown)
 
 

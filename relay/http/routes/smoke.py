@@ -36,7 +36,7 @@ from azure.data.tables import TableClient, UpdateMode
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from relay.core import clock
-from relay.core.errors import NotFound, PayloadTooLarge, Problem, Unauthorized
+from relay.core.errors import NotFound, PayloadTooLarge, Problem, TooManyRequests, Unauthorized
 from relay.http.access import ANYONE, SUBSCRIBER, rule
 from relay.http.api import Reply, Request, http
 from relay.store.storage import OPERATIONS_TABLE, SUBSCRIPTIONS_TABLE, get_storage
@@ -54,10 +54,6 @@ MAX_BODY_BYTES = 16 * 1024  # a smoke event is a few hundred bytes; the rows sta
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 SIGNED_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type")
 UPDATE_TRIES = 5
-
-
-class TooManyRuns(Problem):
-    status, title, slug = 429, "Too many requests", "too-many-requests"
 
 
 def _table() -> TableClient:
@@ -119,9 +115,9 @@ def _sweep(table: TableClient, now: datetime) -> int:
 def create_smoke_run(request: Request) -> Reply:
     table, now = _table(), clock.utcnow()
     if _sweep(table, now) >= MAX_OPEN_RUNS:
-        raise TooManyRuns(
+        raise TooManyRequests(
             f"{MAX_OPEN_RUNS} smoke runs are open; each expires {RUN_TTL.seconds // 60} minutes after it opened",
-            headers={"Retry-After": "60"},
+            retry_after=60,
         )
     run_id = secrets.token_hex(16)
     row = {
