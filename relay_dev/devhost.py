@@ -42,6 +42,7 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 from relay.core.errors import ConfigurationError
+from relay.http import problems
 
 log = logging.getLogger("relay.devhost")
 
@@ -165,15 +166,9 @@ def compile_template(template: str) -> re.Pattern[str]:
 def _problem(
     status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    problem: dict[str, Any] = {
-        "type": f"urn:event-relay:problem:{title.lower().replace(' ', '-')}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if errors:
-        problem["errors"] = errors
-    return status, {"Content-Type": "application/problem+json; charset=utf-8"}, json.dumps(problem).encode()
+    """The host's own answers (no function, no key, a malformed request) in the app's problem shape."""
+    problem = problems.document(status, title, detail, errors=errors)
+    return status, {"Content-Type": f"{problems.MEDIA_TYPE}; charset=utf-8"}, json.dumps(problem).encode()
 
 
 # The methods the function app's routes take (function_app.ALL); anything else is a 405 here, as

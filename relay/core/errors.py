@@ -1,14 +1,14 @@
 """The relay's one exception tree.
 
-Every error a client can cause or observe is a `Problem`; `relay.http.api` turns it into an
-RFC 9457 problem+json answer in one place. Anything else that escapes a route is a bug and is
-answered with a bare 500 that names nothing internal.
+Every error a client can cause or observe is a `Problem`, a domain error with no HTTP in it:
+stores, the pipeline and the handlers raise them, and `relay.http.problems` maps each class to
+an RFC 9457 problem+json answer (status, title, type, headers) in one table. Anything else that
+escapes a route is a bug and is answered with a 500 that names nothing internal.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 
 class RelayError(Exception):
@@ -29,32 +29,18 @@ class FieldError:
 
 
 class Problem(RelayError):
-    status: int = 400
-    title: str = "Bad request"
-    slug: str = "bad-request"
+    """A domain error a client can cause or observe: what went wrong (`detail`) and which fields
+    (`errors`), nothing of HTTP. `relay.http.problems` gives each class its status, title and
+    headers, in one table. A plain `Problem` is a request the relay could not carry out as made."""
 
-    def __init__(
-        self, detail: str, errors: list[FieldError] | None = None, headers: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, detail: str, errors: list[FieldError] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or []
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "type": f"urn:event-relay:problem:{self.slug}",
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-        }
-        if self.errors:
-            doc["errors"] = [e.as_dict() for e in self.errors]
-        return doc
 
 
 class BadRequest(Problem):
-    pass
+    """The request is malformed or breaks a rule of the contract."""
 
 
 def invalid(field: str, message: str) -> BadRequest:
@@ -63,66 +49,86 @@ def invalid(field: str, message: str) -> BadRequest:
 
 
 class Unauthorized(Problem):
-    status, title, slug = 401, "Unauthorized", "unauthorized"
-
-    def __init__(self, detail: str) -> None:
-        # RFC 6750: a bearer-protected resource names its scheme in the challenge.
-        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="relay"'})
+    """No caller is known: it must sign in."""
 
 
 class Forbidden(Problem):
-    status, title, slug = 403, "Forbidden", "forbidden"
+    """The caller is known and may not do this."""
 
 
 class NotFound(Problem):
-    status, title, slug = 404, "Not found", "not-found"
+    """What the request names does not exist (or is someone else's)."""
 
 
 class MethodNotAllowed(Problem):
-    status, title, slug = 405, "Method not allowed", "method-not-allowed"
+    """The route exists; the method does not. `allowed` lists the methods it has."""
+
+    def __init__(self, detail: str, allowed: list[str]) -> None:
+        super().__init__(detail)
+        self.allowed = allowed
 
 
 class Conflict(Problem):
-    status, title, slug = 409, "Conflict", "conflict"
+    """The state of things stops the request (a name taken, an operation under way)."""
+
+
+class AlreadyRunning(Conflict):
+    """An operation of the same kind is under way: `status_url` is where it can be followed,
+    `retry_after` seconds how long to wait before asking."""
+
+    def __init__(self, detail: str, status_url: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.status_url = status_url
+        self.retry_after = retry_after
+
+
+class TooManyRequests(Problem):
+    """The caller holds as many of something as it may (open smoke runs); some will have ended
+    within `retry_after` seconds."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class OperationFailed(Problem):
     """An asynchronous operation that could not finish: its status URL answers this, so a flow's
-    action fails rather than succeeds. `status` is 409 when the state of things stopped it (its
-    subscription went away, another replay took over), 500 when it broke."""
+    action fails rather than succeeds. `crashed` when it broke; otherwise the state of things
+    stopped it (its subscription went away, another replay took over)."""
 
-    title, slug = "Operation failed", "operation-failed"
-
-    def __init__(self, detail: str, operation_id: str, status: int = 500) -> None:
+    def __init__(self, detail: str, operation_id: str, crashed: bool = True) -> None:
         super().__init__(detail)
-        self.status = status
         self.operation_id = operation_id
-
-    def body(self) -> dict[str, Any]:
-        return {**super().body(), "id": self.operation_id, "operationStatus": "failed"}
+        self.crashed = crashed
 
 
 class PayloadTooLarge(Problem):
-    status, title, slug = 413, "Payload too large", "payload-too-large"
+    """The body is larger than the relay accepts."""
 
 
 class UnsupportedMediaType(Problem):
-    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+    """The body is not in a media type the route reads."""
 
 
 class ServiceUnavailable(Problem):
-    status, title, slug = 503, "Service unavailable", "service-unavailable"
+    """The relay cannot serve now (storage does not answer); the caller may try again after
+    `retry_after` seconds."""
 
     def __init__(self, detail: str, retry_after: int = 10) -> None:
-        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class Contended(ServiceUnavailable):
     """Concurrent changes to one row kept winning over this one: nothing is broken, the call
-    can simply be made again (a 503 with a short `Retry-After` that clients and the platform retry)."""
+    can simply be made again (soon: clients and the platform retry it)."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, retry_after=1)
+
+
+class InternalError(Problem):
+    """Something broke that the caller cannot fix; the detail names nothing internal."""
 
 
 class TargetRefused(RelayError):

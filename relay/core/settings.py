@@ -9,239 +9,328 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import Any
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from relay.core.errors import ConfigurationError
+from relay.core.settingchecks import (
+    AUTH_MODES,
+    DUE_PERIOD_DEFAULT,
+    DUE_PERIODS,
+    STORAGE_IDENTITY_SUFFIXES,
+    TOKEN_KEY_MIN,
+    auth_mode,
+    boolean,
+    counting,
+    due_period,
+    parse_due_period,
+    parse_public_url,
+    parse_schedule,
+    parse_token_key,
+    positive_number,
+    positive_whole,
+)
+
+# The checks callers read here, beside the settings they check (the module's own names are exported too).
+__all__ = [
+    "AUTH_MODES",
+    "DUE_PERIODS",
+    "DUE_PERIOD_DEFAULT",
+    "STORAGE_IDENTITY_SUFFIXES",
+    "TOKEN_KEY_MIN",
+    "auth_mode",
+    "due_period",
+    "parse_due_period",
+    "parse_public_url",
+    "parse_schedule",
+    "parse_token_key",
+]
 
 # The function app's root (function_app.py, host.json and, locally, local.settings.json).
-APP_DIR = Path(__file__).resolve().parent.parent
+APP_DIR = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
 class Setting:
-    name: str
-    default: str | None
-    meaning: str
+    """One setting, declared once (`DECLARED`): the `Settings` model and the table in
+    docs/settings.md (`table()`, `python -m relay_dev.settings_table`) both come from it."""
+
+    name: str  # the app setting's (environment variable's) name
+    default: str | None  # the text used when it is unset; None: required, or nothing when optional
+    meaning: str  # the table's words (Markdown)
+    attr: str | None = None  # the `Settings` attribute it fills; None: read elsewhere (storage, the dev host)
+    check: Callable[[str], Any] | None = None  # text -> value; raises a ConfigurationError naming the setting
+    optional: bool = False  # read when present, never required: not one of the template's app settings
+    secret: bool = False  # never shown in a repr
+    shown_default: str | None = None  # the table's default column, when not the default itself
+
+    @property
+    def default_text(self) -> str:
+        if self.shown_default is not None:
+            return self.shown_default
+        return "none" if self.default is None else f"`{self.default}`"
 
 
-# One list, so the README, the Bicep template and the code can be compared against it.
-SETTINGS: tuple[Setting, ...] = (
+# Every setting the relay reads, once: its name, default, check and meaning (see `Setting`).
+DECLARED: tuple[Setting, ...] = (
     Setting(
-        "AzureWebJobsStorage", None, "storage connection string, or the identity-based AzureWebJobsStorage__* forms"
+        "AzureWebJobsStorage",
+        None,
+        (
+            "storage connection string (Azurite: `UseDevelopmentStorage=true` or a full string); or "
+            "identity-based: `AzureWebJobsStorage__accountName`, or `__queueServiceUri` + `__tableServiceUri` + "
+            "`__blobServiceUri`, with optional `__credential=managedidentity` and `__clientId` (without "
+            "`__credential`, `DefaultAzureCredential`, e.g. your `az login`)"
+        ),
     ),
-    Setting("RELAY_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h", "delays between delivery attempts (units ms, s, m, h)"),
-    Setting("RELAY_DELIVERY_TIMEOUT", "30", "seconds one delivery attempt may take"),
+    Setting(
+        "RELAY_RETRY_SCHEDULE",
+        "5s,5m,30m,2h,5h,10h,10h",
+        (
+            "delays between delivery attempts, comma-separated, units `ms`, `s`, `m`, `h` (attempts = 1 + number "
+            "of delays)"
+        ),
+        attr="retry_schedule",
+        check=parse_schedule,
+    ),
+    Setting(
+        "RELAY_DELIVERY_TIMEOUT",
+        "30",
+        "seconds one delivery attempt may take, connect to last byte",
+        attr="delivery_timeout",
+        check=positive_number("RELAY_DELIVERY_TIMEOUT"),
+    ),
     Setting(
         "RELAY_ALLOW_PRIVATE_TARGETS",
         "false",
-        "true allows plain http and non-public notification addresses (local work only)",
+        "`true` allows plain `http` and non-public addresses: local work only",
+        attr="allow_private_targets",
+        check=boolean("RELAY_ALLOW_PRIVATE_TARGETS"),
+        shown_default="`false` (the sample local settings set `true`)",
     ),
-    Setting("RELAY_MAX_EVENT_BYTES", "1048576", "largest event accepted, in bytes of its JSON"),
     Setting(
-        "RELAY_EVENT_RETENTION_DAYS", "7", "days published events stay readable for polling, replay and de-duplication"
+        "RELAY_MAX_EVENT_BYTES",
+        "1048576",
+        "largest event accepted, in bytes of its compact JSON (`413` above)",
+        attr="max_event_bytes",
+        check=positive_whole("RELAY_MAX_EVENT_BYTES"),
     ),
     Setting(
-        "RELAY_AUTH",
-        "keys",
-        "keys: function keys, any key may do everything; entra: Microsoft Entra ID principals with app roles",
+        "RELAY_EVENT_RETENTION_DAYS",
+        "7",
+        (
+            "how long events stay readable for polling, replay and de-duplication, and delivery log rows are kept"
+            " (an hourly timer forgets older ones)"
+        ),
+        attr="event_retention_days",
+        check=positive_number("RELAY_EVENT_RETENTION_DAYS"),
     ),
     Setting(
         "RELAY_MAX_BATCH_BYTES",
         "4194304",
-        "largest request body of POST /api/events, in bytes (413 above, from Content-Length before reading)",
+        (
+            "largest request body of `POST /api/events` (one event or a batch: it also caps an event), in bytes: "
+            "`413` above, decided from `Content-Length` before the body is read (where no length is given, once "
+            "the body is longer)"
+        ),
+        attr="max_batch_bytes",
+        check=positive_whole("RELAY_MAX_BATCH_BYTES"),
     ),
     Setting(
         "RELAY_ATTEMPT_THREADS",
         "64",
-        "delivery attempts one instance makes at a time (a thread and a kept-alive connection each)",
+        (
+            "delivery attempts one instance makes at a time: a thread and a kept-alive connection each. Raise it "
+            "for receivers that answer slowly (attempts mostly wait on them), lower it to bound an instance's "
+            "memory and connections; more than about 64 buys nothing against fast receivers on a small instance, "
+            "where the interpreter lock, not waiting, is the limit"
+        ),
+        attr="attempt_threads",
+        check=counting("RELAY_ATTEMPT_THREADS"),
     ),
     Setting(
         "RELAY_ORIGIN_SLOTS",
         "32",
-        "of those, attempts to one receiver (scheme, host and port) at a time; at most RELAY_ATTEMPT_THREADS",
+        (
+            "of those, attempts to one receiver (scheme, host and port) at a time, so a receiver that stops "
+            "answering holds this many threads and the others keep the rest; at most `RELAY_ATTEMPT_THREADS` "
+            "(equal turns the fairness off). Raise it when most deliveries go to one receiver"
+        ),
+        attr="origin_slots",
+        check=counting("RELAY_ORIGIN_SLOTS"),
+    ),
+    Setting(
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        None,
+        (
+            "send metrics (`relay.deliveries` by outcome, `relay.delivery.duration`) to Application Insights "
+            "through `azure-monitor-opentelemetry`, authenticated with the managed identity "
+            "(`APPLICATIONINSIGHTS_AUTHENTICATION_STRING` `ClientId=…;Authorization=AAD`, else "
+            "`AzureWebJobsStorage__clientId`); logs reach the same resource through the Functions host (see "
+            "below)"
+        ),
+        attr="appinsights_connection_string",
+        optional=True,
+        secret=True,
+        shown_default="unset: local logs only",
+    ),
+    Setting(
+        "RELAY_FUNCTION_KEY",
+        None,
+        "dev host only: require this key on function-level routes (same as `--function-key`)",
+        optional=True,
+        shown_default="unset: no key locally",
+    ),
+    Setting(
+        "RELAY_AUTH",
+        "keys",
+        (
+            "`keys`: function keys, any key may do everything; `entra`: Microsoft Entra ID principals with app "
+            "roles ([entra.md](entra.md))"
+        ),
+        attr="auth_mode",
+        check=lambda text: auth_mode({"RELAY_AUTH": text}),
+    ),
+    Setting(
+        "RELAY_ENTRA_ISSUER",
+        None,
+        (
+            "dev host only, with `RELAY_AUTH=entra`: the token issuer(s) (comma-separated) the dev host accepts "
+            "on bearer tokens, playing App Service Authentication"
+        ),
+        attr="entra_issuer",
+        optional=True,
+        shown_default="unset",
+    ),
+    Setting(
+        "RELAY_ENTRA_AUDIENCE",
+        None,
+        (
+            "dev host only, with `RELAY_AUTH=entra`: the token audience(s) (comma-separated) the dev host accepts "
+            "on bearer tokens"
+        ),
+        attr="entra_audience",
+        optional=True,
+        shown_default="unset",
+    ),
+    Setting(
+        "RELAY_ENTRA_JWKS",
+        None,
+        (
+            "dev host only, with `RELAY_AUTH=entra`: the signing keys (an https JWKS URL or a JWKS file) the dev "
+            "host checks bearer tokens against"
+        ),
+        optional=True,
+        shown_default="unset",
+    ),
+    Setting(
+        "RELAY_PUBLIC_URL",
+        None,
+        (
+            "scheme and host (optionally a port, no path) every absolute URL the relay writes starts with: "
+            "`Location`, `nextLink`, the default event `source`, the definition's `host`. Set it behind a custom "
+            "domain, API Management or Front Door, e.g. `https://events.contoso.com`"
+        ),
+        optional=True,
+        shown_default=(
+            "unset: `https://` + `WEBSITE_HOSTNAME` in Azure (set by the platform), else the request's own scheme"
+            " and host"
+        ),
+    ),
+    Setting(
+        "WEBSITE_HOSTNAME",
+        None,
+        (
+            "set by the platform in Azure: the app's default host name, which absolute URLs start with when "
+            "`RELAY_PUBLIC_URL` is unset"
+        ),
+        optional=True,
+        shown_default="set by the platform",
+    ),
+    Setting(
+        "RELAY_TOKEN_KEY",
+        None,
+        (
+            "the key (any text of at least 32 characters, e.g. `openssl rand -base64 32`) that signs continuation"
+            " tokens and trigger states; set it to keep them under your own key, change it to invalidate every "
+            "outstanding one"
+        ),
+        attr="token_key",
+        check=parse_token_key,
+        optional=True,
+        secret=True,
+        shown_default="unset: a random key the relay creates once in its `relaykeys` table, shared by every instance",
+    ),
+    Setting(
+        "RELAY_TOKEN_KEY_PREVIOUS",
+        None,
+        (
+            "the key `RELAY_TOKEN_KEY` replaced: tokens it signed still open, new ones are signed with "
+            "`RELAY_TOKEN_KEY` (a rotation that breaks no flow: "
+            "[deploy.md](deploy.md#the-token-key-and-its-rotation))"
+        ),
+        attr="token_key_previous",
+        check=lambda text: parse_token_key(text, "RELAY_TOKEN_KEY_PREVIOUS"),
+        optional=True,
+        secret=True,
+        shown_default="unset",
+    ),
+    Setting(
+        "RELAY_DUE_PERIOD",
+        "1m",
+        (
+            "how often the `due` timer moves retries that are due from the `relaydue` table into the delivery "
+            "queue, and the shortest delay that waits there instead of as an invisible message: `1s` to `30s` "
+            "dividing a minute, or `1m` to `30m` dividing an hour ([scaling.md](scaling.md#the-period))"
+        ),
+        attr="due_period",
+        check=parse_due_period,
+        optional=True,
+    ),
+    Setting(
+        "RELAY_ENTRA_TENANT",
+        None,
+        (
+            "with `RELAY_AUTH=entra`: the tenant the served connector definition (`GET /api/openapi.json`) "
+            "signs in with "
+            "([power-platform.md](power-platform.md#get-apiopenapijson-the-connector-definition-of-the-running-auth-mode))"
+        ),
+        attr="entra_tenant",
+        optional=True,
+        shown_default="read from `RELAY_ENTRA_ISSUER`; else that route answers `503`",
+    ),
+    Setting(
+        "RELAY_ENTRA_RESOURCE",
+        None,
+        (
+            "with `RELAY_AUTH=entra`: the Application ID URI the served connector definition "
+            "(`GET /api/openapi.json`) signs in with "
+            "([power-platform.md](power-platform.md#get-apiopenapijson-the-connector-definition-of-the-running-auth-mode))"
+        ),
+        attr="entra_resource",
+        optional=True,
+        shown_default="read from `RELAY_ENTRA_AUDIENCE`; else that route answers `503`",
     ),
 )
-
-AUTH_MODES = ("keys", "entra")
-
-# Identity-based storage: the suffixes the Functions host itself understands.
-STORAGE_IDENTITY_SUFFIXES = (
-    "accountName",
-    "queueServiceUri",
-    "tableServiceUri",
-    "blobServiceUri",
-    "credential",
-    "clientId",
-)
-
-# Optional settings: read when present, never required.
-OPTIONAL_SETTINGS = (
-    "APPLICATIONINSIGHTS_CONNECTION_STRING",
-    "RELAY_FUNCTION_KEY",
-    "RELAY_PUBLIC_URL",
-    "WEBSITE_HOSTNAME",
-    # The key that signs continuation tokens and trigger states (relay/store/tokens.py);
-    # unset: a key the relay creates once in its own table.
-    "RELAY_TOKEN_KEY",
-    # The key RELAY_TOKEN_KEY replaced: tokens it signed still open (a rotation that breaks
-    # nothing in flight); new ones are always signed with the current key.
-    "RELAY_TOKEN_KEY_PREVIOUS",
-    # The dev host's stand-in for Easy Auth (RELAY_AUTH=entra, local work only).
-    "RELAY_ENTRA_ISSUER",
-    "RELAY_ENTRA_AUDIENCE",
-    "RELAY_ENTRA_JWKS",
-    # How often the due-retry timer runs (relay/store/due.py); unset: once a minute. Tests and the dev
-    # host set seconds; the template leaves it unset.
-    "RELAY_DUE_PERIOD",
-    # RELAY_AUTH=entra: the tenant and the Application ID URI the served connector definition
-    # (GET /api/openapi.json) signs in with; unset: read from RELAY_ENTRA_ISSUER / _AUDIENCE.
-    "RELAY_ENTRA_TENANT",
-    "RELAY_ENTRA_RESOURCE",
-)
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DELAY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*")
+BY_NAME = {s.name: s for s in DECLARED}
+# The app settings the Bicep template sets (tests/test_infra.py compares them both ways).
+SETTINGS: tuple[Setting, ...] = tuple(s for s in DECLARED if not s.optional)
+# Read when present, never required.
+OPTIONAL_SETTINGS: tuple[str, ...] = tuple(s.name for s in DECLARED if s.optional)
 
 
-def parse_schedule(text: str) -> tuple[float, ...]:
-    """`5s,5m,2h` -> (5.0, 300.0, 7200.0); an empty text means a single attempt."""
-    if not text.strip():
-        return ()
-    delays = []
-    for part in text.split(","):
-        match = _DELAY.fullmatch(part)
-        if not match:
-            raise ConfigurationError(
-                f"RELAY_RETRY_SCHEDULE: {part.strip()!r} is not a delay such as 500ms, 5s, 5m or 2h"
-            )
-        delays.append(float(match.group(1)) * _UNITS[match.group(2)])
-    return tuple(delays)
-
-
-def _bool(name: str, text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no", ""):
-        return False
-    raise ConfigurationError(f"{name}: {text!r} is not true or false")
-
-
-def auth_mode(environ: Mapping[str, str] | None = None) -> str:
-    """RELAY_AUTH, checked; read on its own because function_app.py needs it before any request
-    (the HTTP functions' auth level follows it)."""
-    env = os.environ if environ is None else environ
-    mode = (env.get("RELAY_AUTH") or "keys").strip().lower()
-    if mode not in AUTH_MODES:
-        raise ConfigurationError(f"RELAY_AUTH: {env.get('RELAY_AUTH')!r} is not keys or entra")
-    return mode
-
-
-# The due-retry timer's periods an NCRONTAB schedule can hold evenly: a divisor of a minute in
-# seconds, or of an hour in minutes.
-DUE_PERIODS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, 300, 360, 600, 720, 900, 1200, 1800)
-DUE_PERIOD_DEFAULT = 60.0
-
-
-def parse_due_period(text: str) -> float:
-    """RELAY_DUE_PERIOD (`1s`, `10s`, `1m`, `5m`) in seconds: one of DUE_PERIODS."""
-    if not text.strip():
-        return DUE_PERIOD_DEFAULT
-    match = _DELAY.fullmatch(text)
-    seconds = float(match.group(1)) * _UNITS[match.group(2)] if match else -1.0
-    if seconds not in DUE_PERIODS:
-        raise ConfigurationError(
-            f"RELAY_DUE_PERIOD: {text.strip()!r} is not a period a timer schedule can keep: "
-            "1s-30s dividing a minute, or 1m-30m dividing an hour"
-        )
-    return seconds
-
-
-def due_period(environ: Mapping[str, str] | None = None) -> float:
-    """RELAY_DUE_PERIOD, read on its own because relay.triggers.worker needs it at import (the timer's
-    schedule); a malformed value falls back to the default here and stops the app when the
-    settings are read."""
-    env = os.environ if environ is None else environ
-    try:
-        return parse_due_period(env.get("RELAY_DUE_PERIOD") or "")
-    except ConfigurationError:
-        return DUE_PERIOD_DEFAULT
-
-
-def parse_public_url(text: str) -> str | None:
-    """`https://events.contoso.com[:port]` -> itself without a trailing slash; None when unset.
-
-    Scheme and host only: the relay's paths (`/api/...`) follow it, and the definition's `host` is
-    taken from it, so a path, query or fragment here could only produce wrong URLs.
-    """
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        parts = None
-    if (
-        parts is None
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or parts.username
-        or parts.path not in ("", "/")
-        or parts.query
-        or parts.fragment
-        or "?" in text
-        or "#" in text
-    ):
-        raise ConfigurationError(
-            f"RELAY_PUBLIC_URL: {text!r} is not a scheme and host such as https://events.contoso.com"
-        )
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-TOKEN_KEY_MIN = 32
-
-
-def parse_token_key(text: str, name: str = "RELAY_TOKEN_KEY") -> str | None:
-    """RELAY_TOKEN_KEY (or RELAY_TOKEN_KEY_PREVIOUS): any text of at least 32 characters (e.g.
-    `openssl rand -base64 32`)."""
-    if not text:
-        return None
-    if len(text.strip()) < TOKEN_KEY_MIN:
-        # The value itself is a secret: the message names the setting, never the text.
-        raise ConfigurationError(f"{name}: must be at least {TOKEN_KEY_MIN} characters")
-    return text.strip()
-
-
-def _positive(name: str, text: str, kind: Callable[[str], float] = float) -> float:
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ConfigurationError(f"{name}: {text!r} is not a number") from None
-    if value <= 0:
-        raise ConfigurationError(f"{name}: must be greater than zero")
-    return value
-
-
-def _count(name: str, text: str) -> int:
-    """A whole number of at least 1 (threads, slots)."""
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ConfigurationError(f"{name}: {text!r} is not a whole number") from None
-    if value < 1:
-        raise ConfigurationError(f"{name}: must be at least 1")
-    return value
+def table() -> str:
+    """The settings table of docs/settings.md (Markdown), from `DECLARED`."""
+    lines = ["| name | meaning | default |", "|---|---|---|"]
+    lines += [f"| `{s.name}` | {s.meaning} | {s.default_text} |" for s in DECLARED]
+    return "\n".join(lines) + "\n"
 
 
 def local_settings_values(app_dir: Path | None = None) -> dict[str, str]:
@@ -289,13 +378,11 @@ class _NamedSettings(PydanticBaseSettingsSource):
 _given: ContextVar[Mapping[str, str] | None] = ContextVar("relay_settings_given", default=None)
 
 
-def _default(name: str) -> str | None:
-    return next(s.default for s in SETTINGS if s.name == name)
-
-
-def _checked(parse: Callable[[str], Any]) -> Any:
-    """A parser of a setting's text as a pydantic validator (a value built in code passes as is)."""
-    return BeforeValidator(lambda value: parse(value) if isinstance(value, str) else value)
+def declared(name: str) -> Any:
+    """A `Settings` field for the declared setting `name`: its alias, default and repr; the check
+    runs in `Settings._check`."""
+    setting = BY_NAME[name]
+    return Field(setting.default, alias=name, validate_default=True, repr=not setting.secret)
 
 
 class Settings(BaseSettings):
@@ -306,50 +393,37 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     storage: Mapping[str, str] = Field(default_factory=dict, repr=False)
-    retry_schedule: Annotated[tuple[float, ...], _checked(parse_schedule)] = Field(
-        _default("RELAY_RETRY_SCHEDULE"), alias="RELAY_RETRY_SCHEDULE", validate_default=True
-    )
-    delivery_timeout: Annotated[float, _checked(lambda t: _positive("RELAY_DELIVERY_TIMEOUT", t))] = Field(
-        _default("RELAY_DELIVERY_TIMEOUT"), alias="RELAY_DELIVERY_TIMEOUT", validate_default=True
-    )
-    allow_private_targets: Annotated[bool, _checked(lambda t: _bool("RELAY_ALLOW_PRIVATE_TARGETS", t))] = Field(
-        _default("RELAY_ALLOW_PRIVATE_TARGETS"), alias="RELAY_ALLOW_PRIVATE_TARGETS", validate_default=True
-    )
-    max_event_bytes: Annotated[int, _checked(lambda t: int(_positive("RELAY_MAX_EVENT_BYTES", t, int)))] = Field(
-        _default("RELAY_MAX_EVENT_BYTES"), alias="RELAY_MAX_EVENT_BYTES", validate_default=True
-    )
-    event_retention_days: Annotated[float, _checked(lambda t: _positive("RELAY_EVENT_RETENTION_DAYS", t))] = Field(
-        _default("RELAY_EVENT_RETENTION_DAYS"), alias="RELAY_EVENT_RETENTION_DAYS", validate_default=True
-    )
-    auth_mode: Annotated[str, _checked(lambda t: auth_mode({"RELAY_AUTH": t}))] = Field(
-        _default("RELAY_AUTH"), alias="RELAY_AUTH", validate_default=True
-    )
-    max_batch_bytes: Annotated[int, _checked(lambda t: int(_positive("RELAY_MAX_BATCH_BYTES", t, int)))] = Field(
-        _default("RELAY_MAX_BATCH_BYTES"), alias="RELAY_MAX_BATCH_BYTES", validate_default=True
-    )
-    attempt_threads: Annotated[int, _checked(lambda t: _count("RELAY_ATTEMPT_THREADS", t))] = Field(
-        _default("RELAY_ATTEMPT_THREADS"), alias="RELAY_ATTEMPT_THREADS", validate_default=True
-    )
-    origin_slots: Annotated[int, _checked(lambda t: _count("RELAY_ORIGIN_SLOTS", t))] = Field(
-        _default("RELAY_ORIGIN_SLOTS"), alias="RELAY_ORIGIN_SLOTS", validate_default=True
-    )
-    appinsights_connection_string: str | None = Field(None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING", repr=False)
+    retry_schedule: tuple[float, ...] = declared("RELAY_RETRY_SCHEDULE")
+    delivery_timeout: float = declared("RELAY_DELIVERY_TIMEOUT")
+    allow_private_targets: bool = declared("RELAY_ALLOW_PRIVATE_TARGETS")
+    max_event_bytes: int = declared("RELAY_MAX_EVENT_BYTES")
+    event_retention_days: float = declared("RELAY_EVENT_RETENTION_DAYS")
+    auth_mode: str = declared("RELAY_AUTH")
+    max_batch_bytes: int = declared("RELAY_MAX_BATCH_BYTES")
+    attempt_threads: int = declared("RELAY_ATTEMPT_THREADS")
+    origin_slots: int = declared("RELAY_ORIGIN_SLOTS")
+    appinsights_connection_string: str | None = declared("APPLICATIONINSIGHTS_CONNECTION_STRING")
     # How often the due-retry timer runs; a delay shorter than this stays a queue visibility timeout.
-    due_period: Annotated[float, _checked(parse_due_period)] = Field(DUE_PERIOD_DEFAULT, alias="RELAY_DUE_PERIOD")
+    due_period: float = declared("RELAY_DUE_PERIOD")
     # Where every absolute URL the relay writes starts (RELAY_PUBLIC_URL, else https:// +
     # WEBSITE_HOSTNAME in Azure); None: the request's own scheme and host (local work).
     public_url: str | None = None
-    # RELAY_TOKEN_KEY: signs continuation tokens and trigger states; None: the stored key.
-    token_key: Annotated[str | None, _checked(parse_token_key)] = Field(None, alias="RELAY_TOKEN_KEY", repr=False)
-    # RELAY_TOKEN_KEY_PREVIOUS: the key before the last rotation; tokens it signed still open.
-    token_key_previous: Annotated[str | None, _checked(lambda t: parse_token_key(t, "RELAY_TOKEN_KEY_PREVIOUS"))] = (
-        Field(None, alias="RELAY_TOKEN_KEY_PREVIOUS", repr=False)
-    )
-    # RELAY_AUTH=entra: what the served connector definition signs in with (relay.http.routes.meta).
-    entra_tenant: str | None = Field(None, alias="RELAY_ENTRA_TENANT")
-    entra_resource: str | None = Field(None, alias="RELAY_ENTRA_RESOURCE")
-    entra_issuer: str | None = Field(None, alias="RELAY_ENTRA_ISSUER")
-    entra_audience: str | None = Field(None, alias="RELAY_ENTRA_AUDIENCE")
+    token_key: str | None = declared("RELAY_TOKEN_KEY")
+    token_key_previous: str | None = declared("RELAY_TOKEN_KEY_PREVIOUS")
+    entra_tenant: str | None = declared("RELAY_ENTRA_TENANT")
+    entra_resource: str | None = declared("RELAY_ENTRA_RESOURCE")
+    entra_issuer: str | None = declared("RELAY_ENTRA_ISSUER")
+    entra_audience: str | None = declared("RELAY_ENTRA_AUDIENCE")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _check(cls, value: Any, info: ValidationInfo) -> Any:
+        """The declared check of the setting a field holds, on its text (a value built in code passes as is)."""
+        alias = cls.model_fields[info.field_name].alias if info.field_name else None
+        setting = BY_NAME.get(alias or "")
+        if setting is None or setting.check is None or not isinstance(value, str):
+            return value
+        return setting.check(value)
 
     @model_validator(mode="before")
     @classmethod

@@ -10,8 +10,9 @@ called from the one dispatch point (`relay.http.api.route`), requires a principa
   validated the token and replaced whatever header the caller sent. Without the flag anyone can
   send the header, so it is ignored and the call is a 401. The local dev host plays Easy Auth
   (`relay_dev.easyauth`) and hands over the principal the same way, so this is the one code path.
-- App roles (the token's `roles` claim) decide which operations a caller may use (`RULES`,
-  keyed by the route handler's name); a call the roles do not allow is a 403.
+- App roles (the token's `roles` claim) decide which operations a caller may use: each route
+  declares a `Rule` per method beside its handler (`relay.http.routes.*`, `relay.http.api.http`),
+  so renaming a handler changes nothing; a call the roles do not allow is a 403.
 - Subscriptions are owned by the principal that created them, keyed on its tenant and object
   id (`oid:{tid}:{oid}`), or for an application token without an `oid`, on its tenant and client
   id (`app:{tid}:{azp|appid}`): the prefixes keep users and applications apart, and a `sub` is
@@ -33,9 +34,9 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from relay.core.errors import Forbidden, NotFound, Unauthorized
@@ -111,45 +112,24 @@ class Principal:
 
 @dataclass(frozen=True)
 class Rule:
+    """Who may call one method of one route: declared beside the route (`relay.http.api.http`)."""
+
     roles: frozenset[str]
     owned: str | None = None  # the route parameter naming what must be the caller's: "id" or "operationId"
     mine: bool = False  # scoped to the caller's own subscriptions: a caller must be an owner
+    anyone: bool = False  # an anonymous route (ANONYMOUS_PATHS): no principal is asked for
 
 
-def _rule(*roles: str, owned: str | None = None, mine: bool = False) -> Rule:
+def rule(*roles: str, owned: str | None = None, mine: bool = False) -> Rule:
+    """The contract's table (section 4), one cell at a time: these roles and the admin may call it;
+    `owned` names the route parameter whose subscription must be the caller's, `mine` scopes the
+    call to the caller's own subscriptions."""
     return Rule(frozenset(roles) | {ADMIN}, owned, mine or owned is not None)
 
 
-# The contract's table, by route handler (relay.http.routes.*). A handler not named here is admin-only,
-# so a route added later is closed until someone decides who may use it.
-RULES: dict[str, Rule] = {
-    "create_subscription": _rule(SUBSCRIBER, mine=True),
-    "list_subscriptions": _rule(SUBSCRIBER, mine=True),  # scoped to the caller's own in the store
-    "unsubscribe": _rule(SUBSCRIBER, mine=True),  # scoped to the caller's own in the store
-    "get_subscription": _rule(SUBSCRIBER, owned="id"),
-    # Another owner's subscription is answered as an unknown id would be: 200, nothing removed
-    # (the store checks the owner on the row it removes). A 404 here failed the save of a flow
-    # whose co-owner had re-pointed its connection (the platform deletes the old registration).
-    "delete_subscription": _rule(SUBSCRIBER, mine=True),
-    "list_deliveries": _rule(SUBSCRIBER, owned="id"),
-    "start_replay": _rule(SUBSCRIBER, owned="id"),
-    "get_operation": _rule(SUBSCRIBER, owned="operationId"),
-    "rotate_secret": _rule(SUBSCRIBER, owned="id"),
-    "activate_subscription": _rule(SUBSCRIBER, owned="id"),
-    "poll_events": _rule(SUBSCRIBER),
-    "publish_events": _rule(PUBLISHER),
-    "publish_batch": _rule(PUBLISHER),
-    "list_event_types": _rule(PUBLISHER, SUBSCRIBER),
-    "get_event_type": _rule(PUBLISHER, SUBSCRIBER),
-    "event_data_schema": _rule(PUBLISHER, SUBSCRIBER),  # the designer's dynamic-schema source
-    "put_event_type": _rule(),
-    "delete_event_type": _rule(),
-    # The smoke check (relay.http.routes.smoke): opening a run is like subscribing; a run is its owner's.
-    "create_smoke_run": _rule(SUBSCRIBER),
-    "get_smoke_run": _rule(SUBSCRIBER),
-    "delete_smoke_run": _rule(SUBSCRIBER),
-}
-ADMIN_ONLY = _rule()
+ADMIN_ONLY = rule()
+# The anonymous routes (health, the definitions, the smoke hook): the host admits anyone, and so does this.
+ANYONE = Rule(frozenset(), anyone=True)
 
 
 def entra_mode() -> bool:
@@ -221,16 +201,15 @@ def principal_of(headers: Mapping[str, str]) -> Principal | None:
     return parse_principal(header) if header else None
 
 
-def admit(request: Request, handler: Callable[..., Any]) -> Principal | None:
+def admit(request: Request, rule: Rule) -> Principal | None:
     """The dispatch-time check of every call: 401 without a principal, 403 when its roles do not
     allow the operation, 404 for another owner's subscription. None in keys mode and on the
     anonymous paths."""
-    if not entra_mode() or is_anonymous_path(urlsplit(request.url).path):
+    if not entra_mode() or rule.anyone or is_anonymous_path(urlsplit(request.url).path):
         return None
     principal = principal_of(request.headers)
     if principal is None:
         raise Unauthorized("sign in: send a Microsoft Entra ID access token for the relay (Authorization: Bearer)")
-    rule = RULES.get(getattr(handler, "__name__", ""), ADMIN_ONLY)
     if not principal.roles & rule.roles:
         needed = " or ".join(sorted(rule.roles))
         raise Forbidden(f"this operation needs the app role {needed}")

@@ -23,8 +23,10 @@ from pydantic import BaseModel, ValidationError
 
 from relay.core.errors import (
     BadRequest,
+    ConfigurationError,
     FieldError,
     Forbidden,
+    InternalError,
     MethodNotAllowed,
     PayloadTooLarge,
     Problem,
@@ -34,6 +36,7 @@ from relay.core.errors import (
 )
 from relay.core.settings import Settings, get_settings
 from relay.http import access
+from relay.http.problems import problem_response
 from relay.store.storage import is_outage
 
 log = logging.getLogger("relay.api")
@@ -291,41 +294,59 @@ def _json_response(status: int, body: Any, headers: Mapping[str, str], media: st
     return func.HttpResponse(payload, status_code=status, headers=dict(headers), mimetype=media, charset="utf-8")
 
 
-def problem_response(problem: Problem) -> func.HttpResponse:
-    return _json_response(problem.status, problem.body(), problem.headers, "application/problem+json")
-
-
 Handler = Callable[[Request], Reply]
+# One method of a route: its handler and who may call it (`access.rule(...)`), declared side by side.
+Bound = tuple[Handler, access.Rule]
+
+# What each bound route declared, by function name: read by the tests that pin the contract's table.
+BOUND: dict[str, dict[str, Bound]] = {}
 
 # Every method reaches each route, so a wrong one is answered 405 by the relay, not 404 by the host.
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-def http(bp: func.Blueprint, name: str, path: str, handlers: Mapping[str, Handler], anonymous: bool = False) -> None:
+def http(bp: func.Blueprint, name: str, path: str, handlers: Mapping[str, Bound], anonymous: bool = False) -> None:
     """Bind one route of the contract to `bp` as the function `name` (the host's and the dev
     host's name for it; `app.get_functions()` finds it by that name).
 
+    Each method names its handler and its rule (`access.rule(...)`, `access.ANYONE` on an anonymous
+    route): a method without a rule is a ConfigurationError at start-up, never a guess.
     Without `anonymous` the function takes the app's auth level (function_app.py: a function key,
     or none under RELAY_AUTH=entra, where the relay checks the caller itself)."""
-    serve = route(handlers)
+    BOUND[name] = _checked_bindings(name, handlers, anonymous)
+    serve = route(BOUND[name])
     level = func.AuthLevel.ANONYMOUS if anonymous else None
     bp.function_name(name)(bp.route(route=path, methods=ALL_METHODS, auth_level=level)(serve))
 
 
-def route(handlers: Mapping[str, Handler]) -> Callable[[func.HttpRequest], func.HttpResponse]:
-    """One route: method dispatch and the mapping of every error to an answer."""
+def _checked_bindings(name: str, handlers: Mapping[str, Bound], anonymous: bool) -> dict[str, Bound]:
+    checked: dict[str, Bound] = {}
+    for method, bound in handlers.items():
+        # Checked at run time too: a binding is data, and a mistake in it must stop the app, not open a route.
+        if not (isinstance(bound, tuple) and len(bound) == 2 and isinstance(bound[1], access.Rule)):
+            raise ConfigurationError(f"route {name}: {method} declares no access rule beside its handler")
+        if bound[1].anyone != anonymous:
+            raise ConfigurationError(
+                f"route {name}: {method} is {'anonymous' if anonymous else 'keyed'} "
+                f"but its rule is{'' if bound[1].anyone else ' not'} access.ANYONE"
+            )
+        checked[method] = bound
+    return checked
+
+
+def route(handlers: Mapping[str, Bound]) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    """One route: method dispatch, the access check and the mapping of every error to an answer."""
     allowed = ", ".join(sorted(handlers))
 
     def serve(req: func.HttpRequest) -> func.HttpResponse:
         try:
             request = Request.from_func(req)
             check_origin(request)
-            handler = handlers.get(request.method)
-            if handler is None:
-                raise MethodNotAllowed(
-                    f"{request.method} is not allowed here; use {allowed}", headers={"Allow": allowed}
-                )
-            request.principal = access.admit(request, handler)
+            bound = handlers.get(request.method)
+            if bound is None:
+                raise MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}", sorted(handlers))
+            handler, rule = bound
+            request.principal = access.admit(request, rule)
             _check_route(request.route)
             try:
                 reply = handler(request)
@@ -358,6 +379,4 @@ def _check_route(params: Mapping[str, str]) -> None:
 
 
 def _internal_error() -> func.HttpResponse:
-    problem = Problem("an unexpected error occurred; it has been logged")
-    problem.status, problem.title, problem.slug = 500, "Internal error", "internal-error"
-    return problem_response(problem)
+    return problem_response(InternalError("an unexpected error occurred; it has been logged"))

@@ -22,18 +22,13 @@ checks that), so a urllib3 release that changes its internals cannot silently un
 from __future__ import annotations
 
 import errno
-import heapq
 import http.client
 import http.cookiejar
-import itertools
 import logging
 import os
 import re
-import socket
 import ssl
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +43,8 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util.ssl_ import create_urllib3_context
 from urllib3.util.ssl_match_hostname import CertificateError
 
+from relay.outbound.connections import IdleConnections, Key, Line
+from relay.outbound.deadlines import Deadlines, Exchange
 from relay.outbound.errors import (
     ConnectError,
     ConnectionBroken,
@@ -57,7 +54,7 @@ from relay.outbound.errors import (
     SenderClosed,
     TLSError,
 )
-from relay.outbound.guard import DEFAULT_PORTS, Target, bracketed, request_target
+from relay.outbound.guard import DEFAULT_PORTS, Target, bracketed
 
 __all__ = ["PinnedAdapter", "Reply", "Transport"]
 
@@ -102,206 +99,6 @@ class Reply:
     body: bytes
 
 
-_Key = tuple[str, str, int, str]  # (scheme, address, port, TLS server name or "")
-
-
-# ---- one attempt and its deadline ---------------------------------------------------------------
-
-
-class Exchange:
-    """One attempt: the checked target, its deadline, and the socket the deadline thread may cut."""
-
-    def __init__(self, target: Target, deadline: float) -> None:
-        self.target = target
-        self.request_target = request_target(target.url)
-        self.deadline = deadline
-        self.connected = False  # a connection was made: from here on the request may have been sent
-        self.held: tuple[_Key, Line] | None = None  # set by the adapter once there is an answer
-        self._lock = threading.Lock()
-        # The twin of the connection's socket (see `Line`) while this attempt uses it: shutting it
-        # down stops a blocked read on the original from another thread.
-        self._twin: socket.socket | None = None
-        self._expired = False
-        self._finished = False
-
-    def remaining(self) -> float:
-        return max(self.deadline - time.monotonic(), 0.001)
-
-    @property
-    def expired(self) -> bool:
-        with self._lock:
-            return self._expired
-
-    def attach(self, twin: socket.socket | None) -> None:
-        """The connection whose socket `twin` duplicates carries this attempt from now on."""
-        if twin is None:
-            return
-        with self._lock:
-            if self._finished or self._twin is not None:
-                return
-            self._twin = twin
-            if self._expired:
-                _cut(twin)
-
-    def detach(self) -> None:
-        """The connection is no longer this attempt's (about to be closed, or back among the idle
-        ones): from here on the deadline thread cannot cut it. The twin stays its line's."""
-        with self._lock:
-            self._twin = None
-
-    def expire(self) -> None:
-        with self._lock:
-            if self._finished:
-                return
-            self._expired = True
-            if self._twin is not None:
-                _cut(self._twin)
-
-    def finish(self) -> None:
-        with self._lock:
-            self._finished = True
-        self.detach()
-
-
-def _cut(sock: socket.socket) -> None:
-    # A TLS handshake needs no cut: CPython's do_handshake holds the socket timeout (what was left
-    # of the attempt at connect) for the whole handshake, not per read.
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-class Deadlines:
-    """One daemon thread per transport that cuts off attempts still running at their deadline.
-
-    Why a watchdog remains: urllib3's timeouts bound each socket read, and http.client reads the
-    status line and headers in many small reads, so a receiver that trickles a header byte more
-    often than the read timeout would hold an attempt (and a delivery thread) for as long as it
-    likes. Nothing in urllib3's or requests' API bounds that phase as a whole; shutting the
-    attempt's socket from here does (the body is also read in chunks against the deadline).
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Exchange]] = []
-        self._order = itertools.count()
-        self._thread: threading.Thread | None = None
-        self._stopped = False
-
-    def watch(self, exchange: Exchange) -> None:
-        with self._cond:
-            if self._stopped:
-                return
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="relay-outbound-deadlines", daemon=True)
-                self._thread.start()
-            heapq.heappush(self._heap, (exchange.deadline, next(self._order), exchange))
-            if self._heap[0][2] is exchange:
-                self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._heap.clear()
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    if self._stopped:
-                        return
-                    now = time.monotonic()
-                    if self._heap and self._heap[0][0] <= now:
-                        break
-                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
-                due = []
-                while self._heap and self._heap[0][0] <= now:
-                    due.append(heapq.heappop(self._heap)[2])
-            for exchange in due:
-                exchange.expire()
-
-
-# ---- keep-alive connections ----------------------------------------------------------------------
-
-
-class Line:
-    """A connection and the twin of its socket: a duplicate descriptor made once, when the
-    connection is first used, and closed only with the connection (`close`).
-
-    The deadline thread cuts an attempt by shutting the twin down; since only the line closes it,
-    and an attempt detaches (under the exchange's lock) before its line is closed, a cut can never
-    land on a descriptor http.client closed and the process reused meanwhile. Duplicating the
-    socket once per connection rather than once per attempt saves two system calls per attempt.
-    """
-
-    def __init__(self, conn: HTTPConnection) -> None:
-        self.conn = conn
-        self._twin: socket.socket | None = None
-
-    def twin(self) -> socket.socket | None:
-        sock = self.conn.sock
-        if self._twin is None and sock is not None:
-            self._twin = socket.fromfd(sock.fileno(), sock.family, sock.type, sock.proto)
-        return self._twin
-
-    def close(self) -> None:
-        self.conn.close()
-        twin, self._twin = self._twin, None
-        if twin is not None:
-            twin.close()
-
-
-class _IdleConnections:
-    """Connections whose last answer was read whole, by (scheme, address, port, server name).
-
-    At most `per_key` are kept per key and `keys` keys at all (the least recently used go first);
-    a connection is either here or owned by exactly one attempt.
-    """
-
-    def __init__(self, per_key: int, keys: int) -> None:
-        self._per_key, self._keys = per_key, keys
-        self._lock = threading.Lock()
-        self._idle: OrderedDict[_Key, list[Line]] = OrderedDict()
-        self._closed = False
-
-    def take(self, key: _Key) -> Line | None:
-        while True:
-            with self._lock:
-                conns = self._idle.get(key)
-                if not conns:
-                    return None
-                line = conns.pop()
-                self._idle.move_to_end(key)
-            # A peer may have closed it while it sat here; `is_connected` is urllib3's own check.
-            if line.conn.is_connected:
-                return line
-            line.close()
-
-    def put(self, key: _Key, conn: Line) -> None:
-        dropped: list[Line] = []
-        with self._lock:
-            conns = self._idle.setdefault(key, [])
-            self._idle.move_to_end(key)
-            if self._closed or len(conns) >= self._per_key:
-                dropped.append(conn)
-            else:
-                conns.append(conn)
-            while len(self._idle) > self._keys:
-                dropped.extend(self._idle.popitem(last=False)[1])
-        for extra in dropped:
-            extra.close()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            every = [c for conns in self._idle.values() for c in conns]
-            self._idle.clear()
-        for conn in every:
-            conn.close()
-
-
 def _tls_options(verify: bool | str) -> dict[str, Any]:
     """urllib3's documented HTTPSConnection arguments for certificate checks: one SSL context for
     every connection (built by urllib3's public `create_urllib3_context`, the trust store loaded
@@ -329,7 +126,7 @@ class PinnedAdapter(HTTPAdapter):
         super().__init__(pool_connections=1, pool_maxsize=1, max_retries=0)  # its pools stay unused
         self.connect_timeout = connect_timeout
         self.tls_options = _tls_options(verify)
-        self.idle = _IdleConnections(per_key, keys)
+        self.idle = IdleConnections(per_key, keys)
 
     def send(
         self,
@@ -347,7 +144,7 @@ class PinnedAdapter(HTTPAdapter):
         if exchange is None:
             raise RuntimeError("the pinned adapter only sends for Transport.post")
         target = exchange.target
-        key: _Key = (target.scheme, target.address, target.port, target.host if target.scheme == "https" else "")
+        key: Key = (target.scheme, target.address, target.port, target.host if target.scheme == "https" else "")
         line = self.idle.take(key) or Line(self.connection_to(target))
         conn = line.conn
         try:

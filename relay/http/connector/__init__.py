@@ -13,7 +13,6 @@ from __future__ import annotations
 from relay.http.connector.definition import (
     ENTRA_LOGIN,
     ENTRA_SECURITY_NAME,
-    NEXT_LINK,
     PAGEABLE,
     TEST_CONNECTION,
     EntraSignIn,
@@ -30,6 +29,7 @@ from relay.http.connector.files import (
     render,
     write_files,
 )
+from relay.http.connector.operations import NEXT_LINK
 from relay.http.connector.parts import EXAMPLE_HOST, PROBLEM, PUBLISHER, TITLE, About
 from relay.http.connector.properties import TENANT_PARAMETER, properties
 

@@ -4,55 +4,27 @@ and `readme.md` (what certified connectors carry beside their files), all genera
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
 from relay.http.connector.definition import TEST_CONNECTION, EntraSignIn, definition
-from relay.http.connector.parts import BRAND_COLOR, PUBLISHER, TITLE, About
+from relay.http.connector.parts import PUBLISHER, TITLE, About
 from relay.http.connector.properties import properties
 
 DEFINITION_FILE = "apiDefinition.swagger.json"
 PROPERTIES_FILE = "apiProperties.json"
 ICON_FILE = "icon.png"
 README_FILE = "readme.md"
-ICON_SIZE = 230  # the largest the certification guide takes; square
+# The repository's committed connector folder (the writer is a local tool: the package ships neither).
+COMMITTED_ICON = Path(__file__).resolve().parents[3] / "connector" / ICON_FILE
 METHODS = ("get", "put", "post", "delete", "patch")
 
 
-def _png(width: int, height: int, rows: list[bytes]) -> bytes:
-    """An 8-bit RGB PNG, written by hand so the bytes depend on nothing but this code and zlib."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    raw = b"".join(b"\x00" + row for row in rows)  # filter 0 on every row
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(raw, 9))
-        + chunk(b"IEND", b"")
-    )
-
-
 def icon() -> bytes:
-    """`icon.png`: square, the brand colour edge to edge, a white mark: a source dot sending an
-    arrow to a ring (an event relayed to a subscriber)."""
-    size = ICON_SIZE
-    background = bytes.fromhex(BRAND_COLOR[1:])
-    white = b"\xff\xff\xff"
-    mid = size / 2
-
-    def mark(x: float, y: float) -> bool:
-        dot = (x - 62) ** 2 + (y - mid) ** 2 <= 22**2
-        ring = 26**2 <= (x - 168) ** 2 + (y - mid) ** 2 <= 38**2
-        shaft = 84 <= x <= 112 and abs(y - mid) <= 7
-        head = 110 <= x <= 130 and abs(y - mid) <= (130 - x) * 1.1
-        return dot or ring or shaft or head
-
-    rows = [b"".join(white if mark(x + 0.5, y + 0.5) else background for x in range(size)) for y in range(size)]
-    return _png(size, size, rows)
+    """`icon.png`: the committed one (connector/icon.png: square, the brand colour edge to edge, a
+    white mark: a source dot sending an arrow to a ring), copied as it is. tests/test_connector.py
+    checks its size and colours against apiProperties' brand colour."""
+    return COMMITTED_ICON.read_bytes()
 
 
 def render(document: dict[str, Any]) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.http.connector.definition import ENTRA_LOGIN, NEXT_LINK, PAGEABLE, EntraSignIn
+from relay.http.connector.definition import ENTRA_LOGIN, PAGEABLE, EntraSignIn
+from relay.http.connector.operations import NEXT_LINK
 from relay.http.connector.parts import BRAND_COLOR, HOST_PARAMETER, PUBLISHER, SECURITY_NAME
 
 # Per-connector redirect URIs (https://global.consent.azure-apim.net/redirect/<connector>) are the

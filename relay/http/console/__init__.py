@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
+from relay.http import problems
+
 HERE = Path(__file__).resolve().parent
 # The favicon is served like the others: without it every load of the page asks for a
 # /favicon.ico that nothing answers (a 404 in the log and the browser's console).
@@ -86,19 +88,7 @@ def _config() -> bytes:
 
 
 def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    body = {
-        "type": f"urn:event-relay:problem:{title.lower().replace(' ', '-')}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    return func.HttpResponse(
-        json.dumps(body),
-        status_code=status,
-        headers=headers or {},
-        mimetype="application/problem+json",
-        charset="utf-8",
-    )
+    return problems.respond(status, problems.document(status, title, detail), headers)
 
 
 def serve(req: func.HttpRequest) -> func.HttpResponse:

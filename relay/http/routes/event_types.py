@@ -9,6 +9,7 @@ import azure.functions as func
 from relay.core.errors import NotFound, invalid
 from relay.core.matching import NAME_RULE, is_name
 from relay.core.models import EventTypeRequest
+from relay.http.access import ADMIN_ONLY, PUBLISHER, SUBSCRIBER, rule
 from relay.http.api import Reply, Request, http
 from relay.http.swaggerschema import to_swagger
 from relay.store.eventtypes import EventTypes
@@ -73,8 +74,16 @@ def delete_event_type(request: Request) -> Reply:
     return Reply(200, {})
 
 
-http(bp, "event_types", "event-types", {"GET": list_event_types})
+http(bp, "event_types", "event-types", {"GET": (list_event_types, rule(PUBLISHER, SUBSCRIBER))})
 http(
-    bp, "event_type", "event-types/{name}", {"GET": get_event_type, "PUT": put_event_type, "DELETE": delete_event_type}
+    bp,
+    "event_type",
+    "event-types/{name}",
+    {
+        "GET": (get_event_type, rule(PUBLISHER, SUBSCRIBER)),
+        "PUT": (put_event_type, ADMIN_ONLY),
+        "DELETE": (delete_event_type, ADMIN_ONLY),
+    },
 )
-http(bp, "event_data_schema", "event-types/{name}/schema", {"GET": event_data_schema})
+# The designer's dynamic-schema source: whoever may publish or subscribe reads it.
+http(bp, "event_data_schema", "event-types/{name}/schema", {"GET": (event_data_schema, rule(PUBLISHER, SUBSCRIBER))})

@@ -9,6 +9,7 @@ import azure.functions as func
 
 from relay.core.errors import ServiceUnavailable
 from relay.core.settings import Settings, get_settings
+from relay.http.access import ANYONE
 from relay.http.api import RETRY_AFTER_SECONDS, Reply, Request, http
 from relay.http.connector import EntraSignIn, definition
 from relay.http.connector.full import full_document
@@ -85,6 +86,6 @@ def health(request: Request) -> Reply:
     return Reply(200, {"status": "ok"})
 
 
-http(bp, "health", "health", {"GET": health}, anonymous=True)
-http(bp, "openapi", "openapi.json", {"GET": openapi}, anonymous=True)
-http(bp, "openapi_full", "openapi/full.json", {"GET": openapi_full}, anonymous=True)
+http(bp, "health", "health", {"GET": (health, ANYONE)}, anonymous=True)
+http(bp, "openapi", "openapi.json", {"GET": (openapi, ANYONE)}, anonymous=True)
+http(bp, "openapi_full", "openapi/full.json", {"GET": (openapi_full, ANYONE)}, anonymous=True)

@@ -7,6 +7,7 @@ import azure.functions as func
 
 from relay.core.errors import invalid
 from relay.http import console
+from relay.http.access import ADMIN_ONLY
 from relay.http.api import ALL_METHODS, Reply, Request, http
 from relay.pipeline import stats as stats_mod
 from relay.store.storage import get_storage
@@ -21,7 +22,7 @@ def get_stats(request: Request) -> Reply:
     return Reply(200, stats_mod.read(get_storage("fast"), window))
 
 
-http(bp, "stats", "stats", {"GET": get_stats})
+http(bp, "stats", "stats", {"GET": (get_stats, ADMIN_ONLY)})
 
 
 # The console serves its own methods (GET and HEAD): a static page, not the JSON API.

@@ -11,6 +11,7 @@ from relay.core import clock
 from relay.core.errors import BadRequest, FieldError, PayloadTooLarge, invalid
 from relay.core.models import EventIn
 from relay.core.settings import Settings, get_settings
+from relay.http.access import PUBLISHER, SUBSCRIBER, rule
 from relay.http.api import Reply, Request, http
 from relay.pipeline import kick, polling
 from relay.pipeline.outbox import Outbox, Sent
@@ -137,6 +138,6 @@ def poll_events(request: Request) -> Reply:
     return Reply(200, {"value": result.events}, headers)
 
 
-http(bp, "events", "events", {"POST": publish_events})
-http(bp, "events_batch", "events/batch", {"POST": publish_batch})
-http(bp, "poll", "events/poll", {"GET": poll_events})
+http(bp, "events", "events", {"POST": (publish_events, rule(PUBLISHER))})
+http(bp, "events_batch", "events/batch", {"POST": (publish_batch, rule(PUBLISHER))})
+http(bp, "poll", "events/poll", {"GET": (poll_events, rule(SUBSCRIBER))})

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from relay.core.errors import Conflict, NotFound, OperationFailed, invalid
+from relay.core.errors import AlreadyRunning, NotFound, OperationFailed, invalid
 from relay.core.models import ReplayRequest
 from relay.core.statuses import OperationStatus
+from relay.http.access import SUBSCRIBER, rule
 from relay.http.api import Reply, Request, http
 from relay.pipeline.replay import CRASHED, RETRY_AFTER, Operations, ReplayRunning
 from relay.store.storage import get_storage
@@ -29,9 +30,10 @@ def start_replay(request: Request) -> Reply:
     try:
         op_id = Operations(storage).start(sub_id, body)
     except ReplayRunning as running:
-        raise Conflict(
+        raise AlreadyRunning(
             "a replay of this subscription is already running; its status is at Location",
-            headers={"Location": request.link(f"operations/{running.operation_id}"), "Retry-After": str(RETRY_AFTER)},
+            request.link(f"operations/{running.operation_id}"),
+            RETRY_AFTER,
         ) from None
     return Reply(
         202,
@@ -49,11 +51,9 @@ def get_operation(request: Request) -> Reply:
     if shown["status"] == OperationStatus.RUNNING:
         return Reply(202, shown, {"Location": request.link(f"operations/{op_id}"), "Retry-After": str(RETRY_AFTER)})
     if shown["status"] == OperationStatus.FAILED:
-        raise OperationFailed(
-            f"the replay could not finish: {shown['error']}", op_id, 500 if shown["code"] == CRASHED else 409
-        )
+        raise OperationFailed(f"the replay could not finish: {shown['error']}", op_id, crashed=shown["code"] == CRASHED)
     return Reply(200, shown)
 
 
-http(bp, "replay", "subscriptions/{id}/replay", {"POST": start_replay})
-http(bp, "operation", "operations/{operationId}", {"GET": get_operation})
+http(bp, "replay", "subscriptions/{id}/replay", {"POST": (start_replay, rule(SUBSCRIBER, owned="id"))})
+http(bp, "operation", "operations/{operationId}", {"GET": (get_operation, rule(SUBSCRIBER, owned="operationId"))})

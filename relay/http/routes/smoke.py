@@ -36,7 +36,8 @@ from azure.data.tables import TableClient, UpdateMode
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from relay.core import clock
-from relay.core.errors import NotFound, PayloadTooLarge, Problem, Unauthorized
+from relay.core.errors import NotFound, PayloadTooLarge, Problem, TooManyRequests, Unauthorized
+from relay.http.access import ANYONE, SUBSCRIBER, rule
 from relay.http.api import Reply, Request, http
 from relay.store.storage import OPERATIONS_TABLE, get_storage
 from relay.store.subscriptions import Subscription, SubscriptionStore
@@ -53,10 +54,6 @@ MAX_BODY_BYTES = 16 * 1024  # a smoke event is a few hundred bytes; the rows sta
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 SIGNED_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type")
 UPDATE_TRIES = 5
-
-
-class TooManyRuns(Problem):
-    status, title, slug = 429, "Too many requests", "too-many-requests"
 
 
 def _table() -> TableClient:
@@ -118,9 +115,9 @@ def _sweep(table: TableClient, now: datetime) -> int:
 def create_smoke_run(request: Request) -> Reply:
     table, now = _table(), clock.utcnow()
     if _sweep(table, now) >= MAX_OPEN_RUNS:
-        raise TooManyRuns(
+        raise TooManyRequests(
             f"{MAX_OPEN_RUNS} smoke runs are open; each expires {RUN_TTL.seconds // 60} minutes after it opened",
-            headers={"Retry-After": "60"},
+            retry_after=60,
         )
     run_id = secrets.token_hex(16)
     row = {
@@ -222,6 +219,13 @@ def _record(table: TableClient, run_id: str, receipt: dict[str, Any]) -> None:
     log.warning("smoke hook: receipt not recorded after %d tries", UPDATE_TRIES)
 
 
-http(bp, "smoke_runs", "smoke/runs", {"POST": create_smoke_run})
-http(bp, "smoke_run", "smoke/runs/{id}", {"GET": get_smoke_run, "DELETE": delete_smoke_run})
-http(bp, "smoke_hook", "smoke/hook/{id}", {"POST": smoke_hook}, anonymous=True)
+# Opening a run is like subscribing; a run is its owner's (the handlers check the owner on the row).
+http(bp, "smoke_runs", "smoke/runs", {"POST": (create_smoke_run, rule(SUBSCRIBER))})
+http(
+    bp,
+    "smoke_run",
+    "smoke/runs/{id}",
+    {"GET": (get_smoke_run, rule(SUBSCRIBER)), "DELETE": (delete_smoke_run, rule(SUBSCRIBER))},
+)
+# The relay's own deliveries carry no token: the hook answers only to its run's signature.
+http(bp, "smoke_hook", "smoke/hook/{id}", {"POST": (smoke_hook, ANYONE)}, anonymous=True)

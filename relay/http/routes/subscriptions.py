@@ -13,6 +13,7 @@ from relay.core.matching import NAME_RULE, is_name
 from relay.core.models import SubscriptionRequest, UnsubscribeRequest
 from relay.core.settings import get_settings
 from relay.http import access
+from relay.http.access import SUBSCRIBER, rule
 from relay.http.api import Reply, Request, http
 from relay.outbound.sender import check_target
 from relay.store.deliverylog import STATUSES, DeliveryLog
@@ -155,9 +156,29 @@ def activate_subscription(request: Request) -> Reply:
     return Reply(200, sub.view())
 
 
-http(bp, "subscriptions", "subscriptions", {"POST": create_subscription, "GET": list_subscriptions})
-http(bp, "subscription", "subscriptions/{id}", {"GET": get_subscription, "DELETE": delete_subscription})
-http(bp, "deliveries", "subscriptions/{id}/deliveries", {"GET": list_deliveries})
-http(bp, "secret", "subscriptions/{id}/secret", {"POST": rotate_secret})
-http(bp, "unsubscribe", "unsubscribe", {"POST": unsubscribe})
-http(bp, "activate", "subscriptions/{id}/activate", {"POST": activate_subscription})
+# Lists and unsubscribe are scoped to the caller's own subscriptions in the store (`access.owner_scope`).
+http(
+    bp,
+    "subscriptions",
+    "subscriptions",
+    {
+        "POST": (create_subscription, rule(SUBSCRIBER, mine=True)),
+        "GET": (list_subscriptions, rule(SUBSCRIBER, mine=True)),
+    },
+)
+http(
+    bp,
+    "subscription",
+    "subscriptions/{id}",
+    {
+        "GET": (get_subscription, rule(SUBSCRIBER, owned="id")),
+        # Another owner's subscription is answered as an unknown id would be: 200, nothing removed
+        # (the store checks the owner on the row it removes). A 404 here failed the save of a flow
+        # whose co-owner had re-pointed its connection (the platform deletes the old registration).
+        "DELETE": (delete_subscription, rule(SUBSCRIBER, mine=True)),
+    },
+)
+http(bp, "deliveries", "subscriptions/{id}/deliveries", {"GET": (list_deliveries, rule(SUBSCRIBER, owned="id"))})
+http(bp, "secret", "subscriptions/{id}/secret", {"POST": (rotate_secret, rule(SUBSCRIBER, owned="id"))})
+http(bp, "unsubscribe", "unsubscribe", {"POST": (unsubscribe, rule(SUBSCRIBER, mine=True))})
+http(bp, "activate", "subscriptions/{id}/activate", {"POST": (activate_subscription, rule(SUBSCRIBER, owned="id"))})
