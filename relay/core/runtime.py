@@ -25,6 +25,7 @@ T = TypeVar("T")
 # Threads that read table rows side by side (a fan-out's subscriptions, the pages of a list):
 # reads wait on storage, not on CPU.
 READ_THREADS = 8
+_MISSING = object()
 log = logging.getLogger("relay.runtime")
 
 
@@ -36,7 +37,14 @@ class Runtime:
         self._closed = False
 
     def part(self, name: str, build: Callable[[], T], close: Callable[[T], None] | None = None) -> T:
-        """The part called `name`, built by `build` on first use; `close` releases it at `close()`."""
+        """The part called `name`, built by `build` on first use; `close` releases it at `close()`.
+
+        A builder runs under the runtime's lock (so once, however many threads ask at the same
+        moment), and must therefore be quick and make no network call: a part that needs one (a
+        key read from storage) is a small holder with its own lock, filled on its first use."""
+        found = self._parts.get(name, _MISSING)  # a dict read is atomic: parts in use take no lock
+        if found is not _MISSING:
+            return cast(T, found)
         with self._lock:
             if name in self._parts:
                 return cast(T, self._parts[name])
@@ -47,6 +55,16 @@ class Runtime:
             if close is not None:
                 self._closers.append((name, lambda: close(value)))
             return value
+
+    def drop(self, name: str) -> None:
+        """Close and forget one part (a later `part(name, ...)` builds it again): the settings after
+        a test changed the environment, say."""
+        with self._lock:
+            self._parts.pop(name, None)
+            closers = [closer for closer in self._closers if closer[0] == name]
+            self._closers = [closer for closer in self._closers if closer[0] != name]
+        for _, close in closers:
+            close()
 
     def executor(self, name: str, workers: int) -> ThreadPoolExecutor:
         """A thread pool owned by the runtime (its threads are named after it)."""

@@ -21,6 +21,7 @@ from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from relay.core import runtime
 from relay.core.errors import ConfigurationError
 
 # The function app's root (function_app.py, host.json and, locally, local.settings.json).
@@ -406,17 +407,12 @@ class Settings(BaseSettings):
             _given.reset(token)
 
 
-_current: Settings | None = None
-
-
 def get_settings() -> Settings:
-    """The process's settings, read once; `reset_settings` exists for tests and the dev host."""
-    global _current
-    if _current is None:
-        _current = Settings.from_environ()
-    return _current
+    """The process's settings, read once per runtime (a part of `relay.core.runtime`);
+    `reset_settings` exists for tests and the dev host."""
+    return runtime.current().part("settings", Settings.from_environ)
 
 
 def reset_settings() -> None:
-    global _current
-    _current = None
+    """Read the environment again at the next `get_settings()` (after a test changed it)."""
+    runtime.current().drop("settings")
