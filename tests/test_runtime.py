@@ -109,6 +109,18 @@ def test_parts_close_in_the_reverse_order_of_building() -> None:
     assert closed == ["second", "fourth", "third", "first"]
 
 
+def test_a_part_asked_for_while_the_runtime_closes_is_closed_too() -> None:
+    """Work finishing on a closing pool may ask for a part already closed (the stats recorder):
+    it is built again in the runtime that closes, and closed with it, not left running."""
+    rt = runtime.Runtime()
+    closed: list[str] = []
+    rt.part("pool", lambda: "pool", lambda _: rt.part("recorder", lambda: "again", closed.append) and None)
+    rt.part("recorder", lambda: "recorder", closed.append)
+    rt.close()
+    assert closed == ["recorder", "again"]
+    assert rt.parts == []
+
+
 class _HangingRenewals:
     """A real queue client (Azurite) whose renewals wait until the test lets them through: a
     storage call that hangs, as one does when the account is slow."""

@@ -79,12 +79,23 @@ class Runtime:
         return self.executor("read", READ_THREADS)
 
     def close(self) -> None:
-        """Close every part, the last built first; errors are logged so that the rest still close."""
+        """Close every part, the last built first, and refuse to build more."""
+        self._close_parts()
         with self._lock:
             self._closed = True
-            closers, self._closers = self._closers, []
-            self._parts.clear()
-        for name, close in reversed(closers):
+        self._close_parts()  # what was built while the flag was not yet set
+
+    def _close_parts(self) -> None:
+        """Close the parts one at a time, the last built first; errors are logged so that the rest
+        still close. A part asked for again while the others close (an attempt finishing on a
+        closing pool counts its outcome) is built again and closed too, before this returns."""
+        while True:
+            with self._lock:
+                if not self._closers:
+                    self._parts.clear()
+                    return
+                name, close = self._closers.pop()
+                self._parts.pop(name, None)
             try:
                 close()
             except Exception:  # one part failing to close must not keep the others open
@@ -109,7 +120,11 @@ def reset() -> Runtime:
     """Close the current runtime and start a fresh one (tests; a host restart)."""
     global _current
     with _lock:
-        old, _current = _current, Runtime()
+        old = _current
+        # Its parts close while it is still the current one: work finishing on its threads finds
+        # its parts (or builds one that closes with them), never one of the next runtime.
+        old._close_parts()
+        _current = Runtime()
     old.close()
     return _current
 
