@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from relay.core import runtime, settings
+from relay.core import runtime
 from relay.outbound.sender import Sender
-from relay.store import storage, tokens
+from relay.store import storage
 from relay_dev.azurite import Azurite
 from tests.helpers import FUNCTION_KEY, FakeResolver, InProcessApp, Received, Receiver, RelayProcess, Reply
 
@@ -51,15 +51,11 @@ def app_storage(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     The pools hold a sender built from the settings of their first use, so they go too."""
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     monkeypatch.setenv("RELAY_ALLOW_PRIVATE_TARGETS", "true")
-    settings.reset_settings()
-    storage.reset_storage()
-    tokens.reset_codec()  # its key was read from another module's Azurite (or settings)
+    # The settings, storage clients, token key (read from another module's Azurite), caches and
+    # pools are all parts of the runtime: a fresh one forgets them.
     runtime.reset()
     yield storage.get_storage()
     runtime.reset()
-    settings.reset_settings()
-    storage.reset_storage()
-    tokens.reset_codec()
 
 
 @pytest.fixture

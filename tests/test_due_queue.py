@@ -238,7 +238,7 @@ def test_a_run_moves_only_what_is_due_and_reads_a_bounded_number_of_partitions(a
     rows = app_storage.table(DUE_TABLE)
     for row in rows.list_entities():  # this module's Azurite may hold other tests' rows
         rows.delete_entity(row["PartitionKey"], row["RowKey"])
-    due._cursor_made.clear()  # the cursor went too: the first add makes it again
+    due.forget_cursors()  # the cursor went too: the first add makes it again
     queries: list[str] = []
     real = type(rows).query_entities
 

@@ -81,7 +81,7 @@ def test_items_beyond_the_room_are_left_visible_for_any_instance(
         (item,) = [v for v in visible if v["targets"][0]["attempt"] == 1]  # the held one is invisible
         assert len(item["targets"]) == 50
         release.set()
-        wait_until(lambda: held.ROOM.busy == 0, 60, "the held item to be done")
+        wait_until(lambda: held.room().busy == 0, 60, "the held item to be done")
         # Nothing in this process delivers the visible item: it waits for a delivery trigger.
         left = {target["url"].rsplit("/hook", 1)[1] for target in item["targets"]}
         assert not left & {r.path.removeprefix("/hook") for r in receiver.requests}

@@ -96,7 +96,7 @@ monitor.configure_azure_monitor = lambda **kw: seen.update(kw)
 reader = InMemoryMetricReader()  # what the distro's exporter would be handed
 metrics.get_meter = MeterProvider(metric_readers=[reader]).get_meter
 
-from relay import telemetry
+from relay.core import telemetry
 assert telemetry.configure() is True
 telemetry.record_attempt("delivered", 0.01)
 exported = {

@@ -81,6 +81,7 @@ class SchemaRefused(ValueError):
 # ---- linear-time regexes ------------------------------------------------------------------------
 
 
+# Pure memos here (no I/O, no thread, nothing to close): module values, not runtime parts.
 @lru_cache(maxsize=1024)
 def linear_regex(pattern: str) -> Any:
     """The pattern compiled by RE2; `re2.error` for what RE2 cannot run (backreferences, lookaround)."""

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from relay.core import runtime
 from relay.core.errors import ConfigurationError
 from relay.core.settingchecks import (
     AUTH_MODES,
@@ -480,17 +481,12 @@ class Settings(BaseSettings):
             _given.reset(token)
 
 
-_current: Settings | None = None
-
-
 def get_settings() -> Settings:
-    """The process's settings, read once; `reset_settings` exists for tests and the dev host."""
-    global _current
-    if _current is None:
-        _current = Settings.from_environ()
-    return _current
+    """The process's settings, read once per runtime (a part of `relay.core.runtime`);
+    `reset_settings` exists for tests and the dev host."""
+    return runtime.current().part("settings", Settings.from_environ)
 
 
 def reset_settings() -> None:
-    global _current
-    _current = None
+    """Read the environment again at the next `get_settings()` (after a test changed it)."""
+    runtime.current().drop("settings")

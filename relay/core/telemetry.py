@@ -31,6 +31,9 @@ INSTRUMENTATION_OPTIONS: dict[str, dict[str, bool]] = {
     name: {"enabled": False} for name in ("requests", "urllib", "urllib3", "azure_sdk")
 }
 
+# Process-wide on purpose, not a part of the runtime (relay.core.runtime): configure_azure_monitor
+# sets OpenTelemetry's global providers, which a process can set once only, and the exporter's
+# threads are OpenTelemetry's. A fresh runtime reuses the instruments made for the process.
 _lock = threading.Lock()
 _instruments: dict[str, Any] = {}
 _configured = False

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from relay.core import runtime
 from relay.core.errors import Forbidden, NotFound, Unauthorized
 from relay.core.settings import get_settings
 
@@ -227,8 +228,12 @@ def admit(request: Request, rule: Rule) -> Principal | None:
     return principal
 
 
-_adopted: set[str] = set()
-_adopted_lock = threading.Lock()
+class _Adopted:
+    """The principals whose legacy subscriptions this process has moved: a part of the runtime."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ids: set[str] = set()
 
 
 def _adopt_legacy(principal: Principal) -> None:
@@ -237,8 +242,9 @@ def _adopt_legacy(principal: Principal) -> None:
     only for a token whose own `oid` it is."""
     if principal.legacy_id is None or principal.id is None:
         return
-    with _adopted_lock:
-        if principal.id in _adopted:
+    adopted = runtime.current().part("access.adopted", _Adopted)
+    with adopted.lock:
+        if principal.id in adopted.ids:
             return
     from relay.store.storage import get_storage
     from relay.store.subscriptions import SubscriptionStore
@@ -246,8 +252,8 @@ def _adopt_legacy(principal: Principal) -> None:
     moved = SubscriptionStore(get_storage("fast")).adopt_owner(principal.legacy_id, principal.id)
     if moved:
         log.info("ownership of %d subscription(s) moved to the tenant-qualified owner key", moved)
-    with _adopted_lock:
-        _adopted.add(principal.id)
+    with adopted.lock:
+        adopted.ids.add(principal.id)
 
 
 def owner_scope(request: Request) -> str | None:

@@ -106,10 +106,14 @@ class Deadlines:
                 self._cond.notify()
 
     def stop(self) -> None:
+        """Stop watching, and end the thread (it holds no lock while it cuts, so this is quick)."""
         with self._cond:
             self._stopped = True
             self._heap.clear()
             self._cond.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     def _run(self) -> None:
         while True:

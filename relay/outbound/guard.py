@@ -266,7 +266,9 @@ def inspect_target(url: str, allow_private: bool, resolver: Resolver) -> tuple[T
 # parsers was a few per cent of the CPU of a delivery in the benchmark's profile. A refusal is
 # not remembered (lru_cache keeps no exceptions); a refused URL is rarely attempted again. The
 # memory it holds is bounded: 4096 URLs of a few hundred characters (callback URLs) are about
-# 2 MB, and even at MAX_URL_LENGTH each, 64 MB.
+# 2 MB, and even at MAX_URL_LENGTH each, 64 MB. It stays a module memo, not a part of the
+# runtime (relay.core.runtime): a pure function of its arguments, no I/O, no settings, no thread,
+# so nothing in it can go stale or need closing.
 JUDGED_URLS = 4096
 
 

@@ -218,4 +218,6 @@ class Sender:
         """Close pooled connections and stop the deadline thread; later posts raise `SenderClosed`."""
         self._closed = True
         self._transport.close()
+        # Not waited for: a lookup that hangs keeps its thread until the resolver gives up; the
+        # idle ones end as soon as they see the shutdown.
         self._dns.shutdown(wait=False, cancel_futures=True)

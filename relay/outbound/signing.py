@@ -90,6 +90,7 @@ class Notifications:
 @lru_cache(maxsize=4096)
 def _signer(secret: str) -> Webhook:
     # Decoding a secret per attempt showed up in profiles: keep one signer per subscription secret.
+    # A pure memo (no I/O, no thread, nothing to close), so a module value, not a runtime part.
     return Webhook(secret)
 
 

@@ -17,7 +17,7 @@ from relay.core import clock
 from relay.core.models import DeliveryMessage, FanoutMessage, Target
 from relay.core.settings import Settings
 from relay.pipeline.delivery import Attempts, Deliverer
-from relay.pipeline.held import ROOM, Holder
+from relay.pipeline.held import Holder, room
 from relay.pipeline.outbox import Outbox, wait
 from relay.pipeline.pools import get_pools
 from relay.store.eventlog import EventLog
@@ -113,7 +113,7 @@ def fan_out(
 
 
 def deliver_item(storage: Storage, settings: Settings, message: DeliveryMessage) -> None:
-    with ROOM.working():  # while the trigger delivers here, fan-outs hold less
+    with room().working():  # while the trigger delivers here, fan-outs hold less
         _deliver_item(storage, settings, message)
 
 

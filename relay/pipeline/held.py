@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from relay.core import runtime
 from relay.core.models import DeliveryMessage, EventRecord, Target
 from relay.core.settings import Settings
 from relay.pipeline.delivery import Attempts, Deliverer
@@ -71,7 +72,9 @@ class Room:
             self.leave()
 
 
-ROOM = Room()
+def room() -> Room:
+    """This process's room, a part of the runtime (a test's fresh runtime starts with it empty)."""
+    return runtime.current().part("held.room", Room)
 
 
 class Holder:
@@ -90,12 +93,13 @@ class Holder:
         self._event, self._data, self._log_key, self._since = event, data, log_key, since
         self._outbox = Outbox(storage, settings)
         self._keeper = keeper_for(storage, DELIVERY_QUEUE)
+        self._room = room()  # every place this holder claims is given back to the same room
 
     def split(self, chunks: list[list[Target]]) -> tuple[list[list[Target]], list[list[Target]]]:
-        """The first chunks this process has room for (each holds a place in `ROOM` until it is
+        """The first chunks this process has room for (each holds a place in the room until it is
         delivered or given back), and the rest."""
         for n, _ in enumerate(chunks):
-            if not ROOM.claim():
+            if not self._room.claim():
                 return chunks[:n], chunks[n:]
         return chunks, []
 
@@ -119,7 +123,7 @@ class Holder:
                 self._start(targets, answer.id, answer.pop_receipt)
         finally:
             for _ in pending:  # a send failed: the fan-out fails, and the trigger fans it out again
-                ROOM.leave()
+                self._room.leave()
 
     def _start(self, targets: list[Target], message_id: str, pop_receipt: str) -> None:
         lease = self._keeper.hold(message_id, pop_receipt)
@@ -129,7 +133,7 @@ class Holder:
             )
         except Exception:
             self._keeper.release(lease, delete=False)
-            ROOM.leave()
+            self._room.leave()
             raise
         attempts.batch.when_done(lambda: self._finish(attempts, lease))
 
@@ -144,4 +148,4 @@ class Holder:
         else:
             self._keeper.release(lease, delete=True)
         finally:
-            ROOM.leave()
+            self._room.leave()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from relay.core import clock
+from relay.core import clock, runtime
 from relay.store.deliverylog import CounterRow, Counters
 from relay.store.storage import Storage
 from relay.store.subscriptions import SubscriptionStore
@@ -133,6 +133,7 @@ class Recorder:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._storage: Storage | None = None
+        self._stopped = False
 
     def record(
         self, storage: Storage, sub_id: str, outcome: str, elapsed: float | None = None, at: datetime | None = None
@@ -143,7 +144,7 @@ class Recorder:
         if self._thread is None or self._storage is not storage:
             with self._lock:
                 self._storage = storage
-                if self._thread is None:
+                if self._thread is None and not self._stopped:
                     self._thread = threading.Thread(target=self._run, name="stats-flush", daemon=True)
                     self._thread.start()
 
@@ -162,6 +163,8 @@ class Recorder:
         while True:
             self._wake.wait(FLUSH_SECONDS)
             self._wake.clear()
+            if self._stopped:
+                return
             try:
                 self.flush()
             except Exception as exc:  # noqa: BLE001 - counters are a gauge: try again at the next tick
@@ -191,20 +194,32 @@ class Recorder:
             for key in [k for k in self._buckets if k[0] not in keep and k not in self._dirty]:
                 del self._buckets[key]
 
+    def stop(self) -> None:
+        """End the flush thread (what was counted since its last flush is not written: the
+        counters are a gauge, and a flush at close could wait on a storage outage)."""
+        with self._lock:
+            self._stopped = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
-_recorder = Recorder()
+
+def recorder() -> Recorder:
+    """This process's recorder, a part of the runtime, which stops its thread when it closes."""
+    return runtime.current().part("stats", Recorder, Recorder.stop)
 
 
 def record(storage: Storage, sub_id: str, outcome: str, elapsed: float | None = None) -> None:
     """Count one attempt's outcome (`succeeded`, `retrying` or `failed`) for a subscription."""
     try:
-        _recorder.record(storage, sub_id, outcome, elapsed)
+        recorder().record(storage, sub_id, outcome, elapsed)
     except Exception:
         log.exception("stats: could not count an attempt")
 
 
 def flush() -> None:
-    _recorder.flush()
+    recorder().flush()
 
 
 # ---- reading --------------------------------------------------------------------------------------

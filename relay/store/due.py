@@ -35,7 +35,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableEntity
 
-from relay.core import clock
+from relay.core import clock, runtime
 from relay.store.storage import DUE_TABLE, Storage, delete_rows
 
 log = logging.getLogger("relay.due")
@@ -48,8 +48,18 @@ MAX_TEXT = 30_000  # a table string property holds 32 Ki UTF-16 units; larger wo
 CURSOR = ("cursor", "due")
 _BUCKET_FORMAT = "b%Y%m%dT%H%M"
 
-_cursor_lock = threading.Lock()
-_cursor_made: set[int] = set()  # storage client sets whose cursor is known to exist
+
+class _Cursors:
+    """The storage client sets whose cursor is known to exist: a part of the runtime."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.made: set[int] = set()
+
+
+def forget_cursors() -> None:
+    """Check the cursor again before the next row (a test deleted it)."""
+    runtime.current().drop("due.cursors")
 
 
 def bucket_of(moment: datetime) -> str:
@@ -92,15 +102,16 @@ class DueTable:
     def _ensure_cursor(self) -> None:
         """The cursor exists before the first row this process writes, and points before it: a
         first run of the timer after that row cannot start past it. One request per process."""
-        with _cursor_lock:
-            if id(self._storage) in _cursor_made:
+        cursors = runtime.current().part("due.cursors", _Cursors)
+        with cursors.lock:
+            if id(self._storage) in cursors.made:
                 return
         try:
             self._table.create_entity(self._cursor_row(bucket_of(clock.utcnow() - BUCKET)))
         except ResourceExistsError:
             pass
-        with _cursor_lock:
-            _cursor_made.add(id(self._storage))
+        with cursors.lock:
+            cursors.made.add(id(self._storage))
 
     @staticmethod
     def _cursor_row(bucket: str) -> dict[str, Any]:

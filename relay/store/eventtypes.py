@@ -28,7 +28,7 @@ from jsonschema.exceptions import SchemaError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from relay.core import schemabounds
+from relay.core import runtime, schemabounds
 from relay.core.errors import BadRequest, Conflict, FieldError, invalid
 from relay.core.matching import NAME_RULE, is_name
 from relay.core.models import EventIn, EventTypeRequest
@@ -46,11 +46,21 @@ PAGE_BYTES = 1_048_576
 TYPES_KEPT = 256
 VALIDATORS_KEPT = 64
 
-_lock = threading.Lock()
-_refresh = threading.Lock()
-_names: tuple[float, frozenset[str]] | None = None  # registered names, and when they were read
-_types: OrderedDict[str, tuple[float, str | None]] = OrderedDict()  # name -> (read at, schema text)
-_validators: OrderedDict[str, Any] = OrderedDict()  # schema text -> compiled validator
+
+class Kept:
+    """What this process keeps of the catalogue: a part of the runtime (`_kept()`), so a test's
+    fresh runtime starts with none of it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.refresh = threading.Lock()  # one reader refreshes the name set; the others wait for it
+        self.names: tuple[float, frozenset[str]] | None = None  # registered names, and when they were read
+        self.types: OrderedDict[str, tuple[float, str | None]] = OrderedDict()  # name -> (read at, schema text)
+        self.validators: OrderedDict[str, Any] = OrderedDict()  # schema text -> compiled validator
+
+
+def _kept() -> Kept:
+    return runtime.current().part("eventtypes", Kept)
 
 
 def check_name(name: str) -> str:
@@ -61,7 +71,8 @@ def check_name(name: str) -> str:
 
 # An empty registry: a schema's `$ref`s resolve inside the schema or not at all. The default
 # would fetch remote references, letting anyone who can register a type make the relay call
-# any URL (internal ones included) on every publish.
+# any URL (internal ones included) on every publish. A constant, not a cache: a `Registry` is
+# immutable (`with_resource` returns a new one), so it stays a module value.
 _NO_REMOTE = Registry()
 
 
@@ -88,29 +99,32 @@ def _check_bounds(schema: dict[str, Any]) -> None:
 def _compiled(schema_text: str) -> Any:
     """One validator per distinct schema, not one per published event; the least recently used go
     once `VALIDATORS_KEPT` are kept (a validator holds its schema parsed, ten times its text)."""
-    with _lock:
-        found = _validators.get(schema_text)
+    kept = _kept()
+    with kept.lock:
+        found = kept.validators.get(schema_text)
         if found is not None:
-            _validators.move_to_end(schema_text)
+            kept.validators.move_to_end(schema_text)
             return found
     schema = json.loads(schema_text)
     _check_bounds(schema)  # a schema stored before these checks existed is refused, not run
     validator = _validator_for(schema)
-    with _lock:
-        _validators[schema_text] = validator
-        while len(_validators) > VALIDATORS_KEPT:
-            _validators.popitem(last=False)
+    with kept.lock:
+        kept.validators[schema_text] = validator
+        while len(kept.validators) > VALIDATORS_KEPT:
+            kept.validators.popitem(last=False)
     return validator
 
 
 def validators_kept() -> int:
-    with _lock:
-        return len(_validators)
+    kept = _kept()
+    with kept.lock:
+        return len(kept.validators)
 
 
 def types_kept() -> int:
-    with _lock:
-        return len(_types)
+    kept = _kept()
+    with kept.lock:
+        return len(kept.types)
 
 
 def _local_refs(node: Any, path: str = "schema") -> list[str]:
@@ -245,28 +259,28 @@ class EventTypes:
 def forget(name: str | None = None) -> None:
     """Drop what this process keeps of the catalogue (after a write here): the name set, and the
     type's schema (every type's without a name)."""
-    global _names
-    with _lock:
-        _names = None
+    kept = _kept()
+    with kept.lock:
+        kept.names = None
         if name is None:
-            _types.clear()
+            kept.types.clear()
         else:
-            _types.pop(name, None)
+            kept.types.pop(name, None)
 
 
 def _registered(storage: Storage) -> frozenset[str]:
-    global _names
-    with _lock:
-        if _names is not None and time.monotonic() - _names[0] < CACHE_SECONDS:
-            return _names[1]
-    with _refresh:
+    kept = _kept()
+    with kept.lock:
+        if kept.names is not None and time.monotonic() - kept.names[0] < CACHE_SECONDS:
+            return kept.names[1]
+    with kept.refresh:
         # One reader refreshes while concurrent publishes wait for its answer, not a query each.
-        with _lock:
-            if _names is not None and time.monotonic() - _names[0] < CACHE_SECONDS:
-                return _names[1]
+        with kept.lock:
+            if kept.names is not None and time.monotonic() - kept.names[0] < CACHE_SECONDS:
+                return kept.names[1]
         names = EventTypes(storage).names()
-        with _lock:
-            _names = (time.monotonic(), names)
+        with kept.lock:
+            kept.names = (time.monotonic(), names)
         return names
 
 
@@ -276,17 +290,18 @@ def schema_text(storage: Storage, name: str) -> str | None:
     if name not in _registered(storage):
         return None
     now = time.monotonic()
-    with _lock:
-        found = _types.get(name)
+    kept = _kept()
+    with kept.lock:
+        found = kept.types.get(name)
         if found is not None and now - found[0] < CACHE_SECONDS:
-            _types.move_to_end(name)
+            kept.types.move_to_end(name)
             return found[1]
     text = EventTypes(storage).schema_text(name)
-    with _lock:
-        _types[name] = (now, text)
-        _types.move_to_end(name)
-        while len(_types) > TYPES_KEPT:
-            _types.popitem(last=False)
+    with kept.lock:
+        kept.types[name] = (now, text)
+        kept.types.move_to_end(name)
+        while len(kept.types) > TYPES_KEPT:
+            kept.types.popitem(last=False)
     return text
 
 

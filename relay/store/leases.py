@@ -26,12 +26,16 @@ RENEW_EVERY = 10.0
 
 @dataclass
 class Lease:
-    """One held queue message; the lock orders renewals and the delete."""
+    """One held queue message. The lock orders renewals and the delete, and is never held across
+    a storage call: the thread that releases a lease (an attempt thread) must not wait on a
+    renewal that hangs."""
 
     message_id: str
     pop_receipt: str
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: bool = False
+    renewing: bool = False  # a renewal's storage call is in flight
+    delete: bool = False  # released for deletion while renewing: the renewal deletes it after
 
 
 class Keeper:
@@ -62,33 +66,56 @@ class Keeper:
             self._leases.pop(id(lease), None)
         with lease.lock:
             lease.done = True
-            if delete:
-                try:
-                    self._queue.delete_message(lease.message_id, lease.pop_receipt)
-                except (ResourceNotFoundError, HttpResponseError) as exc:
-                    # Already gone, or its receipt outdated by a renewal that failed: the message
-                    # will come back once and be taken for what it is, work maybe done before.
-                    log.warning("held %s message not deleted: %s", self._name, type(exc).__name__)
+            if lease.renewing:
+                # The renewal in flight changes the receipt, and a delete with the old one would
+                # fail: the keeper deletes with the new one once its call returns.
+                lease.delete = delete
+                return
+            receipt = lease.pop_receipt
+        if delete:
+            self._delete(lease, receipt)
+
+    def _delete(self, lease: Lease, receipt: str) -> None:
+        try:
+            self._queue.delete_message(lease.message_id, receipt)
+        except (ResourceNotFoundError, HttpResponseError) as exc:
+            # Already gone, or its receipt outdated by a renewal that failed: the message
+            # will come back once and be taken for what it is, work maybe done before.
+            log.warning("held %s message not deleted: %s", self._name, type(exc).__name__)
+
+    def _renew(self, lease: Lease) -> None:
+        with lease.lock:
+            if lease.done:
+                return
+            lease.renewing = True
+            receipt = lease.pop_receipt
+        try:
+            renewed = self._queue.update_message(lease.message_id, receipt, visibility_timeout=self._lease)
+            receipt = renewed.pop_receipt or receipt
+            self.renewals += 1
+        except Exception as exc:  # noqa: BLE001 - a lapsed lease is recovered by the trigger
+            log.warning("held %s lease not renewed: %s", self._name, type(exc).__name__)
+        with lease.lock:
+            lease.pop_receipt = receipt
+            lease.renewing = False
+            delete = lease.delete  # set only by a release that came while this call was out
+        if delete:
+            self._delete(lease, receipt)
 
     def _run(self) -> None:
         while not self._stop.wait(self._every):
             with self._lock:
                 leases = list(self._leases.values())
             for lease in leases:
-                with lease.lock:
-                    if lease.done:
-                        continue
-                    try:
-                        renewed = self._queue.update_message(
-                            lease.message_id, lease.pop_receipt, visibility_timeout=self._lease
-                        )
-                        lease.pop_receipt = renewed.pop_receipt or lease.pop_receipt
-                        self.renewals += 1
-                    except Exception as exc:  # noqa: BLE001 - a lapsed lease is recovered by the trigger
-                        log.warning("held %s lease not renewed: %s", self._name, type(exc).__name__)
+                if self._stop.is_set():
+                    return
+                self._renew(lease)
 
     def stop(self) -> None:
+        """End the thread (after the renewal in flight, if one is)."""
         self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
 
 
 def keeper_for(storage: Storage, queue: str) -> Keeper:

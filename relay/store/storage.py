@@ -35,6 +35,7 @@ from azure.storage.queue import (
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from relay.core import runtime
 from relay.core.errors import ConfigurationError
 from relay.core.settings import get_settings
 from relay.store.tablebatch import TableBatch
@@ -267,35 +268,37 @@ class Storage:
             pass
 
 
-_lock = threading.Lock()
-_instances: dict[str, Storage] = {}
-_ensured = False
+class Clients:
+    """The process's storage clients by kind, and whether the tables, queues and container were
+    made: a part of the runtime (`get_storage`)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.kinds: dict[str, Storage] = {}
+        self.ensured = False
 
 
 def get_storage(kind: str = "patient") -> Storage:
     """The process's shared clients: `fast` for HTTP routes, `patient` for queue work."""
-    global _ensured
-    with _lock:
-        storage = _instances.get(kind)
+    clients = runtime.current().part("storage", Clients)
+    with clients.lock:
+        storage = clients.kinds.get(kind)
         if storage is None:
             endpoints = endpoints_from_settings(get_settings().storage)
-            storage = _instances[kind] = Storage(endpoints, profile=FAST if kind == "fast" else PATIENT)
-        ensured = _ensured
+            storage = clients.kinds[kind] = Storage(endpoints, profile=FAST if kind == "fast" else PATIENT)
+        ensured = clients.ensured
     if not ensured:
-        # Once per process, outside the lock so an outage does not queue every request behind
+        # Once per runtime, outside the lock so an outage does not queue every request behind
         # it: on Azure the template has made everything and these are no-ops; on Azurite under
         # `func start` nothing else would create them.
         storage.ensure()
-        _ensured = True
+        clients.ensured = True
     return storage
 
 
 def reset_storage() -> None:
     """Forget cached clients (tests and the dev host call this after changing settings)."""
-    global _ensured
-    with _lock:
-        _instances.clear()
-        _ensured = False
+    runtime.current().drop("storage")
 
 
 BATCH = 100  # a table transaction holds at most 100 operations, all in one partition

@@ -33,6 +33,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
+from relay.core import runtime
 from relay.core.errors import invalid
 from relay.core.settings import get_settings
 from relay.store.storage import KEYS_TABLE, Storage, get_storage
@@ -115,27 +116,33 @@ def stored_key(storage: Storage) -> bytes:
     return base64.b64decode(table.get_entity(KEY_PARTITION, KEY_ROW)["key"])
 
 
-_lock = threading.Lock()
-_codec: TokenCodec | None = None
+class _Slot:
+    """The runtime's part for the codec: built empty (a part's builder makes no network call),
+    filled by the first `get_codec()`, which may read the key from storage."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # one reader fetches the stored key; the others wait for it
+        self.codec: TokenCodec | None = None
 
 
 def get_codec() -> TokenCodec:
     """The process's codec: `RELAY_TOKEN_KEY`, else the stored key, read once; tokens signed with
     `RELAY_TOKEN_KEY_PREVIOUS` still open."""
-    global _codec
-    with _lock:
-        if _codec is None:
+    slot = runtime.current().part("tokens.codec", _Slot)
+    codec = slot.codec
+    if codec is not None:
+        return codec
+    with slot.lock:
+        if slot.codec is None:
             settings = get_settings()
             configured, previous = settings.token_key, settings.token_key_previous
-            _codec = TokenCodec(
+            slot.codec = TokenCodec(
                 configured.encode("utf-8") if configured else stored_key(get_storage("fast")),
                 [previous.encode("utf-8")] if previous else [],
             )
-        return _codec
+        return slot.codec
 
 
 def reset_codec() -> None:
     """Forget the cached key (tests and the dev host, after changing settings)."""
-    global _codec
-    with _lock:
-        _codec = None
+    runtime.current().drop("tokens.codec")

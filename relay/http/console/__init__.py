@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
+from relay.core import runtime
 from relay.http import problems
 
 HERE = Path(__file__).resolve().parent
@@ -45,8 +46,12 @@ class Asset:
     etag: str
 
 
-_lock = threading.Lock()
-_assets: dict[str, Asset] = {}
+class _Assets:
+    """The page and its assets read from the package once: a part of the runtime."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_name: dict[str, Asset] = {}
 
 
 def _etag(body: bytes) -> str:
@@ -54,13 +59,14 @@ def _etag(body: bytes) -> str:
 
 
 def _load() -> dict[str, Asset]:
-    with _lock:
-        if not _assets:
+    assets = runtime.current().part("console.assets", _Assets)
+    with assets.lock:
+        if not assets.by_name:
             for name, media in ASSETS.items():
                 body = (HERE / name).read_bytes()
-                _assets[name] = Asset(body, media, _etag(body))
-            _assets[PAGE] = Asset((HERE / PAGE).read_bytes(), "text/html", "")
-        return _assets
+                assets.by_name[name] = Asset(body, media, _etag(body))
+            assets.by_name[PAGE] = Asset((HERE / PAGE).read_bytes(), "text/html", "")
+        return assets.by_name
 
 
 def _page(base: str) -> Asset:
