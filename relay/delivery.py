@@ -3,9 +3,13 @@
 Attempts for all targets of a work item run concurrently on one pooled HTTP client. After the
 attempts: first-attempt successes go into one receipt for the batch; a success after a retry,
 a final failure and a replay are written to the subscription's own log row; a failure worth retrying
-becomes its own queue message, invisible until the backoff delay has passed (the host's own
-retry is a fixed delay, so it is kept for crashes); a receiver that says its flow is gone
-disables the subscription.
+(and an attempt handed back unsent) gets its pending row at once and goes back to the queue once
+the batch is done, in one work item with the batch's other targets due about then (relay.later),
+invisible until the backoff delay has passed (the host's own retry is a fixed delay, so it is kept
+for crashes); a receiver that says its flow is gone disables the subscription.
+
+Attempts to origins not known to answer are one flow of the attempt threads for all events
+(`DOUBTFUL`), so dead receivers sharing a healthy one's event type wait their turn behind it.
 """
 
 from __future__ import annotations

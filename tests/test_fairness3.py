@@ -39,9 +39,9 @@ def test_healthy_receiver_keeps_p95_under_2s_while_its_events_also_go_to_150_dea
     """150 subscriptions on 150 receivers (one port each) that accept and never answer share the
     healthy subscription's event type: each of 40 events published one a second fans out to 151
     subscriptions. The healthy receiver gets all 40, with a p95 latency (publish call to arrival)
-    under 2 s. (Before: every deferred or retried attempt to a dead origin was a delivery-log
-    write and a queue message of its own, and that storage work crowded the healthy deliveries
-    out: 34 of 41 arrived within 120 s.)"""
+    under 2 s. (Before: the healthy attempt queued behind each event's 150 dead ones and their
+    hand-backs and retries, each a queue message of its own: p95 2.7 s here, 34 of 41 delivered
+    within 120 s on the reviewer's machine.)"""
     relay = relay_factory(SETTINGS)
     good = receiver_factory()
     relay.subscribe(good.url, eventTypes=[unique_type])
@@ -65,7 +65,6 @@ def test_healthy_receiver_keeps_p95_under_2s_while_its_events_also_go_to_150_dea
     latencies = sorted(arrived[e] - t for e, t in sent.items() if e in arrived)
     assert not missing, (f"{len(missing)} of 40 not delivered within 120 s", latencies[-5:])
     p95 = latencies[int(0.95 * len(latencies)) - 1]
-    print("LAT", p95, statistics.median(latencies), latencies[-1], dead_origins.accepted)
     assert p95 < 2.0, (p95, statistics.median(latencies), latencies[-1])
     # The dead receivers were tried (through the lane for receivers not known to answer).
     wait_until(lambda: dead_origins.accepted >= 8, 30, "the relay to reach the dead receivers")
