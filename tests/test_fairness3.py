@@ -148,3 +148,33 @@ def test_gather_sends_no_target_before_it_is_due_and_late_by_at_most_its_slack()
         ["s8"],
         ["s9"],
     ]
+
+
+@pytest.mark.timeout(30)
+def test_attempts_to_doubtful_origins_are_one_flow_behind_which_a_healthy_attempt_does_not_wait() -> None:
+    """One thread; an event's batch of six attempts to doubtful origins and one to a healthy one
+    (last in the batch): the healthy one runs second, after one doubtful call, not after all six;
+    two events' doubtful attempts share one flow, so a second event's healthy attempt is next."""
+    import threading
+
+    from relay.delivery import DOUBTFUL
+    from relay.pools import AttemptThreads
+
+    one = AttemptThreads(1)
+    gate, order = threading.Event(), []
+    try:
+
+        def flow_of(name: str) -> Any:
+            return DOUBTFUL if name.startswith("dead") else None
+
+        blocker = one.start(lambda _: gate.wait(20), [None])
+        first = one.start(order.append, [f"dead{i}" for i in range(6)] + ["good1"], key="e1", flow_of=flow_of)
+        second = one.start(order.append, ["dead-x", "good2"], key="e2", flow_of=flow_of)
+        gate.set()
+        for batch in (blocker, first, second):
+            batch.wait()
+    finally:
+        gate.set()
+        one.shutdown()
+    assert order.index("good1") <= 1 and order.index("good2") <= 3, order
+    assert sorted(order) == sorted([f"dead{i}" for i in range(6)] + ["good1", "dead-x", "good2"])
