@@ -3,9 +3,9 @@
 Attempts for all targets of a work item run concurrently on one pooled HTTP client. After the
 attempts: first-attempt successes go into one receipt for the batch; a success after a retry,
 a final failure and a replay are written to the subscription's own log row; a failure worth retrying
-(and an attempt handed back unsent) gets its pending row at once and goes back to the queue once
-the batch is done, in one work item with the batch's other targets due about then (relay.later),
-invisible until the backoff delay has passed (the host's own retry is a fixed delay, so it is kept
+(and an attempt handed back unsent) gets its pending row at once and goes back to the queue in one
+work item with the batch's other targets due about then (relay.later), invisible until the
+backoff delay has passed (the host's own retry is a fixed delay, so it is kept
 for crashes); a receiver that says its flow is gone disables the subscription.
 
 Attempts to origins not known to answer are one flow of the attempt threads for all events
@@ -26,7 +26,7 @@ from . import clock, signing, stats, telemetry
 from .backoff import parse_retry_after, retry_delay
 from .deliverylog import Attempt, DeliveryLog, FirstTry
 from .errors import TargetRefused
-from .later import Later, gather
+from .later import Later, Laters, gather
 from .models import DeliveryMessage, EventRecord, Target
 from .outbound import DeliveryError, OriginBusy, Sender, TLSError, redact_url, scrub
 from .outbox import Outbox
@@ -140,14 +140,15 @@ class Deliverer:
         # replay's or resend's attempt (logged from its first try, never handed back yet) is bulk
         # work of its subscription's flow, which live deliveries go before.
         bulk = all(t.logged and t.attempt == 1 and not t.deferred for t in targets)
+        laters = Laters(partial(self._send_later, event, log_key, since), clock.utcnow)
         batch = self._pools.attempts.start(
-            partial(self._one, event, notes, log_key),
+            partial(self._attempt, event, notes, log_key, laters),
             targets,
             key=("bulk", targets[0].sub) if bulk and targets else ("event", event.id),
             bulk=bulk and bool(targets),
             flow_of=None if bulk else self._doubtful_flow,
         )
-        return Attempts(self, event, log_key, since, batch)
+        return Attempts(self, event, log_key, laters, batch)
 
     def _doubtful_flow(self, target: Target) -> Hashable | None:
         """Attempts to origins not known to answer (never seen, timing out, breaker open) are one
@@ -156,28 +157,37 @@ class Deliverer:
         return None if self._sender.answers(target.url) else DOUBTFUL
 
     def _finish(
-        self, event: EventRecord, log_key: tuple[str, str], since: str, batch: Batch[Target, FirstTry | Later | None]
+        self, event: EventRecord, log_key: tuple[str, str], laters: Laters, batch: Batch[Target, FirstTry | None]
     ) -> None:
         first_tries: list[FirstTry] = []
-        laters: list[Later] = []
         failure: BaseException | None = None
         for done, error in batch.wait():
             if error is not None:
                 failure = failure or error
-            elif isinstance(done, FirstTry):
-                first_tries.append(done)
             elif done is not None:
-                laters.append(done)
+                first_tries.append(done)
         # Receipt before raising: the successes are real even if another target's recording failed.
         self._log.receipt(event.id, event.type, log_key, clock.utcnow(), first_tries)
-        # What comes back later goes out a work item per group due about together (relay.later),
-        # after every pending row is written: if a send fails, the whole item is done again, which
-        # is at-least-once; the other order could leave a row saying "pending" with nothing behind it.
+        laters.close()  # what comes back later and was not sent yet (relay.later)
+        if failure is not None:
+            raise failure
+
+    def _send_later(self, event: EventRecord, log_key: tuple[str, str], since: str, laters: list[Later]) -> None:
+        """Work items for targets that come back later, each group due about together (relay.later).
+        Their pending rows are written before: if a send fails, the whole batch is done again, which
+        is at-least-once; the other order could leave a row saying "pending" with nothing behind it."""
         for delay, targets in gather(laters, clock.utcnow()):
             retry = DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since, targets=targets)
             self._outbox.delivery_later(retry, delay)
-        if failure is not None:
-            raise failure
+
+    def _attempt(
+        self, event: EventRecord, notes: signing.Notifications, log_key: tuple[str, str], laters: Laters, target: Target
+    ) -> FirstTry | None:
+        done = self._one(event, notes, log_key, target)
+        if isinstance(done, Later):
+            laters.add(done)
+            return None
+        return done
 
     def _one(
         self, event: EventRecord, notes: signing.Notifications, log_key: tuple[str, str], target: Target
@@ -249,7 +259,7 @@ class Deliverer:
             done.status = DeliveryStatus.FAILED
             self._log.write(target.sub, event.id, event.type, log_key, done)
             return None
-        # The pending row here, the retry's work item once the batch is done (`_finish`).
+        # The pending row here; the retry's work item is sent with others due then (relay.later).
         done.status = DeliveryStatus.PENDING
         done.next_attempt_at = started + timedelta(seconds=elapsed + delay)
         self._log.write(target.sub, event.id, event.type, log_key, done)
@@ -348,10 +358,10 @@ class Attempts:
     deliverer: Deliverer
     event: EventRecord
     log_key: tuple[str, str]
-    since: str
-    batch: Batch[Target, FirstTry | Later | None]
+    laters: Laters
+    batch: Batch[Target, FirstTry | None]
 
     def finish(self) -> None:
         """Wait for every attempt, write the batch's receipt and send what comes back later;
         raises only if recording failed."""
-        self.deliverer._finish(self.event, self.log_key, self.since, self.batch)
+        self.deliverer._finish(self.event, self.log_key, self.laters, self.batch)

@@ -13,6 +13,8 @@ retries keep their schedule's spacing and jitter within that slack.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -76,3 +78,66 @@ def gather(laters: list[Later], now: datetime) -> list[tuple[float, list[Target]
     if group:
         close()
     return items
+
+
+class Laters:
+    """One batch's targets that come back later, sent (`gather`ed) by `send` when the first of them
+    is due, and the rest when the batch is done (`close`). So a retry is not held back until the
+    batch's slowest attempt ends (a receiver hanging to the timeout), yet what comes back while
+    that attempt runs still travels together. The batch's own message (a work item, a fan-out
+    message) stays until `close` returns: a send that fails is raised there, and the batch is
+    done again, which is at-least-once."""
+
+    def __init__(self, send: Callable[[list[Later]], None], now: Callable[[], datetime]) -> None:
+        self._send, self._now = send, now
+        self._lock = threading.Lock()
+        self._waiting: list[Later] = []
+        self._timer: threading.Timer | None = None  # the one that sends next
+        self._timer_due: datetime | None = None
+        self._timers: list[threading.Timer] = []  # every one started: `close` waits for them
+        self._failure: BaseException | None = None
+        self._closed = False
+
+    def add(self, later: Later) -> None:
+        """Keep `later`, written down already (its pending row), for the next send."""
+        with self._lock:
+            self._waiting.append(later)
+            if self._closed:
+                return
+            if self._timer_due is not None and (later.due - self._timer_due).total_seconds() > -SLACK_MIN:
+                return  # due with what the timer sends, or after it
+            if self._timer is not None:
+                self._timer.cancel()  # one due sooner: the timer moves to it
+            self._timer_due = later.due
+            self._timer = threading.Timer(max((later.due - self._now()).total_seconds(), 0.0), self._flush)
+            self._timer.daemon = True
+            self._timers.append(self._timer)
+            self._timer.start()
+
+    def _flush(self) -> None:
+        with self._lock:
+            if self._closed:
+                return  # `close` sends what is left
+            if threading.current_thread() is self._timer:
+                self._timer, self._timer_due = None, None
+            waiting, self._waiting = self._waiting, []
+        try:
+            if waiting:
+                self._send(waiting)
+        except BaseException as exc:  # noqa: BLE001 - raised by `close`, on the batch's thread
+            with self._lock:
+                self._failure = self._failure or exc
+
+    def close(self) -> None:
+        """Send what is left (once the batch is done); raises the first send that failed."""
+        with self._lock:
+            self._closed = True
+            timers, self._timer = self._timers, None
+            waiting, self._waiting = self._waiting, []
+        for timer in timers:
+            timer.cancel()
+            timer.join()  # a send under way finishes (or fails) before the batch counts as done
+        if waiting:
+            self._send(waiting)
+        if self._failure is not None:
+            raise self._failure

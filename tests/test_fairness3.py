@@ -178,3 +178,50 @@ def test_attempts_to_doubtful_origins_are_one_flow_behind_which_a_healthy_attemp
         one.shutdown()
     assert order.index("good1") <= 1 and order.index("good2") <= 3, order
     assert sorted(order) == sorted([f"dead{i}" for i in range(6)] + ["good1", "dead-x", "good2"])
+
+
+@pytest.mark.timeout(30)
+def test_a_retry_is_sent_when_due_while_the_batch_still_runs_and_a_failed_send_fails_the_batch() -> None:
+    """A retry due in 0.5 s, added while the batch's other attempts run (one hangs to its timeout),
+    is sent at its due time, not when the batch ends; two more due with it wait for it and go in
+    the same send; one due later goes when the batch is done. A send that fails on the timer is
+    raised when the batch is done, so its work item is done again (nothing lost)."""
+    import threading
+    from datetime import UTC, datetime, timedelta
+
+    from relay.later import Later, Laters
+    from relay.models import Target
+
+    def later(name: str, seconds: float) -> Later:
+        target = Target(sub=name, url=f"http://{name}.example.test/", secret="x")
+        return Later(target, datetime.now(UTC) + timedelta(seconds=seconds))
+
+    sent: list[tuple[float, list[str]]] = []
+    started = time.monotonic()
+    one_sent = threading.Event()
+
+    def send(laters: list[Later]) -> None:
+        sent.append((time.monotonic() - started, sorted(one.target.sub for one in laters)))
+        one_sent.set()
+
+    laters = Laters(send, lambda: datetime.now(UTC))
+    laters.add(later("a", 0.5))
+    laters.add(later("b", 0.6))
+    laters.add(later("c", 0.4))
+    assert one_sent.wait(5)
+    laters.add(later("d", 60.0))
+    laters.close()  # the batch is done
+    assert [names for _, names in sent] == [["a", "b", "c"], ["d"]]
+    assert 0.3 <= sent[0][0] < 3.0
+
+    tried = threading.Event()
+
+    def failing(_: list[Later]) -> None:
+        tried.set()
+        raise OSError("storage is down")
+
+    broken = Laters(failing, lambda: datetime.now(UTC))
+    broken.add(later("e", 0.0))
+    assert tried.wait(5)  # the timer's send (close waits for it to end)
+    with pytest.raises(OSError, match="storage is down"):
+        broken.close()
