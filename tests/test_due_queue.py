@@ -87,15 +87,17 @@ def test_a_thousand_retries_want_no_instance_until_due_and_are_made_on_time(
     row_keys: dict[tuple[str, str], tuple[str, str]] = {}  # (subscription, event) -> the row's keys
 
     def waiting() -> dict[tuple[str, str], float]:
-        """This test's rows of the due table: (subscription, event) -> due time (the row key's)."""
+        """This test's rows of the due table: (subscription, event) -> due time (the row key's).
+        A row is a work item: the retries of one event's targets due about together."""
         rows = {}
         for row in table.list_entities(select=["PartitionKey", "RowKey", "Body"]):
             if row["PartitionKey"] == due.CURSOR[0] or unique_type not in row["Body"]:
                 continue
             item = json.loads(row["Body"])
-            key = (item["targets"][0]["sub"], item["eventId"])
-            rows[key] = from_time_key(row["RowKey"].split("-")[0]).timestamp()
-            row_keys[key] = (row["PartitionKey"], row["RowKey"])
+            for target in item["targets"]:
+                key = (target["sub"], item["eventId"])
+                rows[key] = from_time_key(row["RowKey"].split("-")[0]).timestamp()
+                row_keys[key] = (row["PartitionKey"], row["RowKey"])
         return rows
 
     def still_there() -> set[tuple[str, str]]:

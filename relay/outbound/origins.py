@@ -104,6 +104,12 @@ class OriginGate:
         with self._lock:
             return len(self._origins)
 
+    def answers(self, origin: Origin) -> bool:
+        """Whether the origin's last finished attempt got an answer and its breaker is closed."""
+        with self._lock:
+            state = self._origins.get(origin)
+            return state is not None and state.trusted and not state.open_until
+
     def acquire(self, origin: Origin, label: str) -> bool:
         """Take a slot; True when this attempt is the breaker's probe. Raises `OriginBusy` or
         `BreakerOpen` when nothing may be sent now."""

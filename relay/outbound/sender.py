@@ -159,6 +159,12 @@ class Sender:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def answers(self, url: str) -> bool:
+        """Whether the URL's origin is known to answer (its last attempt got an answer, its breaker
+        is closed): attempts to the others are doubtful, and wait their turn (relay.delivery)."""
+        origin = origin_of(url)
+        return origin is not None and self._gate.answers(origin)
+
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
         """POST `body` to `url` after the guard passes it; raises `TargetRefused`, a `DeliveryError`
         subclass, or `OriginBusy` (nothing sent, not an attempt)."""

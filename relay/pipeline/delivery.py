@@ -3,16 +3,20 @@
 Attempts for all targets of a work item run concurrently on one pooled HTTP client. After the
 attempts: first-attempt successes go into one receipt for the batch; a success after a retry,
 a final failure and a replay are written to the subscription's own log row; a failure worth retrying
-becomes its own queue message, invisible until the backoff delay has passed (the host's own
-retry is a fixed delay, so it is kept for crashes); a receiver that says its flow is gone
-disables the subscription.
+(and an attempt handed back unsent) gets its pending row at once and goes back to the queue in one
+work item with the batch's other targets due about then (relay.later), invisible until the
+backoff delay has passed (the host's own retry is a fixed delay, so it is kept
+for crashes); a receiver that says its flow is gone disables the subscription.
+
+Attempts to origins not known to answer are one flow of the attempt threads for all events
+(`DOUBTFUL`), so dead receivers sharing a healthy one's event type wait their turn behind it.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -28,6 +32,7 @@ from relay.core.statuses import DeliveryStatus
 from relay.outbound import signing
 from relay.outbound.sender import DeliveryError, OriginBusy, Sender, TLSError, redact_url, scrub
 from relay.pipeline import stats
+from relay.pipeline.later import Later, Laters, gather
 from relay.pipeline.outbox import Outbox
 from relay.pipeline.pools import Batch, get_pools
 from relay.store.deliverylog import Attempt, DeliveryLog, FirstTry
@@ -44,6 +49,8 @@ log = logging.getLogger("relay.delivery")
 # delivery still ends delivered or failed.
 DEFER_FIRST = 2.0
 MAX_DEFERRALS = 10
+# The attempt threads' one flow for attempts to origins not known to answer (see `_doubtful_flow`).
+DOUBTFUL = ("doubtful",)
 
 
 # What an attempt that got no answer means for the delivery: the one table. The first row whose
@@ -135,15 +142,25 @@ class Deliverer:
         # replay's or resend's attempt (logged from its first try, never handed back yet) is bulk
         # work of its subscription's flow, which live deliveries go before.
         bulk = all(t.logged and t.attempt == 1 and not t.deferred for t in targets)
+        laters = Laters(partial(self._send_later, event, log_key, since), clock.utcnow)
         batch = self._pools.attempts.start(
-            partial(self._one, event, notes, log_key, since),
+            partial(self._attempt, event, notes, log_key, laters),
             targets,
             key=("bulk", targets[0].sub) if bulk and targets else ("event", event.id),
             bulk=bulk and bool(targets),
+            flow_of=None if bulk else self._doubtful_flow,
         )
-        return Attempts(self, event, log_key, batch)
+        return Attempts(self, event, log_key, laters, batch)
 
-    def _finish(self, event: EventRecord, log_key: tuple[str, str], batch: Batch[Target, FirstTry | None]) -> None:
+    def _doubtful_flow(self, target: Target) -> Hashable | None:
+        """Attempts to origins not known to answer (never seen, timing out, breaker open) are one
+        flow for all events: taking turns with every event's fan-out, however many dead receivers
+        there are they hold back a healthy receiver's attempt by one turn, not by their number."""
+        return None if self._sender.answers(target.url) else DOUBTFUL
+
+    def _finish(
+        self, event: EventRecord, log_key: tuple[str, str], laters: Laters, batch: Batch[Target, FirstTry | None]
+    ) -> None:
         first_tries: list[FirstTry] = []
         failure: BaseException | None = None
         for done, error in batch.wait():
@@ -153,12 +170,30 @@ class Deliverer:
                 first_tries.append(done)
         # Receipt before raising: the successes are real even if another target's recording failed.
         self._log.receipt(event.id, event.type, log_key, clock.utcnow(), first_tries)
+        laters.close()  # what comes back later and was not sent yet (relay.later)
         if failure is not None:
             raise failure
 
-    def _one(
-        self, event: EventRecord, notes: signing.Notifications, log_key: tuple[str, str], since: str, target: Target
+    def _send_later(self, event: EventRecord, log_key: tuple[str, str], since: str, laters: list[Later]) -> None:
+        """Work items for targets that come back later, each group due about together (relay.later).
+        Their pending rows are written before: if a send fails, the whole batch is done again, which
+        is at-least-once; the other order could leave a row saying "pending" with nothing behind it."""
+        for delay, targets in gather(laters, clock.utcnow()):
+            retry = DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since, targets=targets)
+            self._outbox.delivery_later(retry, delay)
+
+    def _attempt(
+        self, event: EventRecord, notes: signing.Notifications, log_key: tuple[str, str], laters: Laters, target: Target
     ) -> FirstTry | None:
+        done = self._one(event, notes, log_key, target)
+        if isinstance(done, Later):
+            laters.add(done)
+            return None
+        return done
+
+    def _one(
+        self, event: EventRecord, notes: signing.Notifications, log_key: tuple[str, str], target: Target
+    ) -> FirstTry | Later | None:
         started = clock.utcnow()
         try:
             result = attempt(self._sender, target, event.id, notes.get(target.mode))
@@ -169,8 +204,7 @@ class Deliverer:
         if result.verdict.reason:  # it goes into the delivery log, a log line, disabledReason
             result.verdict = replace(result.verdict, reason=scrub(result.verdict.reason, target.url))
         if result.deferred and target.deferred < MAX_DEFERRALS:
-            self._defer(event, log_key, since, target, started, result.verdict.reason or "not sent")
-            return None
+            return self._defer(event, log_key, target, started, result.verdict.reason or "not sent")
         outcome = result.verdict.outcome
         telemetry.record_attempt(outcome.value, elapsed)
         # Successes are counted by the metrics and logged at DEBUG: a line per delivery was 8 % of
@@ -227,25 +261,20 @@ class Deliverer:
             done.status = DeliveryStatus.FAILED
             self._log.write(target.sub, event.id, event.type, log_key, done)
             return None
-        # The pending row first: if enqueueing the retry fails, the whole message is retried and
-        # this attempt made again, which is at-least-once; the other order could show "failed".
+        # The pending row here; the retry's work item is sent with others due then (relay.later).
         done.status = DeliveryStatus.PENDING
         done.next_attempt_at = started + timedelta(seconds=elapsed + delay)
         self._log.write(target.sub, event.id, event.type, log_key, done)
-        self._requeue(
-            event,
-            log_key,
-            since,
+        return Later(
             target.model_copy(update={"attempt": target.attempt + 1, "logged": True, "deferred": 0}),
-            delay,
+            done.next_attempt_at,
         )
-        return None
 
     def _defer(
-        self, event: EventRecord, log_key: tuple[str, str], since: str, target: Target, started: datetime, reason: str
-    ) -> None:
-        """Put an attempt that was not sent (its origin's slots are held) back in the queue for a
-        little while, without counting it; the pending row says why it waits."""
+        self, event: EventRecord, log_key: tuple[str, str], target: Target, started: datetime, reason: str
+    ) -> Later:
+        """Hand an attempt that was not sent (its origin's slots are held) back for a little while,
+        without counting it; the pending row says why it waits."""
         delay = defer_delay(target.deferred, self._settings.delivery_timeout) * (1 + 0.5 * self._rand())
         log.info(
             "delivery deferred event=%s subscription=%s attempt=%d reason=%s",
@@ -254,6 +283,7 @@ class Deliverer:
             target.attempt,
             reason,
         )
+        due = started + timedelta(seconds=delay)
         self._log.write(
             target.sub,
             event.id,
@@ -264,16 +294,10 @@ class Deliverer:
                 attempts=target.attempt - 1,
                 attempted_at=started,
                 error=reason,
-                next_attempt_at=started + timedelta(seconds=delay),
+                next_attempt_at=due,
             ),
         )
-        self._requeue(
-            event, log_key, since, target.model_copy(update={"logged": True, "deferred": target.deferred + 1}), delay
-        )
-
-    def _requeue(self, event: EventRecord, log_key: tuple[str, str], since: str, target: Target, delay: float) -> None:
-        retry = DeliveryMessage(eventId=event.id, eventType=event.type, log=log_key, since=since, targets=[target])
-        self._outbox.delivery_later(retry, delay)
+        return Later(target.model_copy(update={"logged": True, "deferred": target.deferred + 1}), due)
 
     def skip_removed(self, message: DeliveryMessage) -> list[Target]:
         """Targets whose subscription was not deleted or disabled after the work was planned,
@@ -336,8 +360,10 @@ class Attempts:
     deliverer: Deliverer
     event: EventRecord
     log_key: tuple[str, str]
+    laters: Laters
     batch: Batch[Target, FirstTry | None]
 
     def finish(self) -> None:
-        """Wait for every attempt and write the batch's receipt; raises only if recording failed."""
-        self.deliverer._finish(self.event, self.log_key, self.batch)
+        """Wait for every attempt, write the batch's receipt and send what comes back later;
+        raises only if recording failed."""
+        self.deliverer._finish(self.event, self.log_key, self.laters, self.batch)

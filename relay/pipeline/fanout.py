@@ -18,6 +18,7 @@ from relay.core.models import DeliveryMessage, FanoutMessage, Target
 from relay.core.settings import Settings
 from relay.pipeline.delivery import Attempts, Deliverer
 from relay.pipeline.held import Holder, room
+from relay.pipeline.later import ITEM_BYTES, ITEM_TARGETS, pack
 from relay.pipeline.outbox import Outbox, wait
 from relay.pipeline.pools import get_pools
 from relay.store.eventlog import EventLog
@@ -26,26 +27,7 @@ from relay.store.storage import Storage
 from relay.store.subscriptions import SubscriptionStore
 
 DIRECT_LIMIT = 100
-ITEM_TARGETS = 100
-# Bytes of targets per work item, leaving room for the envelope inside 48 KiB of message data.
-ITEM_BYTES = 40_000
-
-
-def pack(targets: list[Target]) -> list[list[Target]]:
-    """Split targets into work items bounded by count and by message size."""
-    items: list[list[Target]] = []
-    current: list[Target] = []
-    size = 0
-    for target in targets:
-        cost = len(target.model_dump_json()) + 1
-        if current and (len(current) >= ITEM_TARGETS or size + cost > ITEM_BYTES):
-            items.append(current)
-            current, size = [], 0
-        current.append(target)
-        size += cost
-    if current:
-        items.append(current)
-    return items
+__all__ = ["DIRECT_LIMIT", "ITEM_BYTES", "ITEM_TARGETS", "deliver_item", "fan_out", "pack"]
 
 
 def fan_out(

@@ -136,12 +136,28 @@ class AttemptThreads(Executor):
         self._closed = False
 
     def start(
-        self, fn: Callable[[T], R], items: Sequence[T], *, key: Hashable | None = None, bulk: bool = False
+        self,
+        fn: Callable[[T], R],
+        items: Sequence[T],
+        *,
+        key: Hashable | None = None,
+        bulk: bool = False,
+        flow_of: Callable[[T], Hashable | None] | None = None,
     ) -> Batch[T, R]:
-        """Queue one call of `fn` per item and return at once; the batch's `wait()` waits."""
+        """Queue one call of `fn` per item and return at once; the batch's `wait()` waits.
+        `flow_of`: an item's own flow where it returns one (else the batch's `key`)."""
         batch = Batch(fn, items)
-        if items:
+        if not items:
+            return batch
+        if flow_of is None:
             self._enter([(batch, index) for index in range(len(items))], key, bulk)
+            return batch
+        flows: dict[Hashable | None, list[tuple[Batch[Any, Any], int]]] = {}
+        for index, item in enumerate(items):
+            own = flow_of(item)
+            flows.setdefault(key if own is None else own, []).append((batch, index))
+        for flow, jobs in flows.items():
+            self._enter(jobs, flow, bulk)
         return batch
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
