@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from relay.outbound import Sender
+from relay.outbound.sender import Sender
 from tests.helpers import wait_until
 from tests.test_fairness2 import ManyHanging
 
@@ -88,11 +88,11 @@ def test_a_batchs_retries_go_out_as_one_work_item_per_hundred_not_a_message_each
     """150 targets on 150 origins that refuse connections: every one is retried (a pending row each,
     the retry schedule's delay), and the retries are two work items of the due table holding all
     150 targets, not 150. Nothing is lost: each target is in exactly one of them, at its next attempt."""
-    from relay.delivery import Deliverer
-    from relay.deliverylog import DeliveryLog
-    from relay.models import EventRecord, Target
-    from relay.settings import Settings
-    from relay.storage import DUE_TABLE
+    from relay.core.models import EventRecord, Target
+    from relay.core.settings import Settings
+    from relay.pipeline.delivery import Deliverer
+    from relay.store.deliverylog import DeliveryLog
+    from relay.store.storage import DUE_TABLE
 
     settings = Settings.from_environ({"RELAY_RETRY_SCHEDULE": "10m"})  # due later than the due timer's period
     sender = senders(lane_slots=1000)  # every origin is tried now: none is handed back for the lane
@@ -126,8 +126,8 @@ def test_a_batchs_retries_go_out_as_one_work_item_per_hundred_not_a_message_each
 def test_gather_sends_no_target_before_it_is_due_and_late_by_at_most_its_slack() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from relay.later import SLACK_MIN, SLACK_SHARE, Later, gather
-    from relay.models import Target
+    from relay.core.models import Target
+    from relay.pipeline.later import SLACK_MIN, SLACK_SHARE, Later, gather
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     dues = [2.0, 2.5, 2.9, 3.2, 4.0, 4.5, 100.0, 109.0, 111.0, 300.0]
@@ -157,8 +157,8 @@ def test_attempts_to_doubtful_origins_are_one_flow_behind_which_a_healthy_attemp
     two events' doubtful attempts share one flow, so a second event's healthy attempt is next."""
     import threading
 
-    from relay.delivery import DOUBTFUL
-    from relay.pools import AttemptThreads
+    from relay.pipeline.delivery import DOUBTFUL
+    from relay.pipeline.pools import AttemptThreads
 
     one = AttemptThreads(1)
     gate, order = threading.Event(), []
@@ -189,8 +189,8 @@ def test_a_retry_is_sent_when_due_while_the_batch_still_runs_and_a_failed_send_f
     import threading
     from datetime import UTC, datetime, timedelta
 
-    from relay.later import Later, Laters
-    from relay.models import Target
+    from relay.core.models import Target
+    from relay.pipeline.later import Later, Laters
 
     def later(name: str, seconds: float) -> Later:
         target = Target(sub=name, url=f"http://{name}.example.test/", secret="x")

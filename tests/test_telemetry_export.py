@@ -41,7 +41,7 @@ class Recording:
         return self.meter.create_histogram(name, **kw)
 metrics.get_meter = lambda *a, **kw: Recording(real_get_meter(*a, **kw))
 
-from relay import telemetry
+from relay.core import telemetry
 assert telemetry.configure() is True
 telemetry.record_attempt("delivered", 0.01)
 
