@@ -1,10 +1,15 @@
-# `make dev` runs the relay locally on Azurite; `make test` runs every test; `make lint` runs the
-# checkers (ruff's lint and format check, mypy strict on the app, the import layers). All set up first.
+# `make dev` runs the relay locally on Azurite; `make test` runs every test; `make test-fast` runs
+# the unit and in-process tiers; `make lint` runs the checkers (ruff's lint and format check, mypy
+# strict on the app, the import layers). All set up first. The test tiers: docs/testing.md.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+# pytest-xdist workers; each starts its own Azurite on its own free ports. Most tests wait on I/O
+# (Azurite, receivers, the dev host), so more workers than cores pays off on a 2-core machine.
+WORKERS ?= 3
+XDIST := -n $(WORKERS) --dist loadfile
 
-.PHONY: setup dev lint test bench connector clean
+.PHONY: setup dev lint test test-fast bench connector clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +39,18 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
+# Every test: all but the `serial` ones in parallel, then those alone (they measure time, which a
+# neighbour's CPU use would spoil). Both parts run even if the first fails; exit 5 (no test
+# selected, say for ARGS=tests/test_x.py) is not a failure. ARGS go to both parts.
 test: setup
-	$(PY) -m pytest $(ARGS)
+	@status=0; \
+	$(PY) -m pytest $(XDIST) -m "not serial" $(ARGS) || [ $$? -eq 5 ] || status=1; \
+	$(PY) -m pytest -m serial $(ARGS) || [ $$? -eq 5 ] || status=1; \
+	exit $$status
+
+# The unit and in-process tiers without the slow tests: under a minute, no dev host, no browser.
+test-fast: setup
+	$(PY) -m pytest $(XDIST) -m "(unit or inprocess) and not slow" $(ARGS)
 
 bench: setup
 	$(PY) -m relay_dev.bench $(ARGS)

@@ -48,9 +48,9 @@ def wait_until(
         delay = min(delay * 1.5, 0.25)
 
 
-def connection_string(ports: dict[str, int]) -> str:
-    return f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};" + "".join(
-        f"{svc.capitalize()}Endpoint=http://127.0.0.1:{ports[svc]}/{ACCOUNT};" for svc in SERVICES
+def connection_string(ports: dict[str, int], account: str = ACCOUNT) -> str:
+    return f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={ACCOUNT_KEY};" + "".join(
+        f"{svc.capitalize()}Endpoint=http://127.0.0.1:{ports[svc]}/{account};" for svc in SERVICES
     )
 
 
@@ -70,8 +70,11 @@ def stop_group(proc: subprocess.Popen[Any] | None, grace: float) -> None:
 
 
 class Azurite:
-    def __init__(self, location: Path | None = None) -> None:
+    def __init__(self, location: Path | None = None, accounts: tuple[str, ...] = ()) -> None:
+        """`accounts`: storage accounts besides devstoreaccount1 (same well-known key), each as
+        separate as another Azurite would be; one Azurite can serve many tests that way (tests/conftest.py)."""
         self.location = location
+        self.accounts = accounts
         self.ports = {svc: free_port() for svc in SERVICES}
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -83,6 +86,34 @@ class Azurite:
         exe = ROOT / "node_modules" / ".bin" / "azurite"
         if not exe.exists():
             raise RuntimeError("Azurite is not installed: run `npm ci` in the repository root")
+        # A free port can be taken by another process between free_port() and Azurite's bind; Azurite
+        # then exits, and a port answering would be someone else's. So it must still run when all
+        # three answer, and another set of ports is tried if it does not.
+        for attempt in range(3):
+            if attempt:
+                self.ports = {svc: free_port() for svc in SERVICES}
+            self._start(exe)
+            try:
+                wait_until(self._listening, 30, "Azurite to listen")
+            except RuntimeError:
+                continue
+            except TimeoutError:
+                self.stop()
+                raise
+            time.sleep(0.2)  # an exit on a port in use comes right after the other ports are bound
+            if self.proc is not None and self.proc.poll() is None:
+                return
+        raise RuntimeError(f"Azurite would not start on free ports (last tried {self.ports})")
+
+    def _listening(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError("Azurite exited")
+        return all(port_open(p) for p in self.ports.values())
+
+    def _start(self, exe: Path) -> None:
+        env = dict(os.environ)
+        if self.accounts:
+            env["AZURITE_ACCOUNTS"] = ";".join(f"{name}:{ACCOUNT_KEY}" for name in (ACCOUNT, *self.accounts))
         storage = ["--location", str(self.location)] if self.location else ["--inMemoryPersistence"]
         hosts_and_ports = [
             arg for svc in SERVICES for arg in (f"--{svc}Host", "127.0.0.1", f"--{svc}Port", str(self.ports[svc]))
@@ -100,8 +131,8 @@ class Azurite:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
         )
-        wait_until(lambda: all(port_open(p) for p in self.ports.values()), 30, "Azurite to listen")
 
     def stop(self) -> None:
         stop_group(self.proc, 10)
