@@ -39,18 +39,22 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-# Every test: all but the `serial` ones in parallel, then those alone (they measure time, which a
-# neighbour's CPU use would spoil). Both parts run even if the first fails; exit 5 (no test
-# selected, say for ARGS=tests/test_x.py) is not a failure. ARGS go to both parts.
-test: setup
+# Every test: all but the `serial` ones in parallel, then those alone (they hold the code to a time
+# bound, which a neighbour's CPU use would break). Both parts run even if the first fails; exit 5
+# (no test selected, say for ARGS=tests/test_x.py) is not a failure. ARGS go to both parts.
+define tiered
 	@status=0; \
-	$(PY) -m pytest $(XDIST) -m "not serial" $(ARGS) || [ $$? -eq 5 ] || status=1; \
-	$(PY) -m pytest -m serial $(ARGS) || [ $$? -eq 5 ] || status=1; \
+	$(PY) -m pytest $(XDIST) -m "($(1)) and not serial" $(ARGS) || [ $$? -eq 5 ] || status=1; \
+	$(PY) -m pytest -m "($(1)) and serial" $(ARGS) || [ $$? -eq 5 ] || status=1; \
 	exit $$status
+endef
+
+test: setup
+	$(call tiered,unit or inprocess or devhost)
 
 # The unit and in-process tiers without the slow tests: under a minute, no dev host, no browser.
 test-fast: setup
-	$(PY) -m pytest $(XDIST) -m "(unit or inprocess) and not slow" $(ARGS)
+	$(call tiered,(unit or inprocess) and not slow)
 
 bench: setup
 	$(PY) -m relay_dev.bench $(ARGS)

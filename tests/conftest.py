@@ -29,6 +29,9 @@ TIERS = ("unit", "inprocess", "devhost")
 PROCESS_NAMES = frozenset({"RelayProcess", "relay_factory", "subprocess"})
 # Fixtures that start a process although their own code does not say so.
 PROCESS_FIXTURES = frozenset({"relay", "relay_factory", "tiny_run"})
+# A test that reads the clock (or times a request, tests/test_bounds.py) holds the code to a time bound,
+# which a neighbour's CPU use can break: it is "serial" too.
+CLOCK_NAMES = frozenset({"monotonic", "perf_counter", "timed_post"})
 # Extra markers that cannot be read from the fixtures, by file or by test (a name prefix). "slow" keeps
 # a test out of `make test-fast`. "serial"
 # runs alone after the parallel part of `make test`: these measure time (a p95, a deadline, a timer's
@@ -89,6 +92,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         assert isinstance(item, pytest.Function)
         item.add_marker(tier_of(item))
+        if CLOCK_NAMES & set(_names(item.function.__code__)):
+            item.add_marker("serial")
         for prefix, markers in EXPLICIT.items():
             if item.nodeid.startswith(prefix):
                 for marker in markers:
