@@ -1,10 +1,15 @@
-# `make dev` runs the relay locally on Azurite; `make test` runs every test; `make lint` runs the
-# checkers (ruff's lint and format check, mypy strict on the app, the import layers). All set up first.
+# `make dev` runs the relay locally on Azurite; `make test` runs every test; `make test-fast` runs
+# the unit and in-process tiers; `make lint` runs the checkers (ruff's lint and format check, mypy
+# strict on the app, the import layers). All set up first. The test tiers: docs/testing.md.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+# pytest-xdist workers; each starts its own Azurite on its own free ports. Most tests wait on I/O
+# (Azurite, receivers, the dev host), so more workers than cores pays off on a 2-core machine.
+WORKERS ?= 3
+XDIST := -n $(WORKERS) --dist loadfile
 
-.PHONY: setup dev lint test bench connector clean
+.PHONY: setup dev lint test test-fast bench connector clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +39,22 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
+# Every test: all but the `serial` ones in parallel, then those alone (they hold the code to a time
+# bound, which a neighbour's CPU use would break). Both parts run even if the first fails; exit 5
+# (no test selected, say for ARGS=tests/test_x.py) is not a failure. ARGS go to both parts.
+define tiered
+	@status=0; \
+	$(PY) -m pytest $(XDIST) -m "($(1)) and not serial" $(ARGS) || [ $$? -eq 5 ] || status=1; \
+	$(PY) -m pytest -m "($(1)) and serial" $(ARGS) || [ $$? -eq 5 ] || status=1; \
+	exit $$status
+endef
+
 test: setup
-	$(PY) -m pytest $(ARGS)
+	$(call tiered,unit or inprocess or devhost)
+
+# The unit and in-process tiers without the slow tests: under a minute, no dev host, no browser.
+test-fast: setup
+	$(call tiered,(unit or inprocess) and not slow)
 
 bench: setup
 	$(PY) -m relay_dev.bench $(ARGS)

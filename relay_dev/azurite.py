@@ -48,9 +48,9 @@ def wait_until(
         delay = min(delay * 1.5, 0.25)
 
 
-def connection_string(ports: dict[str, int]) -> str:
-    return f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};" + "".join(
-        f"{svc.capitalize()}Endpoint=http://127.0.0.1:{ports[svc]}/{ACCOUNT};" for svc in SERVICES
+def connection_string(ports: dict[str, int], account: str = ACCOUNT) -> str:
+    return f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={ACCOUNT_KEY};" + "".join(
+        f"{svc.capitalize()}Endpoint=http://127.0.0.1:{ports[svc]}/{account};" for svc in SERVICES
     )
 
 
@@ -79,8 +79,15 @@ def ports_from(base: int) -> dict[str, int]:
 
 
 class Azurite:
-    def __init__(self, location: Path | None = None, ports: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, location: Path | None = None, ports: dict[str, int] | None = None, accounts: tuple[str, ...] = ()
+    ) -> None:
+        """`ports`: fixed ones (make dev), else free ones. `accounts`: storage accounts besides
+        devstoreaccount1 (same well-known key), each as separate as another Azurite would be; one
+        Azurite can serve many tests that way (tests/conftest.py)."""
         self.location = location
+        self.accounts = accounts
+        self.fixed = ports is not None
         self.ports = dict(ports) if ports else {svc: free_port() for svc in SERVICES}
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -92,11 +99,48 @@ class Azurite:
         exe = ROOT / "node_modules" / ".bin" / "azurite"
         if not exe.exists():
             raise RuntimeError("Azurite is not installed: run `npm ci` in the repository root")
-        # A port something already listens on would have the relay talk to whatever that is (another
-        # Azurite with other data, or not storage at all): refuse rather than start beside it.
-        taken = [f"{svc} port {port}" for svc, port in self.ports.items() if port_open(port)]
-        if taken:
-            raise AzuriteError(f"{', '.join(taken)} already in use (another Azurite?)")
+        if self.fixed:
+            # A port something already listens on would have the relay talk to whatever that is
+            # (another Azurite with other data, or not storage at all): refuse rather than start beside it.
+            taken = [f"{svc} port {port}" for svc, port in self.ports.items() if port_open(port)]
+            if taken:
+                raise AzuriteError(f"{', '.join(taken)} already in use (another Azurite?)")
+            self._start(exe)
+            try:
+                wait_until(self._listening, 30, "Azurite to listen", error=AzuriteError)
+            except AzuriteError:
+                self.stop()
+                raise
+            return
+        # A free port can be taken by another process between free_port() and Azurite's bind; Azurite
+        # then exits, and a port answering would be someone else's. So it must still run when all
+        # three answer, and another set of ports is tried if it does not.
+        for attempt in range(3):
+            if attempt:
+                self.ports = {svc: free_port() for svc in SERVICES}
+            self._start(exe)
+            try:
+                wait_until(self._listening, 30, "Azurite to listen", error=AzuriteError)
+            except AzuriteError as exc:
+                if "timed out" in str(exc):
+                    self.stop()
+                    raise
+                continue
+            time.sleep(0.2)  # an exit on a port in use comes right after the other ports are bound
+            if self.proc is not None and self.proc.poll() is None:
+                return
+        raise AzuriteError(f"Azurite would not start on free ports (last tried {self.ports})")
+
+    def _listening(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            code = None if self.proc is None else self.proc.returncode
+            raise AzuriteError(f"Azurite exited with code {code} before it listened")
+        return all(port_open(p) for p in self.ports.values())
+
+    def _start(self, exe: Path) -> None:
+        env = dict(os.environ)
+        if self.accounts:
+            env["AZURITE_ACCOUNTS"] = ";".join(f"{name}:{ACCOUNT_KEY}" for name in (ACCOUNT, *self.accounts))
         storage = ["--location", str(self.location)] if self.location else ["--inMemoryPersistence"]
         hosts_and_ports = [
             arg for svc in SERVICES for arg in (f"--{svc}Host", "127.0.0.1", f"--{svc}Port", str(self.ports[svc]))
@@ -114,15 +158,8 @@ class Azurite:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
         )
-        proc = self.proc
-
-        def listening() -> bool:
-            if proc.poll() is not None:
-                raise AzuriteError(f"Azurite exited with code {proc.returncode} before it listened")
-            return all(port_open(p) for p in self.ports.values())
-
-        wait_until(listening, 30, "Azurite to listen", error=AzuriteError)
 
     def stop(self) -> None:
         stop_group(self.proc, 10)

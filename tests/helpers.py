@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -46,6 +47,19 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_KEY = "test-function-key"
+
+# The tier of the test now running, set by tests/conftest.py (None outside pytest's run of a test).
+running_tier: str | None = None
+# This process's folder for the dev hosts' logs (each xdist worker has its own); conftest removes it
+# when the session ends, so no log is left behind in /tmp.
+log_dir: Path | None = None
+
+
+def _log_dir() -> Path:
+    global log_dir
+    if log_dir is None:
+        log_dir = Path(tempfile.mkdtemp(prefix="relay-test-logs-"))
+    return log_dir
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -94,7 +108,7 @@ class RelayProcess:
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self._queues: list[Any] | None = None
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"relay-dev-{self.port}-{uuid.uuid4().hex[:6]}.log"
+        self.log_path = _log_dir() / f"relay-dev-{self.port}-{uuid.uuid4().hex[:6]}.log"
         self.session = requests.Session()
         if function_key:
             self.session.headers["x-functions-key"] = function_key
@@ -104,6 +118,10 @@ class RelayProcess:
         return f"http://127.0.0.1:{self.port}/api"
 
     def start(self) -> RelayProcess:
+        if running_tier not in (None, "devhost"):
+            raise AssertionError(
+                f"a {running_tier} test started the dev host: tests/conftest.py must file it in the devhost tier"
+            )
         args = [sys.executable, "-m", "relay", "dev", "--port", str(self.port)]
         if self.function_key:
             args += ["--function-key", self.function_key]

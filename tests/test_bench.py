@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Compl
     proc = subprocess.run(
         [sys.executable, "-m", "relay_dev.bench", *TINY, "--out", str(out)],
         cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(out.parent)},  # the bench's dev host log goes with the run
         capture_output=True,
         text=True,
         timeout=240,

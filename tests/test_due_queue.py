@@ -211,7 +211,13 @@ def test_a_retry_left_in_the_queue_by_the_old_release_is_still_delivered(
     storage.queue(DELIVERY_QUEUE).send_message(row["Body"], visibility_timeout=2, time_to_live=-1)
     got = receiver.wait_for(2, timeout=60)[1]
     assert got.headers["webhook-id"] == event
-    answer = relay.get(f"subscriptions/{sub}/deliveries").json()["value"]
+
+    # The delivery log is written after the receiver's 200 arrives: await it rather than race it.
+    def recorded() -> Any:
+        answer = relay.get(f"subscriptions/{sub}/deliveries").json()["value"]
+        return answer if answer and answer[0]["status"] != "pending" else None
+
+    answer = wait_until(recorded, 30, "the second attempt to be recorded")
     assert answer[0]["status"] == "succeeded" and answer[0]["attempts"] == 2, answer
 
 
