@@ -132,6 +132,7 @@ RULES: dict[str, Rule] = {
     # whose co-owner had re-pointed its connection (the platform deletes the old registration).
     "delete_subscription": _rule(SUBSCRIBER, mine=True),
     "list_deliveries": _rule(SUBSCRIBER, owned="id"),
+    "get_delivery": _rule(SUBSCRIBER, owned="id"),
     "start_replay": _rule(SUBSCRIBER, owned="id"),
     "get_operation": _rule(SUBSCRIBER, owned="operationId"),
     "rotate_secret": _rule(SUBSCRIBER, owned="id"),

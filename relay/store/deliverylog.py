@@ -29,11 +29,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from itertools import islice
+from typing import Any
 
-from azure.core.paging import ItemPaged, PageIterator
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableEntity, UpdateMode
 
 from relay.core import clock
@@ -107,6 +109,64 @@ class Delivery:
         return view
 
 
+# Attempts a delivery's row keeps: its first (often the real cause) and the last KEEP_LAST.
+KEEP_LAST = 20
+# Bytes of a receiver's answer kept with an attempt (CONTRACT section 6: at most 4 KiB).
+RESPONSE_BYTES = 4096
+ATTEMPT_KINDS = ("delivery", "retry", "replay", "resend", "test")
+_RECEIPT_COLUMNS = ["eventId", "eventType", "subs", "codes", "lastAttemptAt", "logPk", "logRk", "t0", "ats", "durs"]
+_ATTEMPT_COLUMN = "x"  # `x{seq:05d}`: one column per kept attempt, its JSON
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt as the delivery record shows it: when it started, how long it took, what
+    the receiver answered (masked by the caller) or why there was no answer, and what made it."""
+
+    at: datetime
+    duration_ms: int
+    status_code: int | None = None
+    error: str | None = None
+    response: tuple[str, str] | None = None  # (content type, body), at most RESPONSE_BYTES
+    kind: str = "delivery"
+
+    def dump(self) -> str:
+        return json.dumps(
+            [
+                clock.rfc3339_precise(self.at),
+                self.duration_ms,
+                self.status_code,
+                self.error,
+                list(self.response) if self.response else None,
+                self.kind,
+            ],
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def load(cls, text: str) -> AttemptRecord:
+        at, duration, code, error, response, kind = json.loads(text)
+        return cls(
+            at=clock.parse_rfc3339(at),
+            duration_ms=int(duration),
+            status_code=code,
+            error=error,
+            response=(response[0], response[1]) if response else None,
+            kind=kind,
+        )
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "at": clock.rfc3339(self.at),
+            "durationMs": self.duration_ms,
+            "statusCode": self.status_code,
+            "error": self.error,
+            "response": {"contentType": self.response[0], "body": self.response[1]} if self.response else None,
+            "kind": self.kind,
+        }
+
+
 @dataclass
 class Attempt:
     status: DeliveryStatus
@@ -115,6 +175,9 @@ class Attempt:
     status_code: int | None = None
     error: str | None = None
     next_attempt_at: datetime | None = None
+    # The attempt this write records, appended to the row's attempts; None for a write that made
+    # no attempt (a hand-back, a give-up).
+    record: AttemptRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +186,50 @@ class FirstTry:
 
     sub: str
     status_code: int
+    at: datetime | None = None  # when this attempt started (its own time, not the batch's)
+    duration_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Record:
+    """Everything the log holds about one delivery: its row and its receipt, attempts oldest first."""
+
+    delivery: Delivery
+    attempts: list[AttemptRecord]
+
+
+def _kept(row: Mapping[str, Any]) -> list[tuple[int, AttemptRecord]]:
+    """The attempts a delivery row keeps, by sequence number."""
+    found = []
+    for name, value in row.items():
+        if name.startswith(_ATTEMPT_COLUMN) and name[1:].isdigit() and isinstance(value, str):
+            try:
+                found.append((int(name[1:]), AttemptRecord.load(value)))
+            except (ValueError, TypeError, KeyError):
+                continue  # a column this version cannot read is not worth failing a read for
+    return sorted(found, key=lambda item: item[0])
+
+
+def _bounded(history: list[tuple[int, AttemptRecord]]) -> list[tuple[int, AttemptRecord]]:
+    """The first attempt and the last KEEP_LAST: a delivery retried for days stays one row."""
+    if len(history) <= KEEP_LAST + 1:
+        return history
+    return [history[0], *history[-KEEP_LAST:]]
+
+
+def _receipt_firsts(row: Mapping[str, Any], sub_id: str) -> tuple[datetime | None, int, int | None]:
+    """(start, duration ms, status code) of a subscription's first-try success in a receipt row.
+    Receipts from before attempts had their own times give the batch's time."""
+    subs = str(row["subs"]).split(",")
+    index = subs.index(sub_id)
+    code = int(str(row["codes"]).split(",")[index])
+    at = _time(row.get("lastAttemptAt"))
+    duration = 0
+    if row.get("t0") and row.get("ats"):
+        base = clock.parse_rfc3339(row["t0"])
+        at = base + timedelta(milliseconds=int(str(row["ats"]).split(",")[index]))
+        duration = int(str(row.get("durs") or "").split(",")[index] or 0)
+    return at, duration, code
 
 
 def _encode(doc: dict[str, Any]) -> str:
@@ -130,44 +237,43 @@ def _encode(doc: dict[str, Any]) -> str:
 
 
 def _decode(text: str | None) -> dict[str, Any]:
+    """A listing's position: `after` (the sort key of the last row given, None for the start)
+    and `day` (the newest receipt partition still to read)."""
     if not text:
-        return {"phase": "rows"}
+        return {"after": None, "day": None}
     # The codec checks the MAC before anything is decoded; the shape is checked still, as a
     # token of an older shape (signed with the same key) would be.
     doc = get_codec().open(Purpose.DELIVERIES_PAGE, text, "continuationToken")
     try:
-        phase = doc["phase"]
-        ok = (
-            phase == "rows"
-            and _table_token(doc.get("token"))
-            or phase == "receipts"
-            and isinstance(doc.get("day"), str)
-            and len(doc["day"]) == 8
-            and doc["day"].isdigit()
-            and isinstance(doc.get("skip", 0), int)
-            and _table_token(doc.get("token"))
+        after, day = doc["after"], doc["day"]
+        ok = (after is None or isinstance(after, str) and len(after) <= 600) and (
+            day is None or isinstance(day, str) and len(day) == 8 and day.isdigit()
         )
-        if phase == "receipts":
-            clock.from_time_key(doc["day"] + "T000000.000000Z")
+        if day is not None:
+            clock.from_time_key(day + "T000000.000000Z")
     except (ValueError, KeyError, TypeError):
         ok = False
     if not ok:
         raise invalid("continuationToken", "is not a token this API issued")
-    return doc
+    return {"after": after, "day": day}
 
 
-def _table_token(token: Any) -> bool:
-    return token is None or (
-        isinstance(token, dict)
-        and set(token) <= {"PartitionKey", "RowKey"}
-        and all(isinstance(v, str) for v in token.values())
+def _sort_key(delivery: Delivery) -> str:
+    """Where a delivery sorts in a listing: its row key, newest first by when the event was logged."""
+    return _row_key(delivery.log, delivery.event_id) if delivery.log is not None else "~"
+
+
+def _receipt_delivery(row: Mapping[str, Any], sub_id: str) -> Delivery:
+    at, _, code = _receipt_firsts(row, sub_id)
+    return Delivery(
+        event_id=row["eventId"],
+        event_type=row["eventType"],
+        status=DeliveryStatus.SUCCEEDED,
+        attempts=1,
+        last_attempt_at=at,
+        log=LogKey(row["logPk"], row["logRk"]) if row.get("logPk") and row.get("logRk") else None,
+        last_status_code=code,
     )
-
-
-def _pages(items: ItemPaged[TableEntity], token: Any) -> PageIterator[TableEntity]:
-    """A query's pages from a continuation token. The tables SDK's pages are a PageIterator
-    whose token is a dict of next keys, which azure-core's types call `str`."""
-    return cast("PageIterator[TableEntity]", items.by_page(continuation_token=token))
 
 
 # Names of their own for annotations inside the class, where `list` is the method.
@@ -180,10 +286,47 @@ class DeliveryLog:
         self._table: TableClient = storage.table(DELIVERIES_TABLE)
         self._retention = retention_days
 
-    def write(self, sub_id: str, event_id: str, event_type: str, log: tuple[str, str], attempt: Attempt) -> None:
+    def write(
+        self, sub_id: str, event_id: str, event_type: str, log: tuple[str, str], attempt: Attempt
+    ) -> DeliveryStatus | None:
+        """Record where a delivery stands, appending `attempt.record` to the attempts its row
+        keeps (read, then written on that read's ETag, so a concurrent write is not lost: an
+        attempt is added, never rewritten). Returns the status the row had before, or None."""
+        key = _row_key(log, event_id)
+        for _ in range(8):
+            try:
+                current: TableEntity | None = self._table.get_entity(sub_id, key)
+            except ResourceNotFoundError:
+                current = None
+            entity = self._entity(sub_id, key, event_id, event_type, log, attempt, current)
+            try:
+                if current is None:
+                    self._table.create_entity(entity)
+                else:
+                    self._table.update_entity(
+                        entity,
+                        mode=UpdateMode.REPLACE,
+                        etag=current.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # another write to this delivery came first: add to what it wrote
+            return DeliveryStatus(current["status"]) if current is not None else None
+        raise RuntimeError(f"the delivery log row of event {event_id} kept changing under this write")
+
+    @staticmethod
+    def _entity(
+        sub_id: str,
+        key: str,
+        event_id: str,
+        event_type: str,
+        log: tuple[str, str],
+        attempt: Attempt,
+        current: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
         entity: dict[str, Any] = {
             "PartitionKey": sub_id,
-            "RowKey": _row_key(log, event_id),
+            "RowKey": key,
             "eventId": event_id,
             "eventType": event_type,
             "status": attempt.status,
@@ -198,14 +341,25 @@ class DeliveryLog:
             entity["lastError"] = attempt.error[:1024]
         if attempt.next_attempt_at is not None:
             entity["nextAttemptAt"] = clock.rfc3339(attempt.next_attempt_at)
-        self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        history = _kept(current) if current is not None else []
+        recorded = int((current or {}).get("recorded") or 0)
+        if attempt.record is not None:
+            history.append((recorded, attempt.record))
+            recorded += 1
+        for seq, record in _bounded(history):
+            entity[f"{_ATTEMPT_COLUMN}{seq:05d}"] = record.dump()
+        entity["recorded"] = recorded
+        return entity
 
     def receipt(
         self, event_id: str, event_type: str, log: tuple[str, str], at: datetime, first_tries: list[FirstTry]
     ) -> None:
-        """One row for a batch's first-attempt successes (a batch holds at most 100 targets)."""
+        """One row for a batch's first-attempt successes (a batch holds at most 100 targets),
+        with each attempt's own start and duration: a slow neighbour in the batch does not make
+        a fast receiver's delivery look late."""
         if not first_tries:
             return
+        base = min((f.at or at) for f in first_tries)
         self._table.create_entity(
             {
                 "PartitionKey": RECEIPT_PREFIX + clock.day_bucket(at),
@@ -218,81 +372,202 @@ class DeliveryLog:
                 "logRk": log[1],
                 "subs": ",".join(f.sub for f in first_tries),
                 "codes": ",".join(str(f.status_code) for f in first_tries),
+                "t0": clock.rfc3339_precise(base),
+                "ats": ",".join(str(int(((f.at or at) - base).total_seconds() * 1000)) for f in first_tries),
+                "durs": ",".join(str(f.duration_ms) for f in first_tries),
             }
         )
 
-    def list(self, sub_id: str, *, status: str | None, limit: int, token: str | None) -> Page:
-        """One page: the subscription's own rows first, then (for successes) its receipts."""
+    def list(
+        self,
+        sub_id: str,
+        *,
+        status: str | None,
+        limit: int,
+        token: str | None,
+        event_type: str | None = None,
+        event_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Page:
+        """One page of a subscription's deliveries, newest first by when each event was logged:
+        its own rows and the receipts naming it, merged by the same sort key (the row key)."""
         state = _decode(token)
-        if state["phase"] == "rows":
-            flt, params = "PartitionKey eq @pk", {"pk": sub_id}
-            if status:
-                flt += " and status eq @status"
-                params["status"] = status
-            pages = _pages(
-                self._table.query_entities(flt, parameters=params, results_per_page=limit), state.get("token")
+        after: str | None = state["after"]
+        flt, params = "PartitionKey eq @pk", {"pk": sub_id}
+        if after:
+            flt += " and RowKey gt @after"
+            params["after"] = after
+        if until is not None:
+            flt += " and RowKey ge @newest"
+            params["newest"] = clock.inverted_key(until)
+        if since is not None:
+            flt += " and RowKey lt @oldest"
+            params["oldest"] = clock.inverted_key(since) + "~"
+        for name, value in (("status", status), ("eventType", event_type), ("eventId", event_id)):
+            if value is not None:
+                flt += f" and {name} eq @{name}"
+                params[name] = value
+        rows = [
+            Delivery.from_row(r)
+            for r in islice(self._table.query_entities(flt, parameters=params, results_per_page=limit + 1), limit + 1)
+        ]
+        found: dict[str, Delivery] = {}
+        for row in rows:
+            found.setdefault(row.event_id, row)
+        more = len(rows) > limit
+        next_day: str | None = None
+        if status in (None, DeliveryStatus.SUCCEEDED):
+            receipts, next_day = self._receipts(
+                sub_id, state, limit, rows, event_type=event_type, event_id=event_id, since=since, until=until
             )
-            rows = [Delivery.from_row(r) for r in next(pages, [])]
-            if pages.continuation_token:
-                return rows, _encode({"phase": "rows", "token": pages.continuation_token})
-            if status not in (None, DeliveryStatus.SUCCEEDED):
-                return rows, None
-            state = {"phase": "receipts", "day": clock.day_bucket(clock.utcnow()), "token": None, "skip": 0}
-            if len(rows) >= limit:
-                return rows, _encode(state)
-            found, next_state = self._receipts(sub_id, state, limit - len(rows))
-            return rows + found, _encode(next_state) if next_state else None
-        found, next_state = self._receipts(sub_id, state, limit)
-        return found, _encode(next_state) if next_state else None
+            for receipt in receipts:
+                found.setdefault(receipt.event_id, receipt)
+        ordered = sorted(found.values(), key=_sort_key)
+        page = ordered[:limit]
+        if len(ordered) > limit or more or (next_day is not None and page):
+            last = _sort_key(page[-1]) if page else after
+            day = next_day
+            if page and page[-1].log is not None:
+                # Receipts are written after the event was logged, rarely a day later.
+                day = min(next_day or "99999999", clock.day_bucket(page[-1].log.at + timedelta(days=1)))
+            return page, _encode({"after": last, "day": day})
+        if next_day is not None:  # the scan budget ran out before a row was found
+            return page, _encode({"after": after, "day": next_day})
+        return page, None
 
-    def _receipts(self, sub_id: str, state: dict[str, Any], wanted: int) -> tuple[Deliveries, dict[str, Any] | None]:
-        """Receipts naming the subscription, newest day first, resuming where `state` says."""
-        oldest = clock.day_bucket(clock.utcnow() - timedelta(days=self._retention + 1))
-        day, token, skip = (
-            min(state["day"], clock.day_bucket(clock.utcnow())),
-            state.get("token"),
-            max(int(state.get("skip") or 0), 0),
-        )
+    def _receipts(
+        self,
+        sub_id: str,
+        state: dict[str, Any],
+        limit: int,
+        rows: Deliveries,
+        *,
+        event_type: str | None,
+        event_id: str | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> tuple[Deliveries, str | None]:
+        """Receipts naming the subscription that sort after `state["after"]`, newest day first,
+        until the `limit` newest of them and `rows` together are certain (a receipt is filed
+        under the day it was written, never before its event was logged); with the day to read
+        next when the scan budget ran out first."""
+        now = clock.utcnow()
+        oldest = clock.day_bucket(max(now - timedelta(days=self._retention + 1), since or now - timedelta(days=36500)))
+        after: str | None = state["after"]
+        day = clock.day_bucket(now)
+        if state["day"]:
+            day = min(day, state["day"])
+        if until is not None:
+            day = min(day, clock.day_bucket(until + timedelta(days=1)))
+        flt, params = "PartitionKey eq @pk", {}
+        for name, value in (("eventType", event_type), ("eventId", event_id)):
+            if value is not None:
+                flt += f" and {name} eq @{name}"
+                params[name] = value
         found: list[Delivery] = []
-        scanned = 0
-        queries = 0
+        scanned = queries = 0
         while day >= oldest:
             queries += 1
-            pages = _pages(
-                self._table.query_entities(
-                    "PartitionKey eq @pk",
-                    parameters={"pk": RECEIPT_PREFIX + day},
-                    results_per_page=1000,
-                    select=["eventId", "eventType", "subs", "codes", "lastAttemptAt"],
-                ),
-                token,
-            )
-            page = list(next(pages, []))
-            for index, row in enumerate(page[skip:], start=skip):
+            for row in self._table.query_entities(
+                flt,
+                parameters={**params, "pk": RECEIPT_PREFIX + day},
+                results_per_page=1000,
+                select=[
+                    "eventId",
+                    "eventType",
+                    "subs",
+                    "codes",
+                    "lastAttemptAt",
+                    "logPk",
+                    "logRk",
+                    "t0",
+                    "ats",
+                    "durs",
+                ],
+            ):
                 scanned += 1
-                subs = row["subs"].split(",")
-                if sub_id in subs:
-                    found.append(
-                        Delivery(
-                            event_id=row["eventId"],
-                            event_type=row["eventType"],
-                            status=DeliveryStatus.SUCCEEDED,
-                            attempts=1,
-                            last_attempt_at=_time(row["lastAttemptAt"]),
-                            last_status_code=int(row["codes"].split(",")[subs.index(sub_id)]),
-                        )
-                    )
-                    if len(found) >= wanted:
-                        return found, {"phase": "receipts", "day": day, "token": token, "skip": index + 1}
-            skip = 0
-            if pages.continuation_token:
-                token = pages.continuation_token
-            else:
-                token = None
-                day = clock.day_bucket(clock.from_time_key(day + "T000000.000000Z") - timedelta(days=1))
-            if scanned >= SCAN_BUDGET or queries >= QUERY_BUDGET:
-                return found, ({"phase": "receipts", "day": day, "token": token, "skip": 0} if day >= oldest else None)
+                if sub_id not in str(row["subs"]).split(","):
+                    continue
+                delivery = _receipt_delivery(row, sub_id)
+                key = _sort_key(delivery)
+                if (after and key <= after) or delivery.log is None:
+                    continue
+                if (since and delivery.log.at < since) or (until and delivery.log.at > until):
+                    continue
+                found.append(delivery)
+            start = clock.from_time_key(day + "T000000.000000Z")
+            day = clock.day_bucket(start - timedelta(days=1))
+            # Certain once the (limit + 1)th newest so far is no older than the day just read: what
+            # is left is older. One more than a page tells whether there is a next page.
+            best = sorted([*rows, *found], key=_sort_key)
+            edge = best[limit].log if len(best) > limit else None
+            if edge is not None and edge.at >= start:
+                return found, None
+            if (scanned >= SCAN_BUDGET or queries >= QUERY_BUDGET) and day >= oldest:
+                return found, day
         return found, None
+
+    def record(self, sub_id: str, event_id: str) -> Record | None:
+        """Everything about the delivery of one event to one subscription, or None: its row (if
+        it needed one) and its first-try receipt (if it had one), attempts oldest first."""
+        rows = list(
+            islice(
+                self._table.query_entities(
+                    "PartitionKey eq @pk and eventId eq @id", parameters={"pk": sub_id, "id": event_id}
+                ),
+                1,
+            )
+        )
+        row = rows[0] if rows else None
+        delivery = Delivery.from_row(row) if row is not None else None
+        now = clock.utcnow()
+        if delivery is not None and delivery.log is not None:
+            # Its receipt, if any, was written within a day or so of the event being logged.
+            first = delivery.log.at
+            days = [clock.day_bucket(first + timedelta(days=n)) for n in range(3)]
+        else:
+            days = [clock.day_bucket(now - timedelta(days=n)) for n in range(int(self._retention) + 2)]
+        receipt: Delivery | None = None
+        first_try: AttemptRecord | None = None
+        for day in days:
+            if day > clock.day_bucket(now):
+                continue
+            for found in self._table.query_entities(
+                "PartitionKey eq @pk and eventId eq @id",
+                parameters={"pk": RECEIPT_PREFIX + day, "id": event_id},
+                select=[
+                    "eventId",
+                    "eventType",
+                    "subs",
+                    "codes",
+                    "lastAttemptAt",
+                    "logPk",
+                    "logRk",
+                    "t0",
+                    "ats",
+                    "durs",
+                ],
+            ):
+                if sub_id in str(found["subs"]).split(","):
+                    receipt = _receipt_delivery(found, sub_id)
+                    at, duration, code = _receipt_firsts(found, sub_id)
+                    if at is not None:
+                        first_try = AttemptRecord(at=at, duration_ms=duration, status_code=code, kind="delivery")
+                    break
+            if receipt is not None:
+                break
+        if delivery is None and receipt is None:
+            return None
+        attempts = [record for _, record in _kept(row)] if row is not None else []
+        if first_try is not None:
+            attempts.append(first_try)
+        attempts.sort(key=lambda a: a.at)
+        chosen = delivery or receipt
+        assert chosen is not None
+        if delivery is not None and receipt is not None and delivery.log is None:
+            chosen = replace(delivery, log=receipt.log)
+        return Record(chosen, attempts)
 
     def failed(self, sub_id: str, since: datetime, until: datetime) -> Iterator[Delivery]:
         """The subscription's failed deliveries of events logged between two moments."""
@@ -335,10 +610,27 @@ class CounterRow:
     totals: Mapping[str, int]  # outcome -> attempts
     untracked: int  # attempts of subscriptions beyond what a row keeps per subscription
     subs: Mapping[str, list[Any]]  # subscription id -> its figures (relay.pipeline.stats.SubCounts)
+    hists: Mapping[str, Mapping[int, int]] = field(default_factory=dict)  # sub id -> answer-time buckets
 
     @property
     def start(self) -> datetime:
         return self.hour if self.minute is None else self.hour.replace(minute=self.minute)
+
+
+# A string property holds at most 64 KiB (32K UTF-16 characters): histograms past this are left out.
+_HISTS_CHARS = 30_000
+
+
+def _hists_column(hists: Mapping[str, Mapping[int, int]]) -> str:
+    kept: dict[str, Mapping[int, int]] = {}
+    size = 2
+    for sub_id, hist in hists.items():
+        part = len(json.dumps({sub_id: hist}, separators=(",", ":")))
+        if size + part > _HISTS_CHARS:
+            break
+        kept[sub_id] = hist
+        size += part
+    return json.dumps(kept, separators=(",", ":"))
 
 
 class Counters:
@@ -360,6 +652,7 @@ class Counters:
                 **row.totals,
                 "untracked": row.untracked,
                 "subs": json.dumps(row.subs, separators=(",", ":")),
+                "hists": _hists_column(row.hists),
                 # The retention sweep removes delivery log rows by these two.
                 "lastAttemptAt": clock.rfc3339(at),
                 "status": "counted",
@@ -387,4 +680,7 @@ class Counters:
                 totals={name: int(row.get(name) or 0) for name in names},
                 untracked=int(row.get("untracked") or 0),
                 subs=json.loads(row.get("subs") or "{}"),
+                hists={
+                    k: {int(b): int(n) for b, n in v.items()} for k, v in json.loads(row.get("hists") or "{}").items()
+                },
             )

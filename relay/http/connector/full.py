@@ -216,6 +216,49 @@ HEALTH = obj(
     {"status": prop("string", "ok when storage answers.", "status", enum=["ok"])}, "The relay's health.", ["status"]
 )
 STATS = {"type": "object", "description": "Delivery counts of the window, for the console."}
+
+
+def _nullable(type_: str, description: str, name: str, **more: Any) -> dict[str, Any]:
+    return {**prop(type_, description, name, **more), "x-nullable": True}
+
+
+ATTEMPT = obj(
+    {
+        "at": prop("string", "When the attempt started.", "at", format="date-time"),
+        "durationMs": prop("integer", "How long it took, in milliseconds.", "durationMs"),
+        "statusCode": _nullable("integer", "The receiver's HTTP status, or null without an answer.", "statusCode"),
+        "error": _nullable("string", "Why it did not succeed, or null.", "error"),
+        "response": {
+            **obj(
+                {
+                    "contentType": prop("string", "The answer's content type.", "contentType"),
+                    "body": prop("string", "The first 4 KiB of the answer, masked.", "body"),
+                },
+                "The receiver's answer, or null.",
+                ["contentType", "body"],
+            ),
+            "x-nullable": True,
+        },
+        "kind": prop("string", "What made it.", "kind", enum=["delivery", "retry", "replay", "resend", "test"]),
+    },
+    "One attempt.",
+    ["at", "durationMs", "statusCode", "error", "response", "kind"],
+)
+DELIVERY_RECORD = obj(
+    {
+        "eventId": prop("string", "The event's id.", "eventId"),
+        "type": prop("string", "The event's type.", "type"),
+        "status": prop("string", "Where the delivery stands.", "status", enum=list(DeliveryStatus)),
+        "attempts": prop("array", "Every attempt kept, oldest first.", "attempts", items=ATTEMPT),
+        "event": {
+            **prop("object", "The event as delivered (a CloudEvent), or null once forgotten.", "event"),
+            "x-nullable": True,
+        },
+        "headers": prop("object", "The content headers it was delivered with.", "headers"),
+    },
+    "The record of one delivery.",
+    ["eventId", "type", "status", "attempts", "event"],
+)
 DOCUMENT = {"type": "object", "description": "An API document."}
 
 
@@ -340,9 +383,28 @@ def routes() -> list[Route]:
                     {"type": "string", "enum": list(DeliveryStatus)},
                     "Only deliveries in this state.",
                 ),
+                param(
+                    "query",
+                    "eventType",
+                    {"type": "string", "pattern": NAME_PATTERN, "maxLength": NAME_MAX},
+                    "Only deliveries of events of this type.",
+                ),
+                param(
+                    "query", "eventId", {"type": "string", "pattern": NO_CONTROL, "maxLength": 512}, "Only this event."
+                ),
+                param("query", "since", DATE_TIME, "Only events logged at or after this time."),
+                param("query", "until", DATE_TIME, "Only events logged at or before this time."),
                 LIMIT,
                 CONTINUATION,
             ],
+        ),
+        Route(
+            "get",
+            one + "/deliveries/{eventId}",
+            "GetDelivery",
+            "One delivery's record: every attempt and the event as delivered.",
+            {"200": ok("The delivery.", DELIVERY_RECORD)},
+            [SUBSCRIPTION_ID, path_id("eventId", "The event's id.")],
         ),
         Route(
             "post",
