@@ -74,7 +74,9 @@ class Result:
     status_code: int | None = None
     retry_after: float | None = None
     deferred: bool = False  # nothing was sent: the origin had no free slot
-    response: tuple[str, str] | None = None  # (content type, the answer's first 4 KiB), masked
+    # The answer's headers and body, masked into the record only where a row keeps it (a
+    # first-try success goes into the batch's receipt without it).
+    reply: tuple[dict[str, str], bytes] | None = None
 
 
 def kept_response(reply_headers: dict[str, str], body: bytes, target: Target) -> tuple[str, str] | None:
@@ -111,7 +113,7 @@ def attempt(sender: Sender, target: Target, event_id: str, note: signing.Notific
         classify(reply.status, reply.body),
         reply.status,
         parse_retry_after(reply.headers.get("retry-after")),
-        response=kept_response(reply.headers, reply.body, target),
+        reply=(reply.headers, reply.body),
     )
 
 
@@ -232,7 +234,11 @@ class Deliverer:
                 duration_ms=duration_ms,
                 status_code=result.status_code,
                 error=result.verdict.reason if outcome is not Outcome.DELIVERED else None,
-                response=result.response,
+                response=(
+                    kept_response(*result.reply, target)
+                    if result.reply is not None and (target.logged or outcome is not Outcome.DELIVERED)
+                    else None
+                ),
                 kind="retry" if target.attempt > 1 else target.kind,
             ),
         )

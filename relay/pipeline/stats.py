@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -333,7 +334,26 @@ def _health_of(counts: SubCounts | None, hist: dict[int, int]) -> dict[str, Any]
     }
 
 
-def health(storage: Storage, now: datetime | None = None) -> dict[str, dict[str, Any]]:
+_health_cache: dict[int, tuple[float, dict[str, dict[str, Any]]]] = {}
+_health_lock = threading.Lock()
+
+
+def health(storage: Storage) -> dict[str, dict[str, Any]]:
+    """`read_health`, read at most once per FLUSH_SECONDS per process (the counters change no
+    faster): every subscription read and list page shows it."""
+    now = time.monotonic()
+    with _health_lock:
+        cached = _health_cache.get(id(storage))
+    if cached is not None and now - cached[0] < FLUSH_SECONDS:
+        return cached[1]
+    found = read_health(storage)
+    with _health_lock:
+        _health_cache.clear()  # one storage per process; a test's earlier ones go
+        _health_cache[id(storage)] = (now, found)
+    return found
+
+
+def read_health(storage: Storage, now: datetime | None = None) -> dict[str, dict[str, Any]]:
     """Per subscription that made attempts in the last day: its success rate (attempts that
     succeeded) and the p50 and p95 of its answer times over the last hour and the last day,
     from the counter rows (no scan of the delivery log). Each figure's window is the one the
