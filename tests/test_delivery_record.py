@@ -256,3 +256,64 @@ def test_endpoint_health_and_failures_count_events_not_attempts(relay_factory, r
         "hour": {"attempts": 0, "successRate": None, "p50Ms": None, "p95Ms": None},
         "day": {"attempts": 0, "successRate": None, "p50Ms": None, "p95Ms": None},
     }
+
+
+def _attempt(n: int, kind: str = "retry") -> Any:
+    from relay.store.deliverylog import AttemptRecord
+
+    return AttemptRecord(
+        at=datetime(2026, 12, 7, tzinfo=UTC) + timedelta(seconds=n), duration_ms=n, status_code=500, kind=kind
+    )
+
+
+def test_concurrent_writes_to_one_delivery_each_add_their_attempt(app_storage) -> None:
+    """Attempts written at once to one delivery (a retry and a replay of the same event) are all
+    kept: each write appends on the row's ETag and starts again when another came first."""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    from relay.core.statuses import DeliveryStatus
+    from relay.store.deliverylog import Attempt, DeliveryLog
+
+    log = DeliveryLog(app_storage, 7)
+    key = ("e:20261207", "20261207T000000.000000Z_e-race")
+    for round_ in range(5):
+        sub = uuid.uuid4().hex
+
+        def write(n: int, sub: str = sub) -> None:
+            log.write(
+                sub,
+                "e-race",
+                "t.x",
+                key,
+                Attempt(DeliveryStatus.PENDING, 1, _attempt(n).at, 500, "receiver answered 500", record=_attempt(n)),
+            )
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(write, range(8)))
+        record = log.record(sub, "e-race")
+        assert record is not None
+        assert sorted(a.duration_ms for a in record.attempts) == list(range(8)), round_
+        assert [a.at for a in record.attempts] == sorted(a.at for a in record.attempts)
+        assert record.delivery.attempts == 8
+
+
+def test_a_delivery_keeps_its_first_attempt_and_its_last_twenty(app_storage) -> None:
+    """Retried for days, a delivery stays one row: its first attempt (often the real cause) and
+    its last 20 are kept, oldest first."""
+    import uuid
+
+    from relay.core.statuses import DeliveryStatus
+    from relay.store.deliverylog import KEEP_LAST, Attempt, DeliveryLog
+
+    log = DeliveryLog(app_storage, 7)
+    sub = uuid.uuid4().hex
+    key = ("e:20261207", "20261207T000000.000000Z_e-long")
+    for n in range(30):
+        kind = "delivery" if n == 0 else "retry"
+        status = DeliveryStatus.FAILED if n == 29 else DeliveryStatus.PENDING
+        log.write(sub, "e-long", "t.x", key, Attempt(status, n + 1, _attempt(n).at, 500, record=_attempt(n, kind)))
+    record = log.record(sub, "e-long")
+    assert record is not None and record.delivery.status == DeliveryStatus.FAILED
+    assert [a.duration_ms for a in record.attempts] == [0, *range(30 - KEEP_LAST, 30)]
+    assert record.attempts[0].kind == "delivery" and record.delivery.attempts == 30

@@ -349,6 +349,8 @@ class DeliveryLog:
         for seq, record in _bounded(history):
             entity[f"{_ATTEMPT_COLUMN}{seq:05d}"] = record.dump()
         entity["recorded"] = recorded
+        # The list's count is every attempt made, a replay's and a resend's included.
+        entity["attempts"] = max(attempt.attempts, recorded)
         return entity
 
     def receipt(
