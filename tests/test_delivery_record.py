@@ -317,3 +317,46 @@ def test_a_delivery_keeps_its_first_attempt_and_its_last_twenty(app_storage) -> 
     assert record is not None and record.delivery.status == DeliveryStatus.FAILED
     assert [a.duration_ms for a in record.attempts] == [0, *range(30 - KEEP_LAST, 30)]
     assert record.attempts[0].kind == "delivery" and record.delivery.attempts == 30
+
+
+def test_pages_merge_rows_and_receipts_newest_first_within_the_scan_budget(app_storage, monkeypatch) -> None:
+    """However small the scan budget, walking the pages gives every delivery once, newest first:
+    a page stops where the receipts were read up to, and the next one carries on from there."""
+    import uuid
+
+    from relay.core import clock
+    from relay.core.statuses import DeliveryStatus
+    from relay.store import deliverylog
+    from relay.store.deliverylog import Attempt, DeliveryLog, FirstTry
+
+    log = DeliveryLog(app_storage, 7)
+    sub, other = uuid.uuid4().hex, uuid.uuid4().hex
+    base = clock.utcnow() - timedelta(hours=1)
+    expected = []
+    for n in range(30):
+        at = base + timedelta(seconds=n)
+        event_id = f"e{n:02d}-{uuid.uuid4().hex[:6]}"
+        key = (f"e:{clock.day_bucket(at)}", f"{clock.time_key(at)}_{event_id}")
+        if n % 3 == 0:
+            log.write(sub, event_id, "t.x", key, Attempt(DeliveryStatus.FAILED, 1, at, 500, record=_attempt(n)))
+        else:
+            names = [other, sub] if n % 3 == 1 else [other]
+            log.receipt(event_id, "t.x", key, at, [FirstTry(name, 200, at, 5) for name in names])
+        if n % 3 != 2:
+            expected.append(event_id)
+    expected.reverse()
+
+    monkeypatch.setattr(deliverylog, "SCAN_BUDGET", 4)
+    seen: list[str] = []
+    token = None
+    for _ in range(60):
+        rows, token = log.list(sub, status=None, limit=3, token=token)
+        seen += [row.event_id for row in rows]
+        if token is None:
+            break
+    assert seen == expected
+    monkeypatch.setattr(deliverylog, "SCAN_BUDGET", 5000)
+    rows, token = log.list(sub, status=None, limit=100, token=None)
+    assert [row.event_id for row in rows] == expected and token is None
+    succeeded, _ = log.list(sub, status="succeeded", limit=100, token=None)
+    assert [row.event_id for row in succeeded] == [e for i, e in enumerate(expected) if int(e[1:3]) % 3 == 1]

@@ -114,7 +114,19 @@ KEEP_LAST = 20
 # Bytes of a receiver's answer kept with an attempt (CONTRACT section 6: at most 4 KiB).
 RESPONSE_BYTES = 4096
 ATTEMPT_KINDS = ("delivery", "retry", "replay", "resend", "test")
-_RECEIPT_COLUMNS = ["eventId", "eventType", "subs", "codes", "lastAttemptAt", "logPk", "logRk", "t0", "ats", "durs"]
+_RECEIPT_COLUMNS = [
+    "RowKey",
+    "eventId",
+    "eventType",
+    "subs",
+    "codes",
+    "lastAttemptAt",
+    "logPk",
+    "logRk",
+    "t0",
+    "ats",
+    "durs",
+]
 _ATTEMPT_COLUMN = "x"  # `x{seq:05d}`: one column per kept attempt, its JSON
 
 
@@ -263,6 +275,32 @@ def _sort_key(delivery: Delivery) -> str:
     return _row_key(delivery.log, delivery.event_id) if delivery.log is not None else "~"
 
 
+# Row key bounds of a listing, as filter parameters: past the cursor, and the time range (a key
+# starts with the inverted logging time, so `until` is a lower bound and `since` an upper one).
+_RANGE_OPS = {"after": "gt", "newest": "ge", "oldest": "lt"}
+
+
+def _key_range(after: str | None, since: datetime | None, until: datetime | None) -> dict[str, str]:
+    bounds = {}
+    if after:
+        bounds["after"] = after
+    if until is not None:
+        bounds["newest"] = clock.inverted_key(until)
+    if since is not None:
+        bounds["oldest"] = clock.inverted_key(since) + "~"
+    return bounds
+
+
+def _day_end_key(day: str) -> str:
+    """The sort key just before the first of a day (the newest moment of that day sorts first)."""
+    start = clock.from_time_key(day + "T000000.000000Z")
+    return clock.inverted_key(start + timedelta(days=1))
+
+
+def _day_of(delivery: Delivery, fallback: str | None) -> str | None:
+    return clock.day_bucket(delivery.log.at) if delivery.log is not None else fallback
+
+
 def _receipt_delivery(row: Mapping[str, Any], sub_id: str) -> Delivery:
     at, _, code = _receipt_firsts(row, sub_id)
     return Delivery(
@@ -364,8 +402,10 @@ class DeliveryLog:
         base = min((f.at or at) for f in first_tries)
         self._table.create_entity(
             {
-                "PartitionKey": RECEIPT_PREFIX + clock.day_bucket(at),
-                "RowKey": f"{clock.time_key(at)}_{event_id}_{uuid.uuid4().hex[:8]}",
+                # Filed under the day the event was logged, in the order a listing reads (newest
+                # first), so a listing merges receipts and rows as it reads them.
+                "PartitionKey": RECEIPT_PREFIX + clock.day_bucket(LogKey(*log).at),
+                "RowKey": f"{_row_key(log, event_id)}_{uuid.uuid4().hex[:8]}",
                 "eventId": event_id,
                 "eventType": event_type,
                 "status": DeliveryStatus.SUCCEEDED,
@@ -393,19 +433,12 @@ class DeliveryLog:
         until: datetime | None = None,
     ) -> Page:
         """One page of a subscription's deliveries, newest first by when each event was logged:
-        its own rows and the receipts naming it, merged by the same sort key (the row key)."""
+        its own rows and the receipts naming it, merged by one sort key (a row's key; a receipt's
+        without its suffix), both read in that order from where the last page ended."""
         state = _decode(token)
         after: str | None = state["after"]
-        flt, params = "PartitionKey eq @pk", {"pk": sub_id}
-        if after:
-            flt += " and RowKey gt @after"
-            params["after"] = after
-        if until is not None:
-            flt += " and RowKey ge @newest"
-            params["newest"] = clock.inverted_key(until)
-        if since is not None:
-            flt += " and RowKey lt @oldest"
-            params["oldest"] = clock.inverted_key(since) + "~"
+        flt, params = "PartitionKey eq @pk", {"pk": sub_id, **_key_range(after, since, until)}
+        flt += "".join(f" and RowKey {op} @{name}" for name, op in _RANGE_OPS.items() if name in params)
         for name, value in (("status", status), ("eventType", event_type), ("eventId", event_id)):
             if value is not None:
                 flt += f" and {name} eq @{name}"
@@ -417,52 +450,56 @@ class DeliveryLog:
         found: dict[str, Delivery] = {}
         for row in rows:
             found.setdefault(row.event_id, row)
-        more = len(rows) > limit
-        next_day: str | None = None
+        horizon: tuple[str, str] | None = None
         if status in (None, DeliveryStatus.SUCCEEDED):
-            receipts, next_day = self._receipts(
-                sub_id, state, limit, rows, event_type=event_type, event_id=event_id, since=since, until=until
+            receipts, horizon = self._receipts(
+                sub_id, state, limit + 1, event_type=event_type, event_id=event_id, since=since, until=until
             )
             for receipt in receipts:
                 found.setdefault(receipt.event_id, receipt)
         ordered = sorted(found.values(), key=_sort_key)
+        if horizon is not None:  # the receipts were read up to here: nothing past it is certain yet
+            ordered = [d for d in ordered if _sort_key(d) <= horizon[0]]
         page = ordered[:limit]
-        if len(ordered) > limit or more or (next_day is not None and page):
-            last = _sort_key(page[-1]) if page else after
-            day = next_day
-            if page and page[-1].log is not None:
-                # Receipts are written after the event was logged, rarely a day later.
-                day = min(next_day or "99999999", clock.day_bucket(page[-1].log.at + timedelta(days=1)))
-            return page, _encode({"after": last, "day": day})
-        if next_day is not None:  # the scan budget ran out before a row was found
-            return page, _encode({"after": after, "day": next_day})
+        if len(ordered) > limit:
+            last = page[-1]
+            return page, _encode({"after": _sort_key(last), "day": _day_of(last, state["day"])})
+        if horizon is not None:
+            return page, _encode({"after": horizon[0], "day": horizon[1]})
         return page, None
 
     def _receipts(
         self,
         sub_id: str,
         state: dict[str, Any],
-        limit: int,
-        rows: Deliveries,
+        wanted: int,
         *,
         event_type: str | None,
         event_id: str | None,
         since: datetime | None,
         until: datetime | None,
-    ) -> tuple[Deliveries, str | None]:
-        """Receipts naming the subscription that sort after `state["after"]`, newest day first,
-        until the `limit` newest of them and `rows` together are certain (a receipt is filed
-        under the day it was written, never before its event was logged); with the day to read
-        next when the scan budget ran out first."""
+    ) -> tuple[Deliveries, tuple[str, str] | None]:
+        """Up to `wanted` receipts naming the subscription that sort after `state["after"]`, in
+        order: partitions by the day the event was logged, newest first, each in row key order
+        (newest first too). When the scan budget runs out first, also where the scan stopped
+        (sort key and day): every receipt up to there was read."""
         now = clock.utcnow()
-        oldest = clock.day_bucket(max(now - timedelta(days=self._retention + 1), since or now - timedelta(days=36500)))
+        oldest = clock.day_bucket(now - timedelta(days=self._retention + 1))
+        if since is not None:
+            oldest = max(oldest, clock.day_bucket(since))
         after: str | None = state["after"]
         day = clock.day_bucket(now)
         if state["day"]:
             day = min(day, state["day"])
         if until is not None:
-            day = min(day, clock.day_bucket(until + timedelta(days=1)))
-        flt, params = "PartitionKey eq @pk", {}
+            day = min(day, clock.day_bucket(until))
+        # A receipt's key is its sort key and a suffix: past the last one given means past every
+        # receipt of that sort key.
+        ranges = _key_range(after + "_~" if after else None, since, until)
+        flt = "PartitionKey eq @pk" + "".join(
+            f" and RowKey {op} @{name}" for name, op in _RANGE_OPS.items() if name in ranges
+        )
+        params: dict[str, Any] = dict(ranges)
         for name, value in (("eventType", event_type), ("eventId", event_id)):
             if value is not None:
                 flt += f" and {name} eq @{name}"
@@ -472,42 +509,19 @@ class DeliveryLog:
         while day >= oldest:
             queries += 1
             for row in self._table.query_entities(
-                flt,
-                parameters={**params, "pk": RECEIPT_PREFIX + day},
-                results_per_page=1000,
-                select=[
-                    "eventId",
-                    "eventType",
-                    "subs",
-                    "codes",
-                    "lastAttemptAt",
-                    "logPk",
-                    "logRk",
-                    "t0",
-                    "ats",
-                    "durs",
-                ],
+                flt, parameters={**params, "pk": RECEIPT_PREFIX + day}, results_per_page=1000, select=_RECEIPT_COLUMNS
             ):
                 scanned += 1
-                if sub_id not in str(row["subs"]).split(","):
-                    continue
-                delivery = _receipt_delivery(row, sub_id)
-                key = _sort_key(delivery)
-                if (after and key <= after) or delivery.log is None:
-                    continue
-                if (since and delivery.log.at < since) or (until and delivery.log.at > until):
-                    continue
-                found.append(delivery)
-            start = clock.from_time_key(day + "T000000.000000Z")
-            day = clock.day_bucket(start - timedelta(days=1))
-            # Certain once the (limit + 1)th newest so far is no older than the day just read: what
-            # is left is older. One more than a page tells whether there is a next page.
-            best = sorted([*rows, *found], key=_sort_key)
-            edge = best[limit].log if len(best) > limit else None
-            if edge is not None and edge.at >= start:
-                return found, None
-            if (scanned >= SCAN_BUDGET or queries >= QUERY_BUDGET) and day >= oldest:
-                return found, day
+                if sub_id in str(row["subs"]).split(","):
+                    found.append(_receipt_delivery(row, sub_id))
+                    if len(found) >= wanted:
+                        return found, None
+                if scanned >= SCAN_BUDGET:
+                    return found, (str(row["RowKey"]).rsplit("_", 1)[0], day)
+            day = clock.day_bucket(clock.from_time_key(day + "T000000.000000Z") - timedelta(days=1))
+            if queries >= QUERY_BUDGET and day >= oldest:
+                # Every receipt of the days read was read: the next page starts at the next day.
+                return found, (_day_end_key(day), day)
         return found, None
 
     def record(self, sub_id: str, event_id: str) -> Record | None:
@@ -524,33 +538,24 @@ class DeliveryLog:
         row = rows[0] if rows else None
         delivery = Delivery.from_row(row) if row is not None else None
         now = clock.utcnow()
+        queries: list[tuple[str, dict[str, Any]]] = []
         if delivery is not None and delivery.log is not None:
-            # Its receipt, if any, was written within a day or so of the event being logged.
-            first = delivery.log.at
-            days = [clock.day_bucket(first + timedelta(days=n)) for n in range(3)]
-        else:
-            days = [clock.day_bucket(now - timedelta(days=n)) for n in range(int(self._retention) + 2)]
+            # Its receipt, if any, is in the day it was logged, under its own sort key.
+            key = _row_key((delivery.log.partition, delivery.log.row), event_id)
+            queries.append(
+                (
+                    "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi",
+                    {"pk": RECEIPT_PREFIX + clock.day_bucket(delivery.log.at), "lo": key + "_", "hi": key + "_~"},
+                )
+            )
+        else:  # one query per day of the retention window, newest first
+            for n in range(int(self._retention) + 2):
+                day = clock.day_bucket(now - timedelta(days=n))
+                queries.append(("PartitionKey eq @pk and eventId eq @id", {"pk": RECEIPT_PREFIX + day, "id": event_id}))
         receipt: Delivery | None = None
         first_try: AttemptRecord | None = None
-        for day in days:
-            if day > clock.day_bucket(now):
-                continue
-            for found in self._table.query_entities(
-                "PartitionKey eq @pk and eventId eq @id",
-                parameters={"pk": RECEIPT_PREFIX + day, "id": event_id},
-                select=[
-                    "eventId",
-                    "eventType",
-                    "subs",
-                    "codes",
-                    "lastAttemptAt",
-                    "logPk",
-                    "logRk",
-                    "t0",
-                    "ats",
-                    "durs",
-                ],
-            ):
+        for flt, params in queries:
+            for found in self._table.query_entities(flt, parameters=params, select=_RECEIPT_COLUMNS):
                 if sub_id in str(found["subs"]).split(","):
                     receipt = _receipt_delivery(found, sub_id)
                     at, duration, code = _receipt_firsts(found, sub_id)
