@@ -4,20 +4,30 @@ Two kinds of row, because a row per successful delivery was the relay's dominant
 one storage transaction and half the CPU of every delivery, measured by `python -m relay_dev.bench`):
 
 - a **row per (subscription, event)**, in the subscription's partition, for every delivery that
-  needed more than one attempt, failed, or was replayed: written after each of its attempts;
+  needed more than one attempt, failed, or was replayed: written after each of its attempts,
+  each write adding its attempt to the ones the row keeps (`x{seq}` columns: the first and the
+  last `KEEP_LAST`, each with the receiver's first 4 KiB, masked by the caller), on the row's
+  ETag, so an attempt is never lost to a concurrent write nor rewritten;
 - a **receipt** per delivery batch for the deliveries that succeeded at the first attempt: one
-  row naming up to a hundred subscriptions, in a partition per day (`r:{day}`).
+  row naming up to a hundred subscriptions, each with its own start and duration (`t0`, `ats`,
+  `durs`: a slow neighbour does not make a fast delivery look late), in a partition per day the
+  event was logged (`r:{day}`), keyed as the subscription rows are, so a listing reads both in
+  one order (newest first) from where its last page ended.
 
 Failures and retries, the part an operator looks for, stay one cheap partition query away.
 Listing successes also reads the receipts of the retention window, a bounded slice per page.
 Nothing is written before an attempt: the queue message, not a row, keeps unfinished work.
 
-| partition  | row key                          | what                                             |
-|------------|----------------------------------|--------------------------------------------------|
-| `{sub id}` | `{inverted time}_{event id}`     | one subscription's delivery of one event         |
-| `r:{day}`  | `{time}_{event id}_{random}`     | a receipt: a batch's first-try successes         |
-| `c:{hour}` | `m{MM}_{process}`, `h_{process}` | a process's counters for a minute or the hour    |
-|            |                                  | (`relay.pipeline.stats`, for the console's overview)      |
+| partition  | row key                                 | what                                             |
+|------------|-----------------------------------------|--------------------------------------------------|
+| `{sub id}` | `{inverted time}_{event id}`            | one subscription's delivery of one event         |
+| `r:{day}`  | `{inverted time}_{event id}_{random}`   | a receipt: a batch's first-try successes         |
+| `c:{hour}` | `m{MM}_{process}`, `h_{process}`        | a process's counters for a minute or the hour    |
+|            |                                         | (`relay.pipeline.stats`, for the console's overview) |
+
+The time in both keys is when the event was logged (fanned out). Receipts written before this
+layout (`{time}_{event id}_{random}`, under the day they were written) sort before every new
+key: a listing shows them on its first page only, until retention forgets them.
 
 Counter rows carry `lastAttemptAt` and a `status`, so `sweep` forgets them with the rest. This
 module alone builds and reads these keys and columns; callers get `Delivery` and `CounterRow`
