@@ -209,7 +209,12 @@ def test_a_retry_left_in_the_queue_by_the_old_release_is_still_delivered(
     storage.queue(DELIVERY_QUEUE).send_message(row["Body"], visibility_timeout=2, time_to_live=-1)
     got = receiver.wait_for(2, timeout=60)[1]
     assert got.headers["webhook-id"] == event
-    answer = relay.get(f"subscriptions/{sub}/deliveries").json()["value"]
+    # The log row is written after the receiver answered: wait for it, do not race it.
+    answer = wait_until(
+        lambda: [r for r in relay.get(f"subscriptions/{sub}/deliveries").json()["value"] if r["status"] != "pending"],
+        30,
+        "the delivery to be logged",
+    )
     assert answer[0]["status"] == "succeeded" and answer[0]["attempts"] == 2, answer
 
 
