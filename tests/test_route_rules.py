@@ -24,6 +24,7 @@ CONTRACT = {
     ("subscription", "GET"): ("get_subscription", {SUBSCRIBER}, "id", True),
     ("subscription", "DELETE"): ("delete_subscription", {SUBSCRIBER}, None, True),
     ("deliveries", "GET"): ("list_deliveries", {SUBSCRIBER}, "id", True),
+    ("delivery", "GET"): ("get_delivery", {SUBSCRIBER}, "id", True),
     ("replay", "POST"): ("start_replay", {SUBSCRIBER}, "id", True),
     ("operation", "GET"): ("get_operation", {SUBSCRIBER}, "operationId", True),
     ("secret", "POST"): ("rotate_secret", {SUBSCRIBER}, "id", True),

@@ -245,6 +245,9 @@ class FanoutMessage(BaseModel):
     kicked: bool = False
 
 
+AttemptKind = Literal["delivery", "replay", "resend", "test"]
+
+
 class Target(BaseModel):
     """One subscriber of one delivery work item, with what is needed to sign and send."""
 
@@ -262,6 +265,9 @@ class Target(BaseModel):
     # as attempts; bounded by delivery.MAX_DEFERRALS).
     deferred: int = 0
     mode: ContentMode = "json"  # the subscription's contentMode
+    # What started this chain of attempts, as the delivery record marks its first attempt (the
+    # later ones are `retry`): a live fan-out, a replay, a resend or a test delivery.
+    kind: AttemptKind = "delivery"
 
 
 class DeliveryMessage(BaseModel):

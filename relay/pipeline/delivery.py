@@ -30,12 +30,13 @@ from relay.core.outcomes import Outcome, Verdict, classify
 from relay.core.settings import Settings
 from relay.core.statuses import DeliveryStatus
 from relay.outbound import signing
-from relay.outbound.sender import DeliveryError, OriginBusy, Sender, TLSError, redact_url, scrub
+from relay.outbound.sender import MASK, DeliveryError, OriginBusy, Sender, TLSError, redact_url, scrub
 from relay.pipeline import stats
 from relay.pipeline.later import Later, Laters, gather
 from relay.pipeline.outbox import Outbox
 from relay.pipeline.pools import Batch, get_pools
-from relay.store.deliverylog import Attempt, DeliveryLog, FirstTry
+from relay.store.deliverylog import DeliveryLog
+from relay.store.deliveryrows import RESPONSE_BYTES, Attempt, AttemptRecord, FirstTry
 from relay.store.storage import Storage
 from relay.store.subscriptions import SubscriptionStore
 
@@ -81,6 +82,26 @@ class Result:
     status_code: int | None = None
     retry_after: float | None = None
     deferred: bool = False  # nothing was sent: the origin had no free slot
+    # The answer's headers and body, masked into the record only where a row keeps it (a
+    # first-try success goes into the batch's receipt without it).
+    reply: tuple[dict[str, str], bytes] | None = None
+
+
+def kept_response(reply_headers: dict[str, str], body: bytes, target: Target) -> tuple[str, str] | None:
+    """The receiver's answer as the delivery record keeps it: its content type and the first
+    RESPONSE_BYTES of its body as text, with the callback's query values, path tokens and the
+    signing secret masked (a receiver may echo what it was sent)."""
+    if not body and not reply_headers.get("content-type"):
+        return None
+    text = body[:RESPONSE_BYTES].decode("utf-8", errors="replace")
+    content_type = reply_headers.get("content-type", "")[:256]
+    masked = []
+    for part in (content_type, text):
+        part = scrub(part, target.url) or ""
+        if target.secret:
+            part = part.replace(target.secret, MASK)
+        masked.append(part)
+    return masked[0], masked[1]
 
 
 def attempt(sender: Sender, target: Target, event_id: str, note: signing.Notification) -> Result:
@@ -96,7 +117,12 @@ def attempt(sender: Sender, target: Target, event_id: str, note: signing.Notific
         return Result(Verdict(outcome_of(exc), f"refused by the outbound guard: {exc.reason}"))
     except DeliveryError as exc:
         return Result(Verdict(outcome_of(exc), f"{exc.kind}: {exc.message}"))
-    return Result(classify(reply.status, reply.body), reply.status, parse_retry_after(reply.headers.get("retry-after")))
+    return Result(
+        classify(reply.status, reply.body),
+        reply.status,
+        parse_retry_after(reply.headers.get("retry-after")),
+        reply=(reply.headers, reply.body),
+    )
 
 
 class Deliverer:
@@ -230,12 +256,26 @@ class Deliverer:
                     "notificationUrl": url,
                 },
             )
+        # Each attempt's own start and duration, whatever its neighbours in the batch took.
+        duration_ms = int(elapsed * 1000)
         done = Attempt(
             status=DeliveryStatus.SUCCEEDED,
             attempts=target.attempt,
             attempted_at=started,
             status_code=result.status_code,
             error=result.verdict.reason,
+            record=AttemptRecord(
+                at=started,
+                duration_ms=duration_ms,
+                status_code=result.status_code,
+                error=result.verdict.reason if outcome is not Outcome.DELIVERED else None,
+                response=(
+                    kept_response(*result.reply, target)
+                    if result.reply is not None and (target.logged or outcome is not Outcome.DELIVERED)
+                    else None
+                ),
+                kind="retry" if target.attempt > 1 else target.kind,
+            ),
         )
         if outcome is Outcome.DELIVERED:
             stats.record(self._storage, target.sub, "succeeded", elapsed)
@@ -244,23 +284,22 @@ class Deliverer:
             if target.logged:
                 self._log.write(target.sub, event.id, event.type, log_key, done)
                 return None
-            return FirstTry(target.sub, result.status_code or 200)
+            return FirstTry(target.sub, result.status_code or 200, started, duration_ms)
         if outcome is Outcome.GONE:
             self._subs.disable(target.sub, result.verdict.reason or "receiver is gone")
-            stats.record(self._storage, target.sub, "failed", elapsed)
             done.status = DeliveryStatus.FAILED
-            self._log.write(target.sub, event.id, event.type, log_key, done)
+            self._failed(target.sub, self._log.write(target.sub, event.id, event.type, log_key, done), elapsed)
             return None
         delay = None
         if outcome is Outcome.RETRY:
             delay = retry_delay(
                 self._settings.retry_schedule, target.attempt, retry_after=result.retry_after, rand=self._rand
             )
-        stats.record(self._storage, target.sub, "failed" if delay is None else "retrying", elapsed)
         if delay is None:
             done.status = DeliveryStatus.FAILED
-            self._log.write(target.sub, event.id, event.type, log_key, done)
+            self._failed(target.sub, self._log.write(target.sub, event.id, event.type, log_key, done), elapsed)
             return None
+        stats.record(self._storage, target.sub, "retrying", elapsed)
         # The pending row here; the retry's work item is sent with others due then (relay.later).
         done.status = DeliveryStatus.PENDING
         done.next_attempt_at = started + timedelta(seconds=elapsed + delay)
@@ -299,6 +338,11 @@ class Deliverer:
         )
         return Later(target.model_copy(update={"logged": True, "deferred": target.deferred + 1}), due)
 
+    def _failed(self, sub_id: str, before: DeliveryStatus | None, elapsed: float | None = None) -> None:
+        """Count a failed outcome; an event counts as failed once per subscription (a replay
+        that fails again is an attempt more, not a failure more)."""
+        stats.record(self._storage, sub_id, "failed", elapsed, new_failure=before is not DeliveryStatus.FAILED)
+
     def skip_removed(self, message: DeliveryMessage) -> list[Target]:
         """Targets whose subscription was not deleted or disabled after the work was planned,
         with the current secret where it was rotated since (the message carries the old one)."""
@@ -326,8 +370,7 @@ class Deliverer:
     def abandon(self, message: DeliveryMessage, reason: str) -> None:
         """Record every target of a work item that cannot be processed as failed."""
         for target in message.targets:
-            stats.record(self._storage, target.sub, "failed")
-            self._log.write(
+            before = self._log.write(
                 target.sub,
                 message.eventId,
                 message.eventType,
@@ -339,10 +382,10 @@ class Deliverer:
                     error=reason,
                 ),
             )
+            self._failed(target.sub, before)
 
     def _give_up(self, message: DeliveryMessage, target: Target, reason: str) -> None:
-        stats.record(self._storage, target.sub, "failed")
-        self._log.write(
+        before = self._log.write(
             target.sub,
             message.eventId,
             message.eventType,
@@ -351,6 +394,7 @@ class Deliverer:
                 status=DeliveryStatus.FAILED, attempts=target.attempt - 1, attempted_at=clock.utcnow(), error=reason
             ),
         )
+        self._failed(target.sub, before)
 
 
 @dataclass

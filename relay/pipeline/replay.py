@@ -319,7 +319,7 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
         if op.filter == "failed"
         else replayed_events(storage, sub, since, until)
     )
-    target = sub.replay_target()
+    target = sub.replay_target().model_copy(update={"kind": "replay"})  # its attempts say so
     planned = clock.time_key(clock.utcnow())
     outbox = Outbox(storage)
     sent = 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from relay.core import clock, runtime
-from relay.store.deliverylog import CounterRow, Counters
+from relay.store.counters import CounterRow, Counters
 from relay.store.storage import Storage
 from relay.store.subscriptions import SubscriptionStore
 
@@ -46,6 +47,16 @@ WINDOWS = {"1h": ("minute", 60), "24h": ("hour", 24)}
 HOUR = -1  # the bucket of a whole hour (the others are minutes 0 to 59)
 
 PROCESS = uuid.uuid4().hex[:12]
+
+# Upper bounds (ms) of the answer-time histogram kept per subscription for its p50 and p95: a
+# percentile is given as the bound of the bucket it falls in (at most the slowest answer seen).
+HIST_BOUNDS_MS = (
+    10, 25, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 30000, 60000,
+)  # fmt: skip
+
+
+def _hist_bucket(elapsed_ms: int) -> int:
+    return next((i for i, bound in enumerate(HIST_BOUNDS_MS) if elapsed_ms <= bound), len(HIST_BOUNDS_MS))
 
 
 @dataclass
@@ -83,8 +94,9 @@ class Bucket:
     totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     subs: dict[str, SubCounts] = field(default_factory=dict)
     untracked: int = 0  # attempts of subscriptions beyond MAX_SUBS_PER_ROW
+    hists: dict[str, dict[int, int]] = field(default_factory=dict)  # answer times: bucket -> attempts
 
-    def record(self, sub_id: str, outcome: str, elapsed_ms: int | None, at: str) -> None:
+    def record(self, sub_id: str, outcome: str, elapsed_ms: int | None, at: str, new_failure: bool = True) -> None:
         self.totals[outcome] += 1
         counts = self.subs.get(sub_id)
         if counts is None:
@@ -92,11 +104,17 @@ class Bucket:
                 self.untracked += 1
                 return
             counts = self.subs[sub_id] = SubCounts()
-        setattr(counts, outcome, getattr(counts, outcome) + 1)
+        # A subscription's `failed` counts events that failed ("Failures (day)"), not failed
+        # attempts: a replay that fails again adds an attempt, not a failure.
+        if outcome != "failed" or new_failure:
+            setattr(counts, outcome, getattr(counts, outcome) + 1)
         if elapsed_ms is not None:
             counts.total_ms += elapsed_ms
             counts.timed += 1
             counts.max_ms = max(counts.max_ms, elapsed_ms)
+            hist = self.hists.setdefault(sub_id, {})
+            bucket = _hist_bucket(elapsed_ms)
+            hist[bucket] = hist.get(bucket, 0) + 1
         if outcome == "succeeded":
             counts.last_success = at
 
@@ -108,6 +126,7 @@ class Bucket:
             totals=dict(self.totals),
             untracked=self.untracked,
             subs={k: v.to_list() for k, v in self.subs.items()},
+            hists={k: dict(v) for k, v in self.hists.items()},
         )
 
 
@@ -129,18 +148,26 @@ class Recorder:
         self._lock = threading.Lock()
         self._buckets: dict[tuple[datetime, int], Bucket] = {}  # (hour, minute or HOUR) -> bucket
         self._dirty: set[tuple[datetime, int]] = set()  # buckets changed since the last flush
-        self._pending: deque[tuple[str, str, int | None, datetime]] = deque()  # not yet folded in
+        self._pending: deque[tuple[str, str, int | None, datetime, bool]] = deque()  # not yet folded in
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._storage: Storage | None = None
         self._stopped = False
 
     def record(
-        self, storage: Storage, sub_id: str, outcome: str, elapsed: float | None = None, at: datetime | None = None
+        self,
+        storage: Storage,
+        sub_id: str,
+        outcome: str,
+        elapsed: float | None = None,
+        at: datetime | None = None,
+        new_failure: bool = True,
     ) -> None:
         if outcome not in OUTCOMES:
             raise ValueError(f"not an outcome: {outcome}")
-        self._pending.append((sub_id, outcome, None if elapsed is None else int(elapsed * 1000), at or clock.utcnow()))
+        self._pending.append(
+            (sub_id, outcome, None if elapsed is None else int(elapsed * 1000), at or clock.utcnow(), new_failure)
+        )
         if self._thread is None or self._storage is not storage:
             with self._lock:
                 self._storage = storage
@@ -152,11 +179,11 @@ class Recorder:
         """Add the queued attempts to their buckets (the caller holds the lock)."""
         pending = self._pending
         while pending:
-            sub_id, outcome, elapsed_ms, at = pending.popleft()
+            sub_id, outcome, elapsed_ms, at, new_failure = pending.popleft()
             hour = _hour(at)
             stamp = clock.rfc3339(at)
             for part in (at.minute, HOUR):
-                self._buckets.setdefault((hour, part), Bucket()).record(sub_id, outcome, elapsed_ms, stamp)
+                self._buckets.setdefault((hour, part), Bucket()).record(sub_id, outcome, elapsed_ms, stamp, new_failure)
                 self._dirty.add((hour, part))
 
     def _run(self) -> None:
@@ -210,10 +237,13 @@ def recorder() -> Recorder:
     return runtime.current().part("stats", Recorder, Recorder.stop)
 
 
-def record(storage: Storage, sub_id: str, outcome: str, elapsed: float | None = None) -> None:
-    """Count one attempt's outcome (`succeeded`, `retrying` or `failed`) for a subscription."""
+def record(
+    storage: Storage, sub_id: str, outcome: str, elapsed: float | None = None, *, new_failure: bool = True
+) -> None:
+    """Count one attempt's outcome (`succeeded`, `retrying` or `failed`) for a subscription;
+    `new_failure` False for a failure of an event already counted as failed for it."""
     try:
-        recorder().record(storage, sub_id, outcome, elapsed)
+        recorder().record(storage, sub_id, outcome, elapsed, new_failure=new_failure)
     except Exception:
         log.exception("stats: could not count an attempt")
 
@@ -289,3 +319,86 @@ def _sub_view(counts: SubCounts) -> dict[str, Any]:
     if counts.last_success:
         view["lastSuccessAt"] = counts.last_success
     return view
+
+
+# ---- endpoint health ------------------------------------------------------------------------------
+
+HEALTH_WINDOWS = {"hour": "1h", "day": "24h"}
+
+
+def _percentile(hist: dict[int, int], share: float, max_ms: int) -> int | None:
+    total = sum(hist.values())
+    if not total:
+        return None
+    seen = 0
+    for bucket in sorted(hist):
+        seen += hist[bucket]
+        if seen >= share * total:
+            bound = HIST_BOUNDS_MS[bucket] if bucket < len(HIST_BOUNDS_MS) else max_ms
+            return min(bound, max_ms) if max_ms else bound
+    return max_ms
+
+
+def _health_of(counts: SubCounts | None, hist: dict[int, int]) -> dict[str, Any]:
+    attempts = counts.timed if counts else 0
+    return {
+        "attempts": attempts,
+        "successRate": round(counts.succeeded / attempts, 4) if counts and attempts else None,
+        "p50Ms": _percentile(hist, 0.5, counts.max_ms) if counts else None,
+        "p95Ms": _percentile(hist, 0.95, counts.max_ms) if counts else None,
+    }
+
+
+_health_cache: dict[int, tuple[float, dict[str, dict[str, Any]]]] = {}
+_health_lock = threading.Lock()
+
+
+def health(storage: Storage) -> dict[str, dict[str, Any]]:
+    """`read_health`, read at most once per FLUSH_SECONDS per process (the counters change no
+    faster): every subscription read and list page shows it."""
+    now = time.monotonic()
+    with _health_lock:
+        cached = _health_cache.get(id(storage))
+    if cached is not None and now - cached[0] < FLUSH_SECONDS:
+        return cached[1]
+    found = read_health(storage)
+    with _health_lock:
+        _health_cache.clear()  # one storage per process; a test's earlier ones go
+        _health_cache[id(storage)] = (now, found)
+    return found
+
+
+def read_health(storage: Storage, now: datetime | None = None) -> dict[str, dict[str, Any]]:
+    """Per subscription that made attempts in the last day: its success rate (attempts that
+    succeeded) and the p50 and p95 of its answer times over the last hour and the last day,
+    from the counter rows (no scan of the delivery log). Each figure's window is the one the
+    overview uses: 60 minutes by minute, 24 hours by hour."""
+    now = now or clock.utcnow()
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, window in HEALTH_WINDOWS.items():
+        unit, count = WINDOWS[window]
+        last = _floor(now, unit)
+        step = timedelta(minutes=1) if unit == "minute" else timedelta(hours=1)
+        first = last - step * (count - 1)
+        subs: dict[str, SubCounts] = {}
+        hists: dict[str, dict[int, int]] = {}
+        for row in Counters(storage).read(unit, first, last, OUTCOMES):
+            if not first <= row.start <= last:
+                continue
+            for sub_id, raw in row.subs.items():
+                subs.setdefault(sub_id, SubCounts()).add(SubCounts.from_list(raw))
+            for sub_id, raw_hist in row.hists.items():
+                into = hists.setdefault(sub_id, {})
+                for bucket, n in raw_hist.items():
+                    into[int(bucket)] = into.get(int(bucket), 0) + int(n)
+        for sub_id, counts in subs.items():
+            found.setdefault(sub_id, {})[name] = _health_of(counts, hists.get(sub_id, {}))
+    return {
+        sub_id: {name: views.get(name, _health_of(None, {})) for name in HEALTH_WINDOWS}
+        for sub_id, views in found.items()
+    }
+
+
+def no_health() -> dict[str, Any]:
+    """The health of a subscription without attempts in the last day."""
+    return {name: _health_of(None, {}) for name in HEALTH_WINDOWS}

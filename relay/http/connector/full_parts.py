@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from relay.core.models import MAX_SOURCE_LENGTH, EventIn, SubscriptionRequest
+from relay.core.statuses import DeliveryStatus
 from relay.http.connector.parts import (
     NAME_MAX,
     NAME_PATTERN,
@@ -248,3 +249,46 @@ WORKFLOW_HEADERS = [
         ("x-ms-client-tracking-id", "The run's tracking id."),
     )
 ]
+
+
+def _nullable(type_: str, description: str, name: str, **more: Any) -> dict[str, Any]:
+    return {**prop(type_, description, name, **more), "x-nullable": True}
+
+
+ATTEMPT = obj(
+    {
+        "at": prop("string", "When the attempt started.", "at", format="date-time"),
+        "durationMs": prop("integer", "How long it took, in milliseconds.", "durationMs"),
+        "statusCode": _nullable("integer", "The receiver's HTTP status, or null without an answer.", "statusCode"),
+        "error": _nullable("string", "Why it did not succeed, or null.", "error"),
+        "response": {
+            **obj(
+                {
+                    "contentType": prop("string", "The answer's content type.", "contentType"),
+                    "body": prop("string", "The first 4 KiB of the answer, masked.", "body"),
+                },
+                "The receiver's answer, or null.",
+                ["contentType", "body"],
+            ),
+            "x-nullable": True,
+        },
+        "kind": prop("string", "What made it.", "kind", enum=["delivery", "retry", "replay", "resend", "test"]),
+    },
+    "One attempt.",
+    ["at", "durationMs", "statusCode", "error", "response", "kind"],
+)
+DELIVERY_RECORD = obj(
+    {
+        "eventId": prop("string", "The event's id.", "eventId"),
+        "type": prop("string", "The event's type.", "type"),
+        "status": prop("string", "Where the delivery stands.", "status", enum=list(DeliveryStatus)),
+        "attempts": prop("array", "Every attempt kept, oldest first.", "attempts", items=ATTEMPT),
+        "event": {
+            **prop("object", "The event as delivered (a CloudEvent), or null once forgotten.", "event"),
+            "x-nullable": True,
+        },
+        "headers": prop("object", "The content headers it was delivered with.", "headers"),
+    },
+    "The record of one delivery.",
+    ["eventId", "type", "status", "attempts", "event"],
+)

@@ -329,6 +329,10 @@ def subscription_paths() -> dict[str, Any]:
                 [
                     SUBSCRIPTION_ID,
                     query_param("status", "string", "Only deliveries in this state.", enum=list(DeliveryStatus)),
+                    query_param("eventType", "string", "Only deliveries of events of this type (not a pattern)."),
+                    query_param("eventId", "string", "Only the delivery of this event."),
+                    query_param("since", "string", "Only events logged at or after this time.", format="date-time"),
+                    query_param("until", "string", "Only events logged at or before this time.", format="date-time"),
                     LIMIT,
                     CONTINUATION,
                 ],

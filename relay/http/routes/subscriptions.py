@@ -3,11 +3,15 @@ activate, and a subscription's delivery log. What they store is `relay.store.sub
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import azure.functions as func
 
+from relay.core import clock
 from relay.core.errors import NotFound, TargetRefused, invalid
 from relay.core.matching import NAME_RULE, is_name
 from relay.core.models import SubscriptionRequest, UnsubscribeRequest
@@ -15,8 +19,12 @@ from relay.core.settings import get_settings
 from relay.http import access
 from relay.http.access import SUBSCRIBER, rule
 from relay.http.api import Reply, Request, http
+from relay.outbound import signing
 from relay.outbound.sender import check_target
+from relay.pipeline import stats
 from relay.store.deliverylog import STATUSES, DeliveryLog
+from relay.store.eventlog import EventLog
+from relay.store.events import load_data
 from relay.store.storage import get_storage
 from relay.store.subscriptions import CALLER_HEADERS, ID_RE, Caller, SubscriptionStore
 
@@ -62,7 +70,13 @@ def get_subscription(request: Request) -> Reply:
     sub = SubscriptionStore(get_storage("fast")).get(request.route.get("id", ""))
     if sub is None:
         raise NotFound("no subscription has this id")
-    return Reply(200, sub.view())
+    return Reply(200, _with_health(sub.view(), stats.health(get_storage("fast"))))
+
+
+def _with_health(view: Mapping[str, Any], health: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A subscription's answer with its endpoint health (docs/api.md): success rate and answer
+    times over the last hour and day, from the delivery counters."""
+    return {**view, "health": health.get(view["id"]) or stats.no_health()}
 
 
 def list_subscriptions(request: Request) -> Reply:
@@ -74,7 +88,8 @@ def list_subscriptions(request: Request) -> Reply:
     items, next_token = SubscriptionStore(get_storage("fast")).list_page(
         limit=limit, token=token, event_type=event_type, owner=access.owner_scope(request)
     )
-    body: dict[str, Any] = {"value": [e.view() for e in items]}
+    health = stats.health(get_storage("fast")) if items else {}
+    body: dict[str, Any] = {"value": [_with_health(e.view(), health) for e in items]}
     if next_token:
         query = {k: v for k, v in (("eventType", event_type), ("limit", str(limit))) if v}
         body["nextLink"] = request.link("subscriptions", {**query, "continuationToken": next_token})
@@ -129,23 +144,108 @@ def unsubscribe(request: Request) -> Reply:
     return Reply(200, {})
 
 
+def _time_param(request: Request, name: str) -> datetime | None:
+    text = request.text_param(name)
+    if text is None:
+        return None
+    try:
+        return clock.parse_rfc3339(text)
+    except ValueError:
+        raise invalid(name, "must be an RFC 3339 date-time such as 2026-01-31T12:00:00Z") from None
+
+
+def _known_subscription(sub_id: str) -> None:
+    if not ID_RE.fullmatch(sub_id) or SubscriptionStore(get_storage("fast")).get(sub_id) is None:
+        raise NotFound("no subscription has this id")
+
+
+MAX_EVENT_ID = 512
+
+
 def list_deliveries(request: Request) -> Reply:
     sub_id = request.route.get("id", "")
     status = request.text_param("status")
     if status is not None and status not in STATUSES:
         raise invalid("status", "must be pending, succeeded or failed")
+    event_type = request.text_param("eventType")
+    if event_type is not None and not is_name(event_type):
+        raise invalid("eventType", f"must be one event type ({NAME_RULE}); patterns are not allowed here")
+    event_id = request.text_param("eventId")
+    if event_id is not None and (len(event_id) > MAX_EVENT_ID or not event_id.isprintable()):
+        raise invalid("eventId", f"must be an event id: printable, at most {MAX_EVENT_ID} characters")
+    since, until = _time_param(request, "since"), _time_param(request, "until")
+    if since is not None and until is not None and since > until:
+        raise invalid("until", "must not be before since")
     limit = request.int_param("limit", 100, 1, 1000)
-    if not ID_RE.fullmatch(sub_id) or SubscriptionStore(get_storage("fast")).get(sub_id) is None:
-        raise NotFound("no subscription has this id")
+    _known_subscription(sub_id)
     rows, next_token = DeliveryLog(get_storage("fast"), get_settings().event_retention_days).list(
-        sub_id, status=status, limit=limit, token=request.params.get("continuationToken") or None
+        sub_id,
+        status=status,
+        limit=limit,
+        token=request.params.get("continuationToken") or None,
+        event_type=event_type,
+        event_id=event_id,
+        since=since,
+        until=until,
     )
     body: dict[str, Any] = {"value": [row.view() for row in rows]}
     if next_token:
-        query = {k: v for k, v in (("status", status), ("limit", str(limit))) if v}
+        given = {
+            "status": status,
+            "eventType": event_type,
+            "eventId": event_id,
+            "since": request.params.get("since"),
+            "until": request.params.get("until"),
+            "limit": str(limit),
+        }
+        query = {k: v for k, v in given.items() if v}
         body["nextLink"] = request.link(
             f"subscriptions/{sub_id}/deliveries", {**query, "continuationToken": next_token}
         )
+    return Reply(200, body)
+
+
+def get_delivery(request: Request) -> Reply:
+    """One delivery's record: every attempt kept (oldest first) and the event as delivered."""
+    sub_id, event_id = request.route.get("id", ""), request.route.get("eventId", "")
+    _known_subscription(sub_id)
+    storage = get_storage("fast")
+    record = DeliveryLog(storage, get_settings().event_retention_days).record(sub_id, event_id)
+    if record is None:
+        raise NotFound("this subscription has no delivery of this event")
+    body: dict[str, Any] = {
+        "eventId": record.delivery.event_id,
+        "type": record.delivery.event_type,
+        "status": record.delivery.status,
+        "attempts": [attempt.view() for attempt in record.attempts],
+        "event": None,
+        **{k: v for k, v in record.delivery.view().items() if k.startswith(("last", "next"))},
+    }
+    logged = EventLog(storage).get(record.delivery.log) if record.delivery.log is not None else None
+    if logged is not None:
+        sub = SubscriptionStore(storage).get(sub_id)
+        data = load_data(storage, logged)
+        note = signing.Notifications(
+            event_id=logged.id,
+            event_type=logged.type,
+            source=logged.source,
+            time=logged.time,
+            subject=logged.subject,
+            data=data,
+        ).get(sub.content_mode if sub is not None else "json")
+        # The event as the receiver got it: the CloudEvent, and the content headers of the
+        # subscription's mode (the signature headers are made per attempt and not kept).
+        body["event"] = json.loads(
+            signing.cloudevent(
+                event_id=logged.id,
+                event_type=logged.type,
+                source=logged.source,
+                time=logged.time,
+                subject=logged.subject,
+                data=data,
+            )
+        )
+        body["headers"] = dict(note.headers)
     return Reply(200, body)
 
 
@@ -179,6 +279,7 @@ http(
     },
 )
 http(bp, "deliveries", "subscriptions/{id}/deliveries", {"GET": (list_deliveries, rule(SUBSCRIBER, owned="id"))})
+http(bp, "delivery", "subscriptions/{id}/deliveries/{eventId}", {"GET": (get_delivery, rule(SUBSCRIBER, owned="id"))})
 http(bp, "secret", "subscriptions/{id}/secret", {"POST": (rotate_secret, rule(SUBSCRIBER, owned="id"))})
 http(bp, "unsubscribe", "unsubscribe", {"POST": (unsubscribe, rule(SUBSCRIBER, mine=True))})
 http(bp, "activate", "subscriptions/{id}/activate", {"POST": (activate_subscription, rule(SUBSCRIBER, owned="id"))})
