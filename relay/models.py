@@ -262,6 +262,21 @@ class Target(BaseModel):
     # as attempts; bounded by delivery.MAX_DEFERRALS).
     deferred: int = 0
     mode: ContentMode = "json"  # the subscription's contentMode
+    # A rotation with a grace period: the secret it replaced, which also signs until `previousUntil`
+    # (decided at each attempt, so a retry sent after the grace carries the new signature only).
+    previous: str | None = None
+    previousUntil: StoredInstant | None = None
+
+
+class RotateRequest(_Edge):
+    graceSeconds: int = Field(
+        default=86_400,
+        ge=0,
+        le=604_800,
+        strict=True,
+        description="Seconds the previous secret keeps signing beside the new one (0 to 604800; "
+        "0 switches at once, for a leaked secret).",
+    )
 
 
 class DeliveryMessage(BaseModel):

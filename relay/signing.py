@@ -93,11 +93,19 @@ def _signer(secret: str) -> Webhook:
     return Webhook(secret)
 
 
-def headers(*, secret: str, event_id: str, body: bytes, now: datetime) -> dict[str, str]:
+def headers(*, secret: str, event_id: str, body: bytes, now: datetime, previous: str | None = None) -> dict[str, str]:
     """Standard Webhooks headers for one attempt; the timestamp is the attempt's, the id the event's.
-    (The Content-Type is the notification's, the User-Agent the sender's own.)"""
+    (The Content-Type is the notification's, the User-Agent the sender's own.)
+
+    `previous`: during a rotation's grace period the secret it replaced signs too, as a second
+    space-separated `v1,` entry, which every Standard Webhooks verifier accepts when either matches:
+    a receiver still holding the old secret keeps verifying until it is given the new one."""
+    text = body.decode("utf-8")
+    signature = _signer(secret).sign(event_id, now, text)
+    if previous is not None and previous != secret:
+        signature += " " + _signer(previous).sign(event_id, now, text)
     return {
         "webhook-id": event_id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": _signer(secret).sign(event_id, now, body.decode("utf-8")),
+        "webhook-signature": signature,
     }

@@ -146,6 +146,8 @@ _INDEX_FIELDS = (
     "subjectBeginsWith",
     "subjectEndsWith",
     "contentMode",
+    "prevSecret",
+    "prevUntil",
 )
 
 
@@ -185,6 +187,9 @@ class Subscription:
     # Set by a DELETE before it removes the index rows, cleared by nothing: the row is deleted
     # last. Until then the subscription is still shown (its index rows may still be read).
     removing: bool = False
+    # A rotation with a grace period: the secret it replaced signs beside the new one until then.
+    previous_secret: str | None = field(default=None, repr=False)
+    previous_secret_expires_at: datetime | None = None
 
     @property
     def receives(self) -> bool:
@@ -214,21 +219,42 @@ class Subscription:
         if self.status == SubscriptionStatus.DISABLED and self.disabled_reason:
             shown["disabledReason"] = self.disabled_reason
         shown["createdAt"] = clock.rfc3339(self.created_at)
+        if self.in_grace(clock.utcnow()):
+            # When deliveries stop carrying the previous secret's signature (never the secret).
+            shown["previousSecretExpiresAt"] = clock.rfc3339(cast("datetime", self.previous_secret_expires_at))
         if with_secret:
             shown["secret"] = self.secret
         return shown
+
+    def in_grace(self, now: datetime) -> bool:
+        """Whether the secret a rotation replaced still signs beside the new one."""
+        return (
+            self.previous_secret is not None
+            and self.previous_secret_expires_at is not None
+            and now < self.previous_secret_expires_at
+        )
+
+    def signing(self) -> dict[str, Any]:
+        """The `Target` fields that sign a delivery: the secret, and the previous one with the end
+        of its grace (the attempt decides, at send time, whether it still signs)."""
+        grace = self.in_grace(clock.utcnow())
+        return {
+            "secret": self.secret,
+            "previous": self.previous_secret if grace else None,
+            "previousUntil": self.previous_secret_expires_at if grace else None,
+        }
 
     def replay_target(self) -> Target:
         """Where a replay of this subscription delivers: every attempt logged, as retries are."""
         return Target(
             sub=self.id,
             url=self.notification_url,
-            secret=self.secret,
             once=self.once,
             gen=self.generation,
             attempt=1,
             logged=True,
             mode=self.content_mode,
+            **self.signing(),
         )
 
 
@@ -279,11 +305,15 @@ def _from_row(row: Mapping[str, Any]) -> Subscription:
         version=int(row.get("ver") or 0),
         registration=int(row.get("reg") or 0),
         removing=bool(row.get("removing")),
+        previous_secret=row.get("previousSecret"),
+        previous_secret_expires_at=_time(row.get("previousSecretExpiresAt")),
     )
 
 
 def _row(sub: Subscription) -> dict[str, Any]:
-    """The subscription's own row (`s` / `i:{id}`), every column; absent values are left out."""
+    """The subscription's own row (`s` / `i:{id}`), every column; absent values are left out.
+    A previous secret whose grace has ended is dropped by the next write: it signs nothing more."""
+    grace = sub.in_grace(clock.utcnow())
     return _clean(
         {
             "PartitionKey": SUB_PARTITION,
@@ -309,6 +339,10 @@ def _row(sub: Subscription) -> dict[str, Any]:
             "ver": sub.version,
             "reg": sub.registration,
             "removing": sub.removing or None,
+            "previousSecret": sub.previous_secret if grace else None,
+            "previousSecretExpiresAt": clock.rfc3339_precise(sub.previous_secret_expires_at)
+            if grace and sub.previous_secret_expires_at
+            else None,
         }
     )
 
@@ -498,20 +532,32 @@ class SubscriptionStore:
             raw = again
         raise Contended("the subscription kept changing while its index was written; try again")
 
-    def rotate_secret(self, sub_id: str) -> Subscription | None:
+    def rotate_secret(self, sub_id: str, grace_seconds: int = 0) -> Subscription | None:
         """Give the subscription a new signing secret; None when there is no such subscription.
 
-        The primary row and its index rows get the new secret, then a marker in the tombstone
-        partition tells queued work (retries, work items, replays, which carry the secret they
-        were planned with) to read the current one: every attempt after this returns is signed
-        with the new secret only.
+        With `grace_seconds`, the secret replaced keeps signing beside the new one until then
+        (`previous_secret`; a secret still in an earlier grace is dropped: two signatures at most).
+        The primary row and its index rows get the new secrets, then a marker in the tombstone
+        partition tells queued work (retries, work items, replays, which carry the secrets they
+        were planned with) to read the current ones: every attempt after this returns is signed
+        with the new secret, and the replaced one only within the grace (0: never again).
         """
         for _ in _tries():
             raw = self._get_raw(sub_id)
             if raw is None or raw.get("removing"):
                 return None
             current = _from_row(raw)
-            entity = self._write_row(raw, replace(current, secret=new_secret(), updated_at=_now()))
+            now = _now()
+            entity = self._write_row(
+                raw,
+                replace(
+                    current,
+                    secret=new_secret(),
+                    previous_secret=current.secret if grace_seconds > 0 else None,
+                    previous_secret_expires_at=now + timedelta(seconds=grace_seconds) if grace_seconds > 0 else None,
+                    updated_at=now,
+                ),
+            )
             if entity is None:
                 continue  # changed meanwhile (a subscribe, a disable): read it again
             self._reconcile(sub_id, current.event_types if current.receives else ())
@@ -525,10 +571,6 @@ class SubscriptionStore:
             )
             return entity
         raise Contended("the subscription kept changing during the rotation; try again")
-
-    def current_secret(self, sub_id: str) -> str | None:
-        entity = self.get(sub_id)
-        return entity.secret if entity is not None else None
 
     def _write_index(self, entity: Subscription, patterns: Iterable[str]) -> None:
         patterns = list(patterns)
@@ -934,6 +976,9 @@ class SubscriptionStore:
                             once=bool(row.get("once")),
                             gen=_generation(row),
                             mode=row.get("contentMode") or "json",
+                            # The attempt signs with it only until prevUntil (relay.delivery.attempt).
+                            previous=row.get("prevSecret"),
+                            previousUntil=row.get("prevUntil"),
                         )
                     )
                 if found:
@@ -1180,6 +1225,7 @@ class SubscriptionStore:
 
 def _index_entity(entity: Subscription, pattern: str) -> dict[str, Any]:
     """The fan-out index row of a subscription under one pattern: all a delivery needs."""
+    grace = entity.in_grace(clock.utcnow())
     return _clean(
         {
             "PartitionKey": f"x:{pattern}",
@@ -1192,6 +1238,10 @@ def _index_entity(entity: Subscription, pattern: str) -> dict[str, Any]:
             "subjectBeginsWith": entity.subject_begins_with,
             "subjectEndsWith": entity.subject_ends_with,
             "contentMode": entity.content_mode,
+            "prevSecret": entity.previous_secret if grace else None,
+            "prevUntil": clock.rfc3339_precise(entity.previous_secret_expires_at)
+            if grace and entity.previous_secret_expires_at
+            else None,
         }
     )
 

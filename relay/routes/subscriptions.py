@@ -13,7 +13,7 @@ from ..api import Reply, Request, http
 from ..deliverylog import STATUSES, DeliveryLog
 from ..errors import NotFound, TargetRefused, invalid
 from ..matching import NAME_RULE, is_name
-from ..models import SubscriptionRequest, UnsubscribeRequest
+from ..models import RotateRequest, SubscriptionRequest, UnsubscribeRequest
 from ..outbound import check_target
 from ..settings import get_settings
 from ..storage import get_storage
@@ -49,11 +49,14 @@ def create_subscription(request: Request) -> Reply:
 
 
 def rotate_secret(request: Request) -> Reply:
-    """A new signing secret for a subscriber that lost its own; the old one signs nothing more."""
-    entity = SubscriptionStore(get_storage("fast")).rotate_secret(request.route.get("id", ""))
+    """A new signing secret. The old one keeps signing beside it for `graceSeconds` (default a day,
+    so receivers can be given the new one without missing a delivery); 0 ends it at once (a leak).
+    The body is optional: the console and older clients send none."""
+    body: RotateRequest = request.model(RotateRequest, request.json()) if request.body.strip() else RotateRequest()
+    entity = SubscriptionStore(get_storage("fast")).rotate_secret(request.route.get("id", ""), body.graceSeconds)
     if entity is None:
         raise NotFound("no subscription has this id")
-    log.info("signing secret rotated subscription=%s", entity.id)
+    log.info("signing secret rotated subscription=%s graceSeconds=%d", entity.id, body.graceSeconds)
     return Reply(200, entity.view(with_secret=True))
 
 
