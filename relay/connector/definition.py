@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
-from ..models import EventIn, ReplayRequest, SubscriptionRequest
+from ..models import EventIn, ReplayRequest, RotateRequest, SubscriptionRequest
 from ..statuses import DeliveryStatus
 from .parts import (
     CONTINUATION,
@@ -421,8 +421,20 @@ def definition(
                 "post": operation(
                     "RotateSubscriptionSecret",
                     "Rotate the secret of a subscription",
-                    "Replaces the key that signs a subscription's deliveries and returns the new one, once.",
-                    [SUBSCRIPTION_ID],
+                    "Replaces the key that signs a subscription's deliveries and returns the new one, once; "
+                    "the previous key keeps signing beside it for the grace period.",
+                    [
+                        SUBSCRIPTION_ID,
+                        {
+                            **body_param(
+                                model_schema(RotateRequest, "How long the previous key keeps signing."),
+                                "How long the previous key keeps signing.",
+                                "Rotation",
+                            ),
+                            # Optional: without it the previous key signs for a day.
+                            "required": False,
+                        },
+                    ],
                     {
                         "200": response(
                             "The new secret.",
@@ -430,7 +442,13 @@ def definition(
                                 {
                                     "secret": prop(
                                         "string", "The new key that signs its deliveries (webhook-signature).", "secret"
-                                    )
+                                    ),
+                                    "previousSecretExpiresAt": prop(
+                                        "string",
+                                        "When the previous key stops signing; absent when it stopped at once.",
+                                        "previousSecretExpiresAt",
+                                        format="date-time",
+                                    ),
                                 },
                                 "The subscription's new secret.",
                                 ["secret"],

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .. import __version__
-from ..models import MAX_SOURCE_LENGTH, EventIn, EventTypeRequest, ReplayRequest, SubscriptionRequest
+from ..models import MAX_SOURCE_LENGTH, EventIn, EventTypeRequest, ReplayRequest, RotateRequest, SubscriptionRequest
 from ..outbound import MAX_URL_LENGTH
 from ..statuses import DeliveryStatus
 from .parts import (
@@ -210,7 +210,14 @@ POLLED = obj(
     ["value"],
 )
 SECRET = obj(
-    {"secret": prop("string", "The new signing secret.", "secret")}, "The subscription with its new secret.", ["secret"]
+    {
+        "secret": prop("string", "The new signing secret.", "secret"),
+        "previousSecretExpiresAt": prop(
+            "string", "When the previous secret stops signing.", "previousSecretExpiresAt", format="date-time"
+        ),
+    },
+    "The subscription with its new secret.",
+    ["secret"],
 )
 HEALTH = obj(
     {"status": prop("string", "ok when storage answers.", "status", enum=["ok"])}, "The relay's health.", ["status"]
@@ -351,6 +358,8 @@ def routes() -> list[Route]:
             "Replace the signing secret.",
             {"200": ok("The new secret.", SECRET)},
             [SUBSCRIPTION_ID],
+            body=body_of(RotateRequest),
+            body_required=False,
         ),
         Route(
             "post",
