@@ -131,6 +131,7 @@ RULES: dict[str, Rule] = {
     "poll_events": _rule(SUBSCRIBER),
     "publish_events": _rule(PUBLISHER),
     "publish_batch": _rule(PUBLISHER),
+    "handshake": _rule(PUBLISHER),  # OPTIONS /api/events: the CloudEvents webhook validation
     "list_event_types": _rule(PUBLISHER, SUBSCRIBER),
     "get_event_type": _rule(PUBLISHER, SUBSCRIBER),
     "event_data_schema": _rule(PUBLISHER, SUBSCRIBER),  # the designer's dynamic-schema source

@@ -129,6 +129,7 @@ class Deliverer:
             time=event.time,
             subject=event.subject,
             data=data,
+            ext=event.ext,
         )
         for mode in {t.mode for t in targets}:
             notes.get(mode)  # built here, once, not by racing attempt threads (a body can be 1 MiB)

@@ -223,13 +223,18 @@ class EventRecord(BaseModel):
     # Entra mode: the publishing principal's owner key. Part of the event's identity for
     # de-duplication, so one publisher cannot claim another's (source, type, id) in advance.
     publisher: str | None = None
+    # CloudEvents attributes the relay has no field for, as a producer sent them (relay.cloudevents_in):
+    # `datacontenttype`, `dataschema` and extensions; delivered in every content mode.
+    ext: dict[str, Any] | None = None
 
     @model_serializer(mode="wrap")
     def _without_unset_publisher(self, handler: SerializerFunctionWrapHandler) -> Any:
         # Keys mode writes messages exactly as before the field existed (older instances read them).
         data = handler(self)
-        if self.publisher is None and isinstance(data, dict):
-            data.pop("publisher", None)
+        if isinstance(data, dict):
+            for name in ("publisher", "ext"):
+                if getattr(self, name) is None:
+                    data.pop(name, None)
         return data
 
 
