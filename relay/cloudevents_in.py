@@ -42,6 +42,10 @@ MAX_ATTRIBUTE_LENGTH = 2048
 BASE64 = "$base64"
 # What the handshake answers as the rate a sender may use: the relay sets no limit of its own.
 ALLOWED_RATE = "*"
+# What a handshake's origin may be: a host name (the spec's example `eventemitter.example.com`,
+# Event Grid's `eventgrid.azure.net`), with a port at most; echoed back, so nothing else.
+ORIGIN_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?"
+ORIGIN = re.compile(ORIGIN_PATTERN)
 
 
 @dataclass
@@ -205,9 +209,9 @@ def handshake(request: Request) -> Reply:
     Grid sends it before it delivers to an endpoint: `OPTIONS` with `WebHook-Request-Origin`,
     answered with that origin allowed and no rate limit of the relay's own."""
     origin = _header(request.headers, "webhook-request-origin")
-    if origin is None or not origin.strip():
+    if origin is None:
         raise invalid("WebHook-Request-Origin", "is required: the CloudEvents webhook validation handshake names it")
-    if len(origin) > 1024:
-        raise invalid("WebHook-Request-Origin", "is longer than 1024 characters")
-    headers = {"WebHook-Allowed-Origin": origin.strip(), "WebHook-Allowed-Rate": ALLOWED_RATE, "Allow": "POST, OPTIONS"}
+    if not ORIGIN.fullmatch(origin):
+        raise invalid("WebHook-Request-Origin", "must be a host name such as eventgrid.azure.net")
+    headers = {"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": ALLOWED_RATE}
     return Reply(200, None, headers)

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .. import __version__
+from ..cloudevents_in import ORIGIN_PATTERN
 from ..models import MAX_SOURCE_LENGTH, EventIn, EventTypeRequest, ReplayRequest, RotateRequest, SubscriptionRequest
 from ..outbound import MAX_URL_LENGTH
 from ..statuses import DeliveryStatus
@@ -411,6 +412,31 @@ def routes() -> list[Route]:
                     {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": event_body()},
                 ]
             },
+        ),
+        Route(
+            "options",
+            "/events",
+            "ValidateWebhook",
+            "The CloudEvents webhook validation handshake (as Azure Event Grid sends it).",
+            {
+                "200": ok(
+                    "The origin may deliver here.",
+                    None,
+                    {
+                        "WebHook-Allowed-Origin": "The origin the request named.",
+                        "WebHook-Allowed-Rate": "Requests per minute the origin may send; * for no limit.",
+                    },
+                )
+            },
+            [
+                param(
+                    "header",
+                    "WebHook-Request-Origin",
+                    {"type": "string", "pattern": f"^{ORIGIN_PATTERN}$", "maxLength": 259},
+                    "The host name of the sender asking to deliver.",
+                    required=True,
+                )
+            ],
         ),
         Route(
             "post",
