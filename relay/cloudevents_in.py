@@ -38,6 +38,8 @@ OWN = ("id", "source", "type", "subject", "time")
 ATTRIBUTE_NAME = re.compile(r"[a-z0-9]{1,20}")
 MAX_EXTENSIONS = 20
 MAX_ATTRIBUTE_LENGTH = 2048
+# `type/subtype` and parameters, printable ASCII only (RFC 9110 media-type, loosely), 256 at most.
+MEDIA_TYPE = re.compile(r"(?=[\x20-\x7e]{3,256}$)[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(?:\s*;[\x20-\x7e]*)?")
 # The marker in `ext` that `data` is base64 of bytes (never an attribute name: those are [a-z0-9]).
 BASE64 = "$base64"
 # What the handshake answers as the rate a sender may use: the relay sets no limit of its own.
@@ -144,8 +146,9 @@ def _bound(ext: dict[str, Any], prefix: str, errors: list[FieldError]) -> None:
     if len([n for n in ext if n != BASE64]) > MAX_EXTENSIONS + 2:  # + datacontenttype, dataschema
         errors.append(FieldError(prefix.rstrip(".") or "body", f"carries more than {MAX_EXTENSIONS} extensions"))
     kind = ext.get("datacontenttype")
-    if kind is not None and not isinstance(kind, str):
-        errors.append(FieldError(prefix + "datacontenttype", "must be a string"))
+    if kind is not None and (not isinstance(kind, str) or not MEDIA_TYPE.fullmatch(kind)):
+        # It becomes the Content-Type of binary-mode deliveries: a media type, nothing a header cannot hold.
+        errors.append(FieldError(prefix + "datacontenttype", "must be a media type such as text/plain"))
 
 
 def _is_base64(text: str) -> bool:

@@ -20,7 +20,7 @@ from cloudevents.conversion import to_binary, to_json, to_structured
 from cloudevents.http import CloudEvent
 from standardwebhooks.webhooks import Webhook
 
-from tests.helpers import FUNCTION_KEY, ROOT, InProcessApp, Received, problem_of
+from tests.helpers import FUNCTION_KEY, ROOT, InProcessApp, Received, problem_of, wait_until
 
 PRODUCE_JS = Path(__file__).resolve().parent / "js" / "cloudevents_produce.js"
 SOURCE = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acct"
@@ -147,6 +147,33 @@ def test_the_sdks_publish_in_all_three_modes_and_every_attribute_is_delivered(
                     assert doc[name] == value, (mode, event_id, name)
 
 
+def test_the_polling_trigger_reads_the_attributes_too(relay, unique_type) -> None:
+    """A flow on the polling trigger gets the producer's extensions and datacontenttype as well."""
+    start = relay.get("events/poll", params={"eventType": unique_type})
+    assert start.status_code == 202
+    event = CloudEvent(
+        {"id": f"poll-{uuid.uuid4().hex}", "type": unique_type, "source": SOURCE, "tenant": "contoso", "sequence": 7},
+        b"<a>1</a>",
+    )
+    event["datacontenttype"] = "application/xml"
+    headers, body = to_binary(event)
+    assert _post(relay, headers, body).status_code == 202
+
+    location = start.headers["Location"]
+
+    def poll() -> list[dict[str, Any]] | None:
+        nonlocal location
+        answer = relay.session.get(location, timeout=30)
+        location = answer.headers["Location"]
+        return answer.json()["value"] if answer.status_code == 200 else None
+
+    polled = wait_until(poll, 30, "the event to be polled")
+    assert len(polled) == 1
+    got = polled[0]
+    assert (got["id"], got["source"], got["tenant"], got["sequence"]) == (event["id"], SOURCE, "contoso", "7")
+    assert (got["datacontenttype"], got["data"]) == ("application/xml", "<a>1</a>")
+
+
 @pytest.mark.parametrize("with_code", [False, True])
 def test_the_webhook_validation_handshake_as_event_grid_sends_it(relay, with_code: bool) -> None:
     """OPTIONS /api/events with WebHook-Request-Origin: eventgrid.azure.net (and the rate Event
@@ -200,6 +227,14 @@ STRUCTURED = {"specversion": "1.0", "id": "e-1", "source": "/here", "type": "bad
         ("application/cloudevents+json", {**STRUCTURED, "nested": {"a": 1}}, {}, "nested"),
         ("application/cloudevents+json", {**STRUCTURED, "data_base64": "AAAA"}, {}, "data_base64"),
         ("application/cloudevents+json", [STRUCTURED], {}, "body"),
+        (
+            "application/cloudevents+json",
+            {**STRUCTURED, "datacontenttype": "text/plain\r\nX-Evil: 1"},
+            {},
+            "datacontenttype",
+        ),
+        ("application/cloudevents+json", {**STRUCTURED, "datacontenttype": 7}, {}, "datacontenttype"),
+        ("nonsense", b"words", {"Content-Type": "nonsense"}, "datacontenttype"),
         ("application/cloudevents-batch+json", [], {}, "body"),
         ("application/cloudevents-batch+json", [STRUCTURED] * 101, {}, "body"),
         ("application/cloudevents-batch+json", STRUCTURED, {}, "body"),
