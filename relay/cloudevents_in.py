@@ -36,10 +36,14 @@ OWN = ("id", "source", "type", "subject", "time")
 # Attribute names, as CloudEvents 1.0 defines them (lower-case letters and digits; 20 at most is
 # the spec's advice, which the relay holds producers to so a header or a row never grows).
 ATTRIBUTE_NAME = re.compile(r"[a-z0-9]{1,20}")
-MAX_EXTENSIONS = 20
+# Members of one event (attributes, data included), or ce-* headers of a binary one.
+MAX_MEMBERS = 32
 MAX_ATTRIBUTE_LENGTH = 2048
-# `type/subtype` and parameters, printable ASCII only (RFC 9110 media-type, loosely), 256 at most.
-MEDIA_TYPE = re.compile(r"(?=[\x20-\x7e]{3,256}$)[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(?:\s*;[\x20-\x7e]*)?")
+# `type/subtype` and parameters, printable ASCII only (RFC 9110 media-type, loosely), 256 at most
+# (the same pattern is in the full API document).
+MEDIA_TYPE_PATTERN = r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+( *;[ -~]*)?"
+MEDIA_TYPE = re.compile(MEDIA_TYPE_PATTERN)
+MAX_MEDIA_TYPE = 256
 # The marker in `ext` that `data` is base64 of bytes (never an attribute name: those are [a-z0-9]).
 BASE64 = "$base64"
 # What the handshake answers as the rate a sender may use: the relay sets no limit of its own.
@@ -113,13 +117,15 @@ def _structured(doc: Any, prefix: str) -> tuple[Any, dict[str, Any] | None]:
     for the publish's own check to name."""
     if not isinstance(doc, dict):
         raise invalid(prefix.rstrip(".") or "body", "must be a JSON object (a CloudEvent)")
+    if len(doc) > MAX_MEMBERS:
+        raise invalid(prefix.rstrip(".") or "body", f"holds more than {MAX_MEMBERS} attributes")
     errors: list[FieldError] = []
     if doc.get("specversion") != SPECVERSION:
         errors.append(FieldError(prefix + "specversion", f'must be "{SPECVERSION}"'))
     for name in ("id", "source", "type"):
         if name not in doc:
             errors.append(FieldError(prefix + name, "is required"))
-    item: dict[str, Any] = {name: doc[name] for name in OWN if name in doc and doc[name] is not None}
+    item: dict[str, Any] = {name: doc[name] for name in OWN if name in doc}
     ext: dict[str, Any] = {}
     if "data_base64" in doc:
         encoded = doc["data_base64"]
@@ -131,7 +137,10 @@ def _structured(doc: Any, prefix: str) -> tuple[Any, dict[str, Any] | None]:
     else:
         item["data"] = doc.get("data")
     for name, value in doc.items():
-        if name in OWN or name in ("specversion", "data", "data_base64") or value is None:
+        if name in OWN or name in ("specversion", "data", "data_base64"):
+            continue
+        if value is None:  # as in the relay's own JSON: null is never read as "absent"
+            errors.append(FieldError(prefix + name, "must not be null; leave the attribute out"))
             continue
         checked = _check_ext(name, value, prefix + name, errors)
         if checked is not None:
@@ -143,10 +152,10 @@ def _structured(doc: Any, prefix: str) -> tuple[Any, dict[str, Any] | None]:
 
 
 def _bound(ext: dict[str, Any], prefix: str, errors: list[FieldError]) -> None:
-    if len([n for n in ext if n != BASE64]) > MAX_EXTENSIONS + 2:  # + datacontenttype, dataschema
-        errors.append(FieldError(prefix.rstrip(".") or "body", f"carries more than {MAX_EXTENSIONS} extensions"))
+    if not isinstance(ext.get("dataschema", ""), str):
+        errors.append(FieldError(prefix + "dataschema", "must be a string (a URI)"))
     kind = ext.get("datacontenttype")
-    if kind is not None and (not isinstance(kind, str) or not MEDIA_TYPE.fullmatch(kind)):
+    if kind is not None and (not isinstance(kind, str) or len(kind) > MAX_MEDIA_TYPE or not MEDIA_TYPE.fullmatch(kind)):
         # It becomes the Content-Type of binary-mode deliveries: a media type, nothing a header cannot hold.
         errors.append(FieldError(prefix + "datacontenttype", "must be a media type such as text/plain"))
 
@@ -168,6 +177,8 @@ def _binary(request: Request, settings: Settings) -> tuple[Any, dict[str, Any] |
         name = key.lower()
         if name.startswith("ce-"):
             attributes[name[3:]] = unquote(value)
+    if len(attributes) > MAX_MEMBERS:
+        raise invalid("ce-*", f"more than {MAX_MEMBERS} ce- headers")
     if attributes.get("specversion") != SPECVERSION:
         errors.append(FieldError("ce-specversion", f"must be {SPECVERSION}"))
     for name in ("id", "source", "type"):

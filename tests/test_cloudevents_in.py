@@ -227,6 +227,10 @@ STRUCTURED = {"specversion": "1.0", "id": "e-1", "source": "/here", "type": "bad
         ("application/cloudevents+json", {**STRUCTURED, "nested": {"a": 1}}, {}, "nested"),
         ("application/cloudevents+json", {**STRUCTURED, "data_base64": "AAAA"}, {}, "data_base64"),
         ("application/cloudevents+json", [STRUCTURED], {}, "body"),
+        ("application/cloudevents+json", {**STRUCTURED, "subject": None}, {}, "subject"),
+        ("application/cloudevents+json", {**STRUCTURED, "tenant": None}, {}, "tenant"),
+        ("application/cloudevents+json", {**STRUCTURED, "dataschema": 1}, {}, "dataschema"),
+        ("application/cloudevents+json", {**STRUCTURED, **{f"x{n}": n for n in range(30)}}, {}, "body"),
         (
             "application/cloudevents+json",
             {**STRUCTURED, "datacontenttype": "text/plain\r\nX-Evil: 1"},
