@@ -18,6 +18,8 @@ import pytest
 import requests
 from cloudevents.conversion import to_binary, to_json, to_structured
 from cloudevents.http import CloudEvent
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from tests.helpers import FUNCTION_KEY, ROOT, InProcessApp, Received, problem_of, wait_until
@@ -255,3 +257,71 @@ def test_bad_cloudevents_are_a_400_naming_the_field(
         sent = _binary_headers(**headers)
         data = body
     problem_of(app.request("POST", "events", data=data, headers=sent), 400, field)
+
+
+# ---- whatever a producer sends: never a 5xx ------------------------------------------------------
+
+ATTRIBUTE_NAMES = [
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+    "data",
+    "data_base64",
+    "tenant",
+    "Upper",
+    "",
+    "x" * 25,
+]
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
+    | st.sampled_from(["1.0", "a.b", "/src", "text/plain", "2026-12-07T10:00:00Z", "AAAA"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+attributes = st.dictionaries(st.sampled_from(ATTRIBUTE_NAMES) | st.text(max_size=8), json_values, max_size=8).map(
+    lambda d: {"specversion": "1.0", "id": "f-1", "source": "/f", "type": "fuzz.ce", **d}
+)
+header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30)
+
+
+@seed(20261207)
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(
+    mode=st.sampled_from(["structured", "batch", "binary"]),
+    doc=attributes,
+    batch=st.lists(attributes, max_size=3) | json_values,
+    headers=st.dictionaries(st.sampled_from([f"ce-{n}" for n in ATTRIBUTE_NAMES[:8]] + ["ce-x", "ce-Up"]), header_text),
+    body=st.binary(max_size=40) | json_values.map(lambda v: json.dumps(v).encode()),
+    content_type=st.sampled_from(["", "application/json", "text/plain", "application/xml", "bad", "a/b; x=\x7f"]),
+)
+def test_no_cloudevent_causes_a_5xx(
+    app: InProcessApp,
+    mode: str,
+    doc: dict[str, Any],
+    batch: Any,
+    headers: dict[str, str],
+    body: bytes,
+    content_type: str,
+) -> None:
+    if mode == "structured":
+        sent, data = {"Content-Type": "application/cloudevents+json"}, json.dumps(doc).encode()
+    elif mode == "batch":
+        sent, data = {"Content-Type": "application/cloudevents-batch+json"}, json.dumps(batch).encode()
+    else:
+        sent = {"ce-specversion": "1.0", **headers, **({"Content-Type": content_type} if content_type else {})}
+        data = body
+    answer = app.request("POST", "events", data=data, headers=sent)
+    assert answer.status_code < 500, (mode, doc, batch, headers, body, answer.text)
+    if answer.status_code >= 400:
+        problem = answer.json()
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert problem["status"] == answer.status_code and problem["title"]
