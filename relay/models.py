@@ -272,6 +272,15 @@ class Target(BaseModel):
     previous: str | None = None
     previousUntil: StoredInstant | None = None
 
+    @model_serializer(mode="wrap")
+    def _without_unset_previous(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Outside a grace a target is written as before the fields existed: smaller work items.
+        data = handler(self)
+        if self.previous is None and isinstance(data, dict):
+            data.pop("previous", None)
+            data.pop("previousUntil", None)
+        return data
+
 
 class RotateRequest(_Edge):
     graceSeconds: int = Field(
