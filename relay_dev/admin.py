@@ -252,12 +252,16 @@ def subscriptions_activate(client: Client, args: argparse.Namespace) -> int:
 
 
 def subscriptions_rotate(client: Client, args: argparse.Namespace) -> int:
-    doc = client.json("POST", f"subscriptions/{args.id}/secret", {})
-    emit(
-        args,
-        doc,
-        lambda: print(f"new signing secret of {args.id} (shown once; give it to the receiver):\n{doc.get('secret')}"),
-    )
+    # Without --grace the relay's default applies (the old secret signs beside the new one for a day).
+    body = {} if args.grace is None else {"graceSeconds": args.grace}
+    doc = client.json("POST", f"subscriptions/{args.id}/secret", body)
+
+    def show() -> None:
+        ends = doc.get("previousSecretExpiresAt")
+        grace = f"the previous secret also signs until {ends}" if ends else "the previous secret signs nothing more"
+        print(f"new signing secret of {args.id} (shown once; give it to the receiver; {grace}):\n{doc.get('secret')}")
+
+    emit(args, doc, show)
     return EXIT_OK
 
 
@@ -582,6 +586,14 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub_cmds.add_parser(name, parents=[common], help=text)
         p.add_argument("id")
         p.set_defaults(run=run)
+        if name == "rotate-secret":
+            p.add_argument(
+                "--grace",
+                type=int,
+                metavar="SECONDS",
+                help="how long the previous secret keeps signing beside the new one "
+                "(0 to 604800; 0 after a leak; default: the relay's, a day)",
+            )
 
     dels = groups.add_parser("deliveries", help="list a subscription's deliveries")
     del_cmds = dels.add_subparsers(dest="command", required=True, metavar="COMMAND")

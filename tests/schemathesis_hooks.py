@@ -39,6 +39,8 @@ RULES = (
     Rule("a date and time that exists", "until", "is not a date and time that exists"),
     Rule("schema is a usable JSON Schema", "schema", ""),
     Rule("data matches the registered schema", "data", ""),
+    # The field is the extension's own name, any name: "*" matches every field.
+    Rule("CloudEvents attribute names", "*", "is not a CloudEvents attribute name"),
 )
 
 _counter = itertools.count()
@@ -62,7 +64,11 @@ def known_rule(response: Any) -> Rule | None:
     for name, message in fields:
         bare = re.sub(r"^\[\d+\]\.", "", name)  # `[0].time` of a batch is `time`
         rule = next(
-            (r for r in RULES if re.fullmatch(re.escape(r.field) + r"([.\[/].*)?", bare) and r.reason in message),
+            (
+                r
+                for r in RULES
+                if (r.field == "*" or re.fullmatch(re.escape(r.field) + r"([.\[/].*)?", bare)) and r.reason in message
+            ),
             None,
         )
         if rule is None:

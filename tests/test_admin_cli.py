@@ -10,6 +10,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -101,6 +102,21 @@ def test_rotate_secret_and_activate(
     state["gone"] = False
     assert ok(admin(relay, "subscriptions", "activate", sub["id"])).strip() == f"subscription {sub['id']} is active"
     one_line_error(admin(relay, "subscriptions", "rotate-secret", uuid.uuid4().hex), 1, "404")
+
+
+def test_rotate_secret_takes_a_grace(relay: RelayProcess, unique_type: str) -> None:
+    """`--grace SECONDS`: how long the previous secret keeps signing (issue 23); 0 ends it at once,
+    no flag leaves the relay's day, a value out of range is the relay's 400 naming graceSeconds."""
+    sub = relay.subscribe(f"http://127.0.0.1:9/{uuid.uuid4().hex}", eventTypes=[unique_type])
+    hour = json.loads(ok(admin(relay, "subscriptions", "rotate-secret", sub["id"], "--grace", "3600", "--json")))
+    ends = datetime.fromisoformat(hour["previousSecretExpiresAt"].replace("Z", "+00:00"))
+    assert timedelta(minutes=58) < ends - datetime.now(UTC) <= timedelta(hours=1)
+    people = ok(admin(relay, "subscriptions", "rotate-secret", sub["id"]))
+    assert "also signs until" in people and people.strip().splitlines()[-1].startswith("whsec_")
+    at_once = json.loads(ok(admin(relay, "subscriptions", "rotate-secret", sub["id"], "--grace", "0", "--json")))
+    assert "previousSecretExpiresAt" not in at_once and at_once["secret"].startswith("whsec_")
+    assert "signs nothing more" in ok(admin(relay, "subscriptions", "rotate-secret", sub["id"], "--grace", "0"))
+    one_line_error(admin(relay, "subscriptions", "rotate-secret", sub["id"], "--grace", "604801"), 1, "graceSeconds")
 
 
 def test_deliveries_and_replay_with_progress(

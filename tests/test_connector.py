@@ -580,6 +580,20 @@ def test_rotate_secret_is_an_advanced_action(doc: dict[str, Any]) -> None:
     assert op["responses"]["200"]["schema"]["required"] == ["secret"]
 
 
+def test_rotate_secret_takes_an_optional_grace(doc: dict[str, Any]) -> None:
+    """The rotate action's optional body: graceSeconds, 0 to 604800, a day by default (issue 23);
+    the answer and the subscription say when the grace ends."""
+    op = doc["paths"]["/subscriptions/{id}/secret"]["post"]
+    body = next(p for p in op["parameters"] if p["in"] == "body")
+    assert body["required"] is False
+    grace = body["schema"]["properties"]["graceSeconds"]
+    assert (grace["type"], grace["minimum"], grace["maximum"], grace["default"]) == ("integer", 0, 604_800, 86_400)
+    assert grace["x-ms-summary"] and grace["description"]
+    assert op["responses"]["200"]["schema"]["properties"]["previousSecretExpiresAt"]["format"] == "date-time"
+    read = doc["paths"]["/subscriptions/{id}"]["get"]["responses"]["200"]["schema"]["properties"]
+    assert read["previousSecretExpiresAt"]["format"] == "date-time"
+
+
 # ---- data is any JSON (item 2) ---------------------------------------------------------------------
 
 

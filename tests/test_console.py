@@ -17,7 +17,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -323,18 +323,31 @@ def test_rotate_a_secret_shown_once(
     page.get_by_role("heading", name="Overview", exact=True).wait_for()
     page.get_by_role("link", name="Subscriptions").click()
     row = page.locator(f'#subscriptions tr[data-id="{sub["id"]}"]')
+    # The default grace: the old secret keeps signing beside the new one for a day (issue 23).
     row.get_by_role("button", name="Rotate secret").click()
     secret = row.locator("code.secret")
     secret.wait_for()
-    new = secret.inner_text()
-    assert new.startswith("whsec_") and new != sub["secret"]
-    assert "shown once" in row.inner_text()
-    # Deliveries are signed with the new secret from now on.
+    first = secret.inner_text()
+    assert first.startswith("whsec_") and first != sub["secret"]
+    assert "shown once" in row.inner_text() and "also signs until" in row.inner_text()
+    ends = relay.get(f"subscriptions/{sub['id']}").json()["previousSecretExpiresAt"]
+    assert datetime.fromisoformat(ends.replace("Z", "+00:00")) > datetime.now(UTC) + timedelta(hours=23)
     row.get_by_role("button", name="Send test event").click()
     row.get_by_text("Published").wait_for()
     received = receiver.wait_for(1)[0]
+    assert _verify(first, received) and _verify(sub["secret"], received)
+    # A leaked secret: the old one stops at once.
+    row.get_by_label("keeps signing").select_option("0")
+    row.get_by_role("button", name="Rotate secret").click()
+    row.get_by_text("signs nothing more").wait_for()
+    new = row.locator("code.secret").inner_text()
+    assert new.startswith("whsec_") and new not in (first, sub["secret"])
+    # Deliveries are signed with the new secret from now on.
+    row.get_by_role("button", name="Send test event").click()
+    wait_until(lambda: len(receiver.requests) >= 2, 30, "the second test event")
+    received = receiver.wait_for(2)[1]
     assert received.json()["type"] == unique_type
-    assert _verify(new, received) and not _verify(sub["secret"], received)
+    assert _verify(new, received) and not _verify(first, received) and not _verify(sub["secret"], received)
     # Reads never show it again.
     assert "secret" not in relay.get(f"subscriptions/{sub['id']}").json()
 

@@ -17,7 +17,7 @@ from relay.http import access
 from relay.http.connector.full import full_document
 from tests.helpers import InProcessApp, http_functions, problem_of
 
-METHODS = ("get", "put", "post", "delete", "patch")
+METHODS = ("get", "put", "post", "delete", "patch", "options")
 # Not the JSON API: the operator console's static page and files.
 NOT_API = {"console", "console/{file}"}
 

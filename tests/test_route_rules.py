@@ -31,6 +31,8 @@ CONTRACT = {
     ("activate", "POST"): ("activate_subscription", {SUBSCRIBER}, "id", True),
     ("poll", "GET"): ("poll_events", {SUBSCRIBER}, None, False),
     ("events", "POST"): ("publish_events", {PUBLISHER}, None, False),
+    # The CloudEvents webhook validation handshake (section 6), a publisher's question.
+    ("events", "OPTIONS"): ("handshake", {PUBLISHER}, None, False),
     ("events_batch", "POST"): ("publish_batch", {PUBLISHER}, None, False),
     ("event_types", "GET"): ("list_event_types", {PUBLISHER, SUBSCRIBER}, None, False),
     ("event_type", "GET"): ("get_event_type", {PUBLISHER, SUBSCRIBER}, None, False),

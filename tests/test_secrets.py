@@ -146,8 +146,9 @@ def test_subscribing_again_does_not_repeat_the_secret(relay, receiver_factory) -
 
 
 def test_rotating_the_secret_signs_every_later_delivery_with_the_new_one(relay, receiver_factory, unique_type) -> None:
-    """POST /subscriptions/{id}/secret answers a new whsec_ secret; the next delivery, and a retry
-    that was queued before the rotation, verify with it and not with the old one."""
+    """POST /subscriptions/{id}/secret with graceSeconds 0 (a leak) answers a new whsec_ secret; the
+    next delivery, and a retry that was queued before the rotation, verify with it and not with the
+    old one. (Without a body the old one signs beside it for a day: tests/test_rotation_grace.py.)"""
     retried = f"evt-{uuid.uuid4().hex}"
     seen: list[str] = []
 
@@ -164,7 +165,7 @@ def test_rotating_the_secret_signs_every_later_delivery_with_the_new_one(relay, 
     relay.publish({"type": unique_type, "id": retried, "data": "queued before the rotation"})
     first_try = receiver.wait_for(1)[0]
     Webhook(old).verify(first_try.body, first_try.headers)
-    rotated = relay.post(f"subscriptions/{sub['id']}/secret")
+    rotated = relay.post(f"subscriptions/{sub['id']}/secret", {"graceSeconds": 0})
     assert rotated.status_code == 200, rotated.text
     new = rotated.json()["secret"]
     assert new.startswith("whsec_") and new != old and rotated.json()["id"] == sub["id"]

@@ -223,13 +223,18 @@ class EventRecord(BaseModel):
     # Entra mode: the publishing principal's owner key. Part of the event's identity for
     # de-duplication, so one publisher cannot claim another's (source, type, id) in advance.
     publisher: str | None = None
+    # CloudEvents attributes the relay has no field for, as a producer sent them (relay.http.cloudevents_in):
+    # `datacontenttype`, `dataschema` and extensions; delivered in every content mode.
+    ext: dict[str, Any] | None = None
 
     @model_serializer(mode="wrap")
     def _without_unset_publisher(self, handler: SerializerFunctionWrapHandler) -> Any:
         # Keys mode writes messages exactly as before the field existed (older instances read them).
         data = handler(self)
-        if self.publisher is None and isinstance(data, dict):
-            data.pop("publisher", None)
+        if isinstance(data, dict):
+            for name in ("publisher", "ext"):
+                if getattr(self, name) is None:
+                    data.pop(name, None)
         return data
 
 
@@ -268,6 +273,30 @@ class Target(BaseModel):
     # What started this chain of attempts, as the delivery record marks its first attempt (the
     # later ones are `retry`): a live fan-out, a replay, a resend or a test delivery.
     kind: AttemptKind = "delivery"
+    # A rotation with a grace period: the secret it replaced, which also signs until `previousUntil`
+    # (decided at each attempt, so a retry sent after the grace carries the new signature only).
+    previous: str | None = None
+    previousUntil: StoredInstant | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_previous(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Outside a grace a target is written as before the fields existed: smaller work items.
+        data = handler(self)
+        if self.previous is None and isinstance(data, dict):
+            data.pop("previous", None)
+            data.pop("previousUntil", None)
+        return data
+
+
+class RotateRequest(_Edge):
+    graceSeconds: int = Field(
+        default=86_400,
+        ge=0,
+        le=604_800,
+        strict=True,
+        description="Seconds the previous secret keeps signing beside the new one (0 to 604800; "
+        "0 switches at once, for a leaked secret).",
+    )
 
 
 class DeliveryMessage(BaseModel):

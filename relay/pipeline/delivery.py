@@ -105,9 +105,13 @@ def kept_response(reply_headers: dict[str, str], body: bytes, target: Target) ->
 
 
 def attempt(sender: Sender, target: Target, event_id: str, note: signing.Notification) -> Result:
+    now = clock.utcnow()
+    # The grace of a rotation is decided here, at send time: a retry planned inside it and sent
+    # after it carries the new secret's signature only.
+    previous = target.previous if target.previousUntil is not None and now < target.previousUntil else None
     headers = {
         **note.headers,
-        **signing.headers(secret=target.secret, event_id=event_id, body=note.body, now=clock.utcnow()),
+        **signing.headers(secret=target.secret, event_id=event_id, body=note.body, now=now, previous=previous),
     }
     try:
         reply = sender.post(target.url, note.body, headers)
@@ -160,6 +164,7 @@ class Deliverer:
             time=event.time,
             subject=event.subject,
             data=data,
+            ext=event.ext,
         )
         for mode in {t.mode for t in targets}:
             notes.get(mode)  # built here, once, not by racing attempt threads (a body can be 1 MiB)
@@ -345,7 +350,9 @@ class Deliverer:
 
     def skip_removed(self, message: DeliveryMessage) -> list[Target]:
         """Targets whose subscription was not deleted or disabled after the work was planned,
-        with the current secret where it was rotated since (the message carries the old one)."""
+        with the current secrets where they were rotated since (the message carries the old ones):
+        the rotation's marker costs nothing more than the tombstone query every item makes, and
+        only a rotated subscription pays a read of its row."""
         removed, rotated = self._subs.changes_since(message.since)
         live = []
         for target in message.targets:
@@ -354,12 +361,12 @@ class Deliverer:
                     self._give_up(message, target, "subscription was deleted or disabled")
                 continue
             if target.sub in rotated:
-                secret = self._subs.current_secret(target.sub)
-                if secret is None:  # deleted since the tombstones were read
+                current = self._subs.get(target.sub)
+                if current is None:  # deleted since the tombstones were read
                     if target.logged:
                         self._give_up(message, target, "subscription was deleted or disabled")
                     continue
-                target = target.model_copy(update={"secret": secret})
+                target = target.model_copy(update=current.signing())
             live.append(target)
         return live
 

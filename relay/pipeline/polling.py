@@ -150,6 +150,7 @@ def as_cloudevent(storage: Storage, event: LoggedEvent) -> dict[str, Any]:
             time=event.time,
             subject=event.subject,
             data=load_data(storage, event),
+            ext=event.ext,
         )
     )
     return body

@@ -142,6 +142,7 @@ class LoggedEvent:
     data: Any  # None when the data is in `blob`
     blob: str | None
     accepted_at: datetime
+    ext: dict[str, Any] | None = None  # the CloudEvents attributes the relay has no field for
 
     @classmethod
     def from_row(cls, row: dict[str, Any], key: LogKey) -> LoggedEvent:
@@ -156,6 +157,7 @@ class LoggedEvent:
             data=json.loads(row["data"]) if "data" in row and blob is None else None,
             blob=blob,
             accepted_at=clock.parse_rfc3339(row["acceptedAt"]),
+            ext=json.loads(row["ext"]) if row.get("ext") else None,
         )
 
     def record(self) -> EventRecord:
@@ -169,6 +171,7 @@ class LoggedEvent:
             data=self.data,
             blob=self.blob,
             acceptedAt=self.accepted_at,
+            ext=self.ext,
         )
 
 
@@ -308,6 +311,8 @@ class EventLog:
         }
         if record.subject is not None:
             entity["subject"] = record.subject
+        if record.ext:
+            entity["ext"] = compact(record.ext)
         if record.blob is not None:
             entity["blob"] = record.blob
         else:

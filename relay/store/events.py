@@ -28,8 +28,9 @@ def event_size(raw: Any) -> int:
     return len(compact(raw).encode("utf-8"))
 
 
-def accept(event: EventIn, source: str, publisher: str | None = None) -> EventRecord:
-    """The event as the relay keeps it; `publisher` (entra mode) scopes its identity."""
+def accept(event: EventIn, source: str, publisher: str | None = None, ext: dict[str, Any] | None = None) -> EventRecord:
+    """The event as the relay keeps it; `publisher` (entra mode) scopes its identity; `ext` holds
+    the CloudEvents attributes the relay has no field for (relay.http.cloudevents_in)."""
     now = clock.utcnow()
     return EventRecord(
         id=event.id or uuid.uuid4().hex,
@@ -40,6 +41,7 @@ def accept(event: EventIn, source: str, publisher: str | None = None) -> EventRe
         subject=event.subject,
         data=event.data,
         publisher=publisher,
+        ext=ext or None,
         # To the microsecond: a polling chain holds exactly the events accepted after its start.
         acceptedAt=now,
     )

@@ -16,8 +16,9 @@ import copy
 from typing import Any
 
 from relay import __version__
-from relay.core.models import EventTypeRequest, ReplayRequest
+from relay.core.models import EventTypeRequest, ReplayRequest, RotateRequest
 from relay.core.statuses import DeliveryStatus
+from relay.http.cloudevents_in import BATCH, ORIGIN_PATTERN, STRUCTURED
 from relay.http.connector.full_parts import (
     ACCEPTED,
     ACCEPTED_BATCH,
@@ -42,6 +43,7 @@ from relay.http.connector.full_parts import (
     WORKFLOW_HEADERS,
     Route,
     body_of,
+    cloudevent_in_body,
     event_body,
     ok,
     openapi3,
@@ -165,6 +167,8 @@ def routes() -> list[Route]:
             "Replace the signing secret.",
             {"200": ok("The new secret.", SECRET)},
             [SUBSCRIPTION_ID],
+            body=body_of(RotateRequest),
+            body_required=False,
         ),
         Route(
             "post",
@@ -216,6 +220,36 @@ def routes() -> list[Route]:
                     {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": event_body()},
                 ]
             },
+            # CloudEvents' structured and batched modes (binary mode is headers: docs/cloudevents.md).
+            more_content={
+                STRUCTURED: cloudevent_in_body(),
+                BATCH: {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": cloudevent_in_body()},
+            },
+        ),
+        Route(
+            "options",
+            "/events",
+            "ValidateWebhook",
+            "The CloudEvents webhook validation handshake (as Azure Event Grid sends it).",
+            {
+                "200": ok(
+                    "The origin may deliver here.",
+                    None,
+                    {
+                        "WebHook-Allowed-Origin": "The origin the request named.",
+                        "WebHook-Allowed-Rate": "Requests per minute the origin may send; * for no limit.",
+                    },
+                )
+            },
+            [
+                param(
+                    "header",
+                    "WebHook-Request-Origin",
+                    {"type": "string", "pattern": f"^{ORIGIN_PATTERN}$", "maxLength": 259},
+                    "The host name of the sender asking to deliver.",
+                    required=True,
+                )
+            ],
         ),
         Route(
             "post",
@@ -359,7 +393,9 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.parameters:
         op["parameters"] = copy.deepcopy(route.parameters)
     if route.body is not None:
-        op["requestBody"] = {"required": route.body_required, "content": {"application/json": {"schema": route.body}}}
+        content = {"application/json": {"schema": route.body}}
+        content.update({media: {"schema": schema} for media, schema in route.more_content.items()})
+        op["requestBody"] = {"required": route.body_required, "content": content}
     problem = {
         "description": "An RFC 9457 problem naming each wrong field.",
         "content": {PROBLEM_MEDIA: {"schema": openapi3(PROBLEM)}},

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from relay.core.models import MAX_SOURCE_LENGTH, EventIn, SubscriptionRequest
 from relay.core.statuses import DeliveryStatus
+from relay.http.cloudevents_in import MAX_ATTRIBUTE_LENGTH, MAX_MEDIA_TYPE, MAX_MEMBERS, MEDIA_TYPE_PATTERN
 from relay.http.connector.parts import (
     NAME_MAX,
     NAME_PATTERN,
@@ -95,6 +96,8 @@ class Route:
     body: dict[str, Any] | None = None
     body_required: bool = True
     anonymous: bool = False
+    # Other media types the body may come as, each with its schema (CloudEvents on /events).
+    more_content: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def param(where: str, name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
@@ -188,7 +191,14 @@ POLLED = obj(
     ["value"],
 )
 SECRET = obj(
-    {"secret": prop("string", "The new signing secret.", "secret")}, "The subscription with its new secret.", ["secret"]
+    {
+        "secret": prop("string", "The new signing secret.", "secret"),
+        "previousSecretExpiresAt": prop(
+            "string", "When the previous secret stops signing.", "previousSecretExpiresAt", format="date-time"
+        ),
+    },
+    "The subscription with its new secret.",
+    ["secret"],
 )
 HEALTH = obj(
     {"status": prop("string", "ok when storage answers.", "status", enum=["ok"])}, "The relay's health.", ["status"]
@@ -209,6 +219,42 @@ def event_rules() -> dict[str, dict[str, Any]]:
 
 def event_body() -> dict[str, Any]:
     return body_of(EventIn, event_rules())
+
+
+def cloudevent_in_body() -> dict[str, Any]:
+    """One event of the CloudEvents HTTP binding's structured and batched modes, as the relay
+    reads it (relay.http.cloudevents_in): attribute names other than these are extensions, whose names
+    (lower-case letters and digits) no OpenAPI 3.0 schema can state (tests/schemathesis_hooks.py)."""
+    own = event_body()["properties"]
+    properties = {
+        "specversion": {"type": "string", "enum": ["1.0"], "description": "The CloudEvents version."},
+        **{name: own[name] for name in ("id", "source", "type", "subject", "time")},
+        "datacontenttype": {
+            "type": "string",
+            "pattern": f"^{MEDIA_TYPE_PATTERN}$",
+            "minLength": 3,
+            "maxLength": MAX_MEDIA_TYPE,
+            "description": "The media type of data.",
+        },
+        "dataschema": {"type": "string", "maxLength": MAX_ATTRIBUTE_LENGTH, "description": "The schema of data."},
+        "data": {"nullable": True, "description": "The event's payload."},
+        "data_base64": {"type": "string", "format": "byte", "description": "The payload as base64 (bytes)."},
+    }
+    return {
+        "type": "object",
+        "required": ["specversion", "id", "source", "type"],
+        "properties": properties,
+        "not": {"required": ["data", "data_base64"]},
+        "maxProperties": MAX_MEMBERS,
+        # Extensions: a string, an integer or a boolean each.
+        "additionalProperties": {
+            "oneOf": [
+                {"type": "string", "maxLength": MAX_ATTRIBUTE_LENGTH},
+                {"type": "integer"},
+                {"type": "boolean"},
+            ]
+        },
+    }
 
 
 def subscription_body() -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.core.models import EventIn, ReplayRequest, SubscriptionRequest
+from relay.core.models import EventIn, ReplayRequest, RotateRequest, SubscriptionRequest
 from relay.core.statuses import DeliveryStatus
 from relay.http.connector.parts import (
     CONTINUATION,
@@ -303,8 +303,20 @@ def subscription_paths() -> dict[str, Any]:
             "post": operation(
                 "RotateSubscriptionSecret",
                 "Rotate the secret of a subscription",
-                "Replaces the key that signs a subscription's deliveries and returns the new one, once.",
-                [SUBSCRIPTION_ID],
+                "Replaces the key that signs a subscription's deliveries and returns the new one, once; "
+                "the previous key keeps signing beside it for the grace period.",
+                [
+                    SUBSCRIPTION_ID,
+                    {
+                        **body_param(
+                            model_schema(RotateRequest, "How long the previous key keeps signing."),
+                            "How long the previous key keeps signing.",
+                            "Rotation",
+                        ),
+                        # Optional: without it the previous key signs for a day.
+                        "required": False,
+                    },
+                ],
                 {
                     "200": response(
                         "The new secret.",
@@ -312,7 +324,13 @@ def subscription_paths() -> dict[str, Any]:
                             {
                                 "secret": prop(
                                     "string", "The new key that signs its deliveries (webhook-signature).", "secret"
-                                )
+                                ),
+                                "previousSecretExpiresAt": prop(
+                                    "string",
+                                    "When the previous key stops signing; absent when it stopped at once.",
+                                    "previousSecretExpiresAt",
+                                    format="date-time",
+                                ),
                             },
                             "The subscription's new secret.",
                             ["secret"],

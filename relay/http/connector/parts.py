@@ -296,6 +296,13 @@ def subscription_schema() -> dict[str, Any]:
             ),
             "disabledReason": prop("string", "Why it was disabled.", "disabledReason"),
             "createdAt": prop("string", "When it was created.", "createdAt", format="date-time"),
+            "previousSecretExpiresAt": prop(
+                "string",
+                "When the previous secret stops signing beside the new one (the grace period of a "
+                "rotation); absent when there is none.",
+                "previousSecretExpiresAt",
+                format="date-time",
+            ),
             "secret": prop(
                 "string",
                 "The key that signs its deliveries (webhook-signature); only in the "

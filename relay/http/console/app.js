@@ -409,18 +409,25 @@ function subscriptionRow(sub, counts, refresh) {
     } catch (error) { say(error.message, true); }
   }));
   const rotate = h("button", { type: "button", text: "Rotate secret", "aria-label": `Rotate secret of ${sub.notificationUrl}` });
+  // How long the old secret keeps signing beside the new one; "now" is for a leaked secret.
+  const grace = h("select", { "aria-label": `Old secret of ${sub.notificationUrl} keeps signing` },
+    h("option", { value: "86400", text: "old secret signs 1 more day" }),
+    h("option", { value: "3600", text: "old secret signs 1 more hour" }),
+    h("option", { value: "0", text: "old secret stops now (leaked)" }));
   rotate.addEventListener("click", () => busy(rotate, async () => {
     try {
-      const { body } = await api("POST", `subscriptions/${sub.id}/secret`, {});
+      const { body } = await api("POST", `subscriptions/${sub.id}/secret`, { graceSeconds: Number(grace.value) });
       const code = h("code", { class: "secret", text: body.secret });
       const copy = h("button", { type: "button", class: "quiet", text: "Copy" });
       copy.addEventListener("click", async () => {
         try { await navigator.clipboard.writeText(body.secret); copy.textContent = "Copied"; } catch { copy.textContent = "Select and copy it"; }
       });
-      out.replaceChildren(h("span", { text: "New secret (shown once; the receiver must use it from now on): " }), code, copy);
+      // when() is a <time> element: the sentence is built of parts, not one template string.
+      const until = body.previousSecretExpiresAt ? ["; the old one also signs until ", when(body.previousSecretExpiresAt)] : ["; the old one signs nothing more"];
+      out.replaceChildren(h("span", {}, "New secret (shown once; give it to the receiver", ...until, "): "), code, copy);
     } catch (error) { say(error.message, true); }
   }));
-  actions.append(test, rotate);
+  actions.append(test, grace, rotate);
   if (sub.status === "disabled") {
     const activate = h("button", { type: "button", text: "Re-activate", "aria-label": `Re-activate ${sub.notificationUrl}` });
     activate.addEventListener("click", () => busy(activate, async () => {
@@ -441,7 +448,8 @@ function subscriptionRow(sub, counts, refresh) {
       sub.description ? h("span", { class: "muted block", text: sub.description }) : null),
     h("td", { "data-label": "Event types", text: sub.eventTypes.join(", ") }),
     h("td", { "data-label": "Status" }, h("span", { class: `badge ${sub.status}`, text: sub.status }),
-      sub.disabledReason ? h("span", { class: "muted block", text: sub.disabledReason }) : null),
+      sub.disabledReason ? h("span", { class: "muted block", text: sub.disabledReason }) : null,
+      sub.previousSecretExpiresAt ? h("span", { class: "muted block" }, "old secret signs until ", when(sub.previousSecretExpiresAt)) : null),
     h("td", { "data-label": "Last success" }, when(counts && counts.lastSuccessAt)),
     h("td", { "data-label": "Failures (day)", class: failures ? "bad" : "", text: failures }),
     h("td", { "data-label": "Actions" }, actions, out));

@@ -4,6 +4,7 @@ store is `relay.store.events`'s; what the polling trigger reads, `relay.pipeline
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import azure.functions as func
 
@@ -11,6 +12,7 @@ from relay.core import clock
 from relay.core.errors import BadRequest, FieldError, PayloadTooLarge, invalid
 from relay.core.models import EventIn
 from relay.core.settings import Settings, get_settings
+from relay.http import cloudevents_in
 from relay.http.access import PUBLISHER, SUBSCRIBER, rule
 from relay.http.api import Reply, Request, http
 from relay.pipeline import kick, polling
@@ -32,20 +34,27 @@ bp = func.Blueprint()
 
 def publish_events(request: Request) -> Reply:
     settings = get_settings()
-    # The whole body is bounded first (RELAY_MAX_BATCH_BYTES); the per-event limit is below.
-    raw = request.json(limit=settings.max_batch_bytes)
-    batch = isinstance(raw, list)
-    items = raw if batch else [raw]
-    if batch and not 1 <= len(items) <= MAX_BATCH:
-        raise invalid("body", f"an array must hold 1 to {MAX_BATCH} events")
-    accepted: list[EventIn] = []
+    # CloudEvents (structured, batched or binary mode) become the relay's own JSON plus the
+    # attributes it has no field for; from there on both are one path.
+    incoming = cloudevents_in.read(request, settings)
+    if incoming is not None:
+        items, extensions, batch = incoming.items, incoming.ext, incoming.batch
+    else:
+        # The whole body is bounded first (RELAY_MAX_BATCH_BYTES); the per-event limit is below.
+        raw = request.json(limit=settings.max_batch_bytes)
+        batch = isinstance(raw, list)
+        items = raw if batch else [raw]
+        if batch and not 1 <= len(items) <= MAX_BATCH:
+            raise invalid("body", f"an array must hold 1 to {MAX_BATCH} events")
+        extensions = [None] * len(items)
+    accepted: list[tuple[EventIn, dict[str, Any] | None]] = []
     errors: list[FieldError] = []
-    for index, item in enumerate(items):
+    for index, (item, ext) in enumerate(zip(items, extensions, strict=True)):
         prefix = f"[{index}]." if batch else ""
         if not isinstance(item, dict):
             errors.append(FieldError(prefix.rstrip(".") or "body", "must be a JSON object"))
             continue
-        size = events_mod.event_size(item)
+        size = events_mod.event_size(item) + (events_mod.event_size(ext) if ext else 0)
         if size > settings.max_event_bytes:
             raise PayloadTooLarge(
                 f"{prefix.rstrip('.') or 'the event'} is {size} bytes of JSON; the limit is {settings.max_event_bytes}"
@@ -54,17 +63,19 @@ def publish_events(request: Request) -> Reply:
             errors.append(FieldError(prefix + "data", "is required"))
             continue
         try:
-            accepted.append(request.model(EventIn, item, prefix))
+            accepted.append((request.model(EventIn, item, prefix), ext))
         except BadRequest as exc:
             errors.extend(exc.errors)
     if errors:
         raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors[:5]), errors)
     storage = get_storage("fast")
-    validate_data(storage, accepted, batch)
+    validate_data(storage, [e for e, _ in accepted], batch)
     # The default source is stored and sent to every subscriber: never with the caller's `?code=`.
     # In entra mode the publisher's principal is part of each event's identity.
     publisher = request.principal.id if request.principal is not None else None
-    records = [events_mod.accept(e, source=request.public_link("events"), publisher=publisher) for e in accepted]
+    records = [
+        events_mod.accept(e, source=request.public_link("events"), publisher=publisher, ext=ext) for e, ext in accepted
+    ]
     sent = Outbox(storage, settings).publish(records, lease=kick.LEASE)
     duplicate = _claim(storage, settings, sent)
     # Fanned out here and now; the message, durable already, is the fallback (relay.pipeline.kick).
@@ -138,6 +149,15 @@ def poll_events(request: Request) -> Reply:
     return Reply(200, {"value": result.events}, headers)
 
 
-http(bp, "events", "events", {"POST": (publish_events, rule(PUBLISHER))})
+http(
+    bp,
+    "events",
+    "events",
+    {
+        "POST": (publish_events, rule(PUBLISHER)),
+        # The CloudEvents webhook validation handshake: a publisher's (Event Grid's) question.
+        "OPTIONS": (cloudevents_in.handshake, rule(PUBLISHER)),
+    },
+)
 http(bp, "events_batch", "events/batch", {"POST": (publish_batch, rule(PUBLISHER))})
 http(bp, "poll", "events/poll", {"GET": (poll_events, rule(SUBSCRIBER))})

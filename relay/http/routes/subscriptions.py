@@ -14,7 +14,7 @@ import azure.functions as func
 from relay.core import clock
 from relay.core.errors import NotFound, TargetRefused, invalid
 from relay.core.matching import NAME_RULE, is_name
-from relay.core.models import SubscriptionRequest, UnsubscribeRequest
+from relay.core.models import RotateRequest, SubscriptionRequest, UnsubscribeRequest
 from relay.core.settings import get_settings
 from relay.http import access
 from relay.http.access import SUBSCRIBER, rule
@@ -58,12 +58,15 @@ def create_subscription(request: Request) -> Reply:
 
 
 def rotate_secret(request: Request) -> Reply:
-    """A new signing secret for a subscriber that lost its own; the old one signs nothing more."""
-    sub = SubscriptionStore(get_storage("fast")).rotate_secret(request.route.get("id", ""))
-    if sub is None:
+    """A new signing secret. The old one keeps signing beside it for `graceSeconds` (default a day,
+    so receivers can be given the new one without missing a delivery); 0 ends it at once (a leak).
+    The body is optional: the console and older clients send none."""
+    body: RotateRequest = request.model(RotateRequest, request.json()) if request.body.strip() else RotateRequest()
+    entity = SubscriptionStore(get_storage("fast")).rotate_secret(request.route.get("id", ""), body.graceSeconds)
+    if entity is None:
         raise NotFound("no subscription has this id")
-    log.info("signing secret rotated subscription=%s", sub.id)
-    return Reply(200, sub.view(with_secret=True))
+    log.info("signing secret rotated subscription=%s graceSeconds=%d", entity.id, body.graceSeconds)
+    return Reply(200, entity.view(with_secret=True))
 
 
 def get_subscription(request: Request) -> Reply:

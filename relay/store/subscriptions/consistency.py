@@ -123,20 +123,31 @@ class Lifecycle:
 
     # ---- changes of a subscription's state ---------------------------------------------------
 
-    def rotate_secret(self, sub_id: str) -> Subscription | None:
+    def rotate_secret(self, sub_id: str, grace_seconds: int = 0) -> Subscription | None:
         """Give the subscription a new signing secret; None when there is no such subscription.
 
-        The primary row and its index rows get the new secret, then a marker in the tombstone
-        partition tells queued work (retries, work items, replays, which carry the secret they
-        were planned with) to read the current one: every attempt after this returns is signed
-        with the new secret only.
+        With `grace_seconds`, the secret replaced keeps signing beside the new one until then
+        (`previous_secret`; a secret still in an earlier grace is dropped: two signatures at most).
+        The primary row and its index rows get the new secrets, then a marker in the tombstone
+        partition tells queued work (retries, work items, replays, which carry the secrets they
+        were planned with) to read the current ones: every attempt after this returns is signed
+        with the new secret, and the replaced one only within the grace (0: never again).
         """
         for _ in tries():
             raw = self.read(sub_id)
             if raw is None or kinds.is_removing(raw):
                 return None
             current = from_row(raw)
-            written = self.write_row(raw, replace(current, secret=new_secret(), updated_at=now()))
+            moment = now()
+            grace = grace_seconds > 0
+            rotated = replace(
+                current,
+                secret=new_secret(),
+                previous_secret=current.secret if grace else None,
+                previous_secret_expires_at=moment + timedelta(seconds=grace_seconds) if grace else None,
+                updated_at=moment,
+            )
+            written = self.write_row(raw, rotated)
             if written is None:
                 continue  # changed meanwhile (a subscribe, a disable): read it again
             self.reconcile(sub_id, current.event_types if current.receives else ())

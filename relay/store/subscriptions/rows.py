@@ -41,6 +41,8 @@ INDEX_COLUMNS = (
     "subjectBeginsWith",
     "subjectEndsWith",
     "contentMode",
+    "prevSecret",
+    "prevUntil",
 )
 # What the repair sweep and the layout backfill read of every subscription row.
 STATE_COLUMNS = ["id", "status", "eventTypes", "gen", "ver", "removing", "updatedAt", "createdAt"]
@@ -60,6 +62,7 @@ class SubscriptionView(TypedDict):
     status: SubscriptionStatus
     disabledReason: NotRequired[str]
     createdAt: str
+    previousSecretExpiresAt: NotRequired[str]
     secret: NotRequired[str]
 
 
@@ -123,6 +126,9 @@ class Subscription:
     # Set by a DELETE before it removes the index rows, cleared by nothing: the row is deleted
     # last. Until then the subscription is still shown (its index rows may still be read).
     removing: bool = False
+    # A rotation with a grace period: the secret it replaced signs beside the new one until then.
+    previous_secret: str | None = field(default=None, repr=False)
+    previous_secret_expires_at: datetime | None = None
 
     @property
     def receives(self) -> bool:
@@ -184,21 +190,42 @@ class Subscription:
         if self.status == SubscriptionStatus.DISABLED and self.disabled_reason:
             shown["disabledReason"] = self.disabled_reason
         shown["createdAt"] = clock.rfc3339(self.created_at)
+        if self.in_grace(clock.utcnow()):
+            # When deliveries stop carrying the previous secret's signature (never the secret).
+            shown["previousSecretExpiresAt"] = clock.rfc3339(cast("datetime", self.previous_secret_expires_at))
         if with_secret:
             shown["secret"] = self.secret
         return cast(SubscriptionView, shown)  # built in the order the answers always had
+
+    def in_grace(self, now: datetime) -> bool:
+        """Whether the secret a rotation replaced still signs beside the new one."""
+        return (
+            self.previous_secret is not None
+            and self.previous_secret_expires_at is not None
+            and now < self.previous_secret_expires_at
+        )
+
+    def signing(self) -> dict[str, Any]:
+        """The `Target` fields that sign a delivery: the secret, and the previous one with the end
+        of its grace (the attempt decides, at send time, whether it still signs)."""
+        grace = self.in_grace(clock.utcnow())
+        return {
+            "secret": self.secret,
+            "previous": self.previous_secret if grace else None,
+            "previousUntil": self.previous_secret_expires_at if grace else None,
+        }
 
     def replay_target(self) -> Target:
         """Where a replay of this subscription delivers: every attempt logged, as retries are."""
         return Target(
             sub=self.id,
             url=self.notification_url,
-            secret=self.secret,
             once=self.once,
             gen=self.generation,
             attempt=1,
             logged=True,
             mode=self.content_mode,
+            **self.signing(),
         )
 
 
@@ -245,11 +272,16 @@ class IndexRow:
     subject_begins_with: str | None = None
     subject_ends_with: str | None = None
     content_mode: ContentMode = "json"
+    # Within a rotation's grace: the secret it replaced and when it stops signing (the attempt
+    # signs with it only until then, relay.pipeline.delivery.attempt).
+    previous_secret: str | None = field(default=None, repr=False)
+    previous_until: datetime | None = None
     etag: str | None = None  # as read; None for one made from a subscription
 
     @classmethod
     def of(cls, sub: Subscription) -> IndexRow:
         """The index row a subscription's current state asks for (the same under each pattern)."""
+        grace = sub.in_grace(clock.utcnow())
         return cls(
             sub_id=sub.id,
             url=sub.notification_url,
@@ -260,6 +292,8 @@ class IndexRow:
             subject_begins_with=sub.subject_begins_with,
             subject_ends_with=sub.subject_ends_with,
             content_mode=sub.content_mode,
+            previous_secret=sub.previous_secret if grace else None,
+            previous_until=sub.previous_secret_expires_at if grace else None,
         )
 
     @classmethod
@@ -274,6 +308,8 @@ class IndexRow:
             subject_begins_with=row.get("subjectBeginsWith"),
             subject_ends_with=row.get("subjectEndsWith"),
             content_mode=row.get("contentMode") or "json",  # rows from before the field: json
+            previous_secret=row.get("prevSecret"),
+            previous_until=_time(row.get("prevUntil")),
             etag=etag(row),
         )
 
@@ -291,6 +327,8 @@ class IndexRow:
                 "subjectBeginsWith": self.subject_begins_with,
                 "subjectEndsWith": self.subject_ends_with,
                 "contentMode": self.content_mode,
+                "prevSecret": self.previous_secret,
+                "prevUntil": clock.rfc3339_precise(self.previous_until) if self.previous_until else None,
             }
         )
 
@@ -302,6 +340,8 @@ class IndexRow:
             once=self.once,
             gen=self.generation,
             mode=self.content_mode,
+            previous=self.previous_secret,
+            previousUntil=self.previous_until,
         )
 
 
@@ -385,11 +425,15 @@ def from_row(row: Mapping[str, Any]) -> Subscription:
         version=int(row.get("ver") or 0),
         registration=int(row.get("reg") or 0),
         removing=bool(row.get("removing")),
+        previous_secret=row.get("previousSecret"),
+        previous_secret_expires_at=_time(row.get("previousSecretExpiresAt")),
     )
 
 
 def to_row(sub: Subscription) -> dict[str, Any]:
-    """The subscription's own row (`s` / `i:{id}`), every column; absent values are left out."""
+    """The subscription's own row (`s` / `i:{id}`), every column; absent values are left out.
+    A previous secret whose grace has ended is dropped by the next write: it signs nothing more."""
+    grace = sub.in_grace(clock.utcnow())
     return _clean(
         {
             "PartitionKey": SUB_PARTITION,
@@ -415,6 +459,10 @@ def to_row(sub: Subscription) -> dict[str, Any]:
             "ver": sub.version,
             "reg": sub.registration,
             "removing": sub.removing or None,
+            "previousSecret": sub.previous_secret if grace else None,
+            "previousSecretExpiresAt": clock.rfc3339_precise(sub.previous_secret_expires_at)
+            if grace and sub.previous_secret_expires_at
+            else None,
         }
     )
 

@@ -127,9 +127,10 @@ class SubscriptionStore:
         self._lifecycle.reconcile(current.id, current.event_types if current.receives else ())
         return written, False
 
-    def rotate_secret(self, sub_id: str) -> Subscription | None:
-        """A new signing secret (see `Lifecycle.rotate_secret`); None for no such subscription."""
-        return self._lifecycle.rotate_secret(sub_id)
+    def rotate_secret(self, sub_id: str, grace_seconds: int = 0) -> Subscription | None:
+        """A new signing secret, the replaced one signing beside it for `grace_seconds` (see
+        `Lifecycle.rotate_secret`); None for no such subscription."""
+        return self._lifecycle.rotate_secret(sub_id, grace_seconds)
 
     def disable(self, sub_id: str, reason: str) -> None:
         """Stop deliveries to a subscription whose receiver said it is gone; keep it visible."""
@@ -153,10 +154,6 @@ class SubscriptionStore:
     def id_for_url(self, url: str) -> str | None:
         """The id of the subscription of a callback URL, as its URL row says; None for none."""
         return kinds.link_target(kinds.read_link(self._table, url))
-
-    def current_secret(self, sub_id: str) -> str | None:
-        sub = self.get(sub_id)
-        return sub.secret if sub is not None else None
 
     def list_page(
         self, *, limit: int, token: str | None, event_type: str | None = None, owner: str | None = None
