@@ -107,6 +107,8 @@ TOMB_PARTITION = "t"
 # Clocks of different instances disagree a little; tombstones this much older than a reader's
 # index read still count, at the price of reading a few more rows.
 CLOCK_SKEW = timedelta(minutes=5)
+# Kinds of the tombstone partition's pause and resume markers (`SubscriptionStore.set_paused`).
+PAUSE_MARK, RESUME_MARK = "pause", "resume"
 PRESENCE_PARTITION = "p"
 # How often a change reads the row again after another change got in first.
 TRIES = 5
@@ -144,6 +146,7 @@ _INDEX_FIELDS = (
     "subjectBeginsWith",
     "subjectEndsWith",
     "contentMode",
+    "paused",
 )
 
 
@@ -187,8 +190,9 @@ class Subscription:
     @property
     def receives(self) -> bool:
         """Whether this state has fan-out index rows: the one place that decides it (see
-        `SubscriptionStore._reconcile`). A further state (`paused`) is decided here."""
-        return not self.removing and self.status == SubscriptionStatus.ACTIVE
+        `SubscriptionStore._reconcile`). A paused one keeps them, marked `paused`: fan-out still
+        finds it and holds its deliveries (relay.pipeline.pause)."""
+        return not self.removing and self.status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAUSED)
 
     def view(self, *, with_secret: bool = False, full_url: bool = False) -> dict[str, Any]:
         """The subscription as the API shows it. The secret only to the call that created it (or
@@ -425,6 +429,8 @@ class SubscriptionStore:
         if current.status == SubscriptionStatus.DISABLED:
             # A new generation, so tombstones of the disabled one no longer stop its deliveries.
             entity = replace(entity, generation=current.generation + 1)
+        elif current.status == SubscriptionStatus.PAUSED:
+            entity = replace(entity, status=SubscriptionStatus.PAUSED)  # an operator's pause outlives a re-subscribe
         taken_over = scope is not None and current.owner != scope
         if taken_over:
             entity = replace(entity, owner=owner)
@@ -932,6 +938,7 @@ class SubscriptionStore:
                             once=bool(row.get("once")),
                             gen=_generation(row),
                             mode=row.get("contentMode") or "json",
+                            paused=bool(row.get("paused")),
                         )
                     )
                 if found:
@@ -940,20 +947,29 @@ class SubscriptionStore:
     def changes_since(self, since_key: str) -> tuple[dict[str, int], set[str]]:
         """For changes at or after `since_key`: subscription id -> newest removed generation, and
         the ids whose secret was rotated (queued work must sign with the current secret)."""
+        found = self.changes(since_key)
+        return found.removed, found.rotated
+
+    def changes(self, since_key: str) -> Changes:
+        """`changes_since`, and the subscriptions whose newest pause marker since then is a pause."""
         since = clock.time_key(clock.from_time_key(since_key) - CLOCK_SKEW)
         removed: dict[str, int] = {}
         rotated: set[str] = set()
+        paused: dict[str, bool] = {}
         for row in self._table.query_entities(
             "PartitionKey eq @pk and RowKey ge @since",
             parameters={"pk": TOMB_PARTITION, "since": since},
             results_per_page=1000,
         ):
             sub_id = row["id"]
-            if row.get("kind") == "secret":
+            kind = row.get("kind")
+            if kind == "secret":
                 rotated.add(sub_id)
+            elif kind in (PAUSE_MARK, RESUME_MARK):
+                paused[sub_id] = kind == PAUSE_MARK  # rows come in time order: the newest wins
             else:
                 removed[sub_id] = max(removed.get(sub_id, -1), _generation(row))
-        return removed, rotated
+        return Changes(removed, rotated, {sub for sub, held in paused.items() if held})
 
     # ---- removal --------------------------------------------------------------------------
 
@@ -1029,7 +1045,10 @@ class SubscriptionStore:
             have = indexed.get(sub_id, {})
             if found is not None:
                 want = set(json.loads(found.get("eventTypes") or "[]"))
-                receives = not found.get("removing") and (found.get("status") or "active") == SubscriptionStatus.ACTIVE
+                receives = not found.get("removing") and (found.get("status") or "active") in (
+                    SubscriptionStatus.ACTIVE,
+                    SubscriptionStatus.PAUSED,
+                )
                 expected = (_generation(found), int(found.get("ver") or 0))
                 if (want if receives else set()) == set(have) and all(v == expected for v in have.values()):
                     continue
@@ -1158,6 +1177,41 @@ class SubscriptionStore:
 
     # ---- operator actions (the console and `python -m relay admin`) ---------------------------
 
+    def set_paused(self, sub_id: str, paused: bool, scope: str | None = None) -> Subscription | None:
+        """Pause (or resume) a subscription: its index rows are rewritten marked (or unmarked), so
+        fan-out after this returns holds (or delivers) its deliveries, and a marker in the
+        tombstone partition tells queued work planned before it (retries, work items). None when
+        there is no such subscription (or, with `scope`, not that owner's). A disabled one stays
+        disabled: re-activate it first."""
+        for _ in _tries():
+            raw = self._get_raw(sub_id)
+            if raw is None or raw.get("removing"):
+                return None
+            current = _from_row(raw)
+            if scope is not None and current.owner != scope:
+                return None
+            if current.status == SubscriptionStatus.DISABLED:
+                return current
+            wanted = SubscriptionStatus.PAUSED if paused else SubscriptionStatus.ACTIVE
+            # The marker first: queued work that reads it before the row changes waits a moment
+            # more (pause) or is released with the rest (resume), never attempted while paused.
+            self._table.upsert_entity(
+                {
+                    "PartitionKey": TOMB_PARTITION,
+                    "RowKey": f"{clock.time_key(clock.utcnow())}_{sub_id}_{PAUSE_MARK if paused else RESUME_MARK}",
+                    "id": sub_id,
+                    "kind": PAUSE_MARK if paused else RESUME_MARK,
+                }
+            )
+            if current.status == wanted:
+                self._reconcile(sub_id, current.event_types)
+                return current
+            written = self._write_row(raw, replace(current, status=wanted, updated_at=_now()))
+            if written is not None:
+                self._reconcile(sub_id, current.event_types)
+                return written
+        raise Contended("the subscription kept changing under this pause; try again")
+
     def activate(self, sub_id: str) -> Subscription | None:
         """Re-activate a disabled subscription with its own URL and filters, as a re-subscribe of
         the same URL would (the console cannot send the URL: reads mask its query)."""
@@ -1176,6 +1230,15 @@ class SubscriptionStore:
         raise Contended("the subscription kept changing under this activate; try again")
 
 
+@dataclass(frozen=True)
+class Changes:
+    """What queued work planned at a moment must honour (`SubscriptionStore.changes`)."""
+
+    removed: dict[str, int]  # subscription id -> newest removed generation
+    rotated: set[str]  # secret rotated: sign with the current one
+    paused: set[str]  # paused (newest marker): hold, do not attempt
+
+
 def _index_entity(entity: Subscription, pattern: str) -> dict[str, Any]:
     """The fan-out index row of a subscription under one pattern: all a delivery needs."""
     return _clean(
@@ -1190,6 +1253,7 @@ def _index_entity(entity: Subscription, pattern: str) -> dict[str, Any]:
             "subjectBeginsWith": entity.subject_begins_with,
             "subjectEndsWith": entity.subject_ends_with,
             "contentMode": entity.content_mode,
+            "paused": True if entity.status == SubscriptionStatus.PAUSED else None,
         }
     )
 
