@@ -73,9 +73,9 @@ class Holds:
                     "logPk": log_key[0],
                     "logRk": log_key[1],
                     "attempt": target.attempt,
-                    # The sweep forgets a held row with its event (relay.pipeline.retention).
-                    "createdAt": clock.rfc3339(now),
-                    "status": "held",
+                    # Not `createdAt`/`status`: the operations sweep must not forget a held row. One
+                    # held past retention is released as failed ("event is no longer retained").
+                    "heldAt": clock.rfc3339(now),
                 }
             )
             DeliveryLog(self._storage, self._settings.event_retention_days).write(
@@ -104,12 +104,6 @@ class Holds:
     def release(self, sub_id: str) -> None:
         """Ask for the held deliveries of a resumed subscription to be delivered."""
         Outbox(self._storage, self._settings).replay(ReplayMessage(operationId=RELEASE_PREFIX + sub_id))
-
-    def count(self, sub_id: str) -> int:
-        rows = self._table.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": HELD_PREFIX + sub_id}, select=["RowKey"]
-        )
-        return sum(1 for _ in rows)
 
     def run_release(self, sub_id: str) -> None:
         """Deliver the held rows one at a time, oldest first, until none is left or the
