@@ -4,6 +4,7 @@ Against the dev host with loopback receivers."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -278,3 +279,26 @@ def test_a_replay_of_a_paused_subscription_is_held_until_resume(relay, receiver_
     assert len(receiver.requests) == 1
     assert relay.post(f"subscriptions/{sub['id']}/resume").status_code == 200
     assert receiver.wait_for(2, 60)[1].headers["webhook-id"] == event_id
+
+
+def test_pause_racing_delete_leaves_the_subscription_present_or_absent(relay, receiver_factory, unique_type) -> None:
+    """Pause, resume and delete run at once on one subscription, many times: once all are
+    answered it is either absent (404, and an event published after receives nothing) or present
+    (readable, and it receives once resumed)."""
+    receiver = receiver_factory()
+    absent: list[str] = []
+    for round_ in range(12):
+        sub = relay.subscribe(f"{receiver.url}?round={round_}", eventTypes=[unique_type])
+        calls = [("post", f"subscriptions/{sub['id']}/pause"), ("delete", f"subscriptions/{sub['id']}")]
+        if round_ % 2:
+            calls.append(("post", f"subscriptions/{sub['id']}/resume"))
+        with ThreadPoolExecutor(len(calls)) as pool:
+            answers = list(pool.map(lambda call: getattr(relay, call[0])(call[1]), calls))
+        assert all(a.status_code in (200, 404) for a in answers), [a.text for a in answers]
+        assert relay.get(f"subscriptions/{sub['id']}").status_code == 404  # the delete always wins in the end
+        absent.append(sub["id"])
+    relay.publish({"type": unique_type, "data": "after"})
+    wait_until(relay.queue_idle, 60, "the queues to drain")
+    assert receiver.requests == []
+    for sub_id in absent:
+        problem_of(relay.post(f"subscriptions/{sub_id}/resume"), 404)
