@@ -299,15 +299,20 @@ class Deliverer:
         )
         return Later(target.model_copy(update={"logged": True, "deferred": target.deferred + 1}), due)
 
-    def skip_removed(self, message: DeliveryMessage) -> list[Target]:
+    def skip_removed(self, message: DeliveryMessage, paused: list[Target] | None = None) -> list[Target]:
         """Targets whose subscription was not deleted or disabled after the work was planned,
-        with the current secret where it was rotated since (the message carries the old one)."""
-        removed, rotated = self._subs.changes_since(message.since)
+        with the current secret where it was rotated since (the message carries the old one).
+        With `paused`, targets whose subscription was paused since go there instead (to be held)."""
+        changes = self._subs.changes(message.since)
+        removed, rotated = changes.removed, changes.rotated
         live = []
         for target in message.targets:
             if removed.get(target.sub, -1) >= target.gen:
                 if target.logged:  # it has a row to close
                     self._give_up(message, target, "subscription was deleted or disabled")
+                continue
+            if paused is not None and target.sub in changes.paused:
+                paused.append(target)
                 continue
             if target.sub in rotated:
                 secret = self._subs.current_secret(target.sub)

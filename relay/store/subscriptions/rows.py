@@ -24,9 +24,13 @@ from relay.core.models import ContentMode, SubscriptionRequest, Target
 from relay.core.redaction import mask_url
 from relay.core.statuses import SubscriptionStatus
 
+# The states that have fan-out index rows (`Subscription.receives`).
+RECEIVING = (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAUSED)
 ID_RE = re.compile(r"[0-9a-f]{32}")  # always fullmatch: `$` lets a trailing newline in
 SUB_PARTITION = "s"
 TOMB_PARTITION = "t"
+# Kinds of the tombstone partition's pause and resume markers (`Lifecycle.set_paused`).
+PAUSE_MARK, RESUME_MARK = "pause", "resume"
 PRESENCE_PARTITION = "p"
 LAYOUT_ROW = ""  # in the presence partition; no pattern is empty
 LAYOUT_COMPLETE, LAYOUT_PENDING = "complete", "pending"
@@ -41,6 +45,7 @@ INDEX_COLUMNS = (
     "subjectBeginsWith",
     "subjectEndsWith",
     "contentMode",
+    "paused",
 )
 # What the repair sweep and the layout backfill read of every subscription row.
 STATE_COLUMNS = ["id", "status", "eventTypes", "gen", "ver", "removing", "updatedAt", "createdAt"]
@@ -127,8 +132,9 @@ class Subscription:
     @property
     def receives(self) -> bool:
         """Whether this state has fan-out index rows: the one place that decides it (see
-        `consistency.Lifecycle.reconcile`). A further state (`paused`) is decided here."""
-        return not self.removing and self.status == SubscriptionStatus.ACTIVE
+        `consistency.Lifecycle.reconcile`). A paused one keeps them, marked `paused`: fan-out still
+        finds it and holds its deliveries (relay.pipeline.pause)."""
+        return not self.removing and self.status in RECEIVING
 
     @property
     def caller(self) -> Caller:
@@ -216,7 +222,7 @@ class RowState:
 
     @property
     def receives(self) -> bool:
-        return not self.removing and self.status == SubscriptionStatus.ACTIVE
+        return not self.removing and self.status in RECEIVING
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> RowState:
@@ -245,6 +251,7 @@ class IndexRow:
     subject_begins_with: str | None = None
     subject_ends_with: str | None = None
     content_mode: ContentMode = "json"
+    paused: bool = False  # the subscription is paused: fan-out holds its deliveries
     etag: str | None = None  # as read; None for one made from a subscription
 
     @classmethod
@@ -260,6 +267,7 @@ class IndexRow:
             subject_begins_with=sub.subject_begins_with,
             subject_ends_with=sub.subject_ends_with,
             content_mode=sub.content_mode,
+            paused=sub.status == SubscriptionStatus.PAUSED,
         )
 
     @classmethod
@@ -274,6 +282,7 @@ class IndexRow:
             subject_begins_with=row.get("subjectBeginsWith"),
             subject_ends_with=row.get("subjectEndsWith"),
             content_mode=row.get("contentMode") or "json",  # rows from before the field: json
+            paused=bool(row.get("paused")),
             etag=etag(row),
         )
 
@@ -291,6 +300,7 @@ class IndexRow:
                 "subjectBeginsWith": self.subject_begins_with,
                 "subjectEndsWith": self.subject_ends_with,
                 "contentMode": self.content_mode,
+                "paused": True if self.paused else None,  # written only when paused
             }
         )
 
@@ -302,6 +312,7 @@ class IndexRow:
             once=self.once,
             gen=self.generation,
             mode=self.content_mode,
+            paused=self.paused,
         )
 
 
@@ -327,15 +338,27 @@ class IndexedAt:
 @dataclass(frozen=True, kw_only=True)
 class Change:
     """A tombstone-partition row: a removal (queued work planned before it skips the
-    subscription) or a secret rotation (queued work signs with the current secret)."""
+    subscription), a secret rotation (queued work signs with the current secret), or a pause or
+    resume marker (`paused` True or False; None for the others: queued work holds while paused)."""
 
     sub_id: str
     generation: int
     rotated: bool
+    paused: bool | None = None
+
+    @property
+    def removed(self) -> bool:
+        return not self.rotated and self.paused is None
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Change:
-        return cls(sub_id=row["id"], generation=generation(row), rotated=row.get("kind") == "secret")
+        kind = row.get("kind")
+        return cls(
+            sub_id=row["id"],
+            generation=generation(row),
+            rotated=kind == "secret",
+            paused=kind == PAUSE_MARK if kind in (PAUSE_MARK, RESUME_MARK) else None,
+        )
 
 
 def generation(row: Mapping[str, Any]) -> int:
