@@ -5,7 +5,7 @@ import azure.functions as func
 
 from relay.core import telemetry
 from relay.core.settings import auth_mode
-from relay.http.routes import event_types, meta, operator, publishing, replays, smoke, subscriptions
+from relay.http.routes import controls, event_types, meta, operator, publishing, replays, smoke, subscriptions
 from relay.triggers import worker
 
 telemetry.configure()
@@ -20,6 +20,7 @@ for blueprint in (
     subscriptions.bp,
     publishing.bp,
     replays.bp,
+    controls.bp,
     event_types.bp,
     meta.bp,
     operator.bp,

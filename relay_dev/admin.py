@@ -251,6 +251,44 @@ def subscriptions_activate(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def subscriptions_pause(client: Client, args: argparse.Namespace) -> int:
+    sub = client.json("POST", f"subscriptions/{quote(args.id, safe='')}/pause", {})
+    emit(args, sub, lambda: print(f"subscription {args.id} is {sub.get('status')}: its deliveries are held"))
+    return EXIT_OK
+
+
+def subscriptions_resume(client: Client, args: argparse.Namespace) -> int:
+    sub = client.json("POST", f"subscriptions/{quote(args.id, safe='')}/resume", {})
+    emit(args, sub, lambda: print(f"subscription {args.id} is {sub.get('status')}: held deliveries go out in order"))
+    return EXIT_OK
+
+
+def subscriptions_test(client: Client, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {}
+    if args.type:
+        body["type"] = args.type
+    if args.data is not None:
+        body["data"] = _json_arg(args.data, "--data")
+    doc = client.json("POST", f"subscriptions/{quote(args.id, safe='')}/test", body)
+    emit(args, doc, lambda: print(f"test event {doc.get('id')} sent to subscription {args.id} alone"))
+    return EXIT_OK
+
+
+def deliveries_resend(client: Client, args: argparse.Namespace) -> int:
+    path = f"subscriptions/{quote(args.subscription, safe='')}/deliveries/{quote(args.event, safe='')}/resend"
+    response = client.call("POST", path, {})
+    op = client.read(response)
+    location = response.headers.get("Location", "")
+    emit(
+        args,
+        {**op, "location": location},
+        lambda: print(
+            f"event {args.event} queued again for subscription {args.subscription} (operation {op.get('id')})"
+        ),
+    )
+    return EXIT_OK
+
+
 def subscriptions_rotate(client: Client, args: argparse.Namespace) -> int:
     # Without --grace the relay's default applies (the old secret signs beside the new one for a day).
     body = {} if args.grace is None else {"graceSeconds": args.grace}
@@ -355,6 +393,8 @@ def replay(client: Client, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"since": args.since, "status": "all" if args.all else "failed"}
     if args.until:
         body["until"] = args.until
+    if args.event_type:
+        body["eventType"] = args.event_type
     response = client.call("POST", f"subscriptions/{args.subscription}/replay", body)
     location = response.headers.get("Location", "")
     op = client.read(response)
@@ -569,7 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
 
-    subs = groups.add_parser("subscriptions", help="list, show, delete, re-activate, rotate-secret")
+    subs = groups.add_parser(
+        "subscriptions", help="list, show, delete, re-activate, rotate-secret, pause, resume, test"
+    )
     sub_cmds = subs.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub_cmds.add_parser("list", parents=[common], help="list subscriptions")
     p.add_argument("--event-type", type=event_type_name, help="only those an event of this type would reach")
@@ -582,6 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("delete", subscriptions_delete, "delete a subscription"),
         ("activate", subscriptions_activate, "re-activate a disabled subscription"),
         ("rotate-secret", subscriptions_rotate, "replace the signing secret; prints the new one"),
+        ("pause", subscriptions_pause, "hold a subscription's deliveries (neither attempted nor failed)"),
+        ("resume", subscriptions_resume, "deliver what was held, in order, and go on delivering"),
     ):
         p = sub_cmds.add_parser(name, parents=[common], help=text)
         p.add_argument("id")
@@ -594,14 +638,23 @@ def build_parser() -> argparse.ArgumentParser:
                 help="how long the previous secret keeps signing beside the new one "
                 "(0 to 604800; 0 after a leak; default: the relay's, a day)",
             )
+    p = sub_cmds.add_parser("test", parents=[common], help="send one test event to this subscription alone")
+    p.add_argument("id")
+    p.add_argument("--type", type=event_type_name, help="one of its event types (default: relay.test)")
+    p.add_argument("--data", help="the data: inline JSON, a file, @file, or - for stdin (default: an example)")
+    p.set_defaults(run=subscriptions_test)
 
-    dels = groups.add_parser("deliveries", help="list a subscription's deliveries")
+    dels = groups.add_parser("deliveries", help="list a subscription's deliveries, resend one")
     del_cmds = dels.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = del_cmds.add_parser("list", parents=[common], help="deliveries of a subscription, newest first")
     p.add_argument("subscription")
     p.add_argument("--status", choices=[s.value for s in DeliveryStatus])
     p.add_argument("--limit", type=positive, default=100, help="show at most this many (default 100)")
     p.set_defaults(run=deliveries_list)
+    p = del_cmds.add_parser("resend", parents=[common], help="deliver one event again to this subscription alone")
+    p.add_argument("subscription")
+    p.add_argument("event", metavar="EVENT_ID")
+    p.set_defaults(run=deliveries_resend)
 
     p = groups.add_parser("failures", parents=[common], help="deliveries that failed across the relay, newest first")
     p.add_argument(
@@ -615,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", required=True, type=parse_time, help="RFC 3339, or a span back from now: 24h, 30m, 7d")
     p.add_argument("--until", type=parse_time)
     p.add_argument("--all", action="store_true", help="every matching event, not only failed deliveries")
+    p.add_argument("--event-type", help="only events of this type: a name, or a prefix pattern such as order.*")
     p.add_argument("--wait", action="store_true", help="show progress until the replay ends")
     p.set_defaults(run=replay)
 

@@ -374,3 +374,51 @@ def test_overview_as_the_console_shows_it(
     assert "failed" in people and "active subscriptions" in people
     assert any(sub["id"] in line and bad.url in line for line in people.splitlines())
     assert admin(relay, "overview", "--window", "7d").returncode == 2
+
+
+def test_pause_resume_test_and_resend(
+    relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
+    """The controls of the console, from the shell: pause holds, resume delivers the held event,
+    a test event reaches this subscription only, resend delivers one event again, replay filters."""
+    receiver = receiver_factory()
+    sub = relay.subscribe(receiver.url, eventTypes=[f"{unique_type}.*"])
+    assert ok(admin(relay, "subscriptions", "pause", sub["id"])).startswith(f"subscription {sub['id']} is paused")
+    event_id = relay.publish({"type": f"{unique_type}.a", "data": {"n": 1}}).json()["id"]
+    wait_until(lambda: relay.get(f"subscriptions/{sub['id']}/deliveries?status=pending").json()["value"], 30, "held")
+    assert receiver.requests == []
+    resumed = json.loads(ok(admin(relay, "subscriptions", "resume", sub["id"], "--json")))
+    assert resumed["status"] == "active"
+    assert receiver.wait_for(1, 60)[0].headers["webhook-id"] == event_id
+
+    sent = json.loads(ok(admin(relay, "subscriptions", "test", sub["id"], "--data", '{"hello": 1}', "--json")))
+    got = receiver.wait_for(2, 60)[1]
+    assert got.headers["webhook-id"] == sent["id"] and got.json()["data"] == {"hello": 1}
+    assert got.json()["type"] == "relay.test"
+    one_line_error(admin(relay, "subscriptions", "test", sub["id"], "--type", "other.type"), 1, "400", "type")
+
+    out = ok(admin(relay, "deliveries", "resend", sub["id"], event_id))
+    assert f"event {event_id} queued again" in out
+    assert receiver.wait_for(3, 60)[2].headers["webhook-id"] == event_id
+    one_line_error(admin(relay, "deliveries", "resend", sub["id"], "no-such-event"), 1, "404")
+
+    relay.publish({"type": f"{unique_type}.b", "data": {"n": 2}})
+    receiver.wait_for(4, 60)
+    started = json.loads(
+        ok(
+            admin(
+                relay,
+                "replay",
+                sub["id"],
+                "--since",
+                "1h",
+                "--all",
+                "--event-type",
+                f"{unique_type}.a",
+                "--wait",
+                "--json",
+            )
+        )
+    )
+    assert started["replayed"] == 1
+    assert receiver.wait_for(5, 60)[4].headers["webhook-id"] == event_id

@@ -333,8 +333,9 @@ def test_rotate_a_secret_shown_once(
     ends = relay.get(f"subscriptions/{sub['id']}").json()["previousSecretExpiresAt"]
     assert datetime.fromisoformat(ends.replace("Z", "+00:00")) > datetime.now(UTC) + timedelta(hours=23)
     row.get_by_role("button", name="Send test event").click()
-    row.get_by_text("Published").wait_for()
+    row.get_by_text("to this subscription only").wait_for()
     received = receiver.wait_for(1)[0]
+    assert received.json()["type"] == "relay.test" and received.json()["relaytest"] is True
     assert _verify(first, received) and _verify(sub["secret"], received)
     # A leaked secret: the old one stops at once.
     row.get_by_label("keeps signing").select_option("0")
@@ -346,7 +347,7 @@ def test_rotate_a_secret_shown_once(
     row.get_by_role("button", name="Send test event").click()
     wait_until(lambda: len(receiver.requests) >= 2, 30, "the second test event")
     received = receiver.wait_for(2)[1]
-    assert received.json()["type"] == unique_type
+    assert received.json()["type"] == "relay.test"
     assert _verify(new, received) and not _verify(first, received) and not _verify(sub["secret"], received)
     # Reads never show it again.
     assert "secret" not in relay.get(f"subscriptions/{sub['id']}").json()
@@ -932,3 +933,45 @@ def test_no_accessibility_violations_on_any_view(
         assert not w.problems, w.problems
     finally:
         w.close()
+
+
+def test_pause_resume_test_event_and_resend_on_the_subscription_page(
+    watched: Watched, relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
+    """Pause holds (the delivery shows pending, nothing arrives), Resume delivers it; Send test
+    event reaches this subscription only; Resend on a delivery row delivers that event again."""
+    receiver = receiver_factory()
+    neighbour = receiver_factory()
+    sub = relay.subscribe(receiver.url, eventTypes=[unique_type])
+    relay.subscribe(neighbour.url, eventTypes=[unique_type])
+    page = signed_in(watched, relay, f"#/subscriptions/{sub['id']}/deliveries")
+    actions = page.locator("#sub-actions")
+    actions.get_by_role("button", name=f"Pause {receiver.url}").click()
+    page.locator("main .badge.paused").wait_for()
+    assert relay.get(f"subscriptions/{sub['id']}").json()["status"] == "paused"
+
+    event_id = relay.publish({"type": unique_type, "data": {"n": 1}}).json()["id"]
+    neighbour.wait_for(1)
+    wait_until(lambda: relay.get(f"subscriptions/{sub['id']}/deliveries?status=pending").json()["value"], 30, "held")
+    page.get_by_role("button", name="Refresh").click()
+    held = page.locator(f'#deliveries tr[data-event="{event_id}"]')
+    held.locator(".badge.pending").wait_for()
+    assert "paused" in held.inner_text() and receiver.requests == []
+
+    page.locator("#sub-actions").get_by_role("button", name=f"Resume {receiver.url}").click()
+    page.locator("main .badge.active").wait_for()
+    assert receiver.wait_for(1)[0].headers["webhook-id"] == event_id
+
+    page.locator("#sub-actions").get_by_role("button", name="Send test event").click()
+    page.locator("#sub-output").get_by_text("to this subscription only").wait_for()
+    test = receiver.wait_for(2)[1].json()
+    assert test["type"] == "relay.test" and test["relaytest"] is True
+
+    wait_until(lambda: relay.get(f"subscriptions/{sub['id']}/deliveries?status=succeeded").json()["value"], 30, "log")
+    page.get_by_role("button", name="Refresh").click()
+    page.locator(f'#deliveries tr[data-event="{event_id}"] .badge.succeeded').wait_for()
+    page.get_by_role("button", name=f"Resend event {event_id}").click()
+    page.locator("#sub-output").get_by_text("queued again").wait_for()
+    assert receiver.wait_for(3)[2].headers["webhook-id"] == event_id
+    wait_until(relay.queue_idle, 30, "the queues to drain")
+    assert len(neighbour.requests) == 1  # neither the test event nor the resend reached it

@@ -233,6 +233,15 @@ OPERATIONS: list[tuple[str, str, Any, tuple[bool, bool, bool, bool]]] = [
         (DENY, ALLOW, ALLOW, DENY),
     ),
     ("GET", "operations/0123456789abcdef0123456789abcdef", None, (DENY, ALLOW, ALLOW, DENY)),
+    ("POST", "subscriptions/0123456789abcdef0123456789abcdef/pause", None, (DENY, ALLOW, ALLOW, DENY)),
+    ("POST", "subscriptions/0123456789abcdef0123456789abcdef/resume", None, (DENY, ALLOW, ALLOW, DENY)),
+    ("POST", "subscriptions/0123456789abcdef0123456789abcdef/test", None, (DENY, ALLOW, ALLOW, DENY)),
+    (
+        "POST",
+        "subscriptions/0123456789abcdef0123456789abcdef/deliveries/some-event/resend",
+        None,
+        (DENY, ALLOW, ALLOW, DENY),
+    ),
 ]
 PRINCIPALS = {"publisher": [PUBLISHER], "subscriber": [SUBSCRIBER], "admin": [ADMIN], "no role": []}
 
@@ -274,8 +283,17 @@ def test_subscribers_see_only_their_own_and_an_admin_sees_all(
         ("GET", f"subscriptions/{mine['id']}", None),
         ("GET", f"subscriptions/{mine['id']}/deliveries", None),
         ("POST", f"subscriptions/{mine['id']}/replay", {"since": "2026-01-01T00:00:00Z"}),
+        ("POST", f"subscriptions/{mine['id']}/pause", None),
+        ("POST", f"subscriptions/{mine['id']}/resume", None),
+        ("POST", f"subscriptions/{mine['id']}/test", None),
+        ("POST", f"subscriptions/{mine['id']}/deliveries/some-event/resend", None),
     ):
         _problem(bob.call(method, path, body), 404)
+    assert alice.call("GET", f"subscriptions/{mine['id']}").json()["status"] == "active"  # Bob paused nothing
+    # Alice pauses and resumes her own; the admin may too.
+    assert alice.call("POST", f"subscriptions/{mine['id']}/pause").json()["status"] == "paused"
+    assert admin.call("POST", f"subscriptions/{mine['id']}/resume").json()["status"] == "active"
+    assert alice.call("POST", f"subscriptions/{mine['id']}/test").status_code == 202
     _problem(bob.call("POST", "unsubscribe", {"notificationUrl": hook_a}), 404)
     assert alice.call("GET", f"subscriptions/{mine['id']}").status_code == 200  # still there
 

@@ -29,6 +29,11 @@ CONTRACT = {
     ("operation", "GET"): ("get_operation", {SUBSCRIBER}, "operationId", True),
     ("secret", "POST"): ("rotate_secret", {SUBSCRIBER}, "id", True),
     ("activate", "POST"): ("activate_subscription", {SUBSCRIBER}, "id", True),
+    # The controls (CONTRACT section 6): like activate and rotate.
+    ("pause", "POST"): ("pause_subscription", {SUBSCRIBER}, "id", True),
+    ("resume", "POST"): ("resume_subscription", {SUBSCRIBER}, "id", True),
+    ("test", "POST"): ("test_subscription", {SUBSCRIBER}, "id", True),
+    ("resend", "POST"): ("resend_delivery", {SUBSCRIBER}, "id", True),
     ("poll", "GET"): ("poll_events", {SUBSCRIBER}, None, False),
     ("events", "POST"): ("publish_events", {PUBLISHER}, None, False),
     # The CloudEvents webhook validation handshake (section 6), a publisher's question.

@@ -95,6 +95,41 @@ def test_rotation_reaches_the_index_and_never_revives_a_subscription(azurite) ->
     assert created and again.id == first.id and again.secret != first.secret
 
 
+def test_a_paused_subscription_keeps_its_index_rows_marked_through_the_sweep_and_a_resubscribe(azurite) -> None:
+    """The pause ported onto the split store: fan-out finds a paused subscription marked `paused`,
+    the repair sweep counts it as receiving (repairs nothing), a re-subscribe keeps it paused, the
+    markers say what queued work must hold (newest wins) and a resume unmarks its rows."""
+    storage = Storage(Endpoints(connection_string=azurite.connection_string))
+    storage.ensure()
+    store = SubscriptionStore(storage)
+    url = f"https://flow.example/pause-{uuid.uuid4().hex}?sig=abc"
+    entity, _ = store.subscribe(SubscriptionRequest(notificationUrl=url, eventTypes=["pau.*"]))
+
+    def found() -> list[tuple[str, bool]]:  # other tests' subscriptions (`*`) share the table
+        return [(t.sub, t.paused) for page in store.matching("pau.x", None) for t in page if t.sub == entity.id]
+
+    since = clock.time_key(entity.created_at)
+    paused = store.set_paused(entity.id, True)
+    assert paused is not None and paused.status == "paused" and paused.receives
+    assert found() == [(entity.id, True)]
+    store.repair_index()  # what other tests left behind
+    assert store.repair_index() == 0 and found() == [(entity.id, True)]  # paused counts as receiving
+    again, created = store.subscribe(SubscriptionRequest(notificationUrl=url, eventTypes=["pau.*"]))
+    assert not created and again.status == "paused"
+    changes = store.changes(since)
+    assert changes.paused == {entity.id} and entity.id not in changes.removed  # a pause is not a removal
+    assert store.set_paused(entity.id, True, scope="someone-else") is None  # not that owner's
+
+    resumed = store.set_paused(entity.id, False)
+    assert resumed is not None and resumed.status == "active"
+    assert found() == [(entity.id, False)]
+    assert store.changes(since).paused == set()  # the resume marker is the newest
+    store.disable(entity.id, "gone")
+    still = store.set_paused(entity.id, True)
+    assert still is not None and still.status == "disabled"  # a disabled one stays disabled
+    assert found() == []
+
+
 def test_a_record_reads_back_as_written_and_its_repr_holds_no_credential(azurite) -> None:
     """What subscribe returns is what a read finds (every field, times aware), and a record can be
     logged: neither the callback URL (its `sig` starts the flow) nor the secret is in its repr."""

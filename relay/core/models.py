@@ -189,6 +189,25 @@ class ReplayRequest(_Edge):
     status: Literal["failed", "all"] = Field(
         default="failed", description="Which deliveries to replay: failed ones only, or all matching events."
     )
+    eventType: StrictStr | None = Field(
+        default=None, description="Replay only events of this type: a name, a prefix pattern such as order.*, or *."
+    )
+
+    @field_validator("eventType")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is not None and not is_pattern(value):
+            raise ValueError(f"not '*', a type name ({NAME_RULE}) or a prefix ending in '.*'")
+        return value
+
+
+class TestRequest(_Edge):
+    __test__ = False  # not a pytest class
+    type: StrictStr | None = Field(
+        default=None, description="One of the subscription's event types; relay.test when absent."
+    )
+    data: Any = Field(default=None, description="The test event's data; an example when absent.")
+    NULLABLE: ClassVar[frozenset[str]] = frozenset({"data"})
 
 
 class EventTypeRequest(_Edge):
@@ -273,6 +292,9 @@ class Target(BaseModel):
     # What started this chain of attempts, as the delivery record marks its first attempt (the
     # later ones are `retry`): a live fan-out, a replay, a resend or a test delivery.
     kind: AttemptKind = "delivery"
+    # Read from a paused subscription's index row at fan-out: held, not attempted (relay.pipeline.pause).
+    # Never sent in a message: queued work learns of a pause from the tombstone partition.
+    paused: bool = Field(default=False, exclude=True)
     # A rotation with a grace period: the secret it replaced, which also signs until `previousUntil`
     # (decided at each attempt, so a retry sent after the grace carries the new signature only).
     previous: str | None = None

@@ -15,10 +15,12 @@ class DeliveryStatus(StrEnum):
 
 
 class SubscriptionStatus(StrEnum):
-    """Whether a subscription receives events (`disabled` ones carry a `disabledReason`)."""
+    """Whether a subscription receives events (`disabled` ones carry a `disabledReason`; `paused`
+    ones have their deliveries held until resumed, relay.pipeline.pause)."""
 
     ACTIVE = "active"
     DISABLED = "disabled"
+    PAUSED = "paused"
 
 
 class OperationStatus(StrEnum):

@@ -348,17 +348,22 @@ class Deliverer:
         that fails again is an attempt more, not a failure more)."""
         stats.record(self._storage, sub_id, "failed", elapsed, new_failure=before is not DeliveryStatus.FAILED)
 
-    def skip_removed(self, message: DeliveryMessage) -> list[Target]:
+    def skip_removed(self, message: DeliveryMessage, paused: list[Target] | None = None) -> list[Target]:
         """Targets whose subscription was not deleted or disabled after the work was planned,
         with the current secrets where they were rotated since (the message carries the old ones):
         the rotation's marker costs nothing more than the tombstone query every item makes, and
-        only a rotated subscription pays a read of its row."""
-        removed, rotated = self._subs.changes_since(message.since)
+        only a rotated subscription pays a read of its row. With `paused`, targets whose
+        subscription was paused since go there instead (to be held)."""
+        changes = self._subs.changes(message.since)
+        removed, rotated = changes.removed, changes.rotated
         live = []
         for target in message.targets:
             if removed.get(target.sub, -1) >= target.gen:
                 if target.logged:  # it has a row to close
                     self._give_up(message, target, "subscription was deleted or disabled")
+                continue
+            if paused is not None and target.sub in changes.paused:
+                paused.append(target)
                 continue
             if target.sub in rotated:
                 current = self._subs.get(target.sub)

@@ -20,6 +20,7 @@ from relay.pipeline.delivery import Attempts, Deliverer
 from relay.pipeline.held import Holder, room
 from relay.pipeline.later import ITEM_BYTES, ITEM_TARGETS, pack
 from relay.pipeline.outbox import Outbox, wait
+from relay.pipeline.pause import Holds
 from relay.pipeline.pools import get_pools
 from relay.store.eventlog import EventLog
 from relay.store.events import load_data
@@ -62,6 +63,7 @@ def fan_out(
         return loaded[0]
 
     holder = Holder(storage, settings, event, data, log_key, since)
+    paused: list[Target] = []  # held, not attempted (relay.pipeline.pause)
 
     def start_inline() -> Attempts:
         # The attempts start on the attempt threads from this (the invocation's) thread, which
@@ -77,6 +79,9 @@ def fan_out(
     # out as work items page by page, so deliveries start before a large index is read whole.
     for page in itertools.chain([first] if first is not None else [], pages):
         for target in page:
+            if target.paused:
+                paused.append(target)
+                continue
             (direct if len(direct) < DIRECT_LIMIT else rest).append(target)
         if inline is None and len(direct) == DIRECT_LIMIT and rest:
             inline = start_inline()
@@ -85,6 +90,8 @@ def fan_out(
             send(chunks[:-1])
             rest = chunks[-1]
     send(pack(rest) if rest else [])
+    if paused:
+        Holds(storage, settings).hold(event.id, event.type, log_key, event.acceptedAt, paused)
     if inline is None and direct:
         inline = start_inline()
     try:
@@ -101,7 +108,10 @@ def deliver_item(storage: Storage, settings: Settings, message: DeliveryMessage)
 
 def _deliver_item(storage: Storage, settings: Settings, message: DeliveryMessage) -> None:
     deliverer = Deliverer(storage, settings)
-    targets = deliverer.skip_removed(message)
+    paused: list[Target] = []
+    targets = deliverer.skip_removed(message, paused)
+    if paused:
+        Holds(storage, settings).hold_message(message, paused)
     if not targets:
         return
     logged = EventLog(storage).get(message.log)

@@ -22,10 +22,12 @@ from azure.data.tables import UpdateMode
 
 from relay.core import clock
 from relay.core.errors import RelayError
-from relay.core.matching import subject_matches
+from relay.core.matching import subject_matches, type_matches
 from relay.core.models import DeliveryMessage, ReplayMessage, ReplayRequest
+from relay.core.settings import get_settings
 from relay.core.statuses import OperationStatus, SubscriptionStatus
 from relay.pipeline.outbox import Outbox
+from relay.pipeline.pause import Holds
 from relay.store.deliverylog import DeliveryLog
 from relay.store.eventlog import EventLog, LogKey, position, position_after
 from relay.store.storage import OPERATIONS_TABLE, Storage, delete_rows
@@ -63,6 +65,7 @@ class Operation:
     until: datetime | None  # None: up to when it runs
     filter: Literal["failed", "all"]
     created_at: datetime
+    event_type: str | None = None  # a name or pattern: only events of a matching type
     replayed: int = 0
     code: str | None = None  # why it failed: GONE, SUPERSEDED or CRASHED
     error: str | None = None
@@ -91,6 +94,7 @@ def _operation(row: Mapping[str, Any]) -> Operation:
         until=clock.parse_rfc3339(row["until"]) if row.get("until") else None,
         filter=row.get("filter") or "failed",
         created_at=clock.parse_rfc3339(row["createdAt"]),
+        event_type=row.get("eventType") or None,
         replayed=int(row.get("replayed") or 0),
         code=row.get("code"),
         error=row.get("error"),
@@ -118,10 +122,34 @@ class Operations:
                 "since": clock.rfc3339_precise(request.since),
                 "until": clock.rfc3339_precise(request.until) if request.until else "",
                 "filter": request.status,
+                "eventType": request.eventType or "",
                 "createdAt": clock.rfc3339(now),
             }
         )
         Outbox(self._storage).replay(ReplayMessage(operationId=op_id))
+        return op_id
+
+    def record_done(self, sub_id: str, sent: int, kind: str, now: datetime | None = None) -> str:
+        """An operation that is done once started (a resend queues its one delivery at once), so
+        its Location answers 200 as a finished replay's does. Takes no lock: a resend runs beside
+        a replay."""
+        now = now or clock.utcnow()
+        op_id = uuid.uuid4().hex
+        self._table.create_entity(
+            {
+                "PartitionKey": PARTITION,
+                "RowKey": op_id,
+                "subscriptionId": sub_id,
+                "status": OperationStatus.SUCCEEDED,
+                "since": clock.rfc3339_precise(now),
+                "until": "",
+                "filter": "all",
+                "kind": kind,
+                "replayed": sent,
+                "createdAt": clock.rfc3339(now),
+                "finishedAt": clock.rfc3339(now),
+            }
+        )
         return op_id
 
     def get(self, op_id: str) -> Operation | None:
@@ -294,8 +322,10 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
     op = ops.get(op_id)
     if op is None or op.status != OperationStatus.RUNNING:
         return
+    # Planned before the subscription is read: a pause after this is seen by each delivery.
+    planned = clock.time_key(clock.utcnow())
     sub = SubscriptionStore(storage).get(op.subscription_id)
-    if sub is None or sub.status != SubscriptionStatus.ACTIVE:
+    if sub is None or sub.status == SubscriptionStatus.DISABLED:
         ops.finish(op_id, status=OperationStatus.FAILED, code=GONE, error="the subscription was deleted or disabled")
         return
     if not ops.renew(sub.id, op_id):
@@ -319,15 +349,22 @@ def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) 
         if op.filter == "failed"
         else replayed_events(storage, sub, since, until)
     )
+    if op.event_type is not None:
+        wanted = op.event_type
+        found = (f for f in found if type_matches([wanted], f.event_type))
     target = sub.replay_target().model_copy(update={"kind": "replay"})  # its attempts say so
-    planned = clock.time_key(clock.utcnow())
     outbox = Outbox(storage)
+    holds = Holds(storage, get_settings()) if sub.status == SubscriptionStatus.PAUSED else None
     sent = 0
     batch: list[DeliveryMessage] = []
 
     def flush() -> bool:
         nonlocal sent, batch
-        outbox.deliveries(batch)
+        if holds is not None:  # paused: held with its other deliveries, released in order on resume
+            for item in batch:
+                holds.hold_message(item, item.targets)
+        else:
+            outbox.deliveries(batch)
         sent, batch = sent + len(batch), []
         return ops.renew(sub.id, op_id)
 

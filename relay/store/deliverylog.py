@@ -427,6 +427,34 @@ class DeliveryLog:
             chosen = replace(delivery, log=receipt.log)
         return Record(chosen, attempts)
 
+    def find(self, sub_id: str, event_id: str) -> Delivery | None:
+        """The subscription's delivery of one event (its own row, else a receipt naming it in the
+        retention window), with where the event is logged; None when there is none."""
+        for row in self._table.query_entities(
+            "PartitionKey eq @pk and eventId eq @id", parameters={"pk": sub_id, "id": event_id}
+        ):
+            return Delivery.from_row(row)
+        day = clock.utcnow()
+        oldest = day - timedelta(days=self._retention + 1)
+        while day >= oldest:
+            for row in self._table.query_entities(
+                "PartitionKey eq @pk and eventId eq @id",
+                parameters={"pk": RECEIPT_PREFIX + clock.day_bucket(day), "id": event_id},
+            ):
+                subs = row["subs"].split(",")
+                if sub_id in subs:
+                    return Delivery(
+                        event_id=row["eventId"],
+                        event_type=row["eventType"],
+                        status=DeliveryStatus.SUCCEEDED,
+                        attempts=1,
+                        last_attempt_at=_time(row["lastAttemptAt"]),
+                        log=LogKey(row["logPk"], row["logRk"]),
+                        last_status_code=int(row["codes"].split(",")[subs.index(sub_id)]),
+                    )
+            day -= timedelta(days=1)
+        return None
+
     def failed(self, sub_id: str, since: datetime, until: datetime) -> Iterator[Delivery]:
         """The subscription's failed deliveries of events logged between two moments."""
         rows = self._table.query_entities(

@@ -27,9 +27,11 @@ from relay.core.statuses import OperationStatus
 from relay.pipeline.delivery import Deliverer
 from relay.pipeline.fanout import deliver_item, fan_out
 from relay.pipeline.outbox import Outbox
+from relay.pipeline.pause import Holds, release_target
 from relay.pipeline.queues import parse_or_poison
 from relay.pipeline.replay import Operations, run_replay
 from relay.pipeline.retention import sweep
+from relay.pipeline.testdelivery import TestDeliveries, delivers_test
 from relay.store.due import due_schedule
 from relay.store.storage import DELIVERY_QUEUE, FANOUT_QUEUE, REPLAY_QUEUE, Storage, get_storage, is_outage
 
@@ -119,11 +121,22 @@ def on_delivery(msg: func.QueueMessage) -> None:
 def on_replay(msg: func.QueueMessage) -> None:
     def work(storage: Storage) -> None:
         message = parse_or_poison(storage, REPLAY_QUEUE, ReplayMessage, msg.get_body())
-        if message is not None:
+        if message is None:
+            return
+        # The replay queue also carries the controls' work (relay.http.routes.controls).
+        released = release_target(message.operationId)
+        if released is not None:
+            Holds(storage, get_settings()).run_release(released)
+        elif delivers_test(message.operationId):
+            TestDeliveries(storage, get_settings()).run(message.operationId)
+        else:
             run_replay(storage, message, get_settings().event_retention_days)
 
     def give_up(storage: Storage, exc: Exception) -> None:
         message = ReplayMessage.model_validate_json(msg.get_body())
+        if release_target(message.operationId) is not None or delivers_test(message.operationId):
+            log.error("giving up on %s after repeated failures: %s", message.operationId, type(exc).__name__)
+            return
         Operations(storage).finish(
             message.operationId,
             status=OperationStatus.FAILED,

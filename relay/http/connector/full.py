@@ -16,7 +16,7 @@ import copy
 from typing import Any
 
 from relay import __version__
-from relay.core.models import EventTypeRequest, ReplayRequest, RotateRequest
+from relay.core.models import EventTypeRequest, ReplayRequest, RotateRequest, TestRequest
 from relay.core.statuses import DeliveryStatus
 from relay.http.cloudevents_in import BATCH, ORIGIN_PATTERN, STRUCTURED
 from relay.http.connector.full_parts import (
@@ -31,6 +31,7 @@ from relay.http.connector.full_parts import (
     EVENT_TYPE_NAME,
     EVENT_TYPES,
     HEALTH,
+    ID_PATTERN,
     LIMIT,
     LOCATION_RETRY,
     NO_CONTROL,
@@ -180,12 +181,53 @@ def routes() -> list[Route]:
         ),
         Route(
             "post",
+            one + "/pause",
+            "PauseSubscription",
+            "Pause a subscription: its deliveries are held until it is resumed.",
+            {"200": ok("The subscription, paused.", subscription_schema())},
+            [SUBSCRIPTION_ID],
+        ),
+        Route(
+            "post",
+            one + "/resume",
+            "ResumeSubscription",
+            "Resume a paused subscription: the held deliveries are delivered, in order.",
+            {"200": ok("The subscription, active.", subscription_schema())},
+            [SUBSCRIPTION_ID],
+        ),
+        Route(
+            "post",
+            one + "/test",
+            "TestSubscription",
+            "Send one test event to this subscription alone.",
+            {"202": ok("The test event is on its way.", ACCEPTED)},
+            [SUBSCRIPTION_ID],
+            body=body_of(TestRequest, {"type": {"pattern": NAME_PATTERN, "maxLength": NAME_MAX}}),
+            body_required=False,
+        ),
+        Route(
+            "post",
+            one + "/deliveries/{eventId}/resend",
+            "ResendDelivery",
+            "Deliver one event again to this subscription alone.",
+            {"202": ok("The resend is queued.", operation_schema(), LOCATION_RETRY)},
+            [SUBSCRIPTION_ID, path_id("eventId", "The event's id.", pattern=ID_PATTERN)],
+        ),
+        Route(
+            "post",
             one + "/replay",
             "Replay",
             "Deliver events again.",
             {"202": ok("The replay runs.", operation_schema(), LOCATION_RETRY)},
             [SUBSCRIPTION_ID],
-            body=body_of(ReplayRequest, {"since": DATE_TIME, "until": DATE_TIME}),
+            body=body_of(
+                ReplayRequest,
+                {
+                    "since": DATE_TIME,
+                    "until": DATE_TIME,
+                    "eventType": {"pattern": PATTERN_PATTERN, "maxLength": PATTERN_MAX},
+                },
+            ),
         ),
         Route(
             "get",

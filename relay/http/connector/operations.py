@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.core.models import EventIn, ReplayRequest, RotateRequest, SubscriptionRequest
+from relay.core.models import EventIn, ReplayRequest, RotateRequest, SubscriptionRequest, TestRequest
 from relay.core.statuses import DeliveryStatus
 from relay.http.connector.parts import (
     CONTINUATION,
@@ -335,6 +335,48 @@ def subscription_paths() -> dict[str, Any]:
                             "The subscription's new secret.",
                             ["secret"],
                         ),
+                    )
+                },
+            ),
+        },
+        id_path + "/pause": {
+            "post": operation(
+                "PauseSubscription",
+                "Pause a subscription",
+                "Holds a subscription's deliveries, neither attempted nor failed, until it is resumed.",
+                [SUBSCRIPTION_ID],
+                {"200": response("The subscription, paused.", subscription_schema())},
+            ),
+        },
+        id_path + "/resume": {
+            "post": operation(
+                "ResumeSubscription",
+                "Resume a subscription",
+                "Resumes a paused subscription; the deliveries held meanwhile are delivered in order.",
+                [SUBSCRIPTION_ID],
+                {"200": response("The subscription, active.", subscription_schema())},
+            ),
+        },
+        id_path + "/test": {
+            "post": operation(
+                "SendTestEvent",
+                "Send a test event to a subscription",
+                "Sends one event marked as a test to this subscription alone; no one else receives it.",
+                [
+                    SUBSCRIPTION_ID,
+                    {
+                        **body_param(
+                            model_schema(TestRequest, "The test event's type and data (both optional)."),
+                            "The test event's type and data (both optional).",
+                            "Test event",
+                        ),
+                        "required": False,
+                    },
+                ],
+                {
+                    "202": response(
+                        "The test event is on its way.",
+                        obj({"id": prop("string", "The test event's id.", "id")}, "The test event.", ["id"]),
                     )
                 },
             ),

@@ -386,11 +386,33 @@ async function viewOverview() {
 
 // ---- subscriptions ------------------------------------------------------------------------------
 
-function testEventType(patterns) {
-  const exact = patterns.find(p => p !== "*" && !p.endsWith(".*"));
-  if (exact) return exact;
-  const prefix = patterns.find(p => p.endsWith(".*"));
-  return prefix ? prefix.slice(0, -1) + "test" : "relay.console.test";
+// The controls of one subscription, on its row and on its page: pause or resume it, and send a
+// test event to it alone (POST subscriptions/{id}/test: never published to anyone else).
+function controlButtons(sub, say, refresh) {
+  const buttons = [];
+  if (sub.status === "active" || sub.status === "paused") {
+    const pausing = sub.status === "active";
+    const toggle = h("button", { type: "button", class: "pause-toggle", text: pausing ? "Pause" : "Resume",
+      "aria-label": `${pausing ? "Pause" : "Resume"} ${sub.notificationUrl}` });
+    toggle.addEventListener("click", () => busy(toggle, async () => {
+      try {
+        await api("POST", `subscriptions/${sub.id}/${pausing ? "pause" : "resume"}`, {});
+        announce(pausing ? "Subscription paused: its deliveries are held" : "Subscription resumed: held deliveries go out in order");
+        await refresh();
+      } catch (error) { say(error.message, true); }
+    }));
+    buttons.push(toggle);
+  }
+  const test = h("button", { type: "button", class: "send-test", text: "Send test event",
+    "aria-label": `Send test event to ${sub.notificationUrl}` });
+  test.addEventListener("click", () => busy(test, async () => {
+    try {
+      const { body } = await api("POST", `subscriptions/${sub.id}/test`, {});
+      say(`Sent test event ${body.id} to this subscription only.`);
+    } catch (error) { say(error.message, true); }
+  }));
+  buttons.push(test);
+  return buttons;
 }
 
 function subscriptionRow(sub, counts, refresh) {
@@ -399,15 +421,6 @@ function subscriptionRow(sub, counts, refresh) {
   const actions = h("div", { class: "actions" },
     h("a", { class: "button", href: `#/subscriptions/${sub.id}/deliveries`, text: "Deliveries",
       "aria-label": `Deliveries of ${sub.notificationUrl}` }));
-  const test = h("button", { type: "button", text: "Send test event", "aria-label": `Send test event to ${sub.notificationUrl}` });
-  test.addEventListener("click", () => busy(test, async () => {
-    const type = testEventType(sub.eventTypes);
-    const subject = `${sub.subjectBeginsWith || ""}console-test${sub.subjectEndsWith || ""}`;
-    try {
-      const { body } = await api("POST", "events", { type, subject, data: { test: true, from: "relay console" } });
-      say(`Published ${type} (event ${body.id}) to every subscription of that type.`);
-    } catch (error) { say(error.message, true); }
-  }));
   const rotate = h("button", { type: "button", text: "Rotate secret", "aria-label": `Rotate secret of ${sub.notificationUrl}` });
   // How long the old secret keeps signing beside the new one; "now" is for a leaked secret.
   const grace = h("select", { "aria-label": `Old secret of ${sub.notificationUrl} keeps signing` },
@@ -427,7 +440,7 @@ function subscriptionRow(sub, counts, refresh) {
       out.replaceChildren(h("span", {}, "New secret (shown once; give it to the receiver", ...until, "): "), code, copy);
     } catch (error) { say(error.message, true); }
   }));
-  actions.append(test, grace, rotate);
+  actions.append(...controlButtons(sub, say, refresh), grace, rotate);
   if (sub.status === "disabled") {
     const activate = h("button", { type: "button", text: "Re-activate", "aria-label": `Re-activate ${sub.notificationUrl}` });
     activate.addEventListener("click", () => busy(activate, async () => {
@@ -460,7 +473,7 @@ async function viewSubscriptions() {
     h("div", {}, h("label", { for: "f-host", text: "URL host" }), h("input", { id: "f-host", name: "host", type: "search", placeholder: "e.g. prod-12.westeurope" })),
     h("div", {}, h("label", { for: "f-type", text: "Event type" }), h("input", { id: "f-type", name: "type", type: "search", placeholder: "e.g. order.created" })),
     h("div", {}, h("label", { for: "f-status", text: "Status" }),
-      h("select", { id: "f-status", name: "status" }, h("option", { value: "", text: "Any" }), h("option", { value: "active", text: "Active" }), h("option", { value: "disabled", text: "Disabled" }))));
+      h("select", { id: "f-status", name: "status" }, h("option", { value: "", text: "Any" }), h("option", { value: "active", text: "Active" }), h("option", { value: "paused", text: "Paused" }), h("option", { value: "disabled", text: "Disabled" }))));
   const summary = h("p", { id: "subs-summary", role: "status", "aria-live": "polite" });
   const body = h("tbody", {});
   const table = h("table", { class: "stack", id: "subscriptions" },
@@ -502,6 +515,10 @@ function localInput(date) {
 
 async function viewDeliveries(id) {
   const { body: sub } = await api("GET", `subscriptions/${id}`);
+  const output = h("div", { class: "row-output", role: "status", "aria-live": "polite", id: "sub-output" });
+  const say = (text, isError = false) => { output.replaceChildren(h("span", { class: isError ? "error" : "", text })); };
+  const controls = h("div", { class: "actions", id: "sub-actions" },
+    ...controlButtons(sub, say, () => viewDeliveries(id)));
   const status = h("select", { id: "d-status", name: "status" },
     ["", "failed", "pending", "succeeded"].map(v => h("option", { value: v, text: v || "Any" })));
   const rows = h("tbody", {});
@@ -517,7 +534,19 @@ async function viewDeliveries(id) {
     h("td", { "data-label": "Last code", text: d.lastStatusCode ?? "—" }),
     h("td", { "data-label": "Last error", text: d.lastError || "—" }),
     h("td", { "data-label": "Last attempt" }, when(d.lastAttemptAt)),
-    h("td", { "data-label": "Next attempt" }, when(d.nextAttemptAt)));
+    h("td", { "data-label": "Next attempt" }, when(d.nextAttemptAt)),
+    h("td", { "data-label": "Actions" }, resendButton(d)));
+  // Resend: this one event again, to this subscription alone (an operation, as a replay).
+  const resendButton = d => {
+    const button = h("button", { type: "button", class: "resend", text: "Resend", "aria-label": `Resend event ${d.eventId}` });
+    button.addEventListener("click", () => busy(button, async () => {
+      try {
+        const { body } = await api("POST", `subscriptions/${id}/deliveries/${encodeURIComponent(d.eventId)}/resend`, {});
+        say(`Event ${d.eventId} queued again for this subscription (operation ${body.id}).`);
+      } catch (error) { say(error.message, true); }
+    }));
+    return button;
+  };
   const load = async (append = false) => {
     if (append && !next) { moreButton.hidden = true; return; }  // nothing after the last page
     const path = append ? next : `subscriptions/${id}/deliveries?limit=50${status.value ? `&status=${status.value}` : ""}`;
@@ -548,6 +577,9 @@ async function viewDeliveries(id) {
       h("div", {}, h("label", { for: "r-status", text: "Which deliveries" }),
         h("select", { id: "r-status", name: "status" }, h("option", { value: "failed", text: "Failed only" }), h("option", { value: "all", text: "All events" })),
         errorSlot("status", "r-status-error")),
+      h("div", {}, h("label", { for: "r-type", text: "Event type (optional)" }),
+        h("input", { id: "r-type", name: "eventType", type: "text", placeholder: "e.g. order.*", "aria-describedby": "r-type-error" }),
+        errorSlot("eventType", "r-type-error")),
       h("div", { class: "end" }, h("button", { type: "submit", text: "Replay failed since…", id: "replay-start" }))),
     h("div", { class: "progress", id: "replay-progress", hidden: true },
       h("progress", { id: "replay-bar", "aria-labelledby": "replay-text" }), h("span", { id: "replay-text", role: "status", "aria-live": "polite" })),
@@ -574,7 +606,10 @@ async function viewDeliveries(id) {
           .map(d => [d.eventId, d.lastAttemptAt]));
         let answer;
         try {
-          answer = await api("POST", `subscriptions/${id}/replay`, { since: date.toISOString(), status: replay.elements.status.value });
+          const filters = { since: date.toISOString(), status: replay.elements.status.value };
+          const type = replay.elements.eventType.value.trim();
+          if (type) filters.eventType = type;
+          answer = await api("POST", `subscriptions/${id}/replay`, filters);
         } catch (error) {
           // One replay per subscription at a time: a 409 names the running one; follow it.
           if (error.status !== 409 || !error.headers || !error.headers.get("Location")) throw error;
@@ -628,6 +663,7 @@ async function viewDeliveries(id) {
     h("h1", { tabindex: "-1", text: "Deliveries" }),
     h("p", { class: "url", id: "deliveries-of" }, urlText(sub.notificationUrl)),
     h("p", {}, h("span", { class: `badge ${sub.status}`, text: sub.status }), " ", sub.disabledReason || "", " ", h("span", { class: "muted", text: `Event types: ${sub.eventTypes.join(", ")}` })),
+    controls, output,
     replay,
     h("div", { class: "filters card" },
       h("div", {}, h("label", { for: "d-status", text: "Status" }), status),
@@ -635,7 +671,7 @@ async function viewDeliveries(id) {
     listError, summary,
     h("div", { class: "scroll" }, h("table", { class: "stack", id: "deliveries" },
       h("caption", { class: "visually-hidden", text: "Deliveries" }),
-      h("thead", {}, h("tr", {}, ["Event", "Status", "Attempts", "Last code", "Last error", "Last attempt", "Next attempt"].map(t => h("th", { scope: "col", text: t })))),
+      h("thead", {}, h("tr", {}, ["Event", "Status", "Attempts", "Last code", "Last error", "Last attempt", "Next attempt", "Actions"].map(t => h("th", { scope: "col", text: t })))),
       rows)),
     moreButton);
   await load();

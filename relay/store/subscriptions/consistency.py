@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -190,6 +190,34 @@ class Lifecycle:
                 return written
         raise Contended("the subscription kept changing under this activate; try again")
 
+    def set_paused(self, sub_id: str, paused: bool, scope: str | None = None) -> Subscription | None:
+        """Pause (or resume) a subscription: its index rows are rewritten marked (or unmarked), so
+        fan-out after this returns holds (or delivers) its deliveries, and a marker in the
+        tombstone partition tells queued work planned before it (retries, work items). None when
+        there is no such subscription (or, with `scope`, not that owner's). A disabled one stays
+        disabled: re-activate it first."""
+        for _ in tries():
+            raw = self.read(sub_id)
+            if raw is None or kinds.is_removing(raw):
+                return None
+            current = from_row(raw)
+            if scope is not None and current.owner != scope:
+                return None
+            if current.status == SubscriptionStatus.DISABLED:
+                return current
+            wanted = SubscriptionStatus.PAUSED if paused else SubscriptionStatus.ACTIVE
+            # The marker first: queued work that reads it before the row changes waits a moment
+            # more (pause) or is released with the rest (resume), never attempted while paused.
+            self._table.upsert_entity(kinds.pause_row(sub_id, paused))
+            if current.status == wanted:
+                self.reconcile(sub_id, current.event_types)
+                return current
+            written = self.write_row(raw, replace(current, status=wanted, updated_at=now()))
+            if written is not None:
+                self.reconcile(sub_id, current.event_types)
+                return written
+        raise Contended("the subscription kept changing under this pause; try again")
+
     # ---- removal -----------------------------------------------------------------------------
 
     def _tombstone(self, sub: Subscription) -> None:
@@ -274,12 +302,14 @@ class Lifecycle:
 
     # ---- tombstones and the sweeps -----------------------------------------------------------
 
-    def changes_since(self, since_key: str) -> tuple[dict[str, int], set[str]]:
-        """For changes at or after `since_key`: subscription id -> newest removed generation, and
-        the ids whose secret was rotated (queued work must sign with the current secret)."""
+    def changes(self, since_key: str) -> Changes:
+        """For changes at or after `since_key`: subscription id -> newest removed generation, the
+        ids whose secret was rotated (queued work must sign with the current secret), and those
+        whose newest pause marker since then is a pause (queued work holds, does not attempt)."""
         since = clock.time_key(clock.from_time_key(since_key) - CLOCK_SKEW)
         removed: dict[str, int] = {}
         rotated: set[str] = set()
+        paused: dict[str, bool] = {}
         for row in self._table.query_entities(
             "PartitionKey eq @pk and RowKey ge @since",
             parameters={"pk": TOMB_PARTITION, "since": since},
@@ -288,9 +318,11 @@ class Lifecycle:
             change = Change.of(row)
             if change.rotated:
                 rotated.add(change.sub_id)
+            elif change.paused is not None:
+                paused[change.sub_id] = change.paused  # rows come in time order: the newest wins
             else:
                 removed[change.sub_id] = max(removed.get(change.sub_id, -1), change.generation)
-        return removed, rotated
+        return Changes(removed, rotated, {sub for sub, held in paused.items() if held})
 
     def forget_tombstones(self, before: datetime) -> int:
         """Delete the tombstones and removal records written before a moment (for retention);
@@ -363,3 +395,12 @@ class Lifecycle:
             self.reconcile(sub_id, have)
             repaired += 1
         return repaired
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What queued work planned at a moment must honour (`Lifecycle.changes`)."""
+
+    removed: dict[str, int]  # subscription id -> newest removed generation
+    rotated: set[str]  # secret rotated: sign with the current one
+    paused: set[str]  # paused (newest marker): hold, do not attempt

@@ -18,7 +18,9 @@ from relay.store.subscriptions.rows import (
     ID_RE,
     LAYOUT_PENDING,
     LAYOUT_ROW,
+    PAUSE_MARK,
     PRESENCE_PARTITION,
+    RESUME_MARK,
     SUB_PARTITION,
     TOMB_PARTITION,
     Subscription,
@@ -76,6 +78,17 @@ def rotation_row(sub_id: str) -> dict[str, Any]:
         "RowKey": f"{clock.time_key(clock.utcnow())}_{sub_id}_secret",
         "id": sub_id,
         "kind": "secret",
+    }
+
+
+def pause_row(sub_id: str, paused: bool) -> dict[str, Any]:
+    """The marker of a pause (or resume): queued work planned before it learns of it here."""
+    kind = PAUSE_MARK if paused else RESUME_MARK
+    return {
+        "PartitionKey": TOMB_PARTITION,
+        "RowKey": f"{clock.time_key(clock.utcnow())}_{sub_id}_{kind}",
+        "id": sub_id,
+        "kind": kind,
     }
 
 

@@ -7,26 +7,51 @@ times are kept as: the rest of the store, the pipeline and the routes hold `Subs
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, NotRequired, TypedDict, cast
 
-from azure.data.tables import TableEntity, TableTransactionError
+from azure.data.tables import TableEntity
 
 from relay.core import clock
 from relay.core.models import ContentMode, SubscriptionRequest, Target
 from relay.core.redaction import mask_url
 from relay.core.statuses import SubscriptionStatus
+from relay.store.subscriptions.keys import (
+    CALLER_HEADERS as CALLER_HEADERS,
+)
+from relay.store.subscriptions.keys import (
+    Caller as Caller,
+)
+from relay.store.subscriptions.keys import (
+    _clean as _clean,
+)
+from relay.store.subscriptions.keys import (
+    caller_key as caller_key,
+)
+from relay.store.subscriptions.keys import (
+    error_code as error_code,
+)
+from relay.store.subscriptions.keys import (
+    new_secret as new_secret,
+)
+from relay.store.subscriptions.keys import (
+    owner_partition as owner_partition,
+)
+from relay.store.subscriptions.keys import (
+    url_key as url_key,
+)
 
+# The states that have fan-out index rows (`Subscription.receives`).
+RECEIVING = (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAUSED)
 ID_RE = re.compile(r"[0-9a-f]{32}")  # always fullmatch: `$` lets a trailing newline in
 SUB_PARTITION = "s"
 TOMB_PARTITION = "t"
+# Kinds of the tombstone partition's pause and resume markers (`Lifecycle.set_paused`).
+PAUSE_MARK, RESUME_MARK = "pause", "resume"
 PRESENCE_PARTITION = "p"
 LAYOUT_ROW = ""  # in the presence partition; no pattern is empty
 LAYOUT_COMPLETE, LAYOUT_PENDING = "complete", "pending"
@@ -43,6 +68,7 @@ INDEX_COLUMNS = (
     "contentMode",
     "prevSecret",
     "prevUntil",
+    "paused",
 )
 # What the repair sweep and the layout backfill read of every subscription row.
 STATE_COLUMNS = ["id", "status", "eventTypes", "gen", "ver", "removing", "updatedAt", "createdAt"]
@@ -64,30 +90,6 @@ class SubscriptionView(TypedDict):
     createdAt: str
     previousSecretExpiresAt: NotRequired[str]
     secret: NotRequired[str]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Caller:
-    """The Logic Apps caller a subscribe or an unsubscribe came from (`CALLER_HEADERS`): ids and
-    names, not secrets. An HTTP Webhook's unsubscribe, which cannot send its callback URL, is
-    matched to its subscription by these."""
-
-    workflow_id: str | None = None
-    workflow_operation_name: str | None = None
-    client_tracking_id: str | None = None
-
-    @property
-    def identifies(self) -> bool:
-        """Whether an unsubscribe can find its subscriptions by this caller alone."""
-        return bool((self.workflow_id and self.workflow_operation_name) or self.client_tracking_id)
-
-
-# The Logic Apps headers that identify a subscriber, and the `Caller` fields they are kept in.
-CALLER_HEADERS = {
-    "x-ms-workflow-id": "workflow_id",
-    "x-ms-workflow-operation-name": "workflow_operation_name",
-    "x-ms-client-tracking-id": "client_tracking_id",
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,8 +135,9 @@ class Subscription:
     @property
     def receives(self) -> bool:
         """Whether this state has fan-out index rows: the one place that decides it (see
-        `consistency.Lifecycle.reconcile`). A further state (`paused`) is decided here."""
-        return not self.removing and self.status == SubscriptionStatus.ACTIVE
+        `consistency.Lifecycle.reconcile`). A paused one keeps them, marked `paused`: fan-out still
+        finds it and holds its deliveries (relay.pipeline.pause)."""
+        return not self.removing and self.status in RECEIVING
 
     @property
     def caller(self) -> Caller:
@@ -243,7 +246,7 @@ class RowState:
 
     @property
     def receives(self) -> bool:
-        return not self.removing and self.status == SubscriptionStatus.ACTIVE
+        return not self.removing and self.status in RECEIVING
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> RowState:
@@ -276,6 +279,7 @@ class IndexRow:
     # signs with it only until then, relay.pipeline.delivery.attempt).
     previous_secret: str | None = field(default=None, repr=False)
     previous_until: datetime | None = None
+    paused: bool = False  # the subscription is paused: fan-out holds its deliveries
     etag: str | None = None  # as read; None for one made from a subscription
 
     @classmethod
@@ -294,6 +298,7 @@ class IndexRow:
             content_mode=sub.content_mode,
             previous_secret=sub.previous_secret if grace else None,
             previous_until=sub.previous_secret_expires_at if grace else None,
+            paused=sub.status == SubscriptionStatus.PAUSED,
         )
 
     @classmethod
@@ -310,6 +315,7 @@ class IndexRow:
             content_mode=row.get("contentMode") or "json",  # rows from before the field: json
             previous_secret=row.get("prevSecret"),
             previous_until=_time(row.get("prevUntil")),
+            paused=bool(row.get("paused")),
             etag=etag(row),
         )
 
@@ -329,6 +335,7 @@ class IndexRow:
                 "contentMode": self.content_mode,
                 "prevSecret": self.previous_secret,
                 "prevUntil": clock.rfc3339_precise(self.previous_until) if self.previous_until else None,
+                "paused": True if self.paused else None,  # written only when paused
             }
         )
 
@@ -342,6 +349,7 @@ class IndexRow:
             mode=self.content_mode,
             previous=self.previous_secret,
             previousUntil=self.previous_until,
+            paused=self.paused,
         )
 
 
@@ -367,15 +375,27 @@ class IndexedAt:
 @dataclass(frozen=True, kw_only=True)
 class Change:
     """A tombstone-partition row: a removal (queued work planned before it skips the
-    subscription) or a secret rotation (queued work signs with the current secret)."""
+    subscription), a secret rotation (queued work signs with the current secret), or a pause or
+    resume marker (`paused` True or False; None for the others: queued work holds while paused)."""
 
     sub_id: str
     generation: int
     rotated: bool
+    paused: bool | None = None
+
+    @property
+    def removed(self) -> bool:
+        return not self.rotated and self.paused is None
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Change:
-        return cls(sub_id=row["id"], generation=generation(row), rotated=row.get("kind") == "secret")
+        kind = row.get("kind")
+        return cls(
+            sub_id=row["id"],
+            generation=generation(row),
+            rotated=kind == "secret",
+            paused=kind == PAUSE_MARK if kind in (PAUSE_MARK, RESUME_MARK) else None,
+        )
 
 
 def generation(row: Mapping[str, Any]) -> int:
@@ -465,32 +485,3 @@ def to_row(sub: Subscription) -> dict[str, Any]:
             else None,
         }
     )
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def url_key(url: str) -> str:
-    return "u:" + hashlib.sha256(url.encode("utf-8")).hexdigest()
-
-
-def owner_partition(owner: str) -> str:
-    # Owner ids are Entra object ids, or `sub` values that may hold characters a key cannot.
-    return "o:" + hashlib.sha256(owner.encode("utf-8")).hexdigest()[:40]
-
-
-def caller_key(*values: str) -> str:
-    return hashlib.sha256("\n".join(values).encode("utf-8")).hexdigest()
-
-
-def error_code(exc: TableTransactionError) -> str | None:
-    """The storage error code of a failed transaction: the tables SDK sets it on the error while
-    decoding the answer, but the class does not declare it."""
-    code = getattr(exc, "error_code", None)
-    return code if isinstance(code, str) else None
-
-
-def _clean(entity: dict[str, Any]) -> dict[str, Any]:
-    """Tables cannot store None; an absent property reads back as absent."""
-    return {k: v for k, v in entity.items() if v is not None}

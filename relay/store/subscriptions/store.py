@@ -19,7 +19,7 @@ from relay.core.statuses import SubscriptionStatus
 from relay.store.paging import decode_token, encode_token
 from relay.store.storage import SUBSCRIPTIONS_TABLE, Storage
 from relay.store.subscriptions import kinds
-from relay.store.subscriptions.consistency import Lifecycle, tries
+from relay.store.subscriptions.consistency import Changes, Lifecycle, tries
 from relay.store.subscriptions.index import Index
 from relay.store.subscriptions.owners import Owners
 from relay.store.subscriptions.rows import (
@@ -115,6 +115,8 @@ class SubscriptionStore:
         if current.status == SubscriptionStatus.DISABLED:
             # A new generation, so tombstones of the disabled one no longer stop its deliveries.
             sub = replace(sub, generation=current.generation + 1)
+        elif current.status == SubscriptionStatus.PAUSED:
+            sub = replace(sub, status=SubscriptionStatus.PAUSED)  # an operator's pause outlives a re-subscribe
         taken_over = scope is not None and current.owner != scope
         if taken_over:
             sub = replace(sub, owner=owner)
@@ -139,6 +141,11 @@ class SubscriptionStore:
     def activate(self, sub_id: str) -> Subscription | None:
         """Re-activate a disabled subscription (the console and `python -m relay admin`)."""
         return self._lifecycle.activate(sub_id)
+
+    def set_paused(self, sub_id: str, paused: bool, scope: str | None = None) -> Subscription | None:
+        """Pause or resume a subscription (`Lifecycle.set_paused`); None for no such subscription
+        (with `scope`, none of that owner's). A disabled one is returned unchanged."""
+        return self._lifecycle.set_paused(sub_id, paused, scope)
 
     def adopt_owner(self, old: str, new: str) -> int:
         """Move the subscriptions owned by `old` to `new`; returns how many moved."""
@@ -203,8 +210,13 @@ class SubscriptionStore:
         return self._index.matching(event_type, subject)
 
     def changes_since(self, since_key: str) -> tuple[dict[str, int], set[str]]:
-        """Removed generations and rotated secrets since a time key (`Lifecycle.changes_since`)."""
-        return self._lifecycle.changes_since(since_key)
+        """Removed generations and rotated secrets since a time key (`Lifecycle.changes`)."""
+        found = self._lifecycle.changes(since_key)
+        return found.removed, found.rotated
+
+    def changes(self, since_key: str) -> Changes:
+        """`changes_since`, and the subscriptions whose newest pause marker since then is a pause."""
+        return self._lifecycle.changes(since_key)
 
     # ---- removal -----------------------------------------------------------------------------
 
