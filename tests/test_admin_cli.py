@@ -286,6 +286,7 @@ def test_deliveries_list_is_newest_first_and_says_when_it_truncates(
     cut = admin(relay, "deliveries", "list", sub["id"], "--limit", "2", "--json")
     assert [d["eventId"] for d in json.loads(ok(cut))] == published[:-3:-1]
     assert "showing 2 of 6" in cut.stderr and "--limit" in cut.stderr
+    relay.subscribe(receiver_factory().url, eventTypes=[unique_type])  # a second one: a list longer than 1
     subs = admin(relay, "subscriptions", "list", "--limit", "1", "--json")
     assert len(json.loads(ok(subs))) == 1
     assert "showing the first 1" in subs.stderr and "--limit" in subs.stderr

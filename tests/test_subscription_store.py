@@ -224,10 +224,10 @@ def test_subscription_rows_are_read_by_name_only_in_the_rows_modules() -> None:
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
                 and node.func.attr == "get"
-                and not (isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "route")
+                and not (isinstance(node.func.value, ast.Attribute) and node.func.value.attr in ("route", "params"))
                 and node.args
                 and isinstance(node.args[0], ast.Constant)
-            ):  # a route's `{id}` is not a row's
+            ):  # a route's `{id}` or a query parameter is not a row's
                 key = node.args[0].value
             if key in ROW_NAMES:
                 found.append(f"{path.relative_to(root)}:{node.lineno} {key}")

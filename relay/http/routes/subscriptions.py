@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +25,7 @@ from relay.store.deliverylog import STATUSES, DeliveryLog
 from relay.store.eventlog import EventLog
 from relay.store.events import load_data
 from relay.store.storage import get_storage
-from relay.store.subscriptions import CALLER_HEADERS, ID_RE, Caller, SubscriptionStore
+from relay.store.subscriptions import CALLER_HEADERS, ID_RE, Caller, Subscription, SubscriptionStore
 
 log = logging.getLogger("relay.api")
 bp = func.Blueprint()
@@ -73,13 +72,13 @@ def get_subscription(request: Request) -> Reply:
     sub = SubscriptionStore(get_storage("fast")).get(request.route.get("id", ""))
     if sub is None:
         raise NotFound("no subscription has this id")
-    return Reply(200, _with_health(sub.view(), stats.health(get_storage("fast"))))
+    return Reply(200, _with_health(sub, stats.health(get_storage("fast"))))
 
 
-def _with_health(view: Mapping[str, Any], health: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _with_health(sub: Subscription, health: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """A subscription's answer with its endpoint health (docs/api.md): success rate and answer
     times over the last hour and day, from the delivery counters."""
-    return {**view, "health": health.get(view["id"]) or stats.no_health()}
+    return {**sub.view(), "health": health.get(sub.id) or stats.no_health()}
 
 
 def list_subscriptions(request: Request) -> Reply:
@@ -92,7 +91,7 @@ def list_subscriptions(request: Request) -> Reply:
         limit=limit, token=token, event_type=event_type, owner=access.owner_scope(request)
     )
     health = stats.health(get_storage("fast")) if items else {}
-    body: dict[str, Any] = {"value": [_with_health(e.view(), health) for e in items]}
+    body: dict[str, Any] = {"value": [_with_health(e, health) for e in items]}
     if next_token:
         query = {k: v for k, v in (("eventType", event_type), ("limit", str(limit))) if v}
         body["nextLink"] = request.link("subscriptions", {**query, "continuationToken": next_token})
