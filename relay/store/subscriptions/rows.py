@@ -19,7 +19,7 @@ from typing import Any, NotRequired, TypedDict, cast
 
 from azure.data.tables import TableEntity, TableTransactionError
 
-from relay.core import clock
+from relay.core import clock, filters
 from relay.core.models import ContentMode, SubscriptionRequest, Target
 from relay.core.redaction import mask_url
 from relay.core.statuses import SubscriptionStatus
@@ -41,6 +41,7 @@ INDEX_COLUMNS = (
     "subjectBeginsWith",
     "subjectEndsWith",
     "contentMode",
+    "filters",
 )
 # What the repair sweep and the layout backfill read of every subscription row.
 STATE_COLUMNS = ["id", "status", "eventTypes", "gen", "ver", "removing", "updatedAt", "createdAt"]
@@ -54,6 +55,7 @@ class SubscriptionView(TypedDict):
     eventTypes: list[str]
     subjectBeginsWith: NotRequired[str]
     subjectEndsWith: NotRequired[str]
+    filters: NotRequired[dict[str, Any]]
     description: NotRequired[str]
     once: bool
     contentMode: ContentMode
@@ -101,6 +103,9 @@ class Subscription:
     updated_at: datetime | None = None
     subject_begins_with: str | None = None
     subject_ends_with: str | None = None
+    # The data filters as compact JSON (`relay.core.filters.Filters.stored`), None for none: kept
+    # as written on the row and its index rows, so fan-out compiles it once and reads nothing more.
+    filters: str | None = None
     description: str | None = None
     once: bool = False
     content_mode: ContentMode = "json"
@@ -146,6 +151,7 @@ class Subscription:
             event_types=tuple(request.patterns()),
             subject_begins_with=request.subjectBeginsWith,
             subject_ends_with=request.subjectEndsWith,
+            filters=request.filters.stored() if request.filters is not None else None,
             description=request.description,
             once=request.once,
             content_mode=request.contentMode,
@@ -174,6 +180,7 @@ class Subscription:
         for name, value in (
             ("subjectBeginsWith", self.subject_begins_with),
             ("subjectEndsWith", self.subject_ends_with),
+            ("filters", filters.shown(self.filters)),
             ("description", self.description),
         ):
             if value is not None:
@@ -244,6 +251,7 @@ class IndexRow:
     version: int = 0
     subject_begins_with: str | None = None
     subject_ends_with: str | None = None
+    filters: str | None = None  # as `Subscription.filters`
     content_mode: ContentMode = "json"
     etag: str | None = None  # as read; None for one made from a subscription
 
@@ -259,6 +267,7 @@ class IndexRow:
             version=sub.version,
             subject_begins_with=sub.subject_begins_with,
             subject_ends_with=sub.subject_ends_with,
+            filters=sub.filters,
             content_mode=sub.content_mode,
         )
 
@@ -273,6 +282,7 @@ class IndexRow:
             version=int(row.get("ver") or 0),
             subject_begins_with=row.get("subjectBeginsWith"),
             subject_ends_with=row.get("subjectEndsWith"),
+            filters=row.get("filters"),
             content_mode=row.get("contentMode") or "json",  # rows from before the field: json
             etag=etag(row),
         )
@@ -290,6 +300,7 @@ class IndexRow:
                 "ver": self.version,
                 "subjectBeginsWith": self.subject_begins_with,
                 "subjectEndsWith": self.subject_ends_with,
+                "filters": self.filters,
                 "contentMode": self.content_mode,
             }
         )
@@ -372,6 +383,7 @@ def from_row(row: Mapping[str, Any]) -> Subscription:
         updated_at=_time(row.get("updatedAt")),
         subject_begins_with=row.get("subjectBeginsWith"),
         subject_ends_with=row.get("subjectEndsWith"),
+        filters=row.get("filters"),
         description=row.get("description"),
         once=bool(row.get("once")),
         content_mode=row.get("contentMode") or "json",  # rows from before the field: json
@@ -402,6 +414,7 @@ def to_row(sub: Subscription) -> dict[str, Any]:
             "updatedAt": clock.rfc3339(sub.updated_at) if sub.updated_at else None,
             "subjectBeginsWith": sub.subject_begins_with,
             "subjectEndsWith": sub.subject_ends_with,
+            "filters": sub.filters,
             "description": sub.description,
             "once": sub.once,
             "contentMode": sub.content_mode,
