@@ -39,6 +39,7 @@ RULES = (
     Rule("a date and time that exists", "until", "is not a date and time that exists"),
     Rule("schema is a usable JSON Schema", "schema", ""),
     Rule("data matches the registered schema", "data", ""),
+    Rule("a filter value is at most 1,024 characters of JSON", "filters.data", "characters of JSON"),
 )
 
 _counter = itertools.count()

@@ -176,3 +176,115 @@ def test_only_matching_events_reach_the_filtered_subscription(relay, receiver_fa
         "op": "gt",
         "value": 100,
     }
+
+
+# ---- the definitions --------------------------------------------------------------------------
+
+
+def test_the_webhook_trigger_offers_filters_as_an_optional_advanced_input() -> None:
+    from relay.http.connector import EXAMPLE_HOST, definition
+
+    doc = definition(EXAMPLE_HOST)
+    trigger = next(
+        op for item in doc["paths"].values() for op in item.values() if op.get("operationId") == "OnEventPublished"
+    )
+    body = next(p for p in trigger["parameters"] if p["in"] == "body")["schema"]
+    filters = body["properties"]["filters"]
+    assert "filters" not in body.get("required", [])
+    assert filters["x-ms-visibility"] == "advanced" and filters["properties"]["data"]["maxItems"] == MAX_CONDITIONS
+    condition = filters["properties"]["data"]["items"]
+    assert condition["required"] == ["path", "op", "value"]
+    assert condition["properties"]["op"]["enum"] == ["eq", "ne", "in", "gt", "ge", "lt", "le", "exists", "contains"]
+
+
+@pytest.mark.parametrize(
+    ("condition", "accepted"),
+    [
+        ({"path": "total", "op": "gt", "value": 1}, True),
+        ({"path": "a.b.c.d.e.f.g.h", "op": "eq", "value": None}, True),
+        ({"path": "c", "op": "in", "value": ["DE"]}, True),
+        ({"path": "c", "op": "exists", "value": False}, True),
+        ({"path": "c", "op": "contains", "value": "x"}, True),
+        ({"path": "total", "op": "gt", "value": "1"}, False),
+        ({"path": "c", "op": "in", "value": "DE"}, False),
+        ({"path": "c", "op": "exists", "value": 1}, False),
+        ({"path": "c", "op": "contains", "value": 1}, False),
+        ({"path": "a.b.c.d.e.f.g.h.i", "op": "eq", "value": 1}, False),
+        ({"path": "a..b", "op": "eq", "value": 1}, False),
+        ({"path": "c", "op": "between", "value": 1}, False),
+        ({"path": "c", "op": "eq", "value": 1, "more": 1}, False),
+    ],
+)
+def test_the_full_document_says_exactly_what_the_relay_accepts(condition: dict[str, Any], accepted: bool) -> None:
+    """The full API document's filters schema agrees with the relay's validation, op by op."""
+    import jsonschema
+    from pydantic import ValidationError
+
+    from relay.http.connector.filterparts import full_filters
+
+    body = {"data": [condition]}
+    valid_by_schema = jsonschema.Draft7Validator(full_filters()).is_valid(body)
+    try:
+        Filters.model_validate(body)
+        valid_by_relay = True
+    except ValidationError:
+        valid_by_relay = False
+    assert valid_by_schema == valid_by_relay == accepted
+
+
+# ---- the admin CLI ----------------------------------------------------------------------------
+
+
+def test_filter_text_reads_every_operator_and_shows_one_line() -> None:
+    from relay_dev.filtertext import describe, parse_filter
+
+    assert parse_filter("total>100") == {"path": "total", "op": "gt", "value": 100}
+    assert parse_filter("total >= 99.5") == {"path": "total", "op": "ge", "value": 99.5}
+    assert parse_filter("n<0")["op"] == "lt" and parse_filter("n<=0")["op"] == "le"
+    assert parse_filter("status=paid") == {"path": "status", "op": "eq", "value": "paid"}
+    assert parse_filter("flag!=true") == {"path": "flag", "op": "ne", "value": True}
+    assert parse_filter("c.country in DE,AT,1") == {"path": "c.country", "op": "in", "value": ["DE", "AT", 1]}
+    assert parse_filter("sku~gold") == {"path": "sku", "op": "contains", "value": "gold"}
+    assert parse_filter("coupon?") == {"path": "coupon", "op": "exists", "value": True}
+    assert parse_filter("!coupon?") == {"path": "coupon", "op": "exists", "value": False}
+    for bad in ("total", "total>many", ">1"):
+        with pytest.raises(Exception, match="filter|compares numbers"):
+            parse_filter(bad)
+    filters = {"data": [parse_filter("total>100"), parse_filter("c in DE,AT"), parse_filter("!coupon?")]}
+    Filters.model_validate(filters)  # what the CLI sends is what the relay takes
+    assert describe(filters) == 'total > 100 · c in ["DE","AT"] · coupon is missing'
+
+
+def test_the_cli_subscribes_with_filters_and_shows_them(relay) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import FUNCTION_KEY, ROOT
+
+    def admin(*args: str) -> str:
+        command = [sys.executable, "-m", "relay", "admin", "--url", f"http://127.0.0.1:{relay.port}"]
+        done = subprocess.run(
+            [*command, "--key", FUNCTION_KEY, *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    made = json.loads(
+        admin(
+            "subscriptions",
+            "subscribe",
+            "http://127.0.0.1:9/cli",
+            "--event-type",
+            "f.cli",
+            "--filter",
+            "total>100",
+            "--filters",
+            '{"data": [{"path": "c", "op": "in", "value": ["DE"]}]}',
+            "--json",
+        )
+    )
+    assert made["filters"]["data"] == [
+        {"path": "c", "op": "in", "value": ["DE"]},
+        {"path": "total", "op": "gt", "value": 100},
+    ]
+    assert 'filters:            c in ["DE"] · total > 100' in admin("subscriptions", "show", made["id"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Literal
@@ -29,6 +30,8 @@ MAX_PATH_LENGTH = 512
 # JSON characters of one condition's value: a subscription's filters ride on each of its index
 # rows (up to 100), and every fan-out of its types reads them.
 MAX_VALUE_CHARS = 1024
+
+_CONTROL = re.compile("[\u0000-\u001f\u007f-\u009f]")
 
 Op = Literal["eq", "ne", "in", "gt", "ge", "lt", "le", "exists", "contains"]
 OPS: tuple[str, ...] = ("eq", "ne", "in", "gt", "ge", "lt", "le", "exists", "contains")
@@ -66,7 +69,7 @@ class DataCondition(BaseModel):
             raise ValueError(f"has {len(segments)} segments; at most {MAX_SEGMENTS}")
         if any(not s for s in segments):
             raise ValueError("has an empty segment; name each level, separated by single dots")
-        if any(not c.isprintable() for c in path):
+        if _CONTROL.search(path):
             raise ValueError("must not contain control characters")
         return path
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from relay.core.models import EventIn, ReplayRequest, SubscriptionRequest
 from relay.core.statuses import DeliveryStatus
+from relay.http.connector.filterparts import connector_filters
 from relay.http.connector.parts import (
     CONTINUATION,
     EVENT_TYPE_NAME,
@@ -68,6 +69,7 @@ def _subscribe_trigger() -> dict[str, Any]:
             "description": {"x-ms-visibility": "advanced"},
         },
     )
+    body["properties"]["filters"] = connector_filters()  # optional and advanced: released flows save as before
     return operation(
         "OnEventPublished",
         "When an event is published",
