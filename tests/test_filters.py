@@ -11,6 +11,7 @@ import pytest
 
 from relay.core.filters import MAX_CONDITIONS, Filters, compiled, matches
 from tests.helpers import problem_of, wait_until
+from tests.test_console import browser, page, sign_in  # noqa: F401 - the console tests' browser fixtures
 
 
 def passes(conditions: list[dict[str, Any]], data: Any) -> bool:
@@ -288,3 +289,23 @@ def test_the_cli_subscribes_with_filters_and_shows_them(relay) -> None:
         {"path": "total", "op": "gt", "value": 100},
     ]
     assert 'filters:            c in ["DE"] · total > 100' in admin("subscriptions", "show", made["id"])
+
+
+# ---- the console ------------------------------------------------------------------------------
+
+
+def test_the_console_lists_the_filters_on_the_subscription_page(page: Any, relay) -> None:  # noqa: F811
+    sub = relay.subscribe(
+        "http://127.0.0.1:9/console-filters",
+        eventTypes=["f.console"],
+        subjectBeginsWith="orders/",
+        filters={
+            "data": [{"path": "total", "op": "gt", "value": 100}, {"path": "coupon", "op": "exists", "value": False}]
+        },
+    )
+    sign_in(page, relay)
+    page.get_by_role("heading", name="Overview", exact=True).wait_for()
+    page.goto(f"{relay.base}/console#/subscriptions/{sub['id']}/deliveries")
+    line = page.locator("#sub-filters")
+    line.wait_for()
+    assert line.inner_text() == 'Filters: subject begins with "orders/" · total > 100 · coupon is missing'
