@@ -172,6 +172,19 @@ def test_only_matching_events_reach_the_filtered_subscription(relay, receiver_fa
     assert sorted(filtered.ids()) == sorted(wanted)
     logged = relay.get(f"subscriptions/{sub['id']}/deliveries").json()["value"]
     assert sorted(d["eventId"] for d in logged) == sorted(wanted)
+    # A replay of everything sends again only what the filters let through.
+    started = relay.post(f"subscriptions/{sub['id']}/replay", {"since": sub["createdAt"], "status": "all"})
+    assert started.status_code == 202, started.text
+
+    def replayed() -> Any:
+        answer = relay.session.get(started.headers["Location"], timeout=10)
+        assert answer.status_code in (200, 202), answer.text
+        return answer.json() if answer.status_code == 200 else None
+
+    assert wait_until(replayed, 60, "the replay to finish")["replayed"] == len(wanted)
+    filtered.wait_for(2 * len(wanted))
+    wait_until(relay.queue_idle, 60, "work queues to drain")
+    assert sorted(filtered.ids()) == sorted([*wanted, *wanted])
     assert relay.get(f"subscriptions/{sub['id']}").json()["filters"]["data"][0] == {
         "path": "total",
         "op": "gt",
