@@ -128,11 +128,12 @@ def _at(data: Any, segments: tuple[str, ...]) -> Any:
     """The value at a path, or `_MISSING`."""
     current = data
     for segment in segments:
-        if isinstance(current, dict):
+        kind = current.__class__  # parsed JSON: exact dicts and lists, no subclasses
+        if kind is dict:
             current = current.get(segment, _MISSING)
             if current is _MISSING:
                 return _MISSING
-        elif isinstance(current, list) and segment.isdigit():
+        elif kind is list and segment.isdigit():
             index = int(segment)
             if index >= len(current):
                 return _MISSING
@@ -156,27 +157,59 @@ def same(left: Any, right: Any) -> bool:
     return type(left) is type(right) and bool(left == right)
 
 
+def _equals(expected: Any) -> Callable[[Any], bool]:
+    """`same(found, expected)`, specialised for the kind of `expected`: fan-out asks it for every
+    subscription an event reaches, so a string or number compares without the general walk."""
+    kind = type(expected)
+    if kind is str or kind is bool:
+        return lambda found: found.__class__ is kind and found == expected
+    if kind is int or kind is float:
+        return lambda found: (found.__class__ is int or found.__class__ is float) and found == expected
+    if expected is None:
+        return lambda found: found is None
+    return lambda found: same(found, expected)
+
+
+def _member(options: list[Any]) -> Callable[[Any], bool]:
+    """Whether a value equals one of `options` (JSON equality): strings and numbers by a set."""
+    texts = frozenset(o for o in options if type(o) is str)
+    numbers = frozenset(o for o in options if type(o) is int or type(o) is float)
+    others = [_equals(o) for o in options if not (type(o) is str or type(o) is int or type(o) is float)]
+
+    def member(found: Any) -> bool:
+        kind = found.__class__
+        if kind is str:
+            return found in texts
+        if kind is int or kind is float:
+            return found in numbers
+        return any(test(found) for test in others)
+
+    return member
+
+
 def _test(op: str, expected: Any) -> Callable[[Any], bool]:
     """The check of one condition on the value found (`_MISSING` when absent)."""
     if op == "eq":
-        return lambda found: found is not _MISSING and same(found, expected)
+        return _equals(expected)  # `_MISSING` equals nothing
     if op == "ne":
-        return lambda found: found is _MISSING or not same(found, expected)
+        equals = _equals(expected)
+        return lambda found: not equals(found)
     if op == "in":
-        options = list(expected)
-        return lambda found: found is not _MISSING and any(same(found, o) for o in options)
+        return _member(list(expected))
     if op == "exists":
-        wanted = bool(expected)
-        return lambda found: (found is not _MISSING) == wanted
+        if expected:
+            return lambda found: found is not _MISSING
+        return lambda found: found is _MISSING
     if op == "contains":
-        return lambda found: isinstance(found, str) and expected in found
-    compare: Callable[[Any], bool] = {
-        "gt": lambda found: found > expected,
-        "ge": lambda found: found >= expected,
-        "lt": lambda found: found < expected,
-        "le": lambda found: found <= expected,
-    }[op]
-    return lambda found: _is_number(found) and compare(found)
+        return lambda found: found.__class__ is str and expected in found
+    number = (int, float)
+    if op == "gt":
+        return lambda found: found.__class__ in number and found > expected
+    if op == "ge":
+        return lambda found: found.__class__ in number and found >= expected
+    if op == "lt":
+        return lambda found: found.__class__ in number and found < expected
+    return lambda found: found.__class__ in number and found <= expected
 
 
 @lru_cache(maxsize=4096)
@@ -187,7 +220,10 @@ def compiled(text: str) -> Predicate:
     checks = tuple((tuple(c.path.split(".")), _test(c.op, c.value)) for c in parsed.data)
 
     def predicate(data: Any) -> bool:
-        return all(test(_at(data, segments)) for segments, test in checks)
+        for segments, test in checks:
+            if not test(_at(data, segments)):
+                return False
+        return True
 
     return predicate
 
