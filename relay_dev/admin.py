@@ -24,6 +24,7 @@ import requests
 from relay.core import clock
 from relay.core.matching import is_name
 from relay.core.statuses import DeliveryStatus, OperationStatus, SubscriptionStatus
+from relay_dev import filtertext
 
 EXIT_OK = 0
 EXIT_CLIENT = 1  # the relay refused the request: 400, 404, 409, 413, ...
@@ -221,7 +222,40 @@ def subscriptions_show(client: Client, args: argparse.Namespace) -> int:
 
     def people() -> None:
         for key, value in sub.items():
-            print(f"{key + ':':<20}{_cell(value, 10_000)}")
+            shown = filtertext.describe(value) if key == "filters" else _cell(value, 10_000)
+            print(f"{key + ':':<20}{shown}")
+
+    emit(args, sub, people)
+    return EXIT_OK
+
+
+def subscriptions_subscribe(client: Client, args: argparse.Namespace) -> int:
+    """Subscribe a URL (again: the same id, the new filters). Prints the secret when it is new."""
+    body: dict[str, Any] = {"notificationUrl": args.notification_url}
+    if args.event_type:
+        body["eventTypes"] = args.event_type
+    for field, value in (
+        ("subjectBeginsWith", args.subject_begins_with),
+        ("subjectEndsWith", args.subject_ends_with),
+        ("description", args.description),
+    ):
+        if value is not None:
+            body[field] = value
+    if args.filters is not None:
+        body["filters"] = _json_arg(args.filters, "--filters")
+    if args.filter:
+        filters = body.setdefault("filters", {})
+        if not isinstance(filters, dict):
+            raise AdminError("--filters must be a JSON object to add --filter conditions to it", EXIT_USAGE)
+        filters["data"] = [*filters.get("data", []), *args.filter]
+    sub = client.json("POST", "subscriptions", body)
+
+    def people() -> None:
+        print(f"subscribed {sub.get('id')} to {', '.join(sub.get('eventTypes', []))}")
+        if sub.get("filters"):
+            print(f"filters: {filtertext.describe(sub['filters'])}")
+        if sub.get("secret"):
+            print(f"signing secret (shown once; give it to the receiver):\n{sub['secret']}")
 
     emit(args, sub, people)
     return EXIT_OK
@@ -643,6 +677,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", type=event_type_name, help="one of its event types (default: relay.test)")
     p.add_argument("--data", help="the data: inline JSON, a file, @file, or - for stdin (default: an example)")
     p.set_defaults(run=subscriptions_test)
+    p = sub_cmds.add_parser("subscribe", parents=[common], help="subscribe a URL, or change what it receives")
+    p.add_argument("notification_url", metavar="URL")
+    p.add_argument("--event-type", action="append", help="a type, a prefix such as order.*, or * (repeatable)")
+    p.add_argument("--subject-begins-with")
+    p.add_argument("--subject-ends-with")
+    p.add_argument("--description")
+    p.add_argument(
+        "--filter",
+        action="append",
+        type=filtertext.parse_filter,
+        help="a condition on data (repeatable, all must hold): 'total>100', 'status=paid', "
+        "'country in DE,AT', 'sku~gold', 'coupon?'",
+    )
+    p.add_argument("--filters", help='filters as JSON ({"data": [...]}): inline, a file, @file, or - for stdin')
+    p.set_defaults(run=subscriptions_subscribe)
 
     dels = groups.add_parser("deliveries", help="list a subscription's deliveries, resend one")
     del_cmds = dels.add_subparsers(dest="command", required=True, metavar="COMMAND")

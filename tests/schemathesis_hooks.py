@@ -41,6 +41,7 @@ RULES = (
     Rule("data matches the registered schema", "data", ""),
     # The field is the extension's own name, any name: "*" matches every field.
     Rule("CloudEvents attribute names", "*", "is not a CloudEvents attribute name"),
+    Rule("a filter value is at most 1,024 characters of JSON", "filters.data", "characters of JSON"),
 )
 
 _counter = itertools.count()

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from relay.core.clock import parse_rfc3339, rfc3339_precise
+from relay.core.filters import Filters
 from relay.core.limits import MAX_URL_LENGTH
 from relay.core.matching import ID_RULE, NAME_RULE, is_event_id, is_name, is_pattern
 
@@ -81,6 +82,10 @@ class SubscriptionRequest(_Edge):
     )
     subjectEndsWith: StrictStr | None = Field(
         default=None, max_length=1024, description="Deliver only events whose subject ends with this."
+    )
+    filters: Filters | None = Field(
+        default=None,
+        description="Conditions on each event's data (path, op, value), all of which must hold for it to be delivered.",
     )
     description: StrictStr | None = Field(default=None, max_length=1024, description="What this subscription is for.")
     once: StrictBool = Field(default=False, description="Remove the subscription after its first successful delivery.")

@@ -279,10 +279,18 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """`filters.data[2].op`: names dotted, array positions in brackets (as schema errors name them)."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
 def validation_problem(exc: ValidationError, prefix: str = "") -> BadRequest:
     errors = []
     for err in exc.errors():
-        loc = prefix + ".".join(str(p) for p in err["loc"]) if err["loc"] else prefix.rstrip(".") or "body"
+        loc = prefix + _field_path(err["loc"]) if err["loc"] else prefix.rstrip(".") or "body"
         message = err["msg"].removeprefix("Value error, ")
         errors.append(FieldError(loc, message))
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])

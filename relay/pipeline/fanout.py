@@ -43,7 +43,16 @@ def fan_out(
     logging_ = get_pools(settings).sends.submit(
         EventLog(storage).record, event, message.origin or message_id, seen_before
     )
-    pages = SubscriptionStore(storage).matching(event.type, event.subject)
+    loaded: list[Any] = []
+
+    def data() -> Any:
+        # Read at most once, and only when needed: by the first subscription that filters on
+        # data (the index lookup), else by the first delivery.
+        if not loaded:
+            loaded.append(load_data(storage, event))
+        return loaded[0]
+
+    pages = SubscriptionStore(storage).matching(event.type, event.subject, data)
     try:
         first = next(pages, None)
     finally:
@@ -55,13 +64,6 @@ def fan_out(
     rest: list[Target] = []
     inline: Attempts | None = None
     sends: list[Future[Any]] = []
-    loaded: list[Any] = []
-
-    def data() -> Any:
-        if not loaded:
-            loaded.append(load_data(storage, event))
-        return loaded[0]
-
     holder = Holder(storage, settings, event, data, log_key, since)
     paused: list[Target] = []  # held, not attempted (relay.pipeline.pause)
 

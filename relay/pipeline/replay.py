@@ -20,7 +20,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
-from relay.core import clock
+from relay.core import clock, filters
 from relay.core.errors import RelayError
 from relay.core.matching import subject_matches, type_matches
 from relay.core.models import DeliveryMessage, ReplayMessage, ReplayRequest
@@ -29,7 +29,8 @@ from relay.core.statuses import OperationStatus, SubscriptionStatus
 from relay.pipeline.outbox import Outbox
 from relay.pipeline.pause import Holds
 from relay.store.deliverylog import DeliveryLog
-from relay.store.eventlog import EventLog, LogKey, position, position_after
+from relay.store.eventlog import EventLog, LoggedEvent, LogKey, position, position_after
+from relay.store.events import load_data
 from relay.store.storage import OPERATIONS_TABLE, Storage, delete_rows
 from relay.store.subscriptions import Subscription, SubscriptionStore
 
@@ -312,8 +313,15 @@ def replayed_events(storage: Storage, sub: Subscription, since: datetime, until:
     replay of everything sends again."""
     for day in EventLog(storage).walk(sub.event_types, position(since), position_after(until)):
         for event in day.events:
-            if subject_matches(event.subject, sub.subject_begins_with, sub.subject_ends_with):
+            if _wants(storage, sub, event):
                 yield Replayed(event.id, event.type, event.key)
+
+
+def _wants(storage: Storage, sub: Subscription, event: LoggedEvent) -> bool:
+    """Whether `sub`'s subject and data filters let `event` through, as fan-out decided it."""
+    if not subject_matches(event.subject, sub.subject_begins_with, sub.subject_ends_with):
+        return False
+    return filters.matches(sub.filters, lambda: load_data(storage, event))
 
 
 def run_replay(storage: Storage, message: ReplayMessage, retention_days: float) -> None:

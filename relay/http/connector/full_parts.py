@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from relay.core.models import MAX_SOURCE_LENGTH, EventIn, SubscriptionRequest
 from relay.core.statuses import DeliveryStatus
 from relay.http.cloudevents_in import MAX_ATTRIBUTE_LENGTH, MAX_MEDIA_TYPE, MAX_MEMBERS, MEDIA_TYPE_PATTERN
+from relay.http.connector.filterparts import full_filters
 from relay.http.connector.parts import (
     NAME_MAX,
     NAME_PATTERN,
@@ -266,6 +267,7 @@ def subscription_body() -> dict[str, Any]:
             "eventType": {"pattern": PATTERN_PATTERN, "maxLength": PATTERN_MAX},
         },
     )
+    body["properties"]["filters"] = full_filters()  # op by op, not the model's $ref
     # eventType is the shorthand of eventTypes: sending both is a 400.
     body["not"] = {"required": ["eventType", "eventTypes"]}
     return body

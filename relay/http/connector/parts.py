@@ -280,6 +280,8 @@ def subscription_schema() -> dict[str, Any]:
             ),
             "subjectBeginsWith": from_model("subjectBeginsWith"),
             "subjectEndsWith": from_model("subjectEndsWith"),
+            # Its conditions as subscribed (path, op, value): see the trigger's Filters input.
+            "filters": prop("object", described(SubscriptionRequest, "filters"), "filters"),
             "description": from_model("description"),
             "once": from_model("once"),
             "contentMode": prop(

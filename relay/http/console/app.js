@@ -415,6 +415,19 @@ function controlButtons(sub, say, refresh) {
   return buttons;
 }
 
+// A subscription's filters in one line (the CLI's `subscriptions show` writes the same):
+// subject begins/ends with, then each data condition, all of which must hold.
+const FILTER_OPS = { eq: "=", ne: "!=", gt: ">", ge: ">=", lt: "<", le: "<=", in: "in", contains: "contains" };
+function filtersText(sub) {
+  const parts = [];
+  if (sub.subjectBeginsWith) parts.push(`subject begins with ${JSON.stringify(sub.subjectBeginsWith)}`);
+  if (sub.subjectEndsWith) parts.push(`subject ends with ${JSON.stringify(sub.subjectEndsWith)}`);
+  for (const c of (sub.filters && sub.filters.data) || []) {
+    parts.push(c.op === "exists" ? `${c.path} ${c.value ? "exists" : "is missing"}` : `${c.path} ${FILTER_OPS[c.op] || c.op} ${JSON.stringify(c.value)}`);
+  }
+  return parts.join(" · ");
+}
+
 function subscriptionRow(sub, counts, refresh) {
   const out = h("div", { class: "row-output", role: "status", "aria-live": "polite", id: `out-${sub.id}` });
   const say = (text, isError = false) => { out.replaceChildren(h("span", { class: isError ? "error" : "", text })); };
@@ -663,6 +676,7 @@ async function viewDeliveries(id) {
     h("h1", { tabindex: "-1", text: "Deliveries" }),
     h("p", { class: "url", id: "deliveries-of" }, urlText(sub.notificationUrl)),
     h("p", {}, h("span", { class: `badge ${sub.status}`, text: sub.status }), " ", sub.disabledReason || "", " ", h("span", { class: "muted", text: `Event types: ${sub.eventTypes.join(", ")}` })),
+    ...(filtersText(sub) ? [h("p", { class: "muted", id: "sub-filters", text: `Filters: ${filtersText(sub)}` })] : []),
     controls, output,
     replay,
     h("div", { class: "filters card" },

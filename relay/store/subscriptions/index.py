@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.core.paging import PageIterator
 from azure.data.tables import TableClient, TableEntity, UpdateMode
 
-from relay.core import clock, runtime
+from relay.core import clock, filters, runtime
 from relay.core.matching import patterns_for_type, subject_matches
 from relay.core.models import Target
 from relay.core.statuses import SubscriptionStatus
@@ -165,9 +165,13 @@ class Index:
 
     # ---- the lookup --------------------------------------------------------------------------
 
-    def matching(self, event_type: str, subject: str | None) -> Iterator[list[Target]]:
+    def matching(
+        self, event_type: str, subject: str | None, data: Callable[[], Any] = lambda: None
+    ) -> Iterator[list[Target]]:
         """The active subscriptions an event goes to, a page at a time, read from the index
-        partitions its type matches; a subscription matching several patterns comes once.
+        partitions its type matches; a subscription matching several patterns comes once. Its
+        subject and data filters are checked here, from the index row: `data()` (the event's
+        data, read once by the caller) is asked for only when a row filters on data.
 
         One query per partition (`a.b.c`, `a.b.*`, `a.*`, `*`): Azure Tables serves an `or`
         across PartitionKeys as a range scan over every partition between them, which grows with
@@ -180,8 +184,10 @@ class Index:
             for page in self._partition(pattern, token):
                 found = []
                 for row in page:
-                    if row.sub_id in seen or not subject_matches(
-                        subject, row.subject_begins_with, row.subject_ends_with
+                    if (
+                        row.sub_id in seen
+                        or not subject_matches(subject, row.subject_begins_with, row.subject_ends_with)
+                        or not filters.matches(row.filters, data)
                     ):
                         continue
                     seen.add(row.sub_id)

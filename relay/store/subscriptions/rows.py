@@ -16,7 +16,7 @@ from typing import Any, NotRequired, TypedDict, cast
 
 from azure.data.tables import TableEntity
 
-from relay.core import clock
+from relay.core import clock, filters
 from relay.core.models import ContentMode, SubscriptionRequest, Target
 from relay.core.redaction import mask_url
 from relay.core.statuses import SubscriptionStatus
@@ -69,6 +69,7 @@ INDEX_COLUMNS = (
     "prevSecret",
     "prevUntil",
     "paused",
+    "filters",
 )
 # What the repair sweep and the layout backfill read of every subscription row.
 STATE_COLUMNS = ["id", "status", "eventTypes", "gen", "ver", "removing", "updatedAt", "createdAt"]
@@ -82,6 +83,7 @@ class SubscriptionView(TypedDict):
     eventTypes: list[str]
     subjectBeginsWith: NotRequired[str]
     subjectEndsWith: NotRequired[str]
+    filters: NotRequired[dict[str, Any]]
     description: NotRequired[str]
     once: bool
     contentMode: ContentMode
@@ -106,6 +108,9 @@ class Subscription:
     updated_at: datetime | None = None
     subject_begins_with: str | None = None
     subject_ends_with: str | None = None
+    # The data filters as compact JSON (`relay.core.filters.Filters.stored`), None for none: kept
+    # as written on the row and its index rows, so fan-out compiles it once and reads nothing more.
+    filters: str | None = None
     description: str | None = None
     once: bool = False
     content_mode: ContentMode = "json"
@@ -155,6 +160,7 @@ class Subscription:
             event_types=tuple(request.patterns()),
             subject_begins_with=request.subjectBeginsWith,
             subject_ends_with=request.subjectEndsWith,
+            filters=request.filters.stored() if request.filters is not None else None,
             description=request.description,
             once=request.once,
             content_mode=request.contentMode,
@@ -183,6 +189,7 @@ class Subscription:
         for name, value in (
             ("subjectBeginsWith", self.subject_begins_with),
             ("subjectEndsWith", self.subject_ends_with),
+            ("filters", filters.shown(self.filters)),
             ("description", self.description),
         ):
             if value is not None:
@@ -274,6 +281,7 @@ class IndexRow:
     version: int = 0
     subject_begins_with: str | None = None
     subject_ends_with: str | None = None
+    filters: str | None = None  # as `Subscription.filters`
     content_mode: ContentMode = "json"
     # Within a rotation's grace: the secret it replaced and when it stops signing (the attempt
     # signs with it only until then, relay.pipeline.delivery.attempt).
@@ -295,6 +303,7 @@ class IndexRow:
             version=sub.version,
             subject_begins_with=sub.subject_begins_with,
             subject_ends_with=sub.subject_ends_with,
+            filters=sub.filters,
             content_mode=sub.content_mode,
             previous_secret=sub.previous_secret if grace else None,
             previous_until=sub.previous_secret_expires_at if grace else None,
@@ -312,6 +321,7 @@ class IndexRow:
             version=int(row.get("ver") or 0),
             subject_begins_with=row.get("subjectBeginsWith"),
             subject_ends_with=row.get("subjectEndsWith"),
+            filters=row.get("filters"),
             content_mode=row.get("contentMode") or "json",  # rows from before the field: json
             previous_secret=row.get("prevSecret"),
             previous_until=_time(row.get("prevUntil")),
@@ -332,6 +342,7 @@ class IndexRow:
                 "ver": self.version,
                 "subjectBeginsWith": self.subject_begins_with,
                 "subjectEndsWith": self.subject_ends_with,
+                "filters": self.filters,
                 "contentMode": self.content_mode,
                 "prevSecret": self.previous_secret,
                 "prevUntil": clock.rfc3339_precise(self.previous_until) if self.previous_until else None,
@@ -432,6 +443,7 @@ def from_row(row: Mapping[str, Any]) -> Subscription:
         updated_at=_time(row.get("updatedAt")),
         subject_begins_with=row.get("subjectBeginsWith"),
         subject_ends_with=row.get("subjectEndsWith"),
+        filters=row.get("filters"),
         description=row.get("description"),
         once=bool(row.get("once")),
         content_mode=row.get("contentMode") or "json",  # rows from before the field: json
@@ -466,6 +478,7 @@ def to_row(sub: Subscription) -> dict[str, Any]:
             "updatedAt": clock.rfc3339(sub.updated_at) if sub.updated_at else None,
             "subjectBeginsWith": sub.subject_begins_with,
             "subjectEndsWith": sub.subject_ends_with,
+            "filters": sub.filters,
             "description": sub.description,
             "once": sub.once,
             "contentMode": sub.content_mode,

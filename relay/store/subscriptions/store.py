@@ -4,10 +4,10 @@ that know each kind of row (`index`, `owners`, `consistency`), and hands out typ
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from azure.core.paging import PageIterator
 from azure.data.tables import TableClient, TableEntity, TableTransactionError, UpdateMode
@@ -205,9 +205,11 @@ class SubscriptionStore:
                 return counts, pages.continuation_token is None
         return counts, True
 
-    def matching(self, event_type: str, subject: str | None) -> Iterator[list[Target]]:
+    def matching(
+        self, event_type: str, subject: str | None, data: Callable[[], Any] = lambda: None
+    ) -> Iterator[list[Target]]:
         """The active subscriptions an event goes to, a page at a time (`Index.matching`)."""
-        return self._index.matching(event_type, subject)
+        return self._index.matching(event_type, subject, data)
 
     def changes_since(self, since_key: str) -> tuple[dict[str, int], set[str]]:
         """Removed generations and rotated secrets since a time key (`Lifecycle.changes`)."""
