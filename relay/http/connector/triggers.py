@@ -25,6 +25,7 @@ from relay.http.connector.parts import (
     subscription_schema,
 )
 
+
 def subscribe_trigger() -> dict[str, Any]:
     body = model_schema(
         SubscriptionRequest,
