@@ -975,3 +975,39 @@ def test_pause_resume_test_event_and_resend_on_the_subscription_page(
     assert receiver.wait_for(3)[2].headers["webhook-id"] == event_id
     wait_until(relay.queue_idle, 30, "the queues to drain")
     assert len(neighbour.requests) == 1  # neither the test event nor the resend reached it
+
+
+def test_a_deliverys_attempts_and_the_endpoints_health_are_shown(
+    watched: Watched, relay: RelayProcess, receiver_factory: Callable[..., Receiver], unique_type: str
+) -> None:
+    """Issue 22 items 1, 3 and 4 in the browser: the subscriptions list shows each endpoint's
+    health; a delivery's Attempts button shows every attempt kept, the receiver's answer (masked)
+    and the event as delivered."""
+    answer = b'{"error": "order total missing", "echo": "sig=TOPSECRETSIG"}'
+    receiver = receiver_factory(lambda received, n: (400, {"Content-Type": "application/json"}, answer))
+    url = receiver.url + "?sig=TOPSECRETSIG"
+    sub = relay.subscribe(url, eventTypes=[unique_type])
+    event_id = relay.publish({"type": unique_type, "data": {"n": 1}}).json()["id"]
+    receiver.wait_for(1)
+    wait_until(
+        lambda: relay.get(f"subscriptions/{sub['id']}/deliveries?status=failed").json()["value"], 30, "the failure"
+    )
+    wait_until(
+        lambda: relay.get(f"subscriptions/{sub['id']}").json()["health"]["hour"]["attempts"], 30, "the health counters"
+    )
+    page = signed_in(watched, relay, "#/subscriptions")
+    row = page.locator(f'#subscriptions tr[data-id="{sub["id"]}"]')
+    row.locator("td.health").wait_for()
+    assert "0% ok" in row.locator("td.health").inner_text() and "hour" in row.locator("td.health").inner_text()
+
+    page.goto(f"{relay.base}/console#/subscriptions/{sub['id']}/deliveries")
+    delivery = page.locator(f'#deliveries tr[data-event="{event_id}"]')
+    delivery.get_by_role("button", name=f"Attempts of event {event_id}").click()
+    detail = page.locator(f'#deliveries tr[data-detail="{event_id}"]')
+    detail.get_by_text("1 attempt kept").wait_for()
+    text = detail.inner_text()
+    assert "HTTP 400" in text and "order total missing" in text
+    assert "TOPSECRETSIG" not in text  # the callback's sig, echoed by the receiver, is masked
+    detail.locator("summary").click()
+    assert unique_type in detail.locator("pre.event").inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")

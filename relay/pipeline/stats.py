@@ -349,22 +349,26 @@ def _health_of(counts: SubCounts | None, hist: dict[int, int]) -> dict[str, Any]
     }
 
 
-_health_cache: dict[int, tuple[float, dict[str, dict[str, Any]]]] = {}
-_health_lock = threading.Lock()
+@dataclass
+class _HealthCache:
+    """The last health read and when: a part of the runtime (a fresh runtime reads again)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    read_at: float = 0.0
+    found: dict[str, dict[str, Any]] | None = None
 
 
 def health(storage: Storage) -> dict[str, dict[str, Any]]:
     """`read_health`, read at most once per FLUSH_SECONDS per process (the counters change no
     faster): every subscription read and list page shows it."""
+    cache = runtime.current().part("stats.health", _HealthCache)
     now = time.monotonic()
-    with _health_lock:
-        cached = _health_cache.get(id(storage))
-    if cached is not None and now - cached[0] < FLUSH_SECONDS:
-        return cached[1]
+    with cache.lock:
+        if cache.found is not None and now - cache.read_at < FLUSH_SECONDS:
+            return cache.found
     found = read_health(storage)
-    with _health_lock:
-        _health_cache.clear()  # one storage per process; a test's earlier ones go
-        _health_cache[id(storage)] = (now, found)
+    with cache.lock:
+        cache.read_at, cache.found = now, found
     return found
 
 

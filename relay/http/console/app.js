@@ -428,6 +428,18 @@ function filtersText(sub) {
   return parts.join(" · ");
 }
 
+// Endpoint health (GET /subscriptions answers it): the last hour's success rate and p95, else
+// the day's; "—" without attempts.
+function healthText(health) {
+  for (const [name, w] of [["hour", health && health.hour], ["day", health && health.day]]) {
+    if (w && w.attempts) {
+      const rate = w.successRate == null ? "—" : `${Math.round(w.successRate * 100)}%`;
+      return `${rate} ok · p50 ${w.p50Ms ?? "—"} ms · p95 ${w.p95Ms ?? "—"} ms (${name}, ${w.attempts} attempts)`;
+    }
+  }
+  return "—";
+}
+
 function subscriptionRow(sub, counts, refresh) {
   const out = h("div", { class: "row-output", role: "status", "aria-live": "polite", id: `out-${sub.id}` });
   const say = (text, isError = false) => { out.replaceChildren(h("span", { class: isError ? "error" : "", text })); };
@@ -476,6 +488,7 @@ function subscriptionRow(sub, counts, refresh) {
     h("td", { "data-label": "Status" }, h("span", { class: `badge ${sub.status}`, text: sub.status }),
       sub.disabledReason ? h("span", { class: "muted block", text: sub.disabledReason }) : null,
       sub.previousSecretExpiresAt ? h("span", { class: "muted block" }, "old secret signs until ", when(sub.previousSecretExpiresAt)) : null),
+    h("td", { "data-label": "Health", class: "health", text: healthText(sub.health) }),
     h("td", { "data-label": "Last success" }, when(counts && counts.lastSuccessAt)),
     h("td", { "data-label": "Failures (day)", class: failures ? "bad" : "", text: failures }),
     h("td", { "data-label": "Actions" }, actions, out));
@@ -491,7 +504,7 @@ async function viewSubscriptions() {
   const body = h("tbody", {});
   const table = h("table", { class: "stack", id: "subscriptions" },
     h("caption", { class: "visually-hidden", text: "Subscriptions" }),
-    h("thead", {}, h("tr", {}, ["Callback", "Event types", "Status", "Last success", "Failures (day)", "Actions"].map(t => h("th", { scope: "col", text: t })))),
+    h("thead", {}, h("tr", {}, ["Callback", "Event types", "Status", "Health", "Last success", "Failures (day)", "Actions"].map(t => h("th", { scope: "col", text: t })))),
     body);
   const errors = errorSlot("_form", "subs-error");
   main.replaceChildren(h("h1", { tabindex: "-1", text: "Subscriptions" }), filters, errors, summary, h("div", { class: "scroll" }, table));
@@ -526,6 +539,19 @@ function localInput(date) {
   return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
 }
 
+function attemptsView(record) {
+  const attempts = record.attempts.map((a, n) => h("li", { class: "attempt" },
+    h("p", {}, h("strong", { text: `${n + 1}. ${a.kind}` }), " ", when(a.at), ` · ${a.durationMs} ms · `,
+      a.statusCode == null ? "no answer" : `HTTP ${a.statusCode}`, a.error ? ` · ${a.error}` : ""),
+    a.response ? h("pre", { class: "answer", "aria-label": `Answer to attempt ${n + 1} (${a.response.contentType || "no content type"})`,
+      text: a.response.body || "(empty)" }) : null));
+  return h("div", { class: "attempts" },
+    h("h3", { text: `${record.attempts.length} attempt${record.attempts.length === 1 ? "" : "s"} kept` }),
+    h("ol", {}, ...attempts),
+    h("details", {}, h("summary", { text: "The event as delivered" }),
+      h("pre", { class: "event", text: record.event ? JSON.stringify(record.event, null, 2) : "(past retention)" })));
+}
+
 async function viewDeliveries(id) {
   const { body: sub } = await api("GET", `subscriptions/${id}`);
   const output = h("div", { class: "row-output", role: "status", "aria-live": "polite", id: "sub-output" });
@@ -548,7 +574,24 @@ async function viewDeliveries(id) {
     h("td", { "data-label": "Last error", text: d.lastError || "—" }),
     h("td", { "data-label": "Last attempt" }, when(d.lastAttemptAt)),
     h("td", { "data-label": "Next attempt" }, when(d.nextAttemptAt)),
-    h("td", { "data-label": "Actions" }, resendButton(d)));
+    h("td", { "data-label": "Actions" }, detailsButton(d), resendButton(d)));
+  // Details: every attempt kept (oldest first, the receiver's answer masked) and the event as
+  // delivered, in a row under the delivery's own.
+  const detailsButton = d => {
+    const button = h("button", { type: "button", class: "quiet details", text: "Attempts", "aria-expanded": "false",
+      "aria-label": `Attempts of event ${d.eventId}` });
+    button.addEventListener("click", () => busy(button, async () => {
+      const tr = button.closest("tr");
+      const open = tr.nextElementSibling && tr.nextElementSibling.classList.contains("detail") ? tr.nextElementSibling : null;
+      if (open) { open.remove(); button.setAttribute("aria-expanded", "false"); return; }
+      try {
+        const { body } = await api("GET", `subscriptions/${id}/deliveries/${encodeURIComponent(d.eventId)}`);
+        tr.after(h("tr", { class: "detail", "data-detail": d.eventId }, h("td", { colspan: "8" }, attemptsView(body))));
+        button.setAttribute("aria-expanded", "true");
+      } catch (error) { say(error.message, true); }
+    }));
+    return button;
+  };
   // Resend: this one event again, to this subscription alone (an operation, as a replay).
   const resendButton = d => {
     const button = h("button", { type: "button", class: "resend", text: "Resend", "aria-label": `Resend event ${d.eventId}` });
