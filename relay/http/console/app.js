@@ -73,7 +73,9 @@ function when(text) {
 function urlText(url) {
   const parts = String(url).split(/(?<=\/)(?!\/)|(?=[?&])/);
   const out = [];
-  parts.forEach((part, i) => { if (i) out.push(h("wbr")); out.push(part); });
+  // Each part is a box of its own: a line breaks between parts (after "/", before "?" and "&"),
+  // not at a hyphen inside one, unless a part alone is wider than its column.
+  parts.forEach((part, i) => { if (i) out.push(h("wbr")); out.push(h("span", { class: "seg", text: part })); });
   return out;
 }
 
