@@ -107,6 +107,9 @@ OPTIONAL_SETTINGS = (
     # (GET /api/openapi.json) signs in with; unset: read from RELAY_ENTRA_ISSUER / _AUDIENCE.
     "RELAY_ENTRA_TENANT",
     "RELAY_ENTRA_RESOURCE",
+    # How long a subscription's deliveries may all fail before the relay disables it
+    # (relay/pipeline/health.py); unset: 5d, as Svix. The retry schedule's units plus `d`.
+    "RELAY_DISABLE_AFTER",
 )
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -126,6 +129,19 @@ def parse_schedule(text: str) -> tuple[float, ...]:
             )
         delays.append(float(match.group(1)) * _UNITS[match.group(2)])
     return tuple(delays)
+
+
+DISABLE_AFTER_DEFAULT = "5d"
+_SPAN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*")
+
+
+def parse_disable_after(text: str) -> float:
+    """RELAY_DISABLE_AFTER (`5d`, `12h`, `30s`) in seconds; more than zero."""
+    match = _SPAN.fullmatch(text or DISABLE_AFTER_DEFAULT)
+    seconds = float(match.group(1)) * {**_UNITS, "d": 86400.0}[match.group(2)] if match else 0.0
+    if seconds <= 0:
+        raise ConfigurationError(f"RELAY_DISABLE_AFTER: {text.strip()!r} is not a duration such as 5d, 12h, 30m or 45s")
+    return seconds
 
 
 def _bool(name: str, text: str) -> bool:
@@ -336,6 +352,10 @@ class Settings(BaseSettings):
     appinsights_connection_string: str | None = Field(None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING", repr=False)
     # How often the due-retry timer runs; a delay shorter than this stays a queue visibility timeout.
     due_period: Annotated[float, _checked(parse_due_period)] = Field(DUE_PERIOD_DEFAULT, alias="RELAY_DUE_PERIOD")
+    # RELAY_DISABLE_AFTER: seconds a subscription's deliveries may all fail before it is disabled.
+    disable_after: Annotated[float, _checked(parse_disable_after)] = Field(
+        DISABLE_AFTER_DEFAULT, alias="RELAY_DISABLE_AFTER", validate_default=True
+    )
     # Where every absolute URL the relay writes starts (RELAY_PUBLIC_URL, else https:// +
     # WEBSITE_HOSTNAME in Azure); None: the request's own scheme and host (local work).
     public_url: str | None = None

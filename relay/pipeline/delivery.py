@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -27,12 +28,13 @@ from relay.core.settings import Settings
 from relay.core.statuses import DeliveryStatus
 from relay.outbound import signing
 from relay.outbound.sender import DeliveryError, OriginBusy, Sender, TLSError, redact_url, scrub
-from relay.pipeline import stats
+from relay.pipeline import health, stats
 from relay.pipeline.outbox import Outbox
 from relay.pipeline.pools import Batch, get_pools
 from relay.store.deliverylog import Attempt, DeliveryLog, FirstTry
+from relay.store.pacing import Pacer, backoffs
 from relay.store.storage import Storage
-from relay.store.subscriptions import SubscriptionStore
+from relay.store.subscriptions import Subscription, SubscriptionStore
 
 log = logging.getLogger("relay.delivery")
 
@@ -44,6 +46,11 @@ log = logging.getLogger("relay.delivery")
 # delivery still ends delivered or failed.
 DEFER_FIRST = 2.0
 MAX_DEFERRALS = 10
+# A delivery its subscription's rate limit (or a receiver's Retry-After) makes wait at most this
+# long waits on its attempt thread; a longer wait goes back to the queue (whole seconds), holding
+# the start time it reserved. Bounded so that one limited subscription holds few threads.
+PACE_HOLD = 1.0
+PACE_HELD_STARTS = 4
 
 
 # What an attempt that got no answer means for the delivery: the one table. The first row whose
@@ -159,6 +166,8 @@ class Deliverer:
     def _one(
         self, event: EventRecord, notes: signing.Notifications, log_key: tuple[str, str], since: str, target: Target
     ) -> FirstTry | None:
+        if not self._paced(event, log_key, since, target):
+            return None  # it waits for its turn in the queue
         started = clock.utcnow()
         try:
             result = attempt(self._sender, target, event.id, notes.get(target.mode))
@@ -203,6 +212,12 @@ class Deliverer:
             status_code=result.status_code,
             error=result.verdict.reason,
         )
+        if result.status_code == 429 and result.retry_after:
+            Pacer(self._storage).back_off(target.sub, result.retry_after)  # its next attempts wait too
+        if outcome is Outcome.DELIVERED:
+            health.succeeded(self._storage, target.sub)
+        else:
+            health.failed(self._storage, self._settings, target, result.verdict.reason or "failed")
         if outcome is Outcome.DELIVERED:
             stats.record(self._storage, target.sub, "succeeded", elapsed)
             if target.once:
@@ -240,6 +255,31 @@ class Deliverer:
             delay,
         )
         return None
+
+    def _paced(self, event: EventRecord, log_key: tuple[str, str], since: str, target: Target) -> bool:
+        """Whether this attempt may start now under its subscription's rate limit and a receiver's
+        Retry-After (relay.store.pacing); one that may not soon waits here, else it is sent back to
+        the queue for its reserved start (not an attempt, not a deferral: it never fails)."""
+        wait = backoffs().wait(target.sub)
+        slot = target.slot
+        if target.rate is not None:
+            hold = min(PACE_HOLD, PACE_HELD_STARTS / target.rate)
+            while True:
+                decision = Pacer(self._storage).claim(target.sub, target.rate, slot)
+                slot = decision.slot if decision.slot is not None else slot
+                if decision.wait <= 0:
+                    return True
+                if decision.wait > hold:
+                    wait = max(wait, decision.wait)
+                    break
+                time.sleep(decision.wait)
+        if wait <= 0:
+            return True
+        # No delivery log row for the wait: a burst of waiting deliveries would cost a write each,
+        # and the queue message is as durable (a retry's row says pending already).
+        log.debug("delivery waits %.2fs for its pace event=%s subscription=%s", wait, event.id, target.sub)
+        self._requeue(event, log_key, since, target.model_copy(update={"slot": slot}), wait)
+        return False
 
     def _defer(
         self, event: EventRecord, log_key: tuple[str, str], since: str, target: Target, started: datetime, reason: str
@@ -280,8 +320,11 @@ class Deliverer:
         with the current secret where it was rotated since (the message carries the old one)."""
         removed, rotated = self._subs.changes_since(message.since)
         live = []
+        read: dict[str, Subscription | None] = {}
         for target in message.targets:
             if removed.get(target.sub, -1) >= target.gen:
+                if health.hold(self._storage, message, target, read):
+                    continue  # the relay disabled it: held until it is re-activated
                 if target.logged:  # it has a row to close
                     self._give_up(message, target, "subscription was deleted or disabled")
                 continue

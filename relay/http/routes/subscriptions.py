@@ -15,6 +15,7 @@ from relay.core.settings import get_settings
 from relay.http import access
 from relay.http.api import Reply, Request, http
 from relay.outbound.sender import check_target
+from relay.pipeline import health
 from relay.store.deliverylog import STATUSES, DeliveryLog
 from relay.store.storage import get_storage
 from relay.store.subscriptions import CALLER_HEADERS, ID_RE, Caller, SubscriptionStore
@@ -149,7 +150,8 @@ def list_deliveries(request: Request) -> Reply:
 
 
 def activate_subscription(request: Request) -> Reply:
-    sub = SubscriptionStore(get_storage("fast")).activate(request.route.get("id", ""))
+    # One the relay disabled gets its held work back, and `relay.subscription.recovered` goes out.
+    sub = health.reactivate(get_storage("fast"), get_settings(), request.route.get("id", ""))
     if sub is None:
         raise NotFound("no subscription has this id")
     return Reply(200, sub.view())

@@ -41,6 +41,7 @@ INDEX_COLUMNS = (
     "subjectBeginsWith",
     "subjectEndsWith",
     "contentMode",
+    "maxPerSecond",
 )
 # What the repair sweep and the layout backfill read of every subscription row.
 STATE_COLUMNS = ["id", "status", "eventTypes", "gen", "ver", "removing", "updatedAt", "createdAt"]
@@ -59,6 +60,9 @@ class SubscriptionView(TypedDict):
     contentMode: ContentMode
     status: SubscriptionStatus
     disabledReason: NotRequired[str]
+    disabledBy: NotRequired[str]
+    disabledAt: NotRequired[str]
+    maxPerSecond: NotRequired[float]
     createdAt: str
     secret: NotRequired[str]
 
@@ -123,6 +127,16 @@ class Subscription:
     # Set by a DELETE before it removes the index rows, cleared by nothing: the row is deleted
     # last. Until then the subscription is still shown (its index rows may still be read).
     removing: bool = False
+    # Most deliveries to start in any one second (relay.pipeline.pacing); None: unlimited.
+    max_per_second: float | None = None
+    # Since when every attempt has failed (None: the last one succeeded), and the last error:
+    # written only on a change from success to failure and back (relay.pipeline.health).
+    failing_since: datetime | None = None
+    last_error: str | None = None
+    # Set when the relay itself disabled it (`RELAY_DISABLE_AFTER` of failures): its pending
+    # work is held, not failed, and is delivered once it is re-activated.
+    disabled_by_relay: bool = False
+    disabled_at: datetime | None = None
 
     @property
     def receives(self) -> bool:
@@ -149,8 +163,12 @@ class Subscription:
             description=request.description,
             once=request.once,
             content_mode=request.contentMode,
+            max_per_second=request.maxPerSecond,
             status=SubscriptionStatus.ACTIVE,
             disabled_reason=None,
+            disabled_by_relay=False,
+            disabled_at=None,
+            failing_since=None if self.status == SubscriptionStatus.DISABLED else self.failing_since,
             updated_at=now,
         )
         if caller is not None:
@@ -183,6 +201,12 @@ class Subscription:
         shown["status"] = self.status
         if self.status == SubscriptionStatus.DISABLED and self.disabled_reason:
             shown["disabledReason"] = self.disabled_reason
+        if self.status == SubscriptionStatus.DISABLED and self.disabled_by_relay:
+            shown["disabledBy"] = "relay"
+        if self.status == SubscriptionStatus.DISABLED and self.disabled_at is not None:
+            shown["disabledAt"] = clock.rfc3339(self.disabled_at)
+        if self.max_per_second is not None:
+            shown["maxPerSecond"] = self.max_per_second
         shown["createdAt"] = clock.rfc3339(self.created_at)
         if with_secret:
             shown["secret"] = self.secret
@@ -199,6 +223,7 @@ class Subscription:
             attempt=1,
             logged=True,
             mode=self.content_mode,
+            rate=self.max_per_second,
         )
 
 
@@ -245,6 +270,7 @@ class IndexRow:
     subject_begins_with: str | None = None
     subject_ends_with: str | None = None
     content_mode: ContentMode = "json"
+    max_per_second: float | None = None
     etag: str | None = None  # as read; None for one made from a subscription
 
     @classmethod
@@ -260,6 +286,7 @@ class IndexRow:
             subject_begins_with=sub.subject_begins_with,
             subject_ends_with=sub.subject_ends_with,
             content_mode=sub.content_mode,
+            max_per_second=sub.max_per_second,
         )
 
     @classmethod
@@ -274,6 +301,7 @@ class IndexRow:
             subject_begins_with=row.get("subjectBeginsWith"),
             subject_ends_with=row.get("subjectEndsWith"),
             content_mode=row.get("contentMode") or "json",  # rows from before the field: json
+            max_per_second=_rate(row),
             etag=etag(row),
         )
 
@@ -291,6 +319,7 @@ class IndexRow:
                 "subjectBeginsWith": self.subject_begins_with,
                 "subjectEndsWith": self.subject_ends_with,
                 "contentMode": self.content_mode,
+                "maxPerSecond": self.max_per_second,
             }
         )
 
@@ -302,6 +331,7 @@ class IndexRow:
             once=self.once,
             gen=self.generation,
             mode=self.content_mode,
+            rate=self.max_per_second,
         )
 
 
@@ -352,6 +382,11 @@ def etag(raw: TableEntity | Mapping[str, Any] | None) -> str | None:
     return found if isinstance(found, str) else None
 
 
+def _rate(row: Mapping[str, Any]) -> float | None:
+    value = row.get("maxPerSecond")
+    return float(value) if value is not None else None
+
+
 def _time(text: str | None) -> datetime | None:
     return clock.parse_rfc3339(text) if text else None
 
@@ -385,6 +420,11 @@ def from_row(row: Mapping[str, Any]) -> Subscription:
         version=int(row.get("ver") or 0),
         registration=int(row.get("reg") or 0),
         removing=bool(row.get("removing")),
+        max_per_second=_rate(row),
+        failing_since=_time(row.get("failingSince") or None),
+        last_error=row.get("lastError") or None,
+        disabled_by_relay=bool(row.get("disabledByRelay")),
+        disabled_at=_time(row.get("disabledAt")),
     )
 
 
@@ -415,8 +455,25 @@ def to_row(sub: Subscription) -> dict[str, Any]:
             "ver": sub.version,
             "reg": sub.registration,
             "removing": sub.removing or None,
+            "maxPerSecond": sub.max_per_second,
+            "failingSince": clock.rfc3339(sub.failing_since) if sub.failing_since else None,
+            "lastError": sub.last_error,
+            "disabledByRelay": sub.disabled_by_relay or None,
+            "disabledAt": clock.rfc3339(sub.disabled_at) if sub.disabled_at else None,
         }
     )
+
+
+def health_patch(sub_id: str, failing_since: datetime | None, last_error: str | None) -> dict[str, Any]:
+    """A merge of the failure record alone (`Subscription.failing_since`): not a change of the
+    subscription's state, so its version (and its index rows) stay as they are. Empty strings
+    stand for "none": a merge cannot remove a property."""
+    return {
+        "PartitionKey": SUB_PARTITION,
+        "RowKey": f"i:{sub_id}",
+        "failingSince": clock.rfc3339(failing_since) if failing_since else "",
+        "lastError": (last_error or "")[:1024],
+    }
 
 
 def new_secret() -> str:
