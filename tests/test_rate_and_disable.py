@@ -64,19 +64,18 @@ def test_a_limited_subscription_gets_at_most_its_rate_across_two_instances(
     for thread in threads:
         thread.join()
 
-    fast = unlimited.wait_for(500, timeout=60)
-    slow = limited.wait_for(500, timeout=180)
-    assert len(set(limited.ids())) == 500 and len(set(unlimited.ids())) == 500
-    fast_end = max(r.at for r in fast) - started
+    # Delivery is at least once: a loaded machine may repeat one whose answer came late.
+    wait_until(lambda: len(set(unlimited.ids())) >= 500, 120, "the unlimited subscription's 500")
+    wait_until(lambda: len(set(limited.ids())) >= 500, 240, "the limited subscription's 500")
+    fast, slow = list(unlimited.requests), list(limited.requests)
     arrivals = [r.at for r in slow]
-    import json, pathlib
-
-    pathlib.Path("/tmp/f2-arrivals.json").write_text(json.dumps(sorted(arrivals)))
+    fast_end, slow_end = max(r.at for r in fast) - started, max(arrivals) - started
+    print(f"unlimited done after {fast_end:.1f}s, limited after {slow_end:.1f}s")
     assert max(arrivals) - min(arrivals) >= 24.0
     assert _most_in_one_second(arrivals) <= 20
-    # Full speed for the other: done long before the limited one (which needs about 25 s).
-    assert fast_end < 15.0, fast_end
+    # Full speed for the other: more than the limit in a second, and done long before the limited one.
     assert _most_in_one_second([r.at for r in fast]) > 20
+    assert fast_end < slow_end / 2, (fast_end, slow_end)
 
 
 def test_a_429_with_retry_after_slows_that_subscription_alone(relay, receiver_factory, unique_type) -> None:

@@ -39,7 +39,9 @@ JITTER = 0.1
 MAX_BACKOFF = 3600.0
 TRIES = 12
 LOCK_WAIT = 0.05
-HOLD_AHEAD = 2.0
+# The `slot` of a delivery that waited for a start this process expected, not one it reserved in
+# storage: it claims in storage when it comes back, behind the reserved ones.
+WAITED = -1.0
 
 
 def partition(sub_id: str) -> str:
@@ -131,15 +133,12 @@ class Pacer:
         # does not get its turn soon does not wait for it (a fan-out's other deliveries wait for
         # this one): it comes back at the next start this process expects to be free.
         memo = backoffs()
-        if slot is None and memo.ahead(sub_id) > HOLD_AHEAD:
-            # Starts are reserved well ahead already (a burst): wait for the next one without
-            # asking storage now; the claim is made when it comes back.
-            return Decision(memo.expect(sub_id, window(rate)))
+        waited = slot == WAITED
         lock = memo.lock(sub_id)
         if not lock.acquire(timeout=LOCK_WAIT):
-            return Decision(memo.expect(sub_id, window(rate)))
+            return Decision(memo.expect(sub_id, window(rate)), None if waited else WAITED)
         try:
-            decision = self._claim(sub_id, rate, slot, now)
+            decision = self._claim(sub_id, rate, None if waited else slot, now)
         finally:
             lock.release()
         if decision.slot is not None:

@@ -156,7 +156,7 @@ def _subscribe_trigger() -> dict[str, Any]:
     body = model_schema(
         SubscriptionRequest,
         "What to subscribe: the flow's callback URL and which events start it.",
-        only=["notificationUrl", "eventType", "subjectBeginsWith", "subjectEndsWith", "description"],
+        only=["notificationUrl", "eventType", "subjectBeginsWith", "subjectEndsWith", "description", "maxPerSecond"],
         required=["notificationUrl", "eventType"],
         extra={
             "notificationUrl": {"x-ms-notification-url": True, "x-ms-visibility": "internal"},
@@ -169,6 +169,8 @@ def _subscribe_trigger() -> dict[str, Any]:
             "subjectBeginsWith": {"x-ms-visibility": "advanced"},
             "subjectEndsWith": {"x-ms-visibility": "advanced"},
             "description": {"x-ms-visibility": "advanced"},
+            # A flow that must not be started faster than its plan allows (docs/api.md).
+            "maxPerSecond": {"x-ms-visibility": "advanced"},
         },
     )
     return operation(
