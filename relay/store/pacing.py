@@ -34,7 +34,10 @@ from relay.store.storage import OPERATIONS_TABLE, Storage
 # here reaches the receiver after the row's write and the connection, which take longer on a busy
 # instance than on an idle one, and no second of the receiver's clock may see more than the limit.
 MARGIN = 0.05
-JITTER = 0.1
+JITTER = 0.25
+# A start whose row write took longer than this is not made (its recorded time would be too far
+# before the real one); the time stays taken and it claims again.
+LATE_WRITE = 0.1
 # A Retry-After longer than this is not kept (the retry schedule's own cap, relay.core.backoff).
 MAX_BACKOFF = 3600.0
 TRIES = 12
@@ -129,14 +132,16 @@ class Pacer:
         """May a delivery to this subscription start now? `slot`: the start time it reserved
         before (it goes ahead of those that reserved none)."""
         # One claim per subscription at a time in this process: its threads take turns here rather
-        # than race each other on the row (the races left are between instances). A thread that
-        # does not get its turn soon does not wait for it (a fan-out's other deliveries wait for
-        # this one): it comes back at the next start this process expects to be free.
+        # than race each other on the row (the races left are between instances). A first try
+        # that does not get its turn soon does not wait for it (a fan-out's other deliveries wait
+        # for this one): it comes back at the next start this process expects to be free.
         memo = backoffs()
         waited = slot == WAITED
         lock = memo.lock(sub_id)
-        if not lock.acquire(timeout=LOCK_WAIT):
-            return Decision(memo.expect(sub_id, window(rate)), None if waited else WAITED)
+        # Only a first try gives up its turn (a fan-out waits for it); one that waited already
+        # waits for its turn, or every instance would keep sending its deliveries further off.
+        if not lock.acquire(timeout=LOCK_WAIT if slot is None else -1):
+            return Decision(memo.expect(sub_id, window(rate)), WAITED)
         try:
             decision = self._claim(sub_id, rate, None if waited else slot, now)
         finally:
@@ -160,7 +165,10 @@ class Pacer:
                 if slot is None:
                     pace.horizon = max(pace.horizon, at + span / count)
                 if self._write(sub_id, pace):
-                    return Decision(0.0)
+                    if time.time() - at <= LATE_WRITE:
+                        return Decision(0.0)
+                    if slot is None:
+                        slot = at  # keep its place ahead of those that reserved nothing
                 continue
             if slot is not None:
                 return Decision(gate - at, slot)  # still ahead of the queue: ask again then

@@ -35,7 +35,6 @@ from relay.store.subscriptions.rows import (
     error_code,
     etag,
     from_row,
-    health_patch,
     new_secret,
     now,
     to_row,
@@ -184,7 +183,7 @@ class Lifecycle:
             return True  # another instance recorded the same transition first
         try:
             self._table.update_entity(
-                health_patch(sub_id, failing_since, last_error),
+                kinds.health_patch(sub_id, failing_since, last_error),
                 mode=UpdateMode.MERGE,
                 etag=etag(raw),
                 match_condition=MatchConditions.IfNotModified,

@@ -464,18 +464,6 @@ def to_row(sub: Subscription) -> dict[str, Any]:
     )
 
 
-def health_patch(sub_id: str, failing_since: datetime | None, last_error: str | None) -> dict[str, Any]:
-    """A merge of the failure record alone (`Subscription.failing_since`): not a change of the
-    subscription's state, so its version (and its index rows) stay as they are. Empty strings
-    stand for "none": a merge cannot remove a property."""
-    return {
-        "PartitionKey": SUB_PARTITION,
-        "RowKey": f"i:{sub_id}",
-        "failingSince": clock.rfc3339(failing_since) if failing_since else "",
-        "lastError": (last_error or "")[:1024],
-    }
-
-
 def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
