@@ -245,6 +245,29 @@ def subscriptions_delete(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def subscriptions_subscribe(client: Client, args: argparse.Namespace) -> int:
+    """Subscribe a URL, or update its subscription (subscribing the same URL again takes the new
+    event types and limit: leaving out --max-per-second removes a limit)."""
+    body: dict[str, Any] = {"notificationUrl": args.notification_url, "eventTypes": args.event_type or ["*"]}
+    if args.max_per_second is not None:
+        body["maxPerSecond"] = args.max_per_second
+    sub = client.json("POST", "subscriptions", body)
+    limit = f", at most {sub['maxPerSecond']:g} per second" if "maxPerSecond" in sub else ""
+    emit(args, sub, lambda: print(f"subscription {sub.get('id')} is {sub.get('status')}{limit}"))
+    return EXIT_OK
+
+
+def per_second(text: str) -> float:
+    """--max-per-second: a number from 0.1 to 1000 (the relay's own bounds, said before asking it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("must be from 0.1 to 1000")
+    return value
+
+
 def subscriptions_activate(client: Client, args: argparse.Namespace) -> int:
     sub = client.json("POST", f"subscriptions/{args.id}/activate", {})
     emit(args, sub, lambda: print(f"subscription {args.id} is {sub.get('status')}"))
@@ -610,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
 
     subs = groups.add_parser(
-        "subscriptions", help="list, show, delete, re-activate, rotate-secret, pause, resume, test"
+        "subscriptions", help="list, show, subscribe/update, delete, re-activate, rotate-secret, pause, resume, test"
     )
     sub_cmds = subs.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub_cmds.add_parser("list", parents=[common], help="list subscriptions")
@@ -619,6 +642,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=[s.value for s in SubscriptionStatus])
     p.add_argument("--limit", type=positive, default=10_000)
     p.set_defaults(run=subscriptions_list)
+    for name in ("subscribe", "update"):
+        p = sub_cmds.add_parser(
+            name, parents=[common], help="subscribe a URL, or update its subscription by subscribing it again"
+        )
+        p.add_argument("notification_url", metavar="URL")
+        p.add_argument(
+            "--event-type", action="append", type=str, help="an event type or pattern (repeatable; default *)"
+        )
+        p.add_argument(
+            "--max-per-second", type=per_second, help="start at most this many deliveries a second (0.1-1000)"
+        )
+        p.set_defaults(run=subscriptions_subscribe)
     for name, run, text in (
         ("show", subscriptions_show, "show one subscription"),
         ("delete", subscriptions_delete, "delete a subscription"),

@@ -99,6 +99,9 @@ SUMMARIES = {
     "triggerState": "Trigger State",
     "schema": "Schema",
     "disabledReason": "Disabled Reason",
+    "disabledBy": "Disabled By",
+    "disabledAt": "Disabled At",
+    "maxPerSecond": "Max Per Second",
     "subjectBeginsWith": "Subject Begins With",
     "subjectEndsWith": "Subject Ends With",
     "once": "Once",
@@ -295,6 +298,11 @@ def subscription_schema() -> dict[str, Any]:
                 enum=list(SubscriptionStatus),
             ),
             "disabledReason": prop("string", "Why it was disabled.", "disabledReason"),
+            "disabledBy": prop(
+                "string", "Who disabled it: relay when its deliveries all failed for too long.", "disabledBy"
+            ),
+            "disabledAt": prop("string", "When it was disabled.", "disabledAt", format="date-time"),
+            "maxPerSecond": prop("number", described(SubscriptionRequest, "maxPerSecond"), "maxPerSecond"),
             "createdAt": prop("string", "When it was created.", "createdAt", format="date-time"),
             "previousSecretExpiresAt": prop(
                 "string",
