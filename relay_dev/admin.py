@@ -241,6 +241,8 @@ def subscriptions_subscribe(client: Client, args: argparse.Namespace) -> int:
     ):
         if value is not None:
             body[field] = value
+    if args.max_per_second is not None:
+        body["maxPerSecond"] = args.max_per_second
     if args.filters is not None:
         body["filters"] = _json_arg(args.filters, "--filters")
     if args.filter:
@@ -251,7 +253,8 @@ def subscriptions_subscribe(client: Client, args: argparse.Namespace) -> int:
     sub = client.json("POST", "subscriptions", body)
 
     def people() -> None:
-        print(f"subscribed {sub.get('id')} to {', '.join(sub.get('eventTypes', []))}")
+        limit = f", at most {sub['maxPerSecond']:g} per second" if "maxPerSecond" in sub else ""
+        print(f"subscribed {sub.get('id')} to {', '.join(sub.get('eventTypes', []))}{limit} ({sub.get('status')})")
         if sub.get("filters"):
             print(f"filters: {filtertext.describe(sub['filters'])}")
         if sub.get("secret"):
@@ -277,6 +280,17 @@ def subscriptions_delete(client: Client, args: argparse.Namespace) -> int:
     client.json("DELETE", f"subscriptions/{args.id}")
     emit(args, {"id": args.id, "deleted": True}, lambda: print(f"deleted subscription {args.id}"))
     return EXIT_OK
+
+
+def per_second(text: str) -> float:
+    """--max-per-second: a number from 0.1 to 1000 (the relay's own bounds, said before asking it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("must be from 0.1 to 1000")
+    return value
 
 
 def subscriptions_activate(client: Client, args: argparse.Namespace) -> int:
@@ -644,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
 
     subs = groups.add_parser(
-        "subscriptions", help="list, show, delete, re-activate, rotate-secret, pause, resume, test"
+        "subscriptions", help="list, show, subscribe/update, delete, re-activate, rotate-secret, pause, resume, test"
     )
     sub_cmds = subs.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub_cmds.add_parser("list", parents=[common], help="list subscriptions")
@@ -677,21 +691,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", type=event_type_name, help="one of its event types (default: relay.test)")
     p.add_argument("--data", help="the data: inline JSON, a file, @file, or - for stdin (default: an example)")
     p.set_defaults(run=subscriptions_test)
-    p = sub_cmds.add_parser("subscribe", parents=[common], help="subscribe a URL, or change what it receives")
-    p.add_argument("notification_url", metavar="URL")
-    p.add_argument("--event-type", action="append", help="a type, a prefix such as order.*, or * (repeatable)")
-    p.add_argument("--subject-begins-with")
-    p.add_argument("--subject-ends-with")
-    p.add_argument("--description")
-    p.add_argument(
-        "--filter",
-        action="append",
-        type=filtertext.parse_filter,
-        help="a condition on data (repeatable, all must hold): 'total>100', 'status=paid', "
-        "'country in DE,AT', 'sku~gold', 'coupon?'",
-    )
-    p.add_argument("--filters", help='filters as JSON ({"data": [...]}): inline, a file, @file, or - for stdin')
-    p.set_defaults(run=subscriptions_subscribe)
+    for name in ("subscribe", "update"):  # update: subscribing the same URL again changes it
+        p = sub_cmds.add_parser(name, parents=[common], help="subscribe a URL, or change what it receives")
+        p.add_argument("notification_url", metavar="URL")
+        p.add_argument("--event-type", action="append", help="a type, a prefix such as order.*, or * (repeatable)")
+        p.add_argument("--subject-begins-with")
+        p.add_argument("--subject-ends-with")
+        p.add_argument("--description")
+        p.add_argument(
+            "--filter",
+            action="append",
+            type=filtertext.parse_filter,
+            help="a condition on data (repeatable, all must hold): 'total>100', 'status=paid', "
+            "'country in DE,AT', 'sku~gold', 'coupon?'",
+        )
+        p.add_argument("--filters", help='filters as JSON ({"data": [...]}): inline, a file, @file, or - for stdin')
+        p.add_argument(
+            "--max-per-second", type=per_second, help="start at most this many deliveries a second (0.1-1000)"
+        )
+        p.set_defaults(run=subscriptions_subscribe)
 
     dels = groups.add_parser("deliveries", help="list a subscription's deliveries, resend one")
     del_cmds = dels.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -107,7 +107,7 @@ class Azurite:
                 raise AzuriteError(f"{', '.join(taken)} already in use (another Azurite?)")
             self._start(exe)
             try:
-                wait_until(self._listening, 30, "Azurite to listen", error=AzuriteError)
+                wait_until(self._listening, 90, "Azurite to listen", error=AzuriteError)
             except AzuriteError:
                 self.stop()
                 raise
@@ -120,7 +120,7 @@ class Azurite:
                 self.ports = {svc: free_port() for svc in SERVICES}
             self._start(exe)
             try:
-                wait_until(self._listening, 30, "Azurite to listen", error=AzuriteError)
+                wait_until(self._listening, 90, "Azurite to listen", error=AzuriteError)
             except AzuriteError as exc:
                 if "timed out" in str(exc):
                     self.stop()

@@ -48,7 +48,7 @@ EXPLICIT: dict[str, tuple[str, ...]] = {
     # Static checks over every module of the package, in fresh interpreters (half a minute of CPU).
     "tests/test_deploy.py::test_every_import_of_the_deployed_code": ("slow",),
     "tests/test_deploy.py::test_the_import_check_finds": ("slow",),
-    "tests/test_durability.py::test_sigkill": ("slow",),
+    "tests/test_durability.py::": ("slow",),  # SIGKILLs and fifty events to twenty receivers
     "tests/test_hardening.py::test_three_sigkills": ("slow",),
     "tests/test_held.py::test_sigkill": ("slow",),
     "tests/test_kick.py::test_a_sigkill": ("slow",),

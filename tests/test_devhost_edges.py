@@ -109,6 +109,9 @@ def test_make_dev_starts_azurite_on_the_ports_given_and_stops_it(app_dir: Path) 
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # printed once serving
+        if not first:  # it exited: say why (on a loaded machine, an Azurite slow to start)
+            proc.wait(30)
+            raise AssertionError(f"exit {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
         assert f"http://127.0.0.1:{port}/api" in first, first
         assert requests.get(f"http://127.0.0.1:{port}/api/health", timeout=10).status_code == 200
         assert all(port_open(base + i) for i in range(3))

@@ -45,6 +45,9 @@ def is_uri_reference(text: str) -> bool:
     return True
 
 
+# `maxPerSecond` (a subscription's rate limit, relay.pipeline.pacing): its bounds.
+MIN_PER_SECOND, MAX_PER_SECOND = 0.1, 1000.0
+
 # The CloudEvents HTTP binding's modes, plus `json`: structured content as plain application/json.
 ContentMode = Literal["json", "structured", "binary"]
 
@@ -95,6 +98,10 @@ class SubscriptionRequest(_Edge):
         description="How each event is sent: json (the CloudEvent as application/json, what flows "
         "need), structured (application/cloudevents+json) or binary (attributes as ce-* headers, "
         "the body is data alone).",
+    )
+    maxPerSecond: Annotated[float, Field(strict=True, ge=MIN_PER_SECOND, le=MAX_PER_SECOND)] | None = Field(
+        default=None,
+        description="Most deliveries to start in any one second (0.1 to 1000); the rest wait. Unlimited when absent.",
     )
 
     @field_validator("eventTypes")
@@ -304,14 +311,23 @@ class Target(BaseModel):
     # (decided at each attempt, so a retry sent after the grace carries the new signature only).
     previous: str | None = None
     previousUntil: StoredInstant | None = None
+    # The subscription's maxPerSecond (None: unlimited), and the start time (epoch seconds) this
+    # attempt has reserved under it while it waits (relay.store.pacing).
+    rate: float | None = None
+    slot: float | None = None
 
     @model_serializer(mode="wrap")
-    def _without_unset_previous(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # Outside a grace a target is written as before the fields existed: smaller work items.
+    def _without_unset_optionals(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Outside a grace, and for an unlimited subscription, a target is written as before the
+        # fields existed: smaller work items.
         data = handler(self)
-        if self.previous is None and isinstance(data, dict):
-            data.pop("previous", None)
-            data.pop("previousUntil", None)
+        if isinstance(data, dict):
+            if self.previous is None:
+                data.pop("previous", None)
+                data.pop("previousUntil", None)
+            for name in ("rate", "slot"):
+                if data.get(name) is None:
+                    data.pop(name, None)
         return data
 
 

@@ -80,6 +80,26 @@ def parse_due_period(text: str) -> float:
     return seconds
 
 
+DISABLE_AFTER_DEFAULT = "5d"
+# RELAY_DISABLE_AFTER's line of the settings table (relay.core.settings.DECLARED).
+DISABLE_AFTER = (
+    "how long every delivery to a subscription may fail before the relay disables it, holds its pending "
+    "work and publishes `relay.subscription.disabled` "
+    "([api.md](api.md#subscriptions-that-disable-themselves)); "
+    "the retry schedule's units plus `d` (`5d`, `12h`, `30m`)"
+)
+_SPAN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*")
+
+
+def parse_disable_after(text: str) -> float:
+    """RELAY_DISABLE_AFTER (`5d`, `12h`, `30s`) in seconds; more than zero."""
+    match = _SPAN.fullmatch(text or DISABLE_AFTER_DEFAULT)
+    seconds = float(match.group(1)) * {**_UNITS, "d": 86400.0}[match.group(2)] if match else 0.0
+    if seconds <= 0:
+        raise ConfigurationError(f"RELAY_DISABLE_AFTER: {text.strip()!r} is not a duration such as 5d, 12h, 30m or 45s")
+    return seconds
+
+
 def due_period(environ: Mapping[str, str] | None = None) -> float:
     """RELAY_DUE_PERIOD, read on its own because relay.triggers.worker needs it at import (the timer's
     schedule); a malformed value falls back to the default here and stops the app when the

@@ -23,6 +23,7 @@ from relay.core import runtime
 from relay.core.errors import ConfigurationError
 from relay.core.settingchecks import (
     AUTH_MODES,
+    DISABLE_AFTER,
     DUE_PERIOD_DEFAULT,
     DUE_PERIODS,
     STORAGE_IDENTITY_SUFFIXES,
@@ -31,6 +32,7 @@ from relay.core.settingchecks import (
     boolean,
     counting,
     due_period,
+    parse_disable_after,
     parse_due_period,
     parse_public_url,
     parse_schedule,
@@ -295,6 +297,7 @@ DECLARED: tuple[Setting, ...] = (
         check=parse_due_period,
         optional=True,
     ),
+    Setting("RELAY_DISABLE_AFTER", "5d", DISABLE_AFTER, attr="disable_after", check=parse_disable_after, optional=True),
     Setting(
         "RELAY_ENTRA_TENANT",
         None,
@@ -406,6 +409,7 @@ class Settings(BaseSettings):
     appinsights_connection_string: str | None = declared("APPLICATIONINSIGHTS_CONNECTION_STRING")
     # How often the due-retry timer runs; a delay shorter than this stays a queue visibility timeout.
     due_period: float = declared("RELAY_DUE_PERIOD")
+    disable_after: float = declared("RELAY_DISABLE_AFTER")
     # Where every absolute URL the relay writes starts (RELAY_PUBLIC_URL, else https:// +
     # WEBSITE_HOSTNAME in Azure); None: the request's own scheme and host (local work).
     public_url: str | None = None

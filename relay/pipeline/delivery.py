@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -31,14 +32,15 @@ from relay.core.settings import Settings
 from relay.core.statuses import DeliveryStatus
 from relay.outbound import signing
 from relay.outbound.sender import MASK, DeliveryError, OriginBusy, Sender, TLSError, redact_url, scrub
-from relay.pipeline import stats
+from relay.pipeline import health, stats
 from relay.pipeline.later import Later, Laters, gather
 from relay.pipeline.outbox import Outbox
 from relay.pipeline.pools import Batch, get_pools
 from relay.store.deliverylog import DeliveryLog
 from relay.store.deliveryrows import RESPONSE_BYTES, Attempt, AttemptRecord, FirstTry
+from relay.store.pacing import Pacer, backoffs
 from relay.store.storage import Storage
-from relay.store.subscriptions import SubscriptionStore
+from relay.store.subscriptions import Subscription, SubscriptionStore
 
 log = logging.getLogger("relay.delivery")
 
@@ -52,6 +54,11 @@ DEFER_FIRST = 2.0
 MAX_DEFERRALS = 10
 # The attempt threads' one flow for attempts to origins not known to answer (see `_doubtful_flow`).
 DOUBTFUL = ("doubtful",)
+# A delivery its subscription's rate limit (or a receiver's Retry-After) makes wait at most this
+# long waits on its attempt thread; a longer wait goes back to the queue (whole seconds), holding
+# the start time it reserved. Bounded so that one limited subscription holds few threads.
+PACE_HOLD = 1.0
+PACE_HELD_STARTS = 4
 
 
 # What an attempt that got no answer means for the delivery: the one table. The first row whose
@@ -225,6 +232,9 @@ class Deliverer:
     def _one(
         self, event: EventRecord, notes: signing.Notifications, log_key: tuple[str, str], target: Target
     ) -> FirstTry | Later | None:
+        paced = self._paced(event, target)
+        if paced is not None:
+            return paced  # it waits for its turn in a work item
         started = clock.utcnow()
         try:
             result = attempt(self._sender, target, event.id, notes.get(target.mode))
@@ -282,6 +292,12 @@ class Deliverer:
                 kind="retry" if target.attempt > 1 else target.kind,
             ),
         )
+        if result.status_code == 429 and result.retry_after:
+            Pacer(self._storage).back_off(target.sub, result.retry_after)  # its next attempts wait too
+        if outcome is Outcome.DELIVERED:
+            health.succeeded(self._storage, target.sub)
+        else:
+            health.failed(self._storage, self._settings, target, result.verdict.reason or "failed")
         if outcome is Outcome.DELIVERED:
             stats.record(self._storage, target.sub, "succeeded", elapsed)
             if target.once:
@@ -313,6 +329,30 @@ class Deliverer:
             target.model_copy(update={"attempt": target.attempt + 1, "logged": True, "deferred": 0}),
             done.next_attempt_at,
         )
+
+    def _paced(self, event: EventRecord, target: Target) -> Later | None:
+        """None when this attempt may start now under its subscription's rate limit and a receiver's
+        Retry-After (relay.store.pacing); one that may not soon waits here, else it comes back in a
+        work item at its reserved start (not an attempt, not a deferral: it never fails)."""
+        wait = backoffs().wait(target.sub)
+        slot = target.slot
+        if target.rate is not None:
+            hold = min(PACE_HOLD, PACE_HELD_STARTS / target.rate)
+            while True:
+                decision = Pacer(self._storage).claim(target.sub, target.rate, slot)
+                slot = decision.slot if decision.slot is not None else slot
+                if decision.wait <= 0:
+                    return None
+                if decision.wait > hold:
+                    wait = max(wait, decision.wait)
+                    break
+                time.sleep(decision.wait)
+        if wait <= 0:
+            return None
+        # No delivery log row for the wait: a burst of waiting deliveries would cost a write each,
+        # and the work item is as durable (a retry's row says pending already).
+        log.debug("delivery waits %.2fs for its pace event=%s subscription=%s", wait, event.id, target.sub)
+        return Later(target.model_copy(update={"slot": slot}), clock.utcnow() + timedelta(seconds=wait))
 
     def _defer(
         self, event: EventRecord, log_key: tuple[str, str], target: Target, started: datetime, reason: str
@@ -348,17 +388,24 @@ class Deliverer:
         that fails again is an attempt more, not a failure more)."""
         stats.record(self._storage, sub_id, "failed", elapsed, new_failure=before is not DeliveryStatus.FAILED)
 
-    def skip_removed(self, message: DeliveryMessage, paused: list[Target] | None = None) -> list[Target]:
+    def skip_removed(
+        self, message: DeliveryMessage, paused: list[Target] | None = None, disabled: list[Target] | None = None
+    ) -> list[Target]:
         """Targets whose subscription was not deleted or disabled after the work was planned,
         with the current secrets where they were rotated since (the message carries the old ones):
         the rotation's marker costs nothing more than the tombstone query every item makes, and
         only a rotated subscription pays a read of its row. With `paused`, targets whose
-        subscription was paused since go there instead (to be held)."""
+        subscription was paused since go there instead (to be held), and with `disabled` those
+        whose subscription the relay disabled since (held too, released by activate)."""
         changes = self._subs.changes(message.since)
         removed, rotated = changes.removed, changes.rotated
         live = []
+        read: dict[str, Subscription | None] = {}
         for target in message.targets:
             if removed.get(target.sub, -1) >= target.gen:
+                if disabled is not None and health.held(self._storage, target, read):
+                    disabled.append(target)  # the relay disabled it: held until it is re-activated
+                    continue
                 if target.logged:  # it has a row to close
                     self._give_up(message, target, "subscription was deleted or disabled")
                 continue

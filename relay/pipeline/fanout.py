@@ -20,7 +20,7 @@ from relay.pipeline.delivery import Attempts, Deliverer
 from relay.pipeline.held import Holder, room
 from relay.pipeline.later import ITEM_BYTES, ITEM_TARGETS, pack
 from relay.pipeline.outbox import Outbox, wait
-from relay.pipeline.pause import Holds
+from relay.pipeline.pause import DISABLED_REASON, Holds
 from relay.pipeline.pools import get_pools
 from relay.store.eventlog import EventLog
 from relay.store.events import load_data
@@ -111,9 +111,12 @@ def deliver_item(storage: Storage, settings: Settings, message: DeliveryMessage)
 def _deliver_item(storage: Storage, settings: Settings, message: DeliveryMessage) -> None:
     deliverer = Deliverer(storage, settings)
     paused: list[Target] = []
-    targets = deliverer.skip_removed(message, paused)
+    disabled: list[Target] = []
+    targets = deliverer.skip_removed(message, paused, disabled)
     if paused:
         Holds(storage, settings).hold_message(message, paused)
+    if disabled:  # by the relay itself (relay.pipeline.health): the same held rows, released by activate
+        Holds(storage, settings).hold_message(message, disabled, DISABLED_REASON)
     if not targets:
         return
     logged = EventLog(storage).get(message.log)

@@ -43,6 +43,9 @@ log = logging.getLogger("relay.pause")
 HELD_PREFIX = "held:"
 RELEASE_PREFIX = "release-"  # a replay-queue message whose operation id starts so is a release
 HELD_REASON = "held: the subscription is paused"
+# The same rows hold the work of a subscription the relay disabled itself (relay.pipeline.health):
+# re-activating it releases them as resuming releases a paused one's.
+DISABLED_REASON = "held: the relay disabled the subscription"
 PAGE = 100
 
 
@@ -60,8 +63,9 @@ class Holds:
         log_key: tuple[str, str],
         accepted_at: datetime,
         targets: Iterable[Target],
+        reason: str = HELD_REASON,
     ) -> None:
-        """Hold the deliveries of one event to paused subscriptions."""
+        """Hold the deliveries of one event to paused subscriptions (or ones the relay disabled)."""
         now = clock.utcnow()
         held = list(targets)
         for target in held:
@@ -88,19 +92,19 @@ class Holds:
                     status=DeliveryStatus.PENDING,
                     attempts=max(target.attempt - 1, 0),
                     attempted_at=now,
-                    error=HELD_REASON,
+                    error=reason,
                 ),
             )
             log.info("delivery held event=%s subscription=%s", event_id, target.sub)
         # Resumed meanwhile: the release may have read the partition before this row was there.
         for sub_id in {t.sub for t in held}:
             sub = self._subs.get(sub_id)
-            if sub is None or sub.status != SubscriptionStatus.PAUSED:
+            if sub is None or not holding(sub):
                 self.release(sub_id)
 
-    def hold_message(self, message: DeliveryMessage, targets: list[Target]) -> None:
+    def hold_message(self, message: DeliveryMessage, targets: list[Target], reason: str = HELD_REASON) -> None:
         """Hold queued work (a retry, a work item, a replay) for paused subscriptions."""
-        self.hold(message.eventId, message.eventType, message.log, LogKey(*message.log).at, targets)
+        self.hold(message.eventId, message.eventType, message.log, LogKey(*message.log).at, targets, reason)
 
     def release(self, sub_id: str) -> None:
         """Ask for the held deliveries of a resumed subscription to be delivered."""
@@ -127,8 +131,8 @@ class Holds:
                 if sub is None:
                     self._forget(sub_id)
                     return
-                if sub.status == SubscriptionStatus.PAUSED:
-                    return
+                if holding(sub):
+                    return  # paused again, or disabled by the relay: its resume or activate releases the rest
                 self._deliver(deliverer, events, sub, row)
                 try:
                     self._table.delete_entity(row["PartitionKey"], row["RowKey"])
@@ -156,6 +160,14 @@ class Holds:
                 "PartitionKey eq @pk", parameters={"pk": HELD_PREFIX + sub_id}, select=["PartitionKey", "RowKey"]
             ),
         )
+
+
+def holding(sub: Subscription) -> bool:
+    """Whether a subscription's deliveries are held: paused (resume releases them) or disabled by
+    the relay itself (activate releases them)."""
+    return sub.status == SubscriptionStatus.PAUSED or (
+        sub.status == SubscriptionStatus.DISABLED and sub.disabled_by_relay
+    )
 
 
 def release_target(operation_id: str) -> str | None:

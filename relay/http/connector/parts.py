@@ -99,6 +99,9 @@ SUMMARIES = {
     "triggerState": "Trigger State",
     "schema": "Schema",
     "disabledReason": "Disabled Reason",
+    "disabledBy": "Disabled By",
+    "disabledAt": "Disabled At",
+    "maxPerSecond": "Max Per Second",
     "subjectBeginsWith": "Subject Begins With",
     "subjectEndsWith": "Subject Ends With",
     "once": "Once",
@@ -263,6 +266,10 @@ def cloudevent_schema(data_extensions: dict[str, Any] | None = None) -> dict[str
     )
 
 
+GRACE_ENDS = "When the previous secret stops signing beside the new one (a rotation's grace); absent without one."
+SECRET_SHOWN = "The key that signs its deliveries (webhook-signature); only in the answer that created it."
+
+
 def subscription_schema() -> dict[str, Any]:
     props, _ = model_fields(SubscriptionRequest)
 
@@ -297,20 +304,14 @@ def subscription_schema() -> dict[str, Any]:
                 enum=list(SubscriptionStatus),
             ),
             "disabledReason": prop("string", "Why it was disabled.", "disabledReason"),
+            "disabledBy": prop(
+                "string", "Who disabled it: relay when its deliveries all failed for too long.", "disabledBy"
+            ),
+            "disabledAt": prop("string", "When it was disabled.", "disabledAt", format="date-time"),
+            "maxPerSecond": prop("number", described(SubscriptionRequest, "maxPerSecond"), "maxPerSecond"),
             "createdAt": prop("string", "When it was created.", "createdAt", format="date-time"),
-            "previousSecretExpiresAt": prop(
-                "string",
-                "When the previous secret stops signing beside the new one (the grace period of a "
-                "rotation); absent when there is none.",
-                "previousSecretExpiresAt",
-                format="date-time",
-            ),
-            "secret": prop(
-                "string",
-                "The key that signs its deliveries (webhook-signature); only in the "
-                "answer that created the subscription.",
-                "secret",
-            ),
+            "previousSecretExpiresAt": prop("string", GRACE_ENDS, "previousSecretExpiresAt", format="date-time"),
+            "secret": prop("string", SECRET_SHOWN, "secret"),
         },
         "A subscription: where matching events are delivered.",
         ["id", "notificationUrl", "eventTypes", "once", "status", "createdAt"],

@@ -30,7 +30,7 @@ def subscribe_trigger() -> dict[str, Any]:
     body = model_schema(
         SubscriptionRequest,
         "What to subscribe: the flow's callback URL and which events start it.",
-        only=["notificationUrl", "eventType", "subjectBeginsWith", "subjectEndsWith", "description"],
+        only=["notificationUrl", "eventType", "subjectBeginsWith", "subjectEndsWith", "description", "maxPerSecond"],
         required=["notificationUrl", "eventType"],
         extra={
             "notificationUrl": {"x-ms-notification-url": True, "x-ms-visibility": "internal"},
@@ -43,6 +43,7 @@ def subscribe_trigger() -> dict[str, Any]:
             "subjectBeginsWith": {"x-ms-visibility": "advanced"},
             "subjectEndsWith": {"x-ms-visibility": "advanced"},
             "description": {"x-ms-visibility": "advanced"},
+            "maxPerSecond": {"x-ms-visibility": "advanced"},
         },
     )
     body["properties"]["filters"] = connector_filters()  # optional and advanced: released flows save as before

@@ -20,7 +20,8 @@ from relay.http.access import SUBSCRIBER, rule
 from relay.http.api import Reply, Request, http
 from relay.outbound import signing
 from relay.outbound.sender import check_target
-from relay.pipeline import stats
+from relay.pipeline import health, stats
+from relay.pipeline.pause import Holds
 from relay.store.deliverylog import STATUSES, DeliveryLog
 from relay.store.eventlog import EventLog
 from relay.store.events import load_data
@@ -252,9 +253,14 @@ def get_delivery(request: Request) -> Reply:
 
 
 def activate_subscription(request: Request) -> Reply:
-    sub = SubscriptionStore(get_storage("fast")).activate(request.route.get("id", ""))
+    # One the relay disabled gets its held work back, and `relay.subscription.recovered` goes out.
+    storage, settings = get_storage("fast"), get_settings()
+    sub = health.reactivate(storage, settings, request.route.get("id", ""))
     if sub is None:
         raise NotFound("no subscription has this id")
+    # Its held work (held while the relay had disabled it, relay.pipeline.health) goes out oldest
+    # first under the new generation: the release a resume asks for. Nothing held: it finds none.
+    Holds(storage, settings).release(sub.id)
     return Reply(200, sub.view())
 
 

@@ -70,6 +70,7 @@ The modules, by concern:
 - `owners`: the owner index, owner adoption, the Logic Apps caller rows.
 - `cache`: what a process keeps between calls, a part of the runtime (`relay.core.runtime`).
 - `store`: `SubscriptionStore`, the facade the routes and the pipeline call.
+- `view`: a subscription as the API answers it.
 """
 
 from __future__ import annotations
@@ -85,12 +86,12 @@ from relay.store.subscriptions.rows import (
     Caller,
     IndexRow,
     Subscription,
-    SubscriptionView,
     new_secret,
     owner_partition,
     url_key,
 )
 from relay.store.subscriptions.store import SubscriptionStore
+from relay.store.subscriptions.view import SubscriptionView
 
 __all__ = [
     "CALLER_HEADERS",

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableEntity, TableTransactionError, UpdateMode
 
 from relay.core import clock
@@ -155,23 +156,52 @@ class Lifecycle:
             return written
         raise Contended("the subscription kept changing during the rotation; try again")
 
-    def disable(self, sub_id: str, reason: str) -> None:
-        """Stop deliveries to a subscription whose receiver said it is gone; keep it visible."""
+    def disable(self, sub_id: str, reason: str, by_relay: bool = False) -> Subscription | None:
+        """Stop deliveries to a subscription whose receiver said it is gone (or, `by_relay`, whose
+        deliveries have all failed for `RELAY_DISABLE_AFTER`); keep it visible. Returns the record
+        written when this call disabled it, None when it was disabled already or is gone."""
         for _ in tries():
             raw = self.read(sub_id)
             if raw is None:
                 self.remove_leftovers(sub_id)
-                return
+                return None
             current = from_row(raw)
             if current.removing or current.status == SubscriptionStatus.DISABLED:
-                return
+                return None
+            at = now()
             changed = replace(
-                current, status=SubscriptionStatus.DISABLED, disabled_reason=reason[:1024], updated_at=now()
+                current,
+                status=SubscriptionStatus.DISABLED,
+                disabled_reason=reason[:1024],
+                disabled_by_relay=by_relay,
+                disabled_at=at,
+                updated_at=at,
             )
-            if self.write_row(raw, changed) is not None:
+            written = self.write_row(raw, changed)
+            if written is not None:
                 self._tombstone(current)
                 self.reconcile(sub_id, current.event_types)
-                return
+                return written
+        return None
+
+    def record_health(self, sub_id: str, failing_since: datetime | None, last_error: str | None) -> bool:
+        """Set (or clear, with None) since when every attempt has failed, unless the row changed
+        since; returns whether it was written. Not a state change: the version stays."""
+        raw = self.read(sub_id)
+        if raw is None or kinds.is_removing(raw):
+            return False
+        if (from_row(raw).failing_since is None) == (failing_since is None):
+            return True  # another instance recorded the same transition first
+        try:
+            self._table.update_entity(
+                kinds.health_patch(sub_id, failing_since, last_error),
+                mode=UpdateMode.MERGE,
+                etag=etag(raw),
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
 
     def activate(self, sub_id: str) -> Subscription | None:
         """Re-activate a disabled subscription with its own URL and filters, as a re-subscribe of
@@ -181,7 +211,15 @@ class Lifecycle:
             if raw is None or kinds.is_removing(raw):
                 return None
             current = from_row(raw)
-            changed = replace(current, status=SubscriptionStatus.ACTIVE, disabled_reason=None, updated_at=now())
+            changed = replace(
+                current,
+                status=SubscriptionStatus.ACTIVE,
+                disabled_reason=None,
+                disabled_by_relay=False,
+                disabled_at=None,
+                failing_since=None,
+                updated_at=now(),
+            )
             if current.status == SubscriptionStatus.DISABLED:
                 changed = replace(changed, generation=current.generation + 1)
             written = self.write_row(raw, changed)

@@ -165,3 +165,15 @@ def read_removal(table: TableClient, sub_id: str) -> TableEntity | None:
         return table.get_entity(SUB_PARTITION, f"d:{sub_id}")
     except ResourceNotFoundError:
         return None
+
+
+def health_patch(sub_id: str, failing_since: datetime | None, last_error: str | None) -> dict[str, Any]:
+    """A merge of the failure record alone (`Subscription.failing_since`): not a change of the
+    subscription's state, so its version (and its index rows) stay as they are. Empty strings
+    stand for "none": a merge cannot remove a property."""
+    return {
+        "PartitionKey": SUB_PARTITION,
+        "RowKey": row_key(sub_id),
+        "failingSince": clock.rfc3339(failing_since) if failing_since else "",
+        "lastError": (last_error or "")[:1024],
+    }

@@ -12,13 +12,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, NotRequired, TypedDict, cast
+from typing import Any
 
 from azure.data.tables import TableEntity
 
-from relay.core import clock, filters
+from relay.core import clock
 from relay.core.models import ContentMode, SubscriptionRequest, Target
-from relay.core.redaction import mask_url
 from relay.core.statuses import SubscriptionStatus
 from relay.store.subscriptions.keys import (
     CALLER_HEADERS as CALLER_HEADERS,
@@ -44,6 +43,7 @@ from relay.store.subscriptions.keys import (
 from relay.store.subscriptions.keys import (
     url_key as url_key,
 )
+from relay.store.subscriptions.view import SubscriptionView, view_of
 
 # The states that have fan-out index rows (`Subscription.receives`).
 RECEIVING = (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAUSED)
@@ -70,28 +70,10 @@ INDEX_COLUMNS = (
     "prevUntil",
     "paused",
     "filters",
+    "maxPerSecond",
 )
 # What the repair sweep and the layout backfill read of every subscription row.
 STATE_COLUMNS = ["id", "status", "eventTypes", "gen", "ver", "removing", "updatedAt", "createdAt"]
-
-
-class SubscriptionView(TypedDict):
-    """A subscription as the API answers it (`Subscription.view`)."""
-
-    id: str
-    notificationUrl: str
-    eventTypes: list[str]
-    subjectBeginsWith: NotRequired[str]
-    subjectEndsWith: NotRequired[str]
-    filters: NotRequired[dict[str, Any]]
-    description: NotRequired[str]
-    once: bool
-    contentMode: ContentMode
-    status: SubscriptionStatus
-    disabledReason: NotRequired[str]
-    createdAt: str
-    previousSecretExpiresAt: NotRequired[str]
-    secret: NotRequired[str]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +118,16 @@ class Subscription:
     # A rotation with a grace period: the secret it replaced signs beside the new one until then.
     previous_secret: str | None = field(default=None, repr=False)
     previous_secret_expires_at: datetime | None = None
+    # Most deliveries to start in any one second (relay.pipeline.pacing); None: unlimited.
+    max_per_second: float | None = None
+    # Since when every attempt has failed (None: the last one succeeded), and the last error:
+    # written only on a change from success to failure and back (relay.pipeline.health).
+    failing_since: datetime | None = None
+    last_error: str | None = None
+    # Set when the relay itself disabled it (`RELAY_DISABLE_AFTER` of failures): its pending
+    # work is held, not failed, and is delivered once it is re-activated.
+    disabled_by_relay: bool = False
+    disabled_at: datetime | None = None
 
     @property
     def receives(self) -> bool:
@@ -164,8 +156,12 @@ class Subscription:
             description=request.description,
             once=request.once,
             content_mode=request.contentMode,
+            max_per_second=request.maxPerSecond,
             status=SubscriptionStatus.ACTIVE,
             disabled_reason=None,
+            disabled_by_relay=False,
+            disabled_at=None,
+            failing_since=None if self.status == SubscriptionStatus.DISABLED else self.failing_since,
             updated_at=now,
         )
         if caller is not None:
@@ -178,34 +174,8 @@ class Subscription:
         return changed
 
     def view(self, *, with_secret: bool = False, full_url: bool = False) -> SubscriptionView:
-        """The subscription as the API shows it. The secret only to the call that created it (or
-        rotated it); the callback URL whole only to the call that created it, every query value
-        masked afterwards: a Power Automate callback's `sig` is enough to start the flow."""
-        shown: dict[str, Any] = {
-            "id": self.id,
-            "notificationUrl": self.notification_url if full_url else mask_url(self.notification_url),
-            "eventTypes": list(self.event_types),
-        }
-        for name, value in (
-            ("subjectBeginsWith", self.subject_begins_with),
-            ("subjectEndsWith", self.subject_ends_with),
-            ("filters", filters.shown(self.filters)),
-            ("description", self.description),
-        ):
-            if value is not None:
-                shown[name] = value
-        shown["once"] = self.once
-        shown["contentMode"] = self.content_mode
-        shown["status"] = self.status
-        if self.status == SubscriptionStatus.DISABLED and self.disabled_reason:
-            shown["disabledReason"] = self.disabled_reason
-        shown["createdAt"] = clock.rfc3339(self.created_at)
-        if self.in_grace(clock.utcnow()):
-            # When deliveries stop carrying the previous secret's signature (never the secret).
-            shown["previousSecretExpiresAt"] = clock.rfc3339(cast("datetime", self.previous_secret_expires_at))
-        if with_secret:
-            shown["secret"] = self.secret
-        return cast(SubscriptionView, shown)  # built in the order the answers always had
+        """The subscription as the API shows it (relay.store.subscriptions.view)."""
+        return view_of(self, with_secret=with_secret, full_url=full_url)
 
     def in_grace(self, now: datetime) -> bool:
         """Whether the secret a rotation replaced still signs beside the new one."""
@@ -236,6 +206,7 @@ class Subscription:
             logged=True,
             mode=self.content_mode,
             **self.signing(),
+            rate=self.max_per_second,
         )
 
 
@@ -288,6 +259,7 @@ class IndexRow:
     previous_secret: str | None = field(default=None, repr=False)
     previous_until: datetime | None = None
     paused: bool = False  # the subscription is paused: fan-out holds its deliveries
+    max_per_second: float | None = None
     etag: str | None = None  # as read; None for one made from a subscription
 
     @classmethod
@@ -308,6 +280,7 @@ class IndexRow:
             previous_secret=sub.previous_secret if grace else None,
             previous_until=sub.previous_secret_expires_at if grace else None,
             paused=sub.status == SubscriptionStatus.PAUSED,
+            max_per_second=sub.max_per_second,
         )
 
     @classmethod
@@ -326,6 +299,7 @@ class IndexRow:
             previous_secret=row.get("prevSecret"),
             previous_until=_time(row.get("prevUntil")),
             paused=bool(row.get("paused")),
+            max_per_second=_rate(row),
             etag=etag(row),
         )
 
@@ -347,6 +321,7 @@ class IndexRow:
                 "prevSecret": self.previous_secret,
                 "prevUntil": clock.rfc3339_precise(self.previous_until) if self.previous_until else None,
                 "paused": True if self.paused else None,  # written only when paused
+                "maxPerSecond": self.max_per_second,
             }
         )
 
@@ -361,6 +336,7 @@ class IndexRow:
             previous=self.previous_secret,
             previousUntil=self.previous_until,
             paused=self.paused,
+            rate=self.max_per_second,
         )
 
 
@@ -423,6 +399,11 @@ def etag(raw: TableEntity | Mapping[str, Any] | None) -> str | None:
     return found if isinstance(found, str) else None
 
 
+def _rate(row: Mapping[str, Any]) -> float | None:
+    value = row.get("maxPerSecond")
+    return float(value) if value is not None else None
+
+
 def _time(text: str | None) -> datetime | None:
     return clock.parse_rfc3339(text) if text else None
 
@@ -459,6 +440,11 @@ def from_row(row: Mapping[str, Any]) -> Subscription:
         removing=bool(row.get("removing")),
         previous_secret=row.get("previousSecret"),
         previous_secret_expires_at=_time(row.get("previousSecretExpiresAt")),
+        max_per_second=_rate(row),
+        failing_since=_time(row.get("failingSince") or None),
+        last_error=row.get("lastError") or None,
+        disabled_by_relay=bool(row.get("disabledByRelay")),
+        disabled_at=_time(row.get("disabledAt")),
     )
 
 
@@ -496,5 +482,10 @@ def to_row(sub: Subscription) -> dict[str, Any]:
             "previousSecretExpiresAt": clock.rfc3339_precise(sub.previous_secret_expires_at)
             if grace and sub.previous_secret_expires_at
             else None,
+            "maxPerSecond": sub.max_per_second,
+            "failingSince": clock.rfc3339(sub.failing_since) if sub.failing_since else None,
+            "lastError": sub.last_error,
+            "disabledByRelay": sub.disabled_by_relay or None,
+            "disabledAt": clock.rfc3339(sub.disabled_at) if sub.disabled_at else None,
         }
     )

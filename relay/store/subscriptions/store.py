@@ -134,9 +134,14 @@ class SubscriptionStore:
         `Lifecycle.rotate_secret`); None for no such subscription."""
         return self._lifecycle.rotate_secret(sub_id, grace_seconds)
 
-    def disable(self, sub_id: str, reason: str) -> None:
-        """Stop deliveries to a subscription whose receiver said it is gone; keep it visible."""
-        self._lifecycle.disable(sub_id, reason)
+    def disable(self, sub_id: str, reason: str, by_relay: bool = False) -> Subscription | None:
+        """Stop deliveries to a subscription whose receiver said it is gone; keep it visible
+        (`Lifecycle.disable`: the record when this call disabled it)."""
+        return self._lifecycle.disable(sub_id, reason, by_relay)
+
+    def record_health(self, sub_id: str, failing_since: datetime | None, last_error: str | None) -> bool:
+        """Since when every attempt to it has failed, None after a success (`Lifecycle.record_health`)."""
+        return self._lifecycle.record_health(sub_id, failing_since, last_error)
 
     def activate(self, sub_id: str) -> Subscription | None:
         """Re-activate a disabled subscription (the console and `python -m relay admin`)."""
