@@ -12,6 +12,7 @@ from typing import Any
 
 from relay.core.clock import parse_rfc3339
 from tests.helpers import Received, RelayProcess, problem_of, wait_until
+from tests.schemathesis_hooks import known_rule
 
 SIG = "sigvalue0123456789"  # a Power Automate `sig`: a credential in the query
 PATH_TOKEN = "T0KENinThePathABCDEF"  # a Slack-style token in the path (16 characters or more)
@@ -211,6 +212,8 @@ def test_the_log_lists_newest_first_and_filters_by_type_id_and_time(relay, recei
         (f"?since={until}&until={since}", "until"),
     ):
         problem_of(relay.get(base + query), 400, field)
+    # The same words as a replay's window, so one documented rule (docs/power-platform.md) explains both.
+    assert known_rule(relay.get(f"{base}?since={until}&until={since}")) is not None
 
 
 def test_endpoint_health_and_failures_count_events_not_attempts(relay_factory, receiver_factory, unique_type) -> None:

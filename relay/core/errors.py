@@ -43,6 +43,11 @@ class BadRequest(Problem):
     """The request is malformed or breaks a rule of the contract."""
 
 
+# A time window's rule, in the words docs/power-platform.md lists: the same for a replay's body and
+# the delivery log's query, so one documented rule explains both 400s.
+UNTIL_BEFORE_SINCE = "is before since"
+
+
 def invalid(field: str, message: str) -> BadRequest:
     """The common case: one named field is wrong."""
     return BadRequest(f"{field}: {message}", [FieldError(field, message)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from relay.core.errors import AlreadyRunning, NotFound, OperationFailed, invalid
+from relay.core.errors import UNTIL_BEFORE_SINCE, AlreadyRunning, NotFound, OperationFailed, invalid
 from relay.core.models import ReplayRequest
 from relay.core.statuses import OperationStatus
 from relay.http.access import SUBSCRIBER, rule
@@ -22,7 +22,7 @@ bp = func.Blueprint()
 def start_replay(request: Request) -> Reply:
     body: ReplayRequest = request.model(ReplayRequest)
     if body.until is not None and body.until < body.since:
-        raise invalid("until", "is before since")
+        raise invalid("until", UNTIL_BEFORE_SINCE)
     sub_id = request.route.get("id", "")
     storage = get_storage("fast")
     if SubscriptionStore(storage).get(sub_id) is None:

@@ -11,7 +11,7 @@ from typing import Any
 import azure.functions as func
 
 from relay.core import clock
-from relay.core.errors import NotFound, TargetRefused, invalid
+from relay.core.errors import UNTIL_BEFORE_SINCE, NotFound, TargetRefused, invalid
 from relay.core.matching import NAME_RULE, is_name
 from relay.core.models import RotateRequest, SubscriptionRequest, UnsubscribeRequest
 from relay.core.settings import get_settings
@@ -178,7 +178,7 @@ def list_deliveries(request: Request) -> Reply:
         raise invalid("eventId", f"must be an event id: printable, at most {MAX_EVENT_ID} characters")
     since, until = _time_param(request, "since"), _time_param(request, "until")
     if since is not None and until is not None and since > until:
-        raise invalid("until", "must not be before since")
+        raise invalid("until", UNTIL_BEFORE_SINCE)
     limit = request.int_param("limit", 100, 1, 1000)
     _known_subscription(sub_id)
     rows, next_token = DeliveryLog(get_storage("fast"), get_settings().event_retention_days).list(
