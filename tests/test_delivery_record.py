@@ -214,6 +214,9 @@ def test_the_log_lists_newest_first_and_filters_by_type_id_and_time(relay, recei
         problem_of(relay.get(base + query), 400, field)
     # The same words as a replay's window, so one documented rule (docs/power-platform.md) explains both.
     assert known_rule(relay.get(f"{base}?since={until}&until={since}")) is not None
+    # A date-time the schema's format allows but the calendar lacks: the documented rule, too.
+    for query in ("?since=2026-02-30T00:00:00Z", "?until=2026-12-31T23:59:60Z"):
+        assert known_rule(relay.get(base + query)) is not None, query
 
 
 def test_endpoint_health_and_failures_count_events_not_attempts(relay_factory, receiver_factory, unique_type) -> None:

@@ -153,8 +153,8 @@ def _time_param(request: Request, name: str) -> datetime | None:
         return None
     try:
         return clock.parse_rfc3339(text)
-    except ValueError:
-        raise invalid(name, "must be an RFC 3339 date-time such as 2026-01-31T12:00:00Z") from None
+    except ValueError as exc:  # its words say which: not the syntax, or a date the calendar lacks
+        raise invalid(name, str(exc)) from None
 
 
 def _known_subscription(sub_id: str) -> None:
