@@ -8,6 +8,11 @@ PYTHON ?= python3
 # (Azurite, receivers, the dev host), so more workers than cores pays off on a 2-core machine.
 WORKERS ?= 3
 XDIST := -n $(WORKERS) --dist loadfile
+# Bytecode is cached (in __pycache__/, ignored by git and .funcignore) even where the environment
+# says not to: without it every pytest process, each xdist worker and each dev host recompiles, and
+# pytest rewrites the asserts of its plugins' packages (hypothesis, schemathesis) again, about 5 s
+# of CPU per process.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup dev lint test test-fast bench connector clean
 

@@ -45,6 +45,10 @@ EXPLICIT: dict[str, tuple[str, ...]] = {
     "tests/test_held.py::test_work_items_are_delivered_with_no_delivery_trigger": ("slow",),
     "tests/test_kick.py::test_the_lease_holds_the_message_while_a_slow_kick": ("slow",),
     "tests/test_bounds2.py::test_compiled_validators_are_kept_in_a_bounded_cache": ("slow",),
+    # In-process fairness scenarios: seconds of deliveries to receivers that hang or answer slowly.
+    "tests/test_fairness.py::test_dead_origin_holds_only_its_slots": ("slow",),
+    "tests/test_fairness2.py::test_a_thousand_targets_on_a_busy_origin": ("slow",),
+    "tests/test_fairness2.py::test_a_replay_storm_leaves_room": ("slow",),
     # Static checks over every module of the package, in fresh interpreters (half a minute of CPU).
     "tests/test_deploy.py::test_every_import_of_the_deployed_code": ("slow",),
     "tests/test_deploy.py::test_the_import_check_finds": ("slow",),
