@@ -8,9 +8,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 from azure.storage.queue import QueueServiceClient
 
 from relay.core import runtime
@@ -184,3 +187,85 @@ def test_a_release_does_not_wait_for_a_renewal_in_flight(azurite) -> None:  # ty
         hanging.go.set()
         keeper.stop()
         client.delete_queue()
+
+
+def test_a_send_due_later_is_a_call_of_the_runtimes_timers_which_reset_ends() -> None:
+    """A batch's retry due in a minute waits as a call of the runtime's timers, not on a thread of
+    its own: a reset ends every thread it started. The batch, done after the reset, still sends it."""
+    from datetime import UTC, datetime, timedelta
+
+    from relay.core.models import Target
+    from relay.pipeline.later import Later, Laters
+
+    runtime.reset()
+    baseline = set(threading.enumerate())
+    sent: list[list[str]] = []
+    laters = Laters(lambda items: sent.append([one.target.sub for one in items]), lambda: datetime.now(UTC))
+    due = datetime.now(UTC) + timedelta(seconds=60)
+    laters.add(Later(Target(sub="a", url="http://a.example.test/", secret="x"), due))
+    assert "timers" in runtime.current().parts
+    runtime.reset()
+    for thread in _relay_threads(baseline):
+        thread.join(timeout=30)
+    assert [t.name for t in _relay_threads(baseline)] == []
+    assert sent == []  # not due yet, and the reset made no call
+    laters.close()  # the batch is done: what comes back later goes now, with the rest
+    assert sent == [["a"]]
+
+
+def test_timers_make_each_call_once_due_in_order_and_never_a_cancelled_one() -> None:
+    from relay.core.timers import Timers
+
+    clock = Timers()
+    made: list[tuple[str, float]] = []
+    done = threading.Event()
+    started = time.monotonic()
+
+    def call(name: str) -> Callable[[], None]:
+        return lambda: made.append((name, time.monotonic() - started))
+
+    delays = {"b": 0.3, "a": 0.1, "c": 0.3}
+    for name, delay in delays.items():
+        clock.call_later(delay, call(name))
+    dropped = clock.call_later(0.2, call("dropped"))
+    assert dropped.cancel()
+    clock.call_later(0.5, done.set)
+    assert done.wait(10)
+    clock.close()
+    assert [name for name, _ in made] == ["a", "b", "c"]  # equal due times in the order asked
+    assert all(at >= delays[name] for name, at in made), made  # never sooner than its delay
+    with pytest.raises(RuntimeError):
+        clock.call_later(0, call("late"))
+
+
+def _close_during_a_call() -> None:
+    from relay.core.timers import Timers
+
+    clock = Timers()
+    running, go, closed = threading.Event(), threading.Event(), threading.Event()
+    finished: list[str] = []
+
+    def slow() -> None:
+        running.set()
+        assert go.wait(10)
+        finished.append("slow")
+
+    def close() -> None:
+        clock.close()
+        closed.set()
+
+    under_way = clock.call_later(0, slow)
+    waiting = clock.call_later(60, lambda: finished.append("never"))
+    assert running.wait(10)
+    closer = threading.Thread(target=close, name="test-close")
+    closer.start()
+    assert not closed.wait(0.05)  # it waits for the call under way
+    go.set()
+    closer.join(10)
+    assert closed.is_set() and under_way.wait(0) and waiting.wait(0)
+    assert finished == ["slow"]
+
+
+def test_closing_the_timers_waits_for_a_call_under_way_and_drops_the_rest() -> None:
+    for _ in range(20):  # a race between the call starting and the close: run it many times
+        _close_during_a_call()

@@ -13,12 +13,14 @@ retries keep their schedule's spacing and jitter within that slack.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from relay.core.models import Target
+from relay.core.timers import Scheduled, Timers, timers
 
 ITEM_TARGETS = 100
 # Bytes of targets per work item, leaving room for the envelope inside 48 KiB of message data.
@@ -86,15 +88,20 @@ class Laters:
     batch's slowest attempt ends (a receiver hanging to the timeout), yet what comes back while
     that attempt runs still travels together. The batch's own message (a work item, a fan-out
     message) stays until `close` returns: a send that fails is raised there, and the batch is
-    done again, which is at-least-once."""
+    done again, which is at-least-once. The sends on time are calls of the runtime's timers
+    (relay.core.timers), not threads of the batch's own."""
 
-    def __init__(self, send: Callable[[list[Later]], None], now: Callable[[], datetime]) -> None:
+    def __init__(
+        self, send: Callable[[list[Later]], None], now: Callable[[], datetime], clock: Timers | None = None
+    ) -> None:
         self._send, self._now = send, now
+        self._clock = clock
         self._lock = threading.Lock()
         self._waiting: list[Later] = []
-        self._timer: threading.Timer | None = None  # the one that sends next
-        self._timer_due: datetime | None = None
-        self._timers: list[threading.Timer] = []  # every one started: `close` waits for them
+        self._next: int | None = None  # the number of the call that sends next
+        self._next_due: datetime | None = None
+        self._numbers = itertools.count()
+        self._calls: list[Scheduled] = []  # every one asked for: `close` cancels them or waits for them
         self._failure: BaseException | None = None
         self._closed = False
 
@@ -104,22 +111,25 @@ class Laters:
             self._waiting.append(later)
             if self._closed:
                 return
-            if self._timer_due is not None and (later.due - self._timer_due).total_seconds() > -SLACK_MIN:
-                return  # due with what the timer sends, or after it
-            if self._timer is not None:
-                self._timer.cancel()  # one due sooner: the timer moves to it
-            self._timer_due = later.due
-            self._timer = threading.Timer(max((later.due - self._now()).total_seconds(), 0.0), self._flush)
-            self._timer.daemon = True
-            self._timers.append(self._timer)
-            self._timer.start()
+            if self._next_due is not None and (later.due - self._next_due).total_seconds() > -SLACK_MIN:
+                return  # due with what the next call sends, or after it
+            if self._calls:
+                self._calls[-1].cancel()  # one due sooner: the next send moves to it
+            number = next(self._numbers)
+            delay = max((later.due - self._now()).total_seconds(), 0.0)
+            try:
+                call = (self._clock or timers()).call_later(delay, lambda: self._flush(number))
+            except RuntimeError:  # the runtime is closing: `close` sends it with the rest
+                return
+            self._next, self._next_due = number, later.due
+            self._calls.append(call)
 
-    def _flush(self) -> None:
+    def _flush(self, number: int) -> None:
         with self._lock:
             if self._closed:
                 return  # `close` sends what is left
-            if threading.current_thread() is self._timer:
-                self._timer, self._timer_due = None, None
+            if number == self._next:
+                self._next, self._next_due = None, None
             waiting, self._waiting = self._waiting, []
         try:
             if waiting:
@@ -132,11 +142,12 @@ class Laters:
         """Send what is left (once the batch is done); raises the first send that failed."""
         with self._lock:
             self._closed = True
-            timers, self._timer = self._timers, None
+            calls, self._calls = self._calls, []
+        for call in calls:
+            call.cancel()
+            call.wait()  # a send under way finishes (or fails) before the batch counts as done
+        with self._lock:
             waiting, self._waiting = self._waiting, []
-        for timer in timers:
-            timer.cancel()
-            timer.join()  # a send under way finishes (or fails) before the batch counts as done
         if waiting:
             self._send(waiting)
         if self._failure is not None:
