@@ -34,6 +34,7 @@ RULES = (
     Rule("notificationUrl or the workflow headers", "notificationUrl", "is required unless"),
     Rule("continuationToken is signed", "continuationToken", "is not a token this API issued"),
     Rule("until is not before since", "until", "is before since"),
+    Rule("a test event's type is the subscription's", "type", "must be an event type this subscription receives"),
     Rule("a date and time that exists", "time", "is not a date and time that exists"),
     Rule("a date and time that exists", "since", "is not a date and time that exists"),
     Rule("a date and time that exists", "until", "is not a date and time that exists"),
