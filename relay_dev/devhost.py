@@ -43,6 +43,7 @@ from azure.functions.timer import TimerRequest
 
 from relay.core.errors import ConfigurationError
 from relay.http import problems
+from relay_dev.singleton import ListenerLock
 
 log = logging.getLogger("relay.devhost")
 
@@ -693,8 +694,11 @@ def cron_matches(schedule: str, moment: datetime) -> bool:
 
 
 class TimerWorker:
-    def __init__(self, name: str, schedule: str, call: Callable[[Any], Any], stop: threading.Event) -> None:
+    def __init__(
+        self, name: str, schedule: str, call: Callable[[Any], Any], stop: threading.Event, lock: ListenerLock
+    ) -> None:
         self.name, self.schedule, self.call, self.stop = name, schedule, call, stop
+        self.lock = lock  # one instance of the app fires a timer at a time (relay_dev.singleton)
         cron_matches(schedule, datetime.now(UTC))  # refuse a bad schedule at start-up
         self.thread = threading.Thread(target=self._run, name=f"timer-{name}", daemon=True)
 
@@ -709,6 +713,8 @@ class TimerWorker:
             while last < now:
                 last += timedelta(seconds=1)
                 due += cron_matches(self.schedule, last)
+            if not self._may_fire():
+                continue  # another instance fires it; this one keeps asking for the lock
             if due and not self.stop.is_set():
                 # Ticks missed while a run took longer make one late run (past_due), as the
                 # host's timer does, not a burst of runs back to back.
@@ -716,6 +722,14 @@ class TimerWorker:
                     self.call(TimerRequest(past_due=due > 1))
                 except Exception:  # a timer that throws runs again at its next tick
                     log.exception("timer %s failed", self.name)
+        self.lock.release()
+
+    def _may_fire(self) -> bool:
+        try:
+            return self.lock.held()
+        except Exception:  # storage unreachable: the timer waits, as the host's listener does
+            log.exception("timer %s: its lock could not be read", self.name)
+            return False
 
 
 # ---- the host -----------------------------------------------------------------------------------
@@ -763,6 +777,7 @@ class DevHost:
         module = importlib.import_module("function_app")
         routes: list[HttpRoute] = []
         queue_triggers: list[tuple[Any, Callable[..., Any]]] = []
+        timers: list[tuple[str, str, Callable[..., Any]]] = []
         for fn in module.app.get_functions():  # once per app object, as the worker does
             trigger = fn.get_trigger()
             kind = trigger.get_binding_name()
@@ -779,7 +794,7 @@ class DevHost:
             elif kind == "queueTrigger":
                 queue_triggers.append((trigger, call))
             elif kind == "timerTrigger":
-                self.timers.append(TimerWorker(fn.get_function_name(), trigger.schedule, call, self.stop_event))
+                timers.append((fn.get_function_name(), trigger.schedule, call))
             else:
                 raise RuntimeError(f"{fn.get_function_name()}: {kind} triggers are not supported by the dev host")
         dispatcher = HttpDispatcher(routes, prefix, self.function_key, easy_auth)
@@ -798,6 +813,12 @@ class DevHost:
         check_storage_answers(os.environ)
         for trigger, call in queue_triggers:
             self.workers.append(self._queue_worker(trigger, call, options))
+        if timers:
+            blobs = self._storage("AzureWebJobsStorage").blobs
+            instance = f"{self.host}:{self.port}"
+            for name, schedule, call in timers:
+                lock = ListenerLock(blobs, name, instance)
+                self.timers.append(TimerWorker(name, schedule, call, self.stop_event, lock))
         # Known only once bound: the address a name resolved to and the port 0 became.
         handler.host_check = HostCheck(self.host, str(self.server.server_address[0]), self.port)
         threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
@@ -816,10 +837,10 @@ class DevHost:
             len(self.timers),
         )
 
-    def _queue_worker(self, trigger: Any, call: Callable[..., Any], options: QueueOptions) -> QueueWorker:
+    def _storage(self, connection: str) -> Any:
+        """The storage clients of one connection setting (`AzureWebJobsStorage` or another prefix)."""
         from relay.store.storage import Storage, endpoints_from_settings
 
-        connection = trigger.connection or "AzureWebJobsStorage"
         storage = self._connections.get(connection)
         if storage is None:
             settings = {
@@ -828,6 +849,10 @@ class DevHost:
                 if k == connection or k.startswith(connection + "__")
             }
             storage = self._connections[connection] = Storage(endpoints_from_settings(settings))
+        return storage
+
+    def _queue_worker(self, trigger: Any, call: Callable[..., Any], options: QueueOptions) -> QueueWorker:
+        storage = self._storage(trigger.connection or "AzureWebJobsStorage")
         # Raw clients: the host decodes base64 itself, so a bad message poisons only itself.
         queue = storage.queues.get_queue_client(trigger.queue_name)
         poison = storage.queues.get_queue_client(trigger.queue_name + "-poison")
@@ -846,6 +871,9 @@ class DevHost:
             self.server.server_close()
         for worker in self.workers:
             worker.drain(drain_seconds)
+        for timer in self.timers:  # each hands its lock over as it ends
+            if timer.thread.is_alive():
+                timer.thread.join(drain_seconds)
         # The app's threads and HTTP connections end with the host, as a worker process's do.
         from relay.core import runtime
 

@@ -123,3 +123,21 @@ def test_make_dev_starts_azurite_on_the_ports_given_and_stops_it(app_dir: Path) 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_one_instance_at_a_time_fires_a_timer_and_a_restarted_one_takes_its_lock_back(azurite) -> None:  # type: ignore[no-untyped-def]
+    """Two dev hosts on one storage account are two instances of one app: as the Functions host
+    does, only the one holding the timer's listener lease fires it. The same instance (address)
+    started again takes its lock back at once; another takes it once the holder lets it go."""
+    from azure.storage.blob import BlobServiceClient
+
+    from relay_dev.singleton import ListenerLock
+
+    blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
+    first = ListenerLock(blobs, "due", "127.0.0.1:7071")
+    assert first.held()
+    assert not ListenerLock(blobs, "due", "127.0.0.1:7072").held()
+    assert ListenerLock(blobs, "other", "127.0.0.1:7072").held()  # a lock per timer function
+    assert ListenerLock(blobs, "due", "127.0.0.1:7071").held()  # killed and started again on its port
+    first.release()
+    assert ListenerLock(blobs, "due", "127.0.0.1:7072").held()
