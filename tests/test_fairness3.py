@@ -32,11 +32,6 @@ def dead_origins() -> Iterator[ManyHanging]:
     server.close()
 
 
-# Known failure, kept visible rather than removed: this passed after the fix it proves (merge of
-# h5, and still after the delivery record) and fails since the merge that added the rotation grace
-# and CloudEvents input (19a5bea): p95 22-36 s, median 0.4-2.7 s, on a quiet machine too. Issue 18
-# stays open until it passes again; strict=False only because it also depends on machine load.
-@pytest.mark.xfail(reason="regressed at 19a5bea (rotation grace + CloudEvents in): p95 above 2 s", strict=False)
 @pytest.mark.timeout(600)
 def test_healthy_receiver_keeps_p95_under_2s_while_its_events_also_go_to_150_dead_origins(
     relay_factory: Callable[..., Any], receiver_factory: Callable[..., Any], dead_origins: ManyHanging, unique_type: str
@@ -46,7 +41,9 @@ def test_healthy_receiver_keeps_p95_under_2s_while_its_events_also_go_to_150_dea
     subscriptions. The healthy receiver gets all 40, with a p95 latency (publish call to arrival)
     under 2 s. (Before: the healthy attempt queued behind each event's 150 dead ones and their
     hand-backs and retries, each a queue message of its own: p95 2.7 s here, 34 of 41 delivered
-    within 120 s on the reviewer's machine.)"""
+    within 120 s on the reviewer's machine. Then, in 1 run of 3 to 5: p95 24-62 s, as the kicks
+    whose attempts hung in the lane for doubtful origins held all 16 kick threads, and the next
+    events' fan-outs waited a whole timeout for one: tests/test_kick.py has that case alone.)"""
     relay = relay_factory(SETTINGS)
     good = receiver_factory()
     relay.subscribe(good.url, eventTypes=[unique_type])

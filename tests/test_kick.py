@@ -129,3 +129,41 @@ def test_a_sigkill_right_after_the_202_delivers_every_event_within_the_lease_and
     latest = max(delivered()[i] for i in ids) - accepted
     print(f"\nlast event delivered {latest:.1f} s after the 202 (lease {LEASE} s, poll {poll} s)")
     assert latest <= LEASE + poll + 5.0
+
+
+def test_kick_threads_are_free_while_their_attempts_wait_on_receivers(
+    app_storage, azurite, receiver_factory, unique_type
+) -> None:
+    """As many kicks as there are kick threads, each with an attempt to a receiver that holds its
+    answer: the kick threads are free for the next publish meanwhile (before: each waited for its
+    attempts, so slow receivers on many origins held every kick thread, and a healthy event's
+    fan-out waited a whole timeout for one), and each message stays invisible until its attempts
+    are done, then is deleted."""
+    from relay.pipeline.pools import KICK_THREADS, get_pools
+
+    release = threading.Event()
+    receivers = [
+        receiver_factory(lambda item, n: (200, {}, b"") if release.wait(60) else (500, {}, b""))
+        for _ in range(KICK_THREADS)  # an origin each: the per-origin cap hands none back
+    ]
+    queue = _fanout_queue(azurite)
+    queue.clear_messages()
+    store = SubscriptionStore(app_storage)
+    for n, receiver in enumerate(receivers):
+        store.subscribe(SubscriptionRequest(notificationUrl=receiver.url, eventTypes=[f"{unique_type}.{n}"]))
+    current = settings.get_settings()
+    records = [
+        events.accept(EventIn(type=f"{unique_type}.{n}", data=n), source="urn:test") for n in range(KICK_THREADS)
+    ]
+    sent = Outbox(app_storage, current).publish(records, lease=30)
+    try:
+        kick.Kicker(app_storage, current).start(sent)
+        # Arrived (the receivers' answers wait for `release`; `wait_for` wakes at an answer).
+        wait_until(lambda: all(r.requests for r in receivers), 30, "every kick's attempt to reach its receiver")
+        assert get_pools(current).kicks.submit(lambda: "free").result(timeout=10) == "free"
+        assert _count(queue) == KICK_THREADS and not queue.peek_messages(max_messages=32)  # kept, invisible
+        release.set()
+        wait_until(lambda: _count(queue) == 0, 30, "the kicked fan-out messages to be deleted")
+        assert all(len(receiver.requests) == 1 for receiver in receivers)
+    finally:
+        release.set()

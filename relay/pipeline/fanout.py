@@ -10,7 +10,9 @@ for the delivery trigger of any instance.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from relay.core import clock
@@ -32,8 +34,18 @@ __all__ = ["DIRECT_LIMIT", "ITEM_BYTES", "ITEM_TARGETS", "deliver_item", "fan_ou
 
 
 def fan_out(
-    storage: Storage, settings: Settings, message: FanoutMessage, message_id: str, dequeue_count: int = 1
+    storage: Storage,
+    settings: Settings,
+    message: FanoutMessage,
+    message_id: str,
+    dequeue_count: int = 1,
+    then: Callable[[BaseException | None], None] | None = None,
 ) -> None:
+    """Fan `message`'s event out. Without `then` (a queue trigger's invocation), returns once the
+    attempts made here are recorded. With `then` (a kick), returns once they are started, and
+    `then` gets None, or what failed, once they are recorded, on the attempt thread that made the
+    last of them: a kick thread does not wait while a receiver that hangs takes a whole timeout.
+    If this raises, `then` is never called."""
     event = message.event
     seen_before = dequeue_count > 1 or message.origin is not None or message.kicked
     # The event is logged (and de-duplicated) on a send thread while this one reads the index:
@@ -58,6 +70,8 @@ def fan_out(
     finally:
         log_key = logging_.result()  # waited for even when the read failed: no work left behind
     if log_key is None:
+        if then is not None:
+            then(None)
         return  # the same event id was published before: delivered once, not again
     outbox = Outbox(storage, settings)
     direct: list[Target] = []
@@ -79,11 +93,19 @@ def fan_out(
 
     # The first hundred are delivered here while the index is still being read; the others go
     # out as work items page by page, so deliveries start before a large index is read whole.
+    # Receivers known to answer come first: when many dead ones share an event type with a
+    # healthy one, the healthy one is attempted here, not in a work item that waits its turn.
+    answers = get_pools(settings).sender.answers
     for page in itertools.chain([first] if first is not None else [], pages):
+        doubtful: list[Target] = []
         for target in page:
             if target.paused:
                 paused.append(target)
-                continue
+            elif answers(target.url):
+                (direct if len(direct) < DIRECT_LIMIT else rest).append(target)
+            else:
+                doubtful.append(target)
+        for target in doubtful:
             (direct if len(direct) < DIRECT_LIMIT else rest).append(target)
         if inline is None and len(direct) == DIRECT_LIMIT and rest:
             inline = start_inline()
@@ -98,9 +120,31 @@ def fan_out(
         inline = start_inline()
     try:
         wait(sends)
-    finally:
+    except BaseException:
+        if inline is not None:
+            if then is None:
+                inline.finish()
+            else:
+                inline.batch.when_done(partial(_record, inline, lambda error: None))
+        raise
+    if inline is None or then is None:
         if inline is not None:
             inline.finish()
+        if then is not None:
+            then(None)
+        return
+    inline.batch.when_done(partial(_record, inline, then))
+
+
+def _record(inline: Attempts, then: Callable[[BaseException | None], None]) -> None:
+    """The inline attempts' receipt and what comes back later, once the last of them is done (on
+    its attempt thread: one storage request or two, nothing submitted to a pool and waited for)."""
+    try:
+        inline.finish()
+    except Exception as exc:  # noqa: BLE001 - handed to `then`, which decides what it means
+        then(exc)
+        return
+    then(None)
 
 
 def deliver_item(storage: Storage, settings: Settings, message: DeliveryMessage) -> None:

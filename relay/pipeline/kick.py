@@ -43,13 +43,19 @@ class Kicker:
             self._pools.kicks.submit(self._run, sent=one, lease=lease)
 
     def _run(self, sent: Sent, lease: Lease) -> None:
+        event_id = sent.message.event.id
+
+        def done(error: BaseException | None) -> None:
+            # Once the attempts made here are recorded (on the attempt thread that made the last):
+            # the kick thread went on to the next kick long before, whatever a receiver took.
+            if error is not None:
+                log.error("kicked fan-out failed event=%s; the queue trigger takes it over: %r", event_id, error)
+            self._keeper.release(lease, delete=error is None)
+
         try:
             # This is the message's first working, whatever its `kicked` mark says to a later one.
-            fan_out(
-                self._storage, self._settings, sent.message.model_copy(update={"kicked": False}), sent.message_id, 1
-            )
+            message = sent.message.model_copy(update={"kicked": False})
+            fan_out(self._storage, self._settings, message, sent.message_id, 1, then=done)
         except Exception:
-            log.exception("kicked fan-out failed event=%s; the queue trigger takes it over", sent.message.event.id)
+            log.exception("kicked fan-out failed event=%s; the queue trigger takes it over", event_id)
             self._keeper.release(lease, delete=False)
-            return
-        self._keeper.release(lease, delete=True)
