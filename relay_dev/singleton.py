@@ -8,14 +8,16 @@ fire. Two dev hosts on one storage account are two instances of one app (the sca
 tests run them so). Without this lease both ran the due timer, moved the same due rows to the
 queue twice, and a rate-limited subscription's deliveries went out two to four times each.
 
-The lease is short (15 s, renewed every 5 s by the timer's own loop) so that a dev host that was
-killed hands the timer over soon. Its id is derived from the dev host's address, so a dev host
-restarted on the same port takes its lock back at once, as the same instance would.
+The lease is short (15 s, renewed every 5 s by a thread of its own, whatever the timer's run is
+doing) so that a dev host that was killed hands the timer over soon. Its id is derived from the
+dev host's address, so a dev host restarted on the same port takes its lock back at once, as the
+same instance would.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 
@@ -34,31 +36,48 @@ log = logging.getLogger("relay.devhost")
 
 
 class ListenerLock:
-    """Whether this instance may fire one timer function now (it holds its listener's lease)."""
+    """Whether this instance may fire one timer function now (it holds its listener's lease). Once
+    taken, a thread of its own renews the lease, so a run of the timer that takes longer than the
+    lease (a stalled machine) does not let another instance fire it meanwhile."""
 
     def __init__(self, blobs: BlobServiceClient, function: str, instance: str) -> None:
         self._blobs = blobs
+        self._function = function
         self._blob = blobs.get_blob_client(CONTAINER, f"locks/{HOST_ID}/{function}.Listener")
         self._id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"relay-dev:{instance}:{function}"))
-        self._held_at: float | None = None  # when the lease was last taken or renewed
+        self._lock = threading.Lock()
+        self._held = False
         self._asked_at = float("-inf")
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     def held(self) -> bool:
-        now = time.monotonic()
-        if self._held_at is not None and now - self._held_at < RENEW_AFTER:
-            return True
-        if self._held_at is None and now - self._asked_at < ACQUIRE_EVERY:
-            return False
-        self._asked_at = now
+        with self._lock:
+            if self._held:
+                return True
+            now = time.monotonic()
+            if now - self._asked_at < ACQUIRE_EVERY or self._stop.is_set():
+                return False
+            self._asked_at = now
         try:
             self._take()
-        except HttpResponseError as exc:
-            if self._held_at is not None:
-                log.info("timer lock lost to another instance: %s", exc.reason)
-            self._held_at = None
-            return False
-        self._held_at = now
+        except HttpResponseError:
+            return False  # another instance holds it
+        with self._lock:
+            self._held = True
+            self._renewer = threading.Thread(target=self._renew, name=f"timer-lock-{self._function}", daemon=True)
+            self._renewer.start()
         return True
+
+    def _renew(self) -> None:
+        while not self._stop.wait(RENEW_AFTER):
+            try:
+                self._take()
+            except Exception as exc:  # noqa: BLE001 - lost (run out and taken) or storage away: not ours now
+                log.info("timer lock for %s lost: %s", self._function, getattr(exc, "reason", None) or exc)
+                with self._lock:
+                    self._held = False
+                return
 
     def _take(self) -> None:
         """Acquire, or renew: with the lease's own id as the proposed one, acquiring a held lease
@@ -78,9 +97,14 @@ class ListenerLock:
 
     def release(self) -> None:
         """At a clean stop: the next instance need not wait for the lease to run out."""
-        if self._held_at is None:
+        self._stop.set()
+        with self._lock:
+            held, self._held = self._held, False
+            renewer = self._renewer
+        if renewer is not None:
+            renewer.join()
+        if not held:
             return
-        self._held_at = None
         try:
             BlobLeaseClient(self._blob, lease_id=self._id).release()
         except HttpResponseError:

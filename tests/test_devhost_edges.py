@@ -134,10 +134,44 @@ def test_one_instance_at_a_time_fires_a_timer_and_a_restarted_one_takes_its_lock
     from relay_dev.singleton import ListenerLock
 
     blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
-    first = ListenerLock(blobs, "due", "127.0.0.1:7071")
-    assert first.held()
-    assert not ListenerLock(blobs, "due", "127.0.0.1:7072").held()
-    assert ListenerLock(blobs, "other", "127.0.0.1:7072").held()  # a lock per timer function
-    assert ListenerLock(blobs, "due", "127.0.0.1:7071").held()  # killed and started again on its port
-    first.release()
-    assert ListenerLock(blobs, "due", "127.0.0.1:7072").held()
+    locks = []
+
+    def lock(function: str, instance: str) -> ListenerLock:
+        locks.append(ListenerLock(blobs, function, instance))
+        return locks[-1]
+
+    try:
+        first = lock("due", "127.0.0.1:7071")
+        assert first.held()
+        assert not lock("due", "127.0.0.1:7072").held()
+        assert lock("other", "127.0.0.1:7072").held()  # a lock per timer function
+        again = lock("due", "127.0.0.1:7071")  # killed and started again on its port
+        assert again.held()
+        first.release()
+        again.release()
+        assert lock("due", "127.0.0.1:7072").held()
+    finally:
+        for one in locks:
+            one.release()
+
+
+def test_a_timer_lock_outlasts_its_lease_while_a_run_takes_longer(azurite) -> None:  # type: ignore[no-untyped-def]
+    """A run of the timer that takes longer than the lease (CI saw a due run stall for 23 s) keeps
+    the lock: it is renewed by a thread of its own, not between runs, so another instance does
+    not fire the timer meanwhile and move the same rows again."""
+    import threading
+
+    from azure.storage.blob import BlobServiceClient
+
+    from relay_dev.singleton import LEASE_SECONDS, ListenerLock
+
+    blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
+    holder, other = ListenerLock(blobs, "due", "127.0.0.1:7071"), ListenerLock(blobs, "due", "127.0.0.1:7072")
+    try:
+        assert holder.held()
+        threading.Event().wait(LEASE_SECONDS + 3)  # the holder's run: no call to `held` meanwhile
+        assert not other.held()
+        assert holder.held()
+    finally:
+        holder.release()
+        other.release()

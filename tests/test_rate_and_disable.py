@@ -68,9 +68,10 @@ def test_a_limited_subscription_gets_at_most_its_rate_across_two_instances(
     wait_until(lambda: len(set(unlimited.ids())) >= 500, 120, "the unlimited subscription's 500")
     wait_until(lambda: len(set(limited.ids())) >= 500, 240, "the limited subscription's 500")
     fast, slow = list(unlimited.requests), list(limited.requests)
-    # Once each, give or take a late answer: two instances must not both move a paced delivery's
-    # work item out of the due table (the host fires a timer on one instance; relay_dev.singleton).
-    assert len(slow) <= 510, f"{len(slow)} requests for 500 events"
+    # Once each, give or take a few repeated after a stall (at least once): two instances must not
+    # both move a paced delivery's work item out of the due table (the host fires a timer on one
+    # instance at a time; relay_dev.singleton). Before: about 1,800 requests.
+    assert len(slow) <= 525, f"{len(slow)} requests for 500 events"
     arrivals = [r.at for r in slow]
     fast_end, slow_end = max(r.at for r in fast) - started, max(arrivals) - started
     print(f"unlimited done after {fast_end:.1f}s, limited after {slow_end:.1f}s")

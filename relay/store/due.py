@@ -33,7 +33,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableEntity
+from azure.data.tables import TableEntity, TableTransactionError
 
 from relay.core import clock, runtime
 from relay.store.storage import DUE_TABLE, Storage, delete_rows
@@ -176,10 +176,23 @@ class DueTable:
                 sent.append(row)
             except Exception as exc:  # noqa: BLE001 - the row stays and is sent by a later run
                 failure = failure or exc
-        delete_rows(self._table, sent)
+        self._delete(sent)
         if failure is not None:
             raise failure
         return len(sent), len(rows) < budget
+
+    def _delete(self, rows: list[TableEntity]) -> None:
+        """Delete the rows sent. A row another run deleted first (two runs at once: a host that
+        lost the timer's lock mid-run) fails its whole transaction: the others are then deleted
+        one by one, so that they are not sent again by the next run."""
+        try:
+            delete_rows(self._table, rows)
+        except TableTransactionError:
+            for row in rows:
+                try:
+                    self._table.delete_entity(row["PartitionKey"], row["RowKey"])
+                except ResourceNotFoundError:
+                    pass
 
     def _save_cursor(self, bucket: str, etag: str | None) -> None:
         row = self._cursor_row(bucket)
