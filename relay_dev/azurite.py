@@ -157,7 +157,11 @@ class Azurite:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            # A process group of its own (stopped as one; the terminal's Ctrl-C goes to the dev host,
+            # which stops it in turn), not a session: a new session is a new scheduler autogroup,
+            # which would not share the `nice` of whoever started it (the tests run at nice 19).
+            stdin=subprocess.DEVNULL,
+            process_group=0,
             env=env,
         )
 

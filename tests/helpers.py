@@ -127,7 +127,15 @@ class RelayProcess:
             args += ["--function-key", self.function_key]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Its own process group (killed as one), not its own session: a session is a scheduler
+            # autogroup of its own, which would escape the parallel part's `nice -n 19` (Makefile).
+            process_group=0,
         )
         wait_until(self._healthy, 60, "the dev host to answer")
         return self
@@ -441,3 +449,36 @@ def problem_of(response: Answer | requests.Response, status: int, field: str | N
     if field is not None:
         assert field in [e["field"] for e in doc.get("errors", [])], response.text
     return doc
+
+
+def share_our_priority() -> int:
+    """Give every process below this one that runs in a session of its own this process's nice
+    value (`make test` runs the parallel part at `nice -n 19`). A new session is a new scheduler
+    autogroup, and the kernel shares the CPU between autogroups by the autogroup's own nice value
+    (0) before a process's nice counts (sched(7), "The autogroup feature"): Chromium puts its
+    processes in sessions of their own, so without this the browser tests would take the CPU from
+    the serial tests beside them. Returns how many autogroups were changed."""
+    ours = os.nice(0)
+    if ours <= 0 or not Path("/proc/self/autogroup").exists():
+        return 0
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            children.setdefault(parent, []).append(int(entry.name))
+    changed, todo, own = 0, list(children.get(os.getpid(), [])), Path("/proc/self/autogroup").read_text().split()[0]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            group = Path(f"/proc/{pid}/autogroup")
+            name, _, nice = group.read_text().split()
+            if name != own and int(nice) < ours:
+                group.write_text(str(ours))
+                changed += 1
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to change
+    return changed

@@ -215,7 +215,7 @@ class Proxy:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            start_new_session=True,
+            process_group=0,  # its own group, not a session (relay_dev.azurite says why)
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -281,7 +281,7 @@ class Relay:
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            process_group=0,  # its own group, not a session (relay_dev.azurite says why)
         )
         wait_until(self._healthy, 60, "the dev host to answer")
 
