@@ -52,3 +52,34 @@ def test_sweep_forgets_only_what_is_past_retention(relay, receiver_factory, uniq
         and counts["blobs"] >= 1
     )
     assert listed() == [] and logged() == [] and indexed() == []
+
+
+def test_the_held_deliveries_of_a_subscription_deleted_while_paused_are_swept(
+    relay, receiver_factory, unique_type, azurite
+) -> None:
+    """Two paused subscriptions hold two events each; one is deleted. The sweep deletes its held
+    rows (no resume will ever come for it) and keeps the other's, which its resume then delivers."""
+    from relay.pipeline.pause import HELD_PREFIX
+    from relay.store.storage import OPERATIONS_TABLE
+
+    gone_receiver, kept_receiver = receiver_factory(), receiver_factory()
+    gone = relay.subscribe(gone_receiver.url, eventTypes=[unique_type])["id"]
+    kept = relay.subscribe(kept_receiver.url, eventTypes=[unique_type])["id"]
+    for sub in (gone, kept):
+        assert relay.post(f"subscriptions/{sub}/pause").status_code == 200
+    ids = [relay.publish({"type": unique_type, "data": {"n": n}}).json()["id"] for n in range(2)]
+    storage = Storage(Endpoints(connection_string=azurite.connection_string))
+    operations = storage.table(OPERATIONS_TABLE)
+
+    def held(sub: str) -> list[str]:
+        rows = operations.query_entities("PartitionKey eq @pk", parameters={"pk": HELD_PREFIX + sub})
+        return sorted(str(row["eventId"]) for row in rows)
+
+    wait_until(lambda: held(gone) == held(kept) == sorted(ids), 60, "two held deliveries each")
+    assert relay.delete(f"subscriptions/{gone}").status_code == 200
+
+    assert sweep(storage, 7)["heldOfDeleted"] == 2
+    assert held(gone) == [] and held(kept) == sorted(ids)
+    assert relay.post(f"subscriptions/{kept}/resume").status_code == 200
+    assert [r.headers["webhook-id"] for r in kept_receiver.wait_for(2, 60)] == ids
+    assert gone_receiver.requests == []

@@ -162,6 +162,30 @@ class Holds:
         )
 
 
+def forget_orphans(storage: Storage) -> int:
+    """Delete the held rows of subscriptions that are gone; returns how many. A subscription
+    deleted while paused (or while the relay had disabled it) is never resumed, so no release
+    comes to find it gone (`Holds.run_release`), and its rows would stay for ever. The hourly sweep
+    (relay.pipeline.retention) calls this: one range query over the held partitions alone
+    (they sort together), keys only, and a read of each subscription found there."""
+    after = HELD_PREFIX[:-1] + chr(ord(HELD_PREFIX[-1]) + 1)  # the first key past every "held:..."
+    table, subs = storage.table(OPERATIONS_TABLE), SubscriptionStore(storage)
+    rows = table.query_entities(
+        "PartitionKey ge @first and PartitionKey lt @after",
+        parameters={"first": HELD_PREFIX, "after": after},
+        select=["PartitionKey", "RowKey"],
+    )
+    present: dict[str, bool] = {}
+    orphans = []
+    for row in rows:
+        sub_id = str(row["PartitionKey"])[len(HELD_PREFIX) :]
+        if sub_id not in present:
+            present[sub_id] = subs.get(sub_id) is not None
+        if not present[sub_id]:
+            orphans.append(row)
+    return delete_rows(table, orphans)
+
+
 def holding(sub: Subscription) -> bool:
     """Whether a subscription's deliveries are held: paused (resume releases them) or disabled by
     the relay itself (activate releases them)."""

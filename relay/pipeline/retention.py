@@ -1,7 +1,8 @@
 """Forgetting on time: events (with their type index rows), de-duplication rows, delivery log
 rows, tombstones (and removal records of subscriptions), finished operations (and replay locks)
 and claim-check blobs older than RELAY_EVENT_RETENTION_DAYS are deleted hourly (event rows by
-whole days, and blobs a day later than the rows that point to them).
+whole days, and blobs a day later than the rows that point to them), and so are the held
+deliveries of subscriptions deleted while paused.
 
 Azure Tables has no time-to-live, so a timer does it. (In Azure the storage account's
 lifecycle rule also deletes old blobs; this sweep covers Azurite and any account without one.)
@@ -14,6 +15,7 @@ import logging
 from datetime import datetime
 
 from relay.core import clock
+from relay.pipeline import pause
 from relay.pipeline.replay import Operations
 from relay.store.deliverylog import DeliveryLog
 from relay.store.eventlog import EventLog
@@ -33,6 +35,7 @@ def sweep(storage: Storage, retention_days: float, now: datetime | None = None) 
         "deliveries": DeliveryLog(storage, retention_days).sweep(cutoff),
         "tombstones": SubscriptionStore(storage).forget_tombstones(cutoff),
         "operations": Operations(storage).sweep(cutoff),
+        "heldOfDeleted": pause.forget_orphans(storage),
         # Event rows go by whole days, so a row can outlive the cutoff by up to a day; its blob must too.
         "blobs": forget_blobs(storage, cutoff - clock.days(1)),
     }
