@@ -170,6 +170,43 @@ def test_a_subscription_failing_for_the_window_disables_itself_and_recovers(
     assert relay.get(f"subscriptions/{sub['id']}").json()["status"] == "active"
 
 
+def test_a_subscribe_of_its_url_delivers_what_was_held_while_the_relay_had_it_disabled(
+    relay_factory, receiver_factory, unique_type
+) -> None:
+    """A flow saved again subscribes its URL again, which re-activates a subscription the relay
+    disabled: the delivery held meanwhile goes out, as after `activate` (before: it stayed
+    pending for ever, with nothing left to release it)."""
+    relay: RelayProcess = relay_factory(
+        {"RELAY_DISABLE_AFTER": "3s", "RELAY_RETRY_SCHEDULE": ",".join(["1s"] * 30), "RELAY_DUE_PERIOD": "1s"}
+    )
+    switch = Switch()
+    failing = receiver_factory(switch)
+    url = failing.url + "?sig=" + uuid.uuid4().hex
+    sub = relay.subscribe(url, eventTypes=[unique_type])
+    published = relay.publish({"type": unique_type, "data": {"n": 1}}).json()["id"]
+
+    def held() -> bool:
+        read = relay.get(f"subscriptions/{sub['id']}").json()
+        rows = relay.get(f"subscriptions/{sub['id']}/deliveries").json()["value"]
+        return (
+            read["status"] == "disabled"
+            and [(r["eventId"], r["status"]) for r in rows] == [(published, "pending")]
+            and relay.queue_idle()
+        )
+
+    wait_until(held, 60, "the relay to disable the subscription and hold its delivery")
+    tried = len(failing.requests)
+    switch.ok.set()
+    again = relay.subscribe(url, eventTypes=[unique_type])
+    assert again["id"] == sub["id"] and again["status"] == "active"
+    assert failing.wait_for(tried + 1, timeout=60)[-1].headers["webhook-id"] == published
+    wait_until(
+        lambda: relay.get(f"subscriptions/{sub['id']}/deliveries").json()["value"][0]["status"] == "succeeded",
+        60,
+        "the held delivery to succeed",
+    )
+
+
 @pytest.mark.parametrize("value", ["0s", "5x", "d", "-1d"])
 def test_disable_after_is_checked(value: str) -> None:
     from relay.core.errors import ConfigurationError

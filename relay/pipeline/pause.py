@@ -106,6 +106,17 @@ class Holds:
         """Hold queued work (a retry, a work item, a replay) for paused subscriptions."""
         self.hold(message.eventId, message.eventType, message.log, LogKey(*message.log).at, targets, reason)
 
+    def release_any(self, sub_id: str) -> bool:
+        """`release` when the subscription holds anything (one read of a row key); returns whether
+        it did. For a re-subscribe, which re-activates a subscription the relay had disabled."""
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": HELD_PREFIX + sub_id}, select=["RowKey"], results_per_page=1
+        )
+        if next(iter(rows), None) is None:  # the first page only: one row at most
+            return False
+        self.release(sub_id)
+        return True
+
     def release(self, sub_id: str) -> None:
         """Ask for the held deliveries of a resumed subscription to be delivered."""
         Outbox(self._storage, self._settings).replay(ReplayMessage(operationId=RELEASE_PREFIX + sub_id))
