@@ -8,7 +8,6 @@ PYTHON ?= python3
 # (Azurite, receivers, the dev host), so more workers than cores pays off on a 2-core machine
 # (`make test` took 8 min here with 4, 9½ with 3).
 WORKERS ?= 4
-XDIST := -n $(WORKERS) --dist loadfile
 # Bytecode is cached (in __pycache__/, ignored by git and .funcignore) even where the environment
 # says not to: without it every pytest process, each xdist worker and each dev host recompiles, and
 # pytest rewrites the asserts of its plugins' packages (hypothesis, schemathesis) again, about 5 s
@@ -45,19 +44,12 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-# Every test. The `serial` ones hold the code to a time bound, which a neighbour's CPU use would
-# break; they run beside the others at normal priority while the others run at the lowest
-# (`nice -n 19`, inherited by their dev hosts, Azurites and browsers), so the kernel gives the
-# serial ones the CPU whenever they want it and the others take what is left. The serial part's
-# output is printed after the other's. Both parts run to the end even if one fails; exit 5 (no test
-# selected, say for ARGS=tests/test_x.py) is not a failure. ARGS go to both parts.
+# Every test: the `serial` ones (a time bound each) one at a time at normal priority, beside all the
+# others on WORKERS workers at nice 19, so the serial ones get the CPU whenever they want it; the
+# serial part's output comes after the other's. Both parts run to the end; exit 5 (no test
+# selected, say for ARGS=tests/test_x.py) is not a failure. ARGS go to both parts. tests/tiers.py.
 define tiered
-	@status=0; serial_log=$$(mktemp); \
-	$(PY) -m pytest -m "($(1)) and serial" $(ARGS) > $$serial_log 2>&1 & serial=$$!; \
-	nice -n 19 $(PY) -m pytest $(XDIST) -m "($(1)) and not serial" $(ARGS) || [ $$? -eq 5 ] || status=1; \
-	wait $$serial || [ $$? -eq 5 ] || status=1; \
-	echo "---- the serial part ----"; cat $$serial_log; rm -f $$serial_log; \
-	exit $$status
+	$(PY) -m tests.tiers "$(1)" $(WORKERS) $(ARGS)
 endef
 
 test: setup
