@@ -1,80 +1,77 @@
-"""`make test`'s runner (tests/tiers.py): both parts run at once, the serial one at normal priority
-and the other at nice 19, and a Ctrl-C stops both after their teardown. Run against a small test
-project of its own in `tmp_path`, whose tests wait until interrupted."""
+"""The test tiers (docs/testing.md): every test is filed in exactly one, by what it uses, and a dev
+host started from a test outside the devhost tier fails it."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
-import textwrap
-from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-from tests.helpers import ROOT, wait_until
+import pytest
 
-PROJECT = {
-    "pytest.ini": """
-        [pytest]
-        markers =
-            unit: the tier
-            serial: the part
-        """,
-    "test_both.py": """
-        import os
-        import time
-        from pathlib import Path
-
-        import pytest
+from tests import helpers
+from tests.conftest import TIERS, tier_of
+from tests.helpers import RelayProcess
 
 
-        @pytest.fixture
-        def noted(request):
-            name = request.node.name
-            Path(f"started-{name}").write_text(str(os.nice(0)))
-            yield
-            Path(f"torn-down-{name}").write_text("")
+def test_every_selected_test_has_exactly_one_tier(request: pytest.FixtureRequest) -> None:
+    untiered = {
+        item.nodeid: tiers
+        for item in request.session.items
+        if len(tiers := [m.name for m in item.iter_markers() if m.name in TIERS]) != 1
+    }
+    assert not untiered
 
 
-        @pytest.mark.unit
-        @pytest.mark.serial
-        def test_serial(noted):
-            time.sleep(300)
+def _item(function: Any, fixtures: list[str], defs: dict[str, Any] | None = None) -> Any:
+    """What tier_of reads of a collected test: its function and its fixture closure."""
+    info = SimpleNamespace(names_closure=fixtures, name2fixturedefs=defs or {})
+    return SimpleNamespace(function=function, _fixtureinfo=info)
 
 
-        @pytest.mark.unit
-        def test_parallel(noted):
-            time.sleep(300)
-        """,
-}
+def _plain() -> None:
+    assert 1 + 1 == 2
 
 
-def test_both_parts_run_at_once_at_their_priorities_and_a_ctrl_c_stops_both(tmp_path: Path) -> None:
-    for name, text in PROJECT.items():
-        (tmp_path / name).write_text(textwrap.dedent(text))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # Its own process group, so the test can send SIGINT to all of it as a terminal's Ctrl-C does.
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "tests.tiers", "unit", "1", "-q", "-p", "no:cacheprovider"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        process_group=0,
-    )
-    try:
-        started = {name: tmp_path / f"started-test_{name}" for name in ("serial", "parallel")}
-        wait_until(lambda: all(path.exists() for path in started.values()), 60, "both parts to start")
-        ours = os.nice(0)
-        assert started["serial"].read_text() == str(ours)
-        assert started["parallel"].read_text() == str(min(ours + 19, 19))
-        os.killpg(runner.pid, signal.SIGINT)
-        output, _ = runner.communicate(timeout=60)
-    finally:
-        if runner.poll() is None:
-            os.killpg(runner.pid, signal.SIGKILL)
-            runner.wait()
-    # Before (a `&` in the Makefile's shell), the serial part ignored the Ctrl-C and ran on.
-    assert runner.returncode == 1, output
-    assert (tmp_path / "torn-down-test_serial").exists() and (tmp_path / "torn-down-test_parallel").exists()
-    assert output.decode().index("---- the serial part ----") > 0
+def _starts_a_command() -> None:
+    subprocess.run(["true"], check=True)
+
+
+def _starts_a_dev_host(azurite: Any) -> None:
+    RelayProcess(azurite, {}).start()
+
+
+def test_the_tier_follows_from_what_a_test_uses() -> None:
+    assert tier_of(_item(_plain, ["request"])) == "unit"
+    assert tier_of(_item(_plain, ["app", "app_storage", "azurite", "azurite_pool"])) == "inprocess"
+    assert tier_of(_item(_plain, ["relay", "relay_factory", "azurite"])) == "devhost"
+    assert tier_of(_item(_starts_a_command, [])) == "devhost"
+    assert tier_of(_item(lambda: _starts_a_dev_host, ["azurite"])) == "inprocess"  # a helper's name is not seen...
+    assert tier_of(_item(_starts_a_dev_host, ["azurite"])) == "devhost"  # ...the class named in the test is
+    # A module's own fixture that starts the dev host files the tests using it.
+    fixture = SimpleNamespace(func=_starts_a_dev_host)
+    assert tier_of(_item(_plain, ["azurite", "entra"], {"entra": [fixture]})) == "devhost"
+
+
+def test_a_dev_host_started_outside_the_devhost_tier_fails_the_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(helpers, "running_tier", "inprocess")
+    stand_in = SimpleNamespace(connection_string="UseDevelopmentStorage=true")
+    with pytest.raises(AssertionError, match="devhost tier"):
+        RelayProcess(stand_in, {}).start()  # type: ignore[arg-type]
+
+
+def test_the_console_the_bench_and_scale_out_have_their_markers(request: pytest.FixtureRequest) -> None:
+    """The markers that cannot be read from fixtures come from conftest's table; checked on the tests
+    this session collected (a -m selection may leave some out)."""
+    expected = {
+        "tests/test_console.py::": {"browser"},
+        "tests/test_outbound.py::test_stalled_body_keeps_what_arrived": {"serial", "unit"},
+        "tests/test_bounds.py::test_unique_items_over_many_objects_is_linear": {"serial", "devhost"},
+        "tests/test_scale_out.py::": {"scaleout", "slow", "serial", "devhost"},
+        "tests/test_bench.py::test_bench_completes": {"benchmark", "serial", "devhost"},
+        "tests/test_durability.py::": {"slow", "devhost"},
+    }
+    for item in request.session.items:
+        for prefix, markers in expected.items():
+            if item.nodeid.startswith(prefix):
+                assert markers <= {m.name for m in item.iter_markers()}, item.nodeid
