@@ -57,15 +57,15 @@ def test_sweep_forgets_only_what_is_past_retention(relay, receiver_factory, uniq
 def test_the_held_deliveries_of_a_subscription_deleted_while_paused_are_swept(
     relay, receiver_factory, unique_type, azurite
 ) -> None:
-    """Two paused subscriptions hold two events each; one is deleted. The sweep deletes its held
-    rows (no resume will ever come for it) and keeps the other's, which its resume then delivers."""
+    """Three paused subscriptions hold two events each; one is deleted. The sweep deletes its held
+    rows (no resume will ever come for it) and keeps the others' (before and after it in key
+    order, as their random ids fall), which their resumes then deliver."""
     from relay.pipeline.pause import HELD_PREFIX
     from relay.store.storage import OPERATIONS_TABLE
 
-    gone_receiver, kept_receiver = receiver_factory(), receiver_factory()
-    gone = relay.subscribe(gone_receiver.url, eventTypes=[unique_type])["id"]
-    kept = relay.subscribe(kept_receiver.url, eventTypes=[unique_type])["id"]
-    for sub in (gone, kept):
+    receivers = [receiver_factory() for _ in range(3)]
+    subs = [relay.subscribe(r.url, eventTypes=[unique_type])["id"] for r in receivers]
+    for sub in subs:
         assert relay.post(f"subscriptions/{sub}/pause").status_code == 200
     ids = [relay.publish({"type": unique_type, "data": {"n": n}}).json()["id"] for n in range(2)]
     storage = Storage(Endpoints(connection_string=azurite.connection_string))
@@ -75,11 +75,15 @@ def test_the_held_deliveries_of_a_subscription_deleted_while_paused_are_swept(
         rows = operations.query_entities("PartitionKey eq @pk", parameters={"pk": HELD_PREFIX + sub})
         return sorted(str(row["eventId"]) for row in rows)
 
-    wait_until(lambda: held(gone) == held(kept) == sorted(ids), 60, "two held deliveries each")
+    wait_until(lambda: all(held(sub) == sorted(ids) for sub in subs), 60, "two held deliveries each")
+    gone, kept = subs[1], [subs[0], subs[2]]
     assert relay.delete(f"subscriptions/{gone}").status_code == 200
 
     assert sweep(storage, 7)["heldOfDeleted"] == 2
-    assert held(gone) == [] and held(kept) == sorted(ids)
-    assert relay.post(f"subscriptions/{kept}/resume").status_code == 200
-    assert [r.headers["webhook-id"] for r in kept_receiver.wait_for(2, 60)] == ids
-    assert gone_receiver.requests == []
+    assert held(gone) == [] and all(held(sub) == sorted(ids) for sub in kept)
+    assert sweep(storage, 7)["heldOfDeleted"] == 0
+    for sub, receiver in zip(subs, receivers, strict=True):
+        if sub in kept:
+            assert relay.post(f"subscriptions/{sub}/resume").status_code == 200
+            assert [r.headers["webhook-id"] for r in receiver.wait_for(2, 60)] == ids
+    assert receivers[1].requests == []

@@ -106,17 +106,6 @@ class Holds:
         """Hold queued work (a retry, a work item, a replay) for paused subscriptions."""
         self.hold(message.eventId, message.eventType, message.log, LogKey(*message.log).at, targets, reason)
 
-    def release_any(self, sub_id: str) -> bool:
-        """`release` when the subscription holds anything (one read of a row key); returns whether
-        it did. For a re-subscribe, which re-activates a subscription the relay had disabled."""
-        rows = self._table.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": HELD_PREFIX + sub_id}, select=["RowKey"], results_per_page=1
-        )
-        if next(iter(rows), None) is None:  # the first page only: one row at most
-            return False
-        self.release(sub_id)
-        return True
-
     def release(self, sub_id: str) -> None:
         """Ask for the held deliveries of a resumed subscription to be delivered."""
         Outbox(self._storage, self._settings).replay(ReplayMessage(operationId=RELEASE_PREFIX + sub_id))
@@ -177,24 +166,32 @@ def forget_orphans(storage: Storage) -> int:
     """Delete the held rows of subscriptions that are gone; returns how many. A subscription
     deleted while paused (or while the relay had disabled it) is never resumed, so no release
     comes to find it gone (`Holds.run_release`), and its rows would stay for ever. The hourly sweep
-    (relay.pipeline.retention) calls this: one range query over the held partitions alone
-    (they sort together), keys only, and a read of each subscription found there."""
+    (relay.pipeline.retention) calls this. The held partitions sort together: one range query,
+    keys only, read on from the start until it reaches a subscription that is still there, then
+    asked again from just past that one's partition, so a long pause's rows are not all read every
+    hour (a request per held subscription, and the orphans' rows)."""
     after = HELD_PREFIX[:-1] + chr(ord(HELD_PREFIX[-1]) + 1)  # the first key past every "held:..."
     table, subs = storage.table(OPERATIONS_TABLE), SubscriptionStore(storage)
-    rows = table.query_entities(
-        "PartitionKey ge @first and PartitionKey lt @after",
-        parameters={"first": HELD_PREFIX, "after": after},
-        select=["PartitionKey", "RowKey"],
-    )
-    present: dict[str, bool] = {}
-    orphans = []
-    for row in rows:
-        sub_id = str(row["PartitionKey"])[len(HELD_PREFIX) :]
-        if sub_id not in present:
-            present[sub_id] = subs.get(sub_id) is not None
-        if not present[sub_id]:
-            orphans.append(row)
-    return delete_rows(table, orphans)
+    condition, start = "PartitionKey ge @start and PartitionKey lt @after", HELD_PREFIX
+    orphans, gone = [], set()
+    while True:
+        rows = table.query_entities(
+            condition, parameters={"start": start, "after": after}, select=["PartitionKey", "RowKey"]
+        )
+        present = None
+        for row in rows:
+            pk = str(row["PartitionKey"])
+            if pk in gone:
+                orphans.append(row)
+            elif subs.get(pk[len(HELD_PREFIX) :]) is None:
+                gone.add(pk)
+                orphans.append(row)
+            else:
+                present = pk
+                break
+        if present is None:
+            return delete_rows(table, orphans)
+        condition, start = "PartitionKey gt @start and PartitionKey lt @after", present
 
 
 def holding(sub: Subscription) -> bool:

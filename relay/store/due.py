@@ -33,7 +33,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableEntity, TableTransactionError
+from azure.data.tables import TableEntity
 
 from relay.core import clock, runtime
 from relay.store.storage import DUE_TABLE, Storage, delete_rows
@@ -183,16 +183,9 @@ class DueTable:
 
     def _delete(self, rows: list[TableEntity]) -> None:
         """Delete the rows sent. A row another run deleted first (two runs at once: a host that
-        lost the timer's lock mid-run) fails its whole transaction: the others are then deleted
-        one by one, so that they are not sent again by the next run."""
-        try:
-            delete_rows(self._table, rows)
-        except TableTransactionError:
-            for row in rows:
-                try:
-                    self._table.delete_entity(row["PartitionKey"], row["RowKey"])
-                except ResourceNotFoundError:
-                    pass
+        lost the timer's lock mid-run) does not stop the others going (`delete_rows`), so that they
+        are not sent again by the next run."""
+        delete_rows(self._table, rows)
 
     def _save_cursor(self, bucket: str, etag: str | None) -> None:
         row = self._cursor_row(bucket)

@@ -21,7 +21,7 @@ from relay.http.api import Reply, Request, http
 from relay.outbound import signing
 from relay.outbound.sender import check_target
 from relay.pipeline import health, stats
-from relay.pipeline.pause import Holds, holding
+from relay.pipeline.pause import Holds
 from relay.store.deliverylog import STATUSES, DeliveryLog
 from relay.store.eventlog import EventLog
 from relay.store.events import load_data
@@ -47,13 +47,12 @@ def create_subscription(request: Request) -> Reply:
         raise invalid("notificationUrl", exc.reason) from None
     owner = request.principal.id if request.principal else None
     storage = get_storage("fast")
-    sub, created = SubscriptionStore(storage).subscribe(
-        body, _caller(request), owner=owner, scope=access.owner_scope(request)
-    )
-    if not created and not holding(sub):
-        # A subscribe of its URL re-activates a subscription the relay had disabled (a flow saved
-        # again): what was held meanwhile goes out, oldest first, as after `activate`.
-        Holds(storage, settings).release_any(sub.id)
+    done = SubscriptionStore(storage).subscribed(body, _caller(request), owner=owner, scope=access.owner_scope(request))
+    sub, created = done.subscription, done.created
+    if done.reactivated:
+        # A subscribe of its URL (a flow saved again) re-activated a subscription the relay had
+        # disabled: what it held meanwhile goes out, oldest first, as after `activate`.
+        Holds(storage, settings).release(sub.id)
     # Each subscribe is a registration of its own: a platform that deletes the one it replaced
     # after subscribing again (a flow edited and saved) deletes that one only (see delete_subscription).
     location = request.link(f"subscriptions/{sub.id}", {"registration": str(sub.registration)})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -35,6 +35,17 @@ from relay.store.subscriptions.rows import (
 )
 
 
+@dataclass(frozen=True)
+class Subscribed:
+    """What a subscribe did (`SubscriptionStore.subscribed`)."""
+
+    subscription: Subscription
+    created: bool
+    # It was disabled by the relay and this subscribe made it active again: what it held while
+    # disabled is to be released (relay.pipeline.pause), as after `activate`.
+    reactivated: bool = False
+
+
 class SubscriptionStore:
     def __init__(self, storage: Storage) -> None:
         self._table: TableClient = storage.table(SUBSCRIPTIONS_TABLE)
@@ -51,7 +62,18 @@ class SubscriptionStore:
         owner: str | None = None,
         scope: str | None = None,
     ) -> tuple[Subscription, bool]:
-        """Create, or update the existing subscription of this URL; returns (subscription, created).
+        """`subscribed`, as (subscription, created)."""
+        done = self.subscribed(request, caller, owner, scope)
+        return done.subscription, done.created
+
+    def subscribed(
+        self,
+        request: SubscriptionRequest,
+        caller: Caller | None = None,
+        owner: str | None = None,
+        scope: str | None = None,
+    ) -> Subscribed:
+        """Create, or update the existing subscription of this URL.
         Either way the subscription's registration is new (`Subscription.registration`).
 
         `caller`: the Logic Apps caller the subscribe came from (`CALLER_HEADERS`). `owner` owns
@@ -64,13 +86,13 @@ class SubscriptionStore:
         for _ in tries():
             found = self._create_or_update(request, caller, moment, owner, scope)
             if found is not None:
-                self._owners.write_caller(found[0])
+                self._owners.write_caller(found.subscription)
                 return found
         raise Contended("the subscription kept changing under this subscribe; try again")
 
     def _create_or_update(
         self, request: SubscriptionRequest, caller: Caller | None, at: datetime, owner: str | None, scope: str | None
-    ) -> tuple[Subscription, bool] | None:
+    ) -> Subscribed | None:
         """One try; None when a concurrent change (a DELETE of the same URL) got in between."""
         url = request.notificationUrl
         existing_id = kinds.link_target(kinds.read_link(self._table, url))
@@ -106,7 +128,7 @@ class SubscriptionStore:
                     self._owners.delete(sub_id, owner)
                 return None  # someone subscribed (or removed) the same URL a moment ago: look again
             self._lifecycle.reconcile(sub_id, ())
-            return sub, True
+            return Subscribed(sub, created=True)
         current = from_row(raw)
         if current.removing:
             self._lifecycle.finish_delete(raw)  # a DELETE is under way: it ends first, then this subscribes anew
@@ -127,7 +149,8 @@ class SubscriptionStore:
         if taken_over:
             self._owners.delete(current.id, current.owner)
         self._lifecycle.reconcile(current.id, current.event_types if current.receives else ())
-        return written, False
+        reactivated = current.status == SubscriptionStatus.DISABLED and current.disabled_by_relay
+        return Subscribed(written, created=False, reactivated=reactivated)
 
     def rotate_secret(self, sub_id: str, grace_seconds: int = 0) -> Subscription | None:
         """A new signing secret, the replaced one signing beside it for `grace_seconds` (see
