@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT, wait_until
 
 PROJECT = {
@@ -49,7 +51,12 @@ PROJECT = {
 }
 
 
-def test_both_parts_run_at_once_at_their_priorities_and_a_ctrl_c_stops_both(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_both_parts_run_at_once_at_their_priorities_and_a_ctrl_c_or_sigterm_stops_both(
+    tmp_path: Path, stop: str
+) -> None:
+    """A Ctrl-C reaches the whole process group; a SIGTERM (a CI timeout) only the runner, which
+    passes it on. Either way both parts tear down and the serial part's output is printed."""
     for name, text in PROJECT.items():
         (tmp_path / name).write_text(textwrap.dedent(text))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -68,7 +75,10 @@ def test_both_parts_run_at_once_at_their_priorities_and_a_ctrl_c_stops_both(tmp_
         ours = os.nice(0)
         assert started["serial"].read_text() == str(ours)
         assert started["parallel"].read_text() == str(min(ours + 19, 19))
-        os.killpg(runner.pid, signal.SIGINT)
+        if stop == "ctrl-c":
+            os.killpg(runner.pid, signal.SIGINT)
+        else:
+            runner.send_signal(signal.SIGTERM)
         output, _ = runner.communicate(timeout=60)
     finally:
         if runner.poll() is None:
@@ -77,4 +87,5 @@ def test_both_parts_run_at_once_at_their_priorities_and_a_ctrl_c_stops_both(tmp_
     # Before (a `&` in the Makefile's shell), the serial part ignored the Ctrl-C and ran on.
     assert runner.returncode == 1, output
     assert (tmp_path / "torn-down-test_serial").exists() and (tmp_path / "torn-down-test_parallel").exists()
-    assert output.decode().index("---- the serial part ----") > 0
+    text = output.decode()
+    assert "---- the serial part ----" in text and "KeyboardInterrupt" in text.split("---- the serial part ----")[1]
