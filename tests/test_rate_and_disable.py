@@ -174,13 +174,14 @@ def test_a_subscribe_of_its_url_delivers_what_was_held_while_the_relay_had_it_di
     relay_factory, receiver_factory, unique_type
 ) -> None:
     """A flow saved again subscribes its URL again, which re-activates a subscription the relay
-    disabled: the delivery held meanwhile goes out, as after `activate` (before: it stayed
-    pending for ever, with nothing left to release it)."""
+    disabled: as after `activate`, `relay.subscription.recovered` goes out and so does the
+    delivery held meanwhile (before: neither; the delivery stayed pending for ever)."""
     relay: RelayProcess = relay_factory(
         {"RELAY_DISABLE_AFTER": "3s", "RELAY_RETRY_SCHEDULE": ",".join(["1s"] * 30), "RELAY_DUE_PERIOD": "1s"}
     )
     switch = Switch()
-    failing = receiver_factory(switch)
+    failing, ops = receiver_factory(switch), receiver_factory()
+    relay.subscribe(ops.url, eventTypes=["relay.subscription.*"])
     url = failing.url + "?sig=" + uuid.uuid4().hex
     sub = relay.subscribe(url, eventTypes=[unique_type])
     published = relay.publish({"type": unique_type, "data": {"n": 1}}).json()["id"]
@@ -200,6 +201,8 @@ def test_a_subscribe_of_its_url_delivers_what_was_held_while_the_relay_had_it_di
     again = relay.subscribe(url, eventTypes=[unique_type])
     assert again["id"] == sub["id"] and again["status"] == "active"
     assert failing.wait_for(tried + 1, timeout=60)[-1].headers["webhook-id"] == published
+    recovered = wait_until(lambda: _events_of(ops, "relay.subscription.recovered", sub["id"]), 60, "recovered")
+    assert recovered[0]["data"] == {"subscriptionId": sub["id"], "notificationUrl": failing.url + "?sig=***"}
     wait_until(
         lambda: relay.get(f"subscriptions/{sub['id']}/deliveries").json()["value"][0]["status"] == "succeeded",
         60,

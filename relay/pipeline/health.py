@@ -175,6 +175,15 @@ def reactivate(storage: Storage, settings: Settings, sub_id: str) -> Subscriptio
     memo().forget(sub_id)
     if sub is None or before is None or not (before.status == SubscriptionStatus.DISABLED and before.disabled_by_relay):
         return sub
+    recovered(storage, settings, sub)
+    return sub
+
+
+def recovered(storage: Storage, settings: Settings, sub: Subscription) -> None:
+    """A subscription the relay had disabled is active again (activated, or its URL subscribed
+    again): forget what this process knew of its failures, and publish
+    `relay.subscription.recovered`. Its caller releases the held work."""
+    memo().forget(sub.id)
     publish(
         storage,
         settings,
@@ -183,4 +192,3 @@ def reactivate(storage: Storage, settings: Settings, sub_id: str) -> Subscriptio
         {"subscriptionId": sub.id, "notificationUrl": mask_url(sub.notification_url)},
     )
     log.info("subscription re-activated subscription=%s", sub.id)
-    return sub

@@ -51,7 +51,9 @@ def create_subscription(request: Request) -> Reply:
     sub, created = done.subscription, done.created
     if done.reactivated:
         # A subscribe of its URL (a flow saved again) re-activated a subscription the relay had
-        # disabled: what it held meanwhile goes out, oldest first, as after `activate`.
+        # disabled: as after `activate`, `recovered` goes out, and so does what it held meanwhile,
+        # oldest first.
+        health.recovered(storage, settings, sub)
         Holds(storage, settings).release(sub.id)
     # Each subscribe is a registration of its own: a platform that deletes the one it replaced
     # after subscribing again (a flow edited and saved) deletes that one only (see delete_subscription).
