@@ -451,6 +451,18 @@ def problem_of(response: Answer | requests.Response, status: int, field: str | N
     return doc
 
 
+def autogroup(pid: int | str) -> str | None:
+    """The scheduler autogroup `pid` runs in, or None: the file is missing where the kernel has no
+    autogroups, and empty for a process in the default one, the root task group, which holds every
+    session never started since boot (kernel/sched/autogroup.c prints nothing unless the task's
+    group is an autogroup). On CI's machine the tests run there; so does PID 1 here."""
+    try:
+        words = Path(f"/proc/{pid}/autogroup").read_text().split()
+    except OSError:
+        return None
+    return words[0] if words else None
+
+
 def share_our_priority() -> int:
     """Give every process below this one that runs in a session of its own this process's nice
     value (`make test` runs the parallel part at `nice -n 19`). A new session is a new scheduler
@@ -458,9 +470,9 @@ def share_our_priority() -> int:
     (0) before a process's nice counts (sched(7), "The autogroup feature"): Chromium puts its
     processes in sessions of their own, so without this the browser tests would take the CPU from
     the serial tests beside them. Returns how many autogroups were changed."""
-    ours = os.nice(0)
+    ours, own = os.nice(0), autogroup("self")  # own is None in the default group: still share
     if ours <= 0 or not Path("/proc/self/autogroup").exists():
-        return 0
+        return 0  # nothing to give, or no autogroups: nice values count as they are
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -469,7 +481,7 @@ def share_our_priority() -> int:
             except (OSError, IndexError, ValueError):
                 continue  # gone meanwhile
             children.setdefault(parent, []).append(int(entry.name))
-    changed, todo, own = 0, list(children.get(os.getpid(), [])), Path("/proc/self/autogroup").read_text().split()[0]
+    changed, todo = 0, list(children.get(os.getpid(), []))
     while todo:
         pid = todo.pop()
         todo += children.get(pid, [])
@@ -480,5 +492,5 @@ def share_our_priority() -> int:
                 group.write_text(str(ours))
                 changed += 1
         except (OSError, ValueError):
-            continue  # gone meanwhile, or not ours to change
+            continue  # gone meanwhile, not ours to change, or in the default group (empty file)
     return changed
