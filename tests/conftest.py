@@ -262,3 +262,10 @@ def senders() -> Iterator[Callable[..., Sender]]:
     yield make
     for sender in made:
         sender.close()
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the whole test (helpers.refused_ports)."""
+    with helpers.refused_ports() as ports:
+        yield ports[0]

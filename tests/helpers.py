@@ -3,16 +3,18 @@ receivers, and waiting for a condition that has no event to block on."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,6 +44,7 @@ __all__ = [
     "free_port",
     "nullable_as_draft4",
     "problem_of",
+    "refused_ports",
     "wait_until",
 ]
 
@@ -461,6 +464,22 @@ def autogroup(pid: int | str) -> str | None:
     except OSError:
         return None
     return words[0] if words else None
+
+
+@contextlib.contextmanager
+def refused_ports(count: int = 1) -> Iterator[list[int]]:
+    """Loopback ports that refuse a connection at once for as long as the block runs: each is bound
+    and never listened on, so no other test's receiver or dev host can take it meanwhile. A port
+    found free and closed again (free_port) may be a parallel test's receiver a moment later, and
+    work sent there reaches that test instead (CI: a batch test's "dead" target answered 200)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        yield [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def share_our_priority() -> int:

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from relay_dev.azurite import free_port
 from tests.helpers import FUNCTION_KEY, ROOT, Receiver, RelayProcess, wait_until
 
 
@@ -205,11 +204,11 @@ def test_credentials_from_the_environment(relay: RelayProcess) -> None:
     assert isinstance(json.loads(ok(result)), list)
 
 
-def test_error_exits(relay: RelayProcess) -> None:
+def test_error_exits(relay: RelayProcess, refused_port: int) -> None:
     one_line_error(admin(relay, "subscriptions", "list", key="wrong-key"), 3, "401", "--key")
     one_line_error(admin(relay, "event-types", "list", key=None), 3, "401")
     one_line_error(
-        admin(None, "subscriptions", "list", url=f"http://127.0.0.1:{free_port()}"), 5, "cannot reach the relay"
+        admin(None, "subscriptions", "list", url=f"http://127.0.0.1:{refused_port}"), 5, "cannot reach the relay"
     )
     one_line_error(admin(None, "subscriptions", "list", url="ftp://example"), 2, "--url")
     usage = admin(relay, "subscriptions", "frobnicate")

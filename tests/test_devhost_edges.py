@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from relay_dev.azurite import Azurite, free_port, port_open, wait_until
+from tests.helpers import refused_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,9 +69,10 @@ def test_a_busy_http_port_is_one_line_naming_the_argument(app_dir: Path, azurite
 
 
 def test_storage_that_does_not_answer_is_one_line_naming_it(app_dir: Path) -> None:
-    dead = {svc: free_port() for svc in ("blob", "queue", "table")}
-    conn = Azurite(ports=dead).connection_string
-    done = _dev(app_dir, "--port", str(free_port()), env=_env(AzureWebJobsStorage=conn))
+    with refused_ports(3) as ports:  # no other test's Azurite can take them meanwhile
+        dead = dict(zip(("blob", "queue", "table"), ports, strict=True))
+        conn = Azurite(ports=dead).connection_string
+        done = _dev(app_dir, "--port", str(free_port()), env=_env(AzureWebJobsStorage=conn))
     assert done.returncode == 2
     line = _one_line(done.stderr)
     assert f"127.0.0.1:{dead['queue']} does not answer" in line and "Azurite" in line

@@ -5,7 +5,6 @@ relay's storage and queue work from the healthy deliveries."""
 from __future__ import annotations
 
 import json
-import socket
 import statistics
 import time
 import uuid
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 from relay.outbound.sender import Sender
-from tests.helpers import wait_until
+from tests.helpers import refused_ports, wait_until
 from tests.test_fairness2 import ManyHanging
 
 SECRET = "s3cr3tSIG"
@@ -73,17 +72,6 @@ def test_healthy_receiver_keeps_p95_under_2s_while_its_events_also_go_to_150_dea
     wait_until(lambda: dead_origins.accepted >= 8, 30, "the relay to reach the dead receivers")
 
 
-def _closed_ports(count: int) -> list[int]:
-    """Loopback ports nobody listens on (bound, then closed): a connection is refused at once."""
-    socks = [socket.socket() for _ in range(count)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
-
-
 @pytest.mark.timeout(120)
 def test_a_batchs_retries_go_out_as_one_work_item_per_hundred_not_a_message_each(
     app_storage: Any, senders: Callable[..., Sender]
@@ -105,11 +93,12 @@ def test_a_batchs_retries_go_out_as_one_work_item_per_hundred_not_a_message_each
         id=event_id, type="t.x", source="s", time="2026-01-01T00:00:00Z", data=1, acceptedAt="2026-01-01T00:00:00Z"
     )
     log_key = ("e:20260101", f"20260101T000000.000000Z_{event_id}")
-    targets = [
-        Target(sub=uuid.uuid4().hex, url=f"http://127.0.0.1:{port}/hook?sig={SECRET}", secret="whsec_" + "A" * 32)
-        for port in _closed_ports(150)
-    ]
-    deliverer.deliver(event, 1, log_key, log_key[1][:23], targets)
+    with refused_ports(150) as ports:
+        targets = [
+            Target(sub=uuid.uuid4().hex, url=f"http://127.0.0.1:{port}/hook?sig={SECRET}", secret="whsec_" + "A" * 32)
+            for port in ports
+        ]
+        deliverer.deliver(event, 1, log_key, log_key[1][:23], targets)
 
     for target in targets[:5]:  # each has its pending row, as before
         row = DeliveryLog(app_storage, 7).list(target.sub, status="pending", limit=1, token=None)[0][0]

@@ -15,7 +15,7 @@ import pytest
 import requests
 from azure.storage.queue import QueueServiceClient
 
-from tests.helpers import FUNCTION_KEY, Azurite, InProcessApp, RelayProcess, free_port, problem_of, wait_until
+from tests.helpers import FUNCTION_KEY, Azurite, InProcessApp, RelayProcess, problem_of, wait_until
 
 
 def test_rebinding_name_is_refused_at_delivery(azurite, receiver_factory) -> None:
@@ -92,7 +92,7 @@ def _resetting_server() -> tuple[int, socket.socket]:
     return sock.getsockname()[1], sock
 
 
-def test_receiver_faults_end_as_the_contract_says(relay_factory, receiver_factory, unique_type) -> None:
+def test_receiver_faults_end_as_the_contract_says(relay_factory, receiver_factory, unique_type, refused_port) -> None:
     """500, 503+Retry-After, 429, silence, a refused port, a reset and a 10 MB body each end as
     specified, while the relay keeps answering."""
     # 3 s: long enough that no answer from a loopback receiver times out on a loaded machine (the
@@ -105,7 +105,6 @@ def test_receiver_faults_end_as_the_contract_says(relay_factory, receiver_factor
     rbig = receiver_factory(lambda req, i: (200, {"Content-Type": "text/plain"}, big))
     silent_port, silent = _silent_server()
     reset_port, resetting = _resetting_server()
-    refused_port = free_port()
     subs = {
         name: relay.subscribe(url, eventTypes=[unique_type])["id"]
         for name, url in {

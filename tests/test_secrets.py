@@ -15,7 +15,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.helpers import free_port, wait_until
+from tests.helpers import wait_until
 
 
 def _everything_stored(connection_string: str) -> str:
@@ -103,7 +103,9 @@ def test_the_function_key_goes_back_only_to_its_caller(relay_factory, receiver_f
     assert key not in relay.logs()
 
 
-def test_a_callback_query_is_shown_only_in_the_201_that_created_it(relay, receiver_factory, unique_type) -> None:
+def test_a_callback_query_is_shown_only_in_the_201_that_created_it(
+    relay, receiver_factory, unique_type, refused_port
+) -> None:
     """Reads, lists, a repeated subscribe and the delivery log mask every query value; the
     receiver still gets its URL byte for byte; no log line carries the sig."""
     sig = f"S3CRET{uuid.uuid4().hex}"
@@ -119,7 +121,7 @@ def test_a_callback_query_is_shown_only_in_the_201_that_created_it(relay, receiv
     again = relay.post("subscriptions", {"notificationUrl": url, "eventTypes": [unique_type]})
     assert again.status_code == 201 and again.json()["notificationUrl"] == masked
 
-    dead = f"http://127.0.0.1:{free_port()}/hook?sig={sig}"
+    dead = f"http://127.0.0.1:{refused_port}/hook?sig={sig}"
     dead_sub = relay.subscribe(dead, eventTypes=[unique_type])
     relay.publish({"type": unique_type, "data": 1})
     got = receiver.wait_for(1)[0]

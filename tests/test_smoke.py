@@ -30,7 +30,7 @@ from relay.http.access import ADMIN, PUBLISHER, SUBSCRIBER, is_anonymous_path
 from relay.http.routes.smoke import MAX_BODY_BYTES, MAX_OPEN_RUNS, MAX_RECEIPTS, PARTITION, RUN_TTL
 from relay.store.storage import OPERATIONS_TABLE
 from relay_dev import smoke
-from relay_dev.azurite import Azurite, free_port
+from relay_dev.azurite import Azurite
 from tests.helpers import FUNCTION_KEY, ROOT, RelayProcess
 from tests.test_entra import ENTRA_ENV, Tokens, jwks_file
 
@@ -138,8 +138,10 @@ def test_the_round_trip_passes_the_outbound_guard_like_any_subscriber(
     assert line(lines, "cleanup").startswith("ok   cleanup: removed run ")
 
 
-def test_an_unreachable_relay_is_one_line_per_check_and_no_traceback(capsys: pytest.CaptureFixture[str]) -> None:
-    port = free_port()  # nothing listens here
+def test_an_unreachable_relay_is_one_line_per_check_and_no_traceback(
+    capsys: pytest.CaptureFixture[str], refused_port: int
+) -> None:
+    port = refused_port  # nothing listens here
     code, lines = run_smoke(capsys, "--url", f"http://127.0.0.1:{port}", "--key", "k")
     assert code == 1
     assert line(lines, "health") == f"FAIL health: cannot reach the relay at http://127.0.0.1:{port} (ConnectionError)"

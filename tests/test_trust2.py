@@ -107,7 +107,7 @@ def _admin(relay: RelayProcess, *args: str) -> Any:
 
 
 def test_a_path_token_is_shown_only_in_the_201_that_created_it(
-    relay: RelayProcess, receiver_factory: Any, unique_type: str
+    relay: RelayProcess, receiver_factory: Any, unique_type: str, refused_port: int
 ) -> None:
     """GET, the list, the filtered list, the delivery log, the dev host's log and the admin CLI's
     --json mask the Slack-style token; the receiver still gets its path byte for byte."""
@@ -119,7 +119,7 @@ def test_a_path_token_is_shown_only_in_the_201_that_created_it(
     masked = f"{receiver.url}/services/T0123ABCD/B0123ABCD/***"
 
     dead_token = f"Dead{uuid.uuid4().hex}"
-    dead = relay.subscribe(f"http://127.0.0.1:{free_port()}/services/T1/B1/{dead_token}", eventTypes=[unique_type])
+    dead = relay.subscribe(f"http://127.0.0.1:{refused_port}/services/T1/B1/{dead_token}", eventTypes=[unique_type])
     relay.publish({"type": unique_type, "data": 1})
     got = receiver.wait_for(1)[0]
     assert got.path.endswith(f"/services/T0123ABCD/B0123ABCD/{token}")  # sent byte for byte
