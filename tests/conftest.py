@@ -183,7 +183,12 @@ def azurite(azurite_pool: AzuritePool) -> AzuriteAccount:
 
 
 @pytest.fixture
-def relay_factory(azurite: AzuriteAccount) -> Iterator[Callable[..., RelayProcess]]:
+def relay_factory(
+    azurite: AzuriteAccount, receiver_factory: Callable[..., Receiver]
+) -> Iterator[Callable[..., RelayProcess]]:
+    # receiver_factory is set up first so that it is torn down last: a dev host still retrying
+    # deliveries while it stops must find its receivers' ports still held, not free for a parallel
+    # test's receiver to take and be sent this test's events.
     started: list[RelayProcess] = []
 
     def make(env: dict[str, str] | None = None, function_key: str | None = FUNCTION_KEY) -> RelayProcess:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -97,7 +98,11 @@ class RelayProcess:
     """`python -m relay dev` in its own process group, so a test can SIGKILL it and restart it."""
 
     def __init__(self, azurite: Azurite, env: dict[str, str], function_key: str | None = FUNCTION_KEY) -> None:
-        self.port = free_port()
+        # 0 until the first start: the dev host binds a port the kernel picks and logs it. A port
+        # found free here and bound seconds later by the host may meanwhile be a parallel test's
+        # receiver (the host exits) or dev host (whose /health this one would then take for its own).
+        # A restart keeps the port, as a restarted app keeps its address.
+        self.port = 0
         self.azurite = azurite
         self.function_key = function_key
         self.env = {
@@ -111,7 +116,7 @@ class RelayProcess:
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self._queues: list[Any] | None = None
-        self.log_path = _log_dir() / f"relay-dev-{self.port}-{uuid.uuid4().hex[:6]}.log"
+        self.log_path = _log_dir() / f"relay-dev-{uuid.uuid4().hex[:8]}.log"
         self.session = requests.Session()
         if function_key:
             self.session.headers["x-functions-key"] = function_key
@@ -129,6 +134,7 @@ class RelayProcess:
         if self.function_key:
             args += ["--function-key", self.function_key]
         self._log = open(self.log_path, "ab")
+        offset = self._log.tell()
         self.proc = subprocess.Popen(
             args,
             cwd=ROOT,
@@ -140,8 +146,19 @@ class RelayProcess:
             # autogroup of its own, which would escape the parallel part's `nice -n 19` (Makefile).
             process_group=0,
         )
+        if not self.port:
+            self.port = wait_until(lambda: self._bound(offset), 60, "the dev host to listen")
         wait_until(self._healthy, 60, "the dev host to answer")
         return self
+
+    def _bound(self, offset: int) -> int | None:
+        """The port in this start's "listening on" line (relay_dev/devhost.py), once it is logged."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"dev host exited: {self.log_path.read_text()[-3000:]}")
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            found = re.search(rb"listening on http://127\.0\.0\.1:(\d+)/", log.read())
+        return int(found.group(1)) if found else None
 
     def _healthy(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:

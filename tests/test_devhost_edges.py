@@ -78,11 +78,22 @@ def test_storage_that_does_not_answer_is_one_line_naming_it(app_dir: Path) -> No
     assert f"127.0.0.1:{dead['queue']} does not answer" in line and "Azurite" in line
 
 
+def _bindable(port: int) -> bool:
+    """Free to bind now: not only nobody listening (port_open) but no connection using it either,
+    as a parallel test's outgoing one may (the kernel gives those even ports, bind(0) odd ones)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _free_base() -> int:
     """Three consecutive free ports (Azurite's blob, queue and table)."""
     for _ in range(50):
         base = free_port()
-        if base < 65000 and not any(port_open(base + i) for i in range(3)):
+        if base < 65000 and all(_bindable(base + i) for i in range(3)):
             return base
     raise AssertionError("no three consecutive free ports")
 

@@ -394,7 +394,7 @@ def test_handed_back_attempt_comes_back_within_seconds_then_less_often(
 
 @pytest.mark.timeout(400)
 def test_healthy_receiver_is_served_while_150_subscriptions_hang(
-    relay_factory, receiver_factory, hanging: HangingServer, unique_type: str
+    hanging: HangingServer, relay_factory, receiver_factory, unique_type: str
 ) -> None:
     """150 subscriptions on a receiver that accepts and never answers, one healthy receiver on another
     port: the healthy one gets its event well before the hanging attempts' timeout (15 s), and

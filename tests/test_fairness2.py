@@ -67,6 +67,8 @@ class ManyHanging:
 
 @pytest.fixture
 def many_hanging() -> Iterator[ManyHanging]:
+    """Requested before relay_factory, so that it closes after the dev host stops: a port freed while
+    the host still retries could be a parallel test's receiver, sent these events."""
     server = ManyHanging(150)
     yield server
     server.close()
@@ -161,7 +163,7 @@ def test_connect_timeout_is_shorter_than_the_answer_timeout(senders: Callable[..
 
 @pytest.mark.timeout(400)
 def test_healthy_receiver_p95_under_2s_while_150_origins_hang(
-    relay_factory: Callable[..., Any], receiver_factory: Callable[..., Any], many_hanging: ManyHanging, unique_type: str
+    many_hanging: ManyHanging, relay_factory: Callable[..., Any], receiver_factory: Callable[..., Any], unique_type: str
 ) -> None:
     """150 subscriptions on 150 receivers (one port each) that accept and never answer, at the
     default 30 s timeout; a healthy receiver gets 40 events published one a second meanwhile,

@@ -26,6 +26,8 @@ SETTINGS = {"RELAY_DELIVERY_TIMEOUT": "30"}
 
 @pytest.fixture
 def dead_origins() -> Iterator[ManyHanging]:
+    """Requested before relay_factory, so that it closes after the dev host stops: a port freed while
+    the host still retries could be a parallel test's receiver, sent these events."""
     server = ManyHanging(150)
     yield server
     server.close()
@@ -33,7 +35,7 @@ def dead_origins() -> Iterator[ManyHanging]:
 
 @pytest.mark.timeout(600)
 def test_healthy_receiver_keeps_p95_under_2s_while_its_events_also_go_to_150_dead_origins(
-    relay_factory: Callable[..., Any], receiver_factory: Callable[..., Any], dead_origins: ManyHanging, unique_type: str
+    dead_origins: ManyHanging, relay_factory: Callable[..., Any], receiver_factory: Callable[..., Any], unique_type: str
 ) -> None:
     """150 subscriptions on 150 receivers (one port each) that accept and never answer share the
     healthy subscription's event type: each of 40 events published one a second fans out to 151

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import errno
 import socket
+from typing import Any
 
 import pytest
 
-from tests.helpers import refused_ports
+from tests.helpers import RelayProcess, refused_ports
 
 
 def test_a_refused_port_stays_refused_and_no_one_else_can_take_it() -> None:
@@ -24,3 +25,22 @@ def test_a_refused_port_stays_refused_and_no_one_else_can_take_it() -> None:
                 assert client.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
     with socket.socket() as other:
         other.bind(("127.0.0.1", ports[0]))  # given back when the block ends
+
+
+def test_a_dev_host_binds_a_port_the_kernel_picks_and_a_restart_keeps_it(azurite: Any) -> None:
+    """RelayProcess starts `relay dev --port 0` and reads the port from the host's own log line, so
+    no port is chosen here and bound seconds later, when another test may hold it; a restart keeps
+    the address, as a restarted app keeps its own (the Locations a flow holds point at it)."""
+    relay = RelayProcess(azurite, {})
+    assert relay.port == 0
+    relay.start()
+    try:
+        port = relay.port
+        assert port and relay.get("health").status_code == 200
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))  # the host's own socket holds it
+        relay.stop()
+        relay.start()
+        assert relay.port == port and relay.get("health").status_code == 200
+    finally:
+        relay.stop()
